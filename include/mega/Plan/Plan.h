@@ -1,0 +1,237 @@
+//===- Plan.h - The plan: the one door between megac and mega-run --------===//
+//
+// A plan is everything the runtime needs to train a model: the persistent
+// tensors (parameters, their gradients, optimizer state), and a handful of
+// programs (train micro-step, optimizer step, eval, predict), each a straight
+// list of kernel instructions over buffers whose places the compiler chose.
+//
+// This header and docs/plan-format.md are the only things the compiler and the
+// runtime both include. It depends on the C++ standard library alone.
+//
+// Design choices (why):
+//  * Straight-line instruction lists, no control flow: the compiler has
+//    already unrolled layers and decided the schedule; the runtime interprets
+//    nothing it could get wrong.
+//  * Values are views (space, index, byte offset, shape): a reshape, a slice
+//    of the fused q|k|v projection or a head view costs nothing at run time.
+//  * Every instruction names its kernel by opcode; operand and attribute
+//    meaning per opcode is fixed below and in docs/plan-format.md, so a
+//    second backend (CUDA) implements the same list.
+//  * Programs carry a target and a stage so that pipeline stages and several
+//    backends fit in one file without a format change.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_PLAN_PLAN_H
+#define MEGA_PLAN_PLAN_H
+
+#include <cstdint>
+#include <iosfwd>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mega::plan {
+
+/// First 8 bytes of every plan file.
+inline constexpr char kMagic[8] = {'M', 'E', 'G', 'A', 'P', 'L', 'A', 'N'};
+/// The only format version this code reads and writes.
+inline constexpr uint32_t kVersion = 1;
+
+/// Thrown for every malformed, truncated or inconsistent plan.
+struct PlanError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType : uint8_t { F32 = 0, I32 = 1, BF16 = 2 };
+size_t dtypeSize(DType t);
+const char *dtypeName(DType t);
+
+/// What a persistent tensor is for. The runtime allocates and owns these.
+enum class Role : uint8_t {
+  Param = 0, ///< a trainable parameter, saved/loaded under `name`
+  Grad = 1,  ///< gradient accumulator of `param`
+  AdamM = 2, ///< AdamW first moment of `param`
+  AdamV = 3, ///< AdamW second moment of `param`
+};
+const char *roleName(Role r);
+
+/// How a parameter is initialised when no checkpoint is loaded. Other roles
+/// always start at zero.
+enum class Init : uint8_t { Zeros = 0, Ones = 1, Normal = 2 };
+
+struct Persistent {
+  std::string name; ///< canonical name ("h.0.attn.c_attn.weight")
+  Role role = Role::Param;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  Init init = Init::Zeros;
+  float initStd = 0.0f;    ///< for Init::Normal (mean 0)
+  bool weightDecay = false; ///< parameters only: decoupled weight decay applies
+  int32_t param = -1;       ///< for Grad/AdamM/AdamV: index of the parameter
+};
+
+/// A named runtime-provided input or runtime-read output of a program.
+struct Port {
+  std::string name; ///< "tokens", "targets", "lr", "step", "loss", ...
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+};
+
+/// Where a value's bytes live.
+enum class Space : uint8_t {
+  Arena = 0,      ///< program scratch arena; `offset` in bytes
+  Persistent = 1, ///< persistent tensor `index`; `offset` in bytes within it
+  Input = 2,      ///< input port `index`
+  Output = 3,     ///< output port `index`
+};
+
+/// A typed, contiguous view of bytes somewhere.
+struct Value {
+  Space space = Space::Arena;
+  int32_t index = 0;
+  int64_t offset = 0;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  int64_t numel() const;
+  int64_t bytes() const { return numel() * int64_t(dtypeSize(dtype)); }
+};
+
+/// Kernel opcodes. Operands are listed inputs first, then outputs; `i` are
+/// the integer attributes and `f` the float attributes, in the order given.
+/// All tensors are row-major and contiguous unless strides say otherwise.
+enum class Op : uint16_t {
+  /// out: f[0] written to every element.
+  Fill = 0,
+  /// in -> out, same element count.
+  Copy = 1,
+  /// A, B -> C.  C[b] = f[0] * op(A[b]) @ op(B[b]) + f[1] * C[b]
+  /// i = {batch, M, N, K, transA, transB, lda, ldb, ldc,
+  ///      strideA, strideB, strideC} (leading dims and batch strides in
+  /// elements; op(X) = X^T when trans is 1). f = {alpha, beta}.
+  MatMul = 2,
+  /// Fused elementwise program over `n` elements; see EwOp.
+  /// operands: inputs..., outputs...;
+  /// i = {n, numInputs, numOutputs, period_0..period_{numInputs-1},
+  ///      then the code as groups of 4: (EwOp, dst, a, b)}.
+  /// Input k is read at index (e % period_k): period n = full tensor,
+  /// period = last dim for a broadcast bias row, 1 for a scalar.
+  /// f = constants table (EwOp::Const reads f[a]).
+  Elementwise = 3,
+  /// in [outer, inner] -> out [inner]: out = sum over outer (+ out if
+  /// i[2] accumulate). i = {outer, inner, accumulate}.
+  ReduceSum = 4,
+  /// x [rows, cols], w [cols], b [cols] -> y [rows, cols], mean [rows],
+  /// rstd [rows]. i = {rows, cols}; f = {eps}.
+  LayerNorm = 5,
+  /// dy, x, w, mean, rstd -> dx, dw, db.  i = {rows, cols, accumulate}
+  /// (accumulate adds into dx; dw and db are always overwritten).
+  LayerNormGrad = 6,
+  /// x [rows, cols] -> y = softmax(f[0] * x) along cols. i = {rows, cols,
+  /// causal, seq}: causal masks column c of row r when c > r % seq.
+  Softmax = 7,
+  /// y, dy -> dx = f[0] * y * (dy - sum(dy*y)).  i = {rows, cols}.
+  SoftmaxGrad = 8,
+  /// logits [rows, V], targets i32 [rows] -> loss f32 [] (mean over rows),
+  /// lse [rows]. i = {rows, V}.
+  CrossEntropy = 9,
+  /// logits, targets, lse, dloss [] -> dlogits [rows, V]
+  ///   = (softmax(logits) - onehot(target)) * dloss / rows.  i = {rows, V}.
+  CrossEntropyGrad = 10,
+  /// table [V, H], ids i32 [rows] -> out [rows, H] (+ out if accumulate).
+  /// i = {rows, V, H, accumulate}.
+  Embedding = 11,
+  /// dout [rows, H], ids i32 [rows] -> dtable [V, H]; zeroed first unless
+  /// accumulate.  i = {rows, V, H, accumulate}.
+  EmbeddingGrad = 12,
+  /// in -> out with dims permuted. i = {rank, d_0..d_{rank-1},
+  /// p_0..p_{rank-1}}: out dim j is in dim p_j.
+  Transpose = 13,
+  /// grads... -> norm [] , coef []. Global L2 norm of all inputs;
+  /// coef = min(1, f[0] / (norm + 1e-6)) (f[0] <= 0: no clipping, coef 1);
+  /// coef = NaN when norm is not finite (the optimizer then skips).
+  GradNorm = 14,
+  /// param, grad, m, v, lr [], step [], coef [] -> (in place on param, m, v)
+  /// torch.optim.AdamW on grad*coef; does nothing when coef is NaN.
+  /// f = {beta1, beta2, eps, weightDecay}.
+  AdamW = 15,
+  /// param, grad, lr [], coef [] -> (in place) p -= lr*(g*coef + wd*p);
+  /// does nothing when coef is NaN.  f = {weightDecay}.
+  Sgd = 16,
+};
+const char *opName(Op op);
+
+/// Elementwise micro-ops, executed per element over registers r0..r15.
+/// (op, dst, a, b): dst = op(r[a], r[b]).
+enum class EwOp : int64_t {
+  Load = 0,      ///< r[dst] = input a
+  Store = 1,     ///< output a = r[dst]
+  Const = 2,     ///< r[dst] = f[a]
+  Add = 3,
+  Sub = 4,
+  Mul = 5,
+  Div = 6,
+  Neg = 7,       ///< -r[a]
+  Exp = 8,
+  Log = 9,
+  Tanh = 10,
+  Sqrt = 11,
+  Rsqrt = 12,
+  Max = 13,
+  Min = 14,
+  Gelu = 15,     ///< tanh-approximate GELU of r[a]
+  GeluGrad = 16, ///< d gelu(r[a]) / d r[a], times r[b]
+  Square = 17,
+};
+inline constexpr int kEwRegisters = 16;
+
+struct Instr {
+  Op op = Op::Fill;
+  std::vector<int32_t> inputs;  ///< value indices
+  std::vector<int32_t> outputs; ///< value indices
+  std::vector<int64_t> i;
+  std::vector<float> f;
+};
+
+/// One straight-line program.
+struct Program {
+  std::string name;       ///< "train", "optimizer", "eval", "predict"
+  std::string target = "cpu";
+  int32_t stage = 0;      ///< pipeline stage (0 when not pipelined)
+  int64_t arenaBytes = 0; ///< scratch the program needs, liveness-packed
+  std::vector<Port> inputs;
+  std::vector<Port> outputs;
+  std::vector<Value> values;
+  std::vector<Instr> instrs;
+};
+
+struct Plan {
+  /// Model hyper-parameters and compile options as text ("layers" -> "4",
+  /// "micro_batch_size" -> "8", "optimizer" -> "adam", ...).
+  std::map<std::string, std::string> config;
+  std::vector<Persistent> persistents;
+  std::vector<Program> programs;
+
+  const Program *findProgram(const std::string &name) const;
+  std::string get(const std::string &key, const std::string &dflt = "") const;
+  int64_t getInt(const std::string &key, int64_t dflt) const;
+  double getFloat(const std::string &key, double dflt) const;
+};
+
+/// Structural checks a runtime relies on before touching memory: indices in
+/// range, every view inside its buffer, operand counts per opcode. Throws
+/// PlanError naming the program, instruction and problem.
+void validate(const Plan &plan);
+
+/// Serialise (header + payload + checksum) / parse. readPlan validates.
+std::vector<uint8_t> serialize(const Plan &plan);
+Plan deserialize(const uint8_t *data, size_t size);
+void writePlanFile(const Plan &plan, const std::string &path);
+Plan readPlanFile(const std::string &path);
+
+/// The readable form `megac --emit plan-text` prints.
+void printPlan(const Plan &plan, std::ostream &os);
+
+} // namespace mega::plan
+
+#endif // MEGA_PLAN_PLAN_H

@@ -1,0 +1,637 @@
+//===- Plan.cpp - Plan serialisation, validation and printing -------------===//
+//
+// File layout (all little-endian; docs/plan-format.md is the field-by-field
+// reference):
+//   magic "MEGAPLAN" | u32 version | u32 reserved (0) | u64 payload bytes |
+//   u64 FNV-1a-64 of the payload | payload
+// The checksum makes a flipped byte a clear error rather than a wrong run.
+//
+//===----------------------------------------------------------------------===//
+#include "mega/Plan/Plan.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+namespace mega::plan {
+
+size_t dtypeSize(DType t) {
+  switch (t) {
+  case DType::F32:
+  case DType::I32:
+    return 4;
+  case DType::BF16:
+    return 2;
+  }
+  return 0;
+}
+
+const char *dtypeName(DType t) {
+  switch (t) {
+  case DType::F32:
+    return "f32";
+  case DType::I32:
+    return "i32";
+  case DType::BF16:
+    return "bf16";
+  }
+  return "?";
+}
+
+const char *roleName(Role r) {
+  switch (r) {
+  case Role::Param:
+    return "param";
+  case Role::Grad:
+    return "grad";
+  case Role::AdamM:
+    return "adam_m";
+  case Role::AdamV:
+    return "adam_v";
+  }
+  return "?";
+}
+
+const char *opName(Op op) {
+  switch (op) {
+#define MEGA_OP(X)                                                             \
+  case Op::X:                                                                  \
+    return #X;
+    MEGA_OP(Fill)
+    MEGA_OP(Copy)
+    MEGA_OP(MatMul)
+    MEGA_OP(Elementwise)
+    MEGA_OP(ReduceSum)
+    MEGA_OP(LayerNorm)
+    MEGA_OP(LayerNormGrad)
+    MEGA_OP(Softmax)
+    MEGA_OP(SoftmaxGrad)
+    MEGA_OP(CrossEntropy)
+    MEGA_OP(CrossEntropyGrad)
+    MEGA_OP(Embedding)
+    MEGA_OP(EmbeddingGrad)
+    MEGA_OP(Transpose)
+    MEGA_OP(GradNorm)
+    MEGA_OP(AdamW)
+    MEGA_OP(Sgd)
+#undef MEGA_OP
+  }
+  return nullptr;
+}
+
+int64_t Value::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+const Program *Plan::findProgram(const std::string &name) const {
+  for (const Program &p : programs)
+    if (p.name == name)
+      return &p;
+  return nullptr;
+}
+
+std::string Plan::get(const std::string &key, const std::string &dflt) const {
+  auto it = config.find(key);
+  return it == config.end() ? dflt : it->second;
+}
+
+int64_t Plan::getInt(const std::string &key, int64_t dflt) const {
+  auto it = config.find(key);
+  if (it == config.end())
+    return dflt;
+  try {
+    return std::stoll(it->second);
+  } catch (const std::exception &) {
+    throw PlanError("plan config '" + key + "' is not an integer: '" +
+                    it->second + "'");
+  }
+}
+
+double Plan::getFloat(const std::string &key, double dflt) const {
+  auto it = config.find(key);
+  if (it == config.end())
+    return dflt;
+  try {
+    return std::stod(it->second);
+  } catch (const std::exception &) {
+    throw PlanError("plan config '" + key + "' is not a number: '" +
+                    it->second + "'");
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Validation
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Operand-count rule per opcode: exact counts, or -1 for "at least one".
+struct Arity {
+  int inputs, outputs;
+};
+
+Arity arityOf(Op op) {
+  switch (op) {
+  case Op::Fill:
+    return {0, 1};
+  case Op::Copy:
+    return {1, 1};
+  case Op::MatMul:
+    return {2, 1};
+  case Op::Elementwise:
+    return {-1, -1};
+  case Op::ReduceSum:
+    return {1, 1};
+  case Op::LayerNorm:
+    return {3, 3};
+  case Op::LayerNormGrad:
+    return {5, 3};
+  case Op::Softmax:
+    return {1, 1};
+  case Op::SoftmaxGrad:
+    return {2, 1};
+  case Op::CrossEntropy:
+    return {2, 2};
+  case Op::CrossEntropyGrad:
+    return {4, 1};
+  case Op::Embedding:
+    return {2, 1};
+  case Op::EmbeddingGrad:
+    return {2, 1};
+  case Op::Transpose:
+    return {1, 1};
+  case Op::GradNorm:
+    return {-1, 2};
+  case Op::AdamW:
+    return {7, 0};
+  case Op::Sgd:
+    return {4, 0};
+  }
+  return {0, 0};
+}
+
+[[noreturn]] void fail(const Program &p, size_t instr, const std::string &m) {
+  throw PlanError("invalid plan: program '" + p.name + "' instruction " +
+                  std::to_string(instr) + ": " + m);
+}
+
+int64_t numelOf(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && n > (int64_t(1) << 40) / d))
+      throw PlanError("invalid plan: tensor dimension out of range");
+    n *= d;
+  }
+  return n;
+}
+
+} // namespace
+
+void validate(const Plan &plan) {
+  std::vector<int64_t> persistentBytes;
+  for (size_t k = 0; k < plan.persistents.size(); ++k) {
+    const Persistent &t = plan.persistents[k];
+    persistentBytes.push_back(numelOf(t.shape) * int64_t(dtypeSize(t.dtype)));
+    if (t.role != Role::Param &&
+        (t.param < 0 || size_t(t.param) >= plan.persistents.size() ||
+         plan.persistents[t.param].role != Role::Param))
+      throw PlanError("invalid plan: persistent '" + t.name +
+                      "' refers to a missing parameter");
+  }
+  for (const Program &p : plan.programs) {
+    if (p.arenaBytes < 0)
+      throw PlanError("invalid plan: program '" + p.name +
+                      "' has a negative arena size");
+    for (size_t v = 0; v < p.values.size(); ++v) {
+      const Value &val = p.values[v];
+      int64_t bytes = numelOf(val.shape) * int64_t(dtypeSize(val.dtype));
+      int64_t cap = 0;
+      switch (val.space) {
+      case Space::Arena:
+        cap = p.arenaBytes;
+        break;
+      case Space::Persistent:
+        if (val.index < 0 || size_t(val.index) >= plan.persistents.size())
+          throw PlanError("invalid plan: program '" + p.name + "' value " +
+                          std::to_string(v) + " names a missing tensor");
+        cap = persistentBytes[val.index];
+        break;
+      case Space::Input:
+      case Space::Output: {
+        const auto &ports = val.space == Space::Input ? p.inputs : p.outputs;
+        if (val.index < 0 || size_t(val.index) >= ports.size())
+          throw PlanError("invalid plan: program '" + p.name + "' value " +
+                          std::to_string(v) + " names a missing port");
+        const Port &port = ports[val.index];
+        cap = numelOf(port.shape) * int64_t(dtypeSize(port.dtype));
+        break;
+      }
+      default:
+        throw PlanError("invalid plan: program '" + p.name + "' value " +
+                        std::to_string(v) + " has an unknown space");
+      }
+      if (val.offset < 0 || val.offset + bytes > cap)
+        throw PlanError("invalid plan: program '" + p.name + "' value " +
+                        std::to_string(v) + " lies outside its buffer");
+    }
+    for (size_t k = 0; k < p.instrs.size(); ++k) {
+      const Instr &in = p.instrs[k];
+      if (!opName(in.op))
+        fail(p, k, "unknown opcode " + std::to_string(int(in.op)));
+      Arity a = arityOf(in.op);
+      if ((a.inputs >= 0 && int(in.inputs.size()) != a.inputs) ||
+          (a.outputs >= 0 && int(in.outputs.size()) != a.outputs))
+        fail(p, k, std::string(opName(in.op)) + " has the wrong operand count");
+      for (int32_t v : in.inputs)
+        if (v < 0 || size_t(v) >= p.values.size())
+          fail(p, k, "operand out of range");
+      for (int32_t v : in.outputs)
+        if (v < 0 || size_t(v) >= p.values.size())
+          fail(p, k, "result out of range");
+      for (float f : in.f)
+        if (std::isinf(f) && in.op != Op::Fill && in.op != Op::Elementwise)
+          fail(p, k, "infinite attribute");
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Binary encoding
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+class Writer {
+public:
+  std::vector<uint8_t> out;
+  template <typename T> void pod(T v) {
+    uint8_t b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T)); // the build refuses big-endian hosts
+    out.insert(out.end(), b, b + sizeof(T));
+  }
+  void str(const std::string &s) {
+    pod<uint32_t>(uint32_t(s.size()));
+    out.insert(out.end(), s.begin(), s.end());
+  }
+  template <typename T> void vec(const std::vector<T> &v) {
+    pod<uint32_t>(uint32_t(v.size()));
+    for (const T &x : v)
+      pod<T>(x);
+  }
+};
+
+class Reader {
+public:
+  Reader(const uint8_t *d, size_t n) : data(d), size(n) {}
+  template <typename T> T pod() {
+    need(sizeof(T));
+    T v;
+    std::memcpy(&v, data + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    uint32_t n = pod<uint32_t>();
+    need(n);
+    std::string s(reinterpret_cast<const char *>(data + pos), n);
+    pos += n;
+    return s;
+  }
+  template <typename T> std::vector<T> vec() {
+    uint32_t n = pod<uint32_t>();
+    need(size_t(n) * sizeof(T)); // refuse absurd counts before allocating
+    std::vector<T> v(n);
+    for (auto &x : v)
+      x = pod<T>();
+    return v;
+  }
+  uint32_t count(size_t minBytesEach) {
+    uint32_t n = pod<uint32_t>();
+    need(size_t(n) * minBytesEach);
+    return n;
+  }
+  bool done() const { return pos == size; }
+
+private:
+  void need(size_t n) {
+    if (n > size - pos)
+      throw PlanError("plan payload is truncated or damaged");
+  }
+  const uint8_t *data;
+  size_t size, pos = 0;
+};
+
+uint64_t fnv1a64(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+void writePort(Writer &w, const Port &p) {
+  w.str(p.name);
+  w.pod<uint8_t>(uint8_t(p.dtype));
+  w.vec(p.shape);
+}
+
+Port readPort(Reader &r) {
+  Port p;
+  p.name = r.str();
+  p.dtype = DType(r.pod<uint8_t>());
+  p.shape = r.vec<int64_t>();
+  return p;
+}
+
+void checkEnum(bool ok, const char *what) {
+  if (!ok)
+    throw PlanError(std::string("plan has an unknown ") + what);
+}
+
+} // namespace
+
+std::vector<uint8_t> serialize(const Plan &plan) {
+  Writer w;
+  w.pod<uint32_t>(uint32_t(plan.config.size()));
+  for (const auto &[k, v] : plan.config) {
+    w.str(k);
+    w.str(v);
+  }
+  w.pod<uint32_t>(uint32_t(plan.persistents.size()));
+  for (const Persistent &t : plan.persistents) {
+    w.str(t.name);
+    w.pod<uint8_t>(uint8_t(t.role));
+    w.pod<uint8_t>(uint8_t(t.dtype));
+    w.vec(t.shape);
+    w.pod<uint8_t>(uint8_t(t.init));
+    w.pod<float>(t.initStd);
+    w.pod<uint8_t>(t.weightDecay ? 1 : 0);
+    w.pod<int32_t>(t.param);
+  }
+  w.pod<uint32_t>(uint32_t(plan.programs.size()));
+  for (const Program &p : plan.programs) {
+    w.str(p.name);
+    w.str(p.target);
+    w.pod<int32_t>(p.stage);
+    w.pod<int64_t>(p.arenaBytes);
+    w.pod<uint32_t>(uint32_t(p.inputs.size()));
+    for (const Port &port : p.inputs)
+      writePort(w, port);
+    w.pod<uint32_t>(uint32_t(p.outputs.size()));
+    for (const Port &port : p.outputs)
+      writePort(w, port);
+    w.pod<uint32_t>(uint32_t(p.values.size()));
+    for (const Value &v : p.values) {
+      w.pod<uint8_t>(uint8_t(v.space));
+      w.pod<int32_t>(v.index);
+      w.pod<int64_t>(v.offset);
+      w.pod<uint8_t>(uint8_t(v.dtype));
+      w.vec(v.shape);
+    }
+    w.pod<uint32_t>(uint32_t(p.instrs.size()));
+    for (const Instr &in : p.instrs) {
+      w.pod<uint16_t>(uint16_t(in.op));
+      w.vec(in.inputs);
+      w.vec(in.outputs);
+      w.vec(in.i);
+      w.vec(in.f);
+    }
+  }
+
+  std::vector<uint8_t> file;
+  Writer h;
+  h.out.assign(kMagic, kMagic + 8);
+  h.pod<uint32_t>(kVersion);
+  h.pod<uint32_t>(0);
+  h.pod<uint64_t>(w.out.size());
+  h.pod<uint64_t>(fnv1a64(w.out.data(), w.out.size()));
+  file = std::move(h.out);
+  file.insert(file.end(), w.out.begin(), w.out.end());
+  return file;
+}
+
+Plan deserialize(const uint8_t *data, size_t size) {
+  constexpr size_t kHeader = 8 + 4 + 4 + 8 + 8;
+  if (size < 8 || std::memcmp(data, kMagic, 8) != 0)
+    throw PlanError("not a mega plan (bad magic number)");
+  if (size < kHeader)
+    throw PlanError("plan file is truncated (header incomplete)");
+  Reader hr(data + 8, kHeader - 8);
+  uint32_t version = hr.pod<uint32_t>();
+  hr.pod<uint32_t>();
+  uint64_t payload = hr.pod<uint64_t>();
+  uint64_t sum = hr.pod<uint64_t>();
+  if (version != kVersion)
+    throw PlanError("plan format version " + std::to_string(version) +
+                    " is not supported (this build reads version " +
+                    std::to_string(kVersion) + ")");
+  if (payload != size - kHeader)
+    throw PlanError("plan file is truncated: header says " +
+                    std::to_string(payload) + " payload bytes, file has " +
+                    std::to_string(size - kHeader));
+  if (fnv1a64(data + kHeader, payload) != sum)
+    throw PlanError("plan file is corrupted (checksum mismatch)");
+
+  Reader r(data + kHeader, payload);
+  Plan plan;
+  for (uint32_t n = r.count(8), k = 0; k < n; ++k) {
+    std::string key = r.str();
+    plan.config[key] = r.str();
+  }
+  for (uint32_t n = r.count(16), k = 0; k < n; ++k) {
+    Persistent t;
+    t.name = r.str();
+    uint8_t role = r.pod<uint8_t>();
+    checkEnum(role <= uint8_t(Role::AdamV), "tensor role");
+    t.role = Role(role);
+    uint8_t dt = r.pod<uint8_t>();
+    checkEnum(dt <= uint8_t(DType::BF16), "dtype");
+    t.dtype = DType(dt);
+    t.shape = r.vec<int64_t>();
+    uint8_t init = r.pod<uint8_t>();
+    checkEnum(init <= uint8_t(Init::Normal), "initialiser");
+    t.init = Init(init);
+    t.initStd = r.pod<float>();
+    t.weightDecay = r.pod<uint8_t>() != 0;
+    t.param = r.pod<int32_t>();
+    plan.persistents.push_back(std::move(t));
+  }
+  for (uint32_t n = r.count(16), k = 0; k < n; ++k) {
+    Program p;
+    p.name = r.str();
+    p.target = r.str();
+    p.stage = r.pod<int32_t>();
+    p.arenaBytes = r.pod<int64_t>();
+    for (uint32_t m = r.count(9), j = 0; j < m; ++j)
+      p.inputs.push_back(readPort(r));
+    for (uint32_t m = r.count(9), j = 0; j < m; ++j)
+      p.outputs.push_back(readPort(r));
+    for (uint32_t m = r.count(18), j = 0; j < m; ++j) {
+      Value v;
+      uint8_t space = r.pod<uint8_t>();
+      checkEnum(space <= uint8_t(Space::Output), "value space");
+      v.space = Space(space);
+      v.index = r.pod<int32_t>();
+      v.offset = r.pod<int64_t>();
+      uint8_t dt = r.pod<uint8_t>();
+      checkEnum(dt <= uint8_t(DType::BF16), "dtype");
+      v.dtype = DType(dt);
+      v.shape = r.vec<int64_t>();
+      p.values.push_back(std::move(v));
+    }
+    for (uint32_t m = r.count(18), j = 0; j < m; ++j) {
+      Instr in;
+      in.op = Op(r.pod<uint16_t>());
+      in.inputs = r.vec<int32_t>();
+      in.outputs = r.vec<int32_t>();
+      in.i = r.vec<int64_t>();
+      in.f = r.vec<float>();
+      p.instrs.push_back(std::move(in));
+    }
+    plan.programs.push_back(std::move(p));
+  }
+  if (!r.done())
+    throw PlanError("plan payload has trailing bytes (damaged file)");
+  validate(plan);
+  return plan;
+}
+
+void writePlanFile(const Plan &plan, const std::string &path) {
+  std::vector<uint8_t> bytes = serialize(plan);
+  std::ofstream os(path, std::ios::binary | std::ios::trunc);
+  if (!os)
+    throw PlanError("cannot open '" + path + "' for writing");
+  os.write(reinterpret_cast<const char *>(bytes.data()),
+           std::streamsize(bytes.size()));
+  if (!os)
+    throw PlanError("cannot write '" + path + "'");
+}
+
+Plan readPlanFile(const std::string &path) {
+  std::ifstream is(path, std::ios::binary);
+  if (!is)
+    throw PlanError("cannot open plan '" + path + "'");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(is)),
+                             std::istreambuf_iterator<char>());
+  try {
+    return deserialize(bytes.data(), bytes.size());
+  } catch (const PlanError &e) {
+    throw PlanError(path + ": " + e.what());
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Text form
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+std::string shapeStr(const std::vector<int64_t> &s, DType t) {
+  std::ostringstream os;
+  for (int64_t d : s)
+    os << d << "x";
+  os << dtypeName(t);
+  return os.str();
+}
+
+const char *spaceName(Space s) {
+  switch (s) {
+  case Space::Arena:
+    return "arena";
+  case Space::Persistent:
+    return "persistent";
+  case Space::Input:
+    return "in";
+  case Space::Output:
+    return "out";
+  }
+  return "?";
+}
+
+} // namespace
+
+void printPlan(const Plan &plan, std::ostream &os) {
+  os << "mega plan v" << kVersion << "\n";
+  os << "config {\n";
+  for (const auto &[k, v] : plan.config)
+    os << "  " << k << " = " << v << "\n";
+  os << "}\n";
+  int64_t paramCount = 0;
+  for (const Persistent &t : plan.persistents)
+    if (t.role == Role::Param) {
+      int64_t n = 1;
+      for (int64_t d : t.shape)
+        n *= d;
+      paramCount += n;
+    }
+  os << "persistents " << plan.persistents.size() << " (" << paramCount
+     << " parameters) {\n";
+  for (size_t k = 0; k < plan.persistents.size(); ++k) {
+    const Persistent &t = plan.persistents[k];
+    os << "  %p" << k << " " << roleName(t.role) << " \"" << t.name << "\" "
+       << shapeStr(t.shape, t.dtype);
+    if (t.role == Role::Param) {
+      os << " init="
+         << (t.init == Init::Zeros ? "zeros"
+             : t.init == Init::Ones ? "ones"
+                                    : "normal(" + std::to_string(t.initStd) +
+                                          ")");
+      if (t.weightDecay)
+        os << " decay";
+    } else {
+      os << " of %p" << t.param;
+    }
+    os << "\n";
+  }
+  os << "}\n";
+  for (const Program &p : plan.programs) {
+    os << "program \"" << p.name << "\" target=" << p.target
+       << " stage=" << p.stage << " arena=" << p.arenaBytes << " bytes {\n";
+    for (size_t k = 0; k < p.inputs.size(); ++k)
+      os << "  input " << k << " \"" << p.inputs[k].name << "\" "
+         << shapeStr(p.inputs[k].shape, p.inputs[k].dtype) << "\n";
+    for (size_t k = 0; k < p.outputs.size(); ++k)
+      os << "  output " << k << " \"" << p.outputs[k].name << "\" "
+         << shapeStr(p.outputs[k].shape, p.outputs[k].dtype) << "\n";
+    for (size_t v = 0; v < p.values.size(); ++v) {
+      const Value &val = p.values[v];
+      os << "  %" << v << " = " << spaceName(val.space);
+      if (val.space != Space::Arena)
+        os << "[" << val.index << "]";
+      os << "+" << val.offset << " : " << shapeStr(val.shape, val.dtype)
+         << "\n";
+    }
+    for (const Instr &in : p.instrs) {
+      os << "  ";
+      for (size_t k = 0; k < in.outputs.size(); ++k)
+        os << (k ? ", %" : "%") << in.outputs[k];
+      os << (in.outputs.empty() ? "" : " = ") << opName(in.op) << "(";
+      for (size_t k = 0; k < in.inputs.size(); ++k)
+        os << (k ? ", %" : "%") << in.inputs[k];
+      os << ")";
+      if (!in.i.empty()) {
+        os << " i=[";
+        for (size_t k = 0; k < in.i.size(); ++k)
+          os << (k ? "," : "") << in.i[k];
+        os << "]";
+      }
+      if (!in.f.empty()) {
+        os << " f=[";
+        for (size_t k = 0; k < in.f.size(); ++k)
+          os << (k ? "," : "") << std::setprecision(9) << in.f[k];
+        os << "]";
+      }
+      os << "\n";
+    }
+    os << "}\n";
+  }
+}
+
+} // namespace mega::plan

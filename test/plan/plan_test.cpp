@@ -1,0 +1,154 @@
+//===- plan_test.cpp - Plan round trip and every refusal of a bad file ----===//
+#include "mega/Plan/Plan.h"
+
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+using namespace mega::plan;
+
+static int failures = 0;
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #cond     \
+                << "\n";                                                       \
+      ++failures;                                                              \
+    }                                                                          \
+  } while (0)
+
+/// Expects `f` to throw PlanError whose message contains `needle`.
+static void expectError(const char *what, const std::function<void()> &f,
+                        const std::string &needle) {
+  try {
+    f();
+    std::cerr << what << ": expected a PlanError containing '" << needle
+              << "', got none\n";
+    ++failures;
+  } catch (const PlanError &e) {
+    if (std::string(e.what()).find(needle) == std::string::npos) {
+      std::cerr << what << ": error '" << e.what() << "' lacks '" << needle
+                << "'\n";
+      ++failures;
+    }
+  }
+}
+
+static Plan samplePlan() {
+  Plan p;
+  p.config["model"] = "test";
+  p.config["hidden"] = "4";
+  Persistent w;
+  w.name = "w";
+  w.shape = {4, 3};
+  w.init = Init::Normal;
+  w.initStd = 0.02f;
+  w.weightDecay = true;
+  p.persistents.push_back(w);
+  Persistent g;
+  g.name = "w";
+  g.role = Role::Grad;
+  g.shape = {4, 3};
+  g.param = 0;
+  p.persistents.push_back(g);
+
+  Program prog;
+  prog.name = "train";
+  prog.arenaBytes = 2 * 3 * 4;
+  prog.inputs.push_back({"x", DType::F32, {2, 4}});
+  prog.outputs.push_back({"y", DType::F32, {2, 3}});
+  prog.values.push_back({Space::Input, 0, 0, DType::F32, {2, 4}});
+  prog.values.push_back({Space::Persistent, 0, 0, DType::F32, {4, 3}});
+  prog.values.push_back({Space::Arena, 0, 0, DType::F32, {2, 3}});
+  prog.values.push_back({Space::Output, 0, 0, DType::F32, {2, 3}});
+  Instr mm;
+  mm.op = Op::MatMul;
+  mm.inputs = {0, 1};
+  mm.outputs = {2};
+  mm.i = {1, 2, 3, 4, 0, 0, 4, 3, 3, 0, 0, 0};
+  mm.f = {1.0f, 0.0f};
+  prog.instrs.push_back(mm);
+  Instr cp;
+  cp.op = Op::Copy;
+  cp.inputs = {2};
+  cp.outputs = {3};
+  prog.instrs.push_back(cp);
+  p.programs.push_back(prog);
+  return p;
+}
+
+int main() {
+  Plan p = samplePlan();
+  std::vector<uint8_t> bytes = serialize(p);
+
+  // Round trip: the parsed plan prints exactly like the original.
+  Plan q = deserialize(bytes.data(), bytes.size());
+  std::ostringstream a, b;
+  printPlan(p, a);
+  printPlan(q, b);
+  CHECK(a.str() == b.str());
+  CHECK(q.programs.size() == 1 && q.programs[0].instrs.size() == 2);
+  CHECK(q.persistents[0].initStd == 0.02f && q.persistents[0].weightDecay);
+  CHECK(q.getInt("hidden", 0) == 4);
+  CHECK(a.str().find("MatMul(%0, %1)") != std::string::npos);
+
+  expectError("bad magic", [&] {
+    auto c = bytes;
+    c[0] = 'X';
+    deserialize(c.data(), c.size());
+  }, "bad magic");
+  expectError("unknown version", [&] {
+    auto c = bytes;
+    c[8] = 7;
+    deserialize(c.data(), c.size());
+  }, "version 7 is not supported");
+  expectError("truncated", [&] {
+    deserialize(bytes.data(), bytes.size() - 5);
+  }, "truncated");
+  expectError("header cut", [&] { deserialize(bytes.data(), 12); },
+              "truncated");
+  // Every single flipped payload byte is caught by the checksum.
+  for (size_t k = 32; k < bytes.size(); ++k) {
+    auto c = bytes;
+    c[k] ^= 0x5a;
+    expectError("flipped byte", [&] { deserialize(c.data(), c.size()); },
+                "checksum");
+  }
+  expectError("operand range", [&] {
+    Plan c = samplePlan();
+    c.programs[0].instrs[0].inputs[1] = 9;
+    validate(c);
+  }, "operand out of range");
+  expectError("outside buffer", [&] {
+    Plan c = samplePlan();
+    c.programs[0].values[2].offset = 8;
+    validate(c);
+  }, "outside its buffer");
+  expectError("arity", [&] {
+    Plan c = samplePlan();
+    c.programs[0].instrs[1].inputs.push_back(0);
+    validate(c);
+  }, "wrong operand count");
+  expectError("dangling grad", [&] {
+    Plan c = samplePlan();
+    c.persistents[1].param = 1;
+    validate(c);
+  }, "missing parameter");
+  expectError("unknown opcode", [&] {
+    Plan c = samplePlan();
+    c.programs[0].instrs[1].op = Op(999);
+    validate(c);
+  }, "unknown opcode");
+  expectError("missing file", [&] { readPlanFile("/nonexistent/x.plan"); },
+              "cannot open plan");
+
+  if (failures) {
+    std::cerr << failures << " check(s) failed\n";
+    return 1;
+  }
+  std::cout << "plan_test: all checks passed\n";
+  return 0;
+}
