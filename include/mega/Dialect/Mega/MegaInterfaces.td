@@ -1,0 +1,90 @@
+//===- MegaInterfaces.td - Op interfaces of the mega dialect -*- tablegen -*-===//
+//
+// Passes know ops only through these interfaces (docs/compiler.md): adding an
+// op means writing its own rules, never touching a pass.
+//
+//  * SizedOpInterface     - sizes given by hyper-parameter name (mega-specialize)
+//  * DecomposeOpInterface - model-level op -> tensor-level ops (mega-decompose)
+//  * GradientOpInterface  - the adjoint of a differentiable op (mega-autodiff)
+//
+// Shapes use the builtin InferTypeOpInterface (rules in MegaShapes.cpp).
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_DIALECT_MEGA_INTERFACES
+#define MEGA_DIALECT_MEGA_INTERFACES
+
+include "mlir/IR/OpBase.td"
+
+def Mega_SizedOpInterface : OpInterface<"SizedOpInterface"> {
+  let cppNamespace = "::mega";
+  let description = [{
+    An op some of whose sizes may be written as a hyper-parameter name
+    (`hidden`), a multiple of one (`3*hidden`) or an integer. A size is stored
+    as an IntegerAttr (resolved) or a StringAttr (by name); see
+    `mega::resolveSize` in MegaDialect.h. `mega-specialize` calls
+    `resolveSizes` with the effective hyper-parameters; afterwards every size
+    is an IntegerAttr and the op's result types can be made static.
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{
+        Replaces every size attribute by the IntegerAttr `resolve` returns for
+        it. `resolve` emits the diagnostic and returns failure for unknown
+        names or non-positive values.
+      }],
+      /*retTy=*/"::llvm::LogicalResult",
+      /*methodName=*/"resolveSizes",
+      /*args=*/(ins "::llvm::function_ref<::mlir::FailureOr<int64_t>(::mlir::Attribute)>":$resolve)
+    >,
+  ];
+}
+
+def Mega_DecomposeOpInterface : OpInterface<"DecomposeOpInterface"> {
+  let cppNamespace = "::mega";
+  let description = [{
+    A model-level op that `mega-decompose` rewrites into tensor-level ops
+    (bodies in lib/Dialect/Mega/MegaDecompositions.cpp). Needs static operand
+    shapes (run after mega-specialize and mega-infer-shapes).
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{
+        Builds the tensor-level equivalent at the op's position with
+        `rewriter` and replaces the op. On failure emits a diagnostic and
+        leaves the IR unchanged.
+      }],
+      /*retTy=*/"::llvm::LogicalResult",
+      /*methodName=*/"decompose",
+      /*args=*/(ins "::mlir::RewriterBase &":$rewriter)
+    >,
+  ];
+}
+
+def Mega_GradientOpInterface : OpInterface<"GradientOpInterface"> {
+  let cppNamespace = "::mega";
+  let description = [{
+    The reverse-mode rule of a differentiable op (bodies in
+    lib/Dialect/Mega/MegaGradients.cpp). `mega-autodiff` walks the forward
+    program backwards and asks each op for the gradients of its operands given
+    the gradients of its results.
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{
+        Emits, at `b`'s insertion point, the ops computing the gradient of each
+        operand. `resultGrads` has one entry per result: the gradient flowing
+        into that result, or a null Value when the result has none.
+        `operandGrads` receives one entry per operand (null Value: no gradient,
+        e.g. integer ids or targets). Returns failure (with a diagnostic) when
+        the rule does not apply.
+      }],
+      /*retTy=*/"::llvm::LogicalResult",
+      /*methodName=*/"buildGradient",
+      /*args=*/(ins "::mlir::OpBuilder &":$b,
+                    "::mlir::ValueRange":$resultGrads,
+                    "::llvm::SmallVectorImpl<::mlir::Value> &":$operandGrads)
+    >,
+  ];
+}
+
+#endif // MEGA_DIALECT_MEGA_INTERFACES

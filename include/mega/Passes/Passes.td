@@ -1,0 +1,278 @@
+//===- Passes.td - The passes of megac's pipeline ---------*- tablegen -*-===//
+//
+// Every pass of the pipeline (docs/compiler.md), in pipeline order. Each is
+// implemented in lib/Passes/<Name>.cpp as
+//
+//   #define GEN_PASS_DEF_MEGA<NAME>
+//   #include "mega/Passes/Passes.h.inc"
+//   struct X : mega::impl::Mega<Name>Base<X> { void runOnOperation() override; };
+//
+// and TableGen generates `mega::createMega<Name>()` (and
+// `createMega<Name>(const Mega<Name>Options &)` for passes with options).
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_PASSES_PASSES_TD
+#define MEGA_PASSES_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MegaMakePrograms : Pass<"mega-make-programs", "mlir::ModuleOp"> {
+  let summary = "Clone the model function into @train, @eval and @predict";
+  let description = [{
+    The module holds one model function that reads inputs and params and
+    outputs `loss` and `logits`. This pass clones it into `@train` and
+    `@eval` (keeping the `loss` output) and `@predict` (keeping `logits`,
+    with `mega.overrides = {batch = 1}`), drops the other outputs, removes
+    what they no longer need, and erases the original.
+
+    Before:
+    ```mlir
+    func.func @gpt() {
+      %t = mega.input "tokens" [batch, seq] : tensor<?x?xi32>
+      ...
+      mega.output "loss", %loss : tensor<f32>
+      mega.output "logits", %logits : tensor<?x?x?xf32>
+      return
+    }
+    ```
+    After:
+    ```mlir
+    func.func @train() { ... mega.output "loss", %loss : tensor<f32> return }
+    func.func @eval() { ... mega.output "loss", %loss : tensor<f32> return }
+    func.func @predict() attributes {mega.overrides = {batch = 1 : i64}} {
+      ... (no targets, no cross_entropy)
+      mega.output "logits", %logits : tensor<?x?x?xf32>
+      return
+    }
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaSpecialize : Pass<"mega-specialize", "mlir::ModuleOp"> {
+  let summary = "Fix the hyper-parameters: resolve named sizes, static types";
+  let description = [{
+    Overrides the module's `mega.hparams` defaults with `set` ("name=value",
+    positive integers; an unknown name is an error that lists the model's
+    names), applies each function's `mega.overrides` (batch = 1 in
+    @predict), replaces every size given by name (`mega.param` and
+    `mega.input` dims, `mega.attention` heads, `mega.repeat` count) by its
+    value, and gives params and inputs their static types. Run
+    mega-infer-shapes next to propagate them.
+
+    Before (`set=hidden=64,seq=32,batch=4,vocab=256`):
+    ```mlir
+    module attributes {mega.hparams = {batch = 8 : i64, hidden = 768 : i64, ...}} {
+      %w = mega.param "wte.weight" [vocab, hidden] init normal(0.02) : tensor<?x?xf32>
+    ```
+    After:
+    ```mlir
+    module attributes {mega.hparams = {batch = 4 : i64, hidden = 64 : i64, ...}} {
+      %w = mega.param "wte.weight" [256, 64] init normal(0.02) : tensor<256x64xf32>
+    ```
+  }];
+  let options = [
+    ListOption<"set", "set", "std::string",
+               "Hyper-parameter overrides, each name=value (positive integers)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaInferShapes : Pass<"mega-infer-shapes", "mlir::ModuleOp"> {
+  let summary = "Re-infer every result type in program order";
+  let description = [{
+    Walks each function in order and replaces every result type by the one
+    the op's InferTypeOpInterface rule gives for its (now static) operands;
+    block arguments of `mega.repeat` / `mega.fused` bodies take the types of
+    the op's operands. A rule that fails, or gives a type incompatible with
+    the existing one, is an error at the op.
+
+    Before:
+    ```mlir
+    %x = mega.embedding %t, %w : tensor<4x32xi32>, tensor<256x64xf32> -> tensor<?x?x?xf32>
+    ```
+    After:
+    ```mlir
+    %x = mega.embedding %t, %w : tensor<4x32xi32>, tensor<256x64xf32> -> tensor<4x32x64xf32>
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaUnroll : Pass<"mega-unroll", "mlir::ModuleOp"> {
+  let summary = "Replace mega.repeat by count copies of its body";
+  let description = [{
+    Each `mega.repeat` with an integer count becomes `count` copies of its
+    body, chained through the carried value; parameter names in copy `i` get
+    the prefix `prefix.{i}.`, and `scaled_init` stds are divided by
+    sqrt(2 * count).
+
+    Before:
+    ```mlir
+    %y = mega.repeat %x count(2) prefix "h" : tensor<4x32x64xf32> -> tensor<4x32x64xf32> {
+    ^bb0(%h: tensor<4x32x64xf32>):
+      %w = mega.param "ln_1.weight" [64] init ones : tensor<64xf32>
+      ...
+      mega.yield %h2 : tensor<4x32x64xf32>
+    }
+    ```
+    After:
+    ```mlir
+    %w0 = mega.param "h.0.ln_1.weight" [64] init ones : tensor<64xf32>
+    ...
+    %w1 = mega.param "h.1.ln_1.weight" [64] init ones : tensor<64xf32>
+    ...
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaDecompose : Pass<"mega-decompose", "mlir::ModuleOp"> {
+  let summary = "Rewrite model-level ops into tensor-level ops";
+  let description = [{
+    Every op implementing DecomposeOpInterface (`mega.linear`,
+    `mega.attention`) is replaced by tensor-level ops. `mega.layer_norm`,
+    `mega.cross_entropy`, `mega.embedding` and `mega.gelu` stay: they are
+    tensor-level primitives with their own kernels and gradients.
+
+    Before:
+    ```mlir
+    %y = mega.linear %x, %w, %b : tensor<4x32x64xf32>, tensor<64x256xf32>, tensor<256xf32> -> tensor<4x32x256xf32>
+    ```
+    After:
+    ```mlir
+    %0 = mega.matmul %x, %w : tensor<4x32x64xf32>, tensor<64x256xf32> -> tensor<4x32x256xf32>
+    %y = mega.add %0, %b : tensor<4x32x256xf32>, tensor<256xf32> -> tensor<4x32x256xf32>
+    ```
+    `mega.attention` becomes: linear q|k|v, reshape `[B,S,3,nh,hd]`,
+    transpose to `[3,B,nh,S,hd]`, split into q, k, v, `q @ k^T`,
+    `softmax {scale = 1/sqrt(hd), causal}`, `@ v`, transpose to
+    `[B,S,nh,hd]`, reshape `[B,S,H]`, linear out.
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaAutodiff : Pass<"mega-autodiff", "mlir::ModuleOp"> {
+  let summary = "Append the backward pass to @train";
+  let description = [{
+    Seeds d loss = 1 / microbatches, walks @train backwards asking each op's
+    GradientOpInterface for its operands' gradients, sums gradients of values
+    used several times, and accumulates every parameter's gradient with
+    `mega.accumulate_grad`.
+
+    Before:
+    ```mlir
+    func.func @train() {
+      %w = mega.param "w" [4, 4] init normal(0.02) : tensor<4x4xf32>
+      %y = mega.matmul %x, %w : ...
+      %loss, %lse = mega.cross_entropy %y, %t : ...
+      mega.output "loss", %loss : tensor<f32>
+    }
+    ```
+    After:
+    ```mlir
+      ...
+      %seed = mega.fill 1.0 : tensor<f32>
+      %dy = mega.cross_entropy_grad %y, %t, %lse, %seed : ...
+      %dw = mega.matmul %x, %dy {transpose_a} : ...
+      mega.accumulate_grad "w", %dw : tensor<4x4xf32>
+    ```
+  }];
+  let options = [
+    Option<"microbatches", "microbatches", "int64_t", /*default=*/"1",
+           "Micro-batches per optimizer step (the loss seed is 1/N)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaOptimizer : Pass<"mega-optimizer", "mlir::ModuleOp"> {
+  let summary = "Create @optimizer: grad norm, clipping, the update, zero_grad";
+  let description = [{
+    Creates `@optimizer` with inputs `lr` and `step` and output `grad_norm`:
+    reads every parameter's gradient (`mega.state`), computes the global norm
+    and clip coefficient (`mega.grad_norm`), updates each parameter
+    (`mega.adamw` or `mega.sgd`; weight decay only on rank >= 2) and clears
+    the accumulators (`mega.zero_grad`).
+
+    After:
+    ```mlir
+    func.func @optimizer() {
+      %lr = mega.input "lr" [] : tensor<f32>
+      %step = mega.input "step" [] : tensor<f32>
+      %g0 = mega.state "wte.weight" {role = "grad"} : tensor<256x64xf32>
+      %norm, %coef = mega.grad_norm %g0 {max_norm = 1.0 : f64} : tensor<256x64xf32> -> tensor<f32>, tensor<f32>
+      mega.adamw "wte.weight", %g0, %lr, %step, %coef {...} : ...
+      mega.zero_grad "wte.weight"
+      mega.output "grad_norm", %norm : tensor<f32>
+      return
+    }
+    ```
+  }];
+  let options = [
+    Option<"optimizer", "optimizer", "std::string", /*default=*/"\"adam\"",
+           "adam (AdamW) or sgd">,
+    Option<"beta1", "beta1", "double", /*default=*/"0.9", "AdamW beta1">,
+    Option<"beta2", "beta2", "double", /*default=*/"0.999", "AdamW beta2">,
+    Option<"eps", "eps", "double", /*default=*/"1e-8", "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", /*default=*/"0.01",
+           "Decoupled weight decay (parameters of rank >= 2 only)">,
+    Option<"clipGrad", "clip-grad", "double", /*default=*/"1.0",
+           "Clip the global gradient norm to this (<= 0: no clipping)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaFuseElementwise : Pass<"mega-fuse-elementwise", "mlir::ModuleOp"> {
+  let summary = "Group chains of elementwise ops into mega.fused";
+  let description = [{
+    Before:
+    ```mlir
+    %0 = mega.add %x, %b : tensor<128x256xf32>, tensor<256xf32> -> tensor<128x256xf32>
+    %1 = mega.gelu %0 : tensor<128x256xf32> -> tensor<128x256xf32>
+    ```
+    After:
+    ```mlir
+    %1 = mega.fused (%x, %b) : (tensor<128x256xf32>, tensor<256xf32>) -> tensor<128x256xf32> {
+    ^bb0(%a: tensor<128x256xf32>, %c: tensor<256xf32>):
+      %0 = mega.add %a, %c : tensor<128x256xf32>, tensor<256xf32> -> tensor<128x256xf32>
+      %g = mega.gelu %0 : tensor<128x256xf32> -> tensor<128x256xf32>
+      mega.yield %g : tensor<128x256xf32>
+    }
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaLowerToKernels : Pass<"mega-lower-to-kernels", "mlir::ModuleOp"> {
+  let summary = "Map every op to mega.kernel / mega.view (plan instructions)";
+  let description = [{
+    Before:
+    ```mlir
+    %c = mega.matmul %a, %b : tensor<128x64xf32>, tensor<64x192xf32> -> tensor<128x192xf32>
+    ```
+    After:
+    ```mlir
+    %c = mega.kernel "MatMul"(%a, %b) i [1, 128, 192, 64, 0, 0, 64, 192, 192, 0, 0, 0] f [1.0, 0.0]
+        : (tensor<128x64xf32>, tensor<64x192xf32>) -> tensor<128x192xf32>
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaAssignBuffers : Pass<"mega-assign-buffers", "mlir::ModuleOp"> {
+  let summary = "Place every kernel result in the program arena";
+  let description = [{
+    Liveness-packs the results of each program's kernels into one arena:
+    every kernel result gets `mega.offset` (bytes) and every function
+    `mega.arena_bytes`.
+
+    After:
+    ```mlir
+    func.func @train() attributes {mega.arena_bytes = 1048576 : i64} {
+      %c = mega.kernel "MatMul"(%a, %b) i [...] f [...] {mega.offset = 0 : i64} : ...
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+#endif // MEGA_PASSES_PASSES_TD
