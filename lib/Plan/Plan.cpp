@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <ostream>
@@ -203,6 +204,13 @@ void validate(const Plan &plan) {
          plan.persistents[t.param].role != Role::Param))
       throw PlanError("invalid plan: persistent '" + t.name +
                       "' refers to a missing parameter");
+    // Checkpoints and --dump-grads name state by its parameter: a shape or
+    // dtype that differs would write mislabelled tensors.
+    if (t.role != Role::Param && (plan.persistents[t.param].shape != t.shape ||
+                                  plan.persistents[t.param].dtype != t.dtype))
+      throw PlanError("invalid plan: " + std::string(roleName(t.role)) +
+                      " of '" + t.name +
+                      "' differs in shape or dtype from its parameter");
   }
   for (const Program &p : plan.programs) {
     if (p.arenaBytes < 0)
@@ -515,6 +523,16 @@ void writePlanFile(const Plan &plan, const std::string &path) {
 }
 
 Plan readPlanFile(const std::string &path) {
+  // A plan is a regular file of bounded size: refusing anything else keeps
+  // a device such as /dev/zero from being read forever.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw PlanError("cannot open plan '" + path + "': not a regular file");
+  constexpr uintmax_t kMaxPlanBytes = uintmax_t(1) << 32;
+  uintmax_t fileSize = std::filesystem::file_size(path, ec);
+  if (ec || fileSize > kMaxPlanBytes)
+    throw PlanError("cannot open plan '" + path + "': unreadable or larger "
+                    "than 4 GiB");
   std::ifstream is(path, std::ios::binary);
   if (!is)
     throw PlanError("cannot open plan '" + path + "'");

@@ -137,6 +137,13 @@ int main() {
     c.persistents[1].param = 1;
     validate(c);
   }, "missing parameter");
+  expectError("grad shape", [&] {
+    Plan c = samplePlan();
+    c.persistents[1].shape = {3, 4};
+    validate(c);
+  }, "differs in shape");
+  expectError("not a regular file", [&] { readPlanFile("/dev/zero"); },
+              "not a regular file");
   expectError("unknown opcode", [&] {
     Plan c = samplePlan();
     c.programs[0].instrs[1].op = Op(999);

@@ -1,0 +1,78 @@
+//===- Devices.cpp - Choosing a backend and checking the launch -----------===//
+#include "Devices.h"
+
+#include <cstdlib>
+
+namespace mega::rt {
+
+std::unique_ptr<Backend> createBackend(const std::string &device, int threads) {
+  if (device == "cpu")
+    return createCpuBackend(threads);
+  if (device == "cuda")
+    // The CUDA backend joins lib/Runtime/Backends/cuda when it exists; until
+    // then no build of mega-run can run on a GPU.
+    throw Error("--device cuda: this mega-run was built without the CUDA "
+                "backend; use --device cpu");
+  throw Error("--device must be 'cpu' or 'cuda', not '" + device + "'");
+}
+
+std::string defaultDevice(const plan::Plan &plan) {
+  if (const plan::Program *p = plan.findProgram("train"))
+    return p->target;
+  return plan.programs.empty() ? "cpu" : plan.programs.front().target;
+}
+
+namespace {
+
+/// Reads a positive integer variable; false when it is not set.
+bool envInt(const char *name, int64_t &out, bool allowZero) {
+  const char *v = std::getenv(name);
+  if (!v || !*v)
+    return false;
+  char *end = nullptr;
+  long long n = std::strtoll(v, &end, 10);
+  if (*end || n < (allowZero ? 0 : 1))
+    throw Error(std::string("environment variable ") + name + "='" + v +
+                "' is not a " + (allowZero ? "non-negative" : "positive") +
+                " integer");
+  out = n;
+  return true;
+}
+
+} // namespace
+
+LaunchInfo launchInfo() {
+  LaunchInfo l;
+  const char *pairs[][2] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
+                            {"SLURM_NTASKS", "SLURM_PROCID"},
+                            {"WORLD_SIZE", "RANK"}};
+  for (const auto &p : pairs)
+    if (envInt(p[0], l.worldSize, false)) {
+      l.source = p[0];
+      envInt(p[1], l.rank, true);
+      break;
+    }
+  return l;
+}
+
+int64_t planWorldSize(const plan::Plan &plan) {
+  return plan.getInt("tp", 1) * plan.getInt("pp", 1) * plan.getInt("dp", 1);
+}
+
+void checkWorldSize(const plan::Plan &plan, const LaunchInfo &launch) {
+  int64_t need = planWorldSize(plan);
+  std::string shape = "tp*pp*dp = " + std::to_string(plan.getInt("tp", 1)) +
+                      "*" + std::to_string(plan.getInt("pp", 1)) + "*" +
+                      std::to_string(plan.getInt("dp", 1)) + " = " +
+                      std::to_string(need);
+  if (launch.worldSize != need)
+    throw Error("world size is " + std::to_string(launch.worldSize) +
+                (launch.source.empty() ? " (no launcher)"
+                                       : " (from " + launch.source + ")") +
+                " but the plan needs " + shape + " ranks");
+  if (need != 1)
+    throw Error("the plan needs " + shape +
+                " ranks; this mega-run runs single-rank plans only");
+}
+
+} // namespace mega::rt

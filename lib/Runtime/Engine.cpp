@@ -1,0 +1,195 @@
+//===- Engine.cpp - Loading a plan into memory and running its programs ---===//
+#include "Engine.h"
+
+#include "Trace.h"
+
+namespace mega::rt {
+
+namespace {
+
+size_t portBytes(const plan::Port &p) {
+  int64_t n = 1;
+  for (int64_t d : p.shape)
+    n *= d;
+  return size_t(n) * plan::dtypeSize(p.dtype);
+}
+
+} // namespace
+
+ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
+                             Backend &backend)
+    : program_(program), backend_(backend),
+      arena_(backend, size_t(program.arenaBytes)) {
+  for (const plan::Port &p : program.inputs)
+    inputs_.emplace_back(backend, portBytes(p));
+  for (const plan::Port &p : program.outputs)
+    outputs_.emplace_back(backend, portBytes(p));
+
+  // plan::validate (run by readPlanFile) has already proved every view lies
+  // inside its buffer, so resolving is pointer arithmetic.
+  auto resolve = [&](int32_t v) {
+    const plan::Value &val = program.values[size_t(v)];
+    char *base = nullptr;
+    switch (val.space) {
+    case plan::Space::Arena:
+      base = static_cast<char *>(arena_.data());
+      break;
+    case plan::Space::Persistent:
+      base = static_cast<char *>(memory.data(size_t(val.index)));
+      break;
+    case plan::Space::Input:
+      base = static_cast<char *>(inputs_[size_t(val.index)].data());
+      break;
+    case plan::Space::Output:
+      base = static_cast<char *>(outputs_[size_t(val.index)].data());
+      break;
+    }
+    TensorRef ref;
+    ref.data = base + val.offset;
+    ref.value = &val;
+    return ref;
+  };
+
+  steps_.reserve(program.instrs.size());
+  for (size_t k = 0; k < program.instrs.size(); ++k) {
+    const plan::Instr &instr = program.instrs[k];
+    Step step{&instr, {}, {}};
+    std::vector<const plan::Value *> ins, outs;
+    for (int32_t v : instr.inputs) {
+      step.inputs.push_back(resolve(v));
+      ins.push_back(step.inputs.back().value);
+    }
+    for (int32_t v : instr.outputs) {
+      step.outputs.push_back(resolve(v));
+      outs.push_back(step.outputs.back().value);
+    }
+    try {
+      backend.check(instr, ins, outs);
+    } catch (const std::exception &e) {
+      throw Error("plan program '" + program.name + "' instruction " +
+                  std::to_string(k) + " (" + plan::opName(instr.op) +
+                  "): " + e.what());
+    }
+    steps_.push_back(std::move(step));
+  }
+}
+
+int ProgramRunner::portIndex(const std::vector<plan::Port> &ports,
+                             const std::string &name) const {
+  for (size_t k = 0; k < ports.size(); ++k)
+    if (ports[k].name == name)
+      return int(k);
+  return -1;
+}
+
+const plan::Port *ProgramRunner::inputPort(const std::string &name) const {
+  int k = portIndex(program_.inputs, name);
+  return k < 0 ? nullptr : &program_.inputs[size_t(k)];
+}
+
+const plan::Port *ProgramRunner::outputPort(const std::string &name) const {
+  int k = portIndex(program_.outputs, name);
+  return k < 0 ? nullptr : &program_.outputs[size_t(k)];
+}
+
+const plan::Port &ProgramRunner::requireInput(const std::string &name) const {
+  if (const plan::Port *p = inputPort(name))
+    return *p;
+  throw Error("plan program '" + program_.name + "' has no input '" + name +
+              "'");
+}
+
+const plan::Port &ProgramRunner::requireOutput(const std::string &name) const {
+  if (const plan::Port *p = outputPort(name))
+    return *p;
+  throw Error("plan program '" + program_.name + "' has no output '" + name +
+              "'");
+}
+
+void ProgramRunner::setInput(const std::string &name, const void *src,
+                             size_t bytes) {
+  int k = portIndex(program_.inputs, name);
+  if (k < 0)
+    throw Error("plan program '" + program_.name + "' has no input '" + name +
+                "'");
+  if (bytes != inputs_[size_t(k)].bytes())
+    throw Error("plan program '" + program_.name + "' input '" + name +
+                "' takes " + std::to_string(inputs_[size_t(k)].bytes()) +
+                " bytes, got " + std::to_string(bytes));
+  backend_.copyToDevice(inputs_[size_t(k)].data(), src, bytes);
+}
+
+void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
+                              size_t offset) const {
+  int k = portIndex(program_.outputs, name);
+  if (k < 0)
+    throw Error("plan program '" + program_.name + "' has no output '" + name +
+                "'");
+  const DeviceBuffer &buf = outputs_[size_t(k)];
+  if (offset > buf.bytes() || bytes > buf.bytes() - offset)
+    throw Error("plan program '" + program_.name + "' output '" + name +
+                "' is smaller than the bytes asked for");
+  backend_.copyToHost(dst, static_cast<const char *>(buf.data()) + offset,
+                      bytes);
+}
+
+void ProgramRunner::run(Tracer *tracer) {
+  if (!tracer) {
+    for (const Step &s : steps_)
+      backend_.launch(*s.instr, s.inputs, s.outputs);
+    return;
+  }
+  int64_t start = tracer->now();
+  if (tracer->kernels()) {
+    for (const Step &s : steps_) {
+      int64_t t0 = tracer->now();
+      backend_.launch(*s.instr, s.inputs, s.outputs);
+      backend_.synchronize();
+      tracer->complete(plan::opName(s.instr->op), "kernel", Tracer::Kernels, t0,
+                       tracer->now());
+    }
+  } else {
+    for (const Step &s : steps_)
+      backend_.launch(*s.instr, s.inputs, s.outputs);
+  }
+  backend_.synchronize();
+  tracer->complete(program_.name, "program", Tracer::Programs, start,
+                   tracer->now());
+}
+
+Engine::Engine(const plan::Plan &plan, Backend &backend,
+               const std::string &device)
+    : plan_(plan), backend_(backend), memory_(plan, backend) {
+  std::string targets;
+  for (const plan::Program &p : plan.programs) {
+    if (p.target != device) {
+      if (targets.find(p.target) == std::string::npos)
+        targets += (targets.empty() ? "" : ", ") + p.target;
+      continue;
+    }
+    // Pipeline stages other than 0 belong to other ranks.
+    if (p.stage != 0)
+      continue;
+    programs_.push_back(std::make_unique<ProgramRunner>(p, memory_, backend));
+  }
+  if (programs_.empty() && !plan.programs.empty())
+    throw Error("the plan has no programs for device '" + device +
+                "' (it was compiled for " + targets +
+                "; use --device or recompile with --target " + device + ")");
+}
+
+bool Engine::has(const std::string &name) const {
+  for (const auto &p : programs_)
+    if (p->name() == name)
+      return true;
+  return false;
+}
+
+ProgramRunner &Engine::program(const std::string &name) {
+  for (const auto &p : programs_)
+    if (p->name() == name)
+      return *p;
+  throw Error("the plan has no '" + name + "' program");
+}
+
+} // namespace mega::rt

@@ -1,0 +1,101 @@
+//===- Engine.h - Loading a plan into memory and running its programs -----===//
+//
+// Everything that can be decided once is decided at load time: each
+// program's arena and port buffers are allocated, every instruction's
+// operands are resolved to device pointers (TensorRefs), and the backend
+// checks every instruction against its operands. Running a program is then
+// a loop of backend.launch() calls with no allocation and no lookups.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_RUNTIME_ENGINE_H
+#define MEGA_RUNTIME_ENGINE_H
+
+#include "Memory.h"
+
+#include "mega/Plan/Plan.h"
+#include "mega/Runtime/Backend.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mega::rt {
+
+class Tracer;
+
+class ProgramRunner {
+public:
+  /// Throws Error naming the program and instruction a check fails on.
+  ProgramRunner(const plan::Program &program, Memory &memory, Backend &backend);
+
+  const plan::Program &program() const { return program_; }
+  const std::string &name() const { return program_.name; }
+
+  /// Port lookup; nullptr when the program has no such port.
+  const plan::Port *inputPort(const std::string &name) const;
+  const plan::Port *outputPort(const std::string &name) const;
+  /// Port lookup that throws Error("plan program 'x' has no input 'y'").
+  const plan::Port &requireInput(const std::string &name) const;
+  const plan::Port &requireOutput(const std::string &name) const;
+
+  /// Copies host bytes into an input port; `bytes` must be the port's size.
+  void setInput(const std::string &name, const void *src, size_t bytes);
+  /// Copies `bytes` from an output port starting at byte `offset`.
+  void getOutput(const std::string &name, void *dst, size_t bytes,
+                 size_t offset = 0) const;
+  /// Convenience for scalar ports.
+  void setScalar(const std::string &name, float v) {
+    setInput(name, &v, sizeof v);
+  }
+  float getScalar(const std::string &name) const {
+    float v = 0;
+    getOutput(name, &v, sizeof v);
+    return v;
+  }
+
+  /// Runs every instruction in order. With a tracer, records one event for
+  /// the program and (when it asks for kernels) one per instruction.
+  void run(Tracer *tracer = nullptr);
+
+private:
+  struct Step {
+    const plan::Instr *instr;
+    std::vector<TensorRef> inputs, outputs;
+  };
+  int portIndex(const std::vector<plan::Port> &ports,
+                const std::string &name) const;
+
+  const plan::Program &program_;
+  Backend &backend_;
+  DeviceBuffer arena_;
+  std::vector<DeviceBuffer> inputs_, outputs_;
+  std::vector<Step> steps_;
+};
+
+/// A plan made runnable on one backend: persistent memory plus a runner for
+/// each of the plan's programs for this device.
+class Engine {
+public:
+  /// `device` selects the programs whose target it is ("cpu", "cuda").
+  /// The plan and backend must outlive the engine.
+  Engine(const plan::Plan &plan, Backend &backend, const std::string &device);
+
+  const plan::Plan &plan() const { return plan_; }
+  Backend &backend() const { return backend_; }
+  Memory &memory() { return memory_; }
+  const Memory &memory() const { return memory_; }
+
+  bool has(const std::string &program) const;
+  /// Throws Error("the plan has no 'eval' program") when it is missing.
+  ProgramRunner &program(const std::string &name);
+
+private:
+  const plan::Plan &plan_;
+  Backend &backend_;
+  Memory memory_;
+  std::vector<std::unique_ptr<ProgramRunner>> programs_;
+};
+
+} // namespace mega::rt
+
+#endif // MEGA_RUNTIME_ENGINE_H

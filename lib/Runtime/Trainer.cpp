@@ -1,0 +1,340 @@
+//===- Trainer.cpp - The training loop
+//-------------------------------------===//
+#include "Trainer.h"
+
+#include "Checkpoint.h"
+#include "DataLoader.h"
+#include "Logger.h"
+#include "Trace.h"
+
+#include <chrono>
+#include <cmath>
+
+namespace mega::rt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double msSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void requireShape(const plan::Port &p, const std::string &program,
+                  plan::DType dtype, size_t rank) {
+  if (p.dtype != dtype || p.shape.size() != rank)
+    throw Error("plan program '" + program + "' port '" + p.name + "' is " +
+                plan::dtypeName(p.dtype) + " of rank " +
+                std::to_string(p.shape.size()) + "; expected " +
+                plan::dtypeName(dtype) + " of rank " + std::to_string(rank));
+}
+
+void requireScalar(const plan::Port &p, const std::string &program) {
+  int64_t n = 1;
+  for (int64_t d : p.shape)
+    n *= d;
+  if (p.dtype != plan::DType::F32 || n != 1)
+    throw Error("plan program '" + program + "' port '" + p.name +
+                "' must be an f32 scalar");
+}
+
+/// Checks tokens/targets [B,S] i32 and loss f32 [] of a train/eval program;
+/// returns {B, S}.
+std::pair<int64_t, int64_t> checkLossProgram(ProgramRunner &p) {
+  const plan::Port &tok = p.requireInput("tokens");
+  const plan::Port &tgt = p.requireInput("targets");
+  requireShape(tok, p.name(), plan::DType::I32, 2);
+  requireShape(tgt, p.name(), plan::DType::I32, 2);
+  if (tgt.shape != tok.shape)
+    throw Error("plan program '" + p.name() +
+                "' has targets shaped unlike its tokens");
+  requireScalar(p.requireOutput("loss"), p.name());
+  if (tok.shape[0] <= 0 || tok.shape[1] <= 0)
+    throw Error("plan program '" + p.name() + "' has an empty tokens port");
+  return {tok.shape[0], tok.shape[1]};
+}
+
+} // namespace
+
+Trainer::Trainer(Engine &engine, TrainOptions options)
+    : engine_(engine), opts_(std::move(options)) {
+  const plan::Plan &plan = engine.plan();
+  ProgramRunner &train = engine.program("train");
+  ProgramRunner &opt = engine.program("optimizer");
+  auto [B, S] = checkLossProgram(train);
+  shape_.micro = B;
+  shape_.seq = S;
+  requireScalar(opt.requireInput("lr"), "optimizer");
+  if (const plan::Port *p = opt.inputPort("step"))
+    requireScalar(*p, "optimizer");
+  if (const plan::Port *p = opt.outputPort("grad_norm"))
+    requireScalar(*p, "optimizer");
+
+  int64_t dp = plan.getInt("dp", 1);
+  if (dp <= 0)
+    throw Error("plan config dp=" + std::to_string(dp) + " is not positive");
+  int64_t nmb = plan.getInt("num_microbatches", 0);
+  int64_t G = plan.getInt("global_batch_size", 0);
+  if (nmb <= 0)
+    nmb = G > 0 ? G / (B * dp) : 1;
+  if (nmb <= 0)
+    throw Error(
+        "plan config global_batch_size=" + std::to_string(G) +
+        " is smaller than micro_batch_size*dp=" + std::to_string(B * dp));
+  if (G <= 0)
+    G = B * nmb * dp;
+  if (G != B * nmb * dp)
+    throw Error(
+        "plan config global_batch_size=" + std::to_string(G) +
+        " is not micro_batch_size*num_microbatches*dp = " + std::to_string(B) +
+        "*" + std::to_string(nmb) + "*" + std::to_string(dp));
+  shape_.microbatches = nmb;
+  shape_.global = G;
+  shape_.vocab = plan.getInt("vocab", 0);
+  if (shape_.vocab <= 0) {
+    int wte = engine.memory().findParam("wte.weight");
+    shape_.vocab = wte >= 0 ? engine.memory().info(size_t(wte)).shape.at(0)
+                            : int64_t(1) << 31;
+  }
+
+  if (opts_.steps <= 0)
+    throw Error("--steps (or --train-iters) must be given and positive");
+  schedule_.style = LrSchedule::parseStyle(opts_.schedule);
+  schedule_.maxLr = std::isnan(opts_.lr) ? plan.getFloat("lr", 1e-4) : opts_.lr;
+  schedule_.minLr = opts_.minLr;
+  schedule_.warmup = opts_.warmup;
+  schedule_.total = opts_.steps;
+  if (opts_.warmup < 0)
+    throw Error("--warmup must not be negative");
+  if (opts_.logInterval <= 0)
+    opts_.logInterval = std::min<int64_t>(100, opts_.steps);
+  if (opts_.evalInterval > 0 && opts_.evalData.empty())
+    throw Error("--eval-interval needs --eval-data PREFIX");
+  if (!opts_.evalData.empty())
+    engine.program("eval");
+
+  int64_t params = engine.memory().parameterCount();
+  flopsPerToken_ = plan.getFloat("flops_per_token", 0.0);
+  if (flopsPerToken_ <= 0)
+    flopsPerToken_ =
+        6.0 * double(params) + 12.0 * double(plan.getInt("layers", 0)) *
+                                   double(plan.getInt("hidden", 0)) * double(S);
+  rng_ = Rng(mix64(opts_.seed ^ 0x72756e74696d65ull));
+  dataSeed_ = opts_.seed;
+  tokens_.resize(size_t(B * S));
+  targets_.resize(size_t(B * S));
+  logger_ = std::make_unique<Logger>(opts_.logFile, opts_.progressBar);
+  if (!opts_.trace.empty())
+    tracer_ = std::make_unique<Tracer>(int(opts_.rank), true);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::prepare() {
+  // Parameters from the seed, everything else zero; a checkpoint then
+  // overwrites the parameters (and, from a directory, the moments).
+  Memory &mem = engine_.memory();
+  mem.initialize(opts_.seed);
+  if (!opts_.load.empty()) {
+    LoadResult r = loadCheckpoint(opts_.load, engine_.plan(), mem, true);
+    for (const std::string &w : r.warnings)
+      logger_->info("mega-run: warning: " + w);
+    if (r.resumed) {
+      iteration_ = r.state.iteration;
+      consumed_ = r.state.consumedSamples;
+      dataSeed_ = r.state.dataSeed;
+      if (!r.state.rng.empty())
+        rng_.restore(r.state.rng);
+      if (r.state.shuffle != opts_.shuffle)
+        logger_->info(std::string("mega-run: warning: the checkpoint was "
+                                  "trained ") +
+                      (r.state.shuffle ? "with" : "without") +
+                      " shuffling; this run continues " +
+                      (opts_.shuffle ? "with" : "without") + " it");
+      logger_->info("mega-run: resumed from " + r.source + " at iteration " +
+                    std::to_string(iteration_) + ", " +
+                    std::to_string(consumed_) + " samples consumed");
+    } else {
+      logger_->info("mega-run: loaded parameters from " + r.source);
+    }
+  }
+
+  train_ = std::make_unique<SampleSource>(opts_.data, shape_.seq, shape_.vocab,
+                                          opts_.shuffle, dataSeed_);
+  if (!opts_.evalData.empty()) {
+    ProgramRunner &eval = engine_.program("eval");
+    auto [Be, Se] = checkLossProgram(eval);
+    eval_ = std::make_unique<SampleSource>(opts_.evalData, Se, shape_.vocab,
+                                           false, 0);
+    int64_t available = eval_->numSamples() / Be;
+    if (available < 1)
+      throw Error("eval dataset '" + opts_.evalData + "' has " +
+                  std::to_string(eval_->numSamples()) +
+                  " samples, fewer than one eval micro-batch of " +
+                  std::to_string(Be));
+    evalTokens_.resize(size_t(Be * Se));
+    evalTargets_.resize(size_t(Be * Se));
+    evalBatches_ = opts_.evalIters > 0 ? std::min(opts_.evalIters, available)
+                                       : std::min<int64_t>(10, available);
+  }
+
+  const plan::Plan &plan = engine_.plan();
+  logger_->info(
+      "mega-run: " + std::to_string(engine_.memory().parameterCount()) +
+      " parameters (" + plan.get("model", "model") + ", layers=" +
+      plan.get("layers", "?") + ", hidden=" + plan.get("hidden", "?") +
+      ", heads=" + plan.get("heads", "?") +
+      ", vocab=" + std::to_string(shape_.vocab) +
+      ", seq=" + std::to_string(shape_.seq) + ")");
+  logger_->info("mega-run: micro batch " + std::to_string(shape_.micro) +
+                " x " + std::to_string(shape_.microbatches) +
+                " micro-batches = global batch " +
+                std::to_string(shape_.global) + "; data " + opts_.data + ": " +
+                std::to_string(train_->numTokens()) + " tokens, " +
+                std::to_string(train_->numSamples()) + " samples" +
+                (opts_.shuffle ? "" : " (no shuffle)"));
+}
+
+double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
+                             double &gradNorm) {
+  ProgramRunner &train = engine_.program("train");
+  ProgramRunner &opt = engine_.program("optimizer");
+  double lossSum = 0;
+  for (int64_t m = 0; m < shape_.microbatches; ++m) {
+    {
+      TraceScope t(tracer_.get(), "data", "host", Tracer::Host);
+      train_->batch(consumed_ + m * shape_.micro, shape_.micro, tokens_.data(),
+                    targets_.data());
+    }
+    train.setInput("tokens", tokens_.data(), tokens_.size() * 4);
+    train.setInput("targets", targets_.data(), targets_.size() * 4);
+    train.run(tracer_.get());
+    lossSum += double(train.getScalar("loss"));
+  }
+  if (dumpGrads) {
+    TraceScope t(tracer_.get(), "dump-grads", "host", Tracer::Host);
+    saveTensorsByParam(
+        opts_.dumpGrads, engine_.memory(), plan::Role::Grad,
+        {{"iteration", std::to_string(iteration)}, {"format", "mega-grads-1"}});
+  }
+  opt.setScalar("lr", float(lr));
+  if (opt.inputPort("step"))
+    opt.setScalar("step", float(iteration));
+  opt.run(tracer_.get());
+  gradNorm =
+      opt.outputPort("grad_norm") ? double(opt.getScalar("grad_norm")) : 0.0;
+  consumed_ += shape_.global;
+  return lossSum / double(shape_.microbatches);
+}
+
+double Trainer::evaluate() {
+  TraceScope t(tracer_.get(), "evaluate", "host", Tracer::Host);
+  ProgramRunner &eval = engine_.program("eval");
+  int64_t B = eval.requireInput("tokens").shape[0];
+  double sum = 0;
+  // Always the first micro-batches of the set, in order, so validation
+  // losses of different iterations and runs compare directly.
+  for (int64_t k = 0; k < evalBatches_; ++k) {
+    eval_->batch(k * B, B, evalTokens_.data(), evalTargets_.data());
+    eval.setInput("tokens", evalTokens_.data(), evalTokens_.size() * 4);
+    eval.setInput("targets", evalTargets_.data(), evalTargets_.size() * 4);
+    eval.run(tracer_.get());
+    sum += double(eval.getScalar("loss"));
+  }
+  return sum / double(evalBatches_);
+}
+
+void Trainer::save(int64_t iteration) {
+  TraceScope t(tracer_.get(), "save-checkpoint", "host", Tracer::Host);
+  TrainState s;
+  s.iteration = iteration;
+  s.consumedSamples = consumed_;
+  s.dataSeed = dataSeed_;
+  s.shuffle = opts_.shuffle;
+  s.numSamples = train_->numSamples();
+  s.rng = rng_.save();
+  saveCheckpoint(opts_.save, engine_.plan(), engine_.memory(), s);
+  logger_->info(" saved checkpoint at iteration " + std::to_string(iteration) +
+                " to " + opts_.save);
+}
+
+void Trainer::run() {
+  prepare();
+  if (iteration_ >= opts_.steps) {
+    logger_->info("mega-run: the checkpoint is at iteration " +
+                  std::to_string(iteration_) + ", not before --steps " +
+                  std::to_string(opts_.steps) + "; nothing to train");
+    return;
+  }
+
+  IntervalStats stats;
+  stats.totalIterations = opts_.steps;
+  stats.globalBatch = shape_.global;
+  double intervalMs = 0, lossSum = 0;
+  int64_t intervalIters = 0, lossCount = 0;
+  int64_t lastSaved = -1, lastEval = -1;
+  bool first = true;
+  double tokensPerIteration = double(shape_.global) * double(shape_.seq);
+
+  while (iteration_ < opts_.steps) {
+    int64_t it = iteration_ + 1;
+    double lr = schedule_.at(it);
+    auto t0 = Clock::now();
+    double gradNorm = 0;
+    double loss =
+        runIteration(it, first && !opts_.dumpGrads.empty(), lr, gradNorm);
+    double ms = msSince(t0);
+    first = false;
+    iteration_ = it;
+
+    bool skipped = !std::isfinite(gradNorm);
+    if (skipped) {
+      ++stats.skipped;
+      ++stats.nan;
+    } else if (!std::isfinite(loss)) {
+      ++stats.nan;
+    } else {
+      lossSum += loss;
+      ++lossCount;
+    }
+    intervalMs += ms;
+    ++intervalIters;
+    stats.lr = lr;
+    stats.gradNorm = gradNorm;
+    logger_->progress(it, opts_.steps, loss,
+                      intervalMs / double(intervalIters));
+
+    if (it % opts_.logInterval == 0 || it == opts_.steps) {
+      stats.iteration = it;
+      stats.consumedSamples = consumed_;
+      stats.elapsedMs = intervalMs / double(intervalIters);
+      stats.tflops = flopsPerToken_ * tokensPerIteration /
+                     (stats.elapsedMs / 1000.0) / 1e12 /
+                     double(opts_.worldSize);
+      stats.lmLoss = lossCount ? lossSum / double(lossCount)
+                               : std::numeric_limits<double>::quiet_NaN();
+      logger_->interval(stats);
+      stats.skipped = stats.nan = 0;
+      intervalMs = lossSum = 0;
+      intervalIters = lossCount = 0;
+    }
+    if (eval_ && opts_.evalInterval > 0 && it % opts_.evalInterval == 0) {
+      logger_->validation(it, evaluate());
+      lastEval = it;
+    }
+    if (!opts_.save.empty() && opts_.saveInterval > 0 &&
+        it % opts_.saveInterval == 0) {
+      save(it);
+      lastSaved = it;
+    }
+  }
+  if (eval_ && lastEval != iteration_)
+    logger_->validation(iteration_, evaluate());
+  if (!opts_.save.empty() && lastSaved != iteration_)
+    save(iteration_);
+  logger_->finish();
+  if (tracer_)
+    tracer_->write(opts_.trace);
+}
+
+} // namespace mega::rt

@@ -1,0 +1,42 @@
+//===- Options.h - mega-run's command line
+//---------------------------------===//
+//
+// Flags are Megatron's where Megatron has them (--train-iters,
+// --lr-warmup-iters, --lr-decay-style, --save-interval, ...), with the short
+// spellings of DESIGN.md §2 as aliases. Every mistake is a mega::rt::Error
+// with one line saying what is wrong.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_TOOLS_MEGA_RUN_OPTIONS_H
+#define MEGA_TOOLS_MEGA_RUN_OPTIONS_H
+
+#include "Generator.h"
+#include "Trainer.h"
+
+#include <string>
+
+namespace mega::run {
+
+struct Options {
+  std::string plan;
+  bool help = false;
+  bool generate = false;
+  std::string device; ///< "" = the plan's target
+  int threads = 0;
+  rt::TrainOptions train;
+  // --generate
+  std::string prompt;
+  bool havePrompt = false;
+  std::string tokenizerModel;
+  int64_t maxNewTokens = 64;
+  double temperature = 1.0;
+  int64_t topK = 0;
+};
+
+/// Parses argv; throws rt::Error for any bad input.
+Options parseOptions(int argc, char **argv);
+const char *usage();
+
+} // namespace mega::run
+
+#endif // MEGA_TOOLS_MEGA_RUN_OPTIONS_H

@@ -1,0 +1,120 @@
+//===- main.cpp - mega-run: execute a plan
+//---------------------------------===//
+//
+// Reads a plan, checks the launch, picks a backend and then trains
+// (Trainer) or generates text (Generator). Every failure anywhere ends as
+// exactly one line `mega-run: error: <message>` on stderr and exit code 1.
+//
+//===----------------------------------------------------------------------===//
+#include "Checkpoint.h"
+#include "Devices.h"
+#include "Engine.h"
+#include "FileUtil.h"
+#include "Generator.h"
+#include "Options.h"
+#include "Tokenizer.h"
+#include "Trainer.h"
+
+#include "mega/Plan/Plan.h"
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <new>
+#include <string>
+#include <unistd.h>
+
+using namespace mega;
+
+namespace {
+
+int generate(rt::Engine &engine, const run::Options &o) {
+  rt::Generator gen(engine);
+  std::unique_ptr<run::Tokenizer> tok = run::Tokenizer::load(o.tokenizerModel);
+  if (tok->size() > gen.vocab())
+    throw rt::Error("the tokenizer has " + std::to_string(tok->size()) +
+                    " pieces but the plan's vocab is " +
+                    std::to_string(gen.vocab()));
+  engine.memory().initialize(o.train.seed);
+  rt::loadCheckpoint(o.train.load, engine.plan(), engine.memory(), false);
+
+  rt::GenerateOptions g;
+  g.prompt = tok->encode(o.prompt);
+  g.maxNewTokens = o.maxNewTokens;
+  g.temperature = o.temperature;
+  g.topK = o.topK;
+  g.seed = o.train.seed;
+  g.vocabLimit = tok->size();
+  g.eos = tok->eos();
+
+  // Stream: print the prompt, then whatever the decoded text grew by.
+  std::vector<int32_t> ids = g.prompt;
+  std::string shown = tok->decode(ids);
+  std::fputs(o.prompt.c_str(), stdout);
+  std::fflush(stdout);
+  gen.run(g, [&](int32_t id) {
+    ids.push_back(id);
+    std::string full = tok->decode(ids);
+    if (full.size() >= shown.size() &&
+        full.compare(0, shown.size(), shown) == 0) {
+      std::fputs(full.c_str() + shown.size(), stdout);
+      std::fflush(stdout);
+      shown = std::move(full);
+    }
+  });
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
+int realMain(int argc, char **argv) {
+  run::Options o = run::parseOptions(argc, argv);
+  if (o.help) {
+    std::fputs(run::usage(), stdout);
+    return 0;
+  }
+  // A directory or a device (/dev/zero) is not a plan; refuse it before
+  // reading, so it can neither be misreported nor read forever.
+  if (rt::fs::exists(o.plan) && !rt::fs::isRegularFile(o.plan))
+    throw rt::Error("cannot open plan '" + o.plan + "': not a regular file");
+  plan::Plan plan = plan::readPlanFile(o.plan);
+  rt::LaunchInfo launch = rt::launchInfo();
+  rt::checkWorldSize(plan, launch);
+  std::string device = o.device.empty() ? rt::defaultDevice(plan) : o.device;
+  std::unique_ptr<rt::Backend> backend = rt::createBackend(device, o.threads);
+  rt::Engine engine(plan, *backend, device);
+  if (o.generate)
+    return generate(engine, o);
+
+  rt::TrainOptions t = o.train;
+  t.rank = launch.rank;
+  t.worldSize = launch.worldSize;
+  t.progressBar = ::isatty(STDERR_FILENO) == 1;
+  rt::Trainer trainer(engine, t);
+  trainer.run();
+  return 0;
+}
+
+/// Messages are one line whatever they quote.
+std::string oneLine(std::string s) {
+  for (char &c : s)
+    if (c == '\n' || c == '\r')
+      c = ' ';
+  return s;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return realMain(argc, argv);
+  } catch (const std::bad_alloc &) {
+    std::fputs("mega-run: error: out of memory\n", stderr);
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "mega-run: error: %s\n", oneLine(e.what()).c_str());
+  } catch (...) {
+    std::fputs("mega-run: error: unexpected internal failure\n", stderr);
+  }
+  std::fflush(stdout);
+  return 1;
+}
