@@ -263,13 +263,15 @@ def MegaAssignBuffers : Pass<"mega-assign-buffers", "mlir::ModuleOp"> {
   let summary = "Place every kernel result in the program arena";
   let description = [{
     Liveness-packs the results of each program's kernels into one arena:
-    every kernel result gets `mega.offset` (bytes) and every function
-    `mega.arena_bytes`.
+    every kernel (and contiguous concat) gets `mega.offset`, one byte offset
+    per result (-1: the result is written into an output port), and every
+    function `mega.arena_bytes` (plus `mega.naive_bytes`, the sum of all
+    buffers, and `mega.peak_live_bytes`, the lower bound).
 
     After:
     ```mlir
-    func.func @train() attributes {mega.arena_bytes = 1048576 : i64} {
-      %c = mega.kernel "MatMul"(%a, %b) i [...] f [...] {mega.offset = 0 : i64} : ...
+    func.func @train() attributes {mega.arena_bytes = 1048576 : i64, ...} {
+      %c = mega.kernel "MatMul"(%a, %b) i [...] f [...] {mega.offset = array<i64: 0>} : ...
     ```
   }];
   let dependentDialects = ["mega::MegaDialect"];

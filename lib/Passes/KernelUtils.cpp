@@ -1,0 +1,181 @@
+//===- KernelUtils.cpp - Elementwise micro-code generation
+//-----------------===//
+//
+// Algorithm (generateEwCode):
+//  1. Number the non-constant inputs in order: they are the kernel's input
+//     operands (load index k = operand k).
+//  2. Record the last op that uses each value.
+//  3. Walk the ops in order. For each: bring its operands into registers
+//     (Load or Const just before the first use), free the registers of the
+//     operands used for the last time, allocate the result's register, emit
+//     the micro-op, Store the result at once if it is an output, and free its
+//     register if nothing later reads it.
+// The register count reported is the peak number of registers in use.
+//
+//===----------------------------------------------------------------------===//
+#include "KernelUtils.h"
+
+#include "mega/Dialect/Mega/MegaOps.h"
+#include "mega/Plan/Plan.h"
+
+#include "llvm/ADT/DenseMap.h"
+
+using namespace mlir;
+
+namespace mega {
+
+bool isEwSupported(Operation *op) {
+  if (!isa<AddOp, SubOp, MulOp, ScaleOp, GeluOp, GeluGradOp>(op))
+    return false;
+  auto ok = [](Type t) {
+    auto tt = dyn_cast<RankedTensorType>(t);
+    return tt && tt.hasStaticShape() && tt.getElementType().isF32();
+  };
+  return llvm::all_of(op->getOperandTypes(), ok) &&
+         llvm::all_of(op->getResultTypes(), ok);
+}
+
+std::optional<double> fillValue(Value v) {
+  if (auto fill = v.getDefiningOp<FillOp>())
+    return fill.getValue().convertToDouble();
+  return std::nullopt;
+}
+
+int64_t numElements(Value v) {
+  return cast<RankedTensorType>(v.getType()).getNumElements();
+}
+
+namespace {
+
+using plan::EwOp;
+
+class EwCodeGen {
+public:
+  explicit EwCodeGen(const EwProgram &prog) : prog(prog) {}
+
+  EwCode run() {
+    for (auto [k, in] : llvm::enumerate(prog.inputs))
+      if (!prog.constants[k]) {
+        loadIndex[in] = out.loaded.size();
+        out.loaded.push_back(k);
+      }
+    for (auto [k, op] : llvm::enumerate(prog.ops))
+      for (Value v : op->getOperands())
+        lastUse[v] = k;
+
+    for (auto [k, op] : llvm::enumerate(prog.ops))
+      emitOp(k, op);
+    // An input stored unchanged (a group yielding its own argument).
+    for (auto [k, v] : llvm::enumerate(prog.outputs))
+      if (!isDefinedInside(v))
+        emit(EwOp::Store, materialize(v), k, 0);
+    return std::move(out);
+  }
+
+private:
+  bool isDefinedInside(Value v) const {
+    Operation *def = v.getDefiningOp();
+    return def && llvm::is_contained(prog.ops, def);
+  }
+
+  void emit(EwOp op, int64_t dst, int64_t a, int64_t b) {
+    out.code.append({int64_t(op), dst, a, b});
+  }
+
+  int allocate() {
+    for (auto [r, used] : llvm::enumerate(inUse))
+      if (!used) {
+        inUse[r] = true;
+        return r;
+      }
+    inUse.push_back(true);
+    out.registers = std::max<int>(out.registers, inUse.size());
+    return inUse.size() - 1;
+  }
+
+  void release(int r) { inUse[r] = false; }
+
+  int64_t constant(double value) {
+    float f = float(value);
+    for (auto [k, c] : llvm::enumerate(out.constants))
+      if (c == f || (std::isnan(c) && std::isnan(f)))
+        return k;
+    out.constants.push_back(f);
+    return out.constants.size() - 1;
+  }
+
+  /// The register holding `v`, loading the input or constant on first use.
+  int materialize(Value v) {
+    auto it = reg.find(v);
+    if (it != reg.end())
+      return it->second;
+    int r = allocate();
+    auto pos = llvm::find(prog.inputs, v) - prog.inputs.begin();
+    if (auto c = prog.constants[pos])
+      emit(EwOp::Const, r, constant(*c), 0);
+    else
+      emit(EwOp::Load, r, loadIndex.lookup(v), 0);
+    reg[v] = r;
+    return r;
+  }
+
+  void emitOp(unsigned k, Operation *op) {
+    SmallVector<int> args;
+    for (Value v : op->getOperands())
+      args.push_back(materialize(v));
+    int tmp = -1;
+    if (auto scale = dyn_cast<ScaleOp>(op)) {
+      tmp = allocate();
+      emit(EwOp::Const, tmp, constant(scale.getFactor().convertToDouble()), 0);
+    }
+    // Free what dies here before choosing the destination: dst may reuse an
+    // operand's register (the interpreter reads a and b before writing dst).
+    for (Value v : op->getOperands())
+      if (lastUse.lookup(v) == k && reg.count(v)) {
+        release(reg[v]);
+        reg.erase(v);
+      }
+    if (tmp >= 0)
+      release(tmp);
+    Value result = op->getResult(0);
+    int dst = allocate();
+    reg[result] = dst;
+
+    if (isa<AddOp>(op))
+      emit(EwOp::Add, dst, args[0], args[1]);
+    else if (isa<SubOp>(op))
+      emit(EwOp::Sub, dst, args[0], args[1]);
+    else if (isa<MulOp>(op))
+      emit(EwOp::Mul, dst, args[0], args[1]);
+    else if (isa<ScaleOp>(op))
+      emit(EwOp::Mul, dst, args[0], tmp);
+    else if (isa<GeluOp>(op))
+      emit(EwOp::Gelu, dst, args[0], 0);
+    else if (isa<GeluGradOp>(op))
+      emit(EwOp::GeluGrad, dst, args[0], args[1]);
+    else
+      llvm_unreachable(
+          "op without an Elementwise micro-op (see isEwSupported)");
+
+    for (auto [j, v] : llvm::enumerate(prog.outputs))
+      if (v == result)
+        emit(EwOp::Store, dst, j, 0);
+    if (!lastUse.count(result)) {
+      release(dst);
+      reg.erase(result);
+    }
+  }
+
+  const EwProgram &prog;
+  EwCode out;
+  llvm::DenseMap<Value, int64_t> loadIndex;
+  llvm::DenseMap<Value, unsigned> lastUse;
+  llvm::DenseMap<Value, int> reg;
+  SmallVector<bool> inUse;
+};
+
+} // namespace
+
+EwCode generateEwCode(const EwProgram &prog) { return EwCodeGen(prog).run(); }
+
+} // namespace mega

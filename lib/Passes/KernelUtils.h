@@ -1,0 +1,66 @@
+//===- KernelUtils.h - Shared helpers of the kernel-level passes -*- C++
+//-*-===//
+//
+// The Elementwise micro-op code generator, shared by mega-fuse-elementwise
+// (which must know how many registers a group needs before it forms it) and
+// mega-lower-to-kernels (which emits the code), so the two always agree.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_LIB_PASSES_KERNELUTILS_H
+#define MEGA_LIB_PASSES_KERNELUTILS_H
+
+#include "mlir/IR/Operation.h"
+#include "mlir/IR/Value.h"
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallVector.h"
+
+#include <cstdint>
+#include <optional>
+
+namespace mega {
+
+/// Registers of the plan's Elementwise interpreter (plan::kEwRegisters).
+inline constexpr int kEwRegisterCount = 16;
+
+/// One Elementwise instruction to generate: `ops` (elementwise ops in program
+/// order) read `inputs` (values defined outside `ops`) and store `outputs`
+/// (values defined by `ops`), in the orders given. An input with a value in
+/// `constants` (it came from `mega.fill`) is materialised with EwOp::Const
+/// instead of being loaded, and is not an operand of the kernel.
+struct EwProgram {
+  llvm::SmallVector<mlir::Operation *> ops;
+  llvm::SmallVector<mlir::Value> inputs;
+  llvm::SmallVector<std::optional<double>> constants; ///< one per input
+  llvm::SmallVector<mlir::Value> outputs;
+};
+
+/// The generated micro-code: groups of 4 (EwOp, dst, a, b), the constants
+/// table, the inputs actually loaded (positions in EwProgram::inputs, in
+/// kernel operand order) and the number of registers used.
+struct EwCode {
+  llvm::SmallVector<int64_t> code;
+  llvm::SmallVector<float> constants;
+  llvm::SmallVector<unsigned> loaded;
+  int registers = 0;
+};
+
+/// Generates the micro-code of `prog` with a linear-scan register allocator:
+/// inputs are loaded (or constants materialised) just before their first use,
+/// a register is freed after its value's last use, each output is stored as
+/// soon as it is computed. Never fails; `registers` may exceed
+/// kEwRegisterCount, which the caller must check.
+EwCode generateEwCode(const EwProgram &prog);
+
+/// True for the ops the Elementwise kernel can compute (mega.add, sub, mul,
+/// scale, gelu, gelu_grad) on statically shaped f32 tensors.
+bool isEwSupported(mlir::Operation *op);
+
+/// The value of `v` when it is produced by `mega.fill`.
+std::optional<double> fillValue(mlir::Value v);
+
+/// Number of elements of a statically shaped tensor value.
+int64_t numElements(mlir::Value v);
+
+} // namespace mega
+
+#endif // MEGA_LIB_PASSES_KERNELUTILS_H

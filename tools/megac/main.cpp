@@ -1,0 +1,460 @@
+//===- main.cpp - megac: compile a model into a plan
+//------------------------===//
+//
+//   megac MODEL.mlir -o PLAN [--set NAME=VALUE]... [--micro-batch-size B]
+//         [--global-batch-size G] [--optimizer adam|sgd] [--lr X] ...
+//         [--emit plan|plan-text|mlir] [standard MLIR pass-manager flags]
+//
+// 1. Parse and check the flags: every invalid configuration is one line
+//    `megac: error: ...` and exit code 1, before anything is compiled.
+// 2. Parse the model and check the --set names against its hyper-parameters.
+// 3. Run the pipeline (buildPipeline, below); IR problems are MLIR
+//    diagnostics with locations.
+// 4. Emit the kernel-level IR, or the plan (binary or text).
+//
+//===----------------------------------------------------------------------===//
+#include "PlanIO.h"
+
+#include "mega/Dialect/Mega/MegaOps.h"
+#include "mega/Passes/Passes.h"
+#include "mega/Target/Plan/PlanEmitter.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Flags (DESIGN.md §2)
+//===----------------------------------------------------------------------===//
+
+cl::OptionCategory megacCat("megac options");
+
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.mlir>"),
+                               cl::cat(megacCat));
+cl::opt<std::string> outputFile("o", cl::desc("Output file (the plan)"),
+                                cl::value_desc("file"), cl::cat(megacCat));
+cl::list<std::string> sets("set",
+                           cl::desc("Override a hyper-parameter: NAME=VALUE"),
+                           cl::value_desc("NAME=VALUE"), cl::cat(megacCat));
+cl::opt<std::string> microBatch("micro-batch-size", cl::value_desc("B"),
+                                cl::desc("Samples per micro-batch (default 1)"),
+                                cl::init("1"), cl::cat(megacCat));
+cl::opt<std::string> globalBatch(
+    "global-batch-size", cl::value_desc("G"),
+    cl::desc("Samples per optimizer step (default: micro-batch-size)"),
+    cl::init("0"), cl::cat(megacCat));
+cl::opt<std::string> optimizer("optimizer", cl::value_desc("adam|sgd"),
+                               cl::desc("adam (AdamW) or sgd"),
+                               cl::init("adam"), cl::cat(megacCat));
+cl::opt<std::string> lr("lr", cl::value_desc("X"),
+                        cl::desc("Learning rate recorded in the plan"),
+                        cl::init("1e-3"), cl::cat(megacCat));
+cl::opt<std::string> weightDecay("weight-decay", cl::value_desc("X"),
+                                 cl::desc("Decoupled weight decay (rank >= 2)"),
+                                 cl::init("0.01"), cl::cat(megacCat));
+cl::opt<std::string> beta1("adam-beta1", cl::value_desc("X"),
+                           cl::desc("AdamW beta1 (0.9)"), cl::init("0.9"),
+                           cl::cat(megacCat));
+cl::opt<std::string> beta2("adam-beta2", cl::value_desc("X"),
+                           cl::desc("AdamW beta2 (0.999)"), cl::init("0.999"),
+                           cl::cat(megacCat));
+cl::opt<std::string> adamEps("adam-eps", cl::value_desc("X"),
+                             cl::desc("AdamW epsilon (1e-8)"), cl::init("1e-8"),
+                             cl::cat(megacCat));
+cl::opt<std::string>
+    clipGrad("clip-grad", cl::value_desc("X"),
+             cl::desc("Clip the global gradient norm (0: off)"),
+             cl::init("1.0"), cl::cat(megacCat));
+cl::opt<std::string> tp("tensor-model-parallel-size", cl::value_desc("T"),
+                        cl::desc("Tensor-parallel ranks"), cl::init("1"),
+                        cl::cat(megacCat));
+cl::alias tpAlias("tp", cl::aliasopt(tp), cl::cat(megacCat),
+                  cl::desc("Alias for "
+                           "--tensor-model-parallel-size"));
+cl::opt<std::string> pp("pipeline-model-parallel-size", cl::value_desc("P"),
+                        cl::desc("Pipeline stages"), cl::init("1"),
+                        cl::cat(megacCat));
+cl::alias ppAlias("pp", cl::aliasopt(pp), cl::cat(megacCat),
+                  cl::desc("Alias for --pipeline-model-parallel-size"));
+cl::opt<std::string> dp("data-parallel-size", cl::value_desc("D"),
+                        cl::desc("Data-parallel ranks"), cl::init("1"),
+                        cl::cat(megacCat));
+cl::alias dpAlias("dp", cl::aliasopt(dp), cl::cat(megacCat),
+                  cl::desc("Alias for --data-parallel-size"));
+cl::opt<std::string> vpp("num-virtual-stages-per-pipeline-rank",
+                         cl::value_desc("V"),
+                         cl::desc("Virtual pipeline stages per rank"),
+                         cl::init("1"), cl::cat(megacCat));
+cl::alias
+    vppAlias("vpp", cl::aliasopt(vpp), cl::cat(megacCat),
+             cl::desc("Alias for --num-virtual-stages-per-pipeline-rank"));
+cl::opt<std::string> schedule("schedule",
+                              cl::value_desc("gpipe|1f1b|interleaved"),
+                              cl::desc("gpipe, 1f1b or interleaved"),
+                              cl::init("1f1b"), cl::cat(megacCat));
+cl::opt<bool> sequenceParallel("sequence-parallel",
+                               cl::desc("Megatron sequence parallelism"),
+                               cl::cat(megacCat));
+cl::opt<bool> distributedOptimizer(
+    "use-distributed-optimizer",
+    cl::desc("Shard optimizer state over data-parallel ranks"),
+    cl::cat(megacCat));
+cl::opt<std::string> target("target", cl::value_desc("cpu|cuda"),
+                            cl::desc("cpu or cuda"), cl::init("cpu"),
+                            cl::cat(megacCat));
+cl::opt<std::string> precision("precision", cl::value_desc("fp32|bf16"),
+                               cl::desc("fp32 or bf16"), cl::init("fp32"),
+                               cl::cat(megacCat));
+cl::opt<std::string> emit("emit", cl::value_desc("plan|plan-text|mlir"),
+                          cl::desc("plan (binary, default), plan-text, or "
+                                   "mlir (the kernel-level IR)"),
+                          cl::init("plan"), cl::cat(megacCat));
+
+[[noreturn]] void fail(const llvm::Twine &message) {
+  llvm::errs() << "megac: error: " << message << "\n";
+  std::exit(1);
+}
+
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+/// The compile options after checking, as the pipeline needs them.
+struct CompileOptions {
+  std::vector<std::string> sets; ///< "name=value", batch included
+  int64_t microBatch = 1, globalBatch = 1, microbatches = 1;
+  int64_t tp = 1, pp = 1, dp = 1, vpp = 1;
+  double lr = 1e-3, weightDecay = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
+         clipGrad = 1.0;
+};
+
+int64_t intFlag(const char *flag, llvm::StringRef text) {
+  int64_t v;
+  if (text.trim().getAsInteger(10, v))
+    fail(llvm::Twine("--") + flag + " " + text + ": expected an integer");
+  return v;
+}
+
+double floatFlag(const char *flag, llvm::StringRef text) {
+  double v;
+  if (text.trim().getAsDouble(v) || !std::isfinite(v))
+    fail(llvm::Twine("--") + flag + " " + text + ": expected a number");
+  return v;
+}
+
+//===----------------------------------------------------------------------===//
+// Step 1: flags
+//===----------------------------------------------------------------------===//
+
+CompileOptions checkFlags() {
+  CompileOptions o;
+  if (inputFile.empty())
+    fail("no model given (usage: megac MODEL.mlir -o PLAN)");
+  auto positive = [](const char *flag, int64_t v) {
+    if (v <= 0)
+      fail(llvm::Twine("--") + flag + " must be positive, got " +
+           llvm::Twine(v));
+    return v;
+  };
+  // Parallelism: only the single-device plan exists so far.
+  o.tp = positive("tp", intFlag("tp", tp));
+  o.pp = positive("pp", intFlag("pp", pp));
+  o.dp = positive("dp", intFlag("dp", dp));
+  o.vpp = positive("vpp", intFlag("vpp", vpp));
+  if (o.tp != 1)
+    fail("--tp " + llvm::Twine(o.tp) +
+         ": tensor parallelism is not implemented yet (only --tp 1)");
+  if (o.pp != 1)
+    fail("--pp " + llvm::Twine(o.pp) +
+         ": pipeline parallelism is not implemented yet (only --pp 1)");
+  if (o.dp != 1)
+    fail("--dp " + llvm::Twine(o.dp) +
+         ": data parallelism is not implemented yet (only --dp 1)");
+  if (o.vpp != 1)
+    fail("--vpp " + llvm::Twine(o.vpp) +
+         " needs pipeline parallelism (--pp > 1), which is not implemented "
+         "yet");
+  if (schedule != "gpipe" && schedule != "1f1b" && schedule != "interleaved")
+    fail("--schedule " + schedule + ": expected gpipe, 1f1b or interleaved");
+  if (schedule == "interleaved")
+    fail("--schedule interleaved needs --vpp > 1 and --pp > 1");
+  if (sequenceParallel)
+    fail("--sequence-parallel needs --tp > 1");
+  if (distributedOptimizer)
+    fail("--use-distributed-optimizer needs --dp > 1");
+  if (target != "cpu" && target != "cuda")
+    fail("--target " + target + ": expected cpu or cuda");
+  if (precision == "bf16")
+    fail("--precision bf16 is not implemented yet (only fp32)");
+  if (precision != "fp32")
+    fail("--precision " + precision + ": expected fp32 or bf16");
+
+  // Batch.
+  o.microBatch =
+      positive("micro-batch-size", intFlag("micro-batch-size", microBatch));
+  int64_t g = intFlag("global-batch-size", globalBatch);
+  o.globalBatch =
+      g == 0 ? o.microBatch * o.dp : positive("global-batch-size", g);
+  if (o.globalBatch % (o.microBatch * o.dp) != 0)
+    fail("--global-batch-size " + llvm::Twine(o.globalBatch) +
+         " is not a multiple of --micro-batch-size " +
+         llvm::Twine(o.microBatch) +
+         (o.dp > 1 ? " times --dp " + llvm::Twine(o.dp) : llvm::Twine("")));
+  o.microbatches = o.globalBatch / (o.microBatch * o.dp);
+
+  // Optimizer.
+  if (optimizer != "adam" && optimizer != "sgd")
+    fail("--optimizer " + optimizer + ": expected adam or sgd");
+  o.lr = floatFlag("lr", lr);
+  o.weightDecay = floatFlag("weight-decay", weightDecay);
+  o.beta1 = floatFlag("adam-beta1", beta1);
+  o.beta2 = floatFlag("adam-beta2", beta2);
+  o.eps = floatFlag("adam-eps", adamEps);
+  o.clipGrad = floatFlag("clip-grad", clipGrad);
+  if (!(o.lr > 0))
+    fail("--lr must be positive, got " + num(o.lr));
+  if (!(o.weightDecay >= 0))
+    fail("--weight-decay must be >= 0, got " + num(o.weightDecay));
+  if (!(o.beta1 >= 0 && o.beta1 < 1))
+    fail("--adam-beta1 must be in [0, 1), got " + num(o.beta1));
+  if (!(o.beta2 >= 0 && o.beta2 < 1))
+    fail("--adam-beta2 must be in [0, 1), got " + num(o.beta2));
+  if (!(o.eps > 0))
+    fail("--adam-eps must be positive, got " + num(o.eps));
+  if (!(o.clipGrad >= 0))
+    fail("--clip-grad must be >= 0 (0 disables clipping), got " +
+         num(o.clipGrad));
+
+  // Hyper-parameters (names are checked against the model in step 2).
+  for (const std::string &s : sets) {
+    auto [name, value] = llvm::StringRef(s).split('=');
+    int64_t v;
+    if (name.empty() || value.empty())
+      fail("--set " + s + ": expected NAME=VALUE");
+    if (value.getAsInteger(10, v) || v <= 0)
+      fail("--set " + s + ": the value must be a positive integer");
+    if (name == "batch")
+      fail("--set " + s + ": the batch is set by --micro-batch-size");
+    o.sets.push_back(s);
+  }
+  o.sets.push_back("batch=" + std::to_string(o.microBatch));
+
+  // Output.
+  if (emit != "plan" && emit != "plan-text" && emit != "mlir") {
+    if (emit == "schedule-svg")
+      fail("--emit schedule-svg needs pipeline parallelism (--pp > 1), which "
+           "is not implemented yet");
+    fail("--emit " + emit + ": expected plan, plan-text or mlir");
+  }
+  if (emit == "plan" && outputFile.empty())
+    fail("--emit plan writes a binary file: give -o PLAN (or --emit "
+         "plan-text)");
+  return o;
+}
+
+//===----------------------------------------------------------------------===//
+// Step 2: the model's hyper-parameters
+//===----------------------------------------------------------------------===//
+
+void checkSets(ModuleOp module, const CompileOptions &o) {
+  auto hparams = module->getAttrOfType<DictionaryAttr>(mega::kHParamsAttr);
+  if (!hparams)
+    fail(inputFile + ": the model has no `" + mega::kHParamsAttr +
+         "` module attribute");
+  std::string known;
+  for (NamedAttribute a : hparams)
+    known += (known.empty() ? "" : ", ") + a.getName().str();
+  for (llvm::StringRef s : o.sets) {
+    llvm::StringRef name = s.split('=').first;
+    if (name != "batch" && !hparams.get(name))
+      fail("--set " + s + ": the model has no hyper-parameter '" + name +
+           "' (it has: " + known + ")");
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Step 3: the pipeline (docs/compiler.md, "Pipeline")
+//===----------------------------------------------------------------------===//
+
+void buildPipeline(PassManager &pm, const CompileOptions &o) {
+  // Programs and sizes.
+  pm.addPass(mega::createMegaMakePrograms());
+  mega::MegaSpecializeOptions specialize;
+  specialize.set = o.sets;
+  pm.addPass(mega::createMegaSpecialize(specialize));
+  pm.addPass(mega::createMegaInferShapes());
+  // Model level -> tensor level.
+  pm.addPass(mega::createMegaUnroll());
+  pm.addPass(mega::createMegaDecompose());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  // Training level: backward pass, optimizer step.
+  mega::MegaAutodiffOptions autodiff;
+  autodiff.microbatches = o.microbatches;
+  pm.addPass(mega::createMegaAutodiff(autodiff));
+  mega::MegaOptimizerOptions opt;
+  opt.optimizer = optimizer;
+  opt.beta1 = o.beta1;
+  opt.beta2 = o.beta2;
+  opt.eps = o.eps;
+  opt.weightDecay = o.weightDecay;
+  opt.clipGrad = o.clipGrad;
+  pm.addPass(mega::createMegaOptimizer(opt));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  // Kernel level: fusion, plan instructions, memory.
+  pm.addPass(mega::createMegaFuseElementwise());
+  pm.addPass(mega::createMegaLowerToKernels());
+  pm.addPass(mega::createMegaAssignBuffers());
+}
+
+//===----------------------------------------------------------------------===//
+// Step 4: output
+//===----------------------------------------------------------------------===//
+
+std::map<std::string, std::string> planConfig(const CompileOptions &o,
+                                              llvm::StringRef model) {
+  return {{"model", model.str()},
+          {"micro_batch_size", std::to_string(o.microBatch)},
+          {"global_batch_size", std::to_string(o.globalBatch)},
+          {"num_microbatches", std::to_string(o.microbatches)},
+          {"optimizer", optimizer},
+          {"lr", num(o.lr)},
+          {"weight_decay", num(o.weightDecay)},
+          {"adam_beta1", num(o.beta1)},
+          {"adam_beta2", num(o.beta2)},
+          {"adam_eps", num(o.eps)},
+          {"clip_grad", num(o.clipGrad)},
+          {"precision", precision},
+          {"tp", std::to_string(o.tp)},
+          {"pp", std::to_string(o.pp)},
+          {"dp", std::to_string(o.dp)}};
+}
+
+std::unique_ptr<llvm::ToolOutputFile> openOutput() {
+  std::string error;
+  auto out = openOutputFile(
+      outputFile.empty() ? std::string("-") : outputFile.getValue(), &error);
+  if (!out)
+    fail(error);
+  return out;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  // Pass names for --mlir-print-ir-after=<pass> and friends.
+  mega::registerMegaPasses();
+  registerTransformsPasses();
+  registerPassManagerCLOptions();
+  registerDefaultTimingManagerCLOptions();
+  registerAsmPrinterCLOptions();
+  registerMLIRContextCLOptions();
+  // --help lists megac's flags and MLIR's, not every LLVM backend option
+  // linked in (they still parse).
+  for (auto &[name, option] : cl::getRegisteredOptions()) {
+    bool ours = llvm::is_contained(option->Categories, &megacCat);
+    llvm::StringRef n = name;
+    if (!ours && !n.starts_with("mlir-") && n != "pass-pipeline" &&
+        n != "help" && n != "version")
+      option->setHiddenFlag(cl::Hidden);
+  }
+  // Flag errors become one `megac: error:` line too.
+  std::string cliErrors;
+  llvm::raw_string_ostream cliErrStream(cliErrors);
+  if (!cl::ParseCommandLineOptions(argc, argv,
+                                   "megac: compile a mega model into a plan\n",
+                                   &cliErrStream)) {
+    llvm::StringRef first = llvm::StringRef(cliErrors).split('\n').first;
+    first.consume_front("megac: ");
+    first = first.trim();
+    if (first.empty())
+      first = "invalid command line (see megac --help)";
+    fail(first);
+  }
+  CompileOptions options = checkFlags();
+
+  DialectRegistry registry;
+  registry.insert<mega::MegaDialect, func::FuncDialect>();
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
+  if (!input)
+    fail(error);
+  sourceMgr.AddNewSourceBuffer(std::move(input), llvm::SMLoc());
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return 1;
+  checkSets(*module, options);
+  std::string modelName = "model";
+  for (auto f : module->getOps<func::FuncOp>()) {
+    modelName = f.getSymName().str();
+    break;
+  }
+
+  PassManager pm(&context);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return 1;
+  DefaultTimingManager timing;
+  applyDefaultTimingManagerCLOptions(timing);
+  TimingScope timingScope = timing.getRootScope();
+  pm.enableTiming(timingScope);
+  buildPipeline(pm, options);
+  if (failed(pm.run(*module)))
+    return 1;
+
+  if (emit == "mlir") {
+    auto out = openOutput();
+    module->print(out->os());
+    out->os() << "\n";
+    out->keep();
+    return 0;
+  }
+  mega::PlanEmitterOptions emitOptions;
+  emitOptions.config = planConfig(options, modelName);
+  emitOptions.optimizer = optimizer;
+  emitOptions.target = target;
+  FailureOr<mega::plan::Plan> plan = mega::emitPlan(*module, emitOptions);
+  if (failed(plan))
+    return 1;
+  if (std::string problem = mega::validatePlan(*plan); !problem.empty())
+    fail("internal error: the emitted plan is invalid: " + problem);
+  if (emit == "plan-text") {
+    std::ostringstream text;
+    mega::plan::printPlan(*plan, text);
+    auto out = openOutput();
+    out->os() << text.str();
+    out->keep();
+    return 0;
+  }
+  if (std::string problem = mega::writePlan(*plan, outputFile);
+      !problem.empty())
+    fail(problem);
+  return 0;
+}
