@@ -1,0 +1,140 @@
+//===- Loss.cpp - Cross entropy and its gradient --------------------------===//
+//
+// Targets are data: they are range-checked at launch (before anything is
+// written) and a bad one throws Error rather than reading outside the row.
+//
+//===----------------------------------------------------------------------===//
+#include "Common.h"
+#include "Reduce.h"
+#include "MathApprox.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mega::rt::cpu {
+
+namespace {
+
+constexpr int64_t kBig = int64_t(1) << 48;
+
+void checkTargets(Op op, const int32_t *t, int64_t rows, int64_t V) {
+  for (int64_t r = 0; r < rows; ++r)
+    if (t[r] < 0 || t[r] >= V)
+      fail(op, "target " + std::to_string(t[r]) + " of row " +
+                   std::to_string(r) + " is outside the vocabulary [0, " +
+                   std::to_string(V) + ")");
+}
+
+constexpr int64_t kLseBlock = 1024; // fixed: the result is the data's alone
+
+/// log(sum(exp(x))) of one row in a single pass over memory: blocks of
+/// kLseBlock, each shifted by the running maximum, the running sum rescaled
+/// (in double) when the maximum grows. `tmp` holds kLseBlock floats.
+double logSumExp(const float *x, int64_t V, float *tmp) {
+  float m = -std::numeric_limits<float>::infinity();
+  double s = 0.0;
+  for (int64_t b = 0; b < V; b += kLseBlock) {
+    const int64_t len = std::min(kLseBlock, V - b);
+    const float bm = maxF(x + b, len);
+    if (bm > m) {
+      s *= std::exp(double(m) - double(bm));
+      m = bm;
+    }
+    // Fetch the next block (or the next row's first) while this one is
+    // exponentiated; a prefetch past the buffer's end is harmless.
+    const uintptr_t next = reinterpret_cast<uintptr_t>(x + b + len);
+    for (int64_t k = 0; k < kLseBlock; k += 16)
+      __builtin_prefetch(reinterpret_cast<const void *>(next + uintptr_t(k) * 4));
+    for (int64_t j = 0; j < len; ++j)
+      tmp[j] = vexp(x[b + j] - m);
+    s += sumD(tmp, len);
+  }
+  return double(m) + std::log(s);
+}
+
+int64_t rowGrain(int64_t V) { return std::max<int64_t>(1, 16384 / V); }
+
+} // namespace
+
+void checkCrossEntropy(const Checker &c) {
+  c.operands(2, 2);
+  c.attrs(2, 0);
+  int64_t rows = c.attr(0, 0, kBig, "rows");
+  int64_t V = c.attr(1, 1, INT32_MAX, "V");
+  c.tensor(c.ins[0], DType::F32, i128(rows) * V, "logits");
+  c.tensor(c.ins[1], DType::I32, rows, "targets");
+  c.tensor(c.outs[0], DType::F32, 1, "loss");
+  c.tensor(c.outs[1], DType::F32, rows, "lse");
+  for (int o = 0; o < 2; ++o)
+    for (int k = 0; k < 2; ++k)
+      c.disjoint(c.outs[o], c.ins[k], o ? "lse" : "loss",
+                 k ? "targets" : "logits");
+  c.disjoint(c.outs[1], c.outs[0], "lse", "loss");
+}
+
+void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
+                     const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1];
+  const float *x = ins[0].f32();
+  const int32_t *t = ins[1].i32();
+  float *loss = outs[0].f32(), *lse = outs[1].f32();
+  checkTargets(Op::CrossEntropy, t, rows, V);
+  std::vector<double> rowLoss(static_cast<size_t>(rows));
+  parallelFor(ctx, rows, rowGrain(V), [&](int64_t r0, int64_t r1) {
+    std::vector<float> tmp(static_cast<size_t>(kLseBlock));
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = x + r * V;
+      double l = logSumExp(xr, V, tmp.data());
+      lse[r] = float(l);
+      rowLoss[size_t(r)] = l - double(xr[t[r]]);
+    }
+  });
+  double s = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    s += rowLoss[size_t(r)];
+  loss[0] = rows ? float(s / double(rows))
+                 : std::numeric_limits<float>::quiet_NaN();
+}
+
+void checkCrossEntropyGrad(const Checker &c) {
+  c.operands(4, 1);
+  c.attrs(2, 0);
+  int64_t rows = c.attr(0, 0, kBig, "rows");
+  int64_t V = c.attr(1, 1, INT32_MAX, "V");
+  c.tensor(c.ins[0], DType::F32, i128(rows) * V, "logits");
+  c.tensor(c.ins[1], DType::I32, rows, "targets");
+  c.tensor(c.ins[2], DType::F32, rows, "lse");
+  c.tensor(c.ins[3], DType::F32, 1, "dloss");
+  c.tensor(c.outs[0], DType::F32, i128(rows) * V, "dlogits");
+  c.sameOrDisjoint(c.outs[0], c.ins[0], "dlogits", "logits");
+  c.disjoint(c.outs[0], c.ins[1], "dlogits", "targets");
+  c.disjoint(c.outs[0], c.ins[2], "dlogits", "lse");
+  c.disjoint(c.outs[0], c.ins[3], "dlogits", "dloss");
+}
+
+void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                         const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1];
+  const float *x = ins[0].f32(), *lse = ins[2].f32();
+  const int32_t *t = ins[1].i32();
+  float *dx = outs[0].f32();
+  checkTargets(Op::CrossEntropyGrad, t, rows, V);
+  if (rows == 0)
+    return;
+  const float scale = float(double(ins[3].f32()[0]) / double(rows));
+  parallelFor(ctx, rows, rowGrain(V), [=](int64_t r0, int64_t r1) {
+    const float sc = scale; // a local: the stores cannot alias it
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = x + r * V;
+      float *dr = dx + r * V;
+      const float l = lse[r];
+      const int32_t tr = t[r];
+      const float pt = vexp(xr[tr] - l); // before dr overwrites xr in place
+      for (int64_t j = 0; j < V; ++j)
+        dr[j] = vexp(xr[j] - l) * sc;
+      dr[tr] = (pt - 1.0f) * sc;
+    }
+  });
+}
+
+} // namespace mega::rt::cpu

@@ -1,0 +1,275 @@
+//===- MatMul.cpp - Batched, strided GEMM on OpenBLAS ---------------------===//
+//
+// OpenBLAS runs single-threaded (createCpuBackend sets that); the kernel
+// spreads independent sgemm calls over OpenMP threads instead: whole batch
+// items when there are enough of them (attention heads), otherwise tiles of
+// C. One pool of threads, no oversubscription between OpenMP and OpenBLAS,
+// and the small per-head products, which OpenBLAS's own threading handles
+// badly, run one per thread. K is never split, so every C element is one
+// dot product in OpenBLAS's order; see "Tiling" below for why the bits do
+// not depend on the thread count.
+//
+//===----------------------------------------------------------------------===//
+#include "Common.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+
+#include <cblas.h>
+
+namespace mega::rt::cpu {
+
+namespace {
+
+struct Gemm {
+  int64_t batch, M, N, K;
+  bool ta, tb;
+  int64_t lda, ldb, ldc, sA, sB, sC;
+  float alpha, beta;
+};
+
+Gemm parse(const Instr &in) {
+  const auto &i = in.i;
+  return Gemm{i[0],     i[1],     i[2],      i[3],     i[4] != 0, i[5] != 0,
+              i[6],     i[7],     i[8],      i[9],     i[10],     i[11],
+              in.f[0],  in.f[1]};
+}
+
+/// Largest element index + 1 of `batch` row-major matrices rows x cols with
+/// leading dim ld and batch stride s; 0 when nothing is touched.
+i128 extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t s) {
+  if (batch == 0 || rows == 0 || cols == 0)
+    return 0;
+  return i128(s) * (batch - 1) + i128(rows - 1) * ld + cols;
+}
+
+} // namespace
+
+void checkMatMul(const Checker &c) {
+  c.operands(2, 1);
+  c.attrs(12, 2);
+  const int64_t big = int64_t(1) << 48;
+  int64_t batch = c.attr(0, 0, big, "batch");
+  int64_t M = c.attr(1, 0, INT_MAX, "M");
+  int64_t N = c.attr(2, 0, INT_MAX, "N");
+  int64_t K = c.attr(3, 0, INT_MAX, "K");
+  bool ta = c.flag(4, "transA"), tb = c.flag(5, "transB");
+  // Stored shapes: A is M x K (K x M when transposed), B is K x N (N x K).
+  int64_t aRows = ta ? K : M, aCols = ta ? M : K;
+  int64_t bRows = tb ? N : K, bCols = tb ? K : N;
+  // BLAS requires ld >= max(1, columns) even for empty matrices.
+  int64_t lda = c.attr(6, std::max<int64_t>(1, aCols), INT_MAX, "lda");
+  int64_t ldb = c.attr(7, std::max<int64_t>(1, bCols), INT_MAX, "ldb");
+  int64_t ldc = c.attr(8, std::max<int64_t>(1, N), INT_MAX, "ldc");
+  int64_t sA = c.attr(9, 0, big, "strideA");
+  int64_t sB = c.attr(10, 0, big, "strideB");
+  int64_t sC = c.attr(11, 0, big, "strideC");
+  float alpha = c.finite(0, "alpha");
+  c.finite(1, "beta");
+  c.dtype(c.ins[0], DType::F32, "A");
+  c.dtype(c.ins[1], DType::F32, "B");
+  c.dtype(c.outs[0], DType::F32, "C");
+  // A and B are read only when alpha != 0 and K > 0 (BLAS convention).
+  bool readsAB = alpha != 0.0f && K > 0;
+  i128 needA = readsAB && N > 0 ? extent(batch, aRows, aCols, lda, sA) : 0;
+  i128 needB = readsAB && M > 0 ? extent(batch, bRows, bCols, ldb, sB) : 0;
+  i128 needC = extent(batch, M, N, ldc, sC);
+  auto fits = [&](i128 need, const Value *v, const char *what) {
+    int64_t have = c.numel(v, what);
+    if (need > have)
+      c.fail(std::string(what) + " has " + std::to_string(have) +
+             " elements but the attributes reach element " +
+             std::to_string(int64_t(need - 1)));
+  };
+  fits(needA, c.ins[0], "A");
+  fits(needB, c.ins[1], "B");
+  fits(needC, c.outs[0], "C");
+  // Batch items must write different elements of C (they run in parallel).
+  if (batch > 1 && needC > 0 && sC < (M - 1) * ldc + N)
+    c.fail("strideC " + std::to_string(sC) +
+           " makes the batch items of C overlap");
+  c.disjoint(c.outs[0], c.ins[0], "C", "A");
+  c.disjoint(c.outs[0], c.ins[1], "C", "B");
+}
+
+namespace {
+
+// Tiling. Results must not depend on the thread count, and OpenBLAS does not
+// promise that a sub-product gives the same bits as the whole. Measured on
+// 0.3.21: splitting the rows of C at multiples of 48 never changes a bit
+// (its kernels unroll rows by 4, 6, 8, 12 or 16); splitting the columns at
+// multiples of 64 keeps the bits with the SkylakeX, Sandybridge and Prescott
+// kernels but not with Haswell's or Zen's. probeGemmSplits() tests both on
+// the OpenBLAS actually loaded; a dimension that passes is split as the
+// thread count suggests (1 thread: one call, no overhead), one that fails is
+// split by the shape alone (the same tiles for every thread count).
+constexpr int64_t kRowAlign = 48;
+constexpr int64_t kColAlign = 64;
+constexpr int64_t kFixedColTile = 384;     // about, when columns are fixed
+constexpr int64_t kFixedRowTile = 240;     // when rows are fixed
+constexpr double kTileMinFlops = 8e6;      // smaller items are not tiled
+constexpr double kParallelMinFlops = 2e5;  // smaller products run serially
+constexpr int kRowsFree = 1, kColsFree = 2;
+
+std::atomic<int> gSplitPolicy{0}; // until probed: everything fixed (safe)
+
+struct Tiling {
+  int64_t rowTile = 0, rowTiles = 1; // rows per tile (a multiple of 48)
+  int64_t colTiles = 1;              // column split points: colSplit
+};
+
+int64_t colSplit(int64_t N, int64_t parts, int64_t k) {
+  if (k >= parts)
+    return N;
+  return std::min(N, (N * k / parts + kColAlign / 2) / kColAlign * kColAlign);
+}
+
+Tiling makeTiling(int64_t M, int64_t rowTile, int64_t colTiles) {
+  Tiling t;
+  t.rowTile = std::max<int64_t>(1, std::min(M, rowTile));
+  t.rowTiles = (M + t.rowTile - 1) / t.rowTile;
+  t.colTiles = colTiles;
+  return t;
+}
+
+int64_t rowTileFor(int64_t M, int64_t parts) {
+  if (parts <= 1)
+    return M;
+  int64_t r = (M + parts - 1) / parts;
+  return (r + kRowAlign - 1) / kRowAlign * kRowAlign;
+}
+
+/// Estimated time in flops: rounds of the largest tile, with OpenBLAS's
+/// packing (about 8 flops per packed float) included.
+double tilingCost(const Gemm &g, const Tiling &t, int64_t threads) {
+  int64_t colMax = 0;
+  for (int64_t k = 0; k < t.colTiles; ++k)
+    colMax = std::max(colMax, colSplit(g.N, t.colTiles, k + 1) - colSplit(g.N, t.colTiles, k));
+  const int64_t tasks = g.batch * t.rowTiles * t.colTiles;
+  const double rounds = double((tasks + threads - 1) / threads);
+  const double rows = double(t.rowTile), cols = double(colMax), K = double(g.K);
+  return rounds * (2.0 * rows * cols * K + 8.0 * K * (rows + cols));
+}
+
+Tiling chooseTiling(const Gemm &g, int64_t threads) {
+  const double itemFlops = 2.0 * double(g.M) * double(g.N) * double(g.K);
+  if (itemFlops < kTileMinFlops)
+    return makeTiling(g.M, g.M, 1);
+  const int policy = gSplitPolicy.load(std::memory_order_relaxed);
+  const bool rowsFree = policy & kRowsFree, colsFree = policy & kColsFree;
+  const int64_t fixedRow = g.M <= 2 * kFixedRowTile ? g.M : kFixedRowTile;
+  const int64_t fixedCols = std::max<int64_t>(1, (g.N + kFixedColTile / 2) / kFixedColTile);
+  Tiling best = makeTiling(g.M, rowsFree ? g.M : fixedRow, colsFree ? 1 : fixedCols);
+  if (threads <= 1 || g.batch >= 4 * threads)
+    return best;
+  double bestCost = tilingCost(g, best, threads);
+  const int64_t maxP = rowsFree ? std::min<int64_t>(std::max<int64_t>(1, g.M / kRowAlign), 2 * threads) : 1;
+  const int64_t maxQ = colsFree ? std::min<int64_t>(std::max<int64_t>(1, g.N / kColAlign), 2 * threads) : 1;
+  for (int64_t q = 1; q <= maxQ; ++q)
+    for (int64_t p = 1; p <= maxP && p * q <= 2 * threads; ++p) {
+      Tiling t = makeTiling(g.M, rowsFree ? rowTileFor(g.M, p) : fixedRow,
+                            colsFree ? q : fixedCols);
+      double cost = tilingCost(g, t, threads);
+      if (cost < bestCost * 0.98) { // fewer tiles unless clearly better
+        bestCost = cost;
+        best = t;
+      }
+    }
+  return best;
+}
+
+/// C = A B (or with transposes) as one call and as tiles; same bits?
+bool splitKeepsBits(bool ta, bool tb, bool splitRows) {
+  const int M = 96, N = 320, K = 100;
+  std::vector<float> A(size_t(M) * K), B(size_t(K) * N), whole(size_t(M) * N),
+      tiled(size_t(M) * N);
+  uint32_t s = 12345;
+  auto next = [&] {
+    s = s * 1664525u + 1013904223u;
+    return float(int32_t(s >> 8) - (1 << 23)) / float(1 << 23);
+  };
+  for (float &x : A)
+    x = next();
+  for (float &x : B)
+    x = next();
+  const int lda = ta ? M : K, ldb = tb ? K : N;
+  const CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE TB = tb ? CblasTrans : CblasNoTrans;
+  cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f,
+              whole.data(), N);
+  if (splitRows) {
+    for (int m0 : {0, 48})
+      cblas_sgemm(CblasRowMajor, TA, TB, 48, N, K, 1.0f, A.data() + (ta ? m0 : m0 * lda),
+                  lda, B.data(), ldb, 0.0f, tiled.data() + m0 * N, N);
+  } else {
+    const int cuts[] = {0, 64, 128, 256, N};
+    for (int k = 0; k < 4; ++k)
+      cblas_sgemm(CblasRowMajor, TA, TB, M, cuts[k + 1] - cuts[k], K, 1.0f, A.data(), lda,
+                  B.data() + (tb ? cuts[k] * ldb : cuts[k]), ldb, 0.0f,
+                  tiled.data() + cuts[k], N);
+  }
+  return std::memcmp(whole.data(), tiled.data(), whole.size() * 4) == 0;
+}
+
+} // namespace
+
+int probeGemmSplits() {
+  int policy = kRowsFree | kColsFree;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      if (!splitKeepsBits(ta, tb, true))
+        policy &= ~kRowsFree;
+      if (!splitKeepsBits(ta, tb, false))
+        policy &= ~kColsFree;
+    }
+  gSplitPolicy.store(policy, std::memory_order_relaxed);
+  return policy;
+}
+
+void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
+               const Refs &outs) {
+  const Gemm g = parse(in);
+  if (g.batch == 0 || g.M == 0 || g.N == 0)
+    return;
+  const float *A = ins[0].f32(), *B = ins[1].f32();
+  float *C = outs[0].f32();
+  if (g.alpha == 0.0f || g.K == 0) {
+    // C = beta * C without touching A and B (which check() did not size);
+    // beta == 0 overwrites C without reading it, as BLAS does.
+    parallelForEach(ctx, g.batch * g.M, [&](int64_t r) {
+      float *row = C + (r / g.M) * g.sC + (r % g.M) * g.ldc;
+      for (int64_t j = 0; j < g.N; ++j)
+        row[j] = g.beta == 0.0f ? 0.0f : g.beta * row[j];
+    });
+    return;
+  }
+  const CBLAS_TRANSPOSE TA = g.ta ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE TB = g.tb ? CblasTrans : CblasNoTrans;
+  // OpenBLAS (0.3.21, MAX_THREADS 64) has 128 work buffers, one per running
+  // call: at most 64 concurrent calls. (Below that the team stays
+  // ctx.threads; see parallelFor.)
+  Ctx c = ctx;
+  c.threads = std::min(ctx.threads, 64);
+  const double flops = 2.0 * double(g.batch) * double(g.M) * double(g.N) * double(g.K);
+  if (flops < kParallelMinFlops)
+    c.threads = 1;
+  const Tiling t = chooseTiling(g, c.threads);
+  const int64_t tiles = t.colTiles * t.rowTiles;
+  parallelForEach(c, g.batch * tiles, [&](int64_t task) {
+    const int64_t b = task / tiles, tile = task % tiles;
+    const int64_t ct = tile / t.rowTiles, rt = tile % t.rowTiles;
+    const int64_t m0 = rt * t.rowTile, m1 = std::min(g.M, m0 + t.rowTile);
+    const int64_t n0 = colSplit(g.N, t.colTiles, ct), n1 = colSplit(g.N, t.colTiles, ct + 1);
+    if (m0 >= m1 || n0 >= n1)
+      return;
+    const float *a = A + b * g.sA + (g.ta ? m0 : m0 * g.lda);
+    const float *bb = B + b * g.sB + (g.tb ? n0 * g.ldb : n0);
+    float *cc = C + b * g.sC + m0 * g.ldc + n0;
+    cblas_sgemm(CblasRowMajor, TA, TB, int(m1 - m0), int(n1 - n0), int(g.K), g.alpha, a,
+                int(g.lda), bb, int(g.ldb), g.beta, cc, int(g.ldc));
+  });
+}
+
+} // namespace mega::rt::cpu

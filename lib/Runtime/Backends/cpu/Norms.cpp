@@ -1,0 +1,274 @@
+//===- Norms.cpp - LayerNorm, Softmax and their gradients -----------------===//
+//
+// Row statistics are accumulated in double over fixed lanes; the weight and
+// bias gradients of LayerNorm are summed over fixed blocks of rows, combined
+// in block order, so every result is independent of the thread count.
+//
+//===----------------------------------------------------------------------===//
+#include "Common.h"
+#include "MathApprox.h"
+#include "Reduce.h"
+
+#include <cmath>
+
+namespace mega::rt::cpu {
+
+namespace {
+/// Rows per thread chunk so that a chunk is worth a thread (~16K elements).
+int64_t rowGrain(int64_t cols) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
+}
+constexpr int64_t kBig = int64_t(1) << 48;
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// LayerNorm
+//===----------------------------------------------------------------------===//
+
+void checkLayerNorm(const Checker &c) {
+  c.operands(3, 3);
+  c.attrs(2, 1);
+  int64_t rows = c.attr(0, 0, kBig, "rows");
+  int64_t cols = c.attr(1, 1, kBig, "cols");
+  c.finite(0, "eps");
+  c.tensor(c.ins[0], DType::F32, i128(rows) * cols, "x");
+  c.tensor(c.ins[1], DType::F32, cols, "w");
+  c.tensor(c.ins[2], DType::F32, cols, "b");
+  c.tensor(c.outs[0], DType::F32, i128(rows) * cols, "y");
+  c.tensor(c.outs[1], DType::F32, rows, "mean");
+  c.tensor(c.outs[2], DType::F32, rows, "rstd");
+  const char *in[] = {"x", "w", "b"}, *out[] = {"y", "mean", "rstd"};
+  for (int o = 0; o < 3; ++o) {
+    for (int k = 0; k < 3; ++k) {
+      if (o == 0 && k == 0)
+        c.sameOrDisjoint(c.outs[0], c.ins[0], "y", "x"); // in place is fine
+      else
+        c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
+    }
+    for (int k = 0; k < o; ++k)
+      c.disjoint(c.outs[o], c.outs[k], out[o], out[k]);
+  }
+}
+
+void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
+                  const Refs &outs) {
+  const int64_t rows = in.i[0], cols = in.i[1];
+  const double eps = in.f[0];
+  const float *x = ins[0].f32(), *w = ins[1].f32(), *b = ins[2].f32();
+  float *y = outs[0].f32(), *mean = outs[1].f32(), *rstd = outs[2].f32();
+  parallelFor(ctx, rows, rowGrain(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = x + r * cols;
+      float *yr = y + r * cols;
+      // One pass: E[x^2] - E[x]^2 in double loses nothing that matters for
+      // float data (relative error ~1e-16 (mean/std)^2).
+      double sum, sumSq;
+      sumSumSqD(xr, cols, sum, sumSq);
+      const double mu = sum / double(cols);
+      const double var = std::max(0.0, sumSq / double(cols) - mu * mu);
+      const double rs = 1.0 / std::sqrt(var + eps);
+      const float m = float(mu), s = float(rs);
+      mean[r] = m;
+      rstd[r] = s;
+      for (int64_t k = 0; k < cols; ++k)
+        yr[k] = (xr[k] - m) * s * w[k] + b[k];
+    }
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// LayerNormGrad
+//===----------------------------------------------------------------------===//
+
+void checkLayerNormGrad(const Checker &c) {
+  c.operands(5, 3);
+  c.attrs(3, 0);
+  int64_t rows = c.attr(0, 0, kBig, "rows");
+  int64_t cols = c.attr(1, 1, kBig, "cols");
+  c.flag(2, "accumulate");
+  const i128 n = i128(rows) * cols;
+  c.tensor(c.ins[0], DType::F32, n, "dy");
+  c.tensor(c.ins[1], DType::F32, n, "x");
+  c.tensor(c.ins[2], DType::F32, cols, "w");
+  c.tensor(c.ins[3], DType::F32, rows, "mean");
+  c.tensor(c.ins[4], DType::F32, rows, "rstd");
+  c.tensor(c.outs[0], DType::F32, n, "dx");
+  c.tensor(c.outs[1], DType::F32, cols, "dw");
+  c.tensor(c.outs[2], DType::F32, cols, "db");
+  const char *in[] = {"dy", "x", "w", "mean", "rstd"};
+  const char *out[] = {"dx", "dw", "db"};
+  for (int o = 0; o < 3; ++o) {
+    for (int k = 0; k < 5; ++k) {
+      if (o == 0 && k == 0)
+        c.sameOrDisjoint(c.outs[0], c.ins[0], "dx", "dy"); // in place is fine
+      else
+        c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
+    }
+    for (int k = 0; k < o; ++k)
+      c.disjoint(c.outs[o], c.outs[k], out[o], out[k]);
+  }
+}
+
+namespace {
+
+constexpr int64_t kLnRowBlock = 32; // fixed: the dw/db sum order is the data's
+
+/// One row's xhat and g = dy * w, and its dw/db contributions.
+void lnGradRowStats(const float *__restrict dyr, const float *__restrict xr,
+                    const float *__restrict w, float m, float s,
+                    float *__restrict xhat, float *__restrict g,
+                    float *__restrict fw, float *__restrict fb, int64_t cols) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const float xh = (xr[j] - m) * s, d = dyr[j];
+    xhat[j] = xh;
+    g[j] = d * w[j];
+    fw[j] += d * xh;
+    fb[j] += d;
+  }
+}
+
+void lnGradRowDx(float *__restrict dxr, const float *__restrict xhat,
+                 const float *__restrict g, float s, float c1, float c2, bool acc,
+                 int64_t cols) {
+  if (acc)
+    for (int64_t j = 0; j < cols; ++j)
+      dxr[j] += s * (g[j] - c1 - xhat[j] * c2);
+  else
+    for (int64_t j = 0; j < cols; ++j)
+      dxr[j] = s * (g[j] - c1 - xhat[j] * c2);
+}
+
+} // namespace
+
+void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                      const Refs &outs) {
+  const int64_t rows = in.i[0], cols = in.i[1];
+  const bool acc = in.i[2] != 0;
+  const float *dy = ins[0].f32(), *x = ins[1].f32(), *w = ins[2].f32();
+  const float *mean = ins[3].f32(), *rstd = ins[4].f32();
+  float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
+  // Fixed blocks of rows; each block leaves its dw/db partial sums (float
+  // within the block's 32 rows, double across blocks).
+  const int64_t nblocks = std::max<int64_t>(1, (rows + kLnRowBlock - 1) / kLnRowBlock);
+  std::vector<double> part(size_t(nblocks * cols * 2));
+  const int64_t blockGrain = std::max<int64_t>(1, rowGrain(cols) / kLnRowBlock);
+  parallelFor(ctx, nblocks, blockGrain, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scratch(static_cast<size_t>(4 * cols));
+    float *xhat = scratch.data(), *g = xhat + cols, *fw = g + cols, *fb = fw + cols;
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      std::fill(fw, fw + 2 * cols, 0.0f);
+      const int64_t r1 = std::min(rows, (blk + 1) * kLnRowBlock);
+      for (int64_t r = blk * kLnRowBlock; r < r1; ++r) {
+        lnGradRowStats(dy + r * cols, x + r * cols, w, mean[r], rstd[r], xhat, g, fw, fb, cols);
+        // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); dy is dead now
+        // (dx may be dy).
+        const float c1 = float(sumD(g, cols) / double(cols));
+        const float c2 = float(dotD(g, xhat, cols) / double(cols));
+        lnGradRowDx(dx + r * cols, xhat, g, rstd[r], c1, c2, acc, cols);
+      }
+      double *pw = &part[size_t(blk * cols * 2)], *pb = pw + cols;
+      for (int64_t j = 0; j < cols; ++j) {
+        pw[j] = double(fw[j]);
+        pb[j] = double(fb[j]);
+      }
+    }
+  });
+  parallelFor(ctx, cols, 256, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      double sw = 0, sb = 0;
+      for (int64_t blk = 0; blk < nblocks; ++blk) {
+        sw += part[size_t(blk * cols * 2 + j)];
+        sb += part[size_t(blk * cols * 2 + cols + j)];
+      }
+      dw[j] = float(sw);
+      db[j] = float(sb);
+    }
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Softmax
+//===----------------------------------------------------------------------===//
+
+void checkSoftmax(const Checker &c) {
+  c.operands(1, 1);
+  c.attrs(4, 1);
+  int64_t rows = c.attr(0, 0, kBig, "rows");
+  int64_t cols = c.attr(1, 1, kBig, "cols");
+  bool causal = c.flag(2, "causal");
+  int64_t seq = c.attr(3, causal ? 1 : 0, kBig, "seq");
+  if (causal && rows % seq != 0)
+    c.fail("rows = " + std::to_string(rows) + " is not a multiple of seq = " +
+           std::to_string(seq));
+  c.finite(0, "scale");
+  c.tensor(c.ins[0], DType::F32, i128(rows) * cols, "x");
+  c.tensor(c.outs[0], DType::F32, i128(rows) * cols, "y");
+  c.sameOrDisjoint(c.outs[0], c.ins[0], "y", "x");
+}
+
+void runSoftmax(const Ctx &ctx, const Instr &in, const Refs &ins,
+                const Refs &outs) {
+  const int64_t rows = in.i[0], cols = in.i[1];
+  const bool causal = in.i[2] != 0;
+  const int64_t seq = in.i[3];
+  const float scale = in.f[0];
+  const float *x = ins[0].f32();
+  float *y = outs[0].f32();
+  parallelFor(ctx, rows, rowGrain(cols), [=](int64_t r0, int64_t r1) {
+    const float sc = scale; // a local: the stores cannot alias it
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = x + r * cols;
+      float *yr = y + r * cols;
+      // Columns c > r % seq are masked; column 0 never is.
+      const int64_t valid = causal ? std::min(cols, r % seq + 1) : cols;
+      // max(sc * x) = sc * max(x) for sc > 0 (rounding is monotonic),
+      // sc * min(x) for sc < 0.
+      const float m = sc > 0.0f ? sc * maxF(xr, valid)
+                      : sc < 0.0f ? sc * minF(xr, valid) : 0.0f;
+      for (int64_t j = 0; j < valid; ++j)
+        yr[j] = vexp(sc * xr[j] - m); // y may be x: read before write
+      const float inv = float(1.0 / sumD(yr, valid));
+      for (int64_t j = 0; j < valid; ++j)
+        yr[j] *= inv;
+      for (int64_t j = valid; j < cols; ++j)
+        yr[j] = 0.0f;
+    }
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// SoftmaxGrad
+//===----------------------------------------------------------------------===//
+
+void checkSoftmaxGrad(const Checker &c) {
+  c.operands(2, 1);
+  c.attrs(2, 1);
+  int64_t rows = c.attr(0, 0, kBig, "rows");
+  int64_t cols = c.attr(1, 0, kBig, "cols");
+  c.finite(0, "scale");
+  c.tensor(c.ins[0], DType::F32, i128(rows) * cols, "y");
+  c.tensor(c.ins[1], DType::F32, i128(rows) * cols, "dy");
+  c.tensor(c.outs[0], DType::F32, i128(rows) * cols, "dx");
+  c.sameOrDisjoint(c.outs[0], c.ins[0], "dx", "y");
+  c.sameOrDisjoint(c.outs[0], c.ins[1], "dx", "dy");
+}
+
+void runSoftmaxGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                    const Refs &outs) {
+  const int64_t rows = in.i[0], cols = in.i[1];
+  const float scale = in.f[0];
+  const float *y = ins[0].f32(), *dy = ins[1].f32();
+  float *dx = outs[0].f32();
+  parallelFor(ctx, rows, rowGrain(cols), [=](int64_t r0, int64_t r1) {
+    const float sc = scale;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *yr = y + r * cols, *dyr = dy + r * cols;
+      float *dxr = dx + r * cols;
+      const float d = float(dotD(dyr, yr, cols));
+      for (int64_t j = 0; j < cols; ++j)
+        dxr[j] = sc * (yr[j] * (dyr[j] - d));
+    }
+  });
+}
+
+} // namespace mega::rt::cpu

@@ -1,0 +1,174 @@
+//===- Optimizer.cpp - GradNorm, AdamW, Sgd --------------------------------===//
+//
+// AdamW and Sgd follow torch.optim's single-tensor code operation by
+// operation (scalars prepared in double, tensor arithmetic in float) so that
+// mega and the PyTorch reference round alike.
+//
+//===----------------------------------------------------------------------===//
+#include "Common.h"
+#include "Reduce.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mega::rt::cpu {
+
+namespace {
+constexpr int64_t kNormBlock = 16384; // fixed: the sum order is the data's
+constexpr int64_t kGrain = 16384;
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// GradNorm
+//===----------------------------------------------------------------------===//
+
+void checkGradNorm(const Checker &c) {
+  if (c.outs.size() != 2)
+    c.fail("expects 2 outputs (norm, coef), got " +
+           std::to_string(c.outs.size()));
+  c.attrs(0, 1);
+  c.finite(0, "maxNorm");
+  c.tensor(c.outs[0], DType::F32, 1, "norm");
+  c.tensor(c.outs[1], DType::F32, 1, "coef");
+  c.disjoint(c.outs[1], c.outs[0], "coef", "norm");
+  for (const Value *v : c.ins) {
+    c.dtype(v, DType::F32, "a gradient");
+    c.numel(v, "a gradient");
+    c.disjoint(c.outs[0], v, "norm", "a gradient");
+    c.disjoint(c.outs[1], v, "coef", "a gradient");
+  }
+}
+
+void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
+                 const Refs &outs) {
+  // Blocks of kNormBlock elements of each tensor, summed in double, then
+  // the block sums in order.
+  struct Block {
+    const float *p;
+    int64_t n;
+  };
+  std::vector<Block> blocks;
+  for (const TensorRef &t : ins)
+    for (int64_t b = 0, n = t.numel(); b < n; b += kNormBlock)
+      blocks.push_back({t.f32() + b, std::min(kNormBlock, n - b)});
+  std::vector<double> part(blocks.size());
+  parallelFor(ctx, int64_t(blocks.size()), 2, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      part[size_t(b)] = dotD(blocks[size_t(b)].p, blocks[size_t(b)].p,
+                             blocks[size_t(b)].n);
+  });
+  double ss = 0;
+  for (double p : part)
+    ss += p;
+  const float norm = float(std::sqrt(ss));
+  const float maxNorm = in.f[0];
+  float coef;
+  if (!std::isfinite(norm))
+    coef = std::numeric_limits<float>::quiet_NaN();
+  else if (maxNorm <= 0.0f)
+    coef = 1.0f;
+  else
+    coef = std::min(1.0f, maxNorm / (norm + 1e-6f)); // as clip_grad_norm_
+  outs[0].f32()[0] = norm;
+  outs[1].f32()[0] = coef;
+}
+
+//===----------------------------------------------------------------------===//
+// AdamW, Sgd
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// The big tensors of an optimizer instruction must not share bytes (they
+/// are updated in place, element by element, in parallel).
+void checkState(const Checker &c, std::initializer_list<int> which,
+                const char *const *names, int scalarsFrom) {
+  const Value *p = c.ins[0];
+  int64_t n = c.numel(p, names[0]);
+  for (int k : which) {
+    c.tensor(c.ins[k], DType::F32, n, names[k]);
+    for (int j : which)
+      if (j < k)
+        c.disjoint(c.ins[k], c.ins[j], names[k], names[j]);
+  }
+  for (int k = scalarsFrom; k < int(c.ins.size()); ++k)
+    c.tensor(c.ins[k], DType::F32, 1, names[k]);
+}
+
+} // namespace
+
+void checkAdamW(const Checker &c) {
+  c.operands(7, 0);
+  c.attrs(0, 4);
+  static const char *const names[] = {"param", "grad", "m",   "v",
+                                      "lr",    "step", "coef"};
+  checkState(c, {0, 1, 2, 3}, names, 4);
+  float b1 = c.finite(0, "beta1"), b2 = c.finite(1, "beta2");
+  c.finite(2, "eps");
+  c.finite(3, "weightDecay");
+  if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f))
+    c.fail("betas must be in [0, 1)");
+}
+
+void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
+  const float coef = ins[6].f32()[0];
+  if (std::isnan(coef))
+    return; // non-finite gradient norm: skip the step
+  const int64_t n = ins[0].numel();
+  float *p = ins[0].f32(), *m = ins[2].f32(), *v = ins[3].f32();
+  const float *grad = ins[1].f32();
+  const double lr = ins[4].f32()[0], t = ins[5].f32()[0];
+  const double b1 = in.f[0], b2 = in.f[1], wd = in.f[3];
+  const float eps = in.f[2];
+  // Python-float scalars of torch's AdamW, rounded to float when used.
+  const float decay = float(1.0 - lr * wd);
+  const float b1f = float(b1), a1 = float(1.0 - b1);
+  const float b2f = float(b2), a2 = float(1.0 - b2);
+  const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
+  const float negStep = float(-(lr / bc1));
+  const float bc2Sqrt = float(std::sqrt(bc2));
+  // Scalars by value and into locals: captured by reference, a float may
+  // alias the stores and the loop would stay scalar.
+  parallelFor(ctx, n, kGrain, [=](int64_t b, int64_t e) {
+    const float cf = coef, dc = decay, B1 = b1f, A1 = a1, B2 = b2f, A2 = a2;
+    const float ns = negStep, bs = bc2Sqrt, ep = eps;
+    for (int64_t k = b; k < e; ++k) {
+      const float g = grad[k] * cf;
+      const float pk = p[k] * dc;
+      const float mk = m[k] * B1 + A1 * g;
+      const float vk = v[k] * B2 + A2 * (g * g);
+      const float denom = std::sqrt(vk) / bs + ep;
+      m[k] = mk;
+      v[k] = vk;
+      p[k] = pk + ns * (mk / denom);
+    }
+  });
+}
+
+void checkSgd(const Checker &c) {
+  c.operands(4, 0);
+  c.attrs(0, 1);
+  static const char *const names[] = {"param", "grad", "lr", "coef"};
+  checkState(c, {0, 1}, names, 2);
+  c.finite(0, "weightDecay");
+}
+
+void runSgd(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
+  const float coef = ins[3].f32()[0];
+  if (std::isnan(coef))
+    return;
+  const int64_t n = ins[0].numel();
+  float *p = ins[0].f32();
+  const float *grad = ins[1].f32();
+  const float negLr = -ins[2].f32()[0];
+  const float wd = in.f[0];
+  parallelFor(ctx, n, kGrain, [=](int64_t b, int64_t e) {
+    const float cf = coef, nl = negLr, w = wd;
+    for (int64_t k = b; k < e; ++k) {
+      const float g = grad[k] * cf;
+      p[k] = p[k] + nl * (g + w * p[k]);
+    }
+  });
+}
+
+} // namespace mega::rt::cpu

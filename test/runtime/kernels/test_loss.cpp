@@ -1,0 +1,101 @@
+//===- test_loss.cpp - CrossEntropy and CrossEntropyGrad ------------------===//
+#include "KernelTest.h"
+
+using namespace kt;
+
+namespace {
+
+/// Mean cross entropy in double; lse per row.
+double ceD(const std::vector<double> &x, const std::vector<int32_t> &t, int64_t rows,
+           int64_t V, std::vector<double> *lse = nullptr) {
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double m = -1e300, s = 0;
+    for (int64_t j = 0; j < V; ++j)
+      m = std::max(m, x[r * V + j]);
+    for (int64_t j = 0; j < V; ++j)
+      s += std::exp(x[r * V + j] - m);
+    double l = m + std::log(s);
+    if (lse)
+      (*lse)[r] = l;
+    total += l - x[r * V + t[r]];
+  }
+  return total / rows;
+}
+
+void testCrossEntropy(Harness &h, Rng &rng, int64_t rows, int64_t V, bool inPlace,
+                      bool finiteDiff) {
+  std::vector<float> x = rng.vec(rows * V, -6, 6);
+  std::vector<int32_t> t(rows);
+  for (auto &v : t)
+    v = rng.index(V);
+  t[0] = 0;
+  t[rows - 1] = int32_t(V - 1); // both ends of the vocabulary
+  Tensor &tx = inPlace ? h.arena(0, {rows, V}) : h.f32({rows, V});
+  tx.set(x);
+  Tensor &tt = h.i32({rows}, t), &loss = h.f32({}), &lse = h.f32({rows});
+  std::string label = "cross entropy " + std::to_string(rows) + "x" + std::to_string(V) +
+                      (inPlace ? " in place" : "");
+  if (!h.run(make(Op::CrossEntropy, {rows, V}), {&tx, &tt}, {&loss, &lse}))
+    return;
+  std::vector<double> rl(rows);
+  double rloss = ceD(toD(x), t, rows, V, &rl);
+  closeTo((label + " loss").c_str(), loss.f(), {rloss}, 1e-6);
+  closeTo((label + " lse").c_str(), lse.f(), rl, 1e-6, 1e-6);
+
+  const float dloss = 0.7f;
+  Tensor &tdl = h.f32({}, {dloss});
+  Tensor &tdx = inPlace ? tx : h.f32({rows, V}, rng.vec(rows * V));
+  if (!h.run(make(Op::CrossEntropyGrad, {rows, V}), {&tx, &tt, &lse, &tdl}, {&tdx}))
+    return;
+  std::vector<double> rdx(rows * V);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < V; ++j)
+      rdx[r * V + j] = (std::exp(double(x[r * V + j]) - rl[r]) - (j == t[r] ? 1.0 : 0.0)) *
+                       dloss / rows;
+  closeTo((label + " grad").c_str(), tdx.f(), rdx, 2e-6, 1e-10);
+  if (!finiteDiff)
+    return;
+  std::vector<double> xd = toD(x), nd(rows * V);
+  const double step = 1e-6;
+  for (size_t k = 0; k < xd.size(); ++k) {
+    double keep = xd[k];
+    xd[k] = keep + step;
+    double lp = ceD(xd, t, rows, V);
+    xd[k] = keep - step;
+    double lm = ceD(xd, t, rows, V);
+    xd[k] = keep;
+    nd[k] = dloss * (lp - lm) / (2 * step);
+  }
+  closeTo((label + " grad vs finite differences").c_str(), tdx.f(), nd, 1e-4, 1e-7);
+}
+
+void testBadTargets(Harness &h, Rng &rng) {
+  const int64_t rows = 5, V = 251;
+  for (int32_t bad : {-1, 251, 1 << 30, -2147483647 - 1}) {
+    std::vector<int32_t> t = {3, 1, bad, 7, 0};
+    Tensor &tx = h.f32({rows, V}, rng.vec(rows * V)), &tt = h.i32({rows}, t),
+           &loss = h.f32({}, {42.0f}), &lse = h.f32({rows}, {1, 2, 3, 4, 5});
+    std::string label = "bad target " + std::to_string(bad);
+    h.launchThrows(label.c_str(), make(Op::CrossEntropy, {rows, V}), {&tx, &tt},
+                   {&loss, &lse}, "target");
+    CHECK(loss.f()[0] == 42.0f && lse.f()[0] == 1.0f && lse.f()[4] == 5.0f,
+          "%s: outputs were written before the error", label.c_str());
+    Tensor &tdl = h.f32({}, {1.0f}), &tdx = h.f32({rows, V});
+    h.launchThrows((label + " grad").c_str(), make(Op::CrossEntropyGrad, {rows, V}),
+                   {&tx, &tt, &lse, &tdl}, {&tdx}, "target");
+  }
+}
+
+} // namespace
+
+int main() {
+  Harness h(4);
+  Rng rng(5);
+  testCrossEntropy(h, rng, 7, 17, false, true);
+  testCrossEntropy(h, rng, 33, 251, false, false);
+  testCrossEntropy(h, rng, 5, 251, true, true);
+  testCrossEntropy(h, rng, 64, 8192, false, false);
+  testBadTargets(h, rng);
+  return finish("test_loss");
+}

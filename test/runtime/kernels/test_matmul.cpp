@@ -1,0 +1,103 @@
+//===- test_matmul.cpp - MatMul against a double reference ----------------===//
+#include "KernelTest.h"
+
+using namespace kt;
+
+namespace {
+
+struct MM {
+  int64_t batch, M, N, K;
+  bool ta, tb;
+  int64_t lda, ldb, ldc, sA, sB, sC;
+  float alpha, beta;
+};
+
+int64_t extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld,
+               int64_t s) {
+  if (batch == 0 || rows == 0 || cols == 0)
+    return 1;
+  return s * (batch - 1) + (rows - 1) * ld + cols;
+}
+
+void runCase(Harness &h, Rng &rng, const MM &c, const char *label,
+             bool nanC = false) {
+  int64_t aRows = c.ta ? c.K : c.M, aCols = c.ta ? c.M : c.K;
+  int64_t bRows = c.tb ? c.N : c.K, bCols = c.tb ? c.K : c.N;
+  int64_t nA = extent(c.batch, aRows, aCols, c.lda, c.sA) + 3;
+  int64_t nB = extent(c.batch, bRows, bCols, c.ldb, c.sB) + 2;
+  int64_t nC = extent(c.batch, c.M, c.N, c.ldc, c.sC) + 5;
+  std::vector<float> A = rng.vec(size_t(nA)), B = rng.vec(size_t(nB)),
+                     C0 = rng.vec(size_t(nC));
+  if (nanC)
+    for (float &x : C0)
+      x = std::nanf("");
+  Tensor &tA = h.f32({nA}, A), &tB = h.f32({nB}, B), &tC = h.f32({nC}, C0);
+  Instr in = make(Op::MatMul,
+                  {c.batch, c.M, c.N, c.K, c.ta, c.tb, c.lda, c.ldb, c.ldc,
+                   c.sA, c.sB, c.sC},
+                  {c.alpha, c.beta});
+  if (!h.run(in, {&tA, &tB}, {&tC}))
+    return;
+  std::vector<double> ref = toD(C0), tol(size_t(nC), 0.0);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t n = 0; n < c.N; ++n) {
+        double s = 0, mag = 0;
+        for (int64_t k = 0; k < c.K; ++k) {
+          double a = c.ta ? A[b * c.sA + k * c.lda + m] : A[b * c.sA + m * c.lda + k];
+          double bb = c.tb ? B[b * c.sB + n * c.ldb + k] : B[b * c.sB + k * c.ldb + n];
+          s += a * bb;
+          mag += std::fabs(a * bb);
+        }
+        size_t at = size_t(b * c.sC + m * c.ldc + n);
+        double old = C0[at];
+        ref[at] = double(c.alpha) * s + (c.beta == 0.0f ? 0.0 : double(c.beta) * old);
+        tol[at] = 2e-6 * (std::fabs(c.alpha) * mag +
+                          (c.beta == 0.0f ? 0.0 : std::fabs(c.beta * old))) + 1e-30;
+      }
+  // Elements outside the C views (padding, slack) must be untouched: tol 0.
+  closeToTol(label, tC.f(), ref, tol);
+}
+
+} // namespace
+
+int main() {
+  Harness h(4);
+  Rng rng(7);
+  // Plain, odd sizes.
+  runCase(h, rng, {1, 7, 17, 33, 0, 0, 33, 17, 17, 0, 0, 0, 1.0f, 0.0f}, "plain 7x17x33");
+  // Transposes with padded leading dimensions.
+  runCase(h, rng, {1, 17, 33, 7, 1, 0, 20, 35, 34, 0, 0, 0, 1.0f, 0.0f}, "transA padded");
+  runCase(h, rng, {1, 33, 7, 17, 0, 1, 19, 18, 9, 0, 0, 0, 1.0f, 0.0f}, "transB padded");
+  runCase(h, rng, {1, 9, 13, 96, 1, 1, 9, 96, 13, 0, 0, 0, -0.5f, 0.0f}, "both transposed");
+  // Batched with strides and slack between items; B broadcast (stride 0).
+  runCase(h, rng, {3, 7, 9, 5, 0, 0, 5, 9, 11, 40, 50, 80, 1.0f, 0.0f}, "batched strided");
+  runCase(h, rng, {4, 7, 9, 5, 0, 1, 5, 5, 9, 35, 0, 63, 1.0f, 0.0f}, "batched B broadcast");
+  // beta accumulation and alpha scaling.
+  runCase(h, rng, {2, 17, 33, 7, 0, 0, 7, 33, 33, 119, 231, 561, 0.5f, 1.0f}, "beta 1");
+  runCase(h, rng, {1, 33, 17, 96, 1, 0, 33, 17, 17, 0, 0, 0, 2.0f, 0.25f}, "beta 0.25");
+  // Attention-like: many small heads (batch-parallel path).
+  runCase(h, rng, {8, 33, 33, 16, 0, 1, 16, 16, 33, 33 * 16, 33 * 16, 33 * 33, 0.25f, 0.0f},
+          "attention scores");
+  runCase(h, rng, {8, 33, 16, 33, 0, 0, 33, 16, 16, 33 * 33, 33 * 16, 33 * 16, 1.0f, 0.0f},
+          "attention values");
+  // Large enough to be split into tiles across threads.
+  runCase(h, rng, {1, 257, 190, 96, 0, 0, 96, 190, 190, 0, 0, 0, 1.0f, 0.0f}, "tiled");
+  runCase(h, rng, {1, 96, 1031, 130, 1, 1, 96, 130, 1031, 0, 0, 0, 1.0f, 1.0f}, "tiled transposed");
+  runCase(h, rng, {2, 190, 257, 64, 0, 1, 64, 64, 260, 190 * 64, 257 * 64, 190 * 260, 1.0f, 0.0f},
+          "tiled batched");
+  // beta = 0 overwrites C without reading it (a NaN there does not leak).
+  runCase(h, rng, {1, 7, 17, 33, 0, 0, 33, 17, 17, 0, 0, 0, 1.0f, 0.0f}, "beta 0 over NaN", true);
+  runCase(h, rng, {1, 129, 200, 64, 0, 0, 64, 200, 200, 0, 0, 0, 1.0f, 0.0f}, "beta 0 over NaN tiled", true);
+  // alpha = 0 and K = 0: C = beta * C, A and B untouched.
+  runCase(h, rng, {2, 5, 6, 7, 0, 0, 7, 6, 6, 35, 42, 30, 0.0f, 0.5f}, "alpha 0");
+  runCase(h, rng, {2, 5, 6, 0, 0, 0, 1, 6, 6, 0, 0, 30, 1.0f, 0.5f}, "K 0");
+  runCase(h, rng, {2, 5, 6, 0, 0, 0, 1, 6, 6, 0, 0, 30, 1.0f, 0.0f}, "K 0 beta 0");
+  // Empty products.
+  runCase(h, rng, {3, 0, 6, 7, 0, 0, 7, 6, 6, 0, 42, 0, 1.0f, 0.0f}, "M 0");
+  runCase(h, rng, {0, 4, 6, 7, 0, 0, 7, 6, 6, 28, 42, 24, 1.0f, 0.0f}, "batch 0");
+  // One row / one column.
+  runCase(h, rng, {1, 1, 251, 33, 0, 0, 33, 251, 251, 0, 0, 0, 1.0f, 0.0f}, "single row");
+  runCase(h, rng, {5, 33, 1, 17, 0, 0, 17, 1, 1, 33 * 17, 17, 33, 1.0f, 0.0f}, "single column");
+  return finish("test_matmul");
+}
