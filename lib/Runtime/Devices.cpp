@@ -5,14 +5,25 @@
 
 namespace mega::rt {
 
+#ifndef MEGA_HAVE_CUDA
+// Built without a CUDA toolkit: no build of this mega-run can use a GPU.
+std::unique_ptr<Backend> createCudaBackend(int) {
+  throw Error("this mega-run was built without the CUDA backend; use "
+              "--device cpu");
+}
+#endif
+
 std::unique_ptr<Backend> createBackend(const std::string &device, int threads) {
   if (device == "cpu")
     return createCpuBackend(threads);
-  if (device == "cuda")
-    // The CUDA backend joins lib/Runtime/Backends/cuda when it exists; until
-    // then no build of mega-run can run on a GPU.
-    throw Error("--device cuda: this mega-run was built without the CUDA "
-                "backend; use --device cpu");
+  if (device == "cuda") {
+    // One rank, one GPU: device 0 of those CUDA_VISIBLE_DEVICES shows.
+    try {
+      return createCudaBackend(0);
+    } catch (const Error &e) {
+      throw Error(std::string("--device cuda: ") + e.what());
+    }
+  }
   throw Error("--device must be 'cpu' or 'cuda', not '" + device + "'");
 }
 

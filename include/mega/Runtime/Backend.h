@@ -59,6 +59,12 @@ public:
 /// threads <= 0 means "as the environment says" (OMP_NUM_THREADS).
 std::unique_ptr<Backend> createCpuBackend(int threads);
 
+/// The CUDA backend on `device` (fp32; cuBLAS for MatMul). Throws Error
+/// ("no CUDA device available (cudaGetDeviceCount: ...)") when there is no
+/// usable GPU, and ("this mega-run was built without the CUDA backend")
+/// when the build has no CUDA toolkit (MEGA_HAVE_CUDA undefined).
+std::unique_ptr<Backend> createCudaBackend(int device);
+
 } // namespace mega::rt
 
 #endif // MEGA_RUNTIME_BACKEND_H

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# The GPU machine's check of the CUDA backend. Run from anywhere in the repo:
+#
+#   bench/gpu/check.sh
+#
+# Steps (each one's failure is recorded and the later steps still run; the exit
+# status is 1 when any step failed):
+#   1. build   configure + build the runtime alone (-DMEGA_BUILD_COMPILER=OFF,
+#              -DCMAKE_CUDA_ARCHITECTURES=90) with all cores into build-gpu/
+#   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared
+#   3. train   if bench/gpu/plans/gpt-small-{cpu,cuda}.plan exist (make_plans.sh):
+#              20 steps on --device cuda and on --device cpu, same seed (or
+#              --load bench/gpu/plans/gpt-small.safetensors when present), same
+#              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed
+#   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
+#              bf16-compile): ms/step
+#   5. mega    if bench/gpu/plans/gpt2-small-cuda.plan exists: mega's fp32 GPT-2
+#              small ms/step, beside torch's fp32
+# Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
+# an H100 (most of it the build and torch.compile).
+# Environment: MEGA_CMAKE_ARGS adds configure arguments; PYTHON picks python3;
+# MEGA_CHECK_SKIP="twin torch" skips steps by name.
+set -u -o pipefail
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$PWD
+BUILD=${MEGA_GPU_BUILD:-$ROOT/build-gpu}
+LOGS=${OUT:-$BUILD/check-logs}
+PLANS=$ROOT/bench/gpu/plans
+PY=${PYTHON:-python3}
+JOBS=$(nproc 2>/dev/null || echo 8)
+# Executables land in build-gpu/bin (CMAKE_RUNTIME_OUTPUT_DIRECTORY), or beside
+# their CMakeLists in builds configured before that was set.
+locate() {
+  local p
+  for p in "$BUILD/bin/$1" "$BUILD/$2/$1"; do
+    [ -x "$p" ] && { echo "$p"; return; }
+  done
+  echo "$BUILD/bin/$1"
+}
+MEGA_RUN=$BUILD/bin/mega-run
+TWIN=$BUILD/bin/cuda_twin_check
+TOOLS=$ROOT/bench/gpu/check_tools.py
+mkdir -p "$LOGS" "$LOGS/data"
+SMALL_VOCAB=8192 SMALL_TOKENS=$((8 * 128 * 24 + 129))
+GPT2_VOCAB=50304 GPT2_TOKENS=$((16 * 1024 * 14 + 1025))
+[ -f "$PLANS/plans.env" ] && . "$PLANS/plans.env"
+FAILED=()
+SECONDS=0
+
+note() { printf '[check %4ds] %s\n' "$SECONDS" "$*"; }
+step() {
+  local name=$1 rc
+  shift
+  case " ${MEGA_CHECK_SKIP:-} " in
+  *" $name "*)
+    note "=== $name: skipped (MEGA_CHECK_SKIP)"
+    return 0
+    ;;
+  esac
+  note "=== $name"
+  "$@"
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    note "--- $name: ok"
+  else
+    note "--- $name: FAILED (status $rc)"
+    FAILED+=("$name")
+  fi
+}
+
+do_build() {
+  local gen=() cuda=()
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    cuda=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+  fi
+  # shellcheck disable=SC2086
+  if ! timeout 300 cmake "${gen[@]}" -S "$ROOT" -B "$BUILD" -DMEGA_BUILD_COMPILER=OFF \
+      -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${cuda[@]}" \
+      ${MEGA_CMAKE_ARGS:-} >"$LOGS/configure.log" 2>&1; then
+    tail -40 "$LOGS/configure.log"
+    return 1
+  fi
+  grep -E "CUDA compiler identification|without the CUDA backend" "$LOGS/configure.log"
+  if ! timeout 600 cmake --build "$BUILD" -j "$JOBS" --target mega-run cuda_twin_check \
+      >"$LOGS/build.log" 2>&1; then
+    grep -E -A8 "error|Error" "$LOGS/build.log" | head -80
+    tail -15 "$LOGS/build.log"
+    return 1
+  fi
+  MEGA_RUN=$(locate mega-run tools/mega-run)
+  TWIN=$(locate cuda_twin_check test/runtime/cuda)
+  echo "built $MEGA_RUN and $TWIN"
+}
+
+do_twin() {
+  TWIN=$(locate cuda_twin_check test/runtime/cuda)
+  [ -x "$TWIN" ] || { echo "no $TWIN (build failed?)"; return 1; }
+  timeout 400 "$TWIN" 2>&1 | tee "$LOGS/twin.log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 77 ] && echo "the twin check found no GPU: counted as a failure here"
+  return "$rc"
+}
+
+# run_mega NAME PLAN DEVICE DATA STEPS [extra args]: a mega-run training run
+# logged to $LOGS/NAME.{log,jsonl}.
+run_mega() {
+  local name=$1 plan=$2 device=$3 data=$4 steps=$5
+  shift 5
+  rm -f "$LOGS/$name.jsonl"
+  timeout 300 "$MEGA_RUN" "$plan" --data "$data" --steps "$steps" --no-shuffle --seed 1 \
+    --log-interval 1 --log-file "$LOGS/$name.jsonl" --device "$device" "$@" \
+    >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "mega-run $name failed (status $rc):"
+    tail -5 "$LOGS/$name.log"
+  fi
+  return "$rc"
+}
+
+do_train() {
+  MEGA_RUN=$(locate mega-run tools/mega-run)
+  if [ ! -f "$PLANS/gpt-small-cuda.plan" ] || [ ! -f "$PLANS/gpt-small-cpu.plan" ]; then
+    echo "no bench/gpu/plans/gpt-small-{cpu,cuda}.plan (make_plans.sh): skipped"
+    return 0
+  fi
+  [ -x "$MEGA_RUN" ] || { echo "no $MEGA_RUN (build failed?)"; return 1; }
+  "$PY" "$TOOLS" data "$LOGS/data/small" --vocab "$SMALL_VOCAB" --tokens "$SMALL_TOKENS" || return 1
+  local load=()
+  [ -f "$PLANS/gpt-small.safetensors" ] && load=(--load "$PLANS/gpt-small.safetensors")
+  local rc=0
+  run_mega small-cuda "$PLANS/gpt-small-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" || rc=1
+  run_mega small-cpu "$PLANS/gpt-small-cpu.plan" cpu "$LOGS/data/small" 20 "${load[@]}" || rc=1
+  "$PY" "$TOOLS" compare "$LOGS/small-cpu.jsonl" "$LOGS/small-cuda.jsonl" --rtol 1e-4 \
+    | tee "$LOGS/compare.txt" || rc=1
+  for d in cuda cpu; do
+    [ -f "$LOGS/small-$d.jsonl" ] && printf '%-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-$d.jsonl"
+  done
+  return "$rc"
+}
+
+do_torch() {
+  [ -f "$ROOT/bench/gpu/torch_baseline.py" ] || { echo "no torch_baseline.py: skipped"; return 0; }
+  PYTHONUNBUFFERED=1 timeout 420 "$PY" "$ROOT/bench/gpu/torch_baseline.py" --config gpt2-small \
+    --modes fp32,bf16,bf16-compile --json "$LOGS/torch.json" 2>&1 | tee "$LOGS/torch.log"
+  return "${PIPESTATUS[0]}"
+}
+
+do_mega_timing() {
+  MEGA_RUN=$(locate mega-run tools/mega-run)
+  if [ ! -f "$PLANS/gpt2-small-cuda.plan" ]; then
+    echo "no bench/gpu/plans/gpt2-small-cuda.plan (make_plans.sh): skipped"
+    return 0
+  fi
+  [ -x "$MEGA_RUN" ] || { echo "no $MEGA_RUN (build failed?)"; return 1; }
+  "$PY" "$TOOLS" data "$LOGS/data/gpt2" --vocab "$GPT2_VOCAB" --tokens "$GPT2_TOKENS" || return 1
+  run_mega gpt2-cuda "$PLANS/gpt2-small-cuda.plan" cuda "$LOGS/data/gpt2" 12 || return 1
+  local mega
+  mega=$("$PY" "$TOOLS" timing "$LOGS/gpt2-cuda.jsonl" --warmup 2) || { echo "$mega"; return 1; }
+  echo "mega  gpt2-small fp32: $mega"
+  if [ -f "$LOGS/torch.json" ]; then
+    "$PY" - "$LOGS/torch.json" "$LOGS/gpt2-cuda.jsonl" <<'EOF'
+import json, statistics, sys
+t = {r["mode"]: r["median_ms"] for r in json.load(open(sys.argv[1]))["results"]}
+recs = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+m = statistics.median(float(r["elapsed_ms"]) for r in recs if int(r["iteration"]) > 2)
+print(f"gpt2-small ms/step: mega fp32 {m:.1f}" + "".join(f", torch {k} {v:.1f}" for k, v in t.items()))
+if "fp32" in t:
+    print(f"mega fp32 / torch fp32 time ratio: {m / t['fp32']:.2f} (lower is better for mega)")
+EOF
+  fi
+}
+
+note "mega GPU check in $ROOT, logs in $LOGS"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -4
+else
+  note "nvidia-smi not found"
+fi
+step build do_build
+step twin do_twin
+step train do_train
+step torch do_torch
+step mega-timing do_mega_timing
+if [ ${#FAILED[@]} -eq 0 ]; then
+  note "ALL STEPS PASSED"
+  exit 0
+fi
+note "FAILED STEPS: ${FAILED[*]}"
+exit 1

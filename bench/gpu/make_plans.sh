@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Compiles the plans that bench/gpu/check.sh runs (the GPU machine has no MLIR, so
+# no megac): run this where megac is built, then carry bench/gpu/plans/ along.
+#
+#   bench/gpu/make_plans.sh [path/to/megac]     (default: build/bin/megac)
+#
+#   gpt-small-{cpu,cuda}.plan   the cpu-small model (layers 4, hidden 256, heads 4,
+#                               vocab 8192, seq 128, micro-batch 8), AdamW, clip 1.0:
+#                               trained on both devices and the losses compared
+#   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
+#                               seq 1024, micro-batch 16): timed against PyTorch
+#   plans.env                   the vocab sizes check.sh draws its random tokens from
+set -eu
+cd "$(dirname "$0")/../.." || exit 1
+MEGAC=${1:-build/bin/megac}
+OUT=bench/gpu/plans
+mkdir -p "$OUT"
+SMALL=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=128
+       --micro-batch-size 8 --global-batch-size 8 --optimizer adam --weight-decay 0.01
+       --clip-grad 1.0 --lr 1e-3)
+GPT2=(--set layers=12 --set hidden=768 --set heads=12 --set vocab=50304 --set seq=1024
+      --micro-batch-size 16 --global-batch-size 16 --optimizer adam --weight-decay 0.1
+      --clip-grad 1.0 --lr 6e-4)
+for t in cpu cuda; do
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-$t.plan" "${SMALL[@]}" --target "$t"
+done
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-cuda.plan" "${GPT2[@]}" --target cuda
+printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
+  $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
+ls -l "$OUT"

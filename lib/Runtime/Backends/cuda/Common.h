@@ -1,0 +1,166 @@
+//===- Common.h - Shared host-side pieces of the CUDA backend -------------===//
+//
+// The CUDA backend mirrors the CPU one: one run function per opcode, one file
+// per concern, CudaBackend.cpp dispatches. Everything is fp32 (and i32 ids),
+// and everything is enqueued on the backend's one stream; nothing here
+// synchronises except where a comment says so.
+//
+// Determinism: no float atomics anywhere. Cross-row reductions (LayerNorm's
+// dw/db, ReduceSum, GradNorm, the mean of CrossEntropy) are two passes: fixed
+// per-block partial sums in double, then a fixed-order final sum. The block
+// shapes depend on the problem's shape alone, so a result is a function of
+// the data and the shape, run after run.
+//
+// Data errors (an id or target outside the table) cannot throw from a
+// kernel: the kernel records the first one in a DeviceError and
+// skips the element; the backend turns it into an Error at the next
+// synchronisation (synchronize(), copyToHost(), copyToDevice()).
+//
+// This header is included by host (.cpp) and device (.cu) files alike, so it
+// holds no device code; DeviceUtil.cuh has the device helpers.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_RUNTIME_BACKENDS_CUDA_COMMON_H
+#define MEGA_RUNTIME_BACKENDS_CUDA_COMMON_H
+
+#include "mega/Runtime/Backend.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+namespace mega::rt::gpu {
+
+using plan::DType;
+using plan::Instr;
+using plan::Op;
+using plan::Value;
+using Refs = std::vector<TensorRef>;
+
+/// The first data error a kernel met, in device memory (the backend copies
+/// it back at each synchronisation). `flag` is claimed with atomicCAS so
+/// that one reporter fills the other fields.
+struct DeviceError {
+  int flag; ///< 0: none
+  int op;   ///< plan::Op of the instruction
+  long long row;
+  long long value;
+  long long limit; ///< the valid range is [0, limit)
+};
+
+/// Throws Error("cuda: <api>: <error string> (<error name>)").
+[[noreturn]] void fail(const char *api, cudaError_t e);
+[[noreturn]] void failBlas(const char *api, cublasStatus_t s);
+inline void checkCuda(cudaError_t e, const char *api) {
+  if (e != cudaSuccess)
+    fail(api, e);
+}
+inline void checkBlas(cublasStatus_t s, const char *api) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    failBlas(api, s);
+}
+/// After a kernel launch: reports a bad launch configuration (not an
+/// asynchronous fault, which the next synchronisation reports).
+void checkLaunch(const char *kernel);
+
+/// Grow-only device scratch shared by all kernels (they run one after the
+/// other on one stream, so one buffer serves every launch). A launch asks
+/// once for everything it needs (see Carve): a second get() may move it.
+class Workspace {
+public:
+  explicit Workspace(cudaStream_t stream) : stream_(stream) {}
+  ~Workspace();
+  Workspace(const Workspace &) = delete;
+  Workspace &operator=(const Workspace &) = delete;
+  void *get(size_t bytes);
+
+private:
+  cudaStream_t stream_;
+  void *ptr_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+/// Lays out several scratch arrays in one workspace request.
+class Carve {
+public:
+  /// Reserves `bytes` (256-byte aligned); returns its offset.
+  size_t add(size_t bytes) {
+    size_t at = total_;
+    total_ += (bytes + 255) / 256 * 256;
+    return at;
+  }
+  size_t total() const { return total_ ? total_ : 256; }
+
+private:
+  size_t total_ = 0;
+};
+
+/// What a kernel needs to know about the backend.
+struct Ctx {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  Workspace *ws = nullptr;
+  DeviceError *err = nullptr; ///< the device's error record
+  int sms = 1;                ///< multiprocessors, for grid sizes
+};
+
+/// Blocks for a grid-stride loop over n items with `threads` per block.
+inline unsigned gridFor(const Ctx &ctx, int64_t n, int threads) {
+  int64_t want = (n + threads - 1) / threads;
+  int64_t cap = int64_t(ctx.sms) * 32;
+  if (want > cap)
+    want = cap;
+  return unsigned(want < 1 ? 1 : want);
+}
+
+/// Blocks for a one-block-per-row kernel that loops when rows exceed it.
+inline unsigned rowGrid(int64_t rows) {
+  const int64_t cap = int64_t(1) << 20;
+  return unsigned(rows < 1 ? 1 : (rows > cap ? cap : rows));
+}
+
+/// Threads per block for a row of `cols` elements: a multiple of 32 in
+/// [32, maxThreads].
+inline int rowThreads(int64_t cols, int maxThreads = 256) {
+  int64_t t = (cols + 31) / 32 * 32;
+  if (t > maxThreads)
+    t = maxThreads;
+  return int(t < 32 ? 32 : t);
+}
+
+// Per-opcode run functions (one file per concern).
+#define MEGA_CUDA_KERNEL(NAME)                                                 \
+  void run##NAME(const Ctx &ctx, const Instr &in, const Refs &ins,             \
+                 const Refs &outs);
+MEGA_CUDA_KERNEL(Fill)
+MEGA_CUDA_KERNEL(Copy)
+MEGA_CUDA_KERNEL(MatMul)
+MEGA_CUDA_KERNEL(Elementwise)
+MEGA_CUDA_KERNEL(ReduceSum)
+MEGA_CUDA_KERNEL(LayerNorm)
+MEGA_CUDA_KERNEL(LayerNormGrad)
+MEGA_CUDA_KERNEL(Softmax)
+MEGA_CUDA_KERNEL(SoftmaxGrad)
+MEGA_CUDA_KERNEL(CrossEntropy)
+MEGA_CUDA_KERNEL(CrossEntropyGrad)
+MEGA_CUDA_KERNEL(Embedding)
+MEGA_CUDA_KERNEL(EmbeddingGrad)
+MEGA_CUDA_KERNEL(Transpose)
+MEGA_CUDA_KERNEL(GradNorm)
+MEGA_CUDA_KERNEL(AdamW)
+MEGA_CUDA_KERNEL(Sgd)
+#undef MEGA_CUDA_KERNEL
+
+/// Largest Elementwise program the kernel takes in its parameters; check()
+/// refuses bigger ones with a message naming the limit.
+inline constexpr int kEwMaxInputs = 16;
+inline constexpr int kEwMaxOutputs = 8;
+inline constexpr int kEwMaxCode = 160;
+inline constexpr int kEwMaxConsts = 64;
+
+} // namespace mega::rt::gpu
+
+#endif // MEGA_RUNTIME_BACKENDS_CUDA_COMMON_H

@@ -1,0 +1,318 @@
+//===- CudaBackend.cpp - The CUDA backend: memory, checks, dispatch -------===//
+//
+// One device, one stream, one cuBLAS handle. Launches only enqueue; the
+// copies to and from the host synchronise the stream (the engine reads a
+// loss or writes tokens through them, and the host buffer may go away right
+// after), and so does synchronize(). Each synchronisation also reports the
+// first data error a kernel recorded (see Common.h).
+//
+// check(): the attribute checks are the CPU backend's, reached through its
+// public interface: a plan the CPU accepts is exactly a plan the GPU
+// accepts, and the checks live in one place. On top come what only this
+// backend needs (dtypes, the Elementwise parameter limits).
+//
+//===----------------------------------------------------------------------===//
+#include "CudaBackend.h"
+
+#include "Common.h"
+
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+namespace mega::rt::gpu {
+
+//===----------------------------------------------------------------------===//
+// Errors and scratch
+//===----------------------------------------------------------------------===//
+
+[[noreturn]] void fail(const char *api, cudaError_t e) {
+  throw Error(std::string("cuda: ") + api + ": " + cudaGetErrorString(e) +
+              " (" + cudaGetErrorName(e) + ")");
+}
+
+[[noreturn]] void failBlas(const char *api, cublasStatus_t s) {
+  throw Error(std::string("cuda: ") + api + ": " + cublasGetStatusString(s) +
+              " (" + cublasGetStatusName(s) + ")");
+}
+
+void checkLaunch(const char *kernel) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw Error(std::string("cuda: launching ") + kernel + ": " +
+                cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
+}
+
+Workspace::~Workspace() {
+  if (ptr_) {
+    cudaStreamSynchronize(stream_);
+    cudaFree(ptr_);
+  }
+}
+
+void *Workspace::get(size_t bytes) {
+  if (bytes <= capacity_)
+    return ptr_;
+  size_t want = std::max(bytes, capacity_ * 2);
+  want = (want + (size_t(1) << 20) - 1) >> 20 << 20; // whole MiB
+  if (ptr_) {
+    // Kernels still queued may use the old buffer.
+    checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    checkCuda(cudaFree(ptr_), "cudaFree");
+    ptr_ = nullptr;
+    capacity_ = 0;
+  }
+  void *p = nullptr;
+  cudaError_t e = cudaMalloc(&p, want);
+  if (e != cudaSuccess) {
+    cudaGetLastError(); // an allocation failure is not sticky; clear it
+    throw Error(
+        "cuda: out of device memory for " + std::to_string(want) +
+        " bytes of kernel scratch (cudaMalloc: " + cudaGetErrorString(e) + ")");
+  }
+  ptr_ = p;
+  capacity_ = want;
+  return ptr_;
+}
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// The backend
+//===----------------------------------------------------------------------===//
+
+class CudaBackend final : public Backend {
+public:
+  explicit CudaBackend(int device) {
+    checker_ = createCpuBackend(1); // first: it may refuse this CPU
+    checkCuda(cudaSetDevice(device), "cudaSetDevice");
+    checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+              "cudaStreamCreateWithFlags");
+    ws_ = std::make_unique<Workspace>(stream_);
+    checkBlas(cublasCreate(&blas_), "cublasCreate");
+    checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    // Plain fp32: no TF32 tensor cores (which round the inputs to 10
+    // mantissa bits), so results agree with the CPU to float rounding.
+    checkBlas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH),
+              "cublasSetMathMode");
+    // The error record lives on the device (kernels claim it with an
+    // atomic); each synchronisation copies it into pinned host memory.
+    checkCuda(
+        cudaMalloc(reinterpret_cast<void **>(&errDev_), sizeof(DeviceError)),
+        "cudaMalloc");
+    checkCuda(cudaMemsetAsync(errDev_, 0, sizeof(DeviceError), stream_),
+              "cudaMemsetAsync");
+    checkCuda(cudaMallocHost(reinterpret_cast<void **>(&errHost_),
+                             sizeof(DeviceError)),
+              "cudaMallocHost");
+    std::memset(errHost_, 0, sizeof(DeviceError));
+    int sms = 0;
+    checkCuda(
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
+        "cudaDeviceGetAttribute");
+    ctx_.stream = stream_;
+    ctx_.blas = blas_;
+    ctx_.ws = ws_.get();
+    ctx_.err = errDev_;
+    ctx_.sms = sms > 0 ? sms : 1;
+  }
+
+  ~CudaBackend() override {
+    // Nothing here may throw; errors at teardown have nowhere to go.
+    if (stream_)
+      cudaStreamSynchronize(stream_);
+    ws_.reset();
+    if (blas_)
+      cublasDestroy(blas_);
+    if (errDev_)
+      cudaFree(errDev_);
+    if (errHost_)
+      cudaFreeHost(errHost_);
+    if (stream_)
+      cudaStreamDestroy(stream_);
+  }
+
+  const char *name() const override { return "cuda"; }
+
+  void *allocate(size_t bytes) override {
+    size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    if (rounded < bytes)
+      throw Error("cuda: cannot allocate " + std::to_string(bytes) + " bytes");
+    void *p = nullptr;
+    cudaError_t e = cudaMalloc(&p, rounded);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw Error("cuda: out of device memory allocating " +
+                  std::to_string(bytes) +
+                  " bytes (cudaMalloc: " + cudaGetErrorString(e) + ")");
+    }
+    e = cudaMemsetAsync(p, 0, rounded, stream_);
+    if (e != cudaSuccess) {
+      cudaFree(p);
+      fail("cudaMemsetAsync", e);
+    }
+    return p;
+  }
+
+  void release(void *ptr) override {
+    // Called from destructors: never throws. Work still queued may use
+    // the buffer, so drain the stream first.
+    if (!ptr)
+      return;
+    cudaStreamSynchronize(stream_);
+    cudaFree(ptr);
+  }
+
+  void copyToDevice(void *dst, const void *src, size_t bytes) override {
+    if (!bytes)
+      return;
+    checkCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_),
+              "cudaMemcpyAsync (to device)");
+    // The caller may reuse `src` as soon as we return.
+    syncAndReport();
+  }
+
+  void copyToHost(void *dst, const void *src, size_t bytes) override {
+    if (!bytes)
+      return;
+    checkCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
+              "cudaMemcpyAsync (to host)");
+    syncAndReport();
+  }
+
+  void check(const plan::Instr &instr, const std::vector<const Value *> &ins,
+             const std::vector<const Value *> &outs) override {
+    const char *opName = plan::opName(instr.op);
+    if (!opName || int(instr.op) > int(Op::Sgd))
+      throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
+    auto refuse = [&](const std::string &msg) {
+      throw Error(std::string(opName) + ": " + msg);
+    };
+    for (const Value *v : ins)
+      if (!v)
+        refuse("an input is missing");
+    for (const Value *v : outs)
+      if (!v)
+        refuse("an output is missing");
+    for (const auto *list : {&ins, &outs})
+      for (const Value *v : *list)
+        if (v->dtype != DType::F32 && v->dtype != DType::I32)
+          refuse(std::string("the cuda backend has no ") +
+                 plan::dtypeName(v->dtype) + " kernels");
+    checker_->check(instr, ins, outs);
+    if (instr.op == Op::Elementwise) {
+      // Accepted by the CPU checks, so i = {n, nin, nout, periods, code}.
+      int64_t nin = instr.i[1], nout = instr.i[2];
+      int64_t code = (int64_t(instr.i.size()) - 3 - nin) / 4;
+      if (nin > kEwMaxInputs || nout > kEwMaxOutputs || code > kEwMaxCode ||
+          int64_t(instr.f.size()) > kEwMaxConsts)
+        refuse("the cuda kernel takes at most " + std::to_string(kEwMaxInputs) +
+               " inputs, " + std::to_string(kEwMaxOutputs) + " outputs, " +
+               std::to_string(kEwMaxCode) + " micro-ops and " +
+               std::to_string(kEwMaxConsts) + " constants; this one has " +
+               std::to_string(nin) + ", " + std::to_string(nout) + ", " +
+               std::to_string(code) + " and " + std::to_string(instr.f.size()));
+    }
+    if (instr.op == Op::EmbeddingGrad && instr.i[0] > INT32_MAX)
+      refuse("the cuda kernel sorts at most 2^31-1 ids");
+  }
+
+  void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+              const std::vector<TensorRef> &outs) override {
+    switch (instr.op) {
+#define MEGA_CASE(NAME)                                                        \
+  case Op::NAME:                                                               \
+    return run##NAME(ctx_, instr, ins, outs);
+      MEGA_CASE(Fill)
+      MEGA_CASE(Copy)
+      MEGA_CASE(MatMul)
+      MEGA_CASE(Elementwise)
+      MEGA_CASE(ReduceSum)
+      MEGA_CASE(LayerNorm)
+      MEGA_CASE(LayerNormGrad)
+      MEGA_CASE(Softmax)
+      MEGA_CASE(SoftmaxGrad)
+      MEGA_CASE(CrossEntropy)
+      MEGA_CASE(CrossEntropyGrad)
+      MEGA_CASE(Embedding)
+      MEGA_CASE(EmbeddingGrad)
+      MEGA_CASE(Transpose)
+      MEGA_CASE(GradNorm)
+      MEGA_CASE(AdamW)
+      MEGA_CASE(Sgd)
+#undef MEGA_CASE
+    }
+    throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
+  }
+
+  void synchronize() override { syncAndReport(); }
+
+private:
+  void syncAndReport() {
+    checkCuda(cudaMemcpyAsync(errHost_, errDev_, sizeof(DeviceError),
+                              cudaMemcpyDeviceToHost, stream_),
+              "cudaMemcpyAsync (error record)");
+    checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    const DeviceError *e = errHost_;
+    if (!e->flag)
+      return;
+    Op op = Op(e->op);
+    std::string what = op == Op::CrossEntropy || op == Op::CrossEntropyGrad
+                           ? "target "
+                           : "id ";
+    std::string range = op == Op::CrossEntropy || op == Op::CrossEntropyGrad
+                            ? " is outside the vocabulary [0, "
+                            : " is outside the table [0, ";
+    const char *name = plan::opName(op);
+    std::string msg = std::string(name ? name : "kernel") + ": " + what +
+                      std::to_string(e->value) + " of row " +
+                      std::to_string(e->row) + range +
+                      std::to_string(e->limit) + ")";
+    // Clear the record so that the backend stays usable.
+    checkCuda(cudaMemsetAsync(errDev_, 0, sizeof(DeviceError), stream_),
+              "cudaMemsetAsync (error record)");
+    checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    std::memset(errHost_, 0, sizeof(DeviceError));
+    throw Error(msg);
+  }
+
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::unique_ptr<Workspace> ws_;
+  DeviceError *errHost_ = nullptr; ///< pinned host copy
+  DeviceError *errDev_ = nullptr;  ///< the record kernels write
+  Ctx ctx_;
+  std::unique_ptr<Backend> checker_;
+};
+
+} // namespace
+
+int deviceCount(std::string &reason) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    reason = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e);
+    return 0;
+  }
+  if (n <= 0)
+    reason = "cudaGetDeviceCount: no devices";
+  return n;
+}
+
+} // namespace mega::rt::gpu
+
+namespace mega::rt {
+
+std::unique_ptr<Backend> createCudaBackend(int device) {
+  std::string reason;
+  int n = gpu::deviceCount(reason);
+  if (n <= 0)
+    throw Error("no CUDA device available (" + reason + ")");
+  if (device < 0 || device >= n)
+    throw Error("CUDA device " + std::to_string(device) + " does not exist (" +
+                std::to_string(n) + " visible)");
+  return std::make_unique<gpu::CudaBackend>(device);
+}
+
+} // namespace mega::rt

@@ -1,0 +1,90 @@
+//===- DeviceUtil.cuh - Device helpers of the CUDA kernels ----------------===//
+//
+// Block reductions combine lanes and warps in a fixed tree, so a result
+// depends on the data and the block size alone (the kernels pick block sizes
+// from the problem's shape). blockDim.x must be a multiple of 32.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_RUNTIME_BACKENDS_CUDA_DEVICEUTIL_CUH
+#define MEGA_RUNTIME_BACKENDS_CUDA_DEVICEUTIL_CUH
+
+#include "Common.h"
+
+namespace mega::rt::gpu {
+
+/// Records the first bad id/target of a launch; the host reports it.
+__device__ inline void reportBadIndex(DeviceError *e, Op op, long long row,
+                                      long long value, long long limit) {
+  if (atomicCAS(&e->flag, 0, 1) == 0) {
+    e->op = int(op);
+    e->row = row;
+    e->value = value;
+    e->limit = limit;
+  }
+}
+
+template <typename T> __device__ inline T warpSum(T v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Sum over the block; every thread gets the result. `sh` holds 32 T.
+template <typename T> __device__ inline T blockSum(T v, T *sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nw = blockDim.x >> 5;
+  v = warpSum(v);
+  __syncthreads(); // the previous reduction's readers are done with sh
+  if (lane == 0)
+    sh[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    T w = lane < nw ? sh[lane] : T(0);
+    w = warpSum(w);
+    __syncwarp(); // every lane has read sh before lane 0 overwrites sh[0]
+    if (lane == 0)
+      sh[0] = w;
+  }
+  __syncthreads();
+  return sh[0];
+}
+
+/// max (or min) as the CPU's maxF: `x > m ? x : m`, so a NaN only wins
+/// where it starts. Every thread gets the result. `sh` holds 32 floats.
+template <bool kMax> __device__ inline float pick(float a, float b) {
+  return kMax ? (b > a ? b : a) : (b < a ? b : a);
+}
+template <bool kMax> __device__ inline float blockExtreme(float v, float *sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nw = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1)
+    v = pick<kMax>(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if (lane == 0)
+    sh[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = sh[lane < nw ? lane : 0];
+    for (int o = 16; o > 0; o >>= 1)
+      w = pick<kMax>(w, __shfl_xor_sync(0xffffffffu, w, o));
+    __syncwarp(); // lanes >= nw read sh[0]: done before lane 0 writes it
+    if (lane == 0)
+      sh[0] = w;
+  }
+  __syncthreads();
+  return sh[0];
+}
+
+__device__ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/// Grid-stride loop bounds.
+__device__ inline int64_t globalThread() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ inline int64_t globalStride() {
+  return int64_t(gridDim.x) * blockDim.x;
+}
+
+} // namespace mega::rt::gpu
+
+#endif // MEGA_RUNTIME_BACKENDS_CUDA_DEVICEUTIL_CUH

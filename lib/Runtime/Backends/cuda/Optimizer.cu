@@ -1,0 +1,189 @@
+//===- Optimizer.cu - GradNorm, AdamW, Sgd --------------------------------===//
+//
+// GradNorm: every gradient is cut into fixed blocks of kNormBlock elements;
+// each block's sum of squares (in double) lands in its own slot, and one
+// block then adds the slots in a fixed order. The descriptors of up to
+// kNormTensors gradients travel in each launch's parameters (no upload).
+//
+// AdamW and Sgd follow the CPU's (torch.optim's) operation order: scalars
+// prepared in double from the device-resident lr, step and coef (one thread
+// per block, into shared memory), tensor arithmetic in float.
+//
+//===----------------------------------------------------------------------===//
+#include "DeviceUtil.cuh"
+
+namespace mega::rt::gpu {
+
+namespace {
+
+constexpr int64_t kNormBlock = 16384;
+constexpr int kNormTensors = 64;
+constexpr int kNormThreads = 256;
+
+struct NormBatch {
+  int count;
+  const float *ptr[kNormTensors];
+  int64_t n[kNormTensors];
+  int64_t firstSlot[kNormTensors +
+                    1]; ///< slots of tensor k: [first[k], first[k+1])
+};
+
+__global__ void __launch_bounds__(kNormThreads)
+    sumSquaresKernel(const __grid_constant__ NormBatch b,
+                     double *__restrict__ slots) {
+  __shared__ double sh[32];
+  const int64_t total = b.firstSlot[b.count];
+  for (int64_t s = blockIdx.x; s < total; s += gridDim.x) {
+    int k = 0; // the tensor holding slot s (few tensors: linear search)
+    while (b.firstSlot[k + 1] <= s)
+      ++k;
+    const int64_t begin = (s - b.firstSlot[k]) * kNormBlock;
+    const int64_t end =
+        begin + kNormBlock < b.n[k] ? begin + kNormBlock : b.n[k];
+    const float *p = b.ptr[k];
+    double acc = 0.0;
+    for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x)
+      acc += double(p[e]) * double(p[e]);
+    acc = blockSum(acc, sh);
+    if (threadIdx.x == 0)
+      slots[s] = acc;
+  }
+}
+
+__global__ void normFinalKernel(const double *__restrict__ slots, int64_t n,
+                                float maxNorm, float *__restrict__ norm,
+                                float *__restrict__ coef) {
+  __shared__ double sh[32];
+  double s = 0.0;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
+    s += slots[k];
+  s = blockSum(s, sh);
+  if (threadIdx.x == 0) {
+    const float nv = float(sqrt(s));
+    float c;
+    if (!isfinite(nv))
+      c = nanf("");
+    else if (maxNorm <= 0.0f)
+      c = 1.0f;
+    else
+      c = fminf(1.0f, maxNorm / (nv + 1e-6f)); // as clip_grad_norm_
+    norm[0] = nv;
+    coef[0] = c;
+  }
+}
+
+struct AdamScalars {
+  float coef, decay, b1, a1, b2, a2, negStep, bc2Sqrt;
+  int skip;
+};
+
+__global__ void adamWKernel(float *__restrict__ p,
+                            const float *__restrict__ grad,
+                            float *__restrict__ m, float *__restrict__ v,
+                            int64_t n, const float *__restrict__ lrp,
+                            const float *__restrict__ stepp,
+                            const float *__restrict__ coefp, double beta1,
+                            double beta2, float eps, double wd) {
+  __shared__ AdamScalars s;
+  if (threadIdx.x == 0) {
+    const float coef = coefp[0];
+    s.skip = isnan(coef) ? 1 : 0; // non-finite gradient norm: skip the step
+    const double lr = lrp[0], t = stepp[0];
+    s.coef = coef;
+    // Python-float scalars of torch's AdamW, rounded to float when used.
+    s.decay = float(1.0 - lr * wd);
+    s.b1 = float(beta1);
+    s.a1 = float(1.0 - beta1);
+    s.b2 = float(beta2);
+    s.a2 = float(1.0 - beta2);
+    const double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
+    s.negStep = float(-(lr / bc1));
+    s.bc2Sqrt = float(sqrt(bc2));
+  }
+  __syncthreads();
+  if (s.skip)
+    return;
+  const float cf = s.coef, dc = s.decay, B1 = s.b1, A1 = s.a1, B2 = s.b2,
+              A2 = s.a2, ns = s.negStep, bs = s.bc2Sqrt;
+  for (int64_t k = globalThread(); k < n; k += globalStride()) {
+    const float g = grad[k] * cf;
+    const float pk = p[k] * dc;
+    const float mk = m[k] * B1 + A1 * g;
+    const float vk = v[k] * B2 + A2 * (g * g);
+    const float denom = sqrtf(vk) / bs + eps;
+    m[k] = mk;
+    v[k] = vk;
+    p[k] = pk + ns * (mk / denom);
+  }
+}
+
+__global__ void sgdKernel(float *__restrict__ p, const float *__restrict__ grad,
+                          int64_t n, const float *__restrict__ lrp,
+                          const float *__restrict__ coefp, float wd) {
+  const float cf = coefp[0];
+  if (isnan(cf))
+    return;
+  const float nl = -lrp[0];
+  for (int64_t k = globalThread(); k < n; k += globalStride()) {
+    const float g = grad[k] * cf;
+    p[k] = p[k] + nl * (g + wd * p[k]);
+  }
+}
+
+} // namespace
+
+void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
+                 const Refs &outs) {
+  int64_t slotsTotal = 0;
+  for (const TensorRef &t : ins)
+    slotsTotal += (t.numel() + kNormBlock - 1) / kNormBlock;
+  Carve carve;
+  const size_t slotsAt = carve.add(size_t(slotsTotal) * sizeof(double));
+  char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
+  double *slots = reinterpret_cast<double *>(ws + slotsAt);
+  int64_t slot = 0;
+  for (size_t k0 = 0; k0 < ins.size(); k0 += kNormTensors) {
+    NormBatch b{};
+    b.count = int(std::min<size_t>(kNormTensors, ins.size() - k0));
+    int64_t first = 0;
+    for (int k = 0; k < b.count; ++k) {
+      const TensorRef &t = ins[k0 + size_t(k)];
+      b.ptr[k] = t.f32();
+      b.n[k] = t.numel();
+      b.firstSlot[k] = first;
+      first += (b.n[k] + kNormBlock - 1) / kNormBlock;
+    }
+    b.firstSlot[b.count] = first;
+    if (first > 0) {
+      sumSquaresKernel<<<rowGrid(first), kNormThreads, 0, ctx.stream>>>(
+          b, slots + slot);
+      checkLaunch("GradNorm (blocks)");
+    }
+    slot += first;
+  }
+  normFinalKernel<<<1, 1024, 0, ctx.stream>>>(slots, slotsTotal, in.f[0],
+                                              outs[0].f32(), outs[1].f32());
+  checkLaunch("GradNorm");
+}
+
+void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
+  const int64_t n = ins[0].numel();
+  if (n == 0)
+    return;
+  adamWKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+      ins[0].f32(), ins[1].f32(), ins[2].f32(), ins[3].f32(), n, ins[4].f32(),
+      ins[5].f32(), ins[6].f32(), double(in.f[0]), double(in.f[1]), in.f[2],
+      double(in.f[3]));
+  checkLaunch("AdamW");
+}
+
+void runSgd(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
+  const int64_t n = ins[0].numel();
+  if (n == 0)
+    return;
+  sgdKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+      ins[0].f32(), ins[1].f32(), n, ins[2].f32(), ins[3].f32(), in.f[0]);
+  checkLaunch("Sgd");
+}
+
+} // namespace mega::rt::gpu

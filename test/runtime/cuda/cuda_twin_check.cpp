@@ -1,0 +1,957 @@
+//===- cuda_twin_check.cpp - Every CUDA kernel against its CPU twin -------===//
+//
+// For every opcode: random (never all-zero) inputs at odd sizes (7, 17, 33,
+// 96, 251) and at the cpu-small model's sizes (hidden 256, vocab 8192, seq
+// 128, micro-batch 8), outputs poisoned with NaN first (so an element the
+// kernel forgot shows), one run on the CPU backend and one on the CUDA
+// backend, every output compared:
+//
+//   rel = max |cuda - cpu| / max |cpu|  <=  1e-5  (fp32)
+//
+// A NaN (or inf) must appear in both at the same place. No opcode needs a
+// looser bound: the reductions accumulate in double on both sides, and
+// cuBLAS runs plain fp32 (no TF32), so the differences are float rounding of
+// differently ordered sums (measured well under 1e-6 on these sizes).
+// Besides the twins: data errors (a bad id or target) must surface as an
+// Error at synchronisation, and the kernels whose sums span blocks (LayerNorm
+// dw/db, ReduceSum, GradNorm, cross entropy, EmbeddingGrad) must give the
+// same bits when run twice.
+//
+// One line per case; on a failure, the worst element. Exit code 0 when all
+// pass, 1 on any failure, 77 (ctest: skipped) when there is no CUDA device.
+// --quick runs only the small cases (to run under compute-sanitizer).
+//
+//===----------------------------------------------------------------------===//
+#include "CudaBackend.h"
+
+#include "mega/Runtime/Backend.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace mega;
+using plan::DType;
+using plan::EwOp;
+using plan::Instr;
+using plan::Op;
+using plan::Space;
+using plan::Value;
+using rt::Backend;
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+uint32_t bitsOf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float floatOf(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+struct Rng {
+  std::mt19937_64 g;
+  explicit Rng(uint64_t seed) : g(seed) {}
+  double uniform(double lo, double hi) {
+    return std::uniform_real_distribution<double>(lo, hi)(g);
+  }
+  int32_t index(int64_t n) {
+    return int32_t(std::uniform_int_distribution<int64_t>(0, n - 1)(g));
+  }
+  std::vector<float> vec(int64_t n, double lo = -1.0, double hi = 1.0) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float &x : v)
+      x = float(uniform(lo, hi));
+    if (n && v[0] == 0.0f)
+      v[0] = float(0.5 * (lo + hi) + 0.25 * (hi - lo));
+    return v;
+  }
+  std::vector<int32_t> ids(int64_t n, int64_t V) {
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    for (int32_t &x : v)
+      x = index(V);
+    return v;
+  }
+};
+
+int64_t numel(const std::vector<int64_t> &s) {
+  int64_t n = 1;
+  for (int64_t d : s)
+    n *= d;
+  return n;
+}
+
+/// One instruction with its operands. Each operand is a plan::Value in its
+/// own "persistent" buffer, or a second view of another's bytes (in place).
+struct Case {
+  std::string label;
+  Instr instr;
+  struct Tensor {
+    Value v;
+    std::vector<uint32_t> init; ///< raw bits; empty: poisoned with NaN
+  };
+  std::vector<Tensor> ts;
+  std::vector<int> ins, outs;
+  std::vector<int> compare; ///< tensors read back and compared
+  double tol = 1e-5;
+
+  int add(DType dt, std::vector<int64_t> shape, std::vector<uint32_t> init) {
+    Tensor t;
+    t.v.space = Space::Persistent;
+    t.v.index = int32_t(ts.size());
+    t.v.dtype = dt;
+    t.v.shape = std::move(shape);
+    t.init = std::move(init);
+    ts.push_back(std::move(t));
+    return int(ts.size()) - 1;
+  }
+  int f32(std::vector<int64_t> shape, const std::vector<float> &x) {
+    std::vector<uint32_t> b(x.size());
+    for (size_t k = 0; k < x.size(); ++k)
+      b[k] = bitsOf(x[k]);
+    return add(DType::F32, std::move(shape), std::move(b));
+  }
+  int i32(std::vector<int64_t> shape, const std::vector<int32_t> &x) {
+    std::vector<uint32_t> b(x.begin(), x.end());
+    return add(DType::I32, std::move(shape), std::move(b));
+  }
+  /// An output poisoned with NaN, compared afterwards.
+  int out(std::vector<int64_t> shape, DType dt = DType::F32) {
+    int k = add(dt, std::move(shape), {});
+    compare.push_back(k);
+    return k;
+  }
+  /// An f32 output starting from `x` (accumulating kernels), compared.
+  int inout(std::vector<int64_t> shape, const std::vector<float> &x) {
+    int k = f32(std::move(shape), x);
+    compare.push_back(k);
+    return k;
+  }
+  /// Another view of tensor k's bytes (for in-place operands).
+  int same(int k) {
+    Tensor t;
+    t.v = ts[size_t(k)].v;
+    ts.push_back(std::move(t));
+    return int(ts.size()) - 1;
+  }
+  /// A view of the first elements of tensor k with another shape.
+  int view(int k, std::vector<int64_t> shape) {
+    int v = same(k);
+    ts[size_t(v)].v.shape = std::move(shape);
+    return v;
+  }
+};
+
+Case make(std::string label, Op op, std::vector<int64_t> i,
+          std::vector<float> f = {}) {
+  Case c;
+  c.label = std::move(label);
+  c.instr.op = op;
+  c.instr.i = std::move(i);
+  c.instr.f = std::move(f);
+  return c;
+}
+
+/// The compared tensors' bytes after running `c` on `be`.
+using Result = std::vector<std::vector<uint32_t>>;
+
+Result runOn(Backend &be, const Case &c) {
+  // One buffer per distinct index, as big as its largest view.
+  std::vector<size_t> bytes;
+  for (const auto &t : c.ts) {
+    size_t k = size_t(t.v.index);
+    if (bytes.size() <= k)
+      bytes.resize(k + 1, 0);
+    bytes[k] = std::max(bytes[k], size_t(t.v.offset + t.v.bytes()));
+  }
+  std::vector<void *> bufs(bytes.size(), nullptr);
+  struct Release {
+    Backend &be;
+    std::vector<void *> &bufs;
+    ~Release() {
+      for (void *p : bufs)
+        if (p)
+          be.release(p);
+    }
+  } release{be, bufs};
+  for (size_t k = 0; k < bytes.size(); ++k)
+    bufs[k] = be.allocate(std::max<size_t>(bytes[k], 4));
+  auto ptr = [&](const Value &v) {
+    return static_cast<char *>(bufs[size_t(v.index)]) + v.offset;
+  };
+  // Fill: poison first, then the initial values (a view with data wins).
+  for (const auto &t : c.ts)
+    if (t.init.empty()) {
+      std::vector<uint32_t> nan(static_cast<size_t>(t.v.numel()), bitsOf(kNaN));
+      be.copyToDevice(ptr(t.v), nan.data(), nan.size() * 4);
+    }
+  for (const auto &t : c.ts)
+    if (!t.init.empty())
+      be.copyToDevice(ptr(t.v), t.init.data(), t.init.size() * 4);
+  std::vector<const Value *> vi, vo;
+  std::vector<rt::TensorRef> ri, ro;
+  for (int k : c.ins) {
+    vi.push_back(&c.ts[size_t(k)].v);
+    ri.push_back({ptr(c.ts[size_t(k)].v), &c.ts[size_t(k)].v});
+  }
+  for (int k : c.outs) {
+    vo.push_back(&c.ts[size_t(k)].v);
+    ro.push_back({ptr(c.ts[size_t(k)].v), &c.ts[size_t(k)].v});
+  }
+  be.check(c.instr, vi, vo);
+  be.launch(c.instr, ri, ro);
+  be.synchronize();
+  Result r;
+  for (int k : c.compare) {
+    const Value &v = c.ts[size_t(k)].v;
+    std::vector<uint32_t> host(static_cast<size_t>(v.numel()));
+    be.copyToHost(host.data(), ptr(v), host.size() * 4);
+    r.push_back(std::move(host));
+  }
+  return r;
+}
+
+struct Totals {
+  int pass = 0, fail = 0;
+} totals;
+
+void report(bool ok, const std::string &label, const std::string &detail) {
+  (ok ? totals.pass : totals.fail)++;
+  std::printf("%s  %-58s %s\n", ok ? "PASS" : "FAIL", label.c_str(),
+              detail.c_str());
+  std::fflush(stdout);
+}
+
+std::string fmt(const char *f, double a) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, a);
+  return b;
+}
+
+/// Compares `got` with `ref` for tensor `c.compare[t]`; returns the relative
+/// error (inf on a NaN/inf mismatch) and describes the worst element.
+double compareTensor(const Case &c, size_t t, const std::vector<uint32_t> &ref,
+                     const std::vector<uint32_t> &got, std::string &worst) {
+  const Value &v = c.ts[size_t(c.compare[t])].v;
+  if (v.dtype == DType::I32) {
+    for (size_t k = 0; k < ref.size(); ++k)
+      if (ref[k] != got[k]) {
+        worst = "output " + std::to_string(t) + " element " +
+                std::to_string(k) + ": cpu " + std::to_string(int32_t(ref[k])) +
+                " cuda " + std::to_string(int32_t(got[k]));
+        return INFINITY;
+      }
+    return 0.0;
+  }
+  double maxRef = 0.0, maxDiff = 0.0;
+  size_t at = 0;
+  for (size_t k = 0; k < ref.size(); ++k) {
+    float a = floatOf(ref[k]), b = floatOf(got[k]);
+    if (std::isfinite(a))
+      maxRef = std::max(maxRef, std::fabs(double(a)));
+    bool special = !std::isfinite(a) || !std::isfinite(b);
+    if (special) {
+      bool same = (std::isnan(a) && std::isnan(b)) || a == b;
+      if (!same) {
+        worst = "output " + std::to_string(t) + " element " +
+                std::to_string(k) + ": cpu " + fmt("%.9g", a) + " cuda " +
+                fmt("%.9g", b);
+        return INFINITY;
+      }
+      continue;
+    }
+    double d = std::fabs(double(a) - double(b));
+    if (d > maxDiff) {
+      maxDiff = d;
+      at = k;
+    }
+  }
+  double rel = maxRef > 0 ? maxDiff / maxRef : maxDiff;
+  if (maxDiff > 0)
+    worst = "output " + std::to_string(t) + " element " + std::to_string(at) +
+            ": cpu " + fmt("%.9g", floatOf(ref[at])) + " cuda " +
+            fmt("%.9g", floatOf(got[at])) + " (max |cpu| " +
+            fmt("%.6g", maxRef) + ")";
+  return rel;
+}
+
+Backend *gCpu = nullptr;
+Backend *gCuda = nullptr;
+bool gQuick = false; ///< --quick: only the small cases (for compute-sanitizer)
+
+/// Under --quick, cases with more than 2^18 elements in all are skipped.
+bool skipped(const Case &c) {
+  if (!gQuick)
+    return false;
+  int64_t n = 0;
+  for (const auto &t : c.ts)
+    n += t.v.numel();
+  return n > (int64_t(1) << 18);
+}
+
+/// The twin comparison of one case.
+void twin(const Case &c) {
+  if (skipped(c))
+    return;
+  Result ref, got;
+  try {
+    ref = runOn(*gCpu, c);
+  } catch (const std::exception &e) {
+    report(false, c.label, std::string("cpu threw: ") + e.what());
+    return;
+  }
+  try {
+    got = runOn(*gCuda, c);
+  } catch (const std::exception &e) {
+    report(false, c.label, std::string("cuda threw: ") + e.what());
+    return;
+  }
+  double rel = 0.0;
+  std::string worst;
+  for (size_t t = 0; t < ref.size(); ++t) {
+    std::string w;
+    double r = compareTensor(c, t, ref[t], got[t], w);
+    if (r > rel || (r == rel && worst.empty())) {
+      rel = r;
+      worst = w;
+    }
+  }
+  bool ok = rel <= c.tol;
+  std::string detail =
+      "rel " + fmt("%.2e", rel) + " (tol " + fmt("%.0e", c.tol) + ")";
+  if (!ok)
+    detail += "; worst " + worst;
+  report(ok, c.label, detail);
+}
+
+/// The CUDA run twice: the same bits.
+void deterministic(const Case &c) {
+  if (skipped(c))
+    return;
+  try {
+    Result a = runOn(*gCuda, c), b = runOn(*gCuda, c);
+    bool same = a == b;
+    report(same, "determinism: " + c.label,
+           same ? "bit-identical twice" : "two runs differ");
+  } catch (const std::exception &e) {
+    report(false, "determinism: " + c.label, std::string("threw: ") + e.what());
+  }
+}
+
+/// A data error: the CPU throws at launch, the CUDA backend at the
+/// synchronisation; both messages must contain `needle`.
+void dataError(const Case &c, const std::string &needle) {
+  std::string msgs[2];
+  Backend *bes[2] = {gCpu, gCuda};
+  for (int k = 0; k < 2; ++k) {
+    try {
+      runOn(*bes[k], c);
+      msgs[k] = "<no error>";
+    } catch (const rt::Error &e) {
+      msgs[k] = e.what();
+    } catch (const std::exception &e) {
+      msgs[k] = std::string("<not an Error> ") + e.what();
+    }
+  }
+  bool ok = msgs[0].find(needle) != std::string::npos &&
+            msgs[1].find(needle) != std::string::npos;
+  report(ok, "data error: " + c.label, "cuda: " + msgs[1]);
+  if (!ok)
+    std::printf("      cpu: %s\n", msgs[0].c_str());
+  // The backend must stay usable after a data error.
+}
+
+/// check() refusals agree.
+void refusal(const Case &c) {
+  std::string msgs[2];
+  Backend *bes[2] = {gCpu, gCuda};
+  bool threw[2] = {false, false};
+  for (int k = 0; k < 2; ++k) {
+    std::vector<const Value *> vi, vo;
+    for (int t : c.ins)
+      vi.push_back(&c.ts[size_t(t)].v);
+    for (int t : c.outs)
+      vo.push_back(&c.ts[size_t(t)].v);
+    try {
+      bes[k]->check(c.instr, vi, vo);
+    } catch (const rt::Error &e) {
+      threw[k] = true;
+      msgs[k] = e.what();
+    }
+  }
+  report(threw[0] && threw[1] && msgs[0] == msgs[1], "refusal: " + c.label,
+         "cuda: " + msgs[1]);
+}
+
+std::string dims(std::initializer_list<std::pair<const char *, int64_t>> kv) {
+  std::string s;
+  for (const auto &[k, v] : kv)
+    s += std::string(s.empty() ? "" : " ") + k + "=" + std::to_string(v);
+  return s;
+}
+
+//===----------------------------------------------------------------------===//
+// The cases
+//===----------------------------------------------------------------------===//
+
+void fillAndCopy(Rng &rng) {
+  for (int64_t n : {7, 251, 1024 * 256}) {
+    Case c = make("Fill " + dims({{"n", n}}), Op::Fill, {}, {-0.375f});
+    c.outs = {c.out({n})};
+    twin(c);
+  }
+  for (int64_t n : {7, 17, 251 * 33}) {
+    Case c = make("Copy f32 " + dims({{"n", n}}), Op::Copy, {});
+    c.ins = {c.f32({n}, rng.vec(n))};
+    c.outs = {c.out({n})};
+    twin(c);
+    Case d = make("Copy i32 " + dims({{"n", n}}), Op::Copy, {});
+    d.ins = {d.i32({n}, rng.ids(n, 1 << 30))};
+    d.outs = {d.out({n}, DType::I32)};
+    twin(d);
+  }
+  Case c = make("Copy in place n=33", Op::Copy, {});
+  int x = c.inout({33}, rng.vec(33));
+  c.ins = {x};
+  c.outs = {c.same(x)};
+  twin(c);
+}
+
+void matmul(Rng &rng) {
+  struct G {
+    int64_t batch, M, N, K;
+    int ta, tb;
+    int64_t padA, padB, padC; // extra leading-dim elements
+    float alpha, beta;
+    bool broadcastB; // strideB = 0
+  };
+  const G gs[] = {
+      {1, 7, 17, 33, 0, 0, 0, 0, 0, 1.0f, 0.0f, false},
+      {1, 17, 7, 33, 1, 0, 0, 0, 0, 1.0f, 0.0f, false},
+      {1, 33, 17, 7, 0, 1, 0, 0, 0, 1.0f, 0.0f, false},
+      {1, 96, 251, 33, 1, 1, 0, 0, 0, 0.5f, 0.0f, false},
+      {1, 251, 96, 17, 0, 0, 3, 5, 7, 1.0f, 1.0f, false},
+      {3, 17, 33, 7, 0, 1, 1, 2, 3, 1.0f, 0.0f, false},
+      {5, 7, 17, 96, 1, 0, 0, 0, 0, -1.25f, 0.5f, false},
+      {4, 33, 7, 17, 0, 0, 0, 0, 0, 1.0f, 0.0f, true},
+      {2, 17, 33, 7, 0, 0, 0, 0, 0, 0.0f, 0.5f, false}, // alpha 0: C *= beta
+      {2, 17, 33, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f, false}, // K 0: C = 0
+      // cpu-small: qkv projection, tied logits, attention scores/values.
+      {1, 1024, 768, 256, 0, 0, 0, 0, 0, 1.0f, 0.0f, false},
+      {1, 1024, 8192, 256, 0, 1, 0, 0, 0, 1.0f, 0.0f, false},
+      {1, 256, 8192, 1024, 1, 0, 0, 0, 0, 1.0f, 1.0f, false},
+      {32, 128, 128, 64, 0, 1, 0, 0, 0, 0.125f, 0.0f, false},
+      {32, 128, 64, 128, 0, 0, 0, 0, 0, 1.0f, 0.0f, false},
+  };
+  for (const G &g : gs) {
+    const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
+    const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
+    const int64_t lda = std::max<int64_t>(1, aCols) + g.padA;
+    const int64_t ldb = std::max<int64_t>(1, bCols) + g.padB;
+    const int64_t ldc = g.N + g.padC;
+    const int64_t sA = aRows * lda + 3, sB = g.broadcastB ? 0 : bRows * ldb + 1;
+    const int64_t sC = g.M * ldc + 2;
+    const int64_t nA = std::max<int64_t>(1, sA * g.batch);
+    const int64_t nB =
+        std::max<int64_t>(1, g.broadcastB ? bRows * ldb : sB * g.batch);
+    const int64_t nC = sC * g.batch;
+    std::string label = "MatMul " +
+                        dims({{"b", g.batch},
+                              {"M", g.M},
+                              {"N", g.N},
+                              {"K", g.K},
+                              {"tA", g.ta},
+                              {"tB", g.tb}}) +
+                        fmt(" a=%g", g.alpha) + fmt(" b=%g", g.beta) +
+                        (g.padA + g.padB + g.padC ? " padded" : "") +
+                        (g.broadcastB ? " sB=0" : "");
+    Case c =
+        make(label, Op::MatMul,
+             {g.batch, g.M, g.N, g.K, g.ta, g.tb, lda, ldb, ldc, sA, sB, sC},
+             {g.alpha, g.beta});
+    c.ins = {c.f32({nA}, rng.vec(nA)), c.f32({nB}, rng.vec(nB))};
+    // beta != 0 reads C; beta == 0 must overwrite even NaN. Either way the
+    // gaps between C's rows must come back untouched (NaN or the data).
+    c.outs = {g.beta != 0.0f ? c.inout({nC}, rng.vec(nC)) : c.out({nC})};
+    twin(c);
+  }
+}
+
+struct Micro {
+  EwOp op;
+  int dst, a, b;
+};
+
+void elementwise(Rng &rng) {
+  auto program = [](int64_t n, const std::vector<int64_t> &periods, int nout,
+                    const std::vector<Micro> &code) {
+    std::vector<int64_t> i = {n, int64_t(periods.size()), nout};
+    i.insert(i.end(), periods.begin(), periods.end());
+    for (const Micro &m : code)
+      i.insert(i.end(), {int64_t(m.op), m.dst, m.a, m.b});
+    return i;
+  };
+  for (int64_t rows : {1, 7, 33, 1024}) {
+    for (int64_t cols : {17, 96, 251}) {
+      if (rows == 1024 && cols != 96)
+        continue;
+      const int64_t n = rows * cols;
+      // bias add + GELU, two outputs.
+      {
+        Case c = make("Elementwise bias+gelu " +
+                          dims({{"rows", rows}, {"cols", cols}}),
+                      Op::Elementwise,
+                      program(n, {n, cols}, 2,
+                              {{EwOp::Load, 0, 0, 0},
+                               {EwOp::Load, 1, 1, 0},
+                               {EwOp::Add, 2, 0, 1},
+                               {EwOp::Gelu, 3, 2, 0},
+                               {EwOp::Store, 3, 0, 0},
+                               {EwOp::Store, 2, 1, 0}}));
+        c.ins = {c.f32({n}, rng.vec(n, -6, 6)), c.f32({cols}, rng.vec(cols))};
+        c.outs = {c.out({n}), c.out({n})};
+        twin(c);
+      }
+      // GELU gradient.
+      {
+        Case c =
+            make("Elementwise gelu-grad " + dims({{"n", n}}), Op::Elementwise,
+                 program(n, {n, n}, 1,
+                         {{EwOp::Load, 0, 0, 0},
+                          {EwOp::Load, 1, 1, 0},
+                          {EwOp::GeluGrad, 2, 0, 1},
+                          {EwOp::Store, 2, 0, 0}}));
+        c.ins = {c.f32({n}, rng.vec(n, -8, 8)), c.f32({n}, rng.vec(n))};
+        c.outs = {c.out({n})};
+        twin(c);
+      }
+    }
+  }
+  // Every micro-op once, on positive inputs (log, sqrt) and a constant.
+  for (int64_t n : {7, 251, 96 * 33, 262144}) {
+    Case c = make(
+        "Elementwise all-ops " + dims({{"n", n}}), Op::Elementwise,
+        program(n, {n, n}, 2, {{EwOp::Load, 0, 0, 0},   {EwOp::Load, 1, 1, 0},
+                               {EwOp::Exp, 2, 1, 0},    {EwOp::Log, 3, 0, 0},
+                               {EwOp::Tanh, 4, 1, 0},   {EwOp::Sqrt, 5, 0, 0},
+                               {EwOp::Rsqrt, 6, 0, 0},  {EwOp::Neg, 7, 1, 0},
+                               {EwOp::Square, 8, 1, 0}, {EwOp::Add, 9, 2, 3},
+                               {EwOp::Sub, 10, 4, 5},   {EwOp::Mul, 11, 6, 7},
+                               {EwOp::Div, 12, 8, 2},   {EwOp::Max, 13, 9, 10},
+                               {EwOp::Min, 14, 11, 12}, {EwOp::Const, 15, 0, 0},
+                               {EwOp::Mul, 13, 13, 15}, {EwOp::Add, 13, 13, 14},
+                               {EwOp::Store, 13, 0, 0}, {EwOp::Gelu, 15, 1, 0},
+                               {EwOp::Store, 15, 1, 0}}));
+    c.instr.f = {0.75f};
+    c.ins = {c.f32({n}, rng.vec(n, 0.05, 3.0)), c.f32({n}, rng.vec(n, -4, 4))};
+    c.outs = {c.out({n}), c.out({n})};
+    twin(c);
+  }
+  // Scalar broadcast, in place (the output is the first input), and NaNs
+  // that max/min must propagate.
+  for (int64_t n : {17, 251 * 7}) {
+    Case c = make("Elementwise scalar, in place, NaN " + dims({{"n", n}}),
+                  Op::Elementwise,
+                  program(n, {n, 1, n}, 1,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::Mul, 2, 0, 1},
+                           {EwOp::Load, 3, 2, 0},
+                           {EwOp::Max, 4, 2, 3},
+                           {EwOp::Min, 5, 3, 2},
+                           {EwOp::Add, 6, 4, 5},
+                           {EwOp::Store, 6, 0, 0}}));
+    std::vector<float> y = rng.vec(n);
+    y[3] = kNaN;
+    int x = c.inout({n}, rng.vec(n));
+    c.ins = {x, c.f32({1}, {-1.5f}), c.f32({n}, y)};
+    c.outs = {c.same(x)};
+    twin(c);
+  }
+}
+
+void reduceSum(Rng &rng) {
+  const int64_t shapes[][2] = {{7, 17},     {251, 33}, {17, 251},
+                               {1024, 768}, {3000, 7}, {0, 5}};
+  for (const auto &s : shapes)
+    for (int acc : {0, 1}) {
+      const int64_t outer = s[0], inner = s[1];
+      Case c =
+          make("ReduceSum " +
+                   dims({{"outer", outer}, {"inner", inner}, {"acc", acc}}),
+               Op::ReduceSum, {outer, inner, acc});
+      c.ins = {c.f32({outer, inner}, rng.vec(outer * inner))};
+      c.outs = {acc ? c.inout({inner}, rng.vec(inner)) : c.out({inner})};
+      twin(c);
+      if (outer == 1024 && !acc)
+        deterministic(c);
+    }
+}
+
+void layerNorm(Rng &rng) {
+  const int64_t shapes[][2] = {
+      {7, 17}, {33, 251}, {17, 96}, {1024, 256}, {5, 3000}};
+  for (const auto &s : shapes) {
+    const int64_t rows = s[0], cols = s[1], n = rows * cols;
+    for (int inPlace : {0, 1}) {
+      Case c = make("LayerNorm " + dims({{"rows", rows}, {"cols", cols}}) +
+                        (inPlace ? " in place" : ""),
+                    Op::LayerNorm, {rows, cols}, {1e-5f});
+      // An offset mean (cancellation in E[x^2] - E[x]^2).
+      int x = inPlace ? c.inout({rows, cols}, rng.vec(n, 2.0, 4.0))
+                      : c.f32({rows, cols}, rng.vec(n, 2.0, 4.0));
+      c.ins = {x, c.f32({cols}, rng.vec(cols, 0.5, 1.5)),
+               c.f32({cols}, rng.vec(cols))};
+      c.outs = {inPlace ? c.same(x) : c.out({rows, cols}), c.out({rows}),
+                c.out({rows})};
+      twin(c);
+    }
+    for (int acc : {0, 1})
+      for (int inPlace : {0, 1}) {
+        Case c = make("LayerNormGrad " +
+                          dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}) +
+                          (inPlace ? " in place" : ""),
+                      Op::LayerNormGrad, {rows, cols, acc});
+        // mean/rstd consistent with x, as the forward leaves them.
+        std::vector<float> x = rng.vec(n, -2, 2);
+        std::vector<float> mean(static_cast<size_t>(rows));
+        std::vector<float> rstd(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) {
+          double s1 = 0, s2 = 0;
+          for (int64_t k = 0; k < cols; ++k) {
+            s1 += x[size_t(r * cols + k)];
+            s2 += double(x[size_t(r * cols + k)]) * x[size_t(r * cols + k)];
+          }
+          double mu = s1 / cols, var = std::max(0.0, s2 / cols - mu * mu);
+          mean[size_t(r)] = float(mu);
+          rstd[size_t(r)] = float(1.0 / std::sqrt(var + 1e-5));
+        }
+        int dy = (inPlace || acc) ? c.inout({rows, cols}, rng.vec(n))
+                                  : c.f32({rows, cols}, rng.vec(n));
+        c.ins = {dy, c.f32({rows, cols}, x), c.f32({cols}, rng.vec(cols)),
+                 c.f32({rows}, mean), c.f32({rows}, rstd)};
+        int dx = inPlace ? c.same(dy)
+                 : acc   ? c.inout({rows, cols}, rng.vec(n))
+                         : c.out({rows, cols});
+        c.outs = {dx, c.out({cols}), c.out({cols})};
+        twin(c);
+        if (rows == 1024 && !acc && !inPlace)
+          deterministic(c);
+      }
+  }
+}
+
+void softmax(Rng &rng) {
+  struct S {
+    int64_t rows, cols;
+    int causal;
+    int64_t seq;
+    float scale;
+  };
+  const S ss[] = {{7, 17, 0, 0, 1.0f},         {99, 33, 1, 33, 0.125f},
+                  {17, 251, 0, 0, -0.5f},      {98, 7, 1, 7, 2.0f},
+                  {4096, 128, 1, 128, 0.125f}, {33, 96, 0, 0, 0.0f}};
+  for (const S &s : ss) {
+    const int64_t n = s.rows * s.cols;
+    for (int inPlace : {0, 1}) {
+      Case c =
+          make("Softmax " +
+                   dims({{"rows", s.rows},
+                         {"cols", s.cols},
+                         {"causal", s.causal},
+                         {"seq", s.seq}}) +
+                   fmt(" scale=%g", s.scale) + (inPlace ? " in place" : ""),
+               Op::Softmax, {s.rows, s.cols, s.causal, s.seq}, {s.scale});
+      int x = inPlace ? c.inout({s.rows, s.cols}, rng.vec(n, -8, 8))
+                      : c.f32({s.rows, s.cols}, rng.vec(n, -8, 8));
+      c.ins = {x};
+      c.outs = {inPlace ? c.same(x) : c.out({s.rows, s.cols})};
+      twin(c);
+    }
+    for (int inPlace : {0, 1, 2}) { // dx = y, dx = dy
+      Case c =
+          make("SoftmaxGrad " + dims({{"rows", s.rows}, {"cols", s.cols}}) +
+                   fmt(" scale=%g", s.scale) +
+                   (inPlace == 1   ? " dx=y"
+                    : inPlace == 2 ? " dx=dy"
+                                   : ""),
+               Op::SoftmaxGrad, {s.rows, s.cols}, {s.scale});
+      int y = inPlace == 1 ? c.inout({s.rows, s.cols}, rng.vec(n, 0, 1))
+                           : c.f32({s.rows, s.cols}, rng.vec(n, 0, 1));
+      int dy = inPlace == 2 ? c.inout({s.rows, s.cols}, rng.vec(n))
+                            : c.f32({s.rows, s.cols}, rng.vec(n));
+      c.ins = {y, dy};
+      c.outs = {inPlace == 1   ? c.same(y)
+                : inPlace == 2 ? c.same(dy)
+                               : c.out({s.rows, s.cols})};
+      twin(c);
+    }
+  }
+}
+
+void crossEntropy(Rng &rng) {
+  const int64_t shapes[][2] = {{7, 17},      {33, 251},  {96, 7},
+                               {1024, 8192}, {3, 50257}, {0, 17}};
+  for (const auto &s : shapes) {
+    const int64_t rows = s[0], V = s[1], n = rows * V;
+    std::vector<float> logits = rng.vec(n, -6, 6);
+    std::vector<int32_t> t = rng.ids(rows, V);
+    {
+      Case c = make("CrossEntropy " + dims({{"rows", rows}, {"V", V}}),
+                    Op::CrossEntropy, {rows, V});
+      c.ins = {c.f32({rows, V}, logits), c.i32({rows}, t)};
+      c.outs = {c.out({}), c.out({rows})};
+      twin(c);
+      if (rows == 1024)
+        deterministic(c);
+    }
+    // lse consistent with the logits (as the forward leaves it).
+    std::vector<float> lse(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      double m = -INFINITY, s2 = 0;
+      for (int64_t j = 0; j < V; ++j)
+        m = std::max(m, double(logits[size_t(r * V + j)]));
+      for (int64_t j = 0; j < V; ++j)
+        s2 += std::exp(double(logits[size_t(r * V + j)]) - m);
+      lse[size_t(r)] = float(m + std::log(s2));
+    }
+    for (int inPlace : {0, 1}) {
+      Case c = make("CrossEntropyGrad " + dims({{"rows", rows}, {"V", V}}) +
+                        (inPlace ? " in place" : ""),
+                    Op::CrossEntropyGrad, {rows, V});
+      int x = inPlace ? c.inout({rows, V}, logits) : c.f32({rows, V}, logits);
+      c.ins = {x, c.i32({rows}, t), c.f32({rows}, lse), c.f32({}, {0.7f})};
+      c.outs = {inPlace ? c.same(x) : c.out({rows, V})};
+      twin(c);
+    }
+  }
+  Case bad =
+      make("CrossEntropy target out of range", Op::CrossEntropy, {7, 17});
+  std::vector<int32_t> t = rng.ids(7, 17);
+  t[4] = 17;
+  bad.ins = {bad.f32({7, 17}, rng.vec(7 * 17)), bad.i32({7}, t)};
+  bad.outs = {bad.out({}), bad.out({7})};
+  dataError(bad, "target 17 of row 4 is outside the vocabulary [0, 17)");
+  Case badg = make("CrossEntropyGrad target out of range", Op::CrossEntropyGrad,
+                   {7, 17});
+  t[4] = -3;
+  badg.ins = {badg.f32({7, 17}, rng.vec(7 * 17)), badg.i32({7}, t),
+              badg.f32({7}, rng.vec(7)), badg.f32({}, {1.0f})};
+  badg.outs = {badg.out({7, 17})};
+  dataError(badg, "target -3 of row 4 is outside the vocabulary [0, 17)");
+}
+
+void embedding(Rng &rng) {
+  const int64_t shapes[][3] = {
+      {7, 17, 33},       {251, 96, 7},     {251, 7, 17}, {33, 251, 96},
+      {1024, 8192, 256}, {1024, 128, 256}, {0, 5, 3}};
+  for (const auto &s : shapes) {
+    const int64_t rows = s[0], V = s[1], H = s[2];
+    std::vector<int32_t> ids = rng.ids(rows, V);
+    for (int acc : {0, 1}) {
+      Case c =
+          make("Embedding " +
+                   dims({{"rows", rows}, {"V", V}, {"H", H}, {"acc", acc}}),
+               Op::Embedding, {rows, V, H, acc});
+      c.ins = {c.f32({V, H}, rng.vec(V * H)), c.i32({rows}, ids)};
+      c.outs = {acc ? c.inout({rows, H}, rng.vec(rows * H)) : c.out({rows, H})};
+      twin(c);
+      Case g =
+          make("EmbeddingGrad " +
+                   dims({{"rows", rows}, {"V", V}, {"H", H}, {"acc", acc}}),
+               Op::EmbeddingGrad, {rows, V, H, acc});
+      g.ins = {g.f32({rows, H}, rng.vec(rows * H)), g.i32({rows}, ids)};
+      g.outs = {acc ? g.inout({V, H}, rng.vec(V * H)) : g.out({V, H})};
+      twin(g);
+      if (rows == 1024 && V == 128 && !acc)
+        deterministic(g);
+    }
+  }
+  std::vector<int32_t> ids = rng.ids(7, 17);
+  ids[5] = 17;
+  Case bad = make("Embedding id out of range", Op::Embedding, {7, 17, 3, 0});
+  bad.ins = {bad.f32({17, 3}, rng.vec(51)), bad.i32({7}, ids)};
+  bad.outs = {bad.out({7, 3})};
+  dataError(bad, "id 17 of row 5 is outside the table [0, 17)");
+  ids[5] = -1;
+  Case badg =
+      make("EmbeddingGrad id out of range", Op::EmbeddingGrad, {7, 17, 3, 0});
+  badg.ins = {badg.f32({7, 3}, rng.vec(21)), badg.i32({7}, ids)};
+  badg.outs = {badg.out({17, 3})};
+  dataError(badg, "id -1 of row 5 is outside the table [0, 17)");
+}
+
+void transpose(Rng &rng) {
+  struct T {
+    std::vector<int64_t> d, p;
+    DType dt;
+  };
+  const T ts[] = {
+      {{17, 33}, {1, 0}, DType::F32},
+      {{7, 17, 33}, {2, 0, 1}, DType::F32},
+      {{7, 17, 33}, {1, 0, 2}, DType::I32},
+      {{8, 128, 4, 64}, {0, 2, 1, 3}, DType::F32}, // cpu-small heads
+      {{2, 32, 3, 4, 16}, {2, 0, 3, 1, 4}, DType::F32},
+      {{3, 1, 7, 1, 17, 5}, {4, 2, 5, 0, 3, 1}, DType::F32},
+      {{251, 96}, {0, 1}, DType::F32},
+  };
+  for (const T &t : ts) {
+    const int rank = int(t.d.size());
+    std::vector<int64_t> i = {rank};
+    i.insert(i.end(), t.d.begin(), t.d.end());
+    i.insert(i.end(), t.p.begin(), t.p.end());
+    std::vector<int64_t> outShape;
+    for (int64_t p : t.p)
+      outShape.push_back(t.d[size_t(p)]);
+    std::string label = "Transpose [";
+    for (int k = 0; k < rank; ++k)
+      label.append(k ? "," : "").append(std::to_string(t.d[size_t(k)]));
+    label += "] perm [";
+    for (int k = 0; k < rank; ++k)
+      label.append(k ? "," : "").append(std::to_string(t.p[size_t(k)]));
+    label += std::string("] ") + plan::dtypeName(t.dt);
+    Case c = make(label, Op::Transpose, i);
+    const int64_t n = numel(t.d);
+    c.ins = {t.dt == DType::F32 ? c.f32(t.d, rng.vec(n))
+                                : c.i32(t.d, rng.ids(n, 1 << 30))};
+    c.outs = {c.out(outShape, t.dt)};
+    twin(c);
+  }
+}
+
+void optimizer(Rng &rng) {
+  // GradNorm over tensors of odd sizes (some span several 16384-blocks).
+  const std::vector<int64_t> sizes = {7, 17, 33, 96 * 251, 16384 * 2 + 5, 251};
+  for (float maxNorm : {1.0f, 0.0f, 1e6f}) {
+    Case c = make(fmt("GradNorm 6 tensors maxNorm=%g", maxNorm), Op::GradNorm,
+                  {}, {maxNorm});
+    for (int64_t n : sizes)
+      c.ins.push_back(c.f32({n}, rng.vec(n)));
+    c.outs = {c.out({}), c.out({})};
+    twin(c);
+    if (maxNorm == 1.0f)
+      deterministic(c);
+  }
+  {
+    Case c =
+        make("GradNorm 80 tensors (two launches)", Op::GradNorm, {}, {1.0f});
+    for (int k = 0; k < 80; ++k) {
+      int64_t n = 1 + (k * 37) % 300;
+      c.ins.push_back(c.f32({n}, rng.vec(n)));
+    }
+    c.outs = {c.out({}), c.out({})};
+    twin(c);
+  }
+  {
+    Case c = make("GradNorm with a NaN (coef NaN)", Op::GradNorm, {}, {1.0f});
+    std::vector<float> g = rng.vec(33);
+    g[7] = kNaN;
+    c.ins = {c.f32({17}, rng.vec(17)), c.f32({33}, g)};
+    c.outs = {c.out({}), c.out({})};
+    twin(c);
+  }
+  for (int64_t n : {7, 251, 262144})
+    for (float step : {1.0f, 10.0f})
+      for (float coef : {0.5f, kNaN}) {
+        Case c = make("AdamW " + dims({{"n", n}, {"step", int64_t(step)}}) +
+                          (std::isnan(coef) ? " coef=NaN (skip)" : " coef=0.5"),
+                      Op::AdamW, {}, {0.9f, 0.95f, 1e-8f, 0.1f});
+        c.ins = {c.inout({n}, rng.vec(n)),
+                 c.f32({n}, rng.vec(n)),
+                 c.inout({n}, rng.vec(n, -0.1, 0.1)),
+                 c.inout({n}, rng.vec(n, 0, 0.01)),
+                 c.f32({}, {3e-4f}),
+                 c.f32({}, {step}),
+                 c.f32({}, {coef})};
+        twin(c);
+      }
+  for (int64_t n : {7, 251, 262144})
+    for (float coef : {0.5f, kNaN}) {
+      Case c = make("Sgd " + dims({{"n", n}}) +
+                        (std::isnan(coef) ? " coef=NaN (skip)" : " coef=0.5"),
+                    Op::Sgd, {}, {0.01f});
+      c.ins = {c.inout({n}, rng.vec(n)), c.f32({n}, rng.vec(n)),
+               c.f32({}, {0.1f}), c.f32({}, {coef})};
+      twin(c);
+    }
+}
+
+void refusals(Rng &rng) {
+  Case c = make("MatMul lda too small", Op::MatMul,
+                {1, 7, 17, 33, 0, 0, 32, 17, 17, 0, 0, 0}, {1.0f, 0.0f});
+  c.ins = {c.f32({7 * 33}, rng.vec(7 * 33)),
+           c.f32({33 * 17}, rng.vec(33 * 17))};
+  c.outs = {c.out({7 * 17})};
+  refusal(c);
+  Case d =
+      make("LayerNorm output overlapping w", Op::LayerNorm, {7, 17}, {1e-5f});
+  int w = d.f32({17}, rng.vec(17));
+  d.ins = {d.f32({7, 17}, rng.vec(7 * 17)), w, d.f32({17}, rng.vec(17))};
+  d.outs = {d.out({7, 17}), d.view(w, {7}), d.out({7})};
+  refusal(d);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  for (int k = 1; k < argc; ++k) {
+    if (std::string(argv[k]) == "--quick") {
+      gQuick = true;
+    } else {
+      std::printf("usage: cuda_twin_check [--quick]\n");
+      return 2;
+    }
+  }
+  std::string reason;
+  if (rt::gpu::deviceCount(reason) <= 0) {
+    std::printf("SKIP: no CUDA device (%s)\n", reason.c_str());
+    return 77;
+  }
+  std::unique_ptr<Backend> cpu, cuda;
+  try {
+    cpu = rt::createCpuBackend(0);
+    cuda = rt::createCudaBackend(0);
+  } catch (const std::exception &e) {
+    std::printf("FAIL  creating the backends: %s\n", e.what());
+    return 1;
+  }
+  gCpu = cpu.get();
+  gCuda = cuda.get();
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+    std::printf("cuda_twin_check on %s (sm_%d%d)\n", prop.name, prop.major,
+                prop.minor);
+  Rng rng(20240601);
+  const std::pair<const char *, std::function<void(Rng &)>> groups[] = {
+      {"fill/copy", fillAndCopy},   {"matmul", matmul},
+      {"elementwise", elementwise}, {"reduce", reduceSum},
+      {"layernorm", layerNorm},     {"softmax", softmax},
+      {"loss", crossEntropy},       {"embedding", embedding},
+      {"transpose", transpose},     {"optimizer", optimizer},
+      {"refusals", refusals}};
+  for (const auto &[name, run] : groups) {
+    try {
+      run(rng);
+    } catch (const std::exception &e) {
+      report(false, std::string("group ") + name,
+             std::string("threw: ") + e.what());
+    }
+  }
+  std::printf("cuda_twin_check: %d passed, %d failed\n", totals.pass,
+              totals.fail);
+  return totals.fail ? 1 : 0;
+}
