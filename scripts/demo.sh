@@ -35,6 +35,10 @@ resume=()
 
 /usr/bin/python3 "$root/scripts/unigram_entropy.py" "$data/austen_train" "$data/austen_valid" 8192
 
-"$bin/mega-run" "$runs/gpt.plan" --generate --load "$runs/ckpt" \
-  --tokenizer-model "$data/austen.model" --prompt "It is a truth universally acknowledged" \
-  --max-new-tokens 60 --temperature 0.8 --top-k 40 --seed 7
+# Three samples; each stops at the end of a paragraph (the tokenizer's EOS)
+# or after 60 tokens.
+for seed in 1 2 3; do
+  "$bin/mega-run" "$runs/gpt.plan" --generate --load "$runs/ckpt" \
+    --tokenizer-model "$data/austen.model" --prompt "It is a truth universally acknowledged" \
+    --max-new-tokens 60 --temperature 0.8 --top-k 40 --seed "$seed"
+done
