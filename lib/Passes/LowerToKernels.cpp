@@ -39,6 +39,7 @@
 //                            concat of [1, outer, inner] views + Transpose
 //       layer_norm(_grad), softmax(_grad), cross_entropy(_grad), embedding
 //       (_grad), reduce_sum, grad_norm, adamw, sgd -> the kernel of that name
+//       all_reduce        -> AllReduce {axis (= plan group), 0 sum / 1 max}
 //       accumulate_grad   -> the producing MatMul (beta = 1), ReduceSum,
 //                            EmbeddingGrad (accumulate = 1) or Elementwise
 //                            (one more input and an Add before its Store)
@@ -270,6 +271,16 @@ private:
         .Case<GradNormOp>([&](GradNormOp g) {
           replaceByKernel(g, "GradNorm", g.getGrads(), {},
                           {float(g.getMaxNorm().convertToDouble())});
+          return success();
+        })
+        .Case<AllReduceOp>([&](AllReduceOp r) -> LogicalResult {
+          // Mesh axis k is plan group k (0 tensor, 1 data, 2 pipeline).
+          if (r.getAxes().size() != 1)
+            return r.emitOpError()
+                   << "over " << r.getAxes().size()
+                   << " mesh axes has no kernel (one axis per AllReduce)";
+          replaceByKernel(r, "AllReduce", {r.getX()},
+                          {r.getAxes()[0], r.getKind() == "max" ? 1 : 0}, {});
           return success();
         })
         .Case<AdamWOp>([&](AdamWOp a) { return lowerAdamW(a); })

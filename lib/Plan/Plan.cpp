@@ -78,6 +78,11 @@ const char *opName(Op op) {
     MEGA_OP(GradNorm)
     MEGA_OP(AdamW)
     MEGA_OP(Sgd)
+    MEGA_OP(AllReduce)
+    MEGA_OP(AllGather)
+    MEGA_OP(ReduceScatter)
+    MEGA_OP(Send)
+    MEGA_OP(Recv)
 #undef MEGA_OP
   }
   return nullptr;
@@ -173,6 +178,14 @@ Arity arityOf(Op op) {
     return {7, 0};
   case Op::Sgd:
     return {4, 0};
+  case Op::AllReduce:
+  case Op::AllGather:
+  case Op::ReduceScatter:
+    return {1, 1};
+  case Op::Send:
+    return {1, 0};
+  case Op::Recv:
+    return {0, 1};
   }
   return {0, 0};
 }
@@ -190,6 +203,45 @@ int64_t numelOf(const std::vector<int64_t> &shape) {
     n *= d;
   }
   return n;
+}
+
+/// Collectives: group and attributes in range, f32 operands whose element
+/// counts agree (the group's size is a run-time fact; the runtime checks
+/// AllGather/ReduceScatter against it).
+void validateCollective(const Program &p, size_t k, const Instr &in) {
+  const char *name = opName(in.op);
+  size_t want = (in.op == Op::Send || in.op == Op::Recv) ? 3
+                : in.op == Op::AllReduce                 ? 2
+                                                         : 1;
+  if (in.i.size() != want)
+    fail(p, k, std::string(name) + " takes " + std::to_string(want) +
+                   " integer attributes");
+  if (in.i[0] < 0 || in.i[0] > 2)
+    fail(p, k, std::string(name) + " names group " + std::to_string(in.i[0]) +
+                   " (0 tensor, 1 data, 2 pipeline)");
+  if (in.op == Op::AllReduce && (in.i[1] < 0 || in.i[1] > 1))
+    fail(p, k, "AllReduce op " + std::to_string(in.i[1]) +
+                   " is neither 0 (sum) nor 1 (max)");
+  for (int32_t v : in.inputs)
+    if (p.values[size_t(v)].dtype != DType::F32)
+      fail(p, k, std::string(name) + " operands must be f32");
+  for (int32_t v : in.outputs)
+    if (p.values[size_t(v)].dtype != DType::F32)
+      fail(p, k, std::string(name) + " operands must be f32");
+  if (in.op == Op::AllReduce &&
+      p.values[size_t(in.inputs[0])].numel() !=
+          p.values[size_t(in.outputs[0])].numel())
+    fail(p, k, "AllReduce input and output differ in element count");
+  if (in.op == Op::AllGather || in.op == Op::ReduceScatter) {
+    int64_t a = p.values[size_t(in.inputs[0])].numel();
+    int64_t b = p.values[size_t(in.outputs[0])].numel();
+    if (in.op == Op::ReduceScatter)
+      std::swap(a, b);
+    if (a <= 0 || b % a != 0)
+      fail(p, k, std::string(name) +
+                     " needs the larger operand to be a whole multiple of the "
+                     "smaller");
+  }
 }
 
 } // namespace
@@ -265,6 +317,8 @@ void validate(const Plan &plan) {
       for (float f : in.f)
         if (std::isinf(f) && in.op != Op::Fill && in.op != Op::Elementwise)
           fail(p, k, "infinite attribute");
+      if (isCollective(in.op))
+        validateCollective(p, k, in);
     }
   }
 }

@@ -152,6 +152,70 @@ int main() {
   expectError("missing file", [&] { readPlanFile("/nonexistent/x.plan"); },
               "cannot open plan");
 
+  // Collectives (opcodes 17-21): round trip, printing, validation.
+  {
+    Plan c = samplePlan();
+    Program &prog = c.programs[0];
+    prog.values.push_back({Space::Arena, 0, 0, DType::F32, {6}});  // %4
+    prog.values.push_back({Space::Arena, 0, 0, DType::F32, {3}});  // %5
+    prog.values.push_back({Space::Input, 0, 0, DType::I32, {6}});  // %6
+    auto add = [&](Op op, std::vector<int32_t> in, std::vector<int32_t> out,
+                   std::vector<int64_t> i) {
+      Instr x;
+      x.op = op;
+      x.inputs = std::move(in);
+      x.outputs = std::move(out);
+      x.i = std::move(i);
+      prog.instrs.push_back(x);
+    };
+    add(Op::AllReduce, {2}, {2}, {1, 0});
+    add(Op::AllReduce, {4}, {4}, {0, 1});
+    add(Op::ReduceScatter, {4}, {5}, {1});
+    add(Op::AllGather, {5}, {4}, {1});
+    add(Op::Send, {5}, {}, {2, 1, 7});
+    add(Op::Recv, {}, {5}, {2, -1, 7});
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    std::ostringstream x, y;
+    printPlan(c, x);
+    printPlan(d, y);
+    CHECK(x.str() == y.str());
+    CHECK(x.str().find("%2 = AllReduce(%2) i=[1,0]") != std::string::npos);
+    CHECK(x.str().find("%5 = ReduceScatter(%4) i=[1]") != std::string::npos);
+    CHECK(x.str().find("%4 = AllGather(%5) i=[1]") != std::string::npos);
+    CHECK(x.str().find("Send(%5) i=[2,1,7]") != std::string::npos);
+    CHECK(x.str().find("%5 = Recv() i=[2,-1,7]") != std::string::npos);
+    CHECK(isCollective(Op::AllReduce) && isCollective(Op::Recv) &&
+          !isCollective(Op::Sgd));
+    size_t first = prog.instrs.size() - 6;
+    auto broken = [&](size_t k, auto edit) {
+      Plan e = c;
+      edit(e.programs[0].instrs[first + k]);
+      validate(e);
+    };
+    expectError("collective group", [&] {
+      broken(0, [](Instr &in) { in.i = {3, 0}; });
+    }, "names group 3");
+    expectError("collective op", [&] {
+      broken(0, [](Instr &in) { in.i = {1, 2}; });
+    }, "neither 0 (sum) nor 1 (max)");
+    expectError("collective attrs", [&] {
+      broken(4, [](Instr &in) { in.i = {1}; });
+    }, "Send takes 3 integer attributes");
+    expectError("collective sizes", [&] {
+      broken(0, [](Instr &in) { in.outputs = {5}; });
+    }, "differ in element count");
+    expectError("collective multiple", [&] {
+      broken(2, [](Instr &in) { in.outputs = {1}; });
+    }, "whole multiple");
+    expectError("collective dtype", [&] {
+      broken(1, [](Instr &in) { in.inputs = {6}; });
+    }, "must be f32");
+    expectError("collective arity", [&] {
+      broken(5, [](Instr &in) { in.inputs = {4}; });
+    }, "wrong operand count");
+  }
+
   if (failures) {
     std::cerr << failures << " check(s) failed\n";
     return 1;

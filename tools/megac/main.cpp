@@ -188,9 +188,6 @@ CompileOptions checkFlags() {
   if (o.pp != 1)
     fail("--pp " + llvm::Twine(o.pp) +
          ": pipeline parallelism is not implemented yet (only --pp 1)");
-  if (o.dp != 1)
-    fail("--dp " + llvm::Twine(o.dp) +
-         ": data parallelism is not implemented yet (only --dp 1)");
   if (o.vpp != 1)
     fail("--vpp " + llvm::Twine(o.vpp) +
          " needs pipeline parallelism (--pp > 1), which is not implemented "
@@ -202,7 +199,9 @@ CompileOptions checkFlags() {
   if (sequenceParallel)
     fail("--sequence-parallel needs --tp > 1");
   if (distributedOptimizer)
-    fail("--use-distributed-optimizer needs --dp > 1");
+    fail(o.dp > 1 ? llvm::Twine("--use-distributed-optimizer is not "
+                                "implemented yet (gradients are all-reduced)")
+                  : llvm::Twine("--use-distributed-optimizer needs --dp > 1"));
   if (target != "cpu" && target != "cuda")
     fail("--target " + target + ": expected cpu or cuda");
   if (precision == "bf16")
@@ -311,7 +310,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(createCSEPass());
   // Training level: backward pass, optimizer step.
   mega::MegaAutodiffOptions autodiff;
-  autodiff.microbatches = o.microbatches;
+  // The loss seed is 1/(microbatches*dp): the data-parallel all-reduce
+  // (a sum) then gives the mean over the global batch.
+  autodiff.microbatches = o.microbatches * o.dp;
   pm.addPass(mega::createMegaAutodiff(autodiff));
   mega::MegaOptimizerOptions opt;
   opt.optimizer = optimizer;
@@ -321,6 +322,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   opt.weightDecay = o.weightDecay;
   opt.clipGrad = o.clipGrad;
   pm.addPass(mega::createMegaOptimizer(opt));
+  mega::MegaDataParallelOptions dataParallel;
+  dataParallel.size = o.dp;
+  pm.addPass(mega::createMegaDataParallel(dataParallel));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Kernel level: fusion, plan instructions, memory.

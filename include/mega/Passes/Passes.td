@@ -152,6 +152,57 @@ def MegaDecompose : Pass<"mega-decompose", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaTensorParallel : Pass<"mega-tensor-parallel", "mlir::ModuleOp"> {
+  let summary = "Split the forward program over `size` tensor-parallel devices";
+  let description = [{
+    Decides, from the tensor-level forward IR and each op's
+    ShardingOpInterface rule, which parameters to split and where the
+    collectives go, then rewrites every program into the per-device (local)
+    program of a 1-D mesh of `size` devices (`mega.mesh = array<i64: size>`
+    on the module). Every matmul whose weight is a parameter is tried as
+    column-parallel; the split propagates forward until it is absorbed by a
+    row-parallel weight (whose product is a partial sum, reduced by
+    `mega.all_reduce`); a try that reaches an op which cannot take the split
+    is abandoned and that weight stays replicated. For GPT this gives
+    Megatron's layout: c_attn and c_fc split by output columns (c_attn
+    re-ordered so each device holds whole heads: `mega.shard_groups = 3`),
+    attention split by heads, c_proj split by input rows followed by one
+    all-reduce; the tied wte split by vocabulary rows, with the
+    vocabulary-parallel lookup and loss (`mega.vocab_embedding`,
+    `mega.vocab_cross_entropy`: max and sum all-reduces, the logits never
+    gathered except as @predict's output). Replicated values entering split
+    work pass through `mega.copy_to_region` (all-reduce of the gradient). Run after
+    mega-decompose, before mega-autodiff. `heads` (hyper-parameter) not
+    divisible by `size` is an error.
+
+    Before (size=2):
+    ```mlir
+    %w1 = mega.param "mlp.c_fc.weight" [8, 32] init normal(0.02) : tensor<8x32xf32>
+    %h = mega.matmul %x, %w1 : tensor<4x8xf32>, tensor<8x32xf32> -> tensor<4x32xf32>
+    %g = mega.gelu %h : tensor<4x32xf32> -> tensor<4x32xf32>
+    %w2 = mega.param "mlp.c_proj.weight" [32, 8] init normal(0.02) : tensor<32x8xf32>
+    %y = mega.matmul %g, %w2 : tensor<4x32xf32>, tensor<32x8xf32> -> tensor<4x8xf32>
+    ```
+    After:
+    ```mlir
+    %w1 = mega.param "mlp.c_fc.weight" [8, 16] init normal(0.02)
+        {mega.sharding = #mega.sharding<[[], [0]]>} : tensor<8x16xf32>
+    %x1 = mega.copy_to_region %x axes [0] : tensor<4x8xf32> -> tensor<4x8xf32>
+    %h = mega.matmul %x1, %w1 {mega.sharding = #mega.sharding<[[], [0]]>} : ... -> tensor<4x16xf32>
+    %g = mega.gelu %h {mega.sharding = #mega.sharding<[[], [0]]>} : ...
+    %w2 = mega.param "mlp.c_proj.weight" [16, 8] init normal(0.02)
+        {mega.sharding = #mega.sharding<[[0], []]>} : tensor<16x8xf32>
+    %p = mega.matmul %g, %w2 {mega.sharding = #mega.sharding<[[], []], partial = sum [0]>} : ...
+    %y = mega.all_reduce %p axes [0] : tensor<4x8xf32> -> tensor<4x8xf32>
+    ```
+  }];
+  let options = [
+    Option<"size", "size", "int64_t", /*default=*/"1",
+           "Tensor-parallel devices (Megatron's --tensor-model-parallel-size)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaAutodiff : Pass<"mega-autodiff", "mlir::ModuleOp"> {
   let summary = "Append the backward pass to @train";
   let description = [{
@@ -218,6 +269,48 @@ def MegaOptimizer : Pass<"mega-optimizer", "mlir::ModuleOp"> {
            "Decoupled weight decay (parameters of rank >= 2 only)">,
     Option<"clipGrad", "clip-grad", "double", /*default=*/"1.0",
            "Clip the global gradient norm to this (<= 0: no clipping)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
+  let summary = "Start @optimizer with bucketed gradient all-reduces over the data axis";
+  let description = [{
+    Data parallelism over `size` ranks: every rank runs the same @train on
+    its own samples (the loss seed already carries 1/(microbatches*size), so
+    a sum over ranks is the mean gradient). This pass makes @optimizer start
+    by summing the gradients over mesh axis 1, the data-parallel axis
+    (`mega.mesh = array<i64: T, D>`; it sets D = `size`, T stays or is 1).
+    The gradients, in the order @optimizer reads them, are packed into
+    buckets of at most `bucket-mb` MiB (a larger gradient is a bucket of its
+    own): each bucket is one `mega.concat` of the flattened gradients, one
+    `mega.all_reduce ... axes [1]`, and `mega.view`s back to each gradient's
+    shape, which replace the gradient's uses (grad_norm, adamw/sgd).
+    `size` = 1 leaves the module unchanged. Run after mega-optimizer.
+
+    Before (size=2):
+    ```mlir
+    %g0 = mega.state "b" {role = "grad"} : tensor<8xf32>
+    %g1 = mega.state "w" {role = "grad"} : tensor<4x8xf32>
+    %n, %c = mega.grad_norm %g0, %g1 ...
+    ```
+    After:
+    ```mlir
+    %g0 = mega.state "b" {role = "grad"} : tensor<8xf32>
+    %g1 = mega.state "w" {role = "grad"} : tensor<4x8xf32>
+    %f1 = mega.reshape %g1 : tensor<4x8xf32> -> tensor<32xf32>
+    %b = mega.concat %g0, %f1 {dim = 0 : i64} : tensor<8xf32>, tensor<32xf32> -> tensor<40xf32>
+    %r = mega.all_reduce %b axes [1] : tensor<40xf32> -> tensor<40xf32>
+    %r0 = mega.view %r offset 0 : tensor<40xf32> -> tensor<8xf32>
+    %r1 = mega.view %r offset 32 : tensor<40xf32> -> tensor<4x8xf32>
+    %n, %c = mega.grad_norm %r0, %r1 ...
+    ```
+  }];
+  let options = [
+    Option<"size", "size", "int64_t", /*default=*/"1",
+           "Data-parallel ranks (Megatron's data-parallel size)">,
+    Option<"bucketMb", "bucket-mb", "double", /*default=*/"25.0",
+           "Largest gradient bucket in MiB (one all-reduce per bucket)">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }

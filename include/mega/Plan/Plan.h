@@ -158,7 +158,36 @@ enum class Op : uint16_t {
   /// param, grad, lr [], coef [] -> (in place) p -= lr*(g*coef + wd*p);
   /// does nothing when coef is NaN.  f = {weightDecay}.
   Sgd = 16,
+  // Collectives (docs/plan-format.md §4.1). Group i[0]: 0 tensor, 1 data,
+  // 2 pipeline (see ParallelGroup). Operands are f32; a backend runs them
+  // through the program run's communicator, never through global state.
+  /// in -> out (same element count; may be the same bytes): the reduction
+  /// over the group's ranks of `in`. i = {group, op: 0 sum / 1 max}.
+  AllReduce = 17,
+  /// in [n...] -> out [size*n...]: the concatenation along dim 0 of every
+  /// rank's `in`, in group-rank order. i = {group}.
+  AllGather = 18,
+  /// in [size*n...] -> out [n...]: the sum over the group of `in`, of which
+  /// group rank r keeps part r (elements [r*n, (r+1)*n)). i = {group}.
+  ReduceScatter = 19,
+  /// in -> (): sends `in` to the group rank (rank + i[1]) mod size.
+  /// i = {group, peer offset, tag}.
+  Send = 20,
+  /// () -> out: receives `out` from the group rank (rank + i[1]) mod size.
+  /// i = {group, peer offset, tag}.
+  Recv = 21,
 };
+/// The highest opcode this build knows.
+inline constexpr Op kLastOp = Op::Recv;
+/// True for AllReduce, AllGather, ReduceScatter, Send, Recv.
+inline bool isCollective(Op op) {
+  return op >= Op::AllReduce && op <= Op::Recv;
+}
+/// Process groups a collective's i[0] names (Megatron's rank order: tensor
+/// fastest, then data, then pipeline).
+enum class ParallelGroup : int64_t { Tensor = 0, Data = 1, Pipeline = 2 };
+/// Reductions of AllReduce's i[1].
+enum class ReduceOp : int64_t { Sum = 0, Max = 1 };
 const char *opName(Op op);
 
 /// Elementwise micro-ops, executed per element over registers r0..r15.

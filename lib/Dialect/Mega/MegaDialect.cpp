@@ -24,6 +24,8 @@ void MegaDialect::initialize() {
 #define GET_OP_LIST
 #include "mega/Dialect/Mega/MegaOps.cpp.inc"
       >();
+  registerAttributes();
+  registerShardingRules();
 }
 
 Operation *MegaDialect::materializeConstant(OpBuilder &builder,

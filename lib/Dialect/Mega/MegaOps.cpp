@@ -584,7 +584,8 @@ LogicalResult KernelOp::verify() {
       "ReduceSum",    "LayerNorm",     "LayerNormGrad", "Softmax",
       "SoftmaxGrad",  "CrossEntropy",  "CrossEntropyGrad", "Embedding",
       "EmbeddingGrad", "Transpose",    "GradNorm",     "AdamW",
-      "Sgd"};
+      "Sgd",          "AllReduce",     "AllGather",    "ReduceScatter",
+      "Send",         "Recv"};
   if (!kKernels.contains(getKernel()))
     return emitOpError() << "unknown kernel '" << getKernel()
                          << "' (see enum class Op in mega/Plan/Plan.h)";

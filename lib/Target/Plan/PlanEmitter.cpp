@@ -56,7 +56,7 @@ FailureOr<std::vector<int64_t>> shapeOf(Operation *at, Type type) {
 }
 
 std::optional<plan::Op> opcodeOf(StringRef name) {
-  for (uint16_t k = 0; k <= uint16_t(plan::Op::Sgd); ++k)
+  for (uint16_t k = 0; k <= uint16_t(plan::kLastOp); ++k)
     if (const char *n = plan::opName(plan::Op(k)); n && name == n)
       return plan::Op(k);
   return std::nullopt;

@@ -17,6 +17,9 @@
 
 #include "mega/Dialect/Mega/MegaDialect.h.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "mega/Dialect/Mega/MegaAttrs.h.inc"
+
 namespace mega {
 
 /// Persistent tensors: parameters, gradient accumulators, optimizer state.

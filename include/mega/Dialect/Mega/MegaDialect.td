@@ -28,6 +28,14 @@ def Mega_Dialect : Dialect {
   }];
   let dependentDialects = ["::mlir::func::FuncDialect"];
   let hasConstantMaterializer = 1;
+  // #mega.sharding (MegaAttrs.td).
+  let useDefaultAttributePrinterParser = 1;
+  // `mega.sharding`, `mega.shard_groups`, `mega.mesh` (MegaAttrs.cpp).
+  let hasOperationAttrVerify = 1;
+  let extraClassDeclaration = [{
+    void registerAttributes(); // MegaAttrs.cpp
+    void registerShardingRules(); // MegaSharding.cpp
+  }];
 }
 
 // Memory-effect resources: persistent tensors (parameters, gradients,

@@ -2,8 +2,29 @@
 #ifndef MEGA_DIALECT_MEGA_MEGAINTERFACES_H
 #define MEGA_DIALECT_MEGA_MEGAINTERFACES_H
 
+#include "mega/Dialect/Mega/MegaDialect.h"
+
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/PatternMatch.h"
+
+namespace mega {
+/// What ShardingOpInterface::getShardingRule answers: the sharding each
+/// operand must have and the sharding of each result. `groups` > 1 asks that
+/// the split dimension of operand 0 be stored as `groups` equal blocks each
+/// split over the mesh (the fused q|k|v columns, re-ordered per head).
+struct ShardingRule {
+  /// Input: the mesh shape (axis sizes), set by the caller.
+  llvm::ArrayRef<int64_t> mesh;
+  /// Input: where the op could answer either a plain split or a `groups`
+  /// one (a reshape of [3*nh*hd] when T divides 3), answer `groups`.
+  bool preferGroups = false;
+  /// Output: the op had that choice (the caller may retry preferring it).
+  bool ambiguous = false;
+  llvm::SmallVector<ShardingAttr> operands;
+  llvm::SmallVector<ShardingAttr> results;
+  int64_t groups = 1;
+};
+} // namespace mega
 
 #include "mega/Dialect/Mega/MegaInterfaces.h.inc"
 

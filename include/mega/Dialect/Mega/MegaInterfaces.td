@@ -6,6 +6,8 @@
 //  * SizedOpInterface     - sizes given by hyper-parameter name (mega-specialize)
 //  * DecomposeOpInterface - model-level op -> tensor-level ops (mega-decompose)
 //  * GradientOpInterface  - the adjoint of a differentiable op (mega-autodiff)
+//  * ShardingOpInterface  - how operand shardings imply result shardings
+//                           (mega-tensor-parallel)
 //
 // Shapes use the builtin InferTypeOpInterface (rules in MegaShapes.cpp).
 //
@@ -83,6 +85,50 @@ def Mega_GradientOpInterface : OpInterface<"GradientOpInterface"> {
       /*args=*/(ins "::mlir::OpBuilder &":$b,
                     "::mlir::ValueRange":$resultGrads,
                     "::llvm::SmallVectorImpl<::mlir::Value> &":$operandGrads)
+    >,
+  ];
+}
+
+def Mega_ShardingOpInterface : OpInterface<"ShardingOpInterface"> {
+  let cppNamespace = "::mega";
+  let description = [{
+    The sharding rule of an op (bodies in lib/Dialect/Mega/MegaSharding.cpp;
+    #mega.sharding in MegaAttrs.td). `mega-tensor-parallel` propagates
+    shardings forward through the program by asking each op, given the
+    shardings its operands have, which shardings it needs them to have and
+    which its results then get. The pass satisfies a need by splitting a
+    `mega.param` (a layout decision, free) or by reducing a partial operand
+    with `mega.all_reduce` (a collective); anything else rejects the
+    decision that led there. An op without the interface accepts only
+    replicated operands.
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{
+        `operands` has one (non-null) sharding per operand, in global
+        (unsharded) terms. On success fills `rule.operands` (the sharding each
+        operand must have) and `rule.results` (one per result). Fails, without
+        a diagnostic, when the op cannot compute with these operand shardings
+        short of a collective on an operand that is not partial.
+      }],
+      /*retTy=*/"::llvm::LogicalResult",
+      /*methodName=*/"getShardingRule",
+      /*args=*/(ins "::llvm::ArrayRef<::mega::ShardingAttr>":$operands,
+                    "::mega::ShardingRule &":$rule)
+    >,
+    InterfaceMethod<
+      /*desc=*/[{
+        Called by the pass once the op's operands and results have their
+        per-device types, with the operands' shardings (as the rule
+        accepted them). An op whose per-device form is another op or several
+        (the vocabulary-parallel embedding and loss, with their collectives)
+        builds it with `rewriter`, replaces itself and returns the op that
+        now defines its results; otherwise returns itself.
+      }],
+      /*retTy=*/"::mlir::Operation *",
+      /*methodName=*/"partition",
+      /*args=*/(ins "::mlir::RewriterBase &":$rewriter,
+                    "::llvm::ArrayRef<::mega::ShardingAttr>":$operands)
     >,
   ];
 }

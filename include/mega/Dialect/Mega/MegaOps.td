@@ -553,6 +553,235 @@ def Mega_FillOp : Mega_Op<"fill", [Pure, ConstantLike]> {
 }
 
 //===----------------------------------------------------------------------===//
+// Collectives
+//
+// Communication over mesh axes (the module attribute `mega.mesh = array<i64:
+// T, ...>` gives the axis sizes; docs/dialect.md, "Sharding"). Every device
+// of the axes runs the op with its local piece. Each carries its adjoint
+// (MegaCollectives.cpp), Megatron's conjugate pairs (tensor_parallel/
+// mappings.py): copy_to_region (identity) <-> all_reduce sum, all_gather <->
+// reduce_scatter. Verifiers: MegaCollectives.cpp.
+//===----------------------------------------------------------------------===//
+
+class Mega_CollectiveOp<string mnemonic, list<Trait> traits = []>
+    : Mega_Op<mnemonic, !listconcat([Pure, Differentiable], traits)> {
+  let arguments = (ins Mega_F32Tensor:$x, DenseI64ArrayAttr:$axes);
+  let results = (outs Mega_F32Tensor:$result);
+  let assemblyFormat = [{
+    $x `axes` $axes attr-dict `:` type($x) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mega_AllReduceOp : Mega_CollectiveOp<"all_reduce",
+    [SameOperandsAndResultType]> {
+  let summary = "reduction of a partial value over mesh axes";
+  let description = [{
+    Every device gets the `kind` (`sum` or `max`) of the `x` of all devices
+    of `axes`: turns a `partial = sum|max` value into a replicated one
+    (Megatron's reduce_from_tensor_model_parallel_region). Adjoint of `sum`:
+    the identity (the incoming gradient is replicated). `max` has no adjoint
+    (the vocab-parallel cross-entropy uses it as a constant shift).
+
+    ```mlir
+    %y = mega.all_reduce %p axes [0] : tensor<4x32x64xf32> -> tensor<4x32x64xf32>
+    %m = mega.all_reduce %l axes [0] {kind = "max"} : tensor<128xf32> -> tensor<128xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$x, DenseI64ArrayAttr:$axes,
+                   DefaultValuedStrAttr<StrAttr, "sum">:$kind);
+}
+
+def Mega_CopyToRegionOp : Mega_CollectiveOp<"copy_to_region",
+    [SameOperandsAndResultType]> {
+  let summary = "identity that marks a replicated value entering split work";
+  let description = [{
+    `result = x`. Marks where a replicated value is consumed by computation
+    split over `axes` (Megatron's copy_to_tensor_model_parallel_region): the
+    gradient each device computes for it is only its term, so the adjoint is
+    `mega.all_reduce` (sum) of the gradient.
+
+    ```mlir
+    %x1 = mega.copy_to_region %x axes [0] : tensor<4x32x64xf32> -> tensor<4x32x64xf32>
+    ```
+  }];
+}
+
+def Mega_AllGatherOp : Mega_CollectiveOp<"all_gather"> {
+  let summary = "concatenation of the devices' pieces along a dimension";
+  let description = [{
+    Every device gets the concatenation, in device order, of the `x` of all
+    devices of `axes` along `dim` (result `dim` = size of the axes times
+    `x`'s). The result enters computation whose gradient is per-device
+    (sequence parallelism), so the adjoint is `mega.reduce_scatter`.
+
+    ```mlir
+    %y = mega.all_gather %x axes [0] {dim = 1 : i64} : tensor<4x16x64xf32> -> tensor<4x32x64xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$x, DenseI64ArrayAttr:$axes,
+                   Mega_I64Attr:$dim);
+}
+
+def Mega_ReduceScatterOp : Mega_CollectiveOp<"reduce_scatter"> {
+  let summary = "sum over mesh axes, each device keeping one block";
+  let description = [{
+    The sum of the `x` of all devices of `axes`, cut into equal blocks along
+    `dim`; device `r` keeps block `r`. Adjoint: `mega.all_gather`.
+
+    ```mlir
+    %y = mega.reduce_scatter %x axes [0] {dim = 1 : i64} : tensor<4x32x64xf32> -> tensor<4x16x64xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$x, DenseI64ArrayAttr:$axes,
+                   Mega_I64Attr:$dim);
+}
+
+//===----------------------------------------------------------------------===//
+// Vocabulary-parallel embedding and loss
+//
+// What mega-tensor-parallel puts in place of mega.embedding and
+// mega.cross_entropy when the vocabulary is split over mesh `axes` (Megatron's
+// VocabParallelEmbedding and vocab_parallel_cross_entropy): each device holds
+// the rows (or logit columns) [r*V', (r+1)*V') of the vocabulary, r its index
+// along `axes`, V' the local size; the logits are never gathered. Verifiers,
+// adjoints: MegaVocabParallel.cpp.
+//===----------------------------------------------------------------------===//
+
+def Mega_VocabEmbeddingOp : Mega_Op<"vocab_embedding", [Pure, Differentiable]> {
+  let summary = "embedding lookup in this device's block of the vocabulary";
+  let description = [{
+    Like `mega.embedding` with `table` the device's rows `[r*V', (r+1)*V')`:
+    ids in that block give their row, the others zeros, so the result is a
+    partial sum over `axes` (an all_reduce completes it). Adjoint:
+    `mega.vocab_embedding_grad`.
+
+    ```mlir
+    %e = mega.vocab_embedding %ids, %wte axes [0] : tensor<4x32xi32>, tensor<128x64xf32> -> tensor<4x32x64xf32>
+    ```
+  }];
+  let arguments = (ins Mega_I32Tensor:$ids, Mega_F32Tensor:$table,
+                   DenseI64ArrayAttr:$axes);
+  let results = (outs Mega_F32Tensor:$result);
+  let assemblyFormat = [{
+    $ids `,` $table `axes` $axes attr-dict `:` type($ids) `,` type($table) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mega_VocabEmbeddingGradOp : Mega_Op<"vocab_embedding_grad", [Pure]> {
+  let summary = "gradient of mega.vocab_embedding";
+  let description = [{
+    A zero `[V', H]` table into which `dy[..., :]` is added at row
+    `ids[...] - r*V'` for the ids in this device's block (the others are
+    skipped).
+
+    ```mlir
+    %d = mega.vocab_embedding_grad %ids, %dy axes [0] : tensor<4x32xi32>, tensor<4x32x64xf32> -> tensor<128x64xf32>
+    ```
+  }];
+  let arguments = (ins Mega_I32Tensor:$ids, Mega_F32Tensor:$dy,
+                   DenseI64ArrayAttr:$axes);
+  let results = (outs Mega_F32Tensor:$result);
+  let assemblyFormat = [{
+    $ids `,` $dy `axes` $axes attr-dict `:` type($ids) `,` type($dy) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mega_RowMaxOp : Mega_Op<"row_max", [Pure]> {
+  let summary = "maximum over the last dimension";
+  let description = [{
+    `result[row] = max(x[row, :])` for `x [..., C]`, result `[rows]`. Not
+    differentiated (the loss uses it as a constant shift).
+
+    ```mlir
+    %m = mega.row_max %logits : tensor<4x32x128xf32> -> tensor<128xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$x);
+  let results = (outs Mega_F32Tensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Mega_VocabCrossEntropyStatsOp : Mega_Op<"vocab_cross_entropy_stats", [Pure]> {
+  let summary = "this device's terms of the cross-entropy's sums";
+  let description = [{
+    For the device's logit columns `logits [..., V']`, `targets [...]` and the
+    global row maximum `max [rows]`: `sum_exp[row] = sum(exp(logits[row, :] -
+    max[row]))` and `target_logit[row] = logits[row, targets[row] - r*V']`
+    when the target is in this device's block, else 0. Both are terms of sums
+    over `axes`. Not differentiated (mega.vocab_cross_entropy's adjoint is
+    the whole gradient).
+
+    ```mlir
+    %se, %tl = mega.vocab_cross_entropy_stats %logits, %targets, %max axes [0]
+        : tensor<4x32x128xf32>, tensor<4x32xi32>, tensor<128xf32> -> tensor<128xf32>, tensor<128xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$logits, Mega_I32Tensor:$targets,
+                   Mega_F32Tensor:$max, DenseI64ArrayAttr:$axes);
+  let results = (outs Mega_F32Tensor:$sum_exp, Mega_F32Tensor:$target_logit);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $max `axes` $axes attr-dict `:` type($logits) `,`
+    type($targets) `,` type($max) `->` type($sum_exp) `,` type($target_logit)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mega_VocabCrossEntropyOp : Mega_Op<"vocab_cross_entropy",
+    [Pure, Differentiable]> {
+  let summary = "mean token cross-entropy from all-reduced statistics";
+  let description = [{
+    `lse = max + log(sum_exp)`, `loss = mean over rows of (lse -
+    target_logit)`, with the statistics already reduced over `axes`. The
+    logits and targets (this device's columns) are operands for the adjoint:
+    `d logits = (exp(logits - lse) - onehot(targets in this block)) * d loss /
+    rows` (`mega.vocab_cross_entropy_grad`), the whole derivative, so the
+    statistics get none.
+
+    ```mlir
+    %loss, %lse = mega.vocab_cross_entropy %logits, %targets, %max, %se, %tl axes [0]
+        : tensor<4x32x128xf32>, tensor<4x32xi32>, tensor<128xf32>, tensor<128xf32>, tensor<128xf32>
+        -> tensor<f32>, tensor<128xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$logits, Mega_I32Tensor:$targets,
+                   Mega_F32Tensor:$max, Mega_F32Tensor:$sum_exp,
+                   Mega_F32Tensor:$target_logit, DenseI64ArrayAttr:$axes);
+  let results = (outs Mega_F32Scalar:$loss, Mega_F32Tensor:$lse);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $max `,` $sum_exp `,` $target_logit `axes` $axes
+    attr-dict `:` type(operands) `->` type($loss) `,` type($lse)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mega_VocabCrossEntropyGradOp : Mega_Op<"vocab_cross_entropy_grad", [Pure]> {
+  let summary = "gradient of the vocabulary-parallel cross-entropy";
+  let description = [{
+    `dlogits = (exp(logits - lse) - onehot(targets - r*V')) * dloss / rows`
+    for this device's columns (targets outside its block contribute no
+    one-hot).
+
+    ```mlir
+    %dl = mega.vocab_cross_entropy_grad %logits, %targets, %lse, %dloss axes [0]
+        : tensor<4x32x128xf32>, tensor<4x32xi32>, tensor<128xf32>, tensor<f32> -> tensor<4x32x128xf32>
+    ```
+  }];
+  let arguments = (ins Mega_F32Tensor:$logits, Mega_I32Tensor:$targets,
+                   Mega_F32Tensor:$lse, Mega_F32Scalar:$dloss,
+                   DenseI64ArrayAttr:$axes);
+  let results = (outs Mega_F32Tensor:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $lse `,` $dloss `axes` $axes attr-dict `:`
+    type(operands) `->` type($dlogits)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Training level
 //===----------------------------------------------------------------------===//
 

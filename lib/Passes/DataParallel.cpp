@@ -1,0 +1,165 @@
+//===- DataParallel.cpp - Bucketed gradient all-reduces over the data axis ===//
+//
+// `mega-data-parallel{size=D bucket-mb=N}` makes @optimizer start by summing
+// every gradient over the data-parallel ranks (mesh axis 1), Megatron's DDP
+// with gradient buckets. Each rank's accumulators hold its share: the loss
+// seed is 1/(microbatches*D) (megac passes microbatches*D to
+// mega-autodiff), so the sum is the mean gradient of the global batch.
+//
+// Algorithm:
+//  1. size = 1: nothing to do. Otherwise find @optimizer (error when
+//     missing) and set the module's `mega.mesh` to [T, D]: T = the existing
+//     mesh's axis 0 (tensor parallel) or 1, axis 1 = D (axes beyond are kept).
+//  2. The gradients are the `mega.state {role = "grad"}` ops of @optimizer,
+//     in program order. Pack them greedily, in that order, into buckets of
+//     at most bucket-mb MiB (a gradient larger than that is a bucket alone).
+//  3. Per bucket, after its last gradient read: flatten each gradient
+//     (`mega.reshape` to 1-D; none for rank 1), `mega.concat` them along 0
+//     (not for a bucket of one), one `mega.all_reduce ... axes [1]` (sum),
+//     and per gradient a `mega.view` of the reduced bucket at its byte
+//     offset with its own type.
+//  4. Every other use of a gradient read (grad_norm, adamw, sgd) now uses
+//     its view: the update, the norm and the clipping see the global
+//     gradient, identical on every data rank.
+//
+// Lowering (mega-lower-to-kernels): the concat stays (contiguous parts; the
+// gradients are copied into the bucket), the all-reduce is one AllReduce
+// instruction {group 1 (data), sum}, the views are free.
+//
+//===----------------------------------------------------------------------===//
+#include "mega/Dialect/Mega/MegaOps.h"
+#include "mega/Passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/SmallPtrSet.h"
+
+namespace mega {
+#define GEN_PASS_DEF_MEGADATAPARALLEL
+#include "mega/Passes/Passes.h.inc"
+} // namespace mega
+
+using namespace mlir;
+using namespace mega;
+
+namespace {
+
+/// Mesh axis of the data-parallel ranks (plan group 1, ParallelGroup::Data).
+constexpr int64_t kDataAxis = 1;
+
+struct MegaDataParallel
+    : mega::impl::MegaDataParallelBase<MegaDataParallel> {
+  using MegaDataParallelBase::MegaDataParallelBase;
+
+  /// Step 1: mega.mesh = [T, D, ...].
+  void setMesh(ModuleOp module) {
+    SmallVector<int64_t> mesh;
+    if (auto m = module->getAttrOfType<DenseI64ArrayAttr>("mega.mesh"))
+      mesh.assign(m.asArrayRef().begin(), m.asArrayRef().end());
+    if (mesh.empty())
+      mesh.push_back(1);
+    if (mesh.size() < 2)
+      mesh.push_back(size);
+    else
+      mesh[kDataAxis] = size;
+    module->setAttr("mega.mesh",
+                    DenseI64ArrayAttr::get(module.getContext(), mesh));
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (size < 1) {
+      module.emitError() << "mega-data-parallel: size must be >= 1, got "
+                         << int64_t(size);
+      return signalPassFailure();
+    }
+    if (!(bucketMb > 0)) {
+      module.emitError() << "mega-data-parallel: bucket-mb must be > 0";
+      return signalPassFailure();
+    }
+    if (size == 1)
+      return;
+    auto opt = module.lookupSymbol<func::FuncOp>("optimizer");
+    if (!opt) {
+      module.emitError("mega-data-parallel: the module has no func.func "
+                       "@optimizer (run mega-optimizer first)");
+      return signalPassFailure();
+    }
+    setMesh(module);
+
+    // Step 2.
+    SmallVector<StateOp> grads;
+    opt.walk([&](StateOp s) {
+      if (s.getRole() == "grad")
+        grads.push_back(s);
+    });
+    int64_t limit = int64_t(double(bucketMb) * 1024.0 * 1024.0);
+    SmallVector<SmallVector<StateOp>> buckets;
+    int64_t filled = 0;
+    for (StateOp g : grads) {
+      auto type = cast<RankedTensorType>(g.getType());
+      if (!type.hasStaticShape()) {
+        g.emitOpError("needs a static shape for the data-parallel all-reduce");
+        return signalPassFailure();
+      }
+      int64_t bytes = type.getNumElements() * 4;
+      if (buckets.empty() || filled + bytes > limit) {
+        buckets.emplace_back();
+        filled = 0;
+      }
+      buckets.back().push_back(g);
+      filled += bytes;
+    }
+
+    // Steps 3 and 4.
+    OpBuilder b(module.getContext());
+    Type f32 = b.getF32Type();
+    for (SmallVector<StateOp> &bucket : buckets) {
+      Operation *last = bucket.front();
+      for (StateOp g : bucket)
+        if (last->isBeforeInBlock(g))
+          last = g;
+      b.setInsertionPointAfter(last);
+      Location loc = bucket.front().getLoc();
+      SmallVector<Value> flat;
+      llvm::SmallPtrSet<Operation *, 8> packing;
+      int64_t total = 0;
+      for (StateOp g : bucket) {
+        auto type = cast<RankedTensorType>(g.getType());
+        int64_t n = type.getNumElements();
+        total += n;
+        if (type.getRank() == 1) {
+          flat.push_back(g);
+          continue;
+        }
+        auto r = b.create<ReshapeOp>(loc, RankedTensorType::get({n}, f32),
+                                     g.getResult());
+        packing.insert(r);
+        flat.push_back(r);
+      }
+      Value packed = flat.front();
+      if (flat.size() > 1) {
+        auto c = b.create<ConcatOp>(loc, RankedTensorType::get({total}, f32),
+                                    flat, b.getI64IntegerAttr(0));
+        packing.insert(c);
+        packed = c;
+      }
+      auto reduced = b.create<AllReduceOp>(
+          loc, packed.getType(), packed, b.getDenseI64ArrayAttr({kDataAxis}),
+          b.getStringAttr("sum"));
+      packing.insert(reduced);
+      int64_t offset = 0;
+      for (StateOp g : bucket) {
+        Value v = b.create<ViewOp>(loc, g.getType(), reduced.getResult(),
+                                   b.getI64IntegerAttr(offset * 4));
+        offset += cast<RankedTensorType>(g.getType()).getNumElements();
+        g.getResult().replaceUsesWithIf(v, [&](OpOperand &use) {
+          return !packing.contains(use.getOwner());
+        });
+      }
+    }
+  }
+};
+
+} // namespace
