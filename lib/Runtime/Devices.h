@@ -29,8 +29,7 @@ LaunchInfo launchInfo();
 
 /// tp * pp * dp of the plan (each defaulting to 1).
 int64_t planWorldSize(const plan::Plan &plan);
-/// Refuses a world size that is not the plan's, and multi-rank plans (this
-/// build runs one rank).
+/// Refuses a world size that is not the plan's tp*pp*dp.
 void checkWorldSize(const plan::Plan &plan, const LaunchInfo &launch);
 
 } // namespace mega::rt

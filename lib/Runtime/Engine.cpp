@@ -17,8 +17,8 @@ size_t portBytes(const plan::Port &p) {
 } // namespace
 
 ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
-                             Backend &backend)
-    : program_(program), backend_(backend),
+                             Backend &backend, Communicator &comm)
+    : program_(program), backend_(backend), comm_(comm),
       arena_(backend, size_t(program.arenaBytes)) {
   for (const plan::Port &p : program.inputs)
     inputs_.emplace_back(backend, portBytes(p));
@@ -53,7 +53,7 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
   steps_.reserve(program.instrs.size());
   for (size_t k = 0; k < program.instrs.size(); ++k) {
     const plan::Instr &instr = program.instrs[k];
-    Step step{&instr, {}, {}};
+    Step step{&instr, {}, {}, plan::isCollective(instr.op)};
     std::vector<const plan::Value *> ins, outs;
     for (int32_t v : instr.inputs) {
       step.inputs.push_back(resolve(v));
@@ -64,7 +64,10 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
       outs.push_back(step.outputs.back().value);
     }
     try {
-      backend.check(instr, ins, outs);
+      if (step.collective)
+        checkCollective(instr, ins, outs, comm);
+      else
+        backend.check(instr, ins, outs);
     } catch (const std::exception &e) {
       throw Error("plan program '" + program.name + "' instruction " +
                   std::to_string(k) + " (" + plan::opName(instr.op) +
@@ -136,21 +139,21 @@ void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
 void ProgramRunner::run(Tracer *tracer) {
   if (!tracer) {
     for (const Step &s : steps_)
-      backend_.launch(*s.instr, s.inputs, s.outputs);
+      launch(s);
     return;
   }
   int64_t start = tracer->now();
   if (tracer->kernels()) {
     for (const Step &s : steps_) {
       int64_t t0 = tracer->now();
-      backend_.launch(*s.instr, s.inputs, s.outputs);
+      launch(s);
       backend_.synchronize();
       tracer->complete(plan::opName(s.instr->op), "kernel", Tracer::Kernels, t0,
                        tracer->now());
     }
   } else {
     for (const Step &s : steps_)
-      backend_.launch(*s.instr, s.inputs, s.outputs);
+      launch(s);
   }
   backend_.synchronize();
   tracer->complete(program_.name, "program", Tracer::Programs, start,
@@ -158,8 +161,10 @@ void ProgramRunner::run(Tracer *tracer) {
 }
 
 Engine::Engine(const plan::Plan &plan, Backend &backend,
-               const std::string &device)
-    : plan_(plan), backend_(backend), memory_(plan, backend) {
+               const std::string &device, Communicator *comm)
+    : plan_(plan), backend_(backend),
+      ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
+      comm_(comm ? comm : ownComm_.get()), memory_(plan, backend) {
   std::string targets;
   for (const plan::Program &p : plan.programs) {
     if (p.target != device) {
@@ -170,13 +175,16 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
     // Pipeline stages other than 0 belong to other ranks.
     if (p.stage != 0)
       continue;
-    programs_.push_back(std::make_unique<ProgramRunner>(p, memory_, backend));
+    programs_.push_back(
+        std::make_unique<ProgramRunner>(p, memory_, backend, *comm_));
   }
   if (programs_.empty() && !plan.programs.empty())
     throw Error("the plan has no programs for device '" + device +
                 "' (it was compiled for " + targets +
                 "; use --device or recompile with --target " + device + ")");
 }
+
+Engine::~Engine() = default;
 
 bool Engine::has(const std::string &name) const {
   for (const auto &p : programs_)

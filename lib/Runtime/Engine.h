@@ -26,7 +26,10 @@ class Tracer;
 class ProgramRunner {
 public:
   /// Throws Error naming the program and instruction a check fails on.
-  ProgramRunner(const plan::Program &program, Memory &memory, Backend &backend);
+  /// Collective instructions run through `comm` (checked against its group
+  /// sizes here).
+  ProgramRunner(const plan::Program &program, Memory &memory, Backend &backend,
+                Communicator &comm);
 
   const plan::Program &program() const { return program_; }
   const std::string &name() const { return program_.name; }
@@ -61,12 +64,20 @@ private:
   struct Step {
     const plan::Instr *instr;
     std::vector<TensorRef> inputs, outputs;
+    bool collective = false;
   };
+  void launch(const Step &s) {
+    if (s.collective)
+      backend_.collective(*s.instr, s.inputs, s.outputs, comm_);
+    else
+      backend_.launch(*s.instr, s.inputs, s.outputs);
+  }
   int portIndex(const std::vector<plan::Port> &ports,
                 const std::string &name) const;
 
   const plan::Program &program_;
   Backend &backend_;
+  Communicator &comm_;
   DeviceBuffer arena_;
   std::vector<DeviceBuffer> inputs_, outputs_;
   std::vector<Step> steps_;
@@ -77,11 +88,15 @@ private:
 class Engine {
 public:
   /// `device` selects the programs whose target it is ("cpu", "cuda").
-  /// The plan and backend must outlive the engine.
-  Engine(const plan::Plan &plan, Backend &backend, const std::string &device);
+  /// The plan, backend and communicator must outlive the engine; without a
+  /// communicator the engine runs single-process (every group of size 1).
+  Engine(const plan::Plan &plan, Backend &backend, const std::string &device,
+         Communicator *comm = nullptr);
+  ~Engine();
 
   const plan::Plan &plan() const { return plan_; }
   Backend &backend() const { return backend_; }
+  Communicator &comm() const { return *comm_; }
   Memory &memory() { return memory_; }
   const Memory &memory() const { return memory_; }
 
@@ -92,6 +107,8 @@ public:
 private:
   const plan::Plan &plan_;
   Backend &backend_;
+  std::unique_ptr<Communicator> ownComm_;
+  Communicator *comm_;
   Memory memory_;
   std::vector<std::unique_ptr<ProgramRunner>> programs_;
 };

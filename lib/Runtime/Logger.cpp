@@ -102,11 +102,15 @@ void Logger::json(const std::string &line) {
 }
 
 void Logger::interval(const IntervalStats &s) {
+  if (quiet_)
+    return;
   info(formatInterval(s));
   json(jsonInterval(s));
 }
 
 void Logger::validation(int64_t iteration, double loss) {
+  if (quiet_)
+    return;
   info(formatValidation(iteration, loss));
   json("{\"iteration\":" + std::to_string(iteration) +
        ",\"validation_loss\":" + json::number(loss) + ",\"validation_ppl\":" +
@@ -114,6 +118,8 @@ void Logger::validation(int64_t iteration, double loss) {
 }
 
 void Logger::info(const std::string &line) {
+  if (quiet_)
+    return;
   clearBar();
   std::fputs(line.c_str(), stdout);
   std::fputc('\n', stdout);
@@ -122,6 +128,8 @@ void Logger::info(const std::string &line) {
 
 void Logger::progress(int64_t iteration, int64_t total, double loss,
                       double msPerIt) {
+  if (quiet_)
+    return;
   if (!bar_ || total <= 0)
     return;
   // Redraw at most ten times a second: a terminal is slower than a small

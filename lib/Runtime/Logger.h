@@ -40,6 +40,8 @@ public:
   void progress(int64_t iteration, int64_t total, double loss, double msPerIt);
   /// Removes the progress bar.
   void finish();
+  /// A quiet logger prints and writes nothing (ranks other than 0).
+  void setQuiet(bool quiet) { quiet_ = quiet; }
 
   /// The strings themselves, for tests.
   static std::string formatInterval(const IntervalStats &s);
@@ -53,6 +55,7 @@ private:
   std::string path_;
   bool bar_;
   bool barShown_ = false;
+  bool quiet_ = false;
   int64_t lastDrawUs_ = -1;
 };
 

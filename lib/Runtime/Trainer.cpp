@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 
 namespace mega::rt {
 
@@ -119,12 +120,25 @@ Trainer::Trainer(Engine &engine, TrainOptions options)
     flopsPerToken_ =
         6.0 * double(params) + 12.0 * double(plan.getInt("layers", 0)) *
                                    double(plan.getInt("hidden", 0)) * double(S);
+  // Data parallelism: the plan's dp must be the data group's size (the
+  // launch was checked against tp*pp*dp already).
+  const ProcessGroup &data = engine.comm().group(plan::ParallelGroup::Data);
+  if (data.size != dp)
+    throw Error("the plan has dp=" + std::to_string(dp) +
+                " but this run's data-parallel group has " +
+                std::to_string(data.size) + " ranks");
+  dataRank_ = data.rank;
+  writer_ = engine.comm().worldRank() == 0;
   rng_ = Rng(mix64(opts_.seed ^ 0x72756e74696d65ull));
   dataSeed_ = opts_.seed;
   tokens_.resize(size_t(B * S));
   targets_.resize(size_t(B * S));
-  logger_ = std::make_unique<Logger>(opts_.logFile, opts_.progressBar);
-  if (!opts_.trace.empty())
+  // Only world rank 0 logs (the loss it logs is the mean over all ranks).
+  logger_ = writer_ ? std::make_unique<Logger>(opts_.logFile, opts_.progressBar)
+                    : std::make_unique<Logger>("", false);
+  logger_->setQuiet(!writer_);
+  // One trace file: world rank 0's (pid = its rank).
+  if (!opts_.trace.empty() && writer_)
     tracer_ = std::make_unique<Tracer>(int(opts_.rank), true);
 }
 
@@ -202,9 +216,13 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
   double lossSum = 0;
   for (int64_t m = 0; m < shape_.microbatches; ++m) {
     {
+      // Megatron's sampler: micro-batch m of the iteration is the B*D
+      // samples [consumed + m*B*D, +B*D), of which data rank d takes the
+      // d-th B (docs/runtime.md §4 and §13).
       TraceScope t(tracer_.get(), "data", "host", Tracer::Host);
-      train_->batch(consumed_ + m * shape_.micro, shape_.micro, tokens_.data(),
-                    targets_.data());
+      int64_t dp = shape_.global / (shape_.micro * shape_.microbatches);
+      train_->batch(consumed_ + (m * dp + dataRank_) * shape_.micro,
+                    shape_.micro, tokens_.data(), targets_.data());
     }
     train.setInput("tokens", tokens_.data(), tokens_.size() * 4);
     train.setInput("targets", targets_.data(), targets_.size() * 4);
@@ -213,9 +231,7 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
   }
   if (dumpGrads) {
     TraceScope t(tracer_.get(), "dump-grads", "host", Tracer::Host);
-    saveTensorsByParam(
-        opts_.dumpGrads, engine_.memory(), plan::Role::Grad,
-        {{"iteration", std::to_string(iteration)}, {"format", "mega-grads-1"}});
+    dumpGradients(iteration);
   }
   opt.setScalar("lr", float(lr));
   if (opt.inputPort("step"))
@@ -224,7 +240,49 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
   gradNorm =
       opt.outputPort("grad_norm") ? double(opt.getScalar("grad_norm")) : 0.0;
   consumed_ += shape_.global;
-  return lossSum / double(shape_.microbatches);
+  // The logged loss is the mean over the data-parallel ranks (each rank's
+  // is the mean of its micro-batches; all micro-batches weigh the same).
+  double loss = lossSum / double(shape_.microbatches);
+  const ProcessGroup &data =
+      engine_.comm().group(plan::ParallelGroup::Data);
+  if (data.size > 1) {
+    float l = float(loss);
+    engine_.comm().allReduce(data, &l, &l, 1, plan::ReduceOp::Sum);
+    loss = double(l) / double(data.size);
+  }
+  return loss;
+}
+
+void Trainer::dumpGradients(int64_t iteration) {
+  std::map<std::string, std::string> meta = {
+      {"iteration", std::to_string(iteration)}, {"format", "mega-grads-1"}};
+  Memory &mem = engine_.memory();
+  Communicator &comm = engine_.comm();
+  const ProcessGroup &data = comm.group(plan::ParallelGroup::Data);
+  if (data.size == 1) {
+    saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta);
+    return;
+  }
+  // The accumulators hold this rank's share (the loss seed is
+  // 1/(microbatches*dp)); the full gradient is their sum over the data
+  // group, which the optimizer program's all-reduce computes too. Sum on the
+  // host, let data rank 0 write it, and put the local share back.
+  std::vector<size_t> grads = mem.withRole(plan::Role::Grad);
+  std::vector<std::vector<float>> local(grads.size());
+  for (size_t k = 0; k < grads.size(); ++k) {
+    if (mem.info(grads[k]).dtype != plan::DType::F32)
+      throw Error("--dump-grads with dp > 1 needs f32 gradients");
+    local[k].resize(mem.bytes(grads[k]) / 4);
+    mem.toHost(grads[k], local[k].data());
+    std::vector<float> sum(local[k].size());
+    comm.allReduce(data, local[k].data(), sum.data(), sum.size(),
+                   plan::ReduceOp::Sum);
+    mem.fromHost(grads[k], sum.data());
+  }
+  if (writer_)
+    saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta);
+  for (size_t k = 0; k < grads.size(); ++k)
+    mem.fromHost(grads[k], local[k].data());
 }
 
 double Trainer::evaluate() {
@@ -245,6 +303,9 @@ double Trainer::evaluate() {
 }
 
 void Trainer::save(int64_t iteration) {
+  // Every data rank holds the same parameters and moments; one writes.
+  if (!writer_)
+    return;
   TraceScope t(tracer_.get(), "save-checkpoint", "host", Tracer::Host);
   TrainState s;
   s.iteration = iteration;

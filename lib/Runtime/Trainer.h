@@ -5,8 +5,12 @@
 // gradient accumulators and already scales by 1/num_microbatches), then
 // "optimizer" with the scheduled lr and the 1-based step (it updates the
 // parameters and zeroes the gradients). The iteration's loss is the mean of
-// its micro-batch losses. Everything a resumed run needs to continue bit for
-// bit (parameters, moments, iteration, consumed samples, data seed, rng) is in
+// its micro-batch losses. With data parallelism (plan dp > 1) each data rank
+// runs this on its own samples, the optimizer program starts by all-reducing
+// the gradients, the logged loss is averaged over the data ranks, and only
+// world rank 0 logs, checkpoints and dumps. Everything a resumed run needs
+// to continue bit for bit (parameters, moments, iteration, consumed samples,
+// data seed, rng) is in
 // the checkpoint.
 //
 //===----------------------------------------------------------------------===//
@@ -79,6 +83,9 @@ private:
                       double &gradNorm);
   double evaluate();
   void save(int64_t iteration);
+  /// --dump-grads: the full gradient (summed over the data group), written
+  /// by world rank 0.
+  void dumpGradients(int64_t iteration);
 
   Engine &engine_;
   TrainOptions opts_;
@@ -88,6 +95,8 @@ private:
   uint64_t dataSeed_;
   int64_t iteration_ = 0;
   int64_t consumed_ = 0;
+  int64_t dataRank_ = 0; ///< this rank in the data-parallel group
+  bool writer_ = true;   ///< world rank 0: logs, checkpoints, dumps
   double flopsPerToken_ = 0;
   std::unique_ptr<Logger> logger_;
   std::unique_ptr<Tracer> tracer_;

@@ -41,6 +41,7 @@ generation:
   --top-k K (0 = all)  --tokenizer-model M.model
 both:
   --device cpu|cuda          (default: the plan's target)  --threads N
+parallel plans (tp*pp*dp ranks): mpirun -np N mega-run PLAN ...
 )";
 }
 

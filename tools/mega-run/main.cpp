@@ -81,8 +81,18 @@ int realMain(int argc, char **argv) {
   rt::LaunchInfo launch = rt::launchInfo();
   rt::checkWorldSize(plan, launch);
   std::string device = o.device.empty() ? rt::defaultDevice(plan) : o.device;
+  if (launch.worldSize > 1 && launch.source == "WORLD_SIZE")
+    throw rt::Error("world size is " + std::to_string(launch.worldSize) +
+                    " (from WORLD_SIZE) but multi-rank runs need an MPI "
+                    "launcher: mpirun -np " +
+                    std::to_string(launch.worldSize) + " mega-run ...");
+  // One communicator for the run, handed down explicitly (no global
+  // parallel state): single-process at world size 1, MPI otherwise.
+  std::unique_ptr<rt::Communicator> comm = rt::createCommunicator(
+      int(launch.rank), int(launch.worldSize), int(plan.getInt("tp", 1)),
+      int(plan.getInt("dp", 1)), int(plan.getInt("pp", 1)));
   std::unique_ptr<rt::Backend> backend = rt::createBackend(device, o.threads);
-  rt::Engine engine(plan, *backend, device);
+  rt::Engine engine(plan, *backend, device, comm.get());
   if (o.generate)
     return generate(engine, o);
 

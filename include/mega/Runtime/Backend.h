@@ -33,6 +33,46 @@ struct TensorRef {
   int32_t *i32() const { return static_cast<int32_t *>(data); }
 };
 
+/// One process group: this process's place in it and the world ranks it
+/// spans (in group-rank order). Groups are values handed to every
+/// collective; there is no global "current group" (STYLE.md).
+struct ProcessGroup {
+  plan::ParallelGroup kind = plan::ParallelGroup::Data;
+  int rank = 0;                ///< this process's rank within the group
+  int size = 1;                ///< ranks in the group
+  std::vector<int> worldRanks; ///< worldRanks[r] = world rank of group rank r
+  int handle = -1;             ///< the communicator's own index for it
+};
+
+/// Collectives over host memory (f32), for the backends and the trainer.
+/// One instance per process, created for the program run and passed down
+/// explicitly (Engine -> ProgramRunner -> Backend::collective).
+/// Implementations: single-process (every group has size 1) and MPI.
+class Communicator {
+public:
+  virtual ~Communicator() = default;
+  virtual const char *name() const = 0;
+  virtual int worldRank() const = 0;
+  virtual int worldSize() const = 0;
+  /// The group of `kind` this process belongs to.
+  virtual const ProcessGroup &group(plan::ParallelGroup kind) const = 0;
+  /// out[k] = op over the group of in[k]; `in` may equal `out`.
+  virtual void allReduce(const ProcessGroup &g, const float *in, float *out,
+                         size_t n, plan::ReduceOp op) = 0;
+  /// out = concat over group ranks of each rank's `in` (n elements each).
+  virtual void allGather(const ProcessGroup &g, const float *in, float *out,
+                         size_t n) = 0;
+  /// out (n elements) = part `g.rank` of the sum over the group of `in`
+  /// (g.size * n elements).
+  virtual void reduceScatter(const ProcessGroup &g, const float *in,
+                             float *out, size_t n) = 0;
+  /// Point to point with group rank `peer`.
+  virtual void send(const ProcessGroup &g, int peer, int tag, const void *data,
+                    size_t bytes) = 0;
+  virtual void recv(const ProcessGroup &g, int peer, int tag, void *data,
+                    size_t bytes) = 0;
+};
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -53,7 +93,97 @@ public:
                       const std::vector<TensorRef> &inputs,
                       const std::vector<TensorRef> &outputs) = 0;
   virtual void synchronize() {}
+  /// Runs one collective instruction (plan::isCollective) with `comm`, the
+  /// program run's communicator. The default stages device memory through
+  /// host buffers (the CPU's "device" memory is host memory, so the CPU
+  /// backend passes its pointers straight through); a GPU backend may
+  /// override it with NCCL. Operand sizes were checked at load time
+  /// (checkCollective).
+  virtual void collective(const plan::Instr &instr,
+                          const std::vector<TensorRef> &inputs,
+                          const std::vector<TensorRef> &outputs,
+                          Communicator &comm) {
+    runCollectiveStaged(*this, instr, inputs, outputs, comm);
+  }
+  /// True when device pointers are host pointers (no staging needed).
+  virtual bool hostMemory() const { return false; }
+
+protected:
+  /// The default collective(): host pointers straight through when
+  /// hostMemory(), else copies through host vectors.
+  static void runCollectiveStaged(Backend &backend, const plan::Instr &instr,
+                                  const std::vector<TensorRef> &inputs,
+                                  const std::vector<TensorRef> &outputs,
+                                  Communicator &comm) {
+    using plan::Op;
+    const std::vector<int64_t> &i = instr.i;
+    const ProcessGroup &g = comm.group(plan::ParallelGroup(i.at(0)));
+    bool host = backend.hostMemory();
+    std::vector<float> inBuf, outBuf;
+    const float *in = nullptr;
+    float *out = nullptr;
+    size_t inN = inputs.empty() ? 0 : size_t(inputs[0].numel());
+    size_t outN = outputs.empty() ? 0 : size_t(outputs[0].numel());
+    if (!inputs.empty()) {
+      in = inputs[0].f32();
+      if (!host) {
+        inBuf.resize(inN);
+        backend.copyToHost(inBuf.data(), inputs[0].data, inN * 4);
+        in = inBuf.data();
+      }
+    }
+    if (!outputs.empty()) {
+      out = outputs[0].f32();
+      if (!host) {
+        outBuf.resize(outN);
+        out = outBuf.data();
+      }
+    }
+    switch (instr.op) {
+    case Op::AllReduce:
+      comm.allReduce(g, in, out, inN, plan::ReduceOp(i.at(1)));
+      break;
+    case Op::AllGather:
+      comm.allGather(g, in, out, inN);
+      break;
+    case Op::ReduceScatter:
+      comm.reduceScatter(g, in, out, outN);
+      break;
+    case Op::Send:
+      comm.send(g, int((g.rank + i.at(1) % g.size + g.size) % g.size),
+                int(i.at(2)), in, inN * 4);
+      break;
+    case Op::Recv:
+      comm.recv(g, int((g.rank + i.at(1) % g.size + g.size) % g.size),
+                int(i.at(2)), out, outN * 4);
+      break;
+    default:
+      throw Error(std::string(plan::opName(instr.op)) +
+                  " is not a collective");
+    }
+    if (!host && !outputs.empty())
+      backend.copyToDevice(outputs[0].data, outBuf.data(), outN * 4);
+  }
 };
+
+/// Checks a collective instruction's operands against the group sizes of
+/// `comm`; throws Error naming the problem.
+void checkCollective(const plan::Instr &instr,
+                     const std::vector<const plan::Value *> &inputs,
+                     const std::vector<const plan::Value *> &outputs,
+                     const Communicator &comm);
+
+/// Every group of size 1: world size 1, no MPI touched.
+std::unique_ptr<Communicator> createSingleProcessCommunicator();
+
+/// The communicator for a launch of `worldSize` ranks laid out as
+/// tp x dp x pp in Megatron's order (tensor rank fastest, then data, then
+/// pipeline: world rank = t + tp*(d + dp*p)). World size 1 gives the
+/// single-process communicator without initialising MPI; otherwise MPI
+/// (its rank and size must agree with `rank`/`worldSize`). Throws Error
+/// when this build has no MPI and worldSize > 1.
+std::unique_ptr<Communicator> createCommunicator(int rank, int worldSize,
+                                                 int tp, int dp, int pp);
 
 /// The CPU backend: OpenBLAS for MatMul, OpenMP-parallel loops elsewhere.
 /// threads <= 0 means "as the environment says" (OMP_NUM_THREADS).

@@ -96,12 +96,13 @@ Plan makeBigramPlan(const BigramConfig &c) {
                  {"seq", std::to_string(S)},
                  {"micro_batch_size", std::to_string(B)},
                  {"num_microbatches", std::to_string(c.microbatches)},
-                 {"global_batch_size", std::to_string(B * c.microbatches)},
+                 {"global_batch_size",
+                  std::to_string(B * c.microbatches * c.dp)},
                  {"optimizer", c.optimizer},
                  {"lr", std::to_string(c.lr)},
                  {"tp", "1"},
                  {"pp", "1"},
-                 {"dp", "1"}};
+                 {"dp", std::to_string(c.dp)}};
   for (const auto &[k, v] : c.extraConfig)
     plan.config[k] = v;
 
@@ -153,7 +154,7 @@ Plan makeBigramPlan(const BigramConfig &c) {
     int32_t da = b.arena({rows, H});
     int32_t dh = b.arena({rows, H});
     b.instr(Op::CrossEntropy, {f.z, targets}, {loss, lse}, {rows, V});
-    b.instr(Op::Fill, {}, {dloss}, {}, {1.0f / float(c.microbatches)});
+    b.instr(Op::Fill, {}, {dloss}, {}, {1.0f / float(c.microbatches * c.dp)});
     b.instr(Op::CrossEntropyGrad, {f.z, targets, lse, dloss}, {dz}, {rows, V});
     b.instr(Op::MatMul, {f.a, dz}, {gW},
             {1, H, V, rows, 1, 0, H, V, V, 0, 0, 0}, {1, 1});
@@ -185,6 +186,9 @@ Plan makeBigramPlan(const BigramConfig &c) {
         v.push_back(b.value(Space::Persistent, 9 + k, shape));
       }
     }
+    if (c.dp > 1)
+      for (int32_t gk : g)
+        b.instr(Op::AllReduce, {gk}, {gk}, {1, 0});
     b.instr(Op::GradNorm, g, {norm, coef}, {}, {c.clip});
     for (size_t k = 0; k < 3; ++k) {
       float wd = plan.persistents[k].weightDecay ? c.weightDecay : 0.0f;

@@ -35,6 +35,10 @@ struct BigramConfig {
   float clip = 0.0f;     ///< GradNorm max norm (0 = none)
   float weightDecay = 0.01f;
   std::string target = "cpu";
+  /// Data-parallel ranks: config dp, loss seed 1/(microbatches*dp), and the
+  /// optimizer program starts with an in-place AllReduce (data group, sum)
+  /// of every gradient, as the compiler's mega-data-parallel emits.
+  int64_t dp = 1;
   std::map<std::string, std::string> extraConfig;
 };
 

@@ -277,7 +277,7 @@ def case_cli_errors():
     expect_error(base, "SLURM_NTASKS='x'", env={"SLURM_NTASKS": "x"})
     tp2 = make_plan(scratch("tp2.plan"), set=["tp=2"])
     expect_error([tp2, "--data", data, "--steps", 1], "tp*pp*dp = 2*1*1 = 2")
-    expect_error([tp2, "--data", data, "--steps", 1], "single-rank", env={"WORLD_SIZE": "2"})
+    expect_error([tp2, "--data", data, "--steps", 1], "MPI launcher", env={"WORLD_SIZE": "2"})
     cuda = make_plan(scratch("cuda.plan"), target="cuda")
     p = run([cuda, "--data", data, "--steps", 1])
     if p.returncode != 0 or not has_gpu():  # on a GPU machine the cuda plan may just train

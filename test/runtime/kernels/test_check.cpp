@@ -294,6 +294,14 @@ void fillCopy(Harness &h) {
 
 } // namespace
 
+/// Collectives are not kernels: the engine runs them through
+/// Backend::collective, and check()/launch() refuse them.
+void collectives(Harness &h) {
+  Tensor &x = h.f32({8}), &y = h.f32({8});
+  h.reject("allreduce", make(Op::AllReduce, {1, 0}), {&x}, {&y}, "collective");
+  h.reject("send", make(Op::Send, {2, 1, 0}), {&x}, {}, "collective");
+}
+
 int main() {
   Harness h(2);
   matmul(h);
@@ -303,5 +311,6 @@ int main() {
   transpose(h);
   optimizer(h);
   fillCopy(h);
+  collectives(h);
   return finish("test_check");
 }

@@ -26,9 +26,11 @@ void testGather(Harness &h, Rng &rng, int64_t rows, int64_t V, int64_t H, bool a
 
 void testScatter(Harness &h, Rng &rng, int64_t rows, int64_t V, int64_t H, bool acc) {
   std::vector<float> dout = rng.vec(rows * H), t0 = rng.vec(V * H);
+  // Half the rows from a few ids (many repeats), half anywhere in the table
+  // (so the ids on the borders of the threads' vocabulary ranges occur).
   std::vector<int32_t> ids(rows);
-  for (auto &v : ids)
-    v = rng.index(std::min<int64_t>(V, 5)); // many repeats
+  for (int64_t r = 0; r < rows; ++r)
+    ids[r] = r % 2 ? rng.index(std::min<int64_t>(V, 5)) : rng.index(V);
   ids[rows - 1] = int32_t(V - 1);
   Tensor &td = h.f32({rows, H}, dout), &ti = h.i32({rows}, ids), &tt = h.f32({V, H}, t0);
   std::string label = "embedding grad " + std::to_string(rows) + "x" + std::to_string(H) +
@@ -80,6 +82,8 @@ int main() {
   testScatter(h, rng, 1024, 8192, 256, false);
   testScatter(h, rng, 1024, 128, 256, true);
   testScatter(h, rng, 3, 1, 1, false);
+  testScatter(h, rng, 4096, 16, 32, false); // every id, split over threads
+  testScatter(h, rng, 4096, 17, 33, true);
   testBadIds(h, rng);
   return finish("test_embedding");
 }

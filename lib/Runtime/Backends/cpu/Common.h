@@ -40,12 +40,14 @@ struct Ctx {
 /// Throws Error("<Op>: <msg>").
 [[noreturn]] void fail(Op op, const std::string &msg);
 
+std::string toString(i128 v);
+
 /// Attribute and operand checks for one instruction; every failure throws
 /// Error naming the opcode.
 class Checker {
 public:
-  Checker(const Instr &in, const Vals &ins, const Vals &outs)
-      : op(in.op), instr(in), ins(ins), outs(outs) {}
+  Checker(const Instr &in, const Vals &inputs, const Vals &outputs)
+      : op(in.op), instr(in), ins(inputs), outs(outputs) {}
 
   [[noreturn]] void fail(const std::string &msg) const;
   /// Exact operand counts.

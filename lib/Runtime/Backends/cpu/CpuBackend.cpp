@@ -85,9 +85,9 @@ void Checker::dtype(const Value *v, DType t, const char *what) const {
          plan::dtypeName(v->dtype));
 }
 
-static std::string i128str(i128 v) {
+std::string toString(i128 v) {
   if (v < 0)
-    return "-" + i128str(-v);
+    return "-" + toString(-v);
   std::string s;
   do {
     s.insert(s.begin(), char('0' + int(v % 10)));
@@ -101,7 +101,7 @@ void Checker::tensor(const Value *v, DType t, i128 n, const char *what) const {
   int64_t have = numel(v, what);
   if (i128(have) != n)
     fail(std::string(what) + " has " + std::to_string(have) +
-         " elements, the attributes say " + i128str(n));
+         " elements, the attributes say " + toString(n));
 }
 
 float Checker::finite(size_t k, const char *name) const {
@@ -155,6 +155,7 @@ class CpuBackend final : public Backend {
 public:
   explicit CpuBackend(int threads) { ctx.threads = threads; }
   const char *name() const override { return "cpu"; }
+  bool hostMemory() const override { return true; }
 
   void *allocate(size_t bytes) override {
     size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
@@ -219,6 +220,15 @@ public:
       MEGA_CASE(AdamW)
       MEGA_CASE(Sgd)
 #undef MEGA_CASE
+    case Op::AllReduce:
+    case Op::AllGather:
+    case Op::ReduceScatter:
+    case Op::Send:
+    case Op::Recv:
+      // The engine checks these with checkCollective and runs them with
+      // Backend::collective (host pointers straight through: hostMemory()).
+      fail(instr.op, "a collective is not a kernel of the cpu backend "
+                     "(it runs through Backend::collective)");
     }
     throw Error("cpu: unknown opcode " + std::to_string(int(instr.op)));
   }
@@ -247,6 +257,15 @@ public:
       MEGA_CASE(AdamW)
       MEGA_CASE(Sgd)
 #undef MEGA_CASE
+    case Op::AllReduce:
+    case Op::AllGather:
+    case Op::ReduceScatter:
+    case Op::Send:
+    case Op::Recv:
+      // The engine checks these with checkCollective and runs them with
+      // Backend::collective (host pointers straight through: hostMemory()).
+      fail(instr.op, "a collective is not a kernel of the cpu backend "
+                     "(it runs through Backend::collective)");
     }
     throw Error("cpu: unknown opcode " + std::to_string(int(instr.op)));
   }

@@ -32,9 +32,8 @@ struct Gemm {
 
 Gemm parse(const Instr &in) {
   const auto &i = in.i;
-  return Gemm{i[0],     i[1],     i[2],      i[3],     i[4] != 0, i[5] != 0,
-              i[6],     i[7],     i[8],      i[9],     i[10],     i[11],
-              in.f[0],  in.f[1]};
+  return Gemm{i[0], i[1], i[2],  i[3],  i[4] != 0, i[5] != 0, i[6],
+              i[7], i[8], i[9], i[10], i[11],     in.f[0],   in.f[1]};
 }
 
 /// Largest element index + 1 of `batch` row-major matrices rows x cols with
@@ -80,8 +79,7 @@ void checkMatMul(const Checker &c) {
     int64_t have = c.numel(v, what);
     if (need > have)
       c.fail(std::string(what) + " has " + std::to_string(have) +
-             " elements but the attributes reach element " +
-             std::to_string(int64_t(need - 1)));
+             " elements but the attributes reach element " + toString(need - 1));
   };
   fits(needA, c.ins[0], "A");
   fits(needB, c.ins[1], "B");

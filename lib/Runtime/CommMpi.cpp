@@ -1,0 +1,153 @@
+//===- CommMpi.cpp - The MPI communicator ---------------------------------===//
+//
+// 1. MPI_Init once (unless something else did), check MPI's rank and size
+//    against the launcher's variables.
+// 2. One MPI_Comm_split of MPI_COMM_WORLD per group kind (tensor, data,
+//    pipeline): color = the coordinates the group does not span, key = the
+//    rank within it, so MPI's group rank is GroupLayout::rankIn.
+// 3. Collectives map one to one: MPI_Allreduce (MPI_IN_PLACE when in ==
+//    out), MPI_Allgather, MPI_Reduce_scatter_block, MPI_Send/MPI_Recv.
+// 4. The destructor frees the groups and calls MPI_Finalize, except while an
+//    exception unwinds (a failing rank must not wait in MPI_Finalize for
+//    ranks that wait in a collective for it: it exits, and mpirun ends the
+//    job).
+//
+//===----------------------------------------------------------------------===//
+#include "Comm.h"
+
+// The C API only (OpenMPI's mpi.h would pull in the deprecated C++ bindings).
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <climits>
+#include <exception>
+#include <string>
+
+namespace mega::rt {
+
+namespace {
+
+void check(int rc, const char *what) {
+  if (rc == MPI_SUCCESS)
+    return;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  throw Error(std::string("MPI: ") + what + ": " + std::string(msg, size_t(len)));
+}
+
+int count(size_t n) {
+  if (n > size_t(INT_MAX))
+    throw Error("MPI: a collective over " + std::to_string(n) +
+                " elements exceeds INT_MAX");
+  return int(n);
+}
+
+class MpiCommunicator final : public Communicator {
+public:
+  MpiCommunicator(int rank, int worldSize, const GroupLayout &layout) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+      check(MPI_Init(nullptr, nullptr), "MPI_Init");
+      ownsInit_ = true;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
+    if (rank_ != rank || size_ != worldSize)
+      throw Error("MPI says rank " + std::to_string(rank_) + " of " +
+                  std::to_string(size_) + " but the launcher's variables say " +
+                  std::to_string(rank) + " of " + std::to_string(worldSize));
+    for (int k = 0; k < 3; ++k) {
+      auto kind = plan::ParallelGroup(k);
+      ProcessGroup &g = groups_[k];
+      g.kind = kind;
+      g.worldRanks = layout.members(kind);
+      g.size = int(g.worldRanks.size());
+      g.rank = layout.rankIn(kind);
+      g.handle = k;
+      check(MPI_Comm_split(MPI_COMM_WORLD, layout.color(kind), g.rank,
+                           &comms_[k]),
+            "MPI_Comm_split");
+      int r = -1, s = -1;
+      MPI_Comm_rank(comms_[k], &r);
+      MPI_Comm_size(comms_[k], &s);
+      if (r != g.rank || s != g.size)
+        throw Error("MPI: group split disagrees with the rank layout");
+    }
+  }
+
+  ~MpiCommunicator() override {
+    if (std::uncaught_exceptions() > 0)
+      return;
+    for (MPI_Comm &c : comms_)
+      if (c != MPI_COMM_NULL)
+        MPI_Comm_free(&c);
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (ownsInit_ && !finalized)
+      MPI_Finalize();
+  }
+
+  const char *name() const override { return "mpi"; }
+  int worldRank() const override { return rank_; }
+  int worldSize() const override { return size_; }
+  const ProcessGroup &group(plan::ParallelGroup kind) const override {
+    return groups_[size_t(kind)];
+  }
+
+  void allReduce(const ProcessGroup &g, const float *in, float *out, size_t n,
+                 plan::ReduceOp op) override {
+    MPI_Op mop = op == plan::ReduceOp::Max ? MPI_MAX : MPI_SUM;
+    check(MPI_Allreduce(in == out ? MPI_IN_PLACE : in, out, count(n), MPI_FLOAT,
+                        mop, comm(g)),
+          "MPI_Allreduce");
+  }
+  void allGather(const ProcessGroup &g, const float *in, float *out,
+                 size_t n) override {
+    const void *src = in == out + size_t(g.rank) * n ? MPI_IN_PLACE : in;
+    check(MPI_Allgather(src, count(n), MPI_FLOAT, out, count(n), MPI_FLOAT,
+                        comm(g)),
+          "MPI_Allgather");
+  }
+  void reduceScatter(const ProcessGroup &g, const float *in, float *out,
+                     size_t n) override {
+    count(n * size_t(g.size));
+    check(MPI_Reduce_scatter_block(in, out, count(n), MPI_FLOAT, MPI_SUM,
+                                   comm(g)),
+          "MPI_Reduce_scatter_block");
+  }
+  void send(const ProcessGroup &g, int peer, int tag, const void *data,
+            size_t bytes) override {
+    check(MPI_Send(data, count(bytes), MPI_BYTE, peer, tag, comm(g)),
+          "MPI_Send");
+  }
+  void recv(const ProcessGroup &g, int peer, int tag, void *data,
+            size_t bytes) override {
+    check(MPI_Recv(data, count(bytes), MPI_BYTE, peer, tag, comm(g),
+                   MPI_STATUS_IGNORE),
+          "MPI_Recv");
+  }
+
+private:
+  MPI_Comm comm(const ProcessGroup &g) const {
+    if (g.handle < 0 || g.handle > 2)
+      throw Error("MPI: a process group of another communicator");
+    return comms_[g.handle];
+  }
+  int rank_ = 0, size_ = 1;
+  bool ownsInit_ = false;
+  ProcessGroup groups_[3];
+  MPI_Comm comms_[3] = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
+};
+
+} // namespace
+
+std::unique_ptr<Communicator> createMpiCommunicator(int rank, int worldSize,
+                                                    const GroupLayout &layout) {
+  return std::make_unique<MpiCommunicator>(rank, worldSize, layout);
+}
+
+} // namespace mega::rt
