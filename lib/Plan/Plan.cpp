@@ -83,6 +83,12 @@ const char *opName(Op op) {
     MEGA_OP(ReduceScatter)
     MEGA_OP(Send)
     MEGA_OP(Recv)
+    MEGA_OP(VocabEmbedding)
+    MEGA_OP(VocabEmbeddingGrad)
+    MEGA_OP(RowMax)
+    MEGA_OP(VocabCrossEntropyStats)
+    MEGA_OP(VocabCrossEntropy)
+    MEGA_OP(VocabCrossEntropyGrad)
 #undef MEGA_OP
   }
   return nullptr;
@@ -186,6 +192,18 @@ Arity arityOf(Op op) {
     return {1, 0};
   case Op::Recv:
     return {0, 1};
+  case Op::VocabEmbedding:
+    return {2, 1};
+  case Op::VocabEmbeddingGrad:
+    return {2, 1};
+  case Op::RowMax:
+    return {1, 1};
+  case Op::VocabCrossEntropyStats:
+    return {3, 2};
+  case Op::VocabCrossEntropy:
+    return {3, 2};
+  case Op::VocabCrossEntropyGrad:
+    return {4, 1};
   }
   return {0, 0};
 }
@@ -258,6 +276,26 @@ void validate(const Plan &plan) {
                       "' refers to a missing parameter");
     // Checkpoints and --dump-grads name state by its parameter: a shape or
     // dtype that differs would write mislabelled tensors.
+    if (t.shardDim >= 0) {
+      // The local shape must be the full shape with dim shardDim cut into
+      // shardGroups chunks, each divided by the same number of ranks.
+      bool ok = t.fullShape.size() == t.shape.size() &&
+                size_t(t.shardDim) < t.shape.size() && t.shardGroups >= 1 &&
+                t.shardGroup >= 0 && t.shardGroup <= 2;
+      for (size_t d = 0; ok && d < t.shape.size(); ++d) {
+        if (int32_t(d) == t.shardDim)
+          ok = t.shape[d] > 0 && t.shape[d] % t.shardGroups == 0 &&
+               t.fullShape[d] % t.shape[d] == 0;
+        else
+          ok = t.shape[d] == t.fullShape[d];
+      }
+      if (!ok)
+        throw PlanError("invalid plan: shard of '" + t.name +
+                        "' does not fit its full shape");
+    } else if (!t.fullShape.empty() && t.fullShape != t.shape) {
+      throw PlanError("invalid plan: unsharded '" + t.name +
+                      "' has a different full shape");
+    }
     if (t.role != Role::Param && (plan.persistents[t.param].shape != t.shape ||
                                   plan.persistents[t.param].dtype != t.dtype))
       throw PlanError("invalid plan: " + std::string(roleName(t.role)) +
@@ -436,6 +474,10 @@ std::vector<uint8_t> serialize(const Plan &plan) {
     w.pod<float>(t.initStd);
     w.pod<uint8_t>(t.weightDecay ? 1 : 0);
     w.pod<int32_t>(t.param);
+    w.pod<int32_t>(t.shardDim);
+    w.pod<int32_t>(t.shardGroups);
+    w.pod<int32_t>(t.shardGroup);
+    w.vec(t.fullShape);
   }
   w.pod<uint32_t>(uint32_t(plan.programs.size()));
   for (const Program &p : plan.programs) {
@@ -523,6 +565,10 @@ Plan deserialize(const uint8_t *data, size_t size) {
     t.initStd = r.pod<float>();
     t.weightDecay = r.pod<uint8_t>() != 0;
     t.param = r.pod<int32_t>();
+    t.shardDim = r.pod<int32_t>();
+    t.shardGroups = r.pod<int32_t>();
+    t.shardGroup = r.pod<int32_t>();
+    t.fullShape = r.vec<int64_t>();
     plan.persistents.push_back(std::move(t));
   }
   for (uint32_t n = r.count(16), k = 0; k < n; ++k) {
@@ -657,6 +703,14 @@ void printPlan(const Plan &plan, std::ostream &os) {
                                           ")");
       if (t.weightDecay)
         os << " decay";
+      if (t.shardDim >= 0) {
+        os << " shard(dim=" << t.shardDim << " of ";
+        for (size_t d = 0; d < t.fullShape.size(); ++d)
+          os << (d ? "x" : "") << t.fullShape[d];
+        if (t.shardGroups > 1)
+          os << ", groups=" << t.shardGroups;
+        os << ", group=" << t.shardGroup << ")";
+      }
     } else {
       os << " of %p" << t.param;
     }

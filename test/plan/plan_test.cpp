@@ -144,6 +144,25 @@ int main() {
   }, "differs in shape");
   expectError("not a regular file", [&] { readPlanFile("/dev/zero"); },
               "not a regular file");
+  {
+    // A tensor-parallel shard round-trips and prints; one that does not fit
+    // its full shape is refused.
+    Plan c = samplePlan();
+    c.persistents[0].shape = {4, 3};
+    c.persistents[0].fullShape = {4, 6};
+    c.persistents[0].shardDim = 1;
+    c.persistents[0].shardGroups = 3;
+    std::vector<uint8_t> b2 = serialize(c);
+    Plan d = deserialize(b2.data(), b2.size());
+    CHECK(d.persistents[0].shardDim == 1 && d.persistents[0].shardGroups == 3 &&
+          d.persistents[0].fullShape == std::vector<int64_t>({4, 6}));
+    std::ostringstream t;
+    printPlan(d, t);
+    CHECK(t.str().find("shard(dim=1 of 4x6, groups=3, group=0)") !=
+          std::string::npos);
+    c.persistents[0].fullShape = {4, 7};
+    expectError("bad shard", [&] { validate(c); }, "does not fit");
+  }
   expectError("unknown opcode", [&] {
     Plan c = samplePlan();
     c.programs[0].instrs[1].op = Op(999);

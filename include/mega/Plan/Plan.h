@@ -36,7 +36,9 @@ namespace mega::plan {
 /// First 8 bytes of every plan file.
 inline constexpr char kMagic[8] = {'M', 'E', 'G', 'A', 'P', 'L', 'A', 'N'};
 /// The only format version this code reads and writes.
-inline constexpr uint32_t kVersion = 1;
+/// Version 2 added tensor-parallel shards of persistents and the
+/// vocabulary-parallel opcodes.
+inline constexpr uint32_t kVersion = 2;
 
 /// Thrown for every malformed, truncated or inconsistent plan.
 struct PlanError : std::runtime_error {
@@ -69,6 +71,17 @@ struct Persistent {
   float initStd = 0.0f;    ///< for Init::Normal (mean 0)
   bool weightDecay = false; ///< parameters only: decoupled weight decay applies
   int32_t param = -1;       ///< for Grad/AdamM/AdamV: index of the parameter
+  /// Tensor-parallel shard (version 2). shardDim < 0: every rank holds the
+  /// whole tensor. Otherwise the full tensor has `fullShape`; its dim
+  /// shardDim (size F) is seen as shardGroups consecutive chunks of
+  /// F/shardGroups (3 for the fused q|k|v projection), each chunk is cut into
+  /// groupSize equal parts along that dim, and rank r of group `shardGroup`
+  /// holds part r of every chunk, chunks in order: `shape` is that local
+  /// shape. Checkpoints and --dump-grads always hold the full tensor.
+  int32_t shardDim = -1;
+  int32_t shardGroups = 1;
+  int32_t shardGroup = 0; ///< ParallelGroup the shard is taken over
+  std::vector<int64_t> fullShape;
 };
 
 /// A named runtime-provided input or runtime-read output of a program.
@@ -176,9 +189,36 @@ enum class Op : uint16_t {
   /// () -> out: receives `out` from the group rank (rank + i[1]) mod size.
   /// i = {group, peer offset, tag}.
   Recv = 21,
+  // Vocabulary-parallel embedding and loss (Megatron's VocabParallelEmbedding
+  // and vocab_parallel_cross_entropy). Each rank of group i[group] holds the
+  // vocabulary rows [start, start + Vl) with start = rank-in-group * Vl; the
+  // kernels take the rank from the program run's communicator.
+  /// table [Vl, H], ids i32 [rows] -> out [rows, H]: the row of ids in this
+  /// rank's range, 0 elsewhere (an AllReduce sum follows).
+  /// i = {rows, Vl, H, group}. An id outside [0, Vl*groupSize) is an error.
+  VocabEmbedding = 22,
+  /// dout [rows, H], ids i32 [rows] -> dtable [Vl, H]: scatter-add of the
+  /// rows whose id is in this rank's range; zeroed first unless accumulate.
+  /// i = {rows, Vl, H, accumulate, group}.
+  VocabEmbeddingGrad = 23,
+  /// x [rows, cols] -> out [rows]: the maximum of each row. i = {rows, cols}.
+  RowMax = 24,
+  /// logits [rows, Vl], targets i32 [rows], max [rows] -> sumexp [rows],
+  /// targetLogit [rows]: sumexp = sum_v exp(logits - max); targetLogit = the
+  /// logit of the target when it is in this rank's range, else 0.
+  /// i = {rows, Vl, group}.
+  VocabCrossEntropyStats = 25,
+  /// max [rows], sumexp [rows], targetLogit [rows] (all three reduced over
+  /// the group) -> loss [], lse [rows]: lse = max + log(sumexp),
+  /// loss = mean(lse - targetLogit). i = {rows}.
+  VocabCrossEntropy = 26,
+  /// logits [rows, Vl], targets, lse [rows], dloss [] -> dlogits [rows, Vl]
+  ///   = (exp(logits - lse) - [target == start + v]) * dloss / rows.
+  /// i = {rows, Vl, group}.
+  VocabCrossEntropyGrad = 27,
 };
 /// The highest opcode this build knows.
-inline constexpr Op kLastOp = Op::Recv;
+inline constexpr Op kLastOp = Op::VocabCrossEntropyGrad;
 /// True for AllReduce, AllGather, ReduceScatter, Send, Recv.
 inline bool isCollective(Op op) {
   return op >= Op::AllReduce && op <= Op::Recv;

@@ -223,8 +223,8 @@ def case_plan_errors():
     expect_error([scratch("trunc.plan"), "--data", data, "--steps", 1], "truncated")
     open(scratch("hdr.plan"), "wb").write(good[:20])
     expect_error([scratch("hdr.plan"), "--data", data, "--steps", 1], "truncated")
-    open(scratch("version.plan"), "wb").write(good[:8] + struct.pack("<I", 2) + good[12:])
-    expect_error([scratch("version.plan"), "--data", data, "--steps", 1], "version 2")
+    open(scratch("version.plan"), "wb").write(good[:8] + struct.pack("<I", 99) + good[12:])
+    expect_error([scratch("version.plan"), "--data", data, "--steps", 1], "version 99")
     flipped = bytearray(good)
     flipped[len(good) - 5] ^= 0x40
     open(scratch("flip.plan"), "wb").write(bytes(flipped))
