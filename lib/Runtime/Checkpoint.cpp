@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 namespace mega::rt {
 
@@ -29,11 +30,39 @@ std::string stateName(plan::Role role, const std::string &param) {
   return (role == plan::Role::AdamM ? "exp_avg." : "exp_avg_sq.") + param;
 }
 
-/// Adds persistent k to a writer under `name`, copying from the device when
-/// the writer asks for it.
+/// Full host copies of the sharded persistents with one of `roles`, by
+/// index. A collective over each one's shard group: every rank of the group
+/// calls it (they walk the same plan in the same order).
+using Gathered = std::map<size_t, std::vector<char>>;
+Gathered gatherShards(const Memory &memory,
+                      std::initializer_list<plan::Role> roles) {
+  Gathered out;
+  for (size_t k = 0; k < memory.count(); ++k) {
+    if (!memory.sharded(k))
+      continue;
+    for (plan::Role r : roles)
+      if (memory.info(k).role == r) {
+        std::vector<char> &full = out[k];
+        full.resize(memory.fullBytes(k));
+        memory.fullToHost(k, full.data());
+      }
+  }
+  return out;
+}
+
+/// Adds persistent k (its full tensor) to a writer under `name`, copying
+/// from the device (or from `gathered`, for a shard) when the writer asks.
 void addPersistent(SafetensorsWriter &w, const Memory &memory, size_t k,
-                   const std::string &name) {
+                   const std::string &name, const Gathered &gathered) {
   const plan::Persistent &t = memory.info(k);
+  auto it = gathered.find(k);
+  if (it != gathered.end()) {
+    const std::vector<char> *full = &it->second;
+    w.add(name, t.dtype, memory.fullShape(k), [full](void *dst) {
+      std::memcpy(dst, full->data(), full->size());
+    });
+    return;
+  }
   w.add(name, t.dtype, t.shape,
         [&memory, k](void *dst) { memory.toHost(k, dst); });
 }
@@ -55,18 +84,20 @@ void loadInto(const SafetensorsReader &r, Memory &memory,
     if (!e)
       throw Error("'" + r.path() + "' has no tensor '" + name +
                   "' (the plan's " + what + " " + shapeText(t.shape) + ")");
-    if (e->shape != t.shape)
+    // Files hold full tensors; a shard keeps its part (fromFullHost).
+    const std::vector<int64_t> &shape = memory.fullShape(k);
+    if (e->shape != shape)
       throw Error("tensor '" + name + "' in '" + r.path() + "' has shape " +
                   shapeText(e->shape) + " but the plan expects " +
-                  shapeText(t.shape));
+                  shapeText(shape));
     raw.resize(e->bytes());
     r.read(*e, raw.data());
     if (e->dtype == t.dtype) {
-      memory.fromHost(k, raw.data());
+      memory.fromFullHost(k, raw.data());
       continue;
     }
-    size_t n = memory.bytes(k) / plan::dtypeSize(t.dtype);
-    conv.resize(memory.bytes(k));
+    size_t n = memory.fullBytes(k) / plan::dtypeSize(t.dtype);
+    conv.resize(memory.fullBytes(k));
     if (e->dtype == plan::DType::BF16 && t.dtype == plan::DType::F32) {
       for (size_t i = 0; i < n; ++i) {
         uint16_t b;
@@ -86,7 +117,7 @@ void loadInto(const SafetensorsReader &r, Memory &memory,
                   safetensorsDType(e->dtype) + " but the plan holds " +
                   safetensorsDType(t.dtype));
     }
-    memory.fromHost(k, conv.data());
+    memory.fromFullHost(k, conv.data());
   }
 }
 
@@ -134,15 +165,20 @@ std::string planConfigHash(const plan::Plan &plan) {
        {"model", "layers", "hidden", "heads", "vocab", "seq", "optimizer"})
     add(std::string(key) + "=" + plan.get(key));
   for (const plan::Persistent &t : plan.persistents)
-    if (t.role == plan::Role::Param)
-      add(t.name + shapeText(t.shape));
+    if (t.role == plan::Role::Param) // full shapes: any tensor-parallel size
+      add(t.name + shapeText(t.shardDim >= 0 ? t.fullShape : t.shape));
   char buf[20];
   std::snprintf(buf, sizeof buf, "%016" PRIx64, h);
   return buf;
 }
 
 void saveCheckpoint(const std::string &dir, const plan::Plan &plan,
-                    const Memory &memory, const TrainState &state) {
+                    const Memory &memory, const TrainState &state,
+                    bool write) {
+  const Gathered gathered = gatherShards(
+      memory, {plan::Role::Param, plan::Role::AdamM, plan::Role::AdamV});
+  if (!write)
+    return;
   bool newDir = !fs::isDirectory(dir);
   fs::makeDirectories(dir);
   if (newDir)
@@ -174,7 +210,7 @@ void saveCheckpoint(const std::string &dir, const plan::Plan &plan,
 
   SafetensorsWriter model;
   for (size_t k : memory.withRole(plan::Role::Param))
-    addPersistent(model, memory, k, memory.info(k).name);
+    addPersistent(model, memory, k, memory.info(k).name, gathered);
   for (const auto &[k, v] : meta)
     model.setMetadata(k, v);
   model.write(fs::join(iterDir, kModelFile));
@@ -184,7 +220,8 @@ void saveCheckpoint(const std::string &dir, const plan::Plan &plan,
     for (size_t k : memory.withRole(role))
       addPersistent(
           opt, memory, k,
-          stateName(role, memory.info(size_t(memory.info(k).param)).name));
+          stateName(role, memory.info(size_t(memory.info(k).param)).name),
+          gathered);
   opt.setMetadata("format", "mega-checkpoint-1");
   opt.setMetadata("iteration", std::to_string(state.iteration));
   opt.setMetadata("optimizer", plan.get("optimizer", "adam"));
@@ -197,13 +234,17 @@ void saveCheckpoint(const std::string &dir, const plan::Plan &plan,
 
 void saveTensorsByParam(const std::string &path, const Memory &memory,
                         plan::Role role,
-                        const std::map<std::string, std::string> &metadata) {
+                        const std::map<std::string, std::string> &metadata,
+                        bool write) {
+  const Gathered gathered = gatherShards(memory, {role});
+  if (!write)
+    return;
   SafetensorsWriter w;
   for (size_t k : memory.withRole(role)) {
     const plan::Persistent &t = memory.info(k);
     std::string name =
         role == plan::Role::Param ? t.name : memory.info(size_t(t.param)).name;
-    addPersistent(w, memory, k, name);
+    addPersistent(w, memory, k, name, gathered);
   }
   for (const auto &[k, v] : metadata)
     w.setMetadata(k, v);

@@ -44,14 +44,19 @@ std::string iterationDirName(int64_t iteration);
 /// checkpoints so a resume against a different model can be reported.
 std::string planConfigHash(const plan::Plan &plan);
 
+/// Files always hold full tensors: tensor-parallel shards are gathered
+/// over their groups first, which is a collective, so every rank calls
+/// these and only the one with `write` (world rank 0) writes.
 void saveCheckpoint(const std::string &dir, const plan::Plan &plan,
-                    const Memory &memory, const TrainState &state);
+                    const Memory &memory, const TrainState &state,
+                    bool write = true);
 
 /// Writes every persistent of `role` under its parameter's canonical name
 /// (used by --dump-grads with Role::Grad and for parameter-only files).
 void saveTensorsByParam(const std::string &path, const Memory &memory,
                         plan::Role role,
-                        const std::map<std::string, std::string> &metadata);
+                        const std::map<std::string, std::string> &metadata,
+                        bool write = true);
 
 struct LoadResult {
   TrainState state;     ///< iteration 0 for a parameters-only file
@@ -63,7 +68,8 @@ struct LoadResult {
 /// `path` is a checkpoint directory (tracker -> iteration) or a single
 /// .safetensors file of parameters. With `withOptimizer`, a directory's
 /// optimizer file is loaded too. Every parameter must be present with its
-/// shape; an unknown tensor is an error. Throws Error naming the problem.
+/// shape (the full shape of a sharded one, of which this rank keeps its
+/// shard); an unknown tensor is an error. Throws Error naming the problem.
 LoadResult loadCheckpoint(const std::string &path, const plan::Plan &plan,
                           Memory &memory, bool withOptimizer);
 

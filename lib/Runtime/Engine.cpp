@@ -164,7 +164,7 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
                const std::string &device, Communicator *comm)
     : plan_(plan), backend_(backend),
       ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
-      comm_(comm ? comm : ownComm_.get()), memory_(plan, backend) {
+      comm_(comm ? comm : ownComm_.get()), memory_(plan, backend, comm_) {
   std::string targets;
   for (const plan::Program &p : plan.programs) {
     if (p.target != device) {

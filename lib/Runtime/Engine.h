@@ -70,7 +70,7 @@ private:
     if (s.collective)
       backend_.collective(*s.instr, s.inputs, s.outputs, comm_);
     else
-      backend_.launch(*s.instr, s.inputs, s.outputs);
+      backend_.launch(*s.instr, s.inputs, s.outputs, comm_);
   }
   int portIndex(const std::vector<plan::Port> &ports,
                 const std::string &name) const;

@@ -53,15 +53,101 @@ float fromBF16(uint16_t b) {
   return f;
 }
 
-Memory::Memory(const plan::Plan &plan, Backend &backend)
-    : plan_(plan), backend_(backend) {
+namespace {
+
+int64_t product(const std::vector<int64_t> &s, size_t b, size_t e) {
+  int64_t n = 1;
+  for (size_t d = b; d < e; ++d)
+    n *= s[d];
+  return n;
+}
+
+/// Copies between a full tensor and part `r` of `S` of its shard:
+/// dim shardDim of the full tensor is shardGroups chunks, each cut into S
+/// parts; the shard is part r of every chunk, chunks in order.
+void shardCopy(const plan::Persistent &t, int64_t r, int64_t S,
+               const char *full, char *local, bool toLocal) {
+  const size_t d = size_t(t.shardDim);
+  const std::vector<int64_t> &fs = t.fullShape;
+  const int64_t outer = product(fs, 0, d), inner = product(fs, d + 1, fs.size());
+  const int64_t F = fs[d], G = t.shardGroups, chunk = F / G, part = chunk / S;
+  const size_t es = plan::dtypeSize(t.dtype);
+  const size_t len = size_t(part * inner) * es;
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t g = 0; g < G; ++g) {
+      const size_t fo = size_t((o * F + g * chunk + r * part) * inner) * es;
+      const size_t lo = size_t((o * G * part + g * part) * inner) * es;
+      if (toLocal)
+        std::memcpy(local + lo, full + fo, len);
+      else
+        std::memcpy(const_cast<char *>(full) + fo, local + lo, len);
+    }
+}
+
+} // namespace
+
+Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm)
+    : plan_(plan), backend_(backend), comm_(comm) {
   buffers_.reserve(plan.persistents.size());
   for (const plan::Persistent &t : plan.persistents) {
-    int64_t numel = 1;
-    for (int64_t d : t.shape)
-      numel *= d;
+    if (t.shardDim >= 0) {
+      // plan::validate proved the shapes consistent; the group size must be
+      // the number of parts.
+      size_t d = size_t(t.shardDim);
+      int64_t parts = t.fullShape[d] / t.shape[d];
+      const ProcessGroup *g = comm ? &comm->group(plan::ParallelGroup(
+                                         t.shardGroup))
+                                   : nullptr;
+      int64_t size = g ? g->size : 1;
+      if (parts != size)
+        throw Error("persistent '" + t.name + "' is split " +
+                    std::to_string(parts) + " ways but this run's group " +
+                    std::to_string(t.shardGroup) + " has " +
+                    std::to_string(size) + " rank(s) (launch the plan with " +
+                    "its tensor-parallel size)");
+    }
+    int64_t numel = product(t.shape, 0, t.shape.size());
     buffers_.emplace_back(backend, size_t(numel) * plan::dtypeSize(t.dtype));
   }
+}
+
+const ProcessGroup *Memory::shardGroup(size_t k) const {
+  if (!comm_ || !sharded(k))
+    return nullptr;
+  return &comm_->group(plan::ParallelGroup(info(k).shardGroup));
+}
+
+size_t Memory::fullBytes(size_t k) const {
+  const std::vector<int64_t> &s = fullShape(k);
+  return size_t(product(s, 0, s.size())) * plan::dtypeSize(info(k).dtype);
+}
+
+void Memory::fullToHost(size_t k, void *dst) const {
+  const ProcessGroup *g = shardGroup(k);
+  if (!sharded(k) || !g || g->size == 1) {
+    toHost(k, dst); // the constructor proved 1 part when unsharded or alone
+    return;
+  }
+  // allGather moves f32 elements: the shard's bytes, padded to whole floats.
+  const size_t words = (bytes(k) + 3) / 4;
+  std::vector<float> local(words, 0.0f), all(words * size_t(g->size));
+  toHost(k, local.data());
+  comm_->allGather(*g, local.data(), all.data(), words);
+  for (int r = 0; r < g->size; ++r)
+    shardCopy(info(k), r, g->size, static_cast<const char *>(dst),
+              reinterpret_cast<char *>(all.data() + size_t(r) * words), false);
+}
+
+void Memory::fromFullHost(size_t k, const void *src) {
+  if (!sharded(k)) {
+    fromHost(k, src);
+    return;
+  }
+  const ProcessGroup *g = shardGroup(k);
+  std::vector<char> local(bytes(k));
+  shardCopy(info(k), g ? g->rank : 0, g ? g->size : 1,
+            static_cast<const char *>(src), local.data(), true);
+  fromHost(k, local.data());
 }
 
 void Memory::initialize(uint64_t seed) {
@@ -73,9 +159,10 @@ void Memory::initialize(uint64_t seed) {
       zero(k);
       continue;
     }
-    size_t n = bytes(k) / plan::dtypeSize(t.dtype);
+    // The full tensor (a shard keeps its part below).
+    size_t n = fullBytes(k) / plan::dtypeSize(t.dtype);
     Rng rng(mix64(seed) ^ hashString(t.name));
-    host.assign(bytes(k), 0);
+    host.assign(fullBytes(k), 0);
     for (size_t e = 0; e < n; ++e) {
       float v =
           t.init == plan::Init::Ones ? 1.0f : float(t.initStd * rng.normal());
@@ -86,7 +173,7 @@ void Memory::initialize(uint64_t seed) {
         std::memcpy(host.data() + 4 * e, &v, 4);
       }
     }
-    fromHost(k, host.data());
+    fromFullHost(k, host.data());
   }
 }
 

@@ -40,7 +40,11 @@ private:
 
 class Memory {
 public:
-  Memory(const plan::Plan &plan, Backend &backend);
+  /// `comm` (optional: without it every group has one rank) tells which
+  /// shard of a tensor-parallel persistent this process holds; a persistent
+  /// sharded over a group of another size than the plan's is an Error.
+  Memory(const plan::Plan &plan, Backend &backend,
+         Communicator *comm = nullptr);
 
   Backend &backend() const { return backend_; }
   size_t count() const { return buffers_.size(); }
@@ -50,8 +54,24 @@ public:
 
   /// Parameters drawn by their Init (Normal from a stream derived from `seed`
   /// and the parameter's name, so adding a tensor never changes the others);
-  /// every other persistent zeroed.
+  /// every other persistent zeroed. A sharded parameter draws the full
+  /// tensor from the same stream and keeps its shard, so every tensor-
+  /// parallel degree starts from the same full weights.
   void initialize(uint64_t seed);
+
+  // Tensor-parallel shards (plan::Persistent::shardDim).
+  bool sharded(size_t k) const { return info(k).shardDim >= 0; }
+  /// The full tensor's shape (the local shape when not sharded).
+  const std::vector<int64_t> &fullShape(size_t k) const {
+    return sharded(k) ? info(k).fullShape : info(k).shape;
+  }
+  size_t fullBytes(size_t k) const;
+  /// The full tensor on the host. For a sharded persistent this is a
+  /// collective over its shard group (an allGather): every rank of the group
+  /// must call it, in the same order.
+  void fullToHost(size_t k, void *dst) const;
+  /// Keeps this rank's shard of a full host tensor (fullBytes(k) bytes).
+  void fromFullHost(size_t k, const void *src);
   void zero(size_t k);
   void toHost(size_t k, void *dst) const;
   void fromHost(size_t k, const void *src);
@@ -66,8 +86,12 @@ public:
   int64_t parameterCount() const;
 
 private:
+  /// Rank and size of persistent k's shard group.
+  const ProcessGroup *shardGroup(size_t k) const;
+
   const plan::Plan &plan_;
   Backend &backend_;
+  Communicator *comm_;
   std::vector<DeviceBuffer> buffers_;
 };
 

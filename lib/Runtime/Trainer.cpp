@@ -260,7 +260,8 @@ void Trainer::dumpGradients(int64_t iteration) {
   Communicator &comm = engine_.comm();
   const ProcessGroup &data = comm.group(plan::ParallelGroup::Data);
   if (data.size == 1) {
-    saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta);
+    // Every rank takes part (shards are gathered); world rank 0 writes.
+    saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta, writer_);
     return;
   }
   // The accumulators hold this rank's share (the loss seed is
@@ -279,8 +280,7 @@ void Trainer::dumpGradients(int64_t iteration) {
                    plan::ReduceOp::Sum);
     mem.fromHost(grads[k], sum.data());
   }
-  if (writer_)
-    saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta);
+  saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta, writer_);
   for (size_t k = 0; k < grads.size(); ++k)
     mem.fromHost(grads[k], local[k].data());
 }
@@ -303,9 +303,8 @@ double Trainer::evaluate() {
 }
 
 void Trainer::save(int64_t iteration) {
-  // Every data rank holds the same parameters and moments; one writes.
-  if (!writer_)
-    return;
+  // Every data rank holds the same parameters and moments; one writes. The
+  // ranks of a tensor group take part in gathering their shards.
   TraceScope t(tracer_.get(), "save-checkpoint", "host", Tracer::Host);
   TrainState s;
   s.iteration = iteration;
@@ -314,9 +313,10 @@ void Trainer::save(int64_t iteration) {
   s.shuffle = opts_.shuffle;
   s.numSamples = train_->numSamples();
   s.rng = rng_.save();
-  saveCheckpoint(opts_.save, engine_.plan(), engine_.memory(), s);
-  logger_->info(" saved checkpoint at iteration " + std::to_string(iteration) +
-                " to " + opts_.save);
+  saveCheckpoint(opts_.save, engine_.plan(), engine_.memory(), s, writer_);
+  if (writer_)
+    logger_->info(" saved checkpoint at iteration " +
+                  std::to_string(iteration) + " to " + opts_.save);
 }
 
 void Trainer::run() {

@@ -12,6 +12,13 @@ dp_bigram    the same model, data and initial weights trained 10 steps at
              (--load FILE.safetensors); the dp=2 run's checkpoint resumes in a
              dp=1 run. When
              megac accepts --dp, the same for a small GPT compiled by megac.
+tp_bigram    the bigram model with wte vocabulary-parallel and proj column-
+             parallel (make_test_plan --tp 2) under mpirun -np 2 against the
+             unsharded model in one process: losses rel 1e-5, --dump-grads
+             (full tensors) rel 1e-4, saved full tensors equal (bitwise at
+             initialisation: one step at lr 0), a T=1 parameters file loaded
+             at T=2, a T=1 checkpoint resumed at T=1 and T=2 with the same
+             losses, and the T=2 checkpoint resumed at T=1.
 world_size   a dp=2 plan refuses world size 1 and 3, and WORLD_SIZE=2
              without an MPI launcher, each in one line.
 """
@@ -128,7 +135,7 @@ def case_collectives():
 
 
 def train_pair(plan1, plan2, data, tag, extra, steps=10):
-    """Runs plan1 (dp=1, one process) and plan2 (dp=2, mpirun -np 2)."""
+    """Runs plan1 (one process) and plan2 (dp=2 or tp=2, mpirun -np 2)."""
     out = {}
     for name, plan, np_ in (("dp1", plan1, 0), ("dp2", plan2, 2)):
         log = scratch(f"{tag}-{name}.jsonl")
@@ -176,6 +183,62 @@ def case_dp_bigram():
     check("resumed from" in p.stdout and "at iteration 10" in p.stdout, p.stdout)
 
 
+def case_tp_bigram():
+    rng = np.random.default_rng(5)
+    data = write_dataset(scratch("data"), [rng.integers(0, 16, size=n) for n in (300, 200, 150)])
+    plan1 = scratch("tp1.plan")
+    plan2 = scratch("tp2.plan")
+    common = ["--micro-batch-size", "2", "--num-microbatches", "4", "--clip", "0.25"]
+    subprocess.run([ARGS.make_plan, plan1] + common, check=True)
+    subprocess.run([ARGS.make_plan, plan2, "--tp", "2"] + common, check=True)
+
+    # Initialisation: the full weights drawn at T=2 are the T=1 ones, bit for
+    # bit (one step at lr 0 changes nothing; the saves gather the shards).
+    init = train_pair(plan1, plan2, data, "init", ["--no-shuffle", "--seed", "7", "--lr", "0"],
+                      steps=1)
+    # (The moments hold one step's gradients: close, not bitwise.)
+    for f in ("model.safetensors", "optimizer.safetensors"):
+        a = load_safetensors(os.path.join(init["dp1"][2], "iter_0000001", f))
+        b = load_safetensors(os.path.join(init["dp2"][2], "iter_0000001", f))
+        check(sorted(a) == sorted(b), f"init {f}: names {sorted(a)} vs {sorted(b)}")
+        for k in a:
+            check(a[k].shape == b[k].shape, f"init {f}: {k} {a[k].shape} vs {b[k].shape}")
+            if f == "model.safetensors":
+                check(np.array_equal(a[k], b[k]), f"init: {k} differs between T=1 and T=2")
+            else:
+                compare(f"init {f} {k}", a[k], b[k], 1e-4)
+
+    # Training (with clipping: the norm of the shards meets over the group).
+    first = train_pair(plan1, plan2, data, "train", ["--no-shuffle", "--seed", "7"])
+    ck1, ck2 = first["dp1"][2], first["dp2"][2]
+    for f in ("model.safetensors", "optimizer.safetensors"):
+        a = load_safetensors(os.path.join(ck1, "iter_0000010", f))
+        b = load_safetensors(os.path.join(ck2, "iter_0000010", f))
+        check(sorted(a) == sorted(b), f"{f}: names {sorted(a)} vs {sorted(b)}")
+        for k in a:
+            compare(f"saved {f} {k}", a[k], b[k], 1e-4)
+
+    # A T=1 parameters file loaded at T=1 and T=2.
+    model = os.path.join(ck1, "iter_0000010", "model.safetensors")
+    train_pair(plan1, plan2, data, "load", ["--no-shuffle", "--load", model], steps=5)
+
+    # The T=1 checkpoint (with the moments) resumed at T=1 and at T=2.
+    res = {}
+    for name, plan, np_ in (("t1", plan1, 0), ("t2", plan2, 2)):
+        log = scratch(f"resume-{name}.jsonl")
+        p = run([ARGS.mega_run, plan, "--data", data, "--steps", 13, "--load", ck1,
+                 "--no-shuffle", "--log-interval", 1, "--log-file", log], np_=np_)
+        check("resumed from" in p.stdout and "at iteration 10" in p.stdout, p.stdout)
+        res[name] = losses(log)
+    check(len(res["t1"]) == 3, f"resume: {res['t1']}")
+    compare("resume T=1 checkpoint at T=1 and T=2: losses", res["t1"], res["t2"], 1e-5)
+
+    # And back: the T=2 checkpoint resumed at T=1.
+    p = run([ARGS.mega_run, plan1, "--data", data, "--steps", 12, "--load", ck2,
+             "--log-interval", 1], np_=0)
+    check("resumed from" in p.stdout and "at iteration 10" in p.stdout, p.stdout)
+
+
 def case_dp_gpt():
     """GPT compiled by megac at dp=1 and dp=2 (registered only in builds that have megac)."""
     megac = os.path.join(ARGS.bin_dir, "megac")
@@ -219,12 +282,13 @@ def main():
     ap.add_argument("--comm-test", required=True)
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--scratch", required=True)
-    ap.add_argument("case", choices=["collectives", "dp_bigram", "dp_gpt", "world_size"])
+    ap.add_argument("case", choices=["collectives", "dp_bigram", "dp_gpt", "tp_bigram",
+                                     "world_size"])
     ARGS = ap.parse_args()
     shutil.rmtree(ARGS.scratch, ignore_errors=True)
     os.makedirs(ARGS.scratch)
     {"collectives": case_collectives, "dp_bigram": case_dp_bigram, "dp_gpt": case_dp_gpt,
-     "world_size": case_world_size}[ARGS.case]()
+     "tp_bigram": case_tp_bigram, "world_size": case_world_size}[ARGS.case]()
     print("PASS " + ARGS.case)
 
 

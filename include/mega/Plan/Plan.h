@@ -163,6 +163,15 @@ enum class Op : uint16_t {
   /// grads... -> norm [] , coef []. Global L2 norm of all inputs;
   /// coef = min(1, f[0] / (norm + 1e-6)) (f[0] <= 0: no clipping, coef 1);
   /// coef = NaN when norm is not finite (the optimizer then skips).
+  /// i = {} : every input is whole on every rank (counted as is).
+  /// i = {group, s_0..s_{n-1}} (tensor parallelism): s_k = 1 when input k is
+  /// this rank's shard of a gradient split over `group`, 0 when it is
+  /// replicated there. The backend sums the squares of the s_k = 1 inputs,
+  /// all-reduces that sum over `group` through the run's communicator, and
+  /// adds the squares of the s_k = 0 inputs once (not multiplied by the group
+  /// size): norm = sqrt(sum_group(shards) + replicated), the same on every
+  /// rank, equal to the unsharded model's. Put the instruction after any
+  /// data-parallel AllReduce of the grads; no AllReduce of the norm follows.
   GradNorm = 14,
   /// param, grad, m, v, lr [], step [], coef [] -> (in place on param, m, v)
   /// torch.optim.AdamW on grad*coef; does nothing when coef is NaN.

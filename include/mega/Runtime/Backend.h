@@ -92,6 +92,21 @@ public:
   virtual void launch(const plan::Instr &instr,
                       const std::vector<TensorRef> &inputs,
                       const std::vector<TensorRef> &outputs) = 0;
+  /// Runs one instruction as launch() does, with `comm`, the program run's
+  /// communicator, for the kernels that need a process group: the
+  /// vocabulary-parallel opcodes (VocabEmbedding, VocabEmbeddingGrad,
+  /// VocabCrossEntropyStats, VocabCrossEntropyGrad) read the rank and size
+  /// of comm.group(i[group]), and GradNorm with shard flags all-reduces its
+  /// sharded squared sum over its group. The engine calls this for every
+  /// instruction that is not a collective; the default ignores `comm` (a
+  /// backend without those kernels refuses them in check()).
+  virtual void launch(const plan::Instr &instr,
+                      const std::vector<TensorRef> &inputs,
+                      const std::vector<TensorRef> &outputs,
+                      Communicator &comm) {
+    (void)comm;
+    launch(instr, inputs, outputs);
+  }
   virtual void synchronize() {}
   /// Runs one collective instruction (plan::isCollective) with `comm`, the
   /// program run's communicator. The default stages device memory through

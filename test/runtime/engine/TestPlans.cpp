@@ -83,9 +83,50 @@ Forward forward(ProgramBuilder &b, const BigramConfig &c, int64_t rows,
   return {tokens, a, z};
 }
 
+/// The tensor-parallel forward pass (see BigramConfig::tp) up to the local
+/// logits zl [rows, V/tp].
+Forward forwardTP(ProgramBuilder &b, const BigramConfig &c, int64_t rows,
+                  int32_t tokens) {
+  int64_t Vl = c.vocab / c.tp, H = c.hidden;
+  int32_t wte = b.value(Space::Persistent, 0, {Vl, H});
+  int32_t W = b.value(Space::Persistent, 1, {H, Vl});
+  int32_t bias = b.value(Space::Persistent, 2, {Vl});
+  int32_t h = b.arena({rows, H});
+  int32_t a = b.arena({rows, H});
+  int32_t z0 = b.arena({rows, Vl});
+  int32_t z = b.arena({rows, Vl});
+  b.instr(Op::VocabEmbedding, {wte, tokens}, {h}, {rows, Vl, H, 0});
+  b.instr(Op::AllReduce, {h}, {h}, {0, 0});
+  b.instr(Op::Elementwise, {h}, {a},
+          {rows * H, 1, 1, rows * H, kLoad, 0, 0, 0, kTanh, 1, 0, 0, kStore, 1,
+           0, 0});
+  b.instr(Op::MatMul, {a, W}, {z0},
+          {1, rows, Vl, H, 0, 0, H, Vl, Vl, 0, 0, 0}, {1, 0});
+  b.instr(Op::Elementwise, {z0, bias}, {z},
+          {rows * Vl, 2, 1,    rows * Vl, Vl, kLoad, 0,      0, 0, kLoad, 1,
+           1,         0, kAdd, 2,         0,  1,     kStore, 2, 0, 0});
+  return {tokens, a, z};
+}
+
+/// The vocabulary-parallel loss of local logits z: loss and lse [rows].
+void lossTP(ProgramBuilder &b, const BigramConfig &c, int64_t rows, int32_t z,
+            int32_t targets, int32_t loss, int32_t lse) {
+  int64_t Vl = c.vocab / c.tp;
+  int32_t mx = b.arena({rows}), se = b.arena({rows}), tl = b.arena({rows});
+  b.instr(Op::RowMax, {z}, {mx}, {rows, Vl});
+  b.instr(Op::AllReduce, {mx}, {mx}, {0, 1});
+  b.instr(Op::VocabCrossEntropyStats, {z, targets, mx}, {se, tl},
+          {rows, Vl, 0});
+  b.instr(Op::AllReduce, {se}, {se}, {0, 0});
+  b.instr(Op::AllReduce, {tl}, {tl}, {0, 0});
+  b.instr(Op::VocabCrossEntropy, {mx, se, tl}, {loss, lse}, {rows});
+}
+
 } // namespace
 
 Plan makeBigramPlan(const BigramConfig &c) {
+  if (c.tp < 1 || c.vocab % c.tp != 0)
+    throw PlanError("tp must divide the vocabulary");
   Plan plan;
   int64_t V = c.vocab, H = c.hidden, S = c.seq, B = c.micro;
   plan.config = {{"model", "bigram-test"},
@@ -100,7 +141,7 @@ Plan makeBigramPlan(const BigramConfig &c) {
                   std::to_string(B * c.microbatches * c.dp)},
                  {"optimizer", c.optimizer},
                  {"lr", std::to_string(c.lr)},
-                 {"tp", "1"},
+                 {"tp", std::to_string(c.tp)},
                  {"pp", "1"},
                  {"dp", std::to_string(c.dp)}};
   for (const auto &[k, v] : c.extraConfig)
@@ -125,11 +166,25 @@ Plan makeBigramPlan(const BigramConfig &c) {
       Persistent t;
       t.name = std::string(prefix) + plan.persistents[size_t(k)].name;
       t.role = role;
-      t.shape = plan.persistents[size_t(k)].shape;
+      const Persistent &p = plan.persistents[size_t(k)];
+      t.shape = p.shape; // sharded like its parameter
+      t.shardDim = p.shardDim;
+      t.fullShape = p.fullShape;
       t.param = k;
       plan.persistents.push_back(t);
     }
   };
+  const bool tp = c.tp > 1;
+  if (tp) {
+    // wte: rows (vocabulary); proj.weight: columns; proj.bias: its one dim.
+    const int32_t dims[3] = {0, 1, 0};
+    for (size_t k = 0; k < 3; ++k) {
+      Persistent &t = plan.persistents[k];
+      t.fullShape = t.shape;
+      t.shardDim = dims[k];
+      t.shape[size_t(dims[k])] /= c.tp;
+    }
+  }
   state(Role::Grad, "grad.");
   bool adam = c.optimizer == "adam";
   if (adam) {
@@ -138,7 +193,41 @@ Plan makeBigramPlan(const BigramConfig &c) {
   }
 
   int64_t rows = B * S;
-  { // train: forward, loss, backward accumulating into the grads.
+  const int64_t Vl = V / c.tp;
+  if (tp) { // train, tensor-parallel: as below on the vocabulary shards.
+    ProgramBuilder b("train", c.target);
+    int32_t tokens = b.input("tokens", {B, S}, {rows}, DType::I32);
+    int32_t targets = b.input("targets", {B, S}, {rows}, DType::I32);
+    int32_t loss = b.output("loss", {}, {});
+    Forward f = forwardTP(b, c, rows, tokens);
+    int32_t W = b.value(Space::Persistent, 1, {H, Vl});
+    int32_t gwte = b.value(Space::Persistent, 3, {Vl, H});
+    int32_t gW = b.value(Space::Persistent, 4, {H, Vl});
+    int32_t gb = b.value(Space::Persistent, 5, {Vl});
+    int32_t lse = b.arena({rows});
+    int32_t dloss = b.arena({});
+    int32_t dz = b.arena({rows, Vl});
+    int32_t da = b.arena({rows, H});
+    int32_t dh = b.arena({rows, H});
+    lossTP(b, c, rows, f.z, targets, loss, lse);
+    b.instr(Op::Fill, {}, {dloss}, {}, {1.0f / float(c.microbatches * c.dp)});
+    b.instr(Op::VocabCrossEntropyGrad, {f.z, targets, lse, dloss}, {dz},
+            {rows, Vl, 0});
+    b.instr(Op::MatMul, {f.a, dz}, {gW},
+            {1, H, Vl, rows, 1, 0, H, Vl, Vl, 0, 0, 0}, {1, 1});
+    b.instr(Op::ReduceSum, {dz}, {gb}, {rows, Vl, 1});
+    b.instr(Op::MatMul, {dz, W}, {da},
+            {1, rows, H, Vl, 0, 1, Vl, Vl, H, 0, 0, 0}, {1, 0});
+    b.instr(Op::AllReduce, {da}, {da}, {0, 0});
+    b.instr(Op::Elementwise, {da, f.a}, {dh},
+            {rows * H, 2, 1,      rows * H, rows * H, kLoad, 0, 0,    0,
+             kLoad,    1, 1,      0,        kMul,     2,     1, 1,    kConst,
+             3,        0, 0,      kSub,     4,        3,     2, kMul, 5,
+             0,        4, kStore, 5,        0,        0},
+            {1.0f});
+    b.instr(Op::VocabEmbeddingGrad, {dh, tokens}, {gwte}, {rows, Vl, H, 1, 0});
+    plan.programs.push_back(std::move(b.p));
+  } else { // train: forward, loss, backward accumulating into the grads.
     ProgramBuilder b("train", c.target);
     int32_t tokens = b.input("tokens", {B, S}, {rows}, DType::I32);
     int32_t targets = b.input("targets", {B, S}, {rows}, DType::I32);
@@ -189,7 +278,10 @@ Plan makeBigramPlan(const BigramConfig &c) {
     if (c.dp > 1)
       for (int32_t gk : g)
         b.instr(Op::AllReduce, {gk}, {gk}, {1, 0});
-    b.instr(Op::GradNorm, g, {norm, coef}, {}, {c.clip});
+    if (tp) // every gradient here is a shard over the tensor group
+      b.instr(Op::GradNorm, g, {norm, coef}, {0, 1, 1, 1}, {c.clip});
+    else
+      b.instr(Op::GradNorm, g, {norm, coef}, {}, {c.clip});
     for (size_t k = 0; k < 3; ++k) {
       float wd = plan.persistents[k].weightDecay ? c.weightDecay : 0.0f;
       if (adam)
@@ -207,16 +299,32 @@ Plan makeBigramPlan(const BigramConfig &c) {
     int32_t tokens = b.input("tokens", {B, S}, {rows}, DType::I32);
     int32_t targets = b.input("targets", {B, S}, {rows}, DType::I32);
     int32_t loss = b.output("loss", {}, {});
-    Forward f = forward(b, c, rows, tokens, -1);
     int32_t lse = b.arena({rows});
-    b.instr(Op::CrossEntropy, {f.z, targets}, {loss, lse}, {rows, V});
+    if (tp) {
+      Forward f = forwardTP(b, c, rows, tokens);
+      lossTP(b, c, rows, f.z, targets, loss, lse);
+    } else {
+      Forward f = forward(b, c, rows, tokens, -1);
+      b.instr(Op::CrossEntropy, {f.z, targets}, {loss, lse}, {rows, V});
+    }
     plan.programs.push_back(std::move(b.p));
   }
   { // predict: logits of one sequence.
     ProgramBuilder b("predict", c.target);
     int32_t tokens = b.input("tokens", {1, S}, {S}, DType::I32);
     int32_t logits = b.output("logits", {1, S, V}, {S, V});
-    forward(b, c, S, tokens, logits);
+    if (tp) {
+      // Gather the vocabulary shards ([tp, S, Vl], rank-major) and put the
+      // ranks' columns side by side: [S, tp, Vl] = [S, V].
+      Forward f = forwardTP(b, c, S, tokens);
+      int32_t all = b.arena({c.tp * S, Vl});
+      int32_t out = b.value(Space::Output, 0, {S, c.tp, Vl});
+      b.instr(Op::AllGather, {f.z}, {all}, {0});
+      b.p.values[size_t(all)].shape = {c.tp, S, Vl};
+      b.instr(Op::Transpose, {all}, {out}, {3, c.tp, S, Vl, 1, 0, 2});
+    } else {
+      forward(b, c, S, tokens, logits);
+    }
     plan.programs.push_back(std::move(b.p));
   }
   validate(plan);

@@ -39,6 +39,13 @@ struct BigramConfig {
   /// optimizer program starts with an in-place AllReduce (data group, sum)
   /// of every gradient, as the compiler's mega-data-parallel emits.
   int64_t dp = 1;
+  /// Tensor-parallel ranks (config tp). tp > 1: wte is vocabulary-parallel
+  /// (shard of rows, VocabEmbedding + AllReduce), proj.weight and proj.bias
+  /// column-parallel (shards of the vocabulary columns), so the logits are
+  /// vocabulary-parallel and the loss is RowMax / AllReduce max /
+  /// VocabCrossEntropyStats / AllReduce sum / VocabCrossEntropy, as
+  /// Megatron's vocab_parallel_cross_entropy; GradNorm carries shard flags.
+  int64_t tp = 1;
   std::map<std::string, std::string> extraConfig;
 };
 

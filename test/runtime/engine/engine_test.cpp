@@ -523,6 +523,123 @@ void testEngineAndCheckpoint() {
       "plan program 'train' instruction 2 (MatMul)");
 }
 
+/// Every group of size `size` with this process at `rank`; allGather
+/// returns `parts` (what each rank would contribute) concatenated.
+class ShardComm final : public Communicator {
+public:
+  ShardComm(int rank, int size) {
+    for (int k = 0; k < 3; ++k)
+      groups[k] = {plan::ParallelGroup(k), rank, size, {}, k};
+  }
+  const char *name() const override { return "shard-test"; }
+  int worldRank() const override { return groups[0].rank; }
+  int worldSize() const override { return groups[0].size; }
+  const ProcessGroup &group(plan::ParallelGroup kind) const override {
+    return groups[int(kind)];
+  }
+  void allReduce(const ProcessGroup &, const float *, float *, size_t,
+                 plan::ReduceOp) override {
+    throw Error("unused");
+  }
+  void allGather(const ProcessGroup &g, const float *in, float *out,
+                 size_t n) override {
+    CHECK(parts.size() == size_t(g.size));
+    CHECK(std::memcmp(in, parts[size_t(g.rank)].data(), n * 4) == 0);
+    for (size_t r = 0; r < parts.size(); ++r)
+      std::memcpy(out + r * n, parts[r].data(), n * 4);
+  }
+  void reduceScatter(const ProcessGroup &, const float *, float *,
+                     size_t) override {
+    throw Error("unused");
+  }
+  void send(const ProcessGroup &, int, int, const void *, size_t) override {
+    throw Error("unused");
+  }
+  void recv(const ProcessGroup &, int, int, void *, size_t) override {
+    throw Error("unused");
+  }
+  std::vector<std::vector<float>> parts;
+
+private:
+  ProcessGroup groups[3];
+};
+
+void testShards() {
+  // A fused q|k|v-like weight [2, 12] split over 2 ranks along dim 1 in 3
+  // chunks (local [2, 6]) and a row-split [4, 3] (local [2, 3]).
+  plan::Plan full;
+  auto param = [&](const char *name, std::vector<int64_t> shape) {
+    plan::Persistent t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.init = plan::Init::Normal;
+    t.initStd = 1.0f;
+    full.persistents.push_back(t);
+  };
+  param("qkv", {2, 12});
+  param("rows", {4, 3});
+  plan::Plan sharded = full;
+  sharded.persistents[0].fullShape = {2, 12};
+  sharded.persistents[0].shape = {2, 6};
+  sharded.persistents[0].shardDim = 1;
+  sharded.persistents[0].shardGroups = 3;
+  sharded.persistents[1].fullShape = {4, 3};
+  sharded.persistents[1].shape = {2, 3};
+  sharded.persistents[1].shardDim = 0;
+  plan::validate(sharded);
+  auto backend = createCpuBackend(1);
+
+  Memory one(full, *backend);
+  one.initialize(5);
+  std::vector<float> qkv = hostCopy(one, 0), rows = hostCopy(one, 1);
+
+  std::vector<std::vector<float>> localQkv(2), localRows(2);
+  for (int r = 0; r < 2; ++r) {
+    ShardComm comm(r, 2);
+    Memory m(sharded, *backend, &comm);
+    m.initialize(5);
+    // Part r of every chunk of 4 columns, chunks in order.
+    std::vector<float> want;
+    for (int o = 0; o < 2; ++o)
+      for (int g = 0; g < 3; ++g)
+        for (int c = 0; c < 2; ++c)
+          want.push_back(qkv[size_t(o * 12 + g * 4 + r * 2 + c)]);
+    localQkv[size_t(r)] = hostCopy(m, 0);
+    CHECK(localQkv[size_t(r)] == want);
+    localRows[size_t(r)] = hostCopy(m, 1);
+    CHECK(localRows[size_t(r)] ==
+          std::vector<float>(rows.begin() + r * 6, rows.begin() + r * 6 + 6));
+    CHECK(m.fullShape(0) == (std::vector<int64_t>{2, 12}));
+    CHECK(m.fullBytes(0) == 2 * 12 * 4 && m.bytes(0) == 2 * 6 * 4);
+  }
+  // Gathering puts the parts back in place; loading a full tensor keeps
+  // the shard.
+  ShardComm comm(1, 2);
+  Memory m(sharded, *backend, &comm);
+  m.fromFullHost(0, qkv.data());
+  CHECK(hostCopy(m, 0) == localQkv[1]);
+  std::vector<float> back(24);
+  comm.parts = localQkv;
+  m.fullToHost(0, back.data());
+  CHECK(back == qkv);
+  comm.parts = localRows;
+  back.assign(12, 0.0f);
+  m.fromFullHost(1, rows.data());
+  m.fullToHost(1, back.data());
+  CHECK(back == rows);
+
+  // A split that is not the run's group size is refused at load.
+  expectError(
+      "shards at world size 1", [&] { Memory x(sharded, *backend); },
+      "'qkv' is split 2 ways but this run's group 0 has 1 rank(s)");
+  test::BigramConfig tpCfg;
+  tpCfg.tp = 2;
+  plan::Plan tp = test::makeBigramPlan(tpCfg);
+  expectError(
+      "tp plan at world size 1", [&] { Engine x(tp, *backend, "cpu"); },
+      "split 2 ways");
+}
+
 //===----------------------------------------------------------------------===//
 
 void testSampling() {
@@ -599,6 +716,7 @@ int main(int argc, char **argv) {
                {"schedule", testSchedule},
                {"data", testData},
                {"engine+checkpoint", testEngineAndCheckpoint},
+               {"shards", testShards},
                {"sampling", testSampling},
                {"log lines", testLogLines}};
   for (auto &t : tests) {

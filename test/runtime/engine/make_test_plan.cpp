@@ -34,6 +34,8 @@ int main(int argc, char **argv) {
         c.micro = std::stoll(next());
       else if (a == "--num-microbatches")
         c.microbatches = std::stoll(next());
+      else if (a == "--tp")
+        c.tp = std::stoll(next());
       else if (a == "--dp")
         c.dp = std::stoll(next());
       else if (a == "--optimizer")

@@ -167,8 +167,14 @@ public:
       ri.push_back({t->data, &t->v});
     for (Tensor *t : outs)
       ro.push_back({t->data, &t->v});
-    be->launch(in, ri, ro);
+    if (comm)
+      be->launch(in, ri, ro, *comm);
+    else
+      be->launch(in, ri, ro);
   }
+  /// When set, launch() passes it to the backend (the program run's
+  /// communicator: the vocabulary-parallel kernels read their rank in it).
+  mega::rt::Communicator *comm = nullptr;
   /// check() then launch(); a throw is a test failure.
   bool run(const Instr &in, const std::vector<Tensor *> &ins,
            const std::vector<Tensor *> &outs) {

@@ -168,7 +168,33 @@ MEGA_CPU_KERNEL(Transpose)
 MEGA_CPU_KERNEL(GradNorm)
 MEGA_CPU_KERNEL(AdamW)
 MEGA_CPU_KERNEL(Sgd)
+MEGA_CPU_KERNEL(RowMax)
+MEGA_CPU_KERNEL(VocabCrossEntropy)
 #undef MEGA_CPU_KERNEL
+
+/// This process's place in the group an instruction's i[group] names (from
+/// the program run's communicator; world size 1: rank 0 of 1).
+struct GroupPlace {
+  int64_t rank = 0;
+  int64_t size = 1;
+};
+
+// Kernels that need the place (VocabParallel.cpp).
+#define MEGA_CPU_GROUP_KERNEL(NAME)                                            \
+  void check##NAME(const Checker &c);                                          \
+  void run##NAME(const Ctx &ctx, const GroupPlace &place, const Instr &in,     \
+                 const Refs &ins, const Refs &outs);
+MEGA_CPU_GROUP_KERNEL(VocabEmbedding)
+MEGA_CPU_GROUP_KERNEL(VocabEmbeddingGrad)
+MEGA_CPU_GROUP_KERNEL(VocabCrossEntropyStats)
+MEGA_CPU_GROUP_KERNEL(VocabCrossEntropyGrad)
+#undef MEGA_CPU_GROUP_KERNEL
+
+/// GradNorm with i = {group, shard flags...}: the squared sums of the
+/// flagged inputs are summed over the group through `comm` (Optimizer.cpp).
+/// Without a communicator (runGradNorm) the group has one rank.
+void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
+                        const Refs &outs, Communicator &comm);
 
 } // namespace mega::rt::cpu
 

@@ -219,6 +219,12 @@ public:
       MEGA_CASE(GradNorm)
       MEGA_CASE(AdamW)
       MEGA_CASE(Sgd)
+      MEGA_CASE(RowMax)
+      MEGA_CASE(VocabCrossEntropy)
+      MEGA_CASE(VocabEmbedding)
+      MEGA_CASE(VocabEmbeddingGrad)
+      MEGA_CASE(VocabCrossEntropyStats)
+      MEGA_CASE(VocabCrossEntropyGrad)
 #undef MEGA_CASE
     case Op::AllReduce:
     case Op::AllGather:
@@ -233,8 +239,40 @@ public:
     throw Error("cpu: unknown opcode " + std::to_string(int(instr.op)));
   }
 
+  /// Without a communicator: world size 1, rank 0 of every group.
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs) override {
+    run(instr, ins, outs, GroupPlace{});
+  }
+
+  void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+              const std::vector<TensorRef> &outs,
+              Communicator &comm) override {
+    GroupPlace place;
+    switch (instr.op) {
+    case Op::GradNorm:
+      if (!instr.i.empty()) // shard flags: the squared sums meet over comm
+        return runGradNormSharded(ctx, instr, ins, outs, comm);
+      break;
+    case Op::VocabEmbedding:
+    case Op::VocabEmbeddingGrad:
+    case Op::VocabCrossEntropyStats:
+    case Op::VocabCrossEntropyGrad: {
+      // check() proved i[group] (the last attribute) names a group.
+      const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i.back()));
+      place.rank = g.rank;
+      place.size = g.size;
+      break;
+    }
+    default:
+      break;
+    }
+    run(instr, ins, outs, place);
+  }
+
+private:
+  void run(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+           const std::vector<TensorRef> &outs, const GroupPlace &place) {
     switch (instr.op) {
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \
@@ -256,6 +294,16 @@ public:
       MEGA_CASE(GradNorm)
       MEGA_CASE(AdamW)
       MEGA_CASE(Sgd)
+      MEGA_CASE(RowMax)
+      MEGA_CASE(VocabCrossEntropy)
+#undef MEGA_CASE
+#define MEGA_CASE(NAME)                                                        \
+  case Op::NAME:                                                               \
+    return run##NAME(ctx, place, instr, ins, outs);
+      MEGA_CASE(VocabEmbedding)
+      MEGA_CASE(VocabEmbeddingGrad)
+      MEGA_CASE(VocabCrossEntropyStats)
+      MEGA_CASE(VocabCrossEntropyGrad)
 #undef MEGA_CASE
     case Op::AllReduce:
     case Op::AllGather:
@@ -270,7 +318,6 @@ public:
     throw Error("cpu: unknown opcode " + std::to_string(int(instr.op)));
   }
 
-private:
   Ctx ctx;
 };
 

@@ -26,7 +26,15 @@ void checkGradNorm(const Checker &c) {
   if (c.outs.size() != 2)
     c.fail("expects 2 outputs (norm, coef), got " +
            std::to_string(c.outs.size()));
-  c.attrs(0, 1);
+  // i = {} (every gradient whole on every rank), or {group, s_0..s_{n-1}}
+  // with s_k = 1 when input k is a tensor-parallel shard over `group`.
+  if (!c.instr.i.empty()) {
+    c.attrs(1 + c.ins.size(), 1);
+    c.attr(0, 0, 2, "group");
+    for (size_t k = 0; k < c.ins.size(); ++k)
+      c.flag(1 + k, "shard flag");
+  }
+  c.attrs(c.instr.i.size(), 1);
   c.finite(0, "maxNorm");
   c.tensor(c.outs[0], DType::F32, 1, "norm");
   c.tensor(c.outs[1], DType::F32, 1, "coef");
@@ -39,27 +47,36 @@ void checkGradNorm(const Checker &c) {
   }
 }
 
-void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
-                 const Refs &outs) {
-  // Blocks of kNormBlock elements of each tensor, summed in double, then
-  // the block sums in order.
+namespace {
+
+/// Squared L2 sums of the replicated ([0]) and the sharded ([1]) inputs
+/// (all replicated when `in.i` is empty): blocks of kNormBlock elements of
+/// each tensor summed in double, then the block sums in order.
+void squaredSums(const Ctx &ctx, const Instr &in, const Refs &ins,
+                 double ss[2]) {
   struct Block {
     const float *p;
     int64_t n;
+    int kind;
   };
   std::vector<Block> blocks;
-  for (const TensorRef &t : ins)
-    for (int64_t b = 0, n = t.numel(); b < n; b += kNormBlock)
-      blocks.push_back({t.f32() + b, std::min(kNormBlock, n - b)});
+  for (size_t k = 0; k < ins.size(); ++k) {
+    const int kind = in.i.empty() ? 0 : int(in.i[1 + k] != 0);
+    for (int64_t b = 0, n = ins[k].numel(); b < n; b += kNormBlock)
+      blocks.push_back({ins[k].f32() + b, std::min(kNormBlock, n - b), kind});
+  }
   std::vector<double> part(blocks.size());
   parallelFor(ctx, int64_t(blocks.size()), 2, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
       part[size_t(b)] = dotD(blocks[size_t(b)].p, blocks[size_t(b)].p,
                              blocks[size_t(b)].n);
   });
-  double ss = 0;
-  for (double p : part)
-    ss += p;
+  ss[0] = ss[1] = 0;
+  for (size_t b = 0; b < blocks.size(); ++b)
+    ss[blocks[b].kind] += part[b];
+}
+
+void finishGradNorm(const Instr &in, double ss, const Refs &outs) {
   const float norm = float(std::sqrt(ss));
   const float maxNorm = in.f[0];
   float coef;
@@ -71,6 +88,29 @@ void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
     coef = std::min(1.0f, maxNorm / (norm + 1e-6f)); // as clip_grad_norm_
   outs[0].f32()[0] = norm;
   outs[1].f32()[0] = coef;
+}
+
+} // namespace
+
+void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
+                 const Refs &outs) {
+  double ss[2];
+  squaredSums(ctx, in, ins, ss);
+  finishGradNorm(in, ss[0] + ss[1], outs);
+}
+
+void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
+                        const Refs &outs, Communicator &comm) {
+  double ss[2];
+  squaredSums(ctx, in, ins, ss);
+  const ProcessGroup &g = comm.group(plan::ParallelGroup(in.i[0]));
+  if (g.size > 1) {
+    // Every rank gets the same sum, so the same norm and coefficient.
+    float shard = float(ss[1]);
+    comm.allReduce(g, &shard, &shard, 1, plan::ReduceOp::Sum);
+    ss[1] = double(shard);
+  }
+  finishGradNorm(in, ss[0] + ss[1], outs);
 }
 
 //===----------------------------------------------------------------------===//

@@ -183,6 +183,12 @@ public:
   void check(const plan::Instr &instr, const std::vector<const Value *> &ins,
              const std::vector<const Value *> &outs) override {
     const char *opName = plan::opName(instr.op);
+    if (instr.op >= Op::VocabEmbedding && instr.op <= Op::VocabCrossEntropyGrad)
+      throw Error(std::string(opName) + ": not implemented on cuda yet (run "
+                  "vocabulary-parallel plans with --device cpu)");
+    if (instr.op == Op::GradNorm && !instr.i.empty())
+      throw Error("GradNorm: shard flags (tensor parallelism) are not "
+                  "implemented on cuda yet");
     if (!opName || int(instr.op) > int(Op::Sgd))
       throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
     auto refuse = [&](const std::string &msg) {
@@ -217,6 +223,7 @@ public:
       refuse("the cuda kernel sorts at most 2^31-1 ids");
   }
 
+  using Backend::launch; // the overload with a communicator
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs) override {
     switch (instr.op) {
@@ -241,6 +248,20 @@ public:
       MEGA_CASE(AdamW)
       MEGA_CASE(Sgd)
 #undef MEGA_CASE
+    case Op::AllReduce:
+    case Op::AllGather:
+    case Op::ReduceScatter:
+    case Op::Send:
+    case Op::Recv:
+    case Op::VocabEmbedding:
+    case Op::VocabEmbeddingGrad:
+    case Op::RowMax:
+    case Op::VocabCrossEntropyStats:
+    case Op::VocabCrossEntropy:
+    case Op::VocabCrossEntropyGrad:
+      // Collectives run through Backend::collective; check() refuses 22-27.
+      throw Error(std::string(plan::opName(instr.op)) +
+                  ": not a kernel of the cuda backend");
     }
     throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
   }
