@@ -39,12 +39,20 @@
 //                            concat of [1, outer, inner] views + Transpose
 //       layer_norm(_grad), softmax(_grad), cross_entropy(_grad), embedding
 //       (_grad), reduce_sum, grad_norm, adamw, sgd -> the kernel of that name
+//                            (grad_norm with `mega.sharded_grads`: i = {0,
+//                            one shard flag per gradient})
 //       all_reduce        -> AllReduce {axis (= plan group), 0 sum / 1 max}
+//       all_gather, reduce_scatter -> AllGather / ReduceScatter {axis}
+//                            (along a non-leading dim with a Transpose
+//                            between [size, outer, rest] and the dim)
+//       copy_to_region    -> view (the identity; its adjoint is explicit)
+//       vocab_embedding(_grad), row_max, vocab_cross_entropy(_stats, _grad)
+//                         -> the kernel of that name (group = the axis)
 //       accumulate_grad   -> the producing MatMul (beta = 1), ReduceSum,
-//                            EmbeddingGrad (accumulate = 1) or Elementwise
-//                            (one more input and an Add before its Store)
-//                            accumulates into the gradient directly when it
-//                            has no other use; otherwise an Elementwise add
+//                            (Vocab)EmbeddingGrad (accumulate = 1) or
+//                            Elementwise (one more input and an Add before its
+//                            Store) accumulates into the gradient directly when
+//                            it has no other use; otherwise an Elementwise add
 //                            into it
 //       zero_grad         -> Fill 0 into the gradient
 //  2. mega.fill ops still used become Fill kernels; unused ones are erased.
@@ -175,6 +183,16 @@ private:
     return b.clone(*decl)->getResult(0);
   }
 
+  /// The plan group of a collective or vocabulary-parallel op: mesh axis k
+  /// is plan group k (0 tensor, 1 data, 2 pipeline); one axis only.
+  static FailureOr<int64_t> groupOf(Operation *op, ArrayRef<int64_t> axes) {
+    if (axes.size() != 1)
+      return op->emitOpError() << "over " << axes.size()
+                               << " mesh axes has no kernel (one axis per "
+                                  "instruction)";
+    return axes[0];
+  }
+
   static void replace(Operation *op, ValueRange values) {
     op->replaceAllUsesWith(values);
     op->erase();
@@ -268,11 +286,7 @@ private:
                           {numElements(r.getX()) / inner, inner, 0}, {});
           return success();
         })
-        .Case<GradNormOp>([&](GradNormOp g) {
-          replaceByKernel(g, "GradNorm", g.getGrads(), {},
-                          {float(g.getMaxNorm().convertToDouble())});
-          return success();
-        })
+        .Case<GradNormOp>([&](GradNormOp g) { return lowerGradNorm(g); })
         .Case<AllReduceOp>([&](AllReduceOp r) -> LogicalResult {
           // Mesh axis k is plan group k (0 tensor, 1 data, 2 pipeline).
           if (r.getAxes().size() != 1)
@@ -283,6 +297,83 @@ private:
                           {r.getAxes()[0], r.getKind() == "max" ? 1 : 0}, {});
           return success();
         })
+        .Case<CopyToRegionOp>([&](CopyToRegionOp c) {
+          // The identity forward; its adjoint (an all_reduce) is explicit.
+          replace(c, view(c.getLoc(), c.getX(), c.getType(), 0));
+          return success();
+        })
+        .Case<AllGatherOp>([&](AllGatherOp g) -> LogicalResult {
+          FailureOr<int64_t> group = groupOf(g, g.getAxes());
+          if (failed(group))
+            return failure();
+          return lowerGatherScatter(g, g.getX(), g.getDim(), *group, true);
+        })
+        .Case<ReduceScatterOp>([&](ReduceScatterOp r) -> LogicalResult {
+          FailureOr<int64_t> group = groupOf(r, r.getAxes());
+          if (failed(group))
+            return failure();
+          return lowerGatherScatter(r, r.getX(), r.getDim(), *group, false);
+        })
+        .Case<VocabEmbeddingOp>([&](VocabEmbeddingOp e) -> LogicalResult {
+          FailureOr<int64_t> group = groupOf(e, e.getAxes());
+          if (failed(group))
+            return failure();
+          ArrayRef<int64_t> table = tensorType(e.getTable()).getShape();
+          replaceByKernel(e, "VocabEmbedding", {e.getTable(), e.getIds()},
+                          {numElements(e.getIds()), table[0], table[1], *group},
+                          {});
+          return success();
+        })
+        .Case<VocabEmbeddingGradOp>(
+            [&](VocabEmbeddingGradOp e) -> LogicalResult {
+              FailureOr<int64_t> group = groupOf(e, e.getAxes());
+              if (failed(group))
+                return failure();
+              ArrayRef<int64_t> table = e.getType().getShape();
+              replaceByKernel(
+                  e, "VocabEmbeddingGrad", {e.getDy(), e.getIds()},
+                  {numElements(e.getIds()), table[0], table[1], 0, *group}, {});
+              return success();
+            })
+        .Case<RowMaxOp>([&](RowMaxOp r) {
+          int64_t cols = tensorType(r.getX()).getShape().back();
+          replaceByKernel(r, "RowMax", {r.getX()},
+                          {numElements(r.getX()) / cols, cols}, {});
+          return success();
+        })
+        .Case<VocabCrossEntropyStatsOp>(
+            [&](VocabCrossEntropyStatsOp c) -> LogicalResult {
+              FailureOr<int64_t> group = groupOf(c, c.getAxes());
+              if (failed(group))
+                return failure();
+              replaceByKernel(c, "VocabCrossEntropyStats",
+                              {c.getLogits(), c.getTargets(), c.getMax()},
+                              {numElements(c.getTargets()),
+                               tensorType(c.getLogits()).getShape().back(),
+                               *group},
+                              {});
+              return success();
+            })
+        .Case<VocabCrossEntropyOp>([&](VocabCrossEntropyOp c) {
+          // logits and targets are operands for the adjoint only.
+          replaceByKernel(c, "VocabCrossEntropy",
+                          {c.getMax(), c.getSumExp(), c.getTargetLogit()},
+                          {numElements(c.getTargets())}, {});
+          return success();
+        })
+        .Case<VocabCrossEntropyGradOp>(
+            [&](VocabCrossEntropyGradOp c) -> LogicalResult {
+              FailureOr<int64_t> group = groupOf(c, c.getAxes());
+              if (failed(group))
+                return failure();
+              replaceByKernel(
+                  c, "VocabCrossEntropyGrad",
+                  {c.getLogits(), c.getTargets(), c.getLse(), c.getDloss()},
+                  {numElements(c.getTargets()),
+                   tensorType(c.getLogits()).getShape().back(), *group},
+                  {});
+              return success();
+            })
         .Case<AdamWOp>([&](AdamWOp a) { return lowerAdamW(a); })
         .Case<SgdOp>([&](SgdOp s) { return lowerSgd(s); })
         .Case<AccumulateGradOp>([&](auto a) { return lowerAccumulate(a); })
@@ -493,6 +584,59 @@ private:
     return success();
   }
 
+  /// GradNorm; with tensor-parallel shards (`mega.sharded_grads`, set by
+  /// mega-optimizer) i = {tensor group, s_0..s_{n-1}}, s_k = 1 for a shard:
+  /// the backend sums the shards' squares over the group and counts the
+  /// replicated gradients once (Plan.h, Op::GradNorm).
+  LogicalResult lowerGradNorm(GradNormOp g) {
+    float maxNorm = float(g.getMaxNorm().convertToDouble());
+    SmallVector<int64_t> i;
+    auto sharded = g->getAttrOfType<DenseI64ArrayAttr>("mega.sharded_grads");
+    if (sharded && !sharded.empty()) {
+      i.push_back(int64_t(plan::ParallelGroup::Tensor));
+      for (size_t k = 0; k < g.getGrads().size(); ++k)
+        i.push_back(llvm::is_contained(sharded.asArrayRef(), int64_t(k)));
+    }
+    replaceByKernel(g, "GradNorm", g.getGrads(), i, {maxNorm});
+    return success();
+  }
+
+  /// AllGather / ReduceScatter along `dim`. The kernels concatenate (cut)
+  /// along dim 0; along another dim with leading dims `outer` > 1, the ranks'
+  /// blocks [outer, d*inner] are stacked as [size, outer, d*inner] and a
+  /// Transpose moves `size` next to `dim` (before ReduceScatter, after
+  /// AllGather).
+  LogicalResult lowerGatherScatter(Operation *op, Value x, int64_t dim,
+                                   int64_t group, bool gather) {
+    Location loc = op->getLoc();
+    RankedTensorType rt = cast<RankedTensorType>(op->getResult(0).getType());
+    StringRef name = gather ? "AllGather" : "ReduceScatter";
+    // The full (gathered / scattered-from) tensor's shape.
+    ArrayRef<int64_t> full = gather ? rt.getShape() : tensorType(x).getShape();
+    ArrayRef<int64_t> local = gather ? tensorType(x).getShape() : rt.getShape();
+    if (contiguousAlong(full, dim)) {
+      replaceByKernel(op, name, {x}, {group}, {});
+      return success();
+    }
+    int64_t outer = product(full.take_front(dim));
+    int64_t size = full[dim] / local[dim];
+    int64_t rest = numElements(gather ? x : op->getResult(0)) / outer;
+    Type el = rt.getElementType();
+    auto stacked = RankedTensorType::get({size, outer, rest}, el);
+    auto spread = RankedTensorType::get({outer, size, rest}, el);
+    if (gather) {
+      Value all = kernel(loc, name, {x}, {stacked}, {group}, {})->getResult(0);
+      Value t = transpose(loc, all, {1, 0, 2}, spread);
+      replace(op, view(loc, t, rt, 0));
+    } else {
+      Value t = transpose(loc, view(loc, x, spread, 0), {1, 0, 2}, stacked);
+      auto part = RankedTensorType::get({outer, rest}, el);
+      Value mine = kernel(loc, name, {t}, {part}, {group}, {})->getResult(0);
+      replace(op, view(loc, mine, rt, 0));
+    }
+    return success();
+  }
+
   LogicalResult lowerAdamW(AdamWOp a) {
     FailureOr<Value> p = paramRef(a, a.getName());
     if (failed(p))
@@ -537,6 +681,8 @@ private:
     else if (name == "ReduceSum")
       i[2] = 1;
     else if (name == "EmbeddingGrad")
+      i[3] = 1;
+    else if (name == "VocabEmbeddingGrad")
       i[3] = 1;
     else if (name != "Elementwise" || !accumulatingCode(i))
       return false;

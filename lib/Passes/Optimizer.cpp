@@ -16,7 +16,10 @@
 //     each gradient read with `mega.state "name" {role = "grad"}`; one
 //     `mega.grad_norm` over all of them {max_norm = clip-grad} giving the
 //     global norm (output "grad_norm", before clipping) and the clip
-//     coefficient; per parameter `mega.adamw` or `mega.sgd` with the
+//     coefficient (with tensor parallelism `mega.sharded_grads` lists the
+//     operands whose parameter has a split `mega.sharding`: their squares
+//     are summed over the tensor group, the others counted once); per
+//     parameter `mega.adamw` or `mega.sgd` with the
 //     coefficient and weight decay = weight-decay for rank >= 2, 0 otherwise
 //     (biases and LayerNorm parameters are not decayed); then `mega.zero_grad`
 //     per parameter, after every update has read its gradient.
@@ -54,6 +57,7 @@ std::string num(double v) {
 struct ParamToUpdate {
   StringRef name;
   RankedTensorType type;
+  bool sharded = false; ///< a tensor-parallel shard (mega.sharding)
 };
 
 struct MegaOptimizer : mega::impl::MegaOptimizerBase<MegaOptimizer> {
@@ -88,6 +92,7 @@ struct MegaOptimizer : mega::impl::MegaOptimizerBase<MegaOptimizer> {
       return failure();
     }
     llvm::MapVector<StringRef, RankedTensorType> params;
+    llvm::StringSet<> sharded;
     WalkResult walk = train.walk([&](ParamOp p) {
       if (!withGrad.contains(p.getName()) || params.count(p.getName()))
         return WalkResult::advance();
@@ -97,13 +102,16 @@ struct MegaOptimizer : mega::impl::MegaOptimizerBase<MegaOptimizer> {
         return WalkResult::interrupt();
       }
       params.insert({p.getName(), type});
+      if (auto sh = p->getAttrOfType<ShardingAttr>("mega.sharding");
+          sh && !sh.isReplicated())
+        sharded.insert(p.getName());
       return WalkResult::advance();
     });
     if (walk.wasInterrupted())
       return failure();
     SmallVector<ParamToUpdate> result;
     for (auto &[name, type] : params)
-      result.push_back({name, type});
+      result.push_back({name, type, sharded.contains(name)});
     return result;
   }
 
@@ -145,6 +153,14 @@ struct MegaOptimizer : mega::impl::MegaOptimizerBase<MegaOptimizer> {
     for (const ParamToUpdate &p : *params)
       grads.push_back(b.create<StateOp>(loc, p.type, p.name, "grad"));
     auto norm = b.create<GradNormOp>(loc, grads, b.getF64FloatAttr(clipGrad));
+    // Tensor parallelism: which gradients are shards (their squares are
+    // summed over the tensor group; the replicated ones counted once).
+    SmallVector<int64_t> sharded;
+    for (auto [k, p] : llvm::enumerate(*params))
+      if (p.sharded)
+        sharded.push_back(int64_t(k));
+    if (!sharded.empty())
+      norm->setAttr("mega.sharded_grads", b.getDenseI64ArrayAttr(sharded));
     b.create<OutputOp>(loc, "grad_norm", norm.getNorm());
 
     for (auto [p, g] : llvm::zip_equal(*params, grads)) {

@@ -177,14 +177,12 @@ CompileOptions checkFlags() {
            llvm::Twine(v));
     return v;
   };
-  // Parallelism: only the single-device plan exists so far.
+  // Parallelism: tensor and data parallelism; `heads` not divisible by --tp
+  // is the tensor-parallel pass's error (it knows the model).
   o.tp = positive("tp", intFlag("tp", tp));
   o.pp = positive("pp", intFlag("pp", pp));
   o.dp = positive("dp", intFlag("dp", dp));
   o.vpp = positive("vpp", intFlag("vpp", vpp));
-  if (o.tp != 1)
-    fail("--tp " + llvm::Twine(o.tp) +
-         ": tensor parallelism is not implemented yet (only --tp 1)");
   if (o.pp != 1)
     fail("--pp " + llvm::Twine(o.pp) +
          ": pipeline parallelism is not implemented yet (only --pp 1)");
@@ -197,7 +195,9 @@ CompileOptions checkFlags() {
   if (schedule == "interleaved")
     fail("--schedule interleaved needs --vpp > 1 and --pp > 1");
   if (sequenceParallel)
-    fail("--sequence-parallel needs --tp > 1");
+    fail(o.tp > 1 ? llvm::Twine("--sequence-parallel is not implemented yet "
+                                "(tensor parallelism runs without it)")
+                  : llvm::Twine("--sequence-parallel needs --tp > 1"));
   if (distributedOptimizer)
     fail(o.dp > 1 ? llvm::Twine("--use-distributed-optimizer is not "
                                 "implemented yet (gradients are all-reduced)")
@@ -308,6 +308,13 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaDecompose());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  // Tensor parallelism: the per-rank program of mesh axis 0 (Megatron's
+  // layout), before autodiff so that the collectives get their adjoints.
+  if (o.tp > 1) {
+    mega::MegaTensorParallelOptions tensorParallel;
+    tensorParallel.size = o.tp;
+    pm.addPass(mega::createMegaTensorParallel(tensorParallel));
+  }
   // Training level: backward pass, optimizer step.
   mega::MegaAutodiffOptions autodiff;
   // The loss seed is 1/(microbatches*dp): the data-parallel all-reduce

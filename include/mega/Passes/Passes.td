@@ -241,7 +241,8 @@ def MegaOptimizer : Pass<"mega-optimizer", "mlir::ModuleOp"> {
   let description = [{
     Creates `@optimizer` with inputs `lr` and `step` and output `grad_norm`:
     reads every parameter's gradient (`mega.state`), computes the global norm
-    and clip coefficient (`mega.grad_norm`), updates each parameter
+    and clip coefficient (`mega.grad_norm`; after mega-tensor-parallel,
+    `mega.sharded_grads` lists the operands that are shards), updates each parameter
     (`mega.adamw` or `mega.sgd`; weight decay only on rank >= 2) and clears
     the accumulators (`mega.zero_grad`).
 

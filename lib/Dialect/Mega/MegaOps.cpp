@@ -585,7 +585,9 @@ LogicalResult KernelOp::verify() {
       "SoftmaxGrad",  "CrossEntropy",  "CrossEntropyGrad", "Embedding",
       "EmbeddingGrad", "Transpose",    "GradNorm",     "AdamW",
       "Sgd",          "AllReduce",     "AllGather",    "ReduceScatter",
-      "Send",         "Recv"};
+      "Send",         "Recv",          "VocabEmbedding", "VocabEmbeddingGrad",
+      "RowMax",       "VocabCrossEntropyStats", "VocabCrossEntropy",
+      "VocabCrossEntropyGrad"};
   if (!kKernels.contains(getKernel()))
     return emitOpError() << "unknown kernel '" << getKernel()
                          << "' (see enum class Op in mega/Plan/Plan.h)";

@@ -5,8 +5,10 @@
 //  1. Config: the module's hyper-parameters, the driver's options, and
 //     flops_per_token (needs the parameter count, so after step 2).
 //  2. Persistents: walk every function for `mega.param` (first appearance
-//     wins; a second one with another shape is an error), then add a Grad per
-//     parameter and, for adam, AdamM and AdamV per parameter.
+//     wins; a second one with another shape is an error; `mega.sharding` and
+//     `mega.shard_groups` give the tensor-parallel shard fields), then add a
+//     Grad per parameter and, for adam, AdamM and AdamV per parameter (they
+//     copy the parameter's shard fields).
 //  3. Programs, one per function (train, optimizer, eval, predict first):
 //     a. ports: each distinct `mega.input` name is an input port, each
 //        `mega.output` an output port;
@@ -114,11 +116,40 @@ private:
       if (p.getStd())
         t.initStd = float(p.getStd()->convertToDouble());
       t.weightDecay = shape->size() >= 2;
+      if (failed(shardOf(p, t)))
+        return WalkResult::interrupt();
       paramIndex[p.getName()] = result.persistents.size();
       result.persistents.push_back(std::move(t));
       return WalkResult::advance();
     });
     return failure(walk.wasInterrupted());
+  }
+
+  /// Tensor-parallel shard of a parameter from its `mega.sharding` (one split
+  /// dim over one mesh axis, the plan group of the same number) and
+  /// `mega.shard_groups`; the full shape is the local one times the axis size.
+  LogicalResult shardOf(ParamOp p, plan::Persistent &t) {
+    auto sharding = p->getAttrOfType<ShardingAttr>("mega.sharding");
+    if (!sharding || sharding.isReplicated())
+      return success();
+    int64_t dim = sharding.getSplitDim();
+    if (sharding.isPartial() || dim < 0 || sharding.getDimAxes(dim).size() != 1)
+      return p.emitOpError() << "has sharding " << sharding
+                             << ", which the plan cannot hold (one dimension "
+                                "split over one mesh axis)";
+    int64_t axis = sharding.getDimAxes(dim)[0];
+    auto mesh = module->getAttrOfType<DenseI64ArrayAttr>("mega.mesh");
+    if (!mesh || int64_t(mesh.size()) <= axis)
+      return p.emitOpError() << "is split over mesh axis " << axis
+                             << ", which the module's mega.mesh lacks";
+    t.shardDim = int32_t(dim);
+    t.shardGroup = int32_t(axis);
+    t.shardGroups = 1;
+    if (auto g = p->getAttrOfType<IntegerAttr>("mega.shard_groups"))
+      t.shardGroups = int32_t(g.getInt());
+    t.fullShape = t.shape;
+    t.fullShape[dim] *= mesh[axis];
+    return success();
   }
 
   void addState() {
@@ -157,7 +188,8 @@ private:
     for (const plan::Persistent &t : result.persistents)
       if (t.role == plan::Role::Param) {
         int64_t e = 1;
-        for (int64_t d : t.shape)
+        // The full tensor's count: flops are the model's, not a rank's.
+        for (int64_t d : t.shardDim >= 0 ? t.fullShape : t.shape)
           e *= d;
         n += e;
       }
