@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up and build, prepare the Jane Austen corpus, compile GPT,
 # train it on the CPU, compare its validation loss with a unigram model's,
-# and generate text from a prompt. Idempotent: the corpus and plan are reused
-# when present; training starts afresh unless MEGA_RESUME=1.
+# and generate text from a prompt. Idempotent: the corpus is reused, and so is
+# the trained checkpoint when the plan and step count are unchanged.
 #   MEGA_STEPS (default 300)   MEGA_THREADS (default nproc)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,13 +25,21 @@ fi
   --set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=128 \
   --micro-batch-size 8 --global-batch-size 8 --lr 1e-3
 
-resume=()
-[ "${MEGA_RESUME:-0}" = 1 ] && [ -f "$runs/ckpt/latest_checkpointed_iteration.txt" ] && resume=(--load "$runs/ckpt")
-"$bin/mega-run" "$runs/gpt.plan" --data "$data/austen_train" --steps "$steps" \
-  --lr 1e-3 --lr-schedule cosine --warmup 20 --min-lr 1e-4 --seed 1234 \
-  --log-interval 10 --log-file "$runs/log.jsonl" \
-  --eval-interval 100 --eval-data "$data/austen_valid" --eval-iters 20 \
-  --save "$runs/ckpt" --save-interval 100 "${resume[@]}"
+# Training is skipped when a checkpoint of this many steps is already there
+# (delete runs/ to train afresh).
+done_steps=$(cat "$runs/ckpt/latest_checkpointed_iteration.txt" 2>/dev/null || echo 0)
+if [ "$done_steps" = "$steps" ] && cmp -s "$runs/gpt.plan" "$runs/trained.plan"; then
+  echo "demo: reusing the checkpoint of $steps steps in $runs/ckpt"
+else
+  rm -rf "$runs/ckpt"
+  "$bin/mega-run" "$runs/gpt.plan" --data "$data/austen_train" --steps "$steps" \
+    --lr 1e-3 --lr-schedule cosine --warmup 20 --min-lr 1e-4 --seed 1234 \
+    --log-interval 10 --log-file "$runs/log.jsonl" \
+    --eval-interval 100 --eval-data "$data/austen_valid" --eval-iters 20 \
+    --save "$runs/ckpt" --save-interval 100
+  cp "$runs/gpt.plan" "$runs/trained.plan"
+fi
+grep '"validation_loss"' "$runs/log.jsonl" | tail -1
 
 /usr/bin/python3 "$root/scripts/unigram_entropy.py" "$data/austen_train" "$data/austen_valid" 8192
 
