@@ -4,6 +4,8 @@
 //   megac MODEL.mlir -o PLAN [--set NAME=VALUE]... [--micro-batch-size B]
 //         [--global-batch-size G] [--optimizer adam|sgd] [--lr X] ...
 //         [--emit plan|plan-text|mlir] [standard MLIR pass-manager flags]
+//   megac [MODEL.mlir] --emit schedule-text|schedule-svg [-o FILE] --pp P
+//         [--vpp V] [--schedule gpipe|1f1b|interleaved] [batch flags]
 //
 // 1. Parse and check the flags: every invalid configuration is one line
 //    `megac: error: ...` and exit code 1, before anything is compiled.
@@ -11,12 +13,16 @@
 // 3. Run the pipeline (buildPipeline, below); IR problems are MLIR
 //    diagnostics with locations.
 // 4. Emit the kernel-level IR, or the plan (binary or text).
+// --emit schedule-*: after step 1 (and step 2 when a model is given, for
+// `layers`), draw the pipeline schedule (include/mega/Passes/
+// PipelineSchedule.h) and stop; nothing is compiled.
 //
 //===----------------------------------------------------------------------===//
 #include "PlanIO.h"
 
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
+#include "mega/Passes/PipelineSchedule.h"
 #include "mega/Target/Plan/PlanEmitter.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -124,10 +130,11 @@ cl::opt<std::string> target("target", cl::value_desc("cpu|cuda"),
 cl::opt<std::string> precision("precision", cl::value_desc("fp32|bf16"),
                                cl::desc("fp32 or bf16"), cl::init("fp32"),
                                cl::cat(megacCat));
-cl::opt<std::string> emit("emit", cl::value_desc("plan|plan-text|mlir"),
-                          cl::desc("plan (binary, default), plan-text, or "
-                                   "mlir (the kernel-level IR)"),
-                          cl::init("plan"), cl::cat(megacCat));
+cl::opt<std::string> emit(
+    "emit", cl::value_desc("plan|plan-text|mlir|schedule-text|schedule-svg"),
+    cl::desc("plan (binary, default), plan-text, mlir (the kernel-level IR), "
+             "or the pipeline schedule as text or SVG"),
+    cl::init("plan"), cl::cat(megacCat));
 
 [[noreturn]] void fail(const llvm::Twine &message) {
   llvm::errs() << "megac: error: " << message << "\n";
@@ -145,6 +152,8 @@ struct CompileOptions {
   std::vector<std::string> sets; ///< "name=value", batch included
   int64_t microBatch = 1, globalBatch = 1, microbatches = 1;
   int64_t tp = 1, pp = 1, dp = 1, vpp = 1;
+  mega::pipeline::ScheduleKind schedule =
+      mega::pipeline::ScheduleKind::OneFOneB;
   double lr = 1e-3, weightDecay = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
          clipGrad = 1.0;
 };
@@ -169,7 +178,8 @@ double floatFlag(const char *flag, llvm::StringRef text) {
 
 CompileOptions checkFlags() {
   CompileOptions o;
-  if (inputFile.empty())
+  bool scheduleOnly = emit == "schedule-text" || emit == "schedule-svg";
+  if (inputFile.empty() && !scheduleOnly)
     fail("no model given (usage: megac MODEL.mlir -o PLAN)");
   auto positive = [](const char *flag, int64_t v) {
     if (v <= 0)
@@ -183,17 +193,17 @@ CompileOptions checkFlags() {
   o.pp = positive("pp", intFlag("pp", pp));
   o.dp = positive("dp", intFlag("dp", dp));
   o.vpp = positive("vpp", intFlag("vpp", vpp));
-  if (o.pp != 1)
-    fail("--pp " + llvm::Twine(o.pp) +
-         ": pipeline parallelism is not implemented yet (only --pp 1)");
-  if (o.vpp != 1)
-    fail("--vpp " + llvm::Twine(o.vpp) +
-         " needs pipeline parallelism (--pp > 1), which is not implemented "
-         "yet");
-  if (schedule != "gpipe" && schedule != "1f1b" && schedule != "interleaved")
+  // Pipeline: the schedule's own rules are checked with the batch, below.
+  auto kind = mega::pipeline::parseScheduleKind(schedule.getValue());
+  if (!kind)
     fail("--schedule " + schedule + ": expected gpipe, 1f1b or interleaved");
-  if (schedule == "interleaved")
-    fail("--schedule interleaved needs --vpp > 1 and --pp > 1");
+  o.schedule = *kind;
+  if (o.vpp > 1 && o.pp == 1)
+    fail("--vpp " + llvm::Twine(o.vpp) + " needs --pp > 1");
+  if (o.pp > 1 && !scheduleOnly)
+    fail("--pp " + llvm::Twine(o.pp) +
+         ": pipeline parallelism is not implemented yet (only --pp 1; "
+         "--emit schedule-text or schedule-svg shows its schedule)");
   if (sequenceParallel)
     fail(o.tp > 1 ? llvm::Twine("--sequence-parallel is not implemented yet "
                                 "(tensor parallelism runs without it)")
@@ -221,6 +231,10 @@ CompileOptions checkFlags() {
          llvm::Twine(o.microBatch) +
          (o.dp > 1 ? " times --dp " + llvm::Twine(o.dp) : llvm::Twine("")));
   o.microbatches = o.globalBatch / (o.microBatch * o.dp);
+  if (std::string problem = mega::pipeline::checkSchedule(
+          {o.schedule, o.pp, o.vpp, o.microbatches});
+      !problem.empty())
+    fail(problem);
 
   // Optimizer.
   if (optimizer != "adam" && optimizer != "sgd")
@@ -260,12 +274,9 @@ CompileOptions checkFlags() {
   o.sets.push_back("batch=" + std::to_string(o.microBatch));
 
   // Output.
-  if (emit != "plan" && emit != "plan-text" && emit != "mlir") {
-    if (emit == "schedule-svg")
-      fail("--emit schedule-svg needs pipeline parallelism (--pp > 1), which "
-           "is not implemented yet");
-    fail("--emit " + emit + ": expected plan, plan-text or mlir");
-  }
+  if (emit != "plan" && emit != "plan-text" && emit != "mlir" && !scheduleOnly)
+    fail("--emit " + emit +
+         ": expected plan, plan-text, mlir, schedule-text or schedule-svg");
   if (emit == "plan" && outputFile.empty())
     fail("--emit plan writes a binary file: give -o PLAN (or --emit "
          "plan-text)");
@@ -372,6 +383,44 @@ std::unique_ptr<llvm::ToolOutputFile> openOutput() {
   return out;
 }
 
+/// --emit schedule-text|schedule-svg: the pipeline schedule of `o`, after
+/// checking that every rank gets at least one of the model's `layers` (when
+/// known: from the model or --set).
+int emitSchedule(const CompileOptions &o, std::optional<int64_t> layers) {
+  if (layers && o.pp > *layers)
+    fail("--pp " + llvm::Twine(o.pp) +
+         " is more than layers=" + llvm::Twine(*layers));
+  mega::pipeline::ScheduleConfig config{o.schedule, o.pp, o.vpp,
+                                        o.microbatches};
+  mega::pipeline::Timeline timeline =
+      mega::pipeline::simulate(config, mega::pipeline::buildSchedule(config));
+  if (!timeline.deadlock.empty())
+    fail("internal error: " + timeline.deadlock);
+  auto out = openOutput();
+  out->os() << (emit == "schedule-svg"
+                    ? mega::pipeline::scheduleSvg(config, timeline)
+                    : mega::pipeline::scheduleText(config, timeline));
+  out->keep();
+  return 0;
+}
+
+/// `layers`: --set layers=N, else the model's default (when a model is given).
+std::optional<int64_t> modelLayers(ModuleOp module) {
+  std::optional<int64_t> layers;
+  if (module)
+    if (auto hparams =
+            module->getAttrOfType<DictionaryAttr>(mega::kHParamsAttr))
+      if (auto v = dyn_cast_or_null<IntegerAttr>(hparams.get("layers")))
+        layers = v.getInt();
+  for (llvm::StringRef s : sets) {
+    auto [name, value] = s.split('=');
+    int64_t v;
+    if (name == "layers" && !value.getAsInteger(10, v))
+      layers = v;
+  }
+  return layers;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -406,6 +455,9 @@ int main(int argc, char **argv) {
     fail(first);
   }
   CompileOptions options = checkFlags();
+  bool scheduleOnly = emit == "schedule-text" || emit == "schedule-svg";
+  if (scheduleOnly && inputFile.empty())
+    return emitSchedule(options, modelLayers(nullptr));
 
   DialectRegistry registry;
   registry.insert<mega::MegaDialect, func::FuncDialect>();
@@ -423,6 +475,8 @@ int main(int argc, char **argv) {
   if (!module)
     return 1;
   checkSets(*module, options);
+  if (scheduleOnly)
+    return emitSchedule(options, modelLayers(*module));
   std::string modelName = "model";
   for (auto f : module->getOps<func::FuncOp>()) {
     modelName = f.getSymName().str();
