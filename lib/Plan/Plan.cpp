@@ -61,34 +61,9 @@ const char *opName(Op op) {
 #define MEGA_OP(X)                                                             \
   case Op::X:                                                                  \
     return #X;
-    MEGA_OP(Fill)
-    MEGA_OP(Copy)
-    MEGA_OP(MatMul)
-    MEGA_OP(Elementwise)
-    MEGA_OP(ReduceSum)
-    MEGA_OP(LayerNorm)
-    MEGA_OP(LayerNormGrad)
-    MEGA_OP(Softmax)
-    MEGA_OP(SoftmaxGrad)
-    MEGA_OP(CrossEntropy)
-    MEGA_OP(CrossEntropyGrad)
-    MEGA_OP(Embedding)
-    MEGA_OP(EmbeddingGrad)
-    MEGA_OP(Transpose)
-    MEGA_OP(GradNorm)
-    MEGA_OP(AdamW)
-    MEGA_OP(Sgd)
-    MEGA_OP(AllReduce)
-    MEGA_OP(AllGather)
-    MEGA_OP(ReduceScatter)
-    MEGA_OP(Send)
-    MEGA_OP(Recv)
-    MEGA_OP(VocabEmbedding)
-    MEGA_OP(VocabEmbeddingGrad)
-    MEGA_OP(RowMax)
-    MEGA_OP(VocabCrossEntropyStats)
-    MEGA_OP(VocabCrossEntropy)
-    MEGA_OP(VocabCrossEntropyGrad)
+    MEGA_PLAN_BASE_KERNELS(MEGA_OP)
+    MEGA_PLAN_COLLECTIVES(MEGA_OP)
+    MEGA_PLAN_VOCAB_KERNELS(MEGA_OP)
 #undef MEGA_OP
   }
   return nullptr;

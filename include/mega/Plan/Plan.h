@@ -226,6 +226,20 @@ enum class Op : uint16_t {
   /// i = {rows, Vl, group}.
   VocabCrossEntropyGrad = 27,
 };
+/// The opcodes by family, as X-macro lists, so that the plan library and
+/// every backend's dispatch name the same set: the plain kernels (0-16), the
+/// collectives (17-21, run through Backend::collective) and the
+/// vocabulary-parallel kernels (22-27, which need the rank in their group).
+#define MEGA_PLAN_BASE_KERNELS(X)                                              \
+  X(Fill) X(Copy) X(MatMul) X(Elementwise) X(ReduceSum) X(LayerNorm)           \
+  X(LayerNormGrad) X(Softmax) X(SoftmaxGrad) X(CrossEntropy)                   \
+  X(CrossEntropyGrad) X(Embedding) X(EmbeddingGrad) X(Transpose) X(GradNorm)   \
+  X(AdamW) X(Sgd)
+#define MEGA_PLAN_COLLECTIVES(X)                                               \
+  X(AllReduce) X(AllGather) X(ReduceScatter) X(Send) X(Recv)
+#define MEGA_PLAN_VOCAB_KERNELS(X)                                             \
+  X(VocabEmbedding) X(VocabEmbeddingGrad) X(RowMax) X(VocabCrossEntropyStats)  \
+  X(VocabCrossEntropy) X(VocabCrossEntropyGrad)
 /// The highest opcode this build knows.
 inline constexpr Op kLastOp = Op::VocabCrossEntropyGrad;
 /// True for AllReduce, AllGather, ReduceScatter, Send, Recv.

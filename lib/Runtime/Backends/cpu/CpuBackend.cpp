@@ -202,29 +202,8 @@ public:
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \
     return check##NAME(c);
-      MEGA_CASE(Fill)
-      MEGA_CASE(Copy)
-      MEGA_CASE(MatMul)
-      MEGA_CASE(Elementwise)
-      MEGA_CASE(ReduceSum)
-      MEGA_CASE(LayerNorm)
-      MEGA_CASE(LayerNormGrad)
-      MEGA_CASE(Softmax)
-      MEGA_CASE(SoftmaxGrad)
-      MEGA_CASE(CrossEntropy)
-      MEGA_CASE(CrossEntropyGrad)
-      MEGA_CASE(Embedding)
-      MEGA_CASE(EmbeddingGrad)
-      MEGA_CASE(Transpose)
-      MEGA_CASE(GradNorm)
-      MEGA_CASE(AdamW)
-      MEGA_CASE(Sgd)
-      MEGA_CASE(RowMax)
-      MEGA_CASE(VocabCrossEntropy)
-      MEGA_CASE(VocabEmbedding)
-      MEGA_CASE(VocabEmbeddingGrad)
-      MEGA_CASE(VocabCrossEntropyStats)
-      MEGA_CASE(VocabCrossEntropyGrad)
+      MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
+      MEGA_PLAN_VOCAB_KERNELS(MEGA_CASE)
 #undef MEGA_CASE
     case Op::AllReduce:
     case Op::AllGather:
@@ -277,23 +256,8 @@ private:
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \
     return run##NAME(ctx, instr, ins, outs);
-      MEGA_CASE(Fill)
-      MEGA_CASE(Copy)
-      MEGA_CASE(MatMul)
-      MEGA_CASE(Elementwise)
-      MEGA_CASE(ReduceSum)
-      MEGA_CASE(LayerNorm)
-      MEGA_CASE(LayerNormGrad)
-      MEGA_CASE(Softmax)
-      MEGA_CASE(SoftmaxGrad)
-      MEGA_CASE(CrossEntropy)
-      MEGA_CASE(CrossEntropyGrad)
-      MEGA_CASE(Embedding)
-      MEGA_CASE(EmbeddingGrad)
-      MEGA_CASE(Transpose)
-      MEGA_CASE(GradNorm)
-      MEGA_CASE(AdamW)
-      MEGA_CASE(Sgd)
+      MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
+      // The two vocabulary-parallel kernels that need no rank:
       MEGA_CASE(RowMax)
       MEGA_CASE(VocabCrossEntropy)
 #undef MEGA_CASE

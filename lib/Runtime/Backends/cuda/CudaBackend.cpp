@@ -230,35 +230,12 @@ public:
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \
     return run##NAME(ctx_, instr, ins, outs);
-      MEGA_CASE(Fill)
-      MEGA_CASE(Copy)
-      MEGA_CASE(MatMul)
-      MEGA_CASE(Elementwise)
-      MEGA_CASE(ReduceSum)
-      MEGA_CASE(LayerNorm)
-      MEGA_CASE(LayerNormGrad)
-      MEGA_CASE(Softmax)
-      MEGA_CASE(SoftmaxGrad)
-      MEGA_CASE(CrossEntropy)
-      MEGA_CASE(CrossEntropyGrad)
-      MEGA_CASE(Embedding)
-      MEGA_CASE(EmbeddingGrad)
-      MEGA_CASE(Transpose)
-      MEGA_CASE(GradNorm)
-      MEGA_CASE(AdamW)
-      MEGA_CASE(Sgd)
+      MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
 #undef MEGA_CASE
-    case Op::AllReduce:
-    case Op::AllGather:
-    case Op::ReduceScatter:
-    case Op::Send:
-    case Op::Recv:
-    case Op::VocabEmbedding:
-    case Op::VocabEmbeddingGrad:
-    case Op::RowMax:
-    case Op::VocabCrossEntropyStats:
-    case Op::VocabCrossEntropy:
-    case Op::VocabCrossEntropyGrad:
+#define MEGA_CASE(NAME) case Op::NAME:
+      MEGA_PLAN_COLLECTIVES(MEGA_CASE)
+      MEGA_PLAN_VOCAB_KERNELS(MEGA_CASE)
+#undef MEGA_CASE
       // Collectives run through Backend::collective; check() refuses 22-27.
       throw Error(std::string(plan::opName(instr.op)) +
                   ": not a kernel of the cuda backend");
