@@ -64,6 +64,7 @@ const char *opName(Op op) {
     MEGA_PLAN_BASE_KERNELS(MEGA_OP)
     MEGA_PLAN_COLLECTIVES(MEGA_OP)
     MEGA_PLAN_VOCAB_KERNELS(MEGA_OP)
+    MEGA_PLAN_FUSED_KERNELS(MEGA_OP)
 #undef MEGA_OP
   }
   return nullptr;
@@ -199,6 +200,12 @@ int64_t numelOf(const std::vector<int64_t> &shape) {
 }
 
 /// Collectives: group and attributes in range, f32 operands whose element
+  case Op::Cast:
+    return {1, 1};
+  case Op::Attention:
+    return {3, 2};
+  case Op::AttentionGrad:
+    return {6, 3};
 /// counts agree (the group's size is a run-time fact; the runtime checks
 /// AllGather/ReduceScatter against it).
 void validateCollective(const Program &p, size_t k, const Instr &in) {

@@ -119,6 +119,8 @@ enum class Op : uint16_t {
   /// in -> out, same element count.
   Copy = 1,
   /// A, B -> C.  C[b] = f[0] * op(A[b]) @ op(B[b]) + f[1] * C[b]
+  /// A and B are both F32 or both BF16 (tensor cores: bf16 products, fp32
+  /// accumulation); C is F32.
   /// i = {batch, M, N, K, transA, transB, lda, ldb, ldc,
   ///      strideA, strideB, strideC} (leading dims and batch strides in
   /// elements; op(X) = X^T when trans is 1). f = {alpha, beta}.
@@ -225,11 +227,28 @@ enum class Op : uint16_t {
   ///   = (exp(logits - lse) - [target == start + v]) * dloss / rows.
   /// i = {rows, Vl, group}.
   VocabCrossEntropyGrad = 27,
+  // Mixed precision and fused attention (same calling convention as the
+  // base kernels).
+  /// in -> out: element type conversion, F32 <-> BF16 (round to nearest
+  /// even; BF16 -> F32 is exact; the same dtype copies). i = {n}.
+  Cast = 28,
+  /// q, k, v [BH, S, hd] (all F32 or all BF16) -> o F32 [BH, S, hd],
+  /// lse F32 [BH, S]: per (batch*head) slice, o = softmax(f[0] q k^T) v,
+  /// causal masking key j > query i; lse = logsumexp of each scaled score
+  /// row. The [S, S] scores are never stored. i = {BH, S, hd, causal};
+  /// f = {scale}.
+  Attention = 29,
+  /// q, k, v, o, lse, dout -> dq, dk, dv (F32 [BH, S, hd]): the gradient of
+  /// Attention, probabilities recomputed from lse. q, k, v, o, dout all F32
+  /// or all BF16; lse F32. i and f as Attention.
+  AttentionGrad = 30,
 };
 /// The opcodes by family, as X-macro lists, so that the plan library and
 /// every backend's dispatch name the same set: the plain kernels (0-16), the
-/// collectives (17-21, run through Backend::collective) and the
-/// vocabulary-parallel kernels (22-27, which need the rank in their group).
+/// collectives (17-21, run through Backend::collective), the
+/// vocabulary-parallel kernels (22-27, which need the rank in their group)
+/// and the mixed-precision and fused-attention kernels (28-30, called like
+/// the plain ones).
 #define MEGA_PLAN_BASE_KERNELS(X)                                              \
   X(Fill) X(Copy) X(MatMul) X(Elementwise) X(ReduceSum) X(LayerNorm)           \
   X(LayerNormGrad) X(Softmax) X(SoftmaxGrad) X(CrossEntropy)                   \
@@ -240,8 +259,9 @@ enum class Op : uint16_t {
 #define MEGA_PLAN_VOCAB_KERNELS(X)                                             \
   X(VocabEmbedding) X(VocabEmbeddingGrad) X(RowMax) X(VocabCrossEntropyStats)  \
   X(VocabCrossEntropy) X(VocabCrossEntropyGrad)
+#define MEGA_PLAN_FUSED_KERNELS(X) X(Cast) X(Attention) X(AttentionGrad)
 /// The highest opcode this build knows.
-inline constexpr Op kLastOp = Op::VocabCrossEntropyGrad;
+inline constexpr Op kLastOp = Op::AttentionGrad;
 /// True for AllReduce, AllGather, ReduceScatter, Send, Recv.
 inline bool isCollective(Op op) {
   return op >= Op::AllReduce && op <= Op::Recv;

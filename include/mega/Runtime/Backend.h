@@ -31,6 +31,8 @@ struct TensorRef {
   int64_t numel() const { return value->numel(); }
   float *f32() const { return static_cast<float *>(data); }
   int32_t *i32() const { return static_cast<int32_t *>(data); }
+  /// bfloat16 bits (the upper half of the float).
+  uint16_t *bf16() const { return static_cast<uint16_t *>(data); }
 };
 
 /// One process group: this process's place in it and the world ranks it

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -170,7 +171,29 @@ MEGA_CPU_KERNEL(AdamW)
 MEGA_CPU_KERNEL(Sgd)
 MEGA_CPU_KERNEL(RowMax)
 MEGA_CPU_KERNEL(VocabCrossEntropy)
+MEGA_CPU_KERNEL(Cast)
+MEGA_CPU_KERNEL(Attention)
+MEGA_CPU_KERNEL(AttentionGrad)
 #undef MEGA_CPU_KERNEL
+
+/// bfloat16 <-> float, as the GPU converts (__float2bfloat16_rn): round to
+/// nearest even; a NaN stays a NaN (quiet). bf16 -> float is exact.
+inline uint16_t floatToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return uint16_t((u >> 16) | 0x0040u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float bf16ToFloat(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+/// An F32 or BF16 operand as floats (BF16 widened into `scratch`).
+const float *floatsOf(const TensorRef &t, int64_t n, std::vector<float> &scratch);
 
 /// This process's place in the group an instruction's i[group] names (from
 /// the program run's communicator; world size 1: rank 0 of 1).

@@ -190,20 +190,23 @@ public:
       if (!v)
         fail(instr.op, "an output is missing");
     Checker c(instr, ins, outs);
-    for (const Value *v : ins)
-      if (v->dtype != DType::F32 && v->dtype != DType::I32)
-        c.fail(std::string("the cpu backend has no ") +
-               plan::dtypeName(v->dtype) + " kernels");
-    for (const Value *v : outs)
-      if (v->dtype != DType::F32 && v->dtype != DType::I32)
-        c.fail(std::string("the cpu backend has no ") +
-               plan::dtypeName(v->dtype) + " kernels");
+    // bf16 operands: the mixed-precision kernels only (they check which).
+    const bool takesBf16 = instr.op == Op::MatMul || instr.op == Op::Cast ||
+                           instr.op == Op::Attention ||
+                           instr.op == Op::AttentionGrad;
+    for (const auto *list : {&ins, &outs})
+      for (const Value *v : *list)
+        if (v->dtype != DType::F32 && v->dtype != DType::I32 &&
+            !(takesBf16 && v->dtype == DType::BF16))
+          c.fail(std::string("the cpu backend has no ") +
+                 plan::dtypeName(v->dtype) + " kernels");
     switch (instr.op) {
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \
     return check##NAME(c);
       MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
       MEGA_PLAN_VOCAB_KERNELS(MEGA_CASE)
+      MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
 #undef MEGA_CASE
     case Op::AllReduce:
     case Op::AllGather:
@@ -257,6 +260,7 @@ private:
   case Op::NAME:                                                               \
     return run##NAME(ctx, instr, ins, outs);
       MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
+      MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
       // The two vocabulary-parallel kernels that need no rank:
       MEGA_CASE(RowMax)
       MEGA_CASE(VocabCrossEntropy)

@@ -67,8 +67,12 @@ void checkMatMul(const Checker &c) {
   int64_t sC = c.attr(11, 0, big, "strideC");
   float alpha = c.finite(0, "alpha");
   c.finite(1, "beta");
-  c.dtype(c.ins[0], DType::F32, "A");
-  c.dtype(c.ins[1], DType::F32, "B");
+  // A and B: both f32, or both bf16 (widened, fp32 math: the tensor-core
+  // twin).
+  if (c.ins[0]->dtype != DType::F32 && c.ins[0]->dtype != DType::BF16)
+    c.fail(std::string("A must be f32 or bf16, not ") +
+           plan::dtypeName(c.ins[0]->dtype));
+  c.dtype(c.ins[1], c.ins[0]->dtype, "B");
   c.dtype(c.outs[0], DType::F32, "C");
   // A and B are read only when alpha != 0 and K > 0 (BLAS convention).
   bool readsAB = alpha != 0.0f && K > 0;
@@ -231,7 +235,6 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
   const Gemm g = parse(in);
   if (g.batch == 0 || g.M == 0 || g.N == 0)
     return;
-  const float *A = ins[0].f32(), *B = ins[1].f32();
   float *C = outs[0].f32();
   if (g.alpha == 0.0f || g.K == 0) {
     // C = beta * C without touching A and B (which check() did not size);
@@ -243,6 +246,14 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
     });
     return;
   }
+  // bf16 operands: widened to float (exact), then the fp32 product, which
+  // is what tensor cores compute (bf16 products, fp32 sums). Only the
+  // elements the attributes reach are widened.
+  std::vector<float> wideA, wideB;
+  const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
+  const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
+  const float *A = floatsOf(ins[0], int64_t(extent(g.batch, aRows, aCols, g.lda, g.sA)), wideA);
+  const float *B = floatsOf(ins[1], int64_t(extent(g.batch, bRows, bCols, g.ldb, g.sB)), wideB);
   const CBLAS_TRANSPOSE TA = g.ta ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE TB = g.tb ? CblasTrans : CblasNoTrans;
   // OpenBLAS (0.3.21, MAX_THREADS 64) has 128 work buffers, one per running

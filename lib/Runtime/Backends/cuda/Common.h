@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -102,6 +103,9 @@ private:
 struct Ctx {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  cublasLtHandle_t lt = nullptr;  ///< bf16 GEMMs
+  void *ltWorkspace = nullptr;    ///< cuBLASLt's own scratch (fixed size)
+  size_t ltWorkspaceBytes = 0;
   Workspace *ws = nullptr;
   DeviceError *err = nullptr; ///< the device's error record
   int sms = 1;                ///< multiprocessors, for grid sizes
@@ -152,6 +156,11 @@ MEGA_CUDA_KERNEL(Transpose)
 MEGA_CUDA_KERNEL(GradNorm)
 MEGA_CUDA_KERNEL(AdamW)
 MEGA_CUDA_KERNEL(Sgd)
+MEGA_CUDA_KERNEL(Cast)
+MEGA_CUDA_KERNEL(Attention)
+MEGA_CUDA_KERNEL(AttentionGrad)
+/// MatMul with bf16 A and B (cuBLASLt), called by runMatMul.
+MEGA_CUDA_KERNEL(MatMulBf16)
 #undef MEGA_CUDA_KERNEL
 
 /// Largest Elementwise program the kernel takes in its parameters; check()
@@ -160,6 +169,8 @@ inline constexpr int kEwMaxInputs = 16;
 inline constexpr int kEwMaxOutputs = 8;
 inline constexpr int kEwMaxCode = 160;
 inline constexpr int kEwMaxConsts = 64;
+/// Largest head dim of the Attention kernels (registers per query row).
+inline constexpr int64_t kAttentionMaxHeadDim = 128;
 
 } // namespace mega::rt::gpu
 

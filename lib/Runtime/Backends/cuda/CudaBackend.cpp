@@ -95,6 +95,10 @@ public:
     // mantissa bits), so results agree with the CPU to float rounding.
     checkBlas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH),
               "cublasSetMathMode");
+    // bf16 GEMMs: cuBLASLt with a fixed scratch (what its heuristic may
+    // use; 32 MiB covers the large-K split algorithms on Hopper).
+    checkBlas(cublasLtCreate(&lt_), "cublasLtCreate");
+    checkCuda(cudaMalloc(&ltWorkspace_, kLtWorkspaceBytes), "cudaMalloc");
     // The error record lives on the device (kernels claim it with an
     // atomic); each synchronisation copies it into pinned host memory.
     checkCuda(
@@ -112,6 +116,9 @@ public:
         "cudaDeviceGetAttribute");
     ctx_.stream = stream_;
     ctx_.blas = blas_;
+    ctx_.lt = lt_;
+    ctx_.ltWorkspace = ltWorkspace_;
+    ctx_.ltWorkspaceBytes = kLtWorkspaceBytes;
     ctx_.ws = ws_.get();
     ctx_.err = errDev_;
     ctx_.sms = sms > 0 ? sms : 1;
@@ -124,6 +131,10 @@ public:
     ws_.reset();
     if (blas_)
       cublasDestroy(blas_);
+    if (lt_)
+      cublasLtDestroy(lt_);
+    if (ltWorkspace_)
+      cudaFree(ltWorkspace_);
     if (errDev_)
       cudaFree(errDev_);
     if (errHost_)
@@ -189,7 +200,7 @@ public:
     if (instr.op == Op::GradNorm && !instr.i.empty())
       throw Error("GradNorm: shard flags (tensor parallelism) are not "
                   "implemented on cuda yet");
-    if (!opName || int(instr.op) > int(Op::Sgd))
+    if (!opName || plan::isCollective(instr.op))
       throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
     auto refuse = [&](const std::string &msg) {
       throw Error(std::string(opName) + ": " + msg);
@@ -200,12 +211,14 @@ public:
     for (const Value *v : outs)
       if (!v)
         refuse("an output is missing");
-    for (const auto *list : {&ins, &outs})
-      for (const Value *v : *list)
-        if (v->dtype != DType::F32 && v->dtype != DType::I32)
-          refuse(std::string("the cuda backend has no ") +
-                 plan::dtypeName(v->dtype) + " kernels");
+    // bf16 operands: the CPU checks say which kernels take them.
     checker_->check(instr, ins, outs);
+    if (instr.op == Op::Attention || instr.op == Op::AttentionGrad) {
+      if (instr.i[2] > kAttentionMaxHeadDim)
+        refuse("head dim " + std::to_string(instr.i[2]) +
+               " is more than the cuda kernel's " +
+               std::to_string(kAttentionMaxHeadDim));
+    }
     if (instr.op == Op::Elementwise) {
       // Accepted by the CPU checks, so i = {n, nin, nout, periods, code}.
       int64_t nin = instr.i[1], nout = instr.i[2];
@@ -231,6 +244,7 @@ public:
   case Op::NAME:                                                               \
     return run##NAME(ctx_, instr, ins, outs);
       MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
+      MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
 #undef MEGA_CASE
 #define MEGA_CASE(NAME) case Op::NAME:
       MEGA_PLAN_COLLECTIVES(MEGA_CASE)
@@ -276,6 +290,9 @@ private:
 
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  static constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
+  cublasLtHandle_t lt_ = nullptr;
+  void *ltWorkspace_ = nullptr;
   std::unique_ptr<Workspace> ws_;
   DeviceError *errHost_ = nullptr; ///< pinned host copy
   DeviceError *errDev_ = nullptr;  ///< the record kernels write

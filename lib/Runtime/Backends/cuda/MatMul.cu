@@ -7,8 +7,9 @@
 // transpose flags. check() has already proved every ld and stride legal for
 // BLAS and every batch item inside its buffer.
 //
-// fp32 throughout (CUBLAS_COMPUTE_32F, default math mode: no TF32), so the
-// results agree with the CPU's OpenBLAS to float rounding of the sums.
+// fp32 operands: fp32 throughout (CUBLAS_COMPUTE_32F, default math mode: no
+// TF32), so the results agree with the CPU's OpenBLAS to float rounding of
+// the sums. bf16 operands go to cuBLASLt (Precision.cu).
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
@@ -52,6 +53,8 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
     checkLaunch("MatMul (scale)");
     return;
   }
+  if (ins[0].value->dtype == DType::BF16)
+    return runMatMulBf16(ctx, in, ins, outs); // tensor cores (Precision.cu)
   const float *A = ins[0].f32(), *B = ins[1].f32();
   const cublasOperation_t opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;

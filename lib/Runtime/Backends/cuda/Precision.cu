@@ -1,0 +1,194 @@
+//===- Precision.cu - Cast, and bf16 GEMMs on cuBLASLt --------------------===//
+//
+// Cast: f32 -> bf16 with __float2bfloat16_rn (round to nearest even, the
+// CPU's floatToBf16), bf16 -> f32 exactly.
+//
+// bf16 MatMul (A and B bf16, C f32): cuBLASLt on tensor cores, fp32
+// accumulation (CUBLAS_COMPUTE_32F), the same row-major-as-column-major swap
+// as the fp32 path in MatMul.cu (C^T = op(B)^T op(A)^T). cuBLASLt assumes
+// 256-byte aligned pointers unless told otherwise; plan views (a head, one
+// of q|k|v) may start anywhere, so each call states the alignment its
+// pointers have and the heuristic picks only algorithms that can take it.
+// Should cuBLASLt offer none, cublasGemmStridedBatchedEx (also tensor cores
+// for bf16) runs the product instead.
+//
+//===----------------------------------------------------------------------===//
+#include "DeviceUtil.cuh"
+
+#include <cuda_bf16.h>
+
+namespace mega::rt::gpu {
+
+namespace {
+
+__global__ void toBf16Kernel(const float *x, __nv_bfloat16 *y, int64_t n) {
+  for (int64_t k = globalThread(); k < n; k += globalStride())
+    y[k] = __float2bfloat16_rn(x[k]);
+}
+
+__global__ void toF32Kernel(const __nv_bfloat16 *x, float *y, int64_t n) {
+  for (int64_t k = globalThread(); k < n; k += globalStride())
+    y[k] = __bfloat162float(x[k]);
+}
+
+/// Largest power of two (at most 256) dividing the address.
+uint32_t alignmentOf(const void *p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && (a % al) != 0)
+    al >>= 1;
+  return al;
+}
+
+void checkLt(cublasStatus_t s, const char *api) { checkBlas(s, api); }
+
+/// RAII for the per-call cuBLASLt descriptors.
+struct LtCall {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~LtCall() {
+    if (pref)
+      cublasLtMatmulPreferenceDestroy(pref);
+    if (c)
+      cublasLtMatrixLayoutDestroy(c);
+    if (b)
+      cublasLtMatrixLayoutDestroy(b);
+    if (a)
+      cublasLtMatrixLayoutDestroy(a);
+    if (desc)
+      cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
+                              int64_t ld, int count, int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  checkLt(cublasLtMatrixLayoutCreate(&l, t, uint64_t(rows), uint64_t(cols), ld),
+          "cublasLtMatrixLayoutCreate");
+  if (count > 1) {
+    checkLt(cublasLtMatrixLayoutSetAttribute(
+                l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+            "cublasLtMatrixLayoutSetAttribute");
+    checkLt(cublasLtMatrixLayoutSetAttribute(
+                l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                sizeof stride),
+            "cublasLtMatrixLayoutSetAttribute");
+  }
+  return l;
+}
+
+/// One cuBLASLt call of up to 65535 batch items; false when no algorithm
+/// fits (the caller falls back to cublasGemmStridedBatchedEx).
+bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
+            int64_t N, int64_t M, int64_t K, const float *alpha,
+            const void *B, int64_t ldb, int64_t sB, const void *A, int64_t lda,
+            int64_t sA, const float *beta, float *C, int64_t ldc, int64_t sC,
+            int count) {
+  LtCall call;
+  checkLt(cublasLtMatmulDescCreate(&call.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+          "cublasLtMatmulDescCreate");
+  checkLt(cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                         &opB, sizeof opB),
+          "cublasLtMatmulDescSetAttribute");
+  checkLt(cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                         &opA, sizeof opA),
+          "cublasLtMatmulDescSetAttribute");
+  // Column-major view: the first operand is B (N x K after op), the second
+  // A (K x M after op), the result C^T (N x M).
+  const bool tb = opB == CUBLAS_OP_T, ta = opA == CUBLAS_OP_T;
+  call.a = layout(CUDA_R_16BF, tb ? K : N, tb ? N : K, ldb, count, sB);
+  call.b = layout(CUDA_R_16BF, ta ? M : K, ta ? K : M, lda, count, sA);
+  call.c = layout(CUDA_R_32F, N, M, ldc, count, sC);
+  checkLt(cublasLtMatmulPreferenceCreate(&call.pref),
+          "cublasLtMatmulPreferenceCreate");
+  uint64_t wsBytes = ctx.ltWorkspaceBytes;
+  checkLt(cublasLtMatmulPreferenceSetAttribute(
+              call.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes,
+              sizeof wsBytes),
+          "cublasLtMatmulPreferenceSetAttribute");
+  const uint32_t alB = alignmentOf(B), alA = alignmentOf(A),
+                 alC = alignmentOf(C);
+  checkLt(cublasLtMatmulPreferenceSetAttribute(
+              call.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alB,
+              sizeof alB),
+          "cublasLtMatmulPreferenceSetAttribute");
+  checkLt(cublasLtMatmulPreferenceSetAttribute(
+              call.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alA,
+              sizeof alA),
+          "cublasLtMatmulPreferenceSetAttribute");
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    checkLt(cublasLtMatmulPreferenceSetAttribute(call.pref, attr, &alC,
+                                                 sizeof alC),
+            "cublasLtMatmulPreferenceSetAttribute");
+  cublasLtMatmulHeuristicResult_t result;
+  int found = 0;
+  if (cublasLtMatmulAlgoGetHeuristic(ctx.lt, call.desc, call.a, call.b, call.c,
+                                     call.c, call.pref, 1, &result,
+                                     &found) != CUBLAS_STATUS_SUCCESS ||
+      found == 0)
+    return false;
+  checkLt(cublasLtMatmul(ctx.lt, call.desc, alpha, B, call.a, A, call.b, beta,
+                         C, call.c, C, call.c, &result.algo, ctx.ltWorkspace,
+                         ctx.ltWorkspaceBytes, ctx.stream),
+          "cublasLtMatmul");
+  return true;
+}
+
+constexpr int64_t kMaxBatch = 65535;
+
+} // namespace
+
+void runCast(const Ctx &ctx, const Instr &in, const Refs &ins,
+             const Refs &outs) {
+  const int64_t n = in.i[0];
+  if (n == 0)
+    return;
+  const DType from = ins[0].value->dtype, to = outs[0].value->dtype;
+  if (from == to) {
+    checkCuda(cudaMemcpyAsync(outs[0].data, ins[0].data,
+                              size_t(n) * plan::dtypeSize(to),
+                              cudaMemcpyDeviceToDevice, ctx.stream),
+              "cudaMemcpyAsync (Cast)");
+    return;
+  }
+  if (from == DType::F32)
+    toBf16Kernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+        ins[0].f32(), static_cast<__nv_bfloat16 *>(outs[0].data), n);
+  else
+    toF32Kernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+        static_cast<const __nv_bfloat16 *>(ins[0].data), outs[0].f32(), n);
+  checkLaunch("Cast");
+}
+
+void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
+                   const Refs &outs) {
+  const auto &i = in.i;
+  const int64_t batch = i[0], M = i[1], N = i[2], K = i[3];
+  const bool ta = i[4] != 0, tb = i[5] != 0;
+  const int64_t lda = i[6], ldb = i[7], ldc = i[8];
+  const int64_t sA = i[9], sB = i[10], sC = i[11];
+  const float alpha = in.f[0], beta = in.f[1];
+  const auto *A = static_cast<const __nv_bfloat16 *>(ins[0].data);
+  const auto *B = static_cast<const __nv_bfloat16 *>(ins[1].data);
+  float *C = outs[0].f32();
+  const cublasOperation_t opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatch) {
+    const int count = int(std::min(kMaxBatch, batch - b0));
+    const void *Bp = B + b0 * sB, *Ap = A + b0 * sA;
+    float *Cp = C + b0 * sC;
+    if (ltGemm(ctx, opB, opA, N, M, K, &alpha, Bp, ldb, sB, Ap, lda, sA, &beta,
+               Cp, ldc, sC, count))
+      continue;
+    checkBlas(cublasGemmStridedBatchedEx(
+                  ctx.blas, opB, opA, int(N), int(M), int(K), &alpha, Bp,
+                  CUDA_R_16BF, int(ldb), (long long)sB, Ap, CUDA_R_16BF,
+                  int(lda), (long long)sA, &beta, Cp, CUDA_R_32F, int(ldc),
+                  (long long)sC, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cublasGemmStridedBatchedEx (bf16)");
+  }
+}
+
+} // namespace mega::rt::gpu

@@ -1,0 +1,150 @@
+//===- cuda_twin_fused.cpp - Twins of the mixed-precision kernels ---------===//
+//
+// Cast (both directions, bit-exact: both backends round to nearest even),
+// MatMul with bf16 operands (cuBLASLt vs OpenBLAS on the widened values),
+// and the fused attention forward and backward: fp32 operands at rel 1e-5
+// (the plain kernels), bf16 operands at rel 1e-2 (the tensor-core kernels
+// when S is a multiple of 64 and the head dim 16/32/64/128, otherwise the
+// plain ones on widened inputs). Inputs random and non-zero, outputs
+// poisoned first (TwinHarness.h).
+//
+//===----------------------------------------------------------------------===//
+#include "TwinHarness.h"
+
+namespace twincheck {
+
+namespace {
+
+constexpr double kBf16Tol = 1e-2;
+
+/// An f32 or bf16 input tensor of random values in [lo, hi].
+int input(Case &c, DType t, std::vector<int64_t> shape, Rng &rng,
+          double lo = -1.0, double hi = 1.0) {
+  std::vector<float> x = rng.vec(numel(shape), lo, hi);
+  return t == DType::BF16 ? c.bf16(std::move(shape), x)
+                          : c.f32(std::move(shape), x);
+}
+
+const char *name(DType t) { return t == DType::BF16 ? "bf16" : "f32"; }
+
+} // namespace
+
+void castAndBf16MatMul(Rng &rng) {
+  for (int64_t n : {7, 251, 1 << 18}) {
+    Case c = make("Cast f32->bf16 " + dims({{"n", n}}), Op::Cast, {n});
+    c.ins = {c.f32({n}, rng.vec(n, -300.0, 300.0))};
+    c.outs = {c.out({n}, DType::BF16)};
+    c.tol = 0.0; // the same rounding on both sides
+    twin(c);
+    Case d = make("Cast bf16->f32 " + dims({{"n", n}}), Op::Cast, {n});
+    d.ins = {d.bf16({n}, rng.vec(n, -3.0, 3.0))};
+    d.outs = {d.out({n})};
+    d.tol = 0.0;
+    twin(d);
+  }
+  struct G {
+    int64_t batch, M, N, K;
+    int ta, tb;
+    int64_t off; // elements A starts late in its buffer (odd alignment)
+    float beta;
+  };
+  const G gs[] = {
+      {1, 7, 17, 33, 0, 0, 0, 0.0f},       {1, 17, 7, 33, 1, 0, 1, 0.0f},
+      {1, 33, 17, 8, 0, 1, 3, 1.0f},       {3, 17, 33, 16, 1, 1, 0, 0.0f},
+      {1, 1024, 768, 256, 0, 0, 0, 0.0f},  {1, 1024, 8192, 256, 0, 1, 0, 0.0f},
+      {1, 256, 8192, 1024, 1, 0, 0, 1.0f}, {32, 128, 128, 64, 0, 1, 8, 0.0f},
+  };
+  for (const G &g : gs) {
+    const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
+    const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
+    const int64_t sA = aRows * aCols, sB = bRows * bCols, sC = g.M * g.N;
+    Case c = make("MatMul bf16 " + dims({{"b", g.batch},
+                                         {"M", g.M},
+                                         {"N", g.N},
+                                         {"K", g.K},
+                                         {"tA", g.ta},
+                                         {"tB", g.tb},
+                                         {"offA", g.off}}) +
+                      fmt(" beta=%g", g.beta),
+                  Op::MatMul,
+                  {g.batch, g.M, g.N, g.K, g.ta, g.tb, aCols, bCols, g.N,
+                   g.batch > 1 ? sA : 0, g.batch > 1 ? sB : 0,
+                   g.batch > 1 ? sC : 0},
+                  {1.0f, g.beta});
+    // A: a view `off` elements into a larger bf16 buffer.
+    const int64_t nA = sA * g.batch;
+    int whole = c.bf16({nA + g.off}, rng.vec(nA + g.off));
+    int a = c.same(whole);
+    c.ts[size_t(a)].v.shape = {nA};
+    c.ts[size_t(a)].v.offset = g.off * 2;
+    c.ins = {a, c.bf16({sB * g.batch}, rng.vec(sB * g.batch))};
+    c.outs = {g.beta != 0.0f ? c.inout({sC * g.batch}, rng.vec(sC * g.batch))
+                             : c.out({sC * g.batch})};
+    c.tol = kBf16Tol;
+    twin(c);
+  }
+}
+
+void attention(Rng &rng) {
+  struct A {
+    int64_t bh, seq, hd;
+    int causal;
+  };
+  // Odd sizes (plain kernels), multiples of 64 (tensor cores for bf16), the
+  // cpu-small model (B 8 x 4 heads, S 128, hd 64) and a GPT-2 slice.
+  const A as[] = {{3, 17, 7, 1},   {2, 33, 40, 0},  {2, 64, 32, 0},
+                  {4, 128, 64, 1}, {2, 64, 16, 1},  {1, 128, 128, 1},
+                  {32, 128, 64, 1}, {4, 1024, 64, 1}};
+  for (DType t : {DType::F32, DType::BF16})
+    for (const A &a : as) {
+      const float scale = float(1.0 / std::sqrt(double(a.hd)));
+      const std::vector<int64_t> x = {a.bh, a.seq, a.hd}, rows = {a.bh, a.seq};
+      const std::string shape = dims({{"BH", a.bh},
+                                      {"S", a.seq},
+                                      {"hd", a.hd},
+                                      {"causal", a.causal}});
+      const std::vector<int64_t> attrs = {a.bh, a.seq, a.hd, a.causal};
+      // The forward: o and lse compared.
+      Case f = make(std::string("Attention ") + name(t) + " " + shape,
+                    Op::Attention, attrs, {scale});
+      int q = input(f, t, x, rng, -2.0, 2.0), k = input(f, t, x, rng, -2.0, 2.0),
+          v = input(f, t, x, rng);
+      f.ins = {q, k, v};
+      f.outs = {f.out(x), f.out(rows)};
+      f.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
+      twin(f);
+      // The backward, from the o and lse of its own q, k, v (the CPU's
+      // forward, so both backends start from the same bits).
+      Case g = make(std::string("AttentionGrad ") + name(t) + " " + shape,
+                    Op::AttentionGrad, attrs, {scale});
+      int gq = input(g, t, x, rng, -2.0, 2.0),
+          gk = input(g, t, x, rng, -2.0, 2.0), gv = input(g, t, x, rng);
+      Case f2 = make("", Op::Attention, attrs, {scale});
+      f2.ts = g.ts;
+      f2.ins = {gq, gk, gv};
+      f2.outs = {f2.out(x), f2.out(rows)};
+      Result fwd;
+      try {
+        fwd = runOn(*gCpu, f2);
+      } catch (const std::exception &e) {
+        report(false, g.label, std::string("cpu forward threw: ") + e.what());
+        continue;
+      }
+      std::vector<float> o(fwd[0].size()), lse(fwd[1].size());
+      for (size_t e = 0; e < o.size(); ++e)
+        o[e] = floatOf(fwd[0][e]);
+      for (size_t e = 0; e < lse.size(); ++e)
+        lse[e] = floatOf(fwd[1][e]);
+      int go = t == DType::BF16 ? g.bf16(x, o) : g.f32(x, o);
+      int gl = g.f32(rows, lse);
+      int gd = input(g, t, x, rng);
+      g.ins = {gq, gk, gv, go, gl, gd};
+      g.outs = {g.out(x), g.out(x), g.out(x)};
+      g.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
+      twin(g);
+      if (a.seq == 128 && a.hd == 64)
+        deterministic(g);
+    }
+}
+
+} // namespace twincheck

@@ -1,0 +1,215 @@
+//===- test_precision.cpp - Cast, bf16 MatMul, fused attention ------------===//
+//
+// References written independently of the kernels:
+//  * Cast: round-to-nearest-even on hand-picked ties, NaN, infinities, and
+//    bf16 -> f32 exactness.
+//  * bf16 MatMul: the same bits as the fp32 MatMul on the widened values
+//    (bf16 products are exact in fp32; the sums are the fp32 kernel's).
+//  * Attention: the naive formula in double over the whole [S, S] score
+//    matrix (softmax, then the weighted sum).
+//  * AttentionGrad: central finite differences (in double) of the naive
+//    forward, for L = sum(o * w) with random w, so dout = w.
+//
+//===----------------------------------------------------------------------===//
+#include "KernelTest.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace kt;
+
+namespace {
+
+uint16_t bitsBf16(const Tensor &t, int64_t k) {
+  return static_cast<const uint16_t *>(t.data)[k];
+}
+
+float widen(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+Tensor &bf16Tensor(Harness &h, std::vector<int64_t> shape,
+                   const std::vector<float> &x, Harness &conv) {
+  // Rounded by the Cast kernel of a second harness (tested above).
+  const int64_t n = int64_t(x.size());
+  Tensor &src = conv.f32({n}, x), &dst = conv.alloc(DType::BF16, {n});
+  conv.run(make(Op::Cast, {n}), {&src}, {&dst});
+  Tensor &t = h.alloc(DType::BF16, std::move(shape));
+  std::memcpy(t.data, dst.data, size_t(n) * 2);
+  return t;
+}
+
+void testCast(Harness &h) {
+  const float inf = std::numeric_limits<float>::infinity();
+  // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: to even (1). 1 + 3*2^-8 is a
+  // tie between 1 + 2^-7 and 1 + 2^-6: to even (1 + 2^-6).
+  const std::vector<float> x = {1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f,
+                                1.0f + 0x1p-9f, -2.5f, 3.0e38f, -inf,
+                                inf, 0.0f, -0.0f, 1e-40f};
+  const std::vector<uint16_t> want = {0x3f80, 0x3f80, 0x3f82, 0x3f80, 0xc020,
+                                      0x7f62, 0xff80, 0x7f80, 0x0000, 0x8000,
+                                      0x0001};
+  const int64_t n = int64_t(x.size());
+  Tensor &a = h.f32({n}, x), &b = h.alloc(DType::BF16, {n});
+  if (h.run(make(Op::Cast, {n}), {&a}, {&b}))
+    for (int64_t k = 0; k < n; ++k)
+      CHECK(bitsBf16(b, k) == want[size_t(k)],
+            "cast %.9g -> bf16 %04x, want %04x", double(x[size_t(k)]),
+            bitsBf16(b, k), want[size_t(k)]);
+  // NaN stays NaN; bf16 -> f32 is exact.
+  Tensor &nan = h.f32({1}, {std::numeric_limits<float>::quiet_NaN()});
+  Tensor &nb = h.alloc(DType::BF16, {1});
+  if (h.run(make(Op::Cast, {1}), {&nan}, {&nb}))
+    CHECK(std::isnan(widen(bitsBf16(nb, 0))), "cast NaN stays NaN");
+  Tensor &back = h.f32({n});
+  if (h.run(make(Op::Cast, {n}), {&b}, {&back}))
+    for (int64_t k = 0; k < n; ++k) {
+      const float wide = widen(bitsBf16(b, k));
+      CHECK(std::memcmp(&back.f()[k], &wide, 4) == 0,
+            "bf16 -> f32 exact at %lld", (long long)k);
+    }
+  // Refusals: an i32 operand.
+  Tensor &ia = h.i32({2}, {1, 2}), &fb = h.f32({2});
+  h.reject("cast i32", make(Op::Cast, {2}), {&ia}, {&fb}, "f32 or bf16");
+}
+
+void testBf16MatMul(Harness &h, Harness &conv, Rng &rng, int64_t M, int64_t N,
+                    int64_t K, bool ta, bool tb) {
+  std::vector<float> a = rng.vec(size_t(M * K)), b = rng.vec(size_t(K * N));
+  Tensor &ab = bf16Tensor(h, {M * K}, a, conv);
+  Tensor &bb = bf16Tensor(h, {K * N}, b, conv);
+  std::vector<float> aw(a.size()), bw(b.size());
+  for (size_t k = 0; k < a.size(); ++k)
+    aw[k] = widen(bitsBf16(ab, int64_t(k)));
+  for (size_t k = 0; k < b.size(); ++k)
+    bw[k] = widen(bitsBf16(bb, int64_t(k)));
+  Tensor &af = h.f32({M * K}, aw), &bf = h.f32({K * N}, bw);
+  Tensor &c1 = h.f32({M * N}), &c2 = h.f32({M * N});
+  const Instr in = make(Op::MatMul,
+                        {1, M, N, K, ta, tb, ta ? M : K, tb ? K : N, N, 0, 0, 0},
+                        {1.0f, 0.0f});
+  if (h.run(in, {&ab, &bb}, {&c1}) && h.run(in, {&af, &bf}, {&c2}))
+    sameBits("bf16 matmul = fp32 matmul of the widened values", c1.f(), c2.f(),
+             size_t(M * N));
+  // Mixed operand types are refused.
+  h.reject("matmul bf16 x f32", in, {&ab, &bf}, {&c1}, "B must be bf16");
+}
+
+/// Naive attention in double: o [BH,S,hd], lse [BH,S].
+void naiveAttention(const std::vector<double> &q, const std::vector<double> &k,
+                    const std::vector<double> &v, int64_t bh, int64_t S,
+                    int64_t hd, bool causal, double scale,
+                    std::vector<double> &o, std::vector<double> &lse) {
+  o.assign(size_t(bh * S * hd), 0.0);
+  lse.assign(size_t(bh * S), 0.0);
+  std::vector<double> s(size_t(S * S));
+  for (int64_t b = 0; b < bh; ++b) {
+    const int64_t base = b * S * hd;
+    for (int64_t i = 0; i < S; ++i) {
+      double m = -INFINITY;
+      for (int64_t j = 0; j < S; ++j) {
+        double d = 0;
+        for (int64_t c = 0; c < hd; ++c)
+          d += q[size_t(base + i * hd + c)] * k[size_t(base + j * hd + c)];
+        s[size_t(i * S + j)] = (causal && j > i) ? -INFINITY : scale * d;
+        m = std::max(m, s[size_t(i * S + j)]);
+      }
+      double z = 0;
+      for (int64_t j = 0; j < S; ++j)
+        z += std::exp(s[size_t(i * S + j)] - m);
+      lse[size_t(b * S + i)] = m + std::log(z);
+      for (int64_t j = 0; j < S; ++j) {
+        const double p = std::exp(s[size_t(i * S + j)] - m) / z;
+        for (int64_t c = 0; c < hd; ++c)
+          o[size_t(base + i * hd + c)] += p * v[size_t(base + j * hd + c)];
+      }
+    }
+  }
+}
+
+void testAttention(Harness &h, Rng &rng, int64_t bh, int64_t S, int64_t hd,
+                   bool causal) {
+  const int64_t n = bh * S * hd;
+  const double scale = 1.0 / std::sqrt(double(hd));
+  std::vector<float> q = rng.vec(size_t(n), -2, 2), k = rng.vec(size_t(n), -2, 2),
+                     v = rng.vec(size_t(n)), w = rng.vec(size_t(n));
+  std::vector<double> o, lse;
+  naiveAttention(toD(q), toD(k), toD(v), bh, S, hd, causal, scale, o, lse);
+  Tensor &tq = h.f32({bh, S, hd}, q), &tk = h.f32({bh, S, hd}, k),
+         &tv = h.f32({bh, S, hd}, v);
+  Tensor &to = h.f32({bh, S, hd}), &tl = h.f32({bh, S});
+  const std::vector<int64_t> attrs = {bh, S, hd, causal};
+  const std::string label = "attention BH=" + std::to_string(bh) +
+                            " S=" + std::to_string(S) + " hd=" +
+                            std::to_string(hd) + (causal ? " causal" : "");
+  if (!h.run(make(Op::Attention, attrs, {float(scale)}), {&tq, &tk, &tv},
+             {&to, &tl}))
+    return;
+  closeTo((label + " o").c_str(), to.f(), o, 1e-5, 1e-6);
+  closeTo((label + " lse").c_str(), tl.f(), lse, 1e-6, 1e-6);
+  // Gradient of L = sum(o * w) by central differences of the naive forward.
+  Tensor &tw = h.f32({bh, S, hd}, w);
+  Tensor &dq = h.f32({bh, S, hd}), &dk = h.f32({bh, S, hd}),
+         &dv = h.f32({bh, S, hd});
+  if (!h.run(make(Op::AttentionGrad, attrs, {float(scale)}),
+             {&tq, &tk, &tv, &to, &tl, &tw}, {&dq, &dk, &dv}))
+    return;
+  std::vector<double> x[3] = {toD(q), toD(k), toD(v)};
+  const std::vector<double> wd = toD(w);
+  std::vector<double> num[3];
+  const double eps = 1e-5;
+  auto loss = [&]() {
+    std::vector<double> oo, ll;
+    naiveAttention(x[0], x[1], x[2], bh, S, hd, causal, scale, oo, ll);
+    double L = 0;
+    for (size_t e = 0; e < oo.size(); ++e)
+      L += oo[e] * wd[e];
+    return L;
+  };
+  for (int t = 0; t < 3; ++t) {
+    num[t].resize(size_t(n));
+    for (int64_t e = 0; e < n; ++e) {
+      const double keep = x[t][size_t(e)];
+      x[t][size_t(e)] = keep + eps;
+      const double up = loss();
+      x[t][size_t(e)] = keep - eps;
+      const double down = loss();
+      x[t][size_t(e)] = keep;
+      num[t][size_t(e)] = (up - down) / (2 * eps);
+    }
+  }
+  closeTo((label + " dq").c_str(), dq.f(), num[0], 1e-4, 1e-5);
+  closeTo((label + " dk").c_str(), dk.f(), num[1], 1e-4, 1e-5);
+  closeTo((label + " dv").c_str(), dv.f(), num[2], 1e-4, 1e-5);
+}
+
+void testAttentionRefusals(Harness &h) {
+  Tensor &q = h.f32({2, 4, 8}), &o = h.f32({2, 4, 8}), &l = h.f32({2, 4});
+  Tensor &qb = h.alloc(DType::BF16, {2, 4, 8});
+  h.reject("attention mixed dtypes", make(Op::Attention, {2, 4, 8, 1}, {0.5f}),
+           {&q, &qb, &q}, {&o, &l}, "k must be f32");
+  h.reject("attention wrong lse", make(Op::Attention, {2, 4, 8, 1}, {0.5f}),
+           {&q, &q, &q}, {&o, &o}, "lse has 64 elements");
+  h.reject("attention output aliasing q",
+           make(Op::Attention, {2, 4, 8, 1}, {0.5f}), {&q, &q, &q}, {&q, &l},
+           "o");
+}
+
+} // namespace
+
+int main() {
+  Harness h(4), conv(1);
+  Rng rng(23);
+  testCast(h);
+  testBf16MatMul(h, conv, rng, 17, 33, 9, false, false);
+  testBf16MatMul(h, conv, rng, 64, 48, 128, true, false);
+  testBf16MatMul(h, conv, rng, 31, 64, 16, false, true);
+  testAttention(h, rng, 2, 5, 3, true);
+  testAttention(h, rng, 3, 7, 4, false);
+  testAttention(h, rng, 1, 9, 8, true);
+  testAttentionRefusals(h);
+  return finish("test_precision");
+}
