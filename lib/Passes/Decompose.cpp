@@ -5,7 +5,8 @@
 //     mega.attention), in program order.
 //  2. Ask each to replace itself by tensor-level ops (rules in
 //     lib/Dialect/Mega/MegaDecompositions.cpp); a rule that fails has
-//     reported why and fails the pass.
+//     reported why and fails the pass. With `fused-attention` (megac's
+//     choice) attention becomes one mega.flash_attention.
 // layer_norm, cross_entropy, embedding and gelu are tensor-level primitives
 // and stay.
 //
@@ -25,6 +26,7 @@ using namespace mega;
 
 namespace {
 struct MegaDecompose : mega::impl::MegaDecomposeBase<MegaDecompose> {
+  using MegaDecomposeBase::MegaDecomposeBase;
   void runOnOperation() override {
     // Step 1.
     SmallVector<DecomposeOpInterface> ops;
@@ -32,7 +34,7 @@ struct MegaDecompose : mega::impl::MegaDecomposeBase<MegaDecompose> {
     // Step 2.
     IRRewriter rewriter(&getContext());
     for (DecomposeOpInterface op : ops)
-      if (failed(op.decompose(rewriter)))
+      if (failed(op.decompose(rewriter, fusedAttention)))
         return signalPassFailure();
   }
 };

@@ -41,6 +41,10 @@
 //       (_grad), reduce_sum, grad_norm, adamw, sgd -> the kernel of that name
 //                            (grad_norm with `mega.sharded_grads`: i = {0,
 //                            one shard flag per gradient})
+//       cast              -> Cast {n} (f32 <-> bf16, mega-mixed-precision)
+//       flash_attention(_grad) -> Attention / AttentionGrad {B*heads, S, hd,
+//                            causal} {scale}: q, k, v, o are contiguous
+//                            [B, heads, S, hd] views, lse [B, heads, S]
 //       all_reduce        -> AllReduce {axis (= plan group), 0 sum / 1 max}
 //       all_gather, reduce_scatter -> AllGather / ReduceScatter {axis}
 //                            (along a non-leading dim with a Transpose
@@ -287,6 +291,22 @@ private:
           return success();
         })
         .Case<GradNormOp>([&](GradNormOp g) { return lowerGradNorm(g); })
+        .Case<CastOp>([&](CastOp c) {
+          replaceByKernel(c, "Cast", {c.getX()}, {numElements(c.getX())}, {});
+          return success();
+        })
+        .Case<FlashAttentionOp>([&](FlashAttentionOp a) {
+          replaceByKernel(a, "Attention", a->getOperands(),
+                          attentionAttrs(a.getQ(), a.getCausal()),
+                          {float(a.getScale().convertToDouble())});
+          return success();
+        })
+        .Case<FlashAttentionGradOp>([&](FlashAttentionGradOp a) {
+          replaceByKernel(a, "AttentionGrad", a->getOperands(),
+                          attentionAttrs(a.getQ(), a.getCausal()),
+                          {float(a.getScale().convertToDouble())});
+          return success();
+        })
         .Case<AllReduceOp>([&](AllReduceOp r) -> LogicalResult {
           // Mesh axis k is plan group k (0 tensor, 1 data, 2 pipeline).
           if (r.getAxes().size() != 1)
@@ -383,6 +403,12 @@ private:
                  << "has no kernel lowering (model-level ops must be "
                     "decomposed and shapes static first)";
         });
+  }
+
+  /// {B*heads, S, hd, causal} of an attention kernel over q [B, heads, S, hd].
+  static SmallVector<int64_t> attentionAttrs(Value q, bool causal) {
+    ArrayRef<int64_t> s = tensorType(q).getShape();
+    return {s[0] * s[1], s[2], s[3], causal ? 1 : 0};
   }
 
   /// Elementwise kernel of `prog`; `operands` are the values outside the

@@ -1,4 +1,5 @@
 // RUN: mega-opt %s -split-input-file -verify-diagnostics -mega-decompose | FileCheck %s
+// RUN: mega-opt %s -split-input-file -verify-diagnostics -mega-decompose=fused-attention=true | FileCheck %s --check-prefix=FUSED
 
 // CHECK-LABEL: func.func @linear
 // CHECK-SAME: (%[[X:.*]]: tensor<4x8x16xf32>, %[[W:.*]]: tensor<16x32xf32>, %[[B:.*]]: tensor<32xf32>)
@@ -41,6 +42,15 @@ func.func @attention(%x: tensor<2x8x16xf32>, %wq: tensor<16x48xf32>, %bq: tensor
   // CHECK: %[[Y0:.*]] = mega.matmul %[[OR]], %[[WO]] : tensor<2x8x16xf32>, tensor<16x16xf32> -> tensor<2x8x16xf32>
   // CHECK: %[[Y:.*]] = mega.add %[[Y0]], %[[BO]] : tensor<2x8x16xf32>, tensor<16xf32> -> tensor<2x8x16xf32>
   // CHECK: mega.output "y", %[[Y]]
+  // With fused-attention the scores are never a tensor: one flash_attention
+  // between the q|k|v views and the output transpose.
+  // FUSED-LABEL: func.func @attention
+  // FUSED: %[[Q:.*]] = mega.reshape %{{.*}}#0 : tensor<1x2x4x8x4xf32> -> tensor<2x4x8x4xf32>
+  // FUSED: %[[K:.*]] = mega.reshape %{{.*}}#1
+  // FUSED: %[[V:.*]] = mega.reshape %{{.*}}#2
+  // FUSED-NOT: mega.softmax
+  // FUSED: %[[O:.*]], %{{.*}} = mega.flash_attention %[[Q]], %[[K]], %[[V]] {causal, scale = 5.000000e-01 : f64} : tensor<2x4x8x4xf32>, tensor<2x4x8x4xf32>, tensor<2x4x8x4xf32> -> tensor<2x4x8x4xf32>, tensor<2x4x8xf32>
+  // FUSED-NEXT: mega.transpose %[[O]] perm [0, 2, 1, 3]
   %y = mega.attention %x, %wq, %bq, %wo, %bo heads(4) causal : tensor<2x8x16xf32>, tensor<16x48xf32>, tensor<48xf32>, tensor<16x16xf32>, tensor<16xf32> -> tensor<2x8x16xf32>
   mega.output "y", %y : tensor<2x8x16xf32>
   return

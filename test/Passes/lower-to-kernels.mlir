@@ -277,3 +277,27 @@ func.func @concat_of_reshapes(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) {
   mega.output "c", %c : tensor<2x4x8xf32>
   return
 }
+
+// -----
+
+// Mixed precision and fused attention: Cast {n}; a bf16 MatMul is the same
+// instruction with bf16 operand views; Attention / AttentionGrad
+// {B*heads, S, hd, causal} {scale} over the contiguous q, k, v views.
+// CHECK-LABEL: func.func @fused_attention_bf16
+// CHECK: %[[XB:.*]] = mega.kernel "Cast"(%{{.*}}) i [128] f [] : (tensor<8x16xf32>) -> tensor<8x16xbf16>
+// CHECK: mega.kernel "MatMul"(%[[XB]], %{{.*}}) i [1, 8, 48, 16, 0, 0, 16, 48, 48, 0, 0, 0] f [1.000000e+00, 0.000000e+00] : (tensor<8x16xbf16>, tensor<16x48xbf16>) -> tensor<8x48xf32>
+// CHECK: %[[A:.*]]:2 = mega.kernel "Attention"(%[[Q:.*]], %[[K:.*]], %[[V:[^)]*]]) i [8, 64, 16, 1] f [2.500000e-01] : (tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>) -> (tensor<2x4x64x16xf32>, tensor<2x4x64xf32>)
+// CHECK: mega.kernel "AttentionGrad"(%[[Q]], %[[K]], %[[V]], %{{.*}}, %[[A]]#1, %{{.*}}) i [8, 64, 16, 1] f [2.500000e-01]
+// CHECK-SAME: -> (tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>)
+func.func @fused_attention_bf16(%x: tensor<8x16xf32>, %w: tensor<16x48xbf16>, %q: tensor<2x4x64x16xbf16>, %k: tensor<2x4x64x16xbf16>, %v: tensor<2x4x64x16xbf16>, %d: tensor<2x4x64x16xbf16>) {
+  %xb = mega.cast %x : tensor<8x16xf32> -> tensor<8x16xbf16>
+  %y = mega.matmul %xb, %w : tensor<8x16xbf16>, tensor<16x48xbf16> -> tensor<8x48xf32>
+  %o, %lse = mega.flash_attention %q, %k, %v {causal, scale = 2.500000e-01 : f64} : tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16> -> tensor<2x4x64x16xf32>, tensor<2x4x64xf32>
+  %ob = mega.cast %o : tensor<2x4x64x16xf32> -> tensor<2x4x64x16xbf16>
+  %dq, %dk, %dv = mega.flash_attention_grad %q, %k, %v, %ob, %lse, %d {causal, scale = 2.500000e-01 : f64} : tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64xf32>, tensor<2x4x64x16xbf16> -> tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>
+  mega.output "y", %y : tensor<8x48xf32>
+  mega.output "dq", %dq : tensor<2x4x64x16xf32>
+  mega.output "dk", %dk : tensor<2x4x64x16xf32>
+  mega.output "dv", %dv : tensor<2x4x64x16xf32>
+  return
+}

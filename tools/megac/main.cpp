@@ -214,9 +214,7 @@ CompileOptions checkFlags() {
                   : llvm::Twine("--use-distributed-optimizer needs --dp > 1"));
   if (target != "cpu" && target != "cuda")
     fail("--target " + target + ": expected cpu or cuda");
-  if (precision == "bf16")
-    fail("--precision bf16 is not implemented yet (only fp32)");
-  if (precision != "fp32")
+  if (precision != "fp32" && precision != "bf16")
     fail("--precision " + precision + ": expected fp32 or bf16");
 
   // Batch.
@@ -316,7 +314,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaInferShapes());
   // Model level -> tensor level.
   pm.addPass(mega::createMegaUnroll());
-  pm.addPass(mega::createMegaDecompose());
+  // Attention as one fused kernel (no [S, S] scores in memory).
+  mega::MegaDecomposeOptions decompose;
+  decompose.fusedAttention = true;
+  pm.addPass(mega::createMegaDecompose(decompose));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Tensor parallelism: the per-rank program of mesh axis 0 (Megatron's
@@ -342,6 +343,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaOptimizer(opt));
   mega::MegaDataParallelOptions dataParallel;
   dataParallel.size = o.dp;
+  // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.
+  mega::MegaMixedPrecisionOptions mixed;
+  mixed.precision = precision;
+  pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(mega::createMegaDataParallel(dataParallel));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

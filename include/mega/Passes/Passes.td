@@ -147,8 +147,45 @@ def MegaDecompose : Pass<"mega-decompose", "mlir::ModuleOp"> {
     `mega.attention` becomes: linear q|k|v, reshape `[B,S,3,nh,hd]`,
     transpose to `[3,B,nh,S,hd]`, split into q, k, v, `q @ k^T`,
     `softmax {scale = 1/sqrt(hd), causal}`, `@ v`, transpose to
-    `[B,S,nh,hd]`, reshape `[B,S,H]`, linear out.
+    `[B,S,nh,hd]`, reshape `[B,S,H]`, linear out. With `fused-attention`
+    (what megac runs) the three middle ops are one
+    `mega.flash_attention %q, %k, %v {scale, causal}`, which never
+    materialises the `[B,nh,S,S]` scores.
   }];
+  let options = [
+    Option<"fusedAttention", "fused-attention", "bool", /*default=*/"false",
+           "Attention as one mega.flash_attention (no [S,S] scores)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
+  let summary = "bf16 operands for tensor-core ops, fp32 everywhere else";
+  let description = [{
+    With `precision=bf16`, every operand that an op's
+    MixedPrecisionOpInterface lists (matmul a and b, flash attention q, k, v)
+    is read through a `mega.cast` to bf16; results stay f32 (fp32
+    accumulation), and so do parameters, gradients, optimizer state,
+    normalisation, softmax statistics and the loss. One cast per value,
+    placed right after its definition, so the forward and backward uses of an
+    activation or a weight share one bf16 copy. `precision=fp32` changes
+    nothing. Run after mega-autodiff and mega-optimizer.
+
+    Before:
+    ```mlir
+    %y = mega.matmul %x, %w : tensor<128x64xf32>, tensor<64x256xf32> -> tensor<128x256xf32>
+    ```
+    After:
+    ```mlir
+    %xb = mega.cast %x : tensor<128x64xf32> -> tensor<128x64xbf16>
+    %wb = mega.cast %w : tensor<64x256xf32> -> tensor<64x256xbf16>
+    %y = mega.matmul %xb, %wb : tensor<128x64xbf16>, tensor<64x256xbf16> -> tensor<128x256xf32>
+    ```
+  }];
+  let options = [
+    Option<"precision", "precision", "std::string", /*default=*/"\"bf16\"",
+           "fp32 (no change) or bf16">,
+  ];
   let dependentDialects = ["mega::MegaDialect"];
 }
 

@@ -10,6 +10,8 @@
 //                             s = q @ k^T                      [B,nh,S,S]
 //                             p = softmax(s){1/sqrt(hd), causal}
 //                             o = p @ v                        [B,nh,S,hd]
+//                             (fusedAttention: o, lse = flash_attention(q, k,
+//                             v){1/sqrt(hd), causal}, no [S,S] tensor)
 //                             transpose perm [0,2,1,3]         [B,S,nh,hd]
 //                             reshape                          [B,S,H]
 //                             o @ w_o + b_o                    [B,S,H]
@@ -40,7 +42,7 @@ static Value buildAffine(RewriterBase &rw, Location loc, Value x, Value w,
   return y;
 }
 
-LogicalResult LinearOp::decompose(RewriterBase &rw) {
+LogicalResult LinearOp::decompose(RewriterBase &rw, bool) {
   if (failed(needStatic(*this)))
     return failure();
   rw.setInsertionPoint(*this);
@@ -48,7 +50,7 @@ LogicalResult LinearOp::decompose(RewriterBase &rw) {
   return success();
 }
 
-LogicalResult AttentionOp::decompose(RewriterBase &rw) {
+LogicalResult AttentionOp::decompose(RewriterBase &rw, bool fusedAttention) {
   if (failed(needStatic(*this)))
     return failure();
   int64_t nh = staticSize(getHeads());
@@ -72,14 +74,22 @@ LogicalResult AttentionOp::decompose(RewriterBase &rw) {
   for (Value part : split.getResults())
     qkvParts.push_back(
         rw.create<ReshapeOp>(loc, tensor({bsz, nh, seq, hd}), part));
-  Value scores = rw.create<MatMulOp>(loc, qkvParts[0], qkvParts[1],
-                                     /*transpose_a=*/false,
-                                     /*transpose_b=*/true);
-  Value probs = rw.create<SoftmaxOp>(
-      loc, scores, rw.getF64FloatAttr(1.0 / std::sqrt(double(hd))),
-      getCausal() ? rw.getUnitAttr() : UnitAttr());
-  Value o = rw.create<MatMulOp>(loc, probs, qkvParts[2], /*transpose_a=*/false,
-                                /*transpose_b=*/false);
+  FloatAttr scale = rw.getF64FloatAttr(1.0 / std::sqrt(double(hd)));
+  UnitAttr causal = getCausal() ? rw.getUnitAttr() : UnitAttr();
+  Value o;
+  if (fusedAttention) {
+    o = rw.create<FlashAttentionOp>(
+              loc, TypeRange{tensor({bsz, nh, seq, hd}), tensor({bsz, nh, seq})},
+              qkvParts[0], qkvParts[1], qkvParts[2], scale, causal)
+            .getO();
+  } else {
+    Value scores = rw.create<MatMulOp>(loc, qkvParts[0], qkvParts[1],
+                                       /*transpose_a=*/false,
+                                       /*transpose_b=*/true);
+    Value probs = rw.create<SoftmaxOp>(loc, scores, scale, causal);
+    o = rw.create<MatMulOp>(loc, probs, qkvParts[2], /*transpose_a=*/false,
+                            /*transpose_b=*/false);
+  }
   o = rw.create<TransposeOp>(loc, o, rw.getDenseI64ArrayAttr({0, 2, 1, 3}));
   o = rw.create<ReshapeOp>(loc, tensor({bsz, seq, hid}), o);
   rw.replaceOp(*this, buildAffine(rw, loc, o, getWO(), getBO()));

@@ -270,6 +270,29 @@ LogicalResult SoftmaxOp::buildGradient(OpBuilder &b, ValueRange resultGrads,
   return success();
 }
 
+// o = softmax(scale q k^T) v with its row logsumexp: one fused adjoint that
+// recomputes the probabilities from lse (no [S, S] tensor is kept). lse has
+// no users but the adjoint, so it receives no gradient.
+LogicalResult
+FlashAttentionOp::buildGradient(OpBuilder &b, ValueRange resultGrads,
+                                SmallVectorImpl<Value> &operandGrads) {
+  Value dout = resultGrads[0];
+  operandGrads.assign(3, Value());
+  if (resultGrads[1])
+    return emitOpError("has no gradient through its lse result");
+  if (!dout)
+    return success();
+  Type f32 = b.getF32Type();
+  auto like = [&](Value x) {
+    return RankedTensorType::get(rankedType(x).getShape(), f32);
+  };
+  auto g = b.create<FlashAttentionGradOp>(
+      getLoc(), TypeRange{like(getQ()), like(getK()), like(getV())}, getQ(),
+      getK(), getV(), getO(), getLse(), dout, getScaleAttr(), getCausalAttr());
+  operandGrads.assign(g->getResults().begin(), g->getResults().end());
+  return success();
+}
+
 // y = sum of x over its leading dims:  dx = dy broadcast back over them,
 // written as zeros(x) + dy (trailing broadcast of mega.add).
 LogicalResult ReduceSumOp::buildGradient(OpBuilder &b, ValueRange resultGrads,

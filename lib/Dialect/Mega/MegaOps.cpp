@@ -291,6 +291,11 @@ LogicalResult MatMulOp::verify() {
         return emitOpError() << "batch dimensions differ: a "
                              << shapeStr(a.getShape()) << ", b "
                              << shapeStr(b.getShape());
+  // matmul_c4: one element type (f32, or bf16 products after
+  // mega-mixed-precision); the result is f32 either way.
+  if (a.getElementType() != b.getElementType())
+    return emitOpError() << "operand element types differ: "
+                         << a.getElementType() << " and " << b.getElementType();
   return success();
 }
 
@@ -587,11 +592,68 @@ LogicalResult KernelOp::verify() {
       "Sgd",          "AllReduce",     "AllGather",    "ReduceScatter",
       "Send",         "Recv",          "VocabEmbedding", "VocabEmbeddingGrad",
       "RowMax",       "VocabCrossEntropyStats", "VocabCrossEntropy",
-      "VocabCrossEntropyGrad"};
+      "VocabCrossEntropyGrad", "Cast", "Attention", "AttentionGrad"};
   if (!kKernels.contains(getKernel()))
     return emitOpError() << "unknown kernel '" << getKernel()
                          << "' (see enum class Op in mega/Plan/Plan.h)";
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Mixed precision and fused attention (MegaFusedOps.td)
+//===----------------------------------------------------------------------===//
+
+LogicalResult CastOp::verify() {
+  // cast_c1
+  RankedTensorType x = tensorType(getX()), r = getType();
+  if (x.getRank() != r.getRank())
+    return emitOpError() << "changes the shape: " << shapeStr(x.getShape())
+                         << " -> " << shapeStr(r.getShape());
+  for (int64_t i = 0; i < x.getRank(); ++i)
+    if (conflict(x.getDimSize(i), r.getDimSize(i)))
+      return emitOpError() << "changes the shape: " << shapeStr(x.getShape())
+                           << " -> " << shapeStr(r.getShape());
+  return success();
+}
+
+/// flash_attention_c1..c3: q, k, v [B, heads, S, hd] of one shape and one
+/// element type; lse [B, heads, S].
+static LogicalResult verifyAttentionOperands(Operation *op, Value q, Value k,
+                                             Value v, Value lse) {
+  RankedTensorType qt = tensorType(q);
+  // flash_attention_c1
+  if (qt.getRank() != 4)
+    return op->emitOpError() << "q must have rank 4 [B, heads, S, hd], got "
+                             << shapeStr(qt.getShape());
+  // flash_attention_c2
+  for (Value x : {k, v}) {
+    RankedTensorType t = tensorType(x);
+    if (t.getRank() != 4 || t.getElementType() != qt.getElementType())
+      return op->emitOpError() << "q, k and v must have one rank-4 type";
+    for (int64_t i = 0; i < 4; ++i)
+      if (conflict(t.getDimSize(i), qt.getDimSize(i)))
+        return op->emitOpError()
+               << "q, k and v shapes differ: " << shapeStr(qt.getShape())
+               << " and " << shapeStr(t.getShape());
+  }
+  // flash_attention_c3
+  RankedTensorType lt = tensorType(lse);
+  if (lt.getRank() != 3)
+    return op->emitOpError() << "lse must have rank 3 [B, heads, S], got "
+                             << shapeStr(lt.getShape());
+  for (int64_t i = 0; i < 3; ++i)
+    if (conflict(lt.getDimSize(i), qt.getDimSize(i)))
+      return op->emitOpError() << "lse " << shapeStr(lt.getShape())
+                               << " does not match q " << shapeStr(qt.getShape());
+  return success();
+}
+
+LogicalResult FlashAttentionOp::verify() {
+  return verifyAttentionOperands(*this, getQ(), getK(), getV(), getLse());
+}
+
+LogicalResult FlashAttentionGradOp::verify() {
+  return verifyAttentionOperands(*this, getQ(), getK(), getV(), getLse());
 }
 
 LogicalResult ViewOp::verify() {

@@ -25,6 +25,7 @@
 //   transpose          S(perm[j]) -> S(j), P -> P
 //   split, concat      S(d) along another dim -> S(d), P -> P
 //   softmax            S(d), d a batch dim (not a row of the causal mask)
+//   flash_attention    q, k, v S(d), d = 0 (batch) or 1 (heads) -> o, lse S(d)
 //   embedding          table S(0) -> P: mega.vocab_embedding (masked rows)
 //   cross_entropy      logits S(last) -> R: statistics all-reduced (max, sum
 //                      of exp, target logit), mega.vocab_cross_entropy
@@ -327,6 +328,27 @@ LogicalResult softmaxRule(Operation *op, Shardings in, ShardingRule &rule) {
     return failure();
   return passThrough(op, in, rule, /*linear=*/false);
 }
+/// Attention is independent per (batch, head): q, k and v split alike along
+/// dim 0 or 1 give o and lse split the same way (Megatron splits heads).
+LogicalResult flashAttentionRule(Operation *op, Shardings in,
+                                 ShardingRule &rule) {
+  int64_t d = -1;
+  for (ShardingAttr s : in) {
+    if (s.isPartial() || s.getSplitDim() == -2)
+      return failure();
+    int64_t sd = s.getSplitDim();
+    if (sd >= 0 && (sd > 1 || (d >= 0 && sd != d)))
+      return failure();
+    if (sd >= 0)
+      d = sd;
+  }
+  for (Value v : op->getOperands())
+    rule.operands.push_back(d >= 0 ? splitAt(v, d) : rep(v));
+  for (Value r : op->getResults())
+    rule.results.push_back(d >= 0 ? splitAt(r, d) : rep(r));
+  return success();
+}
+
 
 //===----------------------------------------------------------------------===//
 // Vocabulary parallelism: embedding with table S(0) -> P (masked lookup);
@@ -406,6 +428,8 @@ struct Rule : ShardingOpInterface::ExternalModel<Rule<OpT, Fn, Part>, OpT> {
   LogicalResult getShardingRule(Operation *op, Shardings operands,
                                 ShardingRule &rule) const {
     return Fn(op, operands, rule);
+  FlashAttentionOp::attachInterface<
+      Rule<FlashAttentionOp, flashAttentionRule>>(ctx);
   }
   Operation *partition(Operation *op, RewriterBase &rewriter,
                        Shardings operands) const {

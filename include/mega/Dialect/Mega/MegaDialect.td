@@ -53,7 +53,9 @@ def Mega_Elementwise : NativeOpTrait<"MegaElementwise"> {
 //===----------------------------------------------------------------------===//
 def Mega_F32Tensor : RankedTensorOf<[F32]>;
 def Mega_I32Tensor : RankedTensorOf<[I32]>;
-def Mega_AnyTensor : RankedTensorOf<[F32, I32]>;
+// f32, or bf16 where `mega-mixed-precision` cast an operand for tensor cores.
+def Mega_FloatTensor : RankedTensorOf<[F32, BF16]>;
+def Mega_AnyTensor : RankedTensorOf<[F32, BF16, I32]>;
 def Mega_F32Scalar : 0DTensorOf<[F32]>;
 def Mega_Scalar : 0DTensorOf<[F32, I32]>;
 

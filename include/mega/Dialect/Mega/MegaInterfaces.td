@@ -8,6 +8,8 @@
 //  * GradientOpInterface  - the adjoint of a differentiable op (mega-autodiff)
 //  * ShardingOpInterface  - how operand shardings imply result shardings
 //                           (mega-tensor-parallel)
+//  * MixedPrecisionOpInterface - which operands may be bf16 (tensor cores)
+//                           (mega-mixed-precision)
 //
 // Shapes use the builtin InferTypeOpInterface (rules in MegaShapes.cpp).
 //
@@ -52,12 +54,14 @@ def Mega_DecomposeOpInterface : OpInterface<"DecomposeOpInterface"> {
     InterfaceMethod<
       /*desc=*/[{
         Builds the tensor-level equivalent at the op's position with
-        `rewriter` and replaces the op. On failure emits a diagnostic and
+        `rewriter` and replaces the op. `fusedAttention`: attention becomes
+        one `mega.flash_attention` instead of matmul/softmax/matmul. On failure emits a diagnostic and
         leaves the IR unchanged.
       }],
       /*retTy=*/"::llvm::LogicalResult",
       /*methodName=*/"decompose",
-      /*args=*/(ins "::mlir::RewriterBase &":$rewriter)
+      /*args=*/(ins "::mlir::RewriterBase &":$rewriter,
+                    "bool":$fusedAttention)
     >,
   ];
 }
@@ -129,6 +133,27 @@ def Mega_ShardingOpInterface : OpInterface<"ShardingOpInterface"> {
       /*methodName=*/"partition",
       /*args=*/(ins "::mlir::RewriterBase &":$rewriter,
                     "::llvm::ArrayRef<::mega::ShardingAttr>":$operands)
+    >,
+  ];
+}
+
+def Mega_MixedPrecisionOpInterface : OpInterface<"MixedPrecisionOpInterface"> {
+  let cppNamespace = "::mega";
+  let description = [{
+    An op that computes in fp32 but can read some operands in bf16 (tensor
+    cores: bf16 products, fp32 accumulation). `mega-mixed-precision` casts
+    exactly these operands; the results stay f32. Bodies in
+    lib/Dialect/Mega/MegaPrecision.cpp.
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{
+        The indices of the operands that may be bf16 (the op's numerics are
+        then those of bf16 inputs with fp32 accumulation).
+      }],
+      /*retTy=*/"::llvm::SmallVector<unsigned>",
+      /*methodName=*/"getLowPrecisionOperands",
+      /*args=*/(ins)
     >,
   ];
 }

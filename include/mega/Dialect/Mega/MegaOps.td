@@ -28,6 +28,8 @@ defvar Differentiable = DeclareOpInterfaceMethods<Mega_GradientOpInterface>;
 defvar Sized = DeclareOpInterfaceMethods<Mega_SizedOpInterface>;
 // Rewritten into tensor-level ops (MegaDecompositions.cpp).
 defvar Decomposable = DeclareOpInterfaceMethods<Mega_DecomposeOpInterface>;
+// Some operands may be bf16 for tensor cores (MegaPrecision.cpp).
+defvar LowPrecision = DeclareOpInterfaceMethods<Mega_MixedPrecisionOpInterface>;
 
 //===----------------------------------------------------------------------===//
 // Model level
@@ -247,7 +249,7 @@ def Mega_CrossEntropyOp : Mega_Op<"cross_entropy", [Pure, Shaped, Differentiable
 // Tensor level
 //===----------------------------------------------------------------------===//
 
-def Mega_MatMulOp : Mega_Op<"matmul", [Pure, Shaped, Differentiable]> {
+def Mega_MatMulOp : Mega_Op<"matmul", [Pure, Shaped, Differentiable, LowPrecision]> {
   let summary = "(batched) matrix product";
   let description = [{
     `a [..., M, K] @ b [..., K, N] -> [..., M, N]`, where `transpose_a` /
@@ -261,7 +263,7 @@ def Mega_MatMulOp : Mega_Op<"matmul", [Pure, Shaped, Differentiable]> {
         : tensor<4x4x32x16xf32>, tensor<4x4x32x16xf32> -> tensor<4x4x32x32xf32>
     ```
   }];
-  let arguments = (ins Mega_F32Tensor:$a, Mega_F32Tensor:$b,
+  let arguments = (ins Mega_FloatTensor:$a, Mega_FloatTensor:$b,
                    UnitAttr:$transpose_a, UnitAttr:$transpose_b);
   let results = (outs Mega_F32Tensor:$result);
   let assemblyFormat = [{
@@ -982,5 +984,7 @@ def Mega_YieldOp : Mega_Op<"yield",
   let arguments = (ins Variadic<Mega_AnyTensor>:$values);
   let assemblyFormat = "($values^ `:` type($values))? attr-dict";
 }
+
+include "mega/Dialect/Mega/MegaFusedOps.td"
 
 #endif // MEGA_DIALECT_MEGA_OPS

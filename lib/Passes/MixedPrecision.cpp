@@ -1,0 +1,83 @@
+//===- MixedPrecision.cpp - bf16 operands for tensor-core ops -------------===//
+//
+// `mega-mixed-precision{precision=bf16}`: the ops whose
+// MixedPrecisionOpInterface lists an operand (matmul a and b, flash attention
+// q, k, v) read that operand in bf16; they accumulate and return fp32.
+// Everything else keeps fp32: parameters (the master weights), gradients,
+// optimizer state, layer norm, softmax statistics, the loss.
+//
+// Algorithm, per function:
+//  1. precision=fp32: nothing to do; anything but fp32/bf16 is an error.
+//  2. Walk the ops in order. For each operand an op lists that is f32, take
+//     the bf16 copy of that value, creating it on first use as a mega.cast
+//     placed right after the value's definition (at the block start for a
+//     block argument), so that it dominates every later user: the forward
+//     and the backward uses of one activation or weight share one copy.
+//  3. Replace the operand by the copy. Result types do not change (f32).
+//
+//===----------------------------------------------------------------------===//
+#include "mega/Dialect/Mega/MegaOps.h"
+#include "mega/Passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseMap.h"
+
+namespace mega {
+#define GEN_PASS_DEF_MEGAMIXEDPRECISION
+#include "mega/Passes/Passes.h.inc"
+} // namespace mega
+
+using namespace mlir;
+using namespace mega;
+
+namespace {
+
+struct MegaMixedPrecision
+    : mega::impl::MegaMixedPrecisionBase<MegaMixedPrecision> {
+  using MegaMixedPrecisionBase::MegaMixedPrecisionBase;
+
+  void runOnOperation() override {
+    // Step 1.
+    if (precision == "fp32")
+      return;
+    if (precision != "bf16") {
+      getOperation().emitError()
+          << "mega-mixed-precision: precision must be fp32 or bf16, got '"
+          << precision << "'";
+      return signalPassFailure();
+    }
+    for (auto func : getOperation().getOps<func::FuncOp>())
+      castFunction(func);
+  }
+
+  void castFunction(func::FuncOp func) {
+    OpBuilder b(func.getContext());
+    Type bf16 = b.getBF16Type();
+    llvm::DenseMap<Value, Value> copies;
+    auto bf16Copy = [&](Value v) {
+      Value &copy = copies[v];
+      if (copy)
+        return copy;
+      if (Operation *def = v.getDefiningOp())
+        b.setInsertionPointAfter(def);
+      else
+        b.setInsertionPointToStart(cast<BlockArgument>(v).getOwner());
+      auto type = cast<RankedTensorType>(v.getType());
+      copy = b.create<CastOp>(v.getLoc(),
+                              RankedTensorType::get(type.getShape(), bf16), v);
+      return copy;
+    };
+    // Step 2 and 3 (collect first: the walk must not see the new casts).
+    SmallVector<MixedPrecisionOpInterface> ops;
+    func.walk([&](MixedPrecisionOpInterface op) { ops.push_back(op); });
+    for (MixedPrecisionOpInterface op : ops)
+      for (unsigned idx : op.getLowPrecisionOperands()) {
+        Value v = op->getOperand(idx);
+        if (cast<RankedTensorType>(v.getType()).getElementType().isF32())
+          op->setOperand(idx, bf16Copy(v));
+      }
+  }
+};
+
+} // namespace

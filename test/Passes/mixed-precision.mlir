@@ -1,0 +1,60 @@
+// RUN: mega-opt %s -split-input-file -mega-mixed-precision | FileCheck %s
+// RUN: mega-opt %s -split-input-file -mega-mixed-precision=precision=fp32 | FileCheck %s --check-prefix=FP32
+
+// Both operands of a matmul are read in bf16; the product stays f32. One cast
+// per value: the weight's copy serves the forward and the backward product.
+// CHECK-LABEL: func.func @matmuls
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<8x16xf32>, %[[DY:[^:]*]]: tensor<8x32xf32>)
+// CHECK-DAG: %[[XB:.*]] = mega.cast %[[X]] : tensor<8x16xf32> -> tensor<8x16xbf16>
+// CHECK-DAG: %[[DYB:.*]] = mega.cast %[[DY]] : tensor<8x32xf32> -> tensor<8x32xbf16>
+// CHECK: %[[W:.*]] = mega.param "w"
+// CHECK-NEXT: %[[WB:.*]] = mega.cast %[[W]] : tensor<16x32xf32> -> tensor<16x32xbf16>
+// CHECK: %[[Y:.*]] = mega.matmul %[[XB]], %[[WB]] : tensor<8x16xbf16>, tensor<16x32xbf16> -> tensor<8x32xf32>
+// CHECK: %[[DX:.*]] = mega.matmul %[[DYB]], %[[WB]] {transpose_b} : tensor<8x32xbf16>, tensor<16x32xbf16> -> tensor<8x16xf32>
+// CHECK-NOT: mega.cast
+// CHECK: mega.add %[[Y]], %[[Y]] : tensor<8x32xf32>, tensor<8x32xf32>
+// FP32-LABEL: func.func @matmuls
+// FP32-NOT: mega.cast
+func.func @matmuls(%x: tensor<8x16xf32>, %dy: tensor<8x32xf32>) {
+  %w = mega.param "w" [16, 32] init normal(0.02) : tensor<16x32xf32>
+  %y = mega.matmul %x, %w : tensor<8x16xf32>, tensor<16x32xf32> -> tensor<8x32xf32>
+  %dx = mega.matmul %dy, %w {transpose_b} : tensor<8x32xf32>, tensor<16x32xf32> -> tensor<8x16xf32>
+  %s = mega.add %y, %y : tensor<8x32xf32>, tensor<8x32xf32> -> tensor<8x32xf32>
+  mega.output "s", %s : tensor<8x32xf32>
+  mega.output "dx", %dx : tensor<8x16xf32>
+  return
+}
+
+// -----
+
+// Attention reads q, k, v in bf16; its gradient also o and dout, never lse.
+// CHECK-LABEL: func.func @attention
+// CHECK-SAME: (%[[Q:[^:]*]]: tensor<2x4x64x16xf32>, %[[K:[^:]*]]: tensor<2x4x64x16xf32>, %[[V:[^:]*]]: tensor<2x4x64x16xf32>, %[[D:[^:]*]]: tensor<2x4x64x16xf32>)
+// CHECK-DAG: %[[QB:.*]] = mega.cast %[[Q]] : tensor<2x4x64x16xf32> -> tensor<2x4x64x16xbf16>
+// CHECK-DAG: %[[KB:.*]] = mega.cast %[[K]]
+// CHECK-DAG: %[[VB:.*]] = mega.cast %[[V]]
+// CHECK-DAG: %[[DB:.*]] = mega.cast %[[D]]
+// CHECK: %[[O:.*]], %[[L:.*]] = mega.flash_attention %[[QB]], %[[KB]], %[[VB]] {causal, scale = 2.500000e-01 : f64} : tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16> -> tensor<2x4x64x16xf32>, tensor<2x4x64xf32>
+// CHECK-NEXT: %[[OB:.*]] = mega.cast %[[O]] : tensor<2x4x64x16xf32> -> tensor<2x4x64x16xbf16>
+// CHECK: mega.flash_attention_grad %[[QB]], %[[KB]], %[[VB]], %[[OB]], %[[L]], %[[DB]] {causal, scale = 2.500000e-01 : f64} : tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64x16xbf16>, tensor<2x4x64xf32>, tensor<2x4x64x16xbf16>
+func.func @attention(%q: tensor<2x4x64x16xf32>, %k: tensor<2x4x64x16xf32>, %v: tensor<2x4x64x16xf32>, %d: tensor<2x4x64x16xf32>) {
+  %o, %lse = mega.flash_attention %q, %k, %v {causal, scale = 2.500000e-01 : f64} : tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32> -> tensor<2x4x64x16xf32>, tensor<2x4x64xf32>
+  %dq, %dk, %dv = mega.flash_attention_grad %q, %k, %v, %o, %lse, %d {causal, scale = 2.500000e-01 : f64} : tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64xf32>, tensor<2x4x64x16xf32> -> tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>, tensor<2x4x64x16xf32>
+  mega.output "o", %o : tensor<2x4x64x16xf32>
+  mega.output "dq", %dq : tensor<2x4x64x16xf32>
+  mega.output "dk", %dk : tensor<2x4x64x16xf32>
+  mega.output "dv", %dv : tensor<2x4x64x16xf32>
+  return
+}
+
+// -----
+
+// Ops without the interface (layer norm, softmax, the loss) keep f32.
+// CHECK-LABEL: func.func @others
+// CHECK-NOT: mega.cast
+// CHECK: return
+func.func @others(%x: tensor<8x16xf32>) {
+  %p = mega.softmax %x {scale = 1.000000e+00 : f64} : tensor<8x16xf32> -> tensor<8x16xf32>
+  mega.output "p", %p : tensor<8x16xf32>
+  return
+}
