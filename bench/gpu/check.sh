@@ -7,15 +7,20 @@
 # status is 1 when any step failed):
 #   1. build   configure + build the runtime alone (-DMEGA_BUILD_COMPILER=OFF,
 #              -DCMAKE_CUDA_ARCHITECTURES=90) with all cores into build-gpu/
-#   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared
+#   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared (fp32
+#              rel 1e-5; Cast, bf16 MatMul and bf16 Attention rel 1e-2), outputs
+#              poisoned first, random non-zero inputs
 #   3. train   if bench/gpu/plans/gpt-small-{cpu,cuda}.plan exist (make_plans.sh):
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
-#              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed
+#              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
+#              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2)
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
-#   5. mega    if bench/gpu/plans/gpt2-small-cuda.plan exists: mega's fp32 GPT-2
-#              small ms/step, beside torch's fp32
+#   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
+#              small ms/step in fp32 and bf16, beside torch's modes of step 4
+#              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
+#              per-kernel time of a step
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
 # an H100 (most of it the build and torch.compile).
 # Environment: MEGA_CMAKE_ARGS adds configure arguments; PYTHON picks python3;
@@ -137,6 +142,16 @@ do_train() {
   for d in cuda cpu; do
     [ -f "$LOGS/small-$d.jsonl" ] && printf '%-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-$d.jsonl"
   done
+  # bf16: the CPU runs the same plan with bf16 rounding emulated (its twin).
+  if [ -f "$PLANS/gpt-small-bf16-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16-cpu.plan" ]; then
+    run_mega small-bf16-cuda "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" || rc=1
+    run_mega small-bf16-cpu "$PLANS/gpt-small-bf16-cpu.plan" cpu "$LOGS/data/small" 20 "${load[@]}" || rc=1
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-cuda.jsonl" --rtol 1e-2 \
+      | tee "$LOGS/compare-bf16.txt" || rc=1
+    for d in cuda cpu; do
+      [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
+    done
+  fi
   return "$rc"
 }
 
@@ -149,27 +164,30 @@ do_torch() {
 
 do_mega_timing() {
   MEGA_RUN=$(locate mega-run tools/mega-run)
-  if [ ! -f "$PLANS/gpt2-small-cuda.plan" ]; then
-    echo "no bench/gpu/plans/gpt2-small-cuda.plan (make_plans.sh): skipped"
+  if [ ! -f "$PLANS/gpt2-small-bf16-cuda.plan" ]; then
+    echo "no bench/gpu/plans/gpt2-small-bf16-cuda.plan (make_plans.sh): skipped"
     return 0
   fi
   [ -x "$MEGA_RUN" ] || { echo "no $MEGA_RUN (build failed?)"; return 1; }
   "$PY" "$TOOLS" data "$LOGS/data/gpt2" --vocab "$GPT2_VOCAB" --tokens "$GPT2_TOKENS" || return 1
-  run_mega gpt2-cuda "$PLANS/gpt2-small-cuda.plan" cuda "$LOGS/data/gpt2" 12 || return 1
-  local mega
-  mega=$("$PY" "$TOOLS" timing "$LOGS/gpt2-cuda.jsonl" --warmup 2) || { echo "$mega"; return 1; }
-  echo "mega  gpt2-small fp32: $mega"
-  if [ -f "$LOGS/torch.json" ]; then
-    "$PY" - "$LOGS/torch.json" "$LOGS/gpt2-cuda.jsonl" <<'EOF'
-import json, statistics, sys
-t = {r["mode"]: r["median_ms"] for r in json.load(open(sys.argv[1]))["results"]}
-recs = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
-m = statistics.median(float(r["elapsed_ms"]) for r in recs if int(r["iteration"]) > 2)
-print(f"gpt2-small ms/step: mega fp32 {m:.1f}" + "".join(f", torch {k} {v:.1f}" for k, v in t.items()))
-if "fp32" in t:
-    print(f"mega fp32 / torch fp32 time ratio: {m / t['fp32']:.2f} (lower is better for mega)")
-EOF
+  local rc=0 runs=()
+  run_mega gpt2-bf16 "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 || rc=1
+  runs+=("bf16=$LOGS/gpt2-bf16.jsonl")
+  if [ -f "$PLANS/gpt2-small-cuda.plan" ]; then
+    run_mega gpt2-fp32 "$PLANS/gpt2-small-cuda.plan" cuda "$LOGS/data/gpt2" 8 || rc=1
+    runs+=("fp32=$LOGS/gpt2-fp32.jsonl")
   fi
+  for r in "${runs[@]}"; do
+    printf 'mega gpt2-small %-5s ' "${r%%=*}"
+    "$PY" "$TOOLS" timing "${r#*=}" --warmup 2
+  done
+  echo "GPT-2 small (B 16, S 1024), the same run:"
+  "$PY" "$TOOLS" report "$LOGS/torch.json" "${runs[@]}" --tokens $((16 * 1024)) || rc=1
+  # One traced run: every kernel synchronised and timed (step 2 of 2).
+  run_mega gpt2-bf16-trace "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 2 \
+    --trace "$LOGS/gpt2-bf16-trace.json" || rc=1
+  "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-trace.json" || rc=1
+  return "$rc"
 }
 
 note "mega GPU check in $ROOT, logs in $LOGS"

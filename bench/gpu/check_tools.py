@@ -9,6 +9,15 @@
       exit 1 when a loss differs by more than rtol (relative), a step is missing or not finite.
   check_tools.py timing LOG.jsonl [--warmup 2]
       prints the median elapsed_ms of the iterations after the warm-up.
+  check_tools.py report TORCH.json NAME=LOG.jsonl... [--tokens B*S] [--peak 989]
+      one table of mega's runs (median ms/step after 2 warm-up steps) beside PyTorch's modes
+      from the same run: ms/step, tokens/s, TFLOP/s, MFU (model FLOPs per token as
+      torch_baseline.py counts them, over --peak dense bf16 TFLOP/s) and the time ratios
+      torch/mega (above 1: mega is faster).
+  check_tools.py breakdown TRACE.json [--top 25]
+      per-kernel time of the traced steps (mega-run --trace: each kernel synchronised, so
+      small kernels carry their launch cost), summed by opcode over the train, optimizer
+      programs, per step.
 """
 import argparse
 import json
@@ -105,6 +114,65 @@ def cmd_timing(a):
     return 0
 
 
+def cmd_report(a):
+    torch = json.load(open(a.torch)) if os.path.exists(a.torch) else {"results": []}
+    rows = []
+    flops_per_token = None
+    for r in torch.get("results", []):
+        if r.get("median_ms"):
+            rows.append(("torch " + r["mode"], float(r["median_ms"])))
+            if flops_per_token is None and r.get("tokens_per_s"):
+                flops_per_token = r["tflops"] * 1e12 / r["tokens_per_s"]
+    for spec in a.runs:
+        name, path = spec.split("=", 1)
+        if not os.path.exists(path):
+            print(f"report: no log {path} ({name} failed?)")
+            continue
+        ms = [float(r["elapsed_ms"]) for it, r in sorted(read_log(path).items()) if it > 2]
+        if ms:
+            rows.append(("mega " + name, statistics.median(ms)))
+    if not rows:
+        print("report: nothing to report")
+        return 1
+    print(f"{'run':22s} {'ms/step':>9s} {'tokens/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s}")
+    for name, ms in rows:
+        tok = a.tokens / (ms / 1000.0)
+        tf = tok * flops_per_token / 1e12 if flops_per_token else float("nan")
+        print(f"{name:22s} {ms:9.1f} {tok:10.0f} {tf:8.1f} {100 * tf / a.peak:5.1f}%")
+    times = dict(rows)
+    for m in [n for n in times if n.startswith("mega ")]:
+        for t in [n for n in times if n.startswith("torch ")]:
+            print(f"ratio {t} / {m}: {times[t] / times[m]:.2f}x "
+                  f"({'mega faster' if times[t] > times[m] else 'torch faster'})")
+    return 0
+
+
+def cmd_breakdown(a):
+    if not os.path.exists(a.trace):
+        print(f"breakdown: no trace {a.trace}")
+        return 1
+    data = json.load(open(a.trace))
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    steps = sum(1 for e in events if e.get("cat") == "program" and e.get("name") == "train") or 1
+    total, count = {}, {}
+    for e in events:
+        if e.get("cat") != "kernel":
+            continue
+        total[e["name"]] = total.get(e["name"], 0.0) + float(e.get("dur", 0)) / 1000.0
+        count[e["name"]] = count.get(e["name"], 0) + 1
+    whole = sum(total.values())
+    if not whole:
+        print("breakdown: no kernel events in the trace")
+        return 1
+    print(f"per-kernel time per step ({steps} traced micro-steps, each kernel synchronised):")
+    print(f"{'kernel':24s} {'ms/step':>9s} {'share':>7s} {'launches/step':>14s}")
+    for name in sorted(total, key=total.get, reverse=True)[:a.top]:
+        print(f"{name:24s} {total[name] / steps:9.2f} {100 * total[name] / whole:6.1f}% "
+              f"{count[name] / steps:14.1f}")
+    print(f"{'all kernels':24s} {whole / steps:9.2f}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -120,8 +188,17 @@ def main():
     t = sub.add_parser("timing")
     t.add_argument("log")
     t.add_argument("--warmup", type=int, default=2)
+    r = sub.add_parser("report")
+    r.add_argument("torch")
+    r.add_argument("runs", nargs="*", help="NAME=LOG.jsonl")
+    r.add_argument("--tokens", type=int, default=16 * 1024)
+    r.add_argument("--peak", type=float, default=989.0, help="dense bf16 TFLOP/s (H100 SXM)")
+    b = sub.add_parser("breakdown")
+    b.add_argument("trace")
+    b.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
-    return {"data": cmd_data, "compare": cmd_compare, "timing": cmd_timing}[a.cmd](a)
+    return {"data": cmd_data, "compare": cmd_compare, "timing": cmd_timing,
+            "report": cmd_report, "breakdown": cmd_breakdown}[a.cmd](a)
 
 
 if __name__ == "__main__":

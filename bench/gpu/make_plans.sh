@@ -7,8 +7,10 @@
 #   gpt-small-{cpu,cuda}.plan   the cpu-small model (layers 4, hidden 256, heads 4,
 #                               vocab 8192, seq 128, micro-batch 8), AdamW, clip 1.0:
 #                               trained on both devices and the losses compared
+#   gpt-small-bf16-{cpu,cuda}.plan  the same in --precision bf16 (the CPU emulates bf16)
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
+#   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
 #   plans.env                   the vocab sizes check.sh draws its random tokens from
 set -eu
 cd "$(dirname "$0")/../.." || exit 1
@@ -23,8 +25,12 @@ GPT2=(--set layers=12 --set hidden=768 --set heads=12 --set vocab=50304 --set se
       --clip-grad 1.0 --lr 6e-4)
 for t in cpu cuda; do
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-$t.plan" "${SMALL[@]}" --target "$t"
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16-$t.plan" "${SMALL[@]}" --target "$t" \
+    --precision bf16
 done
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-cuda.plan" "${GPT2[@]}" --target cuda
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-cuda.plan" "${GPT2[@]}" --target cuda \
+  --precision bf16
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
