@@ -70,6 +70,26 @@ const char *opName(Op op) {
   return nullptr;
 }
 
+const char *stepKindName(StepKind k) {
+  switch (k) {
+  case StepKind::RecvForward:
+    return "recv-forward";
+  case StepKind::Forward:
+    return "forward";
+  case StepKind::SendForward:
+    return "send-forward";
+  case StepKind::RecvBackward:
+    return "recv-backward";
+  case StepKind::Backward:
+    return "backward";
+  case StepKind::SendBackward:
+    return "send-backward";
+  case StepKind::Optimizer:
+    return "optimizer";
+  }
+  return "?";
+}
+
 int64_t Value::numel() const {
   int64_t n = 1;
   for (int64_t d : shape)
@@ -180,6 +200,12 @@ Arity arityOf(Op op) {
     return {3, 2};
   case Op::VocabCrossEntropyGrad:
     return {4, 1};
+  case Op::Cast:
+    return {1, 1};
+  case Op::Attention:
+    return {3, 2};
+  case Op::AttentionGrad:
+    return {6, 3};
   }
   return {0, 0};
 }
@@ -200,12 +226,6 @@ int64_t numelOf(const std::vector<int64_t> &shape) {
 }
 
 /// Collectives: group and attributes in range, f32 operands whose element
-  case Op::Cast:
-    return {1, 1};
-  case Op::Attention:
-    return {3, 2};
-  case Op::AttentionGrad:
-    return {6, 3};
 /// counts agree (the group's size is a run-time fact; the runtime checks
 /// AllGather/ReduceScatter against it).
 void validateCollective(const Program &p, size_t k, const Instr &in) {
@@ -246,6 +266,51 @@ void validateCollective(const Program &p, size_t k, const Instr &in) {
 
 } // namespace
 
+/// Version 3: one schedule per pipeline rank, micro-batches and chunks in
+/// range, every forward and backward of the rank's chunks once per
+/// micro-batch, the optimizer step last.
+static void validateSchedule(const Plan &plan) {
+  if (plan.schedule.empty())
+    return;
+  int64_t pp = plan.getInt("pp", 1), vpp = plan.getInt("vpp", 1),
+          m = plan.getInt("num_microbatches", 1);
+  auto bad = [](const std::string &what) {
+    throw PlanError("invalid plan: pipeline schedule " + what);
+  };
+  if (int64_t(plan.schedule.size()) != pp)
+    bad("has " + std::to_string(plan.schedule.size()) +
+        " ranks but the config says pp=" + std::to_string(pp));
+  for (size_t r = 0; r < plan.schedule.size(); ++r) {
+    std::vector<int> runs(size_t(2 * m * vpp), 0);
+    const auto &steps = plan.schedule[r];
+    for (size_t k = 0; k < steps.size(); ++k) {
+      const ScheduleStep &st = steps[k];
+      if (uint8_t(st.kind) > uint8_t(StepKind::Optimizer))
+        bad("has an unknown step kind");
+      if (st.kind == StepKind::Optimizer) {
+        if (k + 1 != steps.size())
+          bad("of rank " + std::to_string(r) + " has steps after its optimizer");
+        continue;
+      }
+      if (st.microbatch < 0 || st.microbatch >= m || st.chunk < 0 ||
+          st.chunk >= vpp)
+        bad("of rank " + std::to_string(r) + " step " + std::to_string(k) +
+            " names micro-batch " + std::to_string(st.microbatch) +
+            " chunk " + std::to_string(st.chunk) + " outside m=" +
+            std::to_string(m) + ", vpp=" + std::to_string(vpp));
+      if (st.kind == StepKind::Forward || st.kind == StepKind::Backward)
+        ++runs[size_t((st.microbatch * vpp + st.chunk) * 2 +
+                      (st.kind == StepKind::Backward))];
+    }
+    for (int n : runs)
+      if (n != 1)
+        bad("of rank " + std::to_string(r) +
+            " does not run every forward and backward exactly once");
+    if (steps.empty() || steps.back().kind != StepKind::Optimizer)
+      bad("of rank " + std::to_string(r) + " does not end with the optimizer");
+  }
+}
+
 void validate(const Plan &plan) {
   std::vector<int64_t> persistentBytes;
   for (size_t k = 0; k < plan.persistents.size(); ++k) {
@@ -284,6 +349,7 @@ void validate(const Plan &plan) {
                       " of '" + t.name +
                       "' differs in shape or dtype from its parameter");
   }
+  validateSchedule(plan);
   for (const Program &p : plan.programs) {
     if (p.arenaBytes < 0)
       throw PlanError("invalid plan: program '" + p.name +
@@ -491,6 +557,16 @@ std::vector<uint8_t> serialize(const Plan &plan) {
     }
   }
 
+  w.pod<uint32_t>(uint32_t(plan.schedule.size()));
+  for (const auto &steps : plan.schedule) {
+    w.pod<uint32_t>(uint32_t(steps.size()));
+    for (const ScheduleStep &st : steps) {
+      w.pod<uint8_t>(uint8_t(st.kind));
+      w.pod<int32_t>(st.microbatch);
+      w.pod<int32_t>(st.chunk);
+    }
+  }
+
   std::vector<uint8_t> file;
   Writer h;
   h.out.assign(kMagic, kMagic + 8);
@@ -586,6 +662,19 @@ Plan deserialize(const uint8_t *data, size_t size) {
       p.instrs.push_back(std::move(in));
     }
     plan.programs.push_back(std::move(p));
+  }
+  for (uint32_t n = r.count(4), k = 0; k < n; ++k) {
+    std::vector<ScheduleStep> steps;
+    for (uint32_t m = r.count(9), j = 0; j < m; ++j) {
+      ScheduleStep st;
+      uint8_t kind = r.pod<uint8_t>();
+      checkEnum(kind <= uint8_t(StepKind::Optimizer), "schedule step kind");
+      st.kind = StepKind(kind);
+      st.microbatch = r.pod<int32_t>();
+      st.chunk = r.pod<int32_t>();
+      steps.push_back(st);
+    }
+    plan.schedule.push_back(std::move(steps));
   }
   if (!r.done())
     throw PlanError("plan payload has trailing bytes (damaged file)");
@@ -691,6 +780,10 @@ void printPlan(const Plan &plan, std::ostream &os) {
           os << (d ? "x" : "") << t.fullShape[d];
         if (t.shardGroups > 1)
           os << ", groups=" << t.shardGroups;
+        size_t d = size_t(t.shardDim);
+        if (t.fullShape[d] % t.shape[d] != 0)
+          os << ", padded to "
+             << (t.fullShape[d] + t.shape[d] - 1) / t.shape[d] * t.shape[d];
         os << ", group=" << t.shardGroup << ")";
       }
     } else {
@@ -736,6 +829,16 @@ void printPlan(const Plan &plan, std::ostream &os) {
           os << (k ? "," : "") << std::setprecision(9) << in.f[k];
         os << "]";
       }
+      os << "\n";
+    }
+    os << "}\n";
+  }
+  for (size_t r = 0; r < plan.schedule.size(); ++r) {
+    os << "schedule rank " << r << " {\n";
+    for (const ScheduleStep &st : plan.schedule[r]) {
+      os << "  " << stepKindName(st.kind);
+      if (st.kind != StepKind::Optimizer)
+        os << " mb=" << st.microbatch << " chunk=" << st.chunk;
       os << "\n";
     }
     os << "}\n";

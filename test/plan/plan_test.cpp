@@ -235,6 +235,51 @@ int main() {
     }, "wrong operand count");
   }
 
+  // Pipeline schedule (version 3): round trip, printing, validation.
+  {
+    Plan c = samplePlan();
+    c.config["pp"] = "2";
+    c.config["num_microbatches"] = "2";
+    using K = StepKind;
+    c.schedule = {
+        {{K::Forward, 0, 0}, {K::SendForward, 0, 0}, {K::Forward, 1, 0},
+         {K::SendForward, 1, 0}, {K::RecvBackward, 0, 0}, {K::Backward, 0, 0},
+         {K::RecvBackward, 1, 0}, {K::Backward, 1, 0}, {K::Optimizer, 0, 0}},
+        {{K::RecvForward, 0, 0}, {K::Forward, 0, 0}, {K::Backward, 0, 0},
+         {K::SendBackward, 0, 0}, {K::RecvForward, 1, 0}, {K::Forward, 1, 0},
+         {K::Backward, 1, 0}, {K::SendBackward, 1, 0}, {K::Optimizer, 0, 0}}};
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    CHECK(d.schedule.size() == 2 && d.schedule[1].size() == 9 &&
+          d.schedule[1][4].kind == K::RecvForward &&
+          d.schedule[1][4].microbatch == 1);
+    std::ostringstream x;
+    printPlan(d, x);
+    CHECK(x.str().find("schedule rank 1 {\n  recv-forward mb=0 chunk=0\n"
+                       "  forward mb=0 chunk=0\n") != std::string::npos);
+    CHECK(x.str().find("  optimizer\n}") != std::string::npos);
+    auto broken = [&](auto edit) {
+      Plan e = c;
+      edit(e);
+      validate(e);
+    };
+    expectError("schedule ranks", [&] {
+      broken([](Plan &e) { e.config["pp"] = "4"; });
+    }, "has 2 ranks but the config says pp=4");
+    expectError("schedule microbatch", [&] {
+      broken([](Plan &e) { e.schedule[0][2].microbatch = 2; });
+    }, "names micro-batch 2 chunk 0 outside m=2, vpp=1");
+    expectError("schedule twice", [&] {
+      broken([](Plan &e) { e.schedule[1][5].microbatch = 0; });
+    }, "does not run every forward and backward exactly once");
+    expectError("schedule optimizer", [&] {
+      broken([](Plan &e) { e.schedule[0].pop_back(); });
+    }, "does not end with the optimizer");
+    expectError("schedule kind", [&] {
+      broken([](Plan &e) { e.schedule[0][0].kind = StepKind(9); });
+    }, "unknown step kind");
+  }
+
   if (failures) {
     std::cerr << failures << " check(s) failed\n";
     return 1;

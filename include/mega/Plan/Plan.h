@@ -37,8 +37,8 @@ namespace mega::plan {
 inline constexpr char kMagic[8] = {'M', 'E', 'G', 'A', 'P', 'L', 'A', 'N'};
 /// The only format version this code reads and writes.
 /// Version 2 added tensor-parallel shards of persistents and the
-/// vocabulary-parallel opcodes.
-inline constexpr uint32_t kVersion = 2;
+/// vocabulary-parallel opcodes; version 3 the pipeline schedule.
+inline constexpr uint32_t kVersion = 3;
 
 /// Thrown for every malformed, truncated or inconsistent plan.
 struct PlanError : std::runtime_error {
@@ -317,12 +317,39 @@ struct Program {
   std::vector<Instr> instrs;
 };
 
+/// What one step of a pipeline rank's schedule does (version 3). Chunk c of
+/// rank r is virtual stage s = c*pp + r; it runs the programs "forward" and
+/// "backward" whose `stage` is s. Ports named alike move between programs:
+/// an output of forward s that forward s+1 reads is sent there, one that
+/// backward s reads is stashed for the micro-batch (as are forward s's
+/// inputs that backward s reads); an output of backward s that backward s-1
+/// reads is sent there.
+enum class StepKind : uint8_t {
+  RecvForward = 0,  ///< receive forward s's activations from rank - 1
+  Forward = 1,      ///< run forward s for the micro-batch
+  SendForward = 2,  ///< send its activations to rank + 1 (non-blocking)
+  RecvBackward = 3, ///< receive backward s's gradients from rank + 1
+  Backward = 4,     ///< run backward s (and drop the micro-batch's stash)
+  SendBackward = 5, ///< send its input gradients to rank - 1 (non-blocking)
+  Optimizer = 6,    ///< wait for the sends, run "optimizer" of stage = rank
+};
+const char *stepKindName(StepKind k);
+
+struct ScheduleStep {
+  StepKind kind = StepKind::Forward;
+  int32_t microbatch = 0; ///< 0 for Optimizer
+  int32_t chunk = 0;      ///< 0 for Optimizer
+};
+
 struct Plan {
   /// Model hyper-parameters and compile options as text ("layers" -> "4",
   /// "micro_batch_size" -> "8", "optimizer" -> "adam", ...).
   std::map<std::string, std::string> config;
   std::vector<Persistent> persistents;
   std::vector<Program> programs;
+  /// Pipeline (version 3): the steps of one optimizer step, per pipeline
+  /// rank; empty when the plan is not pipelined (config pp = 1).
+  std::vector<std::vector<ScheduleStep>> schedule;
 
   const Program *findProgram(const std::string &name) const;
   std::string get(const std::string &key, const std::string &dflt = "") const;
