@@ -33,6 +33,11 @@
 //     accumulator stays zero) and a warning: almost always a model bug.
 //  6. Erase the backward ops whose results ended up unused (gradients that a
 //     rule built for an inactive operand).
+// Pipeline stages (mega-pipeline-stages ran before): every op built for the
+// adjoint of an op with `mega.stage` gets that stage, the seed the loss's,
+// and step 5 sums and accumulates a parameter's gradient per stage (the tied
+// wte has one `mega.param` per stage that reads it), so no backward op mixes
+// two stages.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaInterfaces.h"
@@ -43,6 +48,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/ScopeExit.h"
 
 namespace mega {
 #define GEN_PASS_DEF_MEGAAUTODIFF
@@ -105,6 +111,8 @@ public:
         seedLoc, lossType, builder.getF64FloatAttr(1.0 / double(microbatches)));
     grads[loss] = seed;
     firstBackwardOp = seed.getDefiningOp();
+    if (Operation *def = loss.getDefiningOp())
+      copyStage(def, firstBackwardOp);
 
     SmallVector<Operation *> forward;
     for (Operation &op : body.without_terminator())
@@ -132,6 +140,12 @@ public:
                   "reaches the loss";
       SmallVector<Value> operandGrads;
       builder.setInsertionPoint(body.getTerminator());
+      Operation *before = body.getTerminator()->getPrevNode();
+      auto stageNewOps = llvm::make_scope_exit([&] {
+        for (Operation *n = before->getNextNode(); n != body.getTerminator();
+             n = n->getNextNode())
+          copyStage(op, n);
+      });
       if (failed(rule.buildGradient(builder, resultGrads, operandGrads)))
         return failure();
       if (operandGrads.size() != op->getNumOperands())
@@ -152,23 +166,41 @@ public:
     return success();
   }
 
-  /// Step 5 for one parameter name.
+  /// The pipeline stage of `from` (if any) on `to`, unless it has one.
+  static void copyStage(Operation *from, Operation *to) {
+    if (auto s = from->getAttrOfType<IntegerAttr>("mega.stage"))
+      if (!to->hasAttr("mega.stage"))
+        to->setAttr("mega.stage", s);
+  }
+
+  /// Step 5 for one parameter name: one sum and accumulation per pipeline
+  /// stage (all in one without stages).
   void finishParam(StringRef name, ArrayRef<ParamOp> ops) {
-    Value total;
+    llvm::MapVector<Attribute, Value> totals;
     ParamOp first = ops.front();
     Location loc = first.getLoc();
     for (ParamOp p : ops) {
       Value g = grads.lookup(p.getResult());
       if (!g)
         continue;
-      total = total ? Value(builder.create<AddOp>(loc, total, g)) : g;
+      Value &total = totals[p->getAttr("mega.stage")];
+      if (total) {
+        total = builder.create<AddOp>(loc, total, g);
+        copyStage(p, total.getDefiningOp());
+      } else {
+        total = g;
+      }
     }
-    if (!total) {
+    if (totals.empty()) {
       first.emitWarning() << "parameter '" << name
                           << "' does not reach the loss; it gets no gradient";
       return;
     }
-    builder.create<AccumulateGradOp>(loc, name, total);
+    for (auto &[stage, total] : totals) {
+      auto acc = builder.create<AccumulateGradOp>(loc, name, total);
+      if (stage)
+        acc->setAttr("mega.stage", stage);
+    }
   }
 
   /// Step 6: erase the unused backward ops, last first so chains die.

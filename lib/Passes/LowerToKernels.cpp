@@ -618,10 +618,20 @@ private:
     float maxNorm = float(g.getMaxNorm().convertToDouble());
     SmallVector<int64_t> i;
     auto sharded = g->getAttrOfType<DenseI64ArrayAttr>("mega.sharded_grads");
-    if (sharded && !sharded.empty()) {
+    // Pipeline (mega-pipeline-split): the per-rank sums are added over the
+    // pipeline ranks; flag 2 marks a copy counted on another rank.
+    auto counted =
+        g->getAttrOfType<DenseI64ArrayAttr>("mega.pipeline_counted");
+    if ((sharded && !sharded.empty()) || counted) {
       i.push_back(int64_t(plan::ParallelGroup::Tensor));
       for (size_t k = 0; k < g.getGrads().size(); ++k)
-        i.push_back(llvm::is_contained(sharded.asArrayRef(), int64_t(k)));
+        i.push_back(counted && counted[k] == 0
+                        ? 2
+                        : int64_t(sharded && llvm::is_contained(
+                                                 sharded.asArrayRef(),
+                                                 int64_t(k))));
+      if (counted)
+        i.push_back(int64_t(plan::ParallelGroup::Pipeline));
     }
     replaceByKernel(g, "GradNorm", g.getGrads(), i, {maxNorm});
     return success();

@@ -200,10 +200,6 @@ CompileOptions checkFlags() {
   o.schedule = *kind;
   if (o.vpp > 1 && o.pp == 1)
     fail("--vpp " + llvm::Twine(o.vpp) + " needs --pp > 1");
-  if (o.pp > 1 && !scheduleOnly)
-    fail("--pp " + llvm::Twine(o.pp) +
-         ": pipeline parallelism is not implemented yet (only --pp 1; "
-         "--emit schedule-text or schedule-svg shows its schedule)");
   if (sequenceParallel)
     fail(o.tp > 1 ? llvm::Twine("--sequence-parallel is not implemented yet "
                                 "(tensor parallelism runs without it)")
@@ -327,6 +323,13 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
     tensorParallel.size = o.tp;
     pm.addPass(mega::createMegaTensorParallel(tensorParallel));
   }
+  // Pipeline: every forward op gets its stage (balanced by FLOPs) before
+  // autodiff, which gives each adjoint its op's stage.
+  if (o.pp > 1) {
+    mega::MegaPipelineStagesOptions stages;
+    stages.stages = o.pp * o.vpp;
+    pm.addPass(mega::createMegaPipelineStages(stages));
+  }
   // Training level: backward pass, optimizer step.
   mega::MegaAutodiffOptions autodiff;
   // The loss seed is 1/(microbatches*dp): the data-parallel all-reduce
@@ -348,6 +351,12 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.precision = precision;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(mega::createMegaDataParallel(dataParallel));
+  // Pipeline: forward/backward programs per stage, optimizer per rank.
+  if (o.pp > 1) {
+    mega::MegaPipelineSplitOptions split;
+    split.ranks = o.pp;
+    pm.addPass(mega::createMegaPipelineSplit(split));
+  }
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Kernel level: fusion, plan instructions, memory.
@@ -376,7 +385,44 @@ std::map<std::string, std::string> planConfig(const CompileOptions &o,
           {"precision", precision},
           {"tp", std::to_string(o.tp)},
           {"pp", std::to_string(o.pp)},
-          {"dp", std::to_string(o.dp)}};
+          {"dp", std::to_string(o.dp)},
+          {"vpp", std::to_string(o.vpp)},
+          {"schedule", mega::pipeline::scheduleName(o.schedule)}};
+}
+
+/// The per-rank steps of the pipeline schedule (plan version 3): each
+/// forward and backward with its receive before and send after.
+std::vector<std::vector<mega::plan::ScheduleStep>>
+planSchedule(const CompileOptions &o) {
+  namespace pl = mega::pipeline;
+  using mega::plan::StepKind;
+  pl::ScheduleConfig config{o.schedule, o.pp, o.vpp, o.microbatches};
+  std::vector<std::vector<mega::plan::ScheduleStep>> out;
+  std::vector<std::vector<pl::Step>> steps = pl::buildSchedule(config);
+  for (int64_t r = 0; r < o.pp; ++r) {
+    auto &rank = out.emplace_back();
+    auto add = [&](StepKind k, const pl::Step &st) {
+      rank.push_back({k, int32_t(st.microbatch), int32_t(st.chunk)});
+    };
+    for (const pl::Step &st : steps[size_t(r)]) {
+      bool from = st.recvFrom(config, r) >= 0, to = st.sendTo(config, r) >= 0;
+      if (st.forward) {
+        if (from)
+          add(StepKind::RecvForward, st);
+        add(StepKind::Forward, st);
+        if (to)
+          add(StepKind::SendForward, st);
+      } else {
+        if (from)
+          add(StepKind::RecvBackward, st);
+        add(StepKind::Backward, st);
+        if (to)
+          add(StepKind::SendBackward, st);
+      }
+    }
+    rank.push_back({StepKind::Optimizer, 0, 0});
+  }
+  return out;
 }
 
 std::unique_ptr<llvm::ToolOutputFile> openOutput() {
@@ -482,6 +528,16 @@ int main(int argc, char **argv) {
   checkSets(*module, options);
   if (scheduleOnly)
     return emitSchedule(options, modelLayers(*module));
+  if (std::optional<int64_t> layers = modelLayers(*module);
+      layers && options.pp * options.vpp > *layers)
+    fail(options.vpp > 1
+             ? "--pp " + llvm::Twine(options.pp) + " x --vpp " +
+                   llvm::Twine(options.vpp) + " = " +
+                   llvm::Twine(options.pp * options.vpp) +
+                   " pipeline stages are more than layers=" +
+                   llvm::Twine(*layers)
+             : "--pp " + llvm::Twine(options.pp) +
+                   " is more than layers=" + llvm::Twine(*layers));
   std::string modelName = "model";
   for (auto f : module->getOps<func::FuncOp>()) {
     modelName = f.getSymName().str();
@@ -513,6 +569,17 @@ int main(int argc, char **argv) {
   FailureOr<mega::plan::Plan> plan = mega::emitPlan(*module, emitOptions);
   if (failed(plan))
     return 1;
+  if (options.pp > 1) {
+    plan->schedule = planSchedule(options);
+    // Which layers each virtual stage holds (mega-pipeline-stages' cut).
+    std::string cut;
+    if (auto layers =
+            (*module)->getAttrOfType<ArrayAttr>("mega.pipeline_layers"))
+      for (auto [s, a] : llvm::enumerate(layers))
+        cut += (s ? " | " : "") + std::to_string(s) + ": " +
+               cast<StringAttr>(a).str();
+    plan->config["pipeline_layers"] = cut;
+  }
   if (std::string problem = mega::validatePlan(*plan); !problem.empty())
     fail("internal error: the emitted plan is invalid: " + problem);
   if (emit == "plan-text") {

@@ -353,6 +353,77 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaPipelineStages : Pass<"mega-pipeline-stages", "mlir::ModuleOp"> {
+  let summary = "Cut @train's forward program into balanced pipeline stages";
+  let description = [{
+    Gives every op of @train a `mega.stage` (virtual stage s of S; it runs on
+    pipeline rank s mod P): the layers `<prefix>.<i>.*` are cut into S
+    contiguous groups balanced by their FLOPs, the embedding joins stage 0 and
+    the final norm, output layer and loss stage S-1. Ops without operands
+    (params, inputs, fills) are cloned per stage that uses them. The module
+    gets `mega.pipeline_layers` (one string per stage). Run after
+    mega-decompose (and mega-tensor-parallel), before mega-autodiff, which
+    copies each op's stage onto its adjoint. S > layers is an error.
+
+    Before (stages=2):
+    ```mlir
+    %x = mega.embedding %tok, %wte : ...
+    %w0 = mega.param "h.0.mlp.c_fc.weight" ...
+    %y0 = mega.matmul %x, %w0 : ...
+    %w1 = mega.param "h.1.mlp.c_fc.weight" ...
+    %y1 = mega.matmul %y0, %w1 : ...
+    ```
+    After:
+    ```mlir
+    %x = mega.embedding %tok, %wte {mega.stage = 0 : i64} : ...
+    %y0 = mega.matmul %x, %w0 {mega.stage = 0 : i64} : ...
+    %y1 = mega.matmul %y0, %w1 {mega.stage = 1 : i64} : ...
+    ```
+  }];
+  let options = [
+    Option<"stages", "stages", "int64_t", /*default=*/"1",
+           "Pipeline stages S = P*V (ranks times virtual stages per rank)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaPipelineSplit : Pass<"mega-pipeline-split", "mlir::ModuleOp"> {
+  let summary = "One forward, backward and optimizer program per stage";
+  let description = [{
+    Cuts the differentiated @train (ops carry `mega.stage`) into
+    `@forward_s` and `@backward_s` per virtual stage s, and @optimizer into
+    `@optimizer_r` per pipeline rank r (the parameters its stages read).
+    A value used by another program becomes an output port of its producer
+    and an input port of its user with the same name (`pipe.N`): an
+    activation sent forward, its gradient sent back, or a value stashed
+    for the backward of the same micro-batch. The tied embedding's gradient
+    is summed over the pipeline axis (mesh axis 2) before the update, and
+    the gradient norm is summed over the pipeline ranks with each parameter
+    counted once. @eval and @predict are dropped (they need every stage).
+
+    Before (ranks=2):
+    ```mlir
+    func.func @train() {
+      %y0 = mega.matmul %x, %w0 {mega.stage = 0 : i64} : ...
+      %y1 = mega.matmul %y0, %w1 {mega.stage = 1 : i64} : ...
+    ```
+    After:
+    ```mlir
+    func.func @forward_0() attributes {mega.program = "forward", mega.stage = 0 : i64} {
+      %y0 = mega.matmul %x, %w0 : ...
+      mega.output "pipe.0", %y0 : ...
+    func.func @forward_1() attributes {mega.program = "forward", mega.stage = 1 : i64} {
+      %y0 = mega.input "pipe.0" [...] : ...
+      %y1 = mega.matmul %y0, %w1 : ...
+    ```
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", /*default=*/"1",
+           "Pipeline ranks P (stage s runs on rank s mod P)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaFuseElementwise : Pass<"mega-fuse-elementwise", "mlir::ModuleOp"> {
   let summary = "Group chains of elementwise ops into mega.fused";
   let description = [{

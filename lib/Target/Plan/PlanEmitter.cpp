@@ -224,6 +224,12 @@ private:
   FailureOr<plan::Program> emitProgram(func::FuncOp f) {
     ProgramState s;
     s.program.name = f.getSymName().str();
+    // Pipeline programs (mega-pipeline-split): "forward"/"backward" of a
+    // virtual stage, "optimizer" of a pipeline rank.
+    if (auto name = f->getAttrOfType<StringAttr>("mega.program"))
+      s.program.name = name.str();
+    if (auto stage = f->getAttrOfType<IntegerAttr>("mega.stage"))
+      s.program.stage = int32_t(stage.getInt());
     s.program.target = options.target;
     auto arena = f->getAttrOfType<IntegerAttr>("mega.arena_bytes");
     if (!arena)
