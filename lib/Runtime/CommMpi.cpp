@@ -7,7 +7,14 @@
 //    rank within it, so MPI's group rank is GroupLayout::rankIn.
 // 3. Collectives map one to one: MPI_Allreduce (MPI_IN_PLACE when in ==
 //    out), MPI_Allgather, MPI_Reduce_scatter_block, MPI_Send/MPI_Recv.
-// 4. The destructor frees the groups and calls MPI_Finalize, except while an
+// 4. Non-blocking sends (the pipeline's) are moved on by a progress thread
+//    while this rank computes: a large message goes in fragments that the
+//    sender must push, so without it an activation sent before a long
+//    forward would reach the next stage only when this rank next calls MPI.
+//    MPI runs at MPI_THREAD_SERIALIZED: every call holds `mutex_`, and the
+//    thread, woken only while sends are pending, calls MPI_Testall every
+//    50 us (a blocking call of the main thread progresses them itself).
+// 5. The destructor frees the groups and calls MPI_Finalize, except while an
 //    exception unwinds (a failing rank must not wait in MPI_Finalize for
 //    ranks that wait in a collective for it: it exits, and mpirun ends the
 //    job).
@@ -20,9 +27,14 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace mega::rt {
 
@@ -49,9 +61,14 @@ public:
   MpiCommunicator(int rank, int worldSize, const GroupLayout &layout) {
     int inited = 0;
     MPI_Initialized(&inited);
+    int provided = MPI_THREAD_SINGLE;
     if (!inited) {
-      check(MPI_Init(nullptr, nullptr), "MPI_Init");
+      check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED,
+                            &provided),
+            "MPI_Init_thread");
       ownsInit_ = true;
+    } else {
+      MPI_Query_thread(&provided);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
@@ -77,9 +94,19 @@ public:
       if (r != g.rank || s != g.size)
         throw Error("MPI: group split disagrees with the rank layout");
     }
+    if (provided >= MPI_THREAD_SERIALIZED)
+      progress_ = std::thread([this] { progressLoop(); });
   }
 
   ~MpiCommunicator() override {
+    if (progress_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_ = true;
+      }
+      wake_.notify_all();
+      progress_.join();
+    }
     if (std::uncaught_exceptions() > 0)
       return;
     for (MPI_Comm &c : comms_)
@@ -100,6 +127,7 @@ public:
 
   void allReduce(const ProcessGroup &g, const float *in, float *out, size_t n,
                  plan::ReduceOp op) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     MPI_Op mop = op == plan::ReduceOp::Max ? MPI_MAX : MPI_SUM;
     check(MPI_Allreduce(in == out ? MPI_IN_PLACE : in, out, count(n), MPI_FLOAT,
                         mop, comm(g)),
@@ -107,6 +135,7 @@ public:
   }
   void allGather(const ProcessGroup &g, const float *in, float *out,
                  size_t n) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     const void *src = in == out + size_t(g.rank) * n ? MPI_IN_PLACE : in;
     check(MPI_Allgather(src, count(n), MPI_FLOAT, out, count(n), MPI_FLOAT,
                         comm(g)),
@@ -114,6 +143,7 @@ public:
   }
   void reduceScatter(const ProcessGroup &g, const float *in, float *out,
                      size_t n) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     count(n * size_t(g.size));
     check(MPI_Reduce_scatter_block(in, out, count(n), MPI_FLOAT, MPI_SUM,
                                    comm(g)),
@@ -121,23 +151,68 @@ public:
   }
   void send(const ProcessGroup &g, int peer, int tag, const void *data,
             size_t bytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     check(MPI_Send(data, count(bytes), MPI_BYTE, peer, tag, comm(g)),
           "MPI_Send");
   }
   void recv(const ProcessGroup &g, int peer, int tag, void *data,
             size_t bytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     check(MPI_Recv(data, count(bytes), MPI_BYTE, peer, tag, comm(g),
                    MPI_STATUS_IGNORE),
           "MPI_Recv");
   }
+  void isend(const ProcessGroup &g, int peer, int tag, const void *data,
+             size_t bytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    MPI_Request request;
+    check(MPI_Isend(data, count(bytes), MPI_BYTE, peer, tag, comm(g),
+                    &request),
+          "MPI_Isend");
+    pending_.push_back(request);
+    wake_.notify_one();
+  }
+  void waitSends() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (pending_.empty())
+      return;
+    check(MPI_Waitall(int(pending_.size()), pending_.data(),
+                      MPI_STATUSES_IGNORE),
+          "MPI_Waitall");
+    pending_.clear();
+  }
 
 private:
+  /// Step 4.
+  void progressLoop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      if (pending_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      int done = 0;
+      if (MPI_Testall(int(pending_.size()), pending_.data(), &done,
+                      MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
+          done)
+        pending_.clear(); // an error shows again in waitSends' MPI_Waitall
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      lock.lock();
+    }
+  }
+
   MPI_Comm comm(const ProcessGroup &g) const {
     if (g.handle < 0 || g.handle > 2)
       throw Error("MPI: a process group of another communicator");
     return comms_[g.handle];
   }
   int rank_ = 0, size_ = 1;
+  std::vector<MPI_Request> pending_; ///< isends not yet waited for
+  std::mutex mutex_;                 ///< held by every MPI call
+  std::condition_variable wake_;     ///< an isend for the progress thread
+  std::thread progress_;
+  bool stop_ = false;
   bool ownsInit_ = false;
   ProcessGroup groups_[3];
   MPI_Comm comms_[3] = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};

@@ -3,6 +3,8 @@
 
 #include "Trace.h"
 
+#include <algorithm>
+
 namespace mega::rt {
 
 namespace {
@@ -166,14 +168,22 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
       ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
       comm_(comm ? comm : ownComm_.get()), memory_(plan, backend, comm_) {
   std::string targets;
+  int64_t pp = std::max<int64_t>(1, plan.getInt("pp", 1));
+  int pipelineRank = plan.schedule.empty()
+                         ? 0
+                         : comm_->group(plan::ParallelGroup::Pipeline).rank;
+  if (plan.schedule.empty())
+    pp = 1 << 30; // not pipelined: stage 0 only
   for (const plan::Program &p : plan.programs) {
     if (p.target != device) {
       if (targets.find(p.target) == std::string::npos)
         targets += (targets.empty() ? "" : ", ") + p.target;
       continue;
     }
-    // Pipeline stages other than 0 belong to other ranks.
-    if (p.stage != 0)
+    // Pipeline stages: this rank runs the programs of its stages (virtual
+    // stage s lives on pipeline rank s mod pp; the optimizer's stage is the
+    // rank); without a pipeline only stage 0 exists.
+    if (p.stage < 0 || p.stage % pp != pipelineRank)
       continue;
     programs_.push_back(
         std::make_unique<ProgramRunner>(p, memory_, backend, *comm_));
@@ -191,6 +201,13 @@ bool Engine::has(const std::string &name) const {
     if (p->name() == name)
       return true;
   return false;
+}
+
+ProgramRunner *Engine::find(const std::string &name, int stage) {
+  for (const auto &p : programs_)
+    if (p->name() == name && p->program().stage == stage)
+      return p.get();
+  return nullptr;
 }
 
 ProgramRunner &Engine::program(const std::string &name) {

@@ -103,6 +103,8 @@ public:
   bool has(const std::string &program) const;
   /// Throws Error("the plan has no 'eval' program") when it is missing.
   ProgramRunner &program(const std::string &name);
+  /// The program `name` of pipeline stage `stage` on this rank, or nullptr.
+  ProgramRunner *find(const std::string &name, int stage);
 
 private:
   const plan::Plan &plan_;

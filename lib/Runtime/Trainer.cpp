@@ -5,9 +5,12 @@
 #include "Checkpoint.h"
 #include "DataLoader.h"
 #include "Logger.h"
+#include "Pipeline.h"
 #include "Trace.h"
 
 #include <chrono>
+#include <cstdio>
+#include <tuple>
 #include <cmath>
 #include <map>
 
@@ -60,16 +63,29 @@ std::pair<int64_t, int64_t> checkLossProgram(ProgramRunner &p) {
 Trainer::Trainer(Engine &engine, TrainOptions options)
     : engine_(engine), opts_(std::move(options)) {
   const plan::Plan &plan = engine.plan();
-  ProgramRunner &train = engine.program("train");
-  ProgramRunner &opt = engine.program("optimizer");
-  auto [B, S] = checkLossProgram(train);
+  const bool pipelined = !plan.schedule.empty();
+  int64_t B, S;
+  if (pipelined) {
+    // Not every stage reads tokens: the geometry is the plan's.
+    B = plan.getInt("micro_batch_size", 0);
+    S = plan.getInt("seq", 0);
+    if (B <= 0 || S <= 0)
+      throw Error("pipelined plan has no micro_batch_size and seq config");
+    if (!options.evalData.empty())
+      throw Error("--eval-data with a pipelined plan (pp > 1) is not "
+                  "supported: evaluate a checkpoint with a --pp 1 plan");
+  } else {
+    ProgramRunner &train = engine.program("train");
+    ProgramRunner &opt = engine.program("optimizer");
+    std::tie(B, S) = checkLossProgram(train);
+    requireScalar(opt.requireInput("lr"), "optimizer");
+    if (const plan::Port *p = opt.inputPort("step"))
+      requireScalar(*p, "optimizer");
+    if (const plan::Port *p = opt.outputPort("grad_norm"))
+      requireScalar(*p, "optimizer");
+  }
   shape_.micro = B;
   shape_.seq = S;
-  requireScalar(opt.requireInput("lr"), "optimizer");
-  if (const plan::Port *p = opt.inputPort("step"))
-    requireScalar(*p, "optimizer");
-  if (const plan::Port *p = opt.outputPort("grad_norm"))
-    requireScalar(*p, "optimizer");
 
   int64_t dp = plan.getInt("dp", 1);
   if (dp <= 0)
@@ -137,9 +153,21 @@ Trainer::Trainer(Engine &engine, TrainOptions options)
   logger_ = writer_ ? std::make_unique<Logger>(opts_.logFile, opts_.progressBar)
                     : std::make_unique<Logger>("", false);
   logger_->setQuiet(!writer_);
-  // One trace file: world rank 0's (pid = its rank).
-  if (!opts_.trace.empty() && writer_)
-    tracer_ = std::make_unique<Tracer>(int(opts_.rank), true);
+  // One trace file: world rank 0's (pid = its rank). With a pipeline every
+  // rank records its steps (no kernels, which would stretch them) into its
+  // own file, so that the bubble can be measured.
+  if (!opts_.trace.empty() && (writer_ || pipelined)) {
+    if (pipelined) {
+      // Meet the other stages first, so that the ranks' clocks start
+      // together (to an MPI latency) and their traces line up.
+      float dummy = 0;
+      engine.comm().allReduce(engine.comm().group(plan::ParallelGroup::Pipeline),
+                              &dummy, &dummy, 1, plan::ReduceOp::Sum);
+    }
+    tracer_ = std::make_unique<Tracer>(int(opts_.rank), !pipelined);
+  }
+  if (pipelined)
+    pipeline_ = std::make_unique<PipelineExecutor>(engine, tracer_.get());
 }
 
 Trainer::~Trainer() = default;
@@ -211,6 +239,8 @@ void Trainer::prepare() {
 
 double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
                              double &gradNorm) {
+  if (pipeline_)
+    return runPipelineIteration(iteration, dumpGrads, lr, gradNorm);
   ProgramRunner &train = engine_.program("train");
   ProgramRunner &opt = engine_.program("optimizer");
   double lossSum = 0;
@@ -253,7 +283,50 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
   return loss;
 }
 
+double Trainer::runPipelineIteration(int64_t iteration, bool dumpGrads,
+                                     double lr, double &gradNorm) {
+  int64_t dp = shape_.global / (shape_.micro * shape_.microbatches);
+  double lossSum = pipeline_->runMicrobatches(
+      [&](int64_t m, int32_t *tokens, int32_t *targets) {
+        // The same samples as one device: micro-batch m is the B*D samples
+        // from consumed + m*B*D, of which data rank d takes the d-th B.
+        TraceScope t(tracer_.get(), "data", "host", Tracer::Host);
+        train_->batch(consumed_ + (m * dp + dataRank_) * shape_.micro,
+                      shape_.micro, tokens, targets);
+      });
+  if (dumpGrads) {
+    TraceScope t(tracer_.get(), "dump-grads", "host", Tracer::Host);
+    dumpGradients(iteration);
+  }
+  gradNorm = pipeline_->runOptimizer(float(lr), float(iteration));
+  consumed_ += shape_.global;
+  // The loss is the last stage's; the others add 0 over the pipeline group,
+  // then the mean over the data ranks as without a pipeline.
+  Communicator &comm = engine_.comm();
+  float l = float(lossSum / double(shape_.microbatches));
+  const ProcessGroup &pipe = comm.group(plan::ParallelGroup::Pipeline);
+  comm.allReduce(pipe, &l, &l, 1, plan::ReduceOp::Sum);
+  const ProcessGroup &data = comm.group(plan::ParallelGroup::Data);
+  if (data.size > 1) {
+    comm.allReduce(data, &l, &l, 1, plan::ReduceOp::Sum);
+    l /= float(data.size);
+  }
+  return double(l);
+}
+
 void Trainer::dumpGradients(int64_t iteration) {
+  // Pipeline: each stage holds its parameters' gradients (the tied
+  // embedding's in two parts); their sum over the pipeline group is the
+  // whole model's, put back afterwards.
+  std::vector<std::vector<float>> pipelineLocal;
+  if (pipeline_)
+    pipelineLocal = pipeline_->sumGrads();
+  dumpGradientsOverData(iteration);
+  if (pipeline_)
+    pipeline_->restore(pipelineLocal);
+}
+
+void Trainer::dumpGradientsOverData(int64_t iteration) {
   std::map<std::string, std::string> meta = {
       {"iteration", std::to_string(iteration)}, {"format", "mega-grads-1"}};
   Memory &mem = engine_.memory();
@@ -313,6 +386,10 @@ void Trainer::save(int64_t iteration) {
   s.shuffle = opts_.shuffle;
   s.numSamples = train_->numSamples();
   s.rng = rng_.save();
+  if (pipeline_) // every tensor's values from the rank that updates it
+    for (plan::Role role :
+         {plan::Role::Param, plan::Role::AdamM, plan::Role::AdamV})
+      pipeline_->consolidate(role);
   saveCheckpoint(opts_.save, engine_.plan(), engine_.memory(), s, writer_);
   if (writer_)
     logger_->info(" saved checkpoint at iteration " +
@@ -394,8 +471,20 @@ void Trainer::run() {
   if (!opts_.save.empty() && lastSaved != iteration_)
     save(iteration_);
   logger_->finish();
+  if (pipeline_) {
+    // Every rank reports its own activation memory (1F1B keeps at most
+    // pp - rank micro-batches in flight on a rank, GPipe all of them).
+    std::printf("mega-run: rank %lld pipeline %s: peak %lld stashed "
+                "micro-batch(es), %lld bytes of activations\n",
+                (long long)opts_.rank, pipeline_->stagesText().c_str(),
+                (long long)pipeline_->peakStashed(),
+                (long long)pipeline_->peakStashBytes());
+    std::fflush(stdout);
+  }
   if (tracer_)
-    tracer_->write(opts_.trace);
+    tracer_->write(opts_.rank == 0 ? opts_.trace
+                                   : opts_.trace + ".rank" +
+                                         std::to_string(opts_.rank));
 }
 
 } // namespace mega::rt

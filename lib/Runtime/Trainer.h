@@ -12,6 +12,9 @@
 // to continue bit for bit (parameters, moments, iteration, consumed samples,
 // data seed, rng) is in
 // the checkpoint.
+// A pipelined plan runs its rank's schedule instead (Pipeline.h): the loss
+// comes from the last stage, checkpoints and gradient dumps first gather
+// every tensor's current values from the pipeline rank that owns it.
 //
 //===----------------------------------------------------------------------===//
 #ifndef MEGA_RUNTIME_TRAINER_H
@@ -30,6 +33,7 @@
 namespace mega::rt {
 
 class Logger;
+class PipelineExecutor;
 class SampleSource;
 class Tracer;
 struct TrainState;
@@ -86,6 +90,9 @@ private:
   /// --dump-grads: the full gradient (summed over the data group), written
   /// by world rank 0.
   void dumpGradients(int64_t iteration);
+  void dumpGradientsOverData(int64_t iteration);
+  double runPipelineIteration(int64_t iteration, bool dumpGrads, double lr,
+                              double &gradNorm);
 
   Engine &engine_;
   TrainOptions opts_;
@@ -100,6 +107,8 @@ private:
   double flopsPerToken_ = 0;
   std::unique_ptr<Logger> logger_;
   std::unique_ptr<Tracer> tracer_;
+  /// Pipelined plans (plan::Plan::schedule): this rank's stages.
+  std::unique_ptr<PipelineExecutor> pipeline_;
   std::unique_ptr<SampleSource> train_, eval_;
   int64_t evalBatches_ = 0;
   /// Host staging for one micro-batch, allocated once.

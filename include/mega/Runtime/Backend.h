@@ -73,6 +73,15 @@ public:
                     size_t bytes) = 0;
   virtual void recv(const ProcessGroup &g, int peer, int tag, void *data,
                     size_t bytes) = 0;
+  /// A send that may return before the peer receives (the pipeline's sends,
+  /// so that no schedule can deadlock): `data` must stay untouched until
+  /// waitSends(). The default is the blocking send.
+  virtual void isend(const ProcessGroup &g, int peer, int tag,
+                     const void *data, size_t bytes) {
+    send(g, peer, tag, data, bytes);
+  }
+  /// Returns when every isend so far has completed.
+  virtual void waitSends() {}
 };
 
 class Backend {

@@ -28,11 +28,17 @@ void checkGradNorm(const Checker &c) {
            std::to_string(c.outs.size()));
   // i = {} (every gradient whole on every rank), or {group, s_0..s_{n-1}}
   // with s_k = 1 when input k is a tensor-parallel shard over `group`.
+  // With a trailing pipeline group {group, s_0..s_{n-1}, outer}, flag 2
+  // marks a copy counted on another pipeline rank.
   if (!c.instr.i.empty()) {
-    c.attrs(1 + c.ins.size(), 1);
+    bool outer = c.instr.i.size() == 2 + c.ins.size();
+    if (!outer)
+      c.attrs(1 + c.ins.size(), 1);
     c.attr(0, 0, 2, "group");
     for (size_t k = 0; k < c.ins.size(); ++k)
-      c.flag(1 + k, "shard flag");
+      outer ? c.attr(1 + k, 0, 2, "shard flag") : c.flag(1 + k, "shard flag");
+    if (outer)
+      c.attr(1 + c.ins.size(), 0, 2, "pipeline group");
   }
   c.attrs(c.instr.i.size(), 1);
   c.finite(0, "maxNorm");
@@ -61,6 +67,8 @@ void squaredSums(const Ctx &ctx, const Instr &in, const Refs &ins,
   };
   std::vector<Block> blocks;
   for (size_t k = 0; k < ins.size(); ++k) {
+    if (!in.i.empty() && in.i[1 + k] == 2)
+      continue; // counted on another pipeline rank
     const int kind = in.i.empty() ? 0 : int(in.i[1 + k] != 0);
     for (int64_t b = 0, n = ins[k].numel(); b < n; b += kNormBlock)
       blocks.push_back({ins[k].f32() + b, std::min(kNormBlock, n - b), kind});
@@ -110,7 +118,17 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
     comm.allReduce(g, &shard, &shard, 1, plan::ReduceOp::Sum);
     ss[1] = double(shard);
   }
-  finishGradNorm(in, ss[0] + ss[1], outs);
+  double total = ss[0] + ss[1];
+  if (in.i.size() == 2 + ins.size()) {
+    // Pipeline: every rank's parameters once, summed over the stages.
+    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i.back()));
+    if (p.size > 1) {
+      float mine = float(total);
+      comm.allReduce(p, &mine, &mine, 1, plan::ReduceOp::Sum);
+      total = double(mine);
+    }
+  }
+  finishGradNorm(in, total, outs);
 }
 
 //===----------------------------------------------------------------------===//

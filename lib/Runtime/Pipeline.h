@@ -1,0 +1,117 @@
+//===- Pipeline.h - Running a pipeline rank's schedule -------------------===//
+//
+// A pipelined plan (plan::Plan::schedule non-empty) has, per virtual stage s,
+// a "forward" and a "backward" program, and per pipeline rank an "optimizer"
+// (docs/plan-format.md §3.4). This rank runs the steps of its schedule in
+// order:
+//  - RecvForward / RecvBackward: blocking receives from the previous /
+//    next pipeline rank into host buffers;
+//  - Forward: feeds tokens / targets (the micro-batch's, from the data
+//    loader) and the received activations, runs, keeps the loss (last
+//    stage), stashes what backward s reads (its own outputs and inputs) and
+//    holds the activations it sends;
+//  - Backward: feeds the stash and the received gradients, runs, drops the
+//    stash;
+//  - SendForward / SendBackward: non-blocking sends (Communicator::isend);
+//    the buffers live until the optimizer step waits for them, so a rank
+//    never blocks on a send and every schedule that the simulator runs
+//    (include/mega/Passes/PipelineSchedule.h) runs here too.
+// Messages are tagged by (micro-batch, receiving stage, direction, port), so
+// they can never be matched to the wrong step.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_RUNTIME_PIPELINE_H
+#define MEGA_RUNTIME_PIPELINE_H
+
+#include "Engine.h"
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mega::rt {
+
+class Tracer;
+
+class PipelineExecutor {
+public:
+  /// Checks that the plan's programs of this rank's stages exist and that
+  /// their ports pair up; throws Error.
+  PipelineExecutor(Engine &engine, Tracer *tracer);
+
+  /// Fills one micro-batch's tokens and targets (B*S each).
+  using Fetch = std::function<void(int64_t microbatch, int32_t *tokens,
+                                   int32_t *targets)>;
+  /// Every step of the schedule before the optimizer. Returns the sum of the
+  /// micro-batch losses when this rank holds the last stage, else 0.
+  double runMicrobatches(const Fetch &fetch);
+  /// Waits for the sends, runs this rank's optimizer; returns its grad_norm.
+  double runOptimizer(float lr, float step);
+
+  int pipelineRank() const { return rank_; }
+  bool hasLastStage() const { return lastStage_; }
+  /// The most micro-batches (times chunks) stashed at once, and their bytes.
+  int64_t peakStashed() const { return peakStashed_; }
+  int64_t peakStashBytes() const { return peakBytes_; }
+  /// "stages 0, 2" for the log.
+  std::string stagesText() const;
+
+  /// Persistent tensors whose current values live on pipeline rank r:
+  /// owner[k] = the first rank whose programs read tensor k (0 when none).
+  const std::vector<int> &owners() const { return owners_; }
+  /// For checkpoints: every rank gets the owner's values of the tensors
+  /// with `role` (a sum over the pipeline group where the others give 0).
+  void consolidate(plan::Role role);
+  /// For --dump-grads: the gradients summed over the pipeline group (the
+  /// tied embedding's two parts meet), returning the local values so that
+  /// restore() can put them back.
+  std::vector<std::vector<float>> sumGrads();
+  void restore(const std::vector<std::vector<float>> &local);
+
+private:
+  struct Transfer {
+    std::string port;
+    size_t bytes = 0;
+  };
+  struct Chunk {
+    int stage = 0;
+    ProgramRunner *forward = nullptr, *backward = nullptr;
+    std::vector<Transfer> recvForward, sendForward;   ///< activations
+    std::vector<Transfer> recvBackward, sendBackward; ///< their gradients
+    std::vector<Transfer> stash; ///< what backward reads from forward
+    bool tokens = false, targets = false; ///< forward or backward reads them
+  };
+  struct Buffers {
+    std::map<std::string, std::vector<char>> ports;
+    size_t bytes() const;
+  };
+  int tag(int64_t mb, int stage, int dir, size_t port) const;
+  void feed(ProgramRunner &p, const Buffers &from);
+  void runForward(const Fetch &fetch, int64_t mb, int c, double &loss);
+  void runBackward(int64_t mb, int c);
+
+  Engine &engine_;
+  Communicator &comm_;
+  const ProcessGroup &group_;
+  Tracer *tracer_;
+  int rank_ = 0, pp_ = 1, vpp_ = 1, stages_ = 1;
+  int64_t microbatches_ = 1, micro_ = 1, seq_ = 1;
+  size_t maxPorts_ = 1;
+  bool lastStage_ = false;
+  std::vector<Chunk> chunks_;
+  std::vector<int> owners_;
+  ProgramRunner *optimizer_ = nullptr;
+  const std::vector<plan::ScheduleStep> *steps_ = nullptr;
+
+  // Per-iteration state, keyed by (micro-batch, chunk).
+  std::map<std::pair<int64_t, int>, Buffers> received_, stash_;
+  std::vector<std::vector<char>> sending_; ///< alive until waitSends
+  std::map<std::pair<int64_t, int>, Buffers> toSend_;
+  std::vector<int32_t> tokens_, targets_;
+  int64_t peakStashed_ = 0, peakBytes_ = 0, stashBytes_ = 0;
+};
+
+} // namespace mega::rt
+
+#endif // MEGA_RUNTIME_PIPELINE_H
