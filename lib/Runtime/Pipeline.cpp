@@ -247,9 +247,9 @@ void PipelineExecutor::runBackward(int64_t mb, int c) {
   if (st == stash_.end())
     throw Error("pipeline: backward of micro-batch " + std::to_string(mb) +
                 " before its forward");
+  stashBytes_ -= int64_t(st->second.bytes()); // before its buffers move
   for (auto &[name, b] : st->second.ports)
     in.ports[name] = std::move(b);
-  stashBytes_ -= int64_t(st->second.bytes());
   stash_.erase(st);
   {
     TraceScope t(tracer_,

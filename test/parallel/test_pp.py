@@ -20,6 +20,7 @@ pp_errors     every invalid pipeline configuration is one `error:` line
 """
 import argparse
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -81,7 +82,8 @@ def train(plan, data, tag, np_, extra, steps=10, logged=None):
     return dp.losses(log), norms, dp.load_safetensors(grads), p.stdout
 
 
-def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", save=False):
+def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", save=False,
+                peak_counts=None):
     tag = f"l{layers}-v{vocab}-tp{tp}-pp{pp}-dp{dpsize}-vpp{vpp}-{schedule}"
     rng = np.random.default_rng(13)
     data = dp.write_dataset(dp.scratch(f"data-{vocab}"),
@@ -109,6 +111,19 @@ def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", sav
     peaks = [l for l in out.splitlines() if "stashed" in l]
     dp.check(len(peaks) == tp * pp * dpsize, f"{tag}: every rank reports its activation "
              f"memory, got {peaks}")
+    if peak_counts:
+        # Micro-batches in flight per pipeline stage (1F1B: P - stage, GPipe: m),
+        # and bytes in proportion (every micro-batch stashes the same tensors).
+        got = {}
+        for line in peaks:
+            m = re.search(r"stage (\d+): peak (\d+) stashed micro-batch\(es\), (\d+) bytes", line)
+            dp.check(m, f"{tag}: unreadable memory line {line!r}")
+            got[int(m.group(1))] = (int(m.group(2)), int(m.group(3)))
+        counts = [got[s][0] for s in sorted(got)]
+        dp.check(counts == peak_counts, f"{tag}: peak stashed micro-batches per stage "
+                 f"{counts}, expected {peak_counts}")
+        for s, (n, b) in got.items():
+            dp.check(b > 0 and b % n == 0, f"{tag}: stage {s}: {b} bytes for {n} micro-batches")
     print(f"{tag}: 10 steps, losses {[round(x, 6) for x in l1]}")
     if save:
         # The pipelined checkpoint holds the full model under canonical
@@ -183,8 +198,8 @@ def main():
     dp.ARGS = args
     shutil.rmtree(args.scratch, ignore_errors=True)
     os.makedirs(args.scratch)
-    {"pp_1f1b": lambda: equivalence(2, 256, save=True),
-     "pp_gpipe": lambda: equivalence(4, 256, pp=4, schedule="gpipe"),
+    {"pp_1f1b": lambda: equivalence(2, 256, save=True, peak_counts=[2, 1]),
+     "pp_gpipe": lambda: equivalence(4, 256, pp=4, schedule="gpipe", peak_counts=[4, 4, 4, 4]),
      "pp_tp": lambda: equivalence(2, 256, tp=2),
      "pp_tp_dp": lambda: equivalence(2, 256, tp=2, dpsize=2),
      "pp_interleaved": lambda: equivalence(4, 256, vpp=2, schedule="interleaved"),
