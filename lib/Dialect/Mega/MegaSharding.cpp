@@ -328,6 +328,7 @@ LogicalResult softmaxRule(Operation *op, Shardings in, ShardingRule &rule) {
     return failure();
   return passThrough(op, in, rule, /*linear=*/false);
 }
+
 /// Attention is independent per (batch, head): q, k and v split alike along
 /// dim 0 or 1 give o and lse split the same way (Megatron splits heads).
 LogicalResult flashAttentionRule(Operation *op, Shardings in,
@@ -428,8 +429,6 @@ struct Rule : ShardingOpInterface::ExternalModel<Rule<OpT, Fn, Part>, OpT> {
   LogicalResult getShardingRule(Operation *op, Shardings operands,
                                 ShardingRule &rule) const {
     return Fn(op, operands, rule);
-  FlashAttentionOp::attachInterface<
-      Rule<FlashAttentionOp, flashAttentionRule>>(ctx);
   }
   Operation *partition(Operation *op, RewriterBase &rewriter,
                        Shardings operands) const {
@@ -452,6 +451,8 @@ void MegaDialect::registerShardingRules() {
   SplitOp::attachInterface<Rule<SplitOp, splitRule>>(ctx);
   ConcatOp::attachInterface<Rule<ConcatOp, concatRule>>(ctx);
   SoftmaxOp::attachInterface<Rule<SoftmaxOp, softmaxRule>>(ctx);
+  FlashAttentionOp::attachInterface<
+      Rule<FlashAttentionOp, flashAttentionRule>>(ctx);
   EmbeddingOp::attachInterface<
       Rule<EmbeddingOp, embeddingRule, embeddingPartition>>(ctx);
   CrossEntropyOp::attachInterface<
