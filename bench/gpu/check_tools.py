@@ -15,9 +15,9 @@
       torch_baseline.py counts them, over --peak dense bf16 TFLOP/s) and the time ratios
       torch/mega (above 1: mega is faster).
   check_tools.py breakdown TRACE.json [--top 25]
-      per-kernel time of the traced steps (mega-run --trace: each kernel synchronised, so
-      small kernels carry their launch cost), summed by opcode over the train, optimizer
-      programs, per step.
+      per-kernel time of the last traced step (mega-run --trace: each kernel synchronised, so
+      small kernels carry their launch cost), summed by opcode over its train and optimizer
+      programs.
 """
 import argparse
 import json
@@ -153,10 +153,16 @@ def cmd_breakdown(a):
         return 1
     data = json.load(open(a.trace))
     events = data["traceEvents"] if isinstance(data, dict) else data
-    steps = sum(1 for e in events if e.get("cat") == "program" and e.get("name") == "train") or 1
+    # The last step only (the first pays for lazy loading and cuBLASLt's
+    # first heuristics): its train and optimizer programs' windows.
+    windows = []
+    for name in ("train", "optimizer"):
+        runs = [e for e in events if e.get("cat") == "program" and e.get("name") == name]
+        if runs:
+            windows.append((runs[-1]["ts"], runs[-1]["ts"] + runs[-1]["dur"], runs[-1]["dur"] / 1000.0))
     total, count = {}, {}
     for e in events:
-        if e.get("cat") != "kernel":
+        if e.get("cat") != "kernel" or not any(lo <= e["ts"] <= hi for lo, hi, _ in windows):
             continue
         total[e["name"]] = total.get(e["name"], 0.0) + float(e.get("dur", 0)) / 1000.0
         count[e["name"]] = count.get(e["name"], 0) + 1
@@ -164,12 +170,13 @@ def cmd_breakdown(a):
     if not whole:
         print("breakdown: no kernel events in the trace")
         return 1
-    print(f"per-kernel time per step ({steps} traced micro-steps, each kernel synchronised):")
-    print(f"{'kernel':24s} {'ms/step':>9s} {'share':>7s} {'launches/step':>14s}")
+    print(f"per-kernel time of the last traced step (train {windows[0][2]:.1f} ms"
+          + (f" + optimizer {windows[1][2]:.1f} ms" if len(windows) > 1 else "")
+          + "; each kernel synchronised, so launches cost more than in an untraced step):")
+    print(f"{'kernel':24s} {'ms':>9s} {'share':>7s} {'launches':>9s}")
     for name in sorted(total, key=total.get, reverse=True)[:a.top]:
-        print(f"{name:24s} {total[name] / steps:9.2f} {100 * total[name] / whole:6.1f}% "
-              f"{count[name] / steps:14.1f}")
-    print(f"{'all kernels':24s} {whole / steps:9.2f}")
+        print(f"{name:24s} {total[name]:9.2f} {100 * total[name] / whole:6.1f}% {count[name]:9d}")
+    print(f"{'all kernels':24s} {whole:9.2f}")
     return 0
 
 

@@ -13,6 +13,9 @@
 //     placed right after the value's definition (at the block start for a
 //     block argument), so that it dominates every later user: the forward
 //     and the backward uses of one activation or weight share one copy.
+//     A mega.reshape is looked through: its bf16 copy is the reshape of its
+//     source's copy (a view), so an activation read as [B, S, H] by the
+//     forward product and as [B*S, H] by the weight gradient is cast once.
 //  3. Replace the operand by the copy. Result types do not change (f32).
 //
 //===----------------------------------------------------------------------===//
@@ -22,6 +25,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
+
+#include <functional>
 
 namespace mega {
 #define GEN_PASS_DEF_MEGAMIXEDPRECISION
@@ -55,17 +60,25 @@ struct MegaMixedPrecision
     OpBuilder b(func.getContext());
     Type bf16 = b.getBF16Type();
     llvm::DenseMap<Value, Value> copies;
-    auto bf16Copy = [&](Value v) {
-      Value &copy = copies[v];
-      if (copy)
-        return copy;
-      if (Operation *def = v.getDefiningOp())
-        b.setInsertionPointAfter(def);
-      else
-        b.setInsertionPointToStart(cast<BlockArgument>(v).getOwner());
+    std::function<Value(Value)> bf16Copy = [&](Value v) -> Value {
+      auto it = copies.find(v);
+      if (it != copies.end())
+        return it->second;
       auto type = cast<RankedTensorType>(v.getType());
-      copy = b.create<CastOp>(v.getLoc(),
-                              RankedTensorType::get(type.getShape(), bf16), v);
+      auto bf16Type = RankedTensorType::get(type.getShape(), bf16);
+      Value copy;
+      if (auto reshape = v.getDefiningOp<ReshapeOp>()) {
+        Value source = bf16Copy(reshape.getX());
+        b.setInsertionPointAfterValue(source);
+        copy = b.create<ReshapeOp>(v.getLoc(), bf16Type, source);
+      } else {
+        if (Operation *def = v.getDefiningOp())
+          b.setInsertionPointAfter(def);
+        else
+          b.setInsertionPointToStart(cast<BlockArgument>(v).getOwner());
+        copy = b.create<CastOp>(v.getLoc(), bf16Type, v);
+      }
+      copies[v] = copy;
       return copy;
     };
     // Step 2 and 3 (collect first: the walk must not see the new casts).

@@ -58,3 +58,26 @@ func.func @others(%x: tensor<8x16xf32>) {
   mega.output "p", %p : tensor<8x16xf32>
   return
 }
+
+// -----
+
+// Reshapes are looked through: the activation is cast once and both
+// products read views of that copy (no second cast of the same bytes).
+// CHECK-LABEL: func.func @through_reshape
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<2x4x16xf32>, %[[DY:[^:]*]]: tensor<8x32xf32>)
+// CHECK-DAG: %[[XB:.*]] = mega.cast %[[X]] : tensor<2x4x16xf32> -> tensor<2x4x16xbf16>
+// CHECK-DAG: %[[XR:.*]] = mega.reshape %[[XB]] : tensor<2x4x16xbf16> -> tensor<8x16xbf16>
+// CHECK: mega.matmul %[[XB]], %{{.*}} : tensor<2x4x16xbf16>, tensor<16x32xbf16> -> tensor<2x4x32xf32>
+// CHECK-NOT: mega.cast
+// CHECK: mega.matmul %[[XR]], %{{.*}} {transpose_a} : tensor<8x16xbf16>, tensor<8x32xbf16> -> tensor<16x32xf32>
+// CHECK-NOT: mega.cast
+// CHECK: return
+func.func @through_reshape(%x: tensor<2x4x16xf32>, %dy: tensor<8x32xf32>) {
+  %w = mega.param "w" [16, 32] init normal(0.02) : tensor<16x32xf32>
+  %y = mega.matmul %x, %w : tensor<2x4x16xf32>, tensor<16x32xf32> -> tensor<2x4x32xf32>
+  %xr = mega.reshape %x : tensor<2x4x16xf32> -> tensor<8x16xf32>
+  %dw = mega.matmul %xr, %dy {transpose_a} : tensor<8x16xf32>, tensor<8x32xf32> -> tensor<16x32xf32>
+  mega.output "y", %y : tensor<2x4x32xf32>
+  mega.output "dw", %dw : tensor<16x32xf32>
+  return
+}

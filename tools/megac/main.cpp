@@ -346,10 +346,6 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaOptimizer(opt));
   mega::MegaDataParallelOptions dataParallel;
   dataParallel.size = o.dp;
-  // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.
-  mega::MegaMixedPrecisionOptions mixed;
-  mixed.precision = precision;
-  pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(mega::createMegaDataParallel(dataParallel));
   // Pipeline: forward/backward programs per stage, optimizer per rank.
   if (o.pp > 1) {
@@ -357,11 +353,17 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
     split.ranks = o.pp;
     pm.addPass(mega::createMegaPipelineSplit(split));
   }
+  // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.
+  mega::MegaMixedPrecisionOptions mixed;
+  mixed.precision = precision;
+  pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Kernel level: fusion, plan instructions, memory.
   pm.addPass(mega::createMegaFuseElementwise());
   pm.addPass(mega::createMegaLowerToKernels());
+  // Producers round on store instead of a separate Cast where they can.
+  pm.addPass(mega::createMegaFoldCasts());
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

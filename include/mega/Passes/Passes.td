@@ -461,6 +461,30 @@ def MegaLowerToKernels : Pass<"mega-lower-to-kernels", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
+  let summary = "Let kernels write the bf16 copy a Cast would make";
+  let description = [{
+    At kernel level, after mega-lower-to-kernels: a `Cast` to bf16 whose
+    source (seen through `mega.view`s) is a fresh result of an Elementwise,
+    Transpose or CrossEntropyGrad kernel, every user of which is a view or
+    such a Cast, disappears: the producer writes bf16 itself (those kernels
+    round on store, docs/plan-format.md), the views are retyped (byte offsets
+    halved) and the casts' users read them. This saves the f32 write, the
+    cast's read and its launch.
+
+    Before:
+    ```mlir
+    %t = mega.kernel "Transpose"(%x) i [...] f [] : (tensor<4x8xf32>) -> tensor<8x4xf32>
+    %b = mega.kernel "Cast"(%t) i [32] f [] : (tensor<8x4xf32>) -> tensor<8x4xbf16>
+    ```
+    After:
+    ```mlir
+    %b = mega.kernel "Transpose"(%x) i [...] f [] : (tensor<4x8xf32>) -> tensor<8x4xbf16>
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaAssignBuffers : Pass<"mega-assign-buffers", "mlir::ModuleOp"> {
   let summary = "Place every kernel result in the program arena";
   let description = [{

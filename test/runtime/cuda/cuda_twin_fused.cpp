@@ -85,7 +85,60 @@ void castAndBf16MatMul(Rng &rng) {
   }
 }
 
+void bf16Outputs(Rng &rng) {
+  // Elementwise: gelu(x) + b stored in f32 and in bf16.
+  for (int64_t n : {int64_t(7), int64_t(3072 * 33)}) {
+    using E = plan::EwOp;
+    Case c = make("Elementwise bf16 output " + dims({{"n", n}}), Op::Elementwise,
+                  {n, 2, 2, n, 33, int64_t(E::Load), 0, 0, 0, int64_t(E::Load),
+                   1, 1, 0, int64_t(E::Gelu), 2, 0, 0, int64_t(E::Add), 3, 2, 1,
+                   int64_t(E::Store), 3, 0, 0, int64_t(E::Store), 3, 1, 0});
+    if (n % 33 != 0)
+      c.instr.i[4] = n;
+    c.ins = {c.f32({n}, rng.vec(n, -3, 3)),
+             c.f32({c.instr.i[4]}, rng.vec(c.instr.i[4]))};
+    c.outs = {c.out({n}), c.out({n}, DType::BF16)};
+    c.tol = kBf16Tol;
+    twin(c);
+  }
+  // Transpose f32 -> bf16: the q|k|v head split of GPT-2 small's shape.
+  {
+    Case c = make("Transpose f32->bf16 [2,128,3,4,64] perm 2,0,3,1,4",
+                  Op::Transpose, {5, 2, 128, 3, 4, 64, 2, 0, 3, 1, 4});
+    const int64_t n = 2 * 128 * 3 * 4 * 64;
+    c.ins = {c.f32({n}, rng.vec(n))};
+    c.outs = {c.out({n}, DType::BF16)};
+    c.tol = 0.0; // a gather and one rounding on both sides
+    twin(c);
+  }
+  // CrossEntropyGrad with bf16 dlogits.
+  {
+    const int64_t rows = 64, V = 8192;
+    Case c = make("CrossEntropyGrad bf16 dlogits rows=64 V=8192",
+                  Op::CrossEntropyGrad, {rows, V});
+    std::vector<float> logits = rng.vec(rows * V, -4, 4);
+    std::vector<float> lse(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      double m = -1e30, z = 0;
+      for (int64_t j = 0; j < V; ++j)
+        m = std::max(m, double(logits[size_t(r * V + j)]));
+      for (int64_t j = 0; j < V; ++j)
+        z += std::exp(double(logits[size_t(r * V + j)]) - m);
+      lse[size_t(r)] = float(m + std::log(z));
+    }
+    const int tl = c.f32({rows, V}, logits);
+    const int tt = c.i32({rows}, rng.ids(rows, V));
+    const int tlse = c.f32({rows}, lse);
+    const int td = c.f32({1}, std::vector<float>{0.75f});
+    c.ins = {tl, tt, tlse, td};
+    c.outs = {c.out({rows, V}, DType::BF16)};
+    c.tol = kBf16Tol;
+    twin(c);
+  }
+}
+
 void attention(Rng &rng) {
+  bf16Outputs(rng);
   struct A {
     int64_t bh, seq, hd;
     int causal;

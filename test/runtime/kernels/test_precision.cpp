@@ -198,6 +198,53 @@ void testAttentionRefusals(Harness &h) {
            "o");
 }
 
+/// Kernels that write a bf16 output themselves (mega-fold-casts): the bits
+/// are those of Cast applied to their f32 output.
+void testBf16Outputs(Harness &h, Rng &rng) {
+  auto expectCast = [&](const char *what, const Tensor &f, const Tensor &b) {
+    for (int64_t k = 0; k < f.n(); ++k) {
+      uint32_t u;
+      std::memcpy(&u, &f.f()[k], 4);
+      u += 0x7fffu + ((u >> 16) & 1u);
+      if (bitsBf16(b, k) != uint16_t(u >> 16)) {
+        CHECK(false, "%s: element %lld is %04x, want %04x", what, (long long)k,
+              bitsBf16(b, k), unsigned(u >> 16));
+        return;
+      }
+    }
+  };
+  // Elementwise: gelu stored to an f32 and a bf16 output.
+  const int64_t n = 1000;
+  Tensor &x = h.f32({n}, rng.vec(n, -4, 4));
+  Tensor &yf = h.f32({n}), &yb = h.alloc(DType::BF16, {n});
+  using E = mega::plan::EwOp;
+  const Instr ew = make(Op::Elementwise,
+                        {n, 1, 2, n, int64_t(E::Load), 0, 0, 0, int64_t(E::Gelu),
+                         1, 0, 0, int64_t(E::Store), 1, 0, 0, int64_t(E::Store),
+                         1, 1, 0});
+  if (h.run(ew, {&x}, {&yf, &yb}))
+    expectCast("elementwise bf16 store", yf, yb);
+  // Transpose f32 -> bf16.
+  Tensor &t = h.f32({6, 35, 4}, rng.vec(6 * 35 * 4));
+  Tensor &tf = h.f32({4, 6, 35}), &tb = h.alloc(DType::BF16, {4, 6, 35});
+  const Instr tr = make(Op::Transpose, {3, 6, 35, 4, 2, 0, 1});
+  if (h.run(tr, {&t}, {&tf}) && h.run(tr, {&t}, {&tb}))
+    expectCast("transpose to bf16", tf, tb);
+  // CrossEntropyGrad with bf16 dlogits.
+  const int64_t rows = 7, V = 50;
+  Tensor &logits = h.f32({rows, V}, rng.vec(rows * V, -3, 3));
+  Tensor &targets = h.i32({rows}, {0, 5, 49, 7, 7, 12, 30});
+  Tensor &loss = h.f32({1}), &lse = h.f32({rows});
+  Tensor &dloss = h.f32({1}, {0.5f});
+  Tensor &df = h.f32({rows, V}), &db = h.alloc(DType::BF16, {rows, V});
+  if (h.run(make(Op::CrossEntropy, {rows, V}), {&logits, &targets}, {&loss, &lse}) &&
+      h.run(make(Op::CrossEntropyGrad, {rows, V}), {&logits, &targets, &lse, &dloss}, {&df}) &&
+      h.run(make(Op::CrossEntropyGrad, {rows, V}), {&logits, &targets, &lse, &dloss}, {&db}))
+    expectCast("cross entropy grad to bf16", df, db);
+  // A bf16 input is refused where only outputs may be bf16.
+  h.reject("transpose bf16 in", tr, {&tb}, {&tb}, "not bf16");
+}
+
 } // namespace
 
 int main() {
@@ -211,5 +258,6 @@ int main() {
   testAttention(h, rng, 3, 7, 4, false);
   testAttention(h, rng, 1, 9, 8, true);
   testAttentionRefusals(h);
+  testBf16Outputs(h, rng);
   return finish("test_precision");
 }

@@ -190,10 +190,13 @@ public:
       if (!v)
         fail(instr.op, "an output is missing");
     Checker c(instr, ins, outs);
-    // bf16 operands: the mixed-precision kernels only (they check which).
-    const bool takesBf16 = instr.op == Op::MatMul || instr.op == Op::Cast ||
-                           instr.op == Op::Attention ||
-                           instr.op == Op::AttentionGrad;
+    // bf16 operands: the mixed-precision kernels and the kernels a cast
+    // folds into (bf16 output) only; each checks which operands.
+    const bool takesBf16 =
+        instr.op == Op::MatMul || instr.op == Op::Cast ||
+        instr.op == Op::Attention || instr.op == Op::AttentionGrad ||
+        instr.op == Op::Elementwise || instr.op == Op::Transpose ||
+        instr.op == Op::CrossEntropyGrad;
     for (const auto *list : {&ins, &outs})
       for (const Value *v : *list)
         if (v->dtype != DType::F32 && v->dtype != DType::I32 &&

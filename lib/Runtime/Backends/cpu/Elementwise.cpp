@@ -74,11 +74,16 @@ void checkElementwise(const Checker &c) {
     c.tensor(c.ins[k], DType::F32, p, "input");
   }
   for (int64_t k = 0; k < nout; ++k) {
-    c.tensor(c.outs[k], DType::F32, n, "output");
+    // An output may be bf16 (a cast folded into its producer: Store rounds).
+    const DType ot = c.outs[k]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
+    c.tensor(c.outs[k], ot, n, "output");
     // An output may be an input (same bytes, hence period n), not overlap
-    // one partially.
+    // one partially; a bf16 output overlaps none.
     for (int64_t j = 0; j < nin; ++j)
-      c.sameOrDisjoint(c.outs[k], c.ins[j], "an output", "an input");
+      if (ot == DType::BF16)
+        c.disjoint(c.outs[k], c.ins[j], "a bf16 output", "an input");
+      else
+        c.sameOrDisjoint(c.outs[k], c.ins[j], "an output", "an input");
     for (int64_t j = 0; j < k; ++j)
       c.disjoint(c.outs[k], c.outs[j], "an output", "another output");
   }
@@ -189,8 +194,12 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
         aliased[k] = true;
   }
   std::vector<float *> dst(nout);
-  for (int k = 0; k < nout; ++k)
+  std::vector<uint16_t *> dstBf16(nout, nullptr); // bf16 outputs: rounded
+  for (int k = 0; k < nout; ++k) {
     dst[k] = outs[k].f32();
+    if (outs[k].value->dtype == DType::BF16)
+      dstBf16[k] = outs[k].bf16();
+  }
   const float *consts = in.f.data();
 
   const int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -224,7 +233,12 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
           break;
         }
         case EwOp::Store:
-          std::memcpy(dst[m.a] + e0, reg[m.dst], size_t(len) * 4);
+          if (uint16_t *h = dstBf16[m.a]) {
+            for (int64_t i = 0; i < len; ++i)
+              h[e0 + i] = floatToBf16(reg[m.dst][i]);
+          } else {
+            std::memcpy(dst[m.a] + e0, reg[m.dst], size_t(len) * 4);
+          }
           continue;
         case EwOp::Const: {
           float v = consts[m.a];

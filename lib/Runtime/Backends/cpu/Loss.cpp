@@ -105,8 +105,14 @@ void checkCrossEntropyGrad(const Checker &c) {
   c.tensor(c.ins[1], DType::I32, rows, "targets");
   c.tensor(c.ins[2], DType::F32, rows, "lse");
   c.tensor(c.ins[3], DType::F32, 1, "dloss");
-  c.tensor(c.outs[0], DType::F32, i128(rows) * V, "dlogits");
-  c.sameOrDisjoint(c.outs[0], c.ins[0], "dlogits", "logits");
+  // dlogits may be bf16 (its cast folded in); then not in place.
+  const bool bf16 = c.outs[0]->dtype == DType::BF16;
+  c.tensor(c.outs[0], bf16 ? DType::BF16 : DType::F32, i128(rows) * V,
+           "dlogits");
+  if (bf16)
+    c.disjoint(c.outs[0], c.ins[0], "bf16 dlogits", "logits");
+  else
+    c.sameOrDisjoint(c.outs[0], c.ins[0], "dlogits", "logits");
   c.disjoint(c.outs[0], c.ins[1], "dlogits", "targets");
   c.disjoint(c.outs[0], c.ins[2], "dlogits", "lse");
   c.disjoint(c.outs[0], c.ins[3], "dlogits", "dloss");
@@ -122,6 +128,23 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (rows == 0)
     return;
   const float scale = float(double(ins[3].f32()[0]) / double(rows));
+  if (outs[0].value->dtype == DType::BF16) {
+    // bf16 dlogits: each row in floats, then rounded (the GPU's twin).
+    uint16_t *h = outs[0].bf16();
+    parallelFor(ctx, rows, rowGrain(V), [=](int64_t r0, int64_t r1) {
+      std::vector<float> row(static_cast<size_t>(V));
+      for (int64_t r = r0; r < r1; ++r) {
+        const float *xr = x + r * V;
+        const float l = lse[r];
+        for (int64_t j = 0; j < V; ++j)
+          row[size_t(j)] = vexp(xr[j] - l) * scale;
+        row[size_t(t[r])] = (vexp(xr[t[r]] - l) - 1.0f) * scale;
+        for (int64_t j = 0; j < V; ++j)
+          h[r * V + j] = floatToBf16(row[size_t(j)]);
+      }
+    });
+    return;
+  }
   parallelFor(ctx, rows, rowGrain(V), [=](int64_t r0, int64_t r1) {
     const float sc = scale; // a local: the stores cannot alias it
     for (int64_t r = r0; r < r1; ++r) {

@@ -120,8 +120,12 @@ void checkTranspose(const Checker &c) {
     seen[p] = true;
   }
   DType t = c.ins[0]->dtype;
+  if (t == DType::BF16)
+    c.fail("in must be f32 or i32 (4-byte elements), not bf16");
   c.tensor(c.ins[0], t, n, "in");
-  c.tensor(c.outs[0], t, n, "out");
+  // f32 -> bf16 converts on the way (a cast folded into the transpose).
+  const bool toBf16 = t == DType::F32 && c.outs[0]->dtype == DType::BF16;
+  c.tensor(c.outs[0], toBf16 ? DType::BF16 : t, n, "out");
   c.disjoint(c.outs[0], c.ins[0], "out", "in");
 }
 
@@ -178,11 +182,24 @@ int64_t inOffset(const Perm &p, int64_t idx, int nd, int skip1, int skip2) {
 
 void runTranspose(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {
-  const uint32_t *x = static_cast<const uint32_t *>(ins[0].data);
-  uint32_t *y = static_cast<uint32_t *>(outs[0].data);
   const int64_t n = ins[0].numel();
   if (n == 0)
     return;
+  if (outs[0].value->dtype == DType::BF16 && ins[0].value->dtype == DType::F32) {
+    // f32 -> bf16: transpose into floats, then round (the CPU twin).
+    std::vector<float> tmp(static_cast<size_t>(n));
+    Value v = *outs[0].value;
+    v.dtype = DType::F32;
+    runTranspose(ctx, in, ins, {TensorRef{tmp.data(), &v}});
+    uint16_t *y = outs[0].bf16();
+    parallelFor(ctx, n, 1 << 16, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k)
+        y[k] = floatToBf16(tmp[size_t(k)]);
+    });
+    return;
+  }
+  const uint32_t *x = static_cast<const uint32_t *>(ins[0].data);
+  uint32_t *y = static_cast<uint32_t *>(outs[0].data);
   Perm p = simplify(in);
   if (p.rank <= 1) {
     parallelFor(ctx, n, 1 << 16, [&](int64_t b, int64_t e) {

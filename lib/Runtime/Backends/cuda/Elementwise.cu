@@ -14,6 +14,8 @@
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 
+#include <cuda_bf16.h>
+
 namespace mega::rt::gpu {
 
 using plan::EwOp;
@@ -26,7 +28,8 @@ struct EwArgs {
   int nin, nout, ncode;
   const float *in[kEwMaxInputs];
   int64_t period[kEwMaxInputs];
-  float *out[kEwMaxOutputs];
+  void *out[kEwMaxOutputs];
+  uint32_t bf16Out; ///< bit k: output k is bf16 (Store rounds)
   uint8_t code[kEwMaxCode][4]; // (op, dst, a, b)
   float consts[kEwMaxConsts];
 };
@@ -62,21 +65,28 @@ __device__ inline float minNan(float x, float y) {
 }
 
 // __grid_constant__: the code is indexed per thread without a local copy.
+// I: the index type, 32-bit when n fits (the broadcast `e % period` in
+// 64 bits is many instructions per element).
+template <typename I>
 __global__ void __launch_bounds__(256)
     ewKernel(const __grid_constant__ EwArgs a) {
-  for (int64_t e = globalThread(); e < a.n; e += globalStride()) {
+  const I n = I(a.n), stride = I(gridDim.x) * blockDim.x;
+  for (I e = I(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
     float r[kEwRegisters];
     for (int k = 0; k < a.ncode; ++k) {
       const int op = a.code[k][0], d = a.code[k][1];
       const int x = a.code[k][2], y = a.code[k][3];
       switch (EwOp(op)) {
       case EwOp::Load: {
-        const int64_t p = a.period[x];
-        r[d] = a.in[x][p == a.n ? e : (p == 1 ? 0 : e % p)];
+        const I p = I(a.period[x]);
+        r[d] = a.in[x][p == n ? e : (p == 1 ? I(0) : e % p)];
         break;
       }
       case EwOp::Store:
-        a.out[x][e] = r[d];
+        if (a.bf16Out >> x & 1u)
+          static_cast<__nv_bfloat16 *>(a.out[x])[e] = __float2bfloat16_rn(r[d]);
+        else
+          static_cast<float *>(a.out[x])[e] = r[d];
         break;
       case EwOp::Const:
         r[d] = a.consts[x];
@@ -147,8 +157,11 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
     a.in[k] = ins[size_t(k)].f32();
     a.period[k] = in.i[size_t(3 + k)];
   }
-  for (int k = 0; k < a.nout; ++k)
-    a.out[k] = outs[size_t(k)].f32();
+  for (int k = 0; k < a.nout; ++k) {
+    a.out[k] = outs[size_t(k)].data;
+    if (outs[size_t(k)].value->dtype == DType::BF16)
+      a.bf16Out |= 1u << k;
+  }
   const size_t codeAt = size_t(3 + a.nin);
   a.ncode = int((in.i.size() - codeAt) / 4);
   for (int k = 0; k < a.ncode; ++k)
@@ -156,7 +169,10 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
       a.code[k][j] = uint8_t(in.i[codeAt + size_t(4 * k + j)]);
   for (size_t k = 0; k < in.f.size(); ++k)
     a.consts[k] = in.f[k];
-  ewKernel<<<gridFor(ctx, a.n, 256), 256, 0, ctx.stream>>>(a);
+  if (a.n < (int64_t(1) << 31))
+    ewKernel<uint32_t><<<gridFor(ctx, a.n, 256), 256, 0, ctx.stream>>>(a);
+  else
+    ewKernel<int64_t><<<gridFor(ctx, a.n, 256), 256, 0, ctx.stream>>>(a);
   checkLaunch("Elementwise");
 }
 

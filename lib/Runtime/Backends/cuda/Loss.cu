@@ -8,6 +8,8 @@
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 
+#include <cuda_bf16.h>
+
 namespace mega::rt::gpu {
 
 namespace {
@@ -54,10 +56,18 @@ __global__ void meanKernel(const double *__restrict__ v, int64_t n,
     out[0] = n ? float(s / double(n)) : nanf("");
 }
 
+__device__ inline void storeGrad(float *p, float v) { *p = v; }
+__device__ inline void storeGrad(__nv_bfloat16 *p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
+
+/// T = float, or __nv_bfloat16 when the plan folded a cast into dlogits
+/// (then never in place).
+template <typename T>
 __global__ void crossEntropyGradRows(const float *x,
                                      const int32_t *__restrict__ t,
                                      const float *__restrict__ lse,
-                                     const float *__restrict__ dloss, float *dx,
+                                     const float *__restrict__ dloss, T *dx,
                                      int64_t rows, int64_t V,
                                      DeviceError *err) {
   const float sc = float(double(dloss[0]) / double(rows));
@@ -69,15 +79,15 @@ __global__ void crossEntropyGradRows(const float *x,
       continue;
     }
     const float *xr = x + r * V;
-    float *dr = dx + r * V;
+    T *dr = dx + r * V;
     const float l = lse[r];
     const float pt = expf(xr[tr] - l); // before dr overwrites xr in place
     __syncthreads();
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-      dr[j] = expf(xr[j] - l) * sc;
+      storeGrad(dr + j, expf(xr[j] - l) * sc);
     __syncthreads();
     if (threadIdx.x == 0)
-      dr[tr] = (pt - 1.0f) * sc;
+      storeGrad(dr + tr, (pt - 1.0f) * sc);
   }
 }
 
@@ -104,9 +114,14 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t rows = in.i[0], V = in.i[1];
   if (rows == 0)
     return;
-  crossEntropyGradRows<<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
-      ins[0].f32(), ins[1].i32(), ins[2].f32(), ins[3].f32(), outs[0].f32(),
-      rows, V, ctx.err);
+  if (outs[0].value->dtype == DType::BF16)
+    crossEntropyGradRows<<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
+        ins[0].f32(), ins[1].i32(), ins[2].f32(), ins[3].f32(),
+        static_cast<__nv_bfloat16 *>(outs[0].data), rows, V, ctx.err);
+  else
+    crossEntropyGradRows<<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
+        ins[0].f32(), ins[1].i32(), ins[2].f32(), ins[3].f32(), outs[0].f32(),
+        rows, V, ctx.err);
   checkLaunch("CrossEntropyGrad");
 }
 

@@ -1,6 +1,8 @@
 //===- Misc.cu - Fill, Copy, ReduceSum, Transpose -------------------------===//
 #include "DeviceUtil.cuh"
 
+#include <cuda_bf16.h>
+
 namespace mega::rt::gpu {
 
 //===----------------------------------------------------------------------===//
@@ -135,16 +137,54 @@ Perm simplify(const Instr &in) {
   return p;
 }
 
-__global__ void transposeKernel(const uint32_t *__restrict__ x,
-                                uint32_t *__restrict__ y, int64_t n,
-                                const __grid_constant__ Perm p) {
-  for (int64_t e = globalThread(); e < n; e += globalStride()) {
-    int64_t idx = e, off = 0;
+/// The index math in I: 32-bit when every offset fits (64-bit division is
+/// many instructions on the GPU and dominated these gathers).
+template <typename I> struct PermT {
+  int rank;
+  I dim[6];
+  I ist[6];
+};
+
+__device__ inline void put(uint32_t *y, uint32_t v) { *y = v; }
+__device__ inline void put(__nv_bfloat16 *y, float v) {
+  *y = __float2bfloat16_rn(v);
+}
+
+/// One thread per output element; T -> U is a copy (4-byte elements) or
+/// f32 -> bf16 (a cast folded into the transpose).
+template <typename I, typename T, typename U>
+__global__ void transposeKernel(const T *__restrict__ x, U *__restrict__ y,
+                                I n, const __grid_constant__ PermT<I> p) {
+  const I stride = I(gridDim.x) * blockDim.x;
+  for (I e = I(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    I idx = e, off = 0;
     for (int j = p.rank - 1; j >= 0; --j) {
       off += (idx % p.dim[j]) * p.ist[j];
       idx /= p.dim[j];
     }
-    y[e] = x[off];
+    put(y + e, x[off]);
+  }
+}
+
+template <typename T, typename U>
+void launchTranspose(const Ctx &ctx, const T *x, U *y, int64_t n,
+                     const Perm &p) {
+  const unsigned grid = gridFor(ctx, n, 256);
+  if (n < (int64_t(1) << 31)) {
+    PermT<uint32_t> q{p.rank, {}, {}};
+    for (int j = 0; j < p.rank; ++j) {
+      q.dim[j] = uint32_t(p.dim[j]);
+      q.ist[j] = uint32_t(p.ist[j]);
+    }
+    transposeKernel<uint32_t, T, U>
+        <<<grid, 256, 0, ctx.stream>>>(x, y, uint32_t(n), q);
+  } else {
+    PermT<int64_t> q{p.rank, {}, {}};
+    for (int j = 0; j < p.rank; ++j) {
+      q.dim[j] = p.dim[j];
+      q.ist[j] = p.ist[j];
+    }
+    transposeKernel<int64_t, T, U><<<grid, 256, 0, ctx.stream>>>(x, y, n, q);
   }
 }
 
@@ -156,15 +196,25 @@ void runTranspose(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (n == 0)
     return;
   Perm p = simplify(in);
+  if (outs[0].value->dtype == DType::BF16 && ins[0].value->dtype == DType::F32) {
+    if (p.rank < 1) { // a plain copy: one dimension of stride 1
+      p.rank = 1;
+      p.dim[0] = n;
+      p.ist[0] = 1;
+    }
+    launchTranspose(ctx, ins[0].f32(),
+                    static_cast<__nv_bfloat16 *>(outs[0].data), n, p);
+    checkLaunch("Transpose (to bf16)");
+    return;
+  }
   if (p.rank <= 1) {
     checkCuda(cudaMemcpyAsync(outs[0].data, ins[0].data, size_t(n) * 4,
                               cudaMemcpyDeviceToDevice, ctx.stream),
               "cudaMemcpyAsync (Transpose)");
     return;
   }
-  transposeKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
-      static_cast<const uint32_t *>(ins[0].data),
-      static_cast<uint32_t *>(outs[0].data), n, p);
+  launchTranspose(ctx, static_cast<const uint32_t *>(ins[0].data),
+                  static_cast<uint32_t *>(outs[0].data), n, p);
   checkLaunch("Transpose");
 }
 
