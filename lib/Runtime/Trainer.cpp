@@ -235,6 +235,11 @@ void Trainer::prepare() {
                 std::to_string(train_->numTokens()) + " tokens, " +
                 std::to_string(train_->numSamples()) + " samples" +
                 (opts_.shuffle ? "" : " (no shuffle)"));
+  if (pipeline_)
+    logger_->info("mega-run: pipeline " + plan.get("schedule", "1f1b") +
+                  " over " + plan.get("pp", "?") + " ranks x " +
+                  plan.get("vpp", "1") + " chunks; stages " +
+                  plan.get("pipeline_layers", "?"));
 }
 
 double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
