@@ -26,6 +26,22 @@
 // gradients are copied into the bucket), the all-reduce is one AllReduce
 // instruction {group 1 (data), sum}, the views are free.
 //
+// With `distributed-optimizer` (ZeRO-1), instead of steps 2-4:
+//  5. Refused: a tensor-parallel mesh (T > 1: a moment would be sharded
+//     twice), `mega.sgd` (no state to shard), a gradient whose leading dim D
+//     does not divide (errors name the parameter and the sizes).
+//  6. Each gradient read is `mega.reduce_scatter ... axes [1] {dim = 0}`: this
+//     rank's block of rows of the global gradient (one per gradient, no
+//     buckets: the blocks must stay whole per parameter for the update).
+//  7. `mega.grad_norm` gets `mega.sharded_grads` = all of them and
+//     `mega.shard_axis = 1`: the squares of the blocks are summed over the
+//     data ranks, so the norm (and the clipping) are the global ones.
+//  8. Each `mega.adamw` gets `mega.data_shard = 1`: mega-lower-to-kernels
+//     makes it update this rank's block of the parameter with block-sized
+//     moments and all-gather the parameter; the module gets
+//     `mega.distributed_optimizer = 1` so that the plan's AdamW moments are
+//     data-parallel shards (shard_dim 0, group 1).
+//
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
@@ -67,6 +83,61 @@ struct MegaDataParallel
                     DenseI64ArrayAttr::get(module.getContext(), mesh));
   }
 
+  // Steps 5-8.
+  LogicalResult distribute(ModuleOp module, func::FuncOp opt) {
+    auto mesh = module->getAttrOfType<DenseI64ArrayAttr>("mega.mesh");
+    if (mesh && mesh[0] > 1)
+      return module.emitError()
+             << "--use-distributed-optimizer with --tp " << mesh[0]
+             << " is not supported (only --tp 1)";
+    SmallVector<StateOp> grads;
+    WalkResult w = opt.walk([&](Operation *op) {
+      if (auto sgd = dyn_cast<SgdOp>(op)) {
+        module.emitError("--use-distributed-optimizer needs --optimizer adam "
+                         "(sgd has no state to shard)");
+        return WalkResult::interrupt();
+      }
+      if (auto s = dyn_cast<StateOp>(op); s && s.getRole() == "grad")
+        grads.push_back(s);
+      return WalkResult::advance();
+    });
+    if (w.wasInterrupted())
+      return failure();
+    OpBuilder b(module.getContext());
+    auto axes = b.getDenseI64ArrayAttr({kDataAxis});
+    for (StateOp g : grads) {
+      auto type = cast<RankedTensorType>(g.getType());
+      if (!type.hasStaticShape() || type.getDimSize(0) % size != 0)
+        // (On the module: the model's location, one line.)
+        return module.emitError() << "--use-distributed-optimizer: --dp "
+                             << int64_t(size)
+                             << " does not divide the leading dim of '"
+                             << g.getName() << "' (" << type.getDimSize(0)
+                             << ")";
+      SmallVector<int64_t> shape(type.getShape());
+      shape[0] /= size;
+      b.setInsertionPointAfter(g);
+      auto block = b.create<ReduceScatterOp>(
+          g.getLoc(), RankedTensorType::get(shape, b.getF32Type()),
+          g.getResult(), axes, 0);
+      g.getResult().replaceAllUsesExcept(block, block);
+    }
+    Attribute axis = b.getI64IntegerAttr(kDataAxis);
+    opt.walk([&](Operation *op) {
+      if (auto n = dyn_cast<GradNormOp>(op)) {
+        SmallVector<int64_t> all;
+        for (int64_t k = 0, e = n.getGrads().size(); k < e; ++k)
+          all.push_back(k);
+        n->setAttr("mega.sharded_grads", b.getDenseI64ArrayAttr(all));
+        n->setAttr("mega.shard_axis", axis);
+      }
+      if (isa<AdamWOp>(op))
+        op->setAttr("mega.data_shard", axis);
+    });
+    module->setAttr("mega.distributed_optimizer", axis);
+    return success();
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     if (size < 1) {
@@ -87,6 +158,11 @@ struct MegaDataParallel
       return signalPassFailure();
     }
     setMesh(module);
+    if (distributedOptimizer) {
+      if (failed(distribute(module, opt)))
+        return signalPassFailure();
+      return;
+    }
 
     // Step 2.
     SmallVector<StateOp> grads;

@@ -368,9 +368,9 @@ private:
                 return failure();
               replaceByKernel(c, "VocabCrossEntropyStats",
                               {c.getLogits(), c.getTargets(), c.getMax()},
-                              {numElements(c.getTargets()),
-                               tensorType(c.getLogits()).getShape().back(),
-                               *group},
+                              vocabAttrs(c, numElements(c.getTargets()),
+                                         tensorType(c.getLogits()).getShape().back(),
+                                         *group),
                               {});
               return success();
             })
@@ -389,8 +389,9 @@ private:
               replaceByKernel(
                   c, "VocabCrossEntropyGrad",
                   {c.getLogits(), c.getTargets(), c.getLse(), c.getDloss()},
-                  {numElements(c.getTargets()),
-                   tensorType(c.getLogits()).getShape().back(), *group},
+                  vocabAttrs(c, numElements(c.getTargets()),
+                             tensorType(c.getLogits()).getShape().back(),
+                             *group),
                   {});
               return success();
             })
@@ -623,7 +624,10 @@ private:
     auto counted =
         g->getAttrOfType<DenseI64ArrayAttr>("mega.pipeline_counted");
     if ((sharded && !sharded.empty()) || counted) {
-      i.push_back(int64_t(plan::ParallelGroup::Tensor));
+      // The group the shards are taken over: tensor, or (`mega.shard_axis`,
+      // the distributed optimizer's gradient shards) data.
+      auto axis = g->getAttrOfType<IntegerAttr>("mega.shard_axis");
+      i.push_back(axis ? axis.getInt() : int64_t(plan::ParallelGroup::Tensor));
       for (size_t k = 0; k < g.getGrads().size(); ++k)
         i.push_back(counted && counted[k] == 0
                         ? 2
@@ -635,6 +639,16 @@ private:
     }
     replaceByKernel(g, "GradNorm", g.getGrads(), i, {maxNorm});
     return success();
+  }
+
+  /// {rows, Vl, group}, or {rows, Vl, V, group} when `mega.vocab` says the
+  /// vocabulary is zero-padded past its true size V (the kernels mask the
+  /// padded columns).
+  static SmallVector<int64_t> vocabAttrs(Operation *op, int64_t rows,
+                                         int64_t vl, int64_t group) {
+    if (auto v = op->getAttrOfType<IntegerAttr>("mega.vocab"))
+      return {rows, vl, v.getInt(), group};
+    return {rows, vl, group};
   }
 
   /// AllGather / ReduceScatter along `dim`. The kernels concatenate (cut)
@@ -679,6 +693,27 @@ private:
       return failure();
     Location loc = a.getLoc();
     Type t = p->getType();
+    if (auto axis = a->getAttrOfType<IntegerAttr>("mega.data_shard")) {
+      // Distributed optimizer: the gradient and the moments are this data
+      // rank's block of rows; AdamW reads the parameter's block and writes
+      // the updated one (i = {group}), which is all-gathered into the
+      // parameter on every rank.
+      Type shard = a.getGrad().getType();
+      Value m = state(loc, a.getName(), "adam_m", shard);
+      Value v = state(loc, a.getName(), "adam_v", shard);
+      Value updated =
+          kernel(loc, "AdamW",
+                 {*p, a.getGrad(), m, v, a.getLr(), a.getStep(), a.getCoef()},
+                 {shard}, {axis.getInt()},
+                 {float(a.getBeta1().convertToDouble()),
+                  float(a.getBeta2().convertToDouble()),
+                  float(a.getEps().convertToDouble()),
+                  float(a.getWeightDecay().convertToDouble())})
+              ->getResult(0);
+      kernelInto(loc, "AllGather", {updated}, {*p}, {axis.getInt()}, {});
+      a->erase();
+      return success();
+    }
     Value m = state(loc, a.getName(), "adam_m", t);
     Value v = state(loc, a.getName(), "adam_v", t);
     kernel(loc, "AdamW",

@@ -44,6 +44,17 @@
 //     builds its per-device form (ShardingOpInterface::partition: the
 //     vocabulary-parallel embedding and loss); a split `mega.output` (the
 //     logits of @predict) is all-gathered.
+//  5. Sequence parallelism (`sequence-parallel`), with the split of steps
+//     2-3 kept: the final sweep gets one more way to obtain an operand. A
+//     partial sum that an op needs whole is first offered to the op
+//     reduce-scattered into blocks of rows (its leading dim); when the op's
+//     rule takes them (bias and residual adds, layer norms), the
+//     `mega.reduce_scatter` replaces the all-reduce and the blocks flow on;
+//     an op whose rule refuses them (a column-parallel matmul, the output
+//     layer, anything without a rule) gets them `mega.all_gather`ed. Blocks
+//     gathered into replicated work (whose gradient would be whole, not a
+//     term per device) send the reduce-scatters they came from back to
+//     all-reduces, and the sweep is run again.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaInterfaces.h"
@@ -67,6 +78,11 @@ namespace {
 
 constexpr StringLiteral kShardingAttr = "mega.sharding";
 constexpr StringLiteral kGroupsAttr = "mega.shard_groups";
+/// On a param zero-padded along its split dim: the dim's true size.
+constexpr StringLiteral kUnpaddedAttr = "mega.unpadded";
+/// On an op taking padded operands: per operand, the true size of its split
+/// dim (0: not padded); the op's rule reads it (ShardingRule::valid).
+constexpr StringLiteral kUnpaddedOperandsAttr = "mega.unpadded_operands";
 
 RankedTensorType tensorType(Value v) {
   return cast<RankedTensorType>(v.getType());
@@ -87,6 +103,15 @@ struct Sweep {
   llvm::StringMap<int64_t> groups;
   /// Ops whose rule had a plain and a `groups` answer (ShardingRule).
   SmallVector<Operation *> ambiguous;
+  /// Sequence parallelism: values split into blocks of rows (leading dim),
+  /// partial operands reduce-scattered into such blocks, and row blocks
+  /// all-gathered for an op that needs them whole.
+  DenseSet<Value> rows;
+  DenseSet<OpOperand *> scatter, rowGather;
+  /// Padding: the true size of a padded value's split dim, and the ops that
+  /// take padded operands (the true sizes, 0 for the others).
+  DenseMap<Value, int64_t> valid;
+  DenseMap<Operation *, SmallVector<int64_t>> paddedOps;
 
   ShardingAttr of(Value v) const {
     auto it = sharding.find(v);
@@ -104,14 +129,24 @@ private:
   SmallVector<func::FuncOp> funcs;
   SmallVector<int64_t, 1> mesh;
   llvm::StringMap<ShardingAttr> decisions;
+  /// Params whose split dim the devices do not divide: its true size (the
+  /// param is zero-padded to the next multiple of the devices).
+  llvm::StringMap<int64_t> unpadded;
   /// The program whose seed is being tried (no gathered outputs there).
   func::FuncOp noGatherIn;
   /// Ops asked to prefer their `groups` answer (step 3's retry).
   DenseSet<Operation *> preferGroups;
+  /// Sequence parallelism in the sweeps (step 5; the split is decided
+  /// without it), and the partial values it must all-reduce after all.
+  bool sp = false;
+  DenseSet<Value> noScatter;
 
   SweepResult sweep(Sweep &out);
+  SweepResult visit(Sweep &s, Operation &op, ArrayRef<ShardingAttr> have);
+  bool scatterable(Value v, ShardingAttr have) const;
   void recordGroups(Sweep &s, Value v, int64_t groups);
-  void rewrite(Sweep &s);
+  LogicalResult rewrite(Sweep &s);
+  bool dropWholeRowsOnReplicatedWork(const Sweep &s);
 };
 
 /// The param op defining `v`, if any.
@@ -126,17 +161,20 @@ SweepResult TensorParallel::sweep(Sweep &s) {
         auto it = decisions.find(p.getName());
         if (it != decisions.end())
           s.sharding[p.getResult()] = it->second;
+        auto u = unpadded.find(p.getName());
+        if (u != unpadded.end())
+          s.valid[p.getResult()] = u->second;
         continue;
       }
-      SmallVector<ShardingAttr> in;
+      SmallVector<ShardingAttr> have;
       bool allReplicated = true;
       for (Value v : op.getOperands()) {
-        in.push_back(s.of(v));
-        allReplicated &= in.back().isReplicated();
+        have.push_back(s.of(v));
+        allReplicated &= have.back().isReplicated();
       }
       if (allReplicated)
         continue;
-      if (isa<OutputOp>(op) && in[0].getSplitDim() >= 0) {
+      if (isa<OutputOp>(op) && have[0].getSplitDim() >= 0) {
         // A split that only ends gathered is not worth making: allowed in
         // programs other than the one that is trying it (@predict's logits
         // under the layout @train chose).
@@ -145,75 +183,157 @@ SweepResult TensorParallel::sweep(Sweep &s) {
         s.gather.insert(&op.getOpOperand(0));
         continue;
       }
-      ShardingRule rule;
-      rule.mesh = mesh;
-      rule.preferGroups = preferGroups.contains(&op);
-      auto iface = dyn_cast<ShardingOpInterface>(op);
-      bool ok = iface && succeeded(iface.getShardingRule(in, rule));
-      if (!ok) {
-        // All-reduce the partial operands and ask again.
-        bool anyPartial = false;
-        for (auto [i, v] : llvm::enumerate(op.getOperands()))
-          if (in[i].isPartial()) {
-            in[i] = replicated(v);
-            anyPartial = true;
-          }
-        rule = ShardingRule();
-        rule.mesh = mesh;
-        rule.preferGroups = preferGroups.contains(&op);
-        if (!anyPartial)
-          return SweepResult::Failed;
-        // Any op computes on whole operands.
-        bool whole =
-            llvm::all_of(in, [](ShardingAttr a) { return a.isReplicated(); });
-        if (whole) {
-          rule.operands.assign(in.begin(), in.end());
-          for (Value r : op.getResults())
-            rule.results.push_back(replicated(r));
-          ok = true;
-        } else if (iface) {
-          ok = succeeded(iface.getShardingRule(in, rule));
-        }
-        if (!ok)
-          return SweepResult::Failed;
-        if (!iface) {
-          for (OpOperand &use : op.getOpOperands())
-            if (s.of(use.get()).isPartial())
-              s.reduce.insert(&use);
-          continue;
-        }
-      }
-      bool changed = false;
-      for (OpOperand &use : op.getOpOperands()) {
-        ShardingAttr have = s.of(use.get());
-        ShardingAttr want = rule.operands[use.getOperandNumber()];
-        if (have == want)
-          continue;
-        if (have.isPartial() && want.isReplicated()) {
-          s.reduce.insert(&use);
-          continue;
-        }
-        ParamOp p = paramOf(use.get());
-        int64_t d = want.getSplitDim();
-        if (!p || !have.isReplicated() || want.isPartial() || d < 0 ||
-            decisions.count(p.getName()) ||
-            tensorType(use.get()).getDimSize(d) % mesh[0] != 0)
-          return SweepResult::Failed;
-        decisions[p.getName()] = want;
-        changed = true;
-      }
-      if (changed)
-        return SweepResult::Changed;
-      for (auto [r, sh] : llvm::zip(op.getResults(), rule.results))
-        if (!sh.isReplicated())
-          s.sharding[r] = sh;
-      if (rule.groups > 1)
-        recordGroups(s, op.getOperand(0), rule.groups);
-      if (rule.ambiguous)
-        s.ambiguous.push_back(&op);
+      SweepResult r = visit(s, op, have);
+      if (r != SweepResult::Stable)
+        return r;
     }
   }
   return SweepResult::Stable;
+}
+
+/// Whether `v`, partial, can be reduce-scattered into row blocks (sequence
+/// parallelism): an activation whose leading dim the tensor axis divides.
+bool TensorParallel::scatterable(Value v, ShardingAttr have) const {
+  RankedTensorType t = tensorType(v);
+  return sp && !noScatter.contains(v) && have.isPartial() && have.getSplitDim() == -1 &&
+         have.getPartialKind().getValue() == "sum" && t.getRank() >= 2 &&
+         t.getElementType().isF32() && !t.isDynamicDim(0) &&
+         t.getDimSize(0) % mesh[0] == 0;
+}
+
+// Step 2, one op: the attempts, in order, are the operands as they are;
+// (sequence parallelism) the partial ones reduce-scattered into row blocks;
+// the partial ones all-reduced and the row blocks all-gathered (whole). The
+// first whose rule answers and whose operands can all be obtained wins.
+SweepResult TensorParallel::visit(Sweep &s, Operation &op,
+                                  ArrayRef<ShardingAttr> have) {
+  auto iface = dyn_cast<ShardingOpInterface>(op);
+  bool anyPartial = llvm::any_of(have, [](ShardingAttr a) { return a.isPartial(); });
+  bool anyRows = llvm::any_of(op.getOperands(),
+                              [&](Value v) { return s.rows.contains(v); });
+  bool anyScatterable = false;
+  for (auto [v, h] : llvm::zip(op.getOperands(), have))
+    anyScatterable |= scatterable(v, h);
+  SmallVector<int64_t> valid;
+  bool anyPadded = false;
+  for (Value v : op.getOperands()) {
+    valid.push_back(s.valid.lookup(v));
+    anyPadded |= valid.back() > 0;
+  }
+  enum Attempt { AsIs, Scatter, Whole };
+  SmallVector<Attempt, 3> attempts{AsIs};
+  if (anyScatterable)
+    attempts.push_back(Scatter);
+  if (anyPartial || anyRows)
+    attempts.push_back(Whole);
+  bool ruleFailedOnly = true;
+  for (Attempt at : attempts) {
+    // Without sequence parallelism the historic behaviour: operands that
+    // cannot be obtained fail the sweep, only a failing rule falls back.
+    if (at != AsIs && !sp && !ruleFailedOnly)
+      return SweepResult::Failed;
+    SmallVector<ShardingAttr> in(have.begin(), have.end());
+    for (auto [i, v] : llvm::enumerate(op.getOperands())) {
+      if (at == Scatter && scatterable(v, have[i]))
+        in[i] = ShardingAttr::getSplit(v.getContext(), tensorType(v).getRank(),
+                                       0);
+      if (at == Whole && (have[i].isPartial() || s.rows.contains(v)))
+        in[i] = replicated(v);
+    }
+    ShardingRule rule;
+    rule.mesh = mesh;
+    rule.preferGroups = preferGroups.contains(&op);
+    rule.valid = valid;
+    bool ok = false;
+    if (at == Whole && !anyPadded &&
+        llvm::all_of(in, [](ShardingAttr a) { return a.isReplicated(); })) {
+      // Any op computes on whole operands.
+      rule.operands.assign(in.begin(), in.end());
+      for (Value r : op.getResults())
+        rule.results.push_back(replicated(r));
+      ok = true;
+    } else if (iface) {
+      ok = succeeded(iface.getShardingRule(in, rule)) &&
+           (!anyPadded || rule.paddingHandled);
+    }
+    if (!ok)
+      continue;
+    ruleFailedOnly = false;
+    // Can every operand get the sharding the rule asks for?
+    SmallVector<std::tuple<ParamOp, ShardingAttr, int64_t>> decide;
+    SmallVector<OpOperand *> reduce, scatter, gather;
+    bool obtainable = true;
+    for (OpOperand &use : op.getOpOperands()) {
+      Value v = use.get();
+      ShardingAttr h = have[use.getOperandNumber()];
+      ShardingAttr want = rule.operands[use.getOperandNumber()];
+      if (h == want)
+        continue;
+      if (h.isPartial() && want.isReplicated()) {
+        reduce.push_back(&use);
+        continue;
+      }
+      if (at == Scatter && scatterable(v, h) && want.getSplitDim() == 0 &&
+          !want.isPartial()) {
+        scatter.push_back(&use);
+        continue;
+      }
+      if (s.rows.contains(v) && want.isReplicated()) {
+        gather.push_back(&use);
+        continue;
+      }
+      ParamOp p = paramOf(v);
+      int64_t d = want.getSplitDim();
+      if (!p || !h.isReplicated() || want.isPartial() || d < 0 ||
+          decisions.count(p.getName()) || tensorType(v).isDynamicDim(d)) {
+        obtainable = false;
+        break;
+      }
+      // A dim the devices do not divide is zero-padded (kept only where
+      // every op taking it knows what the padding means).
+      int64_t n = tensorType(v).getDimSize(d);
+      decide.push_back({p, want, n % mesh[0] ? n : 0});
+    }
+    if (!obtainable) {
+      if (!sp)
+        return SweepResult::Failed;
+      continue;
+    }
+    if (!decide.empty()) {
+      for (auto [p, want, n] : decide) {
+        decisions[p.getName()] = want;
+        if (n)
+          unpadded[p.getName()] = n;
+      }
+      return SweepResult::Changed;
+    }
+    s.reduce.insert(reduce.begin(), reduce.end());
+    s.scatter.insert(scatter.begin(), scatter.end());
+    s.rowGather.insert(gather.begin(), gather.end());
+    // Row blocks flow on: a result split along its leading dim by an op
+    // that took row blocks is row blocks too.
+    bool rowsIn = !scatter.empty();
+    for (OpOperand &use : op.getOpOperands())
+      rowsIn |= s.rows.contains(use.get()) && !llvm::is_contained(gather, &use);
+    if (anyPadded)
+      s.paddedOps[&op] = valid;
+    for (auto [r, n] : llvm::zip(op.getResults(), rule.resultValid))
+      if (n > 0)
+        s.valid[r] = n;
+    for (auto [r, sh] : llvm::zip(op.getResults(), rule.results)) {
+      if (sh.isReplicated())
+        continue;
+      s.sharding[r] = sh;
+      if (rowsIn && sh.getSplitDim() == 0 && !sh.isPartial())
+        s.rows.insert(r);
+    }
+    if (rule.groups > 1)
+      recordGroups(s, op.getOperand(0), rule.groups);
+    if (rule.ambiguous)
+      s.ambiguous.push_back(&op);
+    return SweepResult::Stable;
+  }
+  return SweepResult::Failed;
 }
 
 /// Marks every param whose split reaches `v` (through split operands) as
@@ -233,40 +353,124 @@ void TensorParallel::recordGroups(Sweep &s, Value v, int64_t groups) {
 RankedTensorType localType(Value v, ShardingAttr s, ArrayRef<int64_t> mesh) {
   RankedTensorType t = tensorType(v);
   SmallVector<int64_t> shape(t.getShape());
+  // A split dim the devices do not divide is zero-padded: ceil.
   for (int64_t d = 0; d < t.getRank(); ++d)
     for (int64_t axis : s.getDimAxes(d))
-      shape[d] /= mesh[axis];
+      shape[d] = (shape[d] + mesh[axis] - 1) / mesh[axis];
   return RankedTensorType::get(shape, t.getElementType());
 }
 
+/// Whether `op` computes on split or partial values under `s` (a use that
+/// is all-reduced or all-gathered first is whole).
+bool doesSplitWork(const Sweep &s, Operation *op) {
+  for (OpOperand &use : op->getOpOperands())
+    if (!s.of(use.get()).isReplicated() && !s.reduce.contains(&use) &&
+        !s.rowGather.contains(&use))
+      return true;
+  return llvm::any_of(op->getResults(),
+                      [&](Value r) { return !s.of(r).isReplicated(); });
+}
+
 // Step 4.
-void TensorParallel::rewrite(Sweep &s) {
+LogicalResult TensorParallel::rewrite(Sweep &s) {
+  bool bad = false;
   MLIRContext *ctx = &getContext();
   IRRewriter b(ctx);
   auto axes = b.getDenseI64ArrayAttr({0});
-  DenseMap<Value, Value> reduced, copied;
+  DenseMap<Value, Value> reduced, copied, scattered, rowGathered;
   for (func::FuncOp f : funcs) {
     SmallVector<Operation *> ops;
     for (Operation &op : f.getBody().getOps())
       ops.push_back(&op);
     for (Operation *op : ops) {
-      bool splitWork = false;
-      for (OpOperand &use : op->getOpOperands())
-        splitWork |=
-            !s.of(use.get()).isReplicated() && !s.reduce.contains(&use);
-      for (Value r : op->getResults())
-        splitWork |= !s.of(r).isReplicated();
+      bool splitWork = doesSplitWork(s, op);
       for (OpOperand &use : op->getOpOperands()) {
         Value v = use.get();
+        if (s.scatter.contains(&use)) {
+          // Sequence parallelism: the partial sum, reduce-scattered into
+          // this device's block of rows (Megatron's reduce-scatter after a
+          // row-parallel linear); adjoint: all-gather.
+          Value &r = scattered[v];
+          if (!r) {
+            SmallVector<int64_t> shape(tensorType(v).getShape());
+            shape[0] /= mesh[0];
+            b.setInsertionPointAfterValue(v);
+            r = b.create<ReduceScatterOp>(
+                v.getLoc(), RankedTensorType::get(shape, b.getF32Type()), v,
+                axes, 0);
+            r.getDefiningOp()->setAttr(
+                kShardingAttr, ShardingAttr::getSplit(ctx, shape.size(), 0));
+          }
+          use.set(r);
+          continue;
+        }
+        if (s.rowGather.contains(&use)) {
+          // Row blocks all-gathered for an op that needs them whole (the
+          // input of a column-parallel linear); adjoint: reduce-scatter of
+          // the gradient, which is a term per device there -- so no
+          // copy_to_region. Work that is replicated would give a gradient
+          // that is whole on every device, which the reduce-scatter would
+          // count T times.
+          if (!splitWork) {
+            op->emitOpError("takes whole rows gathered from sequence-parallel "
+                            "blocks but does replicated work: its gradient "
+                            "would be counted --tp times");
+            bad = true;
+          }
+          Value &g = rowGathered[v];
+          if (!g) {
+            SmallVector<int64_t> shape(tensorType(v).getShape());
+            shape[0] *= mesh[0];
+            b.setInsertionPointAfterValue(v);
+            g = b.create<AllGatherOp>(
+                v.getLoc(), RankedTensorType::get(shape, b.getF32Type()), v,
+                axes, 0);
+          }
+          use.set(g);
+          continue;
+        }
         if (s.gather.contains(&use)) {
           ShardingAttr sh = s.of(v);
           int64_t d = sh.getSplitDim();
           SmallVector<int64_t> shape(tensorType(v).getShape());
           shape[d] *= mesh[0];
           b.setInsertionPoint(op);
-          use.set(b.create<AllGatherOp>(
+          Value g = b.create<AllGatherOp>(
               v.getLoc(), RankedTensorType::get(shape, b.getF32Type()), v,
-              b.getDenseI64ArrayAttr(sh.getDimAxes(d)), d));
+              b.getDenseI64ArrayAttr(sh.getDimAxes(d)), d);
+          if (int64_t n = s.valid.lookup(v)) {
+            // Zero padding gathered (@predict's logits of a padded
+            // vocabulary): keep the first n along d -- moved to the front,
+            // a view of the leading n, moved back.
+            int64_t rank = shape.size();
+            SmallVector<int64_t> perm{d}, back;
+            for (int64_t k = 0; k < rank; ++k)
+              if (k != d)
+                perm.push_back(k);
+            back.assign(rank, 0);
+            for (int64_t k = 0; k < rank; ++k)
+              back[perm[k]] = k;
+            auto permuted = [&](ArrayRef<int64_t> sh, ArrayRef<int64_t> p) {
+              SmallVector<int64_t> out;
+              for (int64_t k : p)
+                out.push_back(sh[k]);
+              return RankedTensorType::get(out, b.getF32Type());
+            };
+            RankedTensorType front = permuted(shape, perm);
+            Value t = b.create<TransposeOp>(v.getLoc(), front, g,
+                                            b.getDenseI64ArrayAttr(perm));
+            SmallVector<int64_t> cut(front.getShape());
+            cut[0] = n;
+            Value kept = b.create<ViewOp>(
+                v.getLoc(), RankedTensorType::get(cut, b.getF32Type()), t,
+                b.getI64IntegerAttr(0));
+            SmallVector<int64_t> full(shape);
+            full[d] = n;
+            g = b.create<TransposeOp>(v.getLoc(),
+                                      RankedTensorType::get(full, b.getF32Type()),
+                                      kept, b.getDenseI64ArrayAttr(back));
+          }
+          use.set(g);
           continue;
         }
         bool whole = s.of(v).isReplicated();
@@ -305,6 +509,8 @@ void TensorParallel::rewrite(Sweep &s) {
         op->setAttr(kShardingAttr, shardings.size() == 1
                                        ? shardings[0]
                                        : Attribute(b.getArrayAttr(shardings)));
+      if (auto it = s.paddedOps.find(op); it != s.paddedOps.end())
+        op->setAttr(kUnpaddedOperandsAttr, b.getDenseI64ArrayAttr(it->second));
       // The op's own per-device form (vocabulary-parallel ops).
       if (auto iface = dyn_cast<ShardingOpInterface>(op); iface && splitWork) {
         SmallVector<ShardingAttr> in;
@@ -320,6 +526,9 @@ void TensorParallel::rewrite(Sweep &s) {
       if (!any)
         continue;
       if (auto p = dyn_cast<ParamOp>(op)) {
+        auto u = unpadded.find(p.getName());
+        if (u != unpadded.end())
+          p->setAttr(kUnpaddedAttr, b.getI64IntegerAttr(u->second));
         SmallVector<Attribute> dims;
         for (int64_t d : p.getType().getShape())
           dims.push_back(b.getI64IntegerAttr(d));
@@ -330,6 +539,39 @@ void TensorParallel::rewrite(Sweep &s) {
       }
     }
   }
+  return failure(bad);
+}
+
+// Step 5: row blocks all-gathered into replicated work (a residual add whose
+// other operand is whole, e.g. after a replicated embedding) would get a
+// whole gradient on every device, which the gather's adjoint (reduce-scatter)
+// would count T times. The reduce-scatters those blocks came from become
+// all-reduces again. Returns whether anything changed.
+bool TensorParallel::dropWholeRowsOnReplicatedWork(const Sweep &s) {
+  bool changed = false;
+  SmallVector<Value> work;
+  for (func::FuncOp f : funcs)
+    for (Operation &op : f.getBody().getOps())
+      if (!doesSplitWork(s, &op))
+        for (OpOperand &use : op.getOpOperands())
+          if (s.rowGather.contains(&use))
+            work.push_back(use.get());
+  DenseSet<Value> seen;
+  while (!work.empty()) {
+    Value v = work.pop_back_val();
+    if (!seen.insert(v).second)
+      continue;
+    Operation *def = v.getDefiningOp();
+    if (!def)
+      continue;
+    for (OpOperand &use : def->getOpOperands()) {
+      if (s.scatter.contains(&use))
+        changed |= noScatter.insert(use.get()).second;
+      else if (s.rows.contains(use.get()))
+        work.push_back(use.get());
+    }
+  }
+  return changed;
 }
 
 void TensorParallel::runOnOperation() {
@@ -405,10 +647,20 @@ void TensorParallel::runOnOperation() {
     if (decisions.count(p.getName()))
       continue;
     int64_t outDim = mm.getTransposeB() ? 0 : 1;
-    if (p.getType().getDimSize(outDim) % size != 0)
+    if (p.getType().isDynamicDim(outDim))
       continue;
+    // A dim the devices do not divide is tried zero-padded.
+    int64_t n = p.getType().getDimSize(outDim);
     llvm::StringMap<ShardingAttr> saved = decisions;
-    decisions[p.getName()] = ShardingAttr::getSplit(&getContext(), 2, outDim);
+    llvm::StringMap<int64_t> savedPad = unpadded;
+    auto decide = [&] {
+      decisions = saved;
+      unpadded = savedPad;
+      decisions[p.getName()] = ShardingAttr::getSplit(&getContext(), 2, outDim);
+      if (n % size)
+        unpadded[p.getName()] = n;
+    };
+    decide();
     Sweep trial;
     noGatherIn = mm->getParentOfType<func::FuncOp>();
     if (settle(trial))
@@ -425,21 +677,30 @@ void TensorParallel::runOnOperation() {
           added.push_back(op);
       if (added.size() == before)
         break;
-      decisions = saved;
-      decisions[p.getName()] = ShardingAttr::getSplit(&getContext(), 2, outDim);
+      decide();
       ok = settle(trial);
     }
     if (!ok) {
       for (Operation *op : added)
         preferGroups.erase(op);
       decisions = std::move(saved);
+      unpadded = std::move(savedPad);
     }
   }
   noGatherIn = nullptr;
   if (!settle(s))
     return signalPassFailure();
+  // Step 5.
+  if (sequenceParallel) {
+    sp = true;
+    do {
+      if (!settle(s))
+        return signalPassFailure();
+    } while (dropWholeRowsOnReplicatedWork(s));
+  }
   // Step 4.
-  rewrite(s);
+  if (failed(rewrite(s)))
+    return signalPassFailure();
 }
 
 } // namespace

@@ -177,7 +177,7 @@ Arity arityOf(Op op) {
   case Op::GradNorm:
     return {-1, 2};
   case Op::AdamW:
-    return {7, 0};
+    return {7, -1}; // 1 output: the distributed optimizer's updated shard
   case Op::Sgd:
     return {4, 0};
   case Op::AllReduce:
@@ -331,8 +331,11 @@ void validate(const Plan &plan) {
                 t.shardGroup >= 0 && t.shardGroup <= 2;
       for (size_t d = 0; ok && d < t.shape.size(); ++d) {
         if (int32_t(d) == t.shardDim)
+          // Or zero-padded (one chunk): ceil(full / local) ranks, the
+          // padding in the last ones (a vocabulary T does not divide).
           ok = t.shape[d] > 0 && t.shape[d] % t.shardGroups == 0 &&
-               t.fullShape[d] % t.shape[d] == 0;
+               (t.fullShape[d] % t.shape[d] == 0 ||
+                (t.shardGroups == 1 && t.fullShape[d] > t.shape[d]));
         else
           ok = t.shape[d] == t.fullShape[d];
       }
@@ -343,8 +346,14 @@ void validate(const Plan &plan) {
       throw PlanError("invalid plan: unsharded '" + t.name +
                       "' has a different full shape");
     }
-    if (t.role != Role::Param && (plan.persistents[t.param].shape != t.shape ||
-                                  plan.persistents[t.param].dtype != t.dtype))
+    // (Distributed optimizer: AdamW moments are data-parallel shards of an
+    // unsharded parameter's shape: shard_dim 0 over group 1.)
+    const Persistent &param = plan.persistents[t.param];
+    bool dataShard = (t.role == Role::AdamM || t.role == Role::AdamV) &&
+                     t.shardDim == 0 && t.shardGroup == 1 &&
+                     param.shardDim < 0 && t.fullShape == param.shape;
+    if (t.role != Role::Param &&
+        ((param.shape != t.shape && !dataShard) || param.dtype != t.dtype))
       throw PlanError("invalid plan: " + std::string(roleName(t.role)) +
                       " of '" + t.name +
                       "' differs in shape or dtype from its parameter");
@@ -788,6 +797,13 @@ void printPlan(const Plan &plan, std::ostream &os) {
       }
     } else {
       os << " of %p" << t.param;
+      // A state sharded unlike its parameter (the distributed optimizer's
+      // moments: a block of rows per data rank).
+      if (t.shardDim >= 0 && t.param >= 0 &&
+          size_t(t.param) < plan.persistents.size() &&
+          plan.persistents[size_t(t.param)].shardDim < 0)
+        os << " shard(dim=" << t.shardDim << ", group=" << t.shardGroup
+           << ")";
     }
     os << "\n";
   }

@@ -3,6 +3,7 @@
 
 #include "Rng.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -64,23 +65,31 @@ int64_t product(const std::vector<int64_t> &s, size_t b, size_t e) {
 
 /// Copies between a full tensor and part `r` of `S` of its shard:
 /// dim shardDim of the full tensor is shardGroups chunks, each cut into S
-/// parts; the shard is part r of every chunk, chunks in order.
+/// parts; the shard is part r of every chunk, chunks in order. A full dim
+/// that S parts of the local size exceed (one chunk) is zero-padded at its
+/// end: the padding is zeros in the shard and is dropped going back.
 void shardCopy(const plan::Persistent &t, int64_t r, int64_t S,
                const char *full, char *local, bool toLocal) {
   const size_t d = size_t(t.shardDim);
   const std::vector<int64_t> &fs = t.fullShape;
   const int64_t outer = product(fs, 0, d), inner = product(fs, d + 1, fs.size());
-  const int64_t F = fs[d], G = t.shardGroups, chunk = F / G, part = chunk / S;
+  const int64_t F = fs[d], G = t.shardGroups, part = t.shape[d] / G,
+                chunk = part * S;
+  // The part's entries that exist in the full tensor (all but padding).
+  const int64_t real = std::clamp<int64_t>(F - r * part, 0, part);
   const size_t es = plan::dtypeSize(t.dtype);
-  const size_t len = size_t(part * inner) * es;
+  const size_t len = size_t(real * inner) * es;
+  const size_t pad = size_t((part - real) * inner) * es;
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t g = 0; g < G; ++g) {
       const size_t fo = size_t((o * F + g * chunk + r * part) * inner) * es;
       const size_t lo = size_t((o * G * part + g * part) * inner) * es;
-      if (toLocal)
+      if (toLocal) {
         std::memcpy(local + lo, full + fo, len);
-      else
+        std::memset(local + lo + len, 0, pad);
+      } else {
         std::memcpy(const_cast<char *>(full) + fo, local + lo, len);
+      }
     }
 }
 
@@ -93,8 +102,9 @@ Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm)
     if (t.shardDim >= 0) {
       // plan::validate proved the shapes consistent; the group size must be
       // the number of parts.
+      // (ceil: a zero-padded dim leaves part of the last shard empty.)
       size_t d = size_t(t.shardDim);
-      int64_t parts = t.fullShape[d] / t.shape[d];
+      int64_t parts = (t.fullShape[d] + t.shape[d] - 1) / t.shape[d];
       const ProcessGroup *g = comm ? &comm->group(plan::ParallelGroup(
                                          t.shardGroup))
                                    : nullptr;

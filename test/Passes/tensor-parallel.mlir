@@ -152,10 +152,16 @@ func.func @vocab() {
 
 // -----
 
+// A vocabulary (7) that T does not divide is zero-padded to 8: 4 rows per
+// device (the last device's last row is padding, `mega.unpadded` holds the
+// true size); the lookup and the output layer take it (padded rows are never
+// looked up, padded logit columns are masked: `mega.vocab` on the loss).
 // CHECK-LABEL: func.func @indivisible_vocab
-// CHECK-NOT: mega.sharding
-// CHECK: mega.embedding
-// CHECK: mega.cross_entropy
+// CHECK: %[[T:.*]] = mega.param "wte" [4, 8] init zeros {mega.sharding = #mega.sharding<{{\[\[}}0], []]>, mega.unpadded = 7 : i64} : tensor<4x8xf32>
+// CHECK: mega.vocab_embedding %{{.*}}, %[[T]] axes [0] {{.*}}mega.unpadded_operands = array<i64: 0, 7>}
+// CHECK: %[[L:.*]] = mega.matmul %{{.*}}, %[[T]] {{.*}}mega.unpadded_operands = array<i64: 0, 7>, transpose_b} : tensor<2x3x8xf32>, tensor<4x8xf32> -> tensor<2x3x4xf32>
+// CHECK: mega.vocab_cross_entropy_stats %[[L]], {{.*}} axes [0] {mega.vocab = 7 : i64}
+// CHECK: mega.vocab_cross_entropy %[[L]], {{.*}} axes [0] {mega.vocab = 7 : i64}
 func.func @indivisible_vocab() {
   %ids = mega.input "ids" [2, 3] : tensor<2x3xi32>
   %wte = mega.param "wte" [7, 8] init zeros : tensor<7x8xf32>
@@ -163,6 +169,52 @@ func.func @indivisible_vocab() {
   %l = mega.matmul %e, %wte {transpose_b} : tensor<2x3x8xf32>, tensor<7x8xf32> -> tensor<2x3x7xf32>
   %loss, %lse = mega.cross_entropy %l, %ids : tensor<2x3x7xf32>, tensor<2x3xi32> -> tensor<f32>, tensor<6xf32>
   mega.output "loss", %loss : tensor<f32>
+  return
+}
+
+// -----
+
+// The padded logits as a program output (gathered): the padding is cut off
+// (vocabulary to the front, a view of its first 7, back).
+// CHECK-LABEL: func.func @indivisible_logits
+// CHECK: %[[L:.*]] = mega.matmul {{.*}} -> tensor<1x3x4xf32>
+// CHECK: %[[G:.*]] = mega.all_gather %[[L]] axes [0] {dim = 2 : i64} : tensor<1x3x4xf32> -> tensor<1x3x8xf32>
+// CHECK: %[[F:.*]] = mega.transpose %[[G]] perm [2, 0, 1] : tensor<1x3x8xf32> -> tensor<8x1x3xf32>
+// CHECK: %[[V:.*]] = mega.view %[[F]] offset 0 : tensor<8x1x3xf32> -> tensor<7x1x3xf32>
+// CHECK: %[[B:.*]] = mega.transpose %[[V]] perm [1, 2, 0] : tensor<7x1x3xf32> -> tensor<1x3x7xf32>
+// CHECK: mega.output "logits", %[[B]] : tensor<1x3x7xf32>
+func.func @indivisible_vocab() {
+  %ids = mega.input "ids" [2, 3] : tensor<2x3xi32>
+  %wte = mega.param "wte" [7, 8] init zeros : tensor<7x8xf32>
+  %e = mega.embedding %ids, %wte : tensor<2x3xi32>, tensor<7x8xf32> -> tensor<2x3x8xf32>
+  %l = mega.matmul %e, %wte {transpose_b} : tensor<2x3x8xf32>, tensor<7x8xf32> -> tensor<2x3x7xf32>
+  %loss, %lse = mega.cross_entropy %l, %ids : tensor<2x3x7xf32>, tensor<2x3xi32> -> tensor<f32>, tensor<6xf32>
+  mega.output "loss", %loss : tensor<f32>
+  return
+}
+func.func @indivisible_logits() {
+  %ids = mega.input "ids" [1, 3] : tensor<1x3xi32>
+  %wte = mega.param "wte" [7, 8] init zeros : tensor<7x8xf32>
+  %e = mega.embedding %ids, %wte : tensor<1x3xi32>, tensor<7x8xf32> -> tensor<1x3x8xf32>
+  %l = mega.matmul %e, %wte {transpose_b} : tensor<1x3x8xf32>, tensor<7x8xf32> -> tensor<1x3x7xf32>
+  mega.output "logits", %l : tensor<1x3x7xf32>
+  return
+}
+
+// -----
+
+// Padding only where a rule says what it means: a column-parallel weight
+// whose 7 outputs feed gelu (no rule for padded operands) stays whole.
+// CHECK-LABEL: func.func @indivisible_mlp
+// CHECK-NOT: mega.sharding
+// CHECK-NOT: mega.unpadded
+// CHECK: return
+func.func @indivisible_mlp() {
+  %x = mega.input "x" [4, 8] : tensor<4x8xf32>
+  %w = mega.param "w" [8, 7] init zeros : tensor<8x7xf32>
+  %h = mega.matmul %x, %w : tensor<4x8xf32>, tensor<8x7xf32> -> tensor<4x7xf32>
+  %g = mega.gelu %h : tensor<4x7xf32> -> tensor<4x7xf32>
+  mega.output "y", %g : tensor<4x7xf32>
   return
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tensor parallelism on MPI ranks (ctest parallel.tp_*; builds with megac).
+"""Tensor, sequence and data parallelism of megac's GPT on MPI ranks
+(ctest parallel.tp_*, parallel.dp_distopt; builds with megac).
 
 A small GPT (layers 2, hidden 64, heads 4) compiled by megac at tp=1 and at
 tp=2 (mpirun -np 2) trains 10 steps on the same data, --no-shuffle, the same
@@ -9,9 +10,26 @@ and --dump-grads (always full tensors) to rel 1e-4.
 
 tp_vocab      vocab 256, divisible by 2: the vocabulary-parallel embedding and
               loss (VocabEmbedding, VocabCrossEntropy*)
-tp_odd_vocab  vocab 251 (odd): the embedding and loss stay replicated, the
-              blocks are split
+tp_odd_vocab  vocab 251 (odd): zero-padded to 252, 126 vocabulary rows per
+              rank, the padded logit column masked out of the loss (the
+              plan's loss kernels carry V = 251); --dump-grads and the saved
+              checkpoint (parameters and AdamW moments) hold the true
+              [251, 64] wte, equal to the single-device ones
 tp_dp         vocab 256 at tp=2, dp=2 (4 ranks) against tp=1, dp=1
+tp4           vocab 256 at tp=4 (4 ranks: one head, 16 columns of c_attn's
+              q, k and v, 64 vocabulary rows per rank)
+tp_sp         vocab 256 at tp=2 with --sequence-parallel: layer norms and
+              residual adds on blocks of rows, reduce-scatter / all-gather
+              instead of all-reduce, layer-norm gradients all-reduced; the
+              plan must hold ReduceScatter and AllGather over the tensor
+              group
+dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
+              gradients reduce-scattered, each rank updates its half of every
+              parameter with its half of the AdamW moments, parameters
+              all-gathered; the clipped norm is the global one. The moments
+              per rank are half the bytes of the plain dp=2 plan's (printed),
+              and a checkpoint (one step at lr 0) holds the full moments,
+              equal to the one-device ones
 """
 import argparse
 import json
@@ -29,22 +47,24 @@ MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mo
                      "gpt.mlir")
 
 
-def compile_plan(path, vocab, tp, dpsize, micro, global_batch):
+def compile_plan(path, vocab, tp, dpsize, micro, global_batch, flags=()):
     megac = os.path.join(dp.ARGS.bin_dir, "megac")
     dp.check(os.path.exists(megac), f"no megac at {megac}")
     sets = ["--set", "layers=2", "--set", "hidden=64", "--set", "heads=4",
             "--set", f"vocab={vocab}", "--set", "seq=16"]
     subprocess.run([megac, MODEL, "-o", path, "--micro-batch-size", str(micro),
                     "--global-batch-size", str(global_batch), "--tp", str(tp),
-                    "--dp", str(dpsize)] + sets, check=True)
+                    "--dp", str(dpsize)] + sets + list(flags), check=True)
     return path
 
 
-def train(plan, data, tag, np_, extra, steps=10):
+def train(plan, data, tag, np_, extra, steps=10, save=None):
     log = dp.scratch(f"{tag}.jsonl")
     if os.path.exists(log):
         os.remove(log)
     grads = dp.scratch(f"{tag}-grads.safetensors")
+    if save:
+        extra = extra + ["--save", save]
     p = dp.run([dp.ARGS.mega_run, plan, "--data", data, "--steps", steps, "--log-interval", 1,
                 "--log-file", log, "--dump-grads", grads] + extra, np_=np_, timeout=180)
     lines = [l for l in p.stdout.splitlines() if l.startswith(" iteration")]
@@ -55,16 +75,23 @@ def train(plan, data, tag, np_, extra, steps=10):
     return dp.losses(log), norms, dp.load_safetensors(grads)
 
 
-def equivalence(vocab, tp, dpsize):
-    tag = f"v{vocab}-tp{tp}-dp{dpsize}"
+def plan_text(plan_args):
+    megac = os.path.join(dp.ARGS.bin_dir, "megac")
+    return subprocess.run([megac, MODEL, "--emit", "plan-text"] + plan_args,
+                          check=True, capture_output=True, text=True).stdout
+
+
+def equivalence(vocab, tp, dpsize, flags=(), saves=False, steps=10, lr=()):
+    tag = f"v{vocab}-tp{tp}-dp{dpsize}" + "".join(f.replace("--", "-") for f in flags)
     rng = np.random.default_rng(13)
     data = dp.write_dataset(dp.scratch(f"data-{vocab}"),
                             [rng.integers(0, vocab, size=n) for n in (900, 700, 500)])
     ref = compile_plan(dp.scratch(f"{tag}-ref.plan"), vocab, 1, 1, 2, 4)
-    par = compile_plan(dp.scratch(f"{tag}.plan"), vocab, tp, dpsize, 2, 4)
-    extra = ["--no-shuffle", "--seed", "5"]
-    l1, n1, g1 = train(ref, data, f"{tag}-ref", 0, extra)
-    l2, n2, g2 = train(par, data, tag, tp * dpsize, extra)
+    par = compile_plan(dp.scratch(f"{tag}.plan"), vocab, tp, dpsize, 2, 4, flags)
+    extra = ["--no-shuffle", "--seed", "5"] + list(lr)
+    ck1, ck2 = (dp.scratch(f"{tag}-ref-ckpt"), dp.scratch(f"{tag}-ckpt")) if saves else (None, None)
+    l1, n1, g1 = train(ref, data, f"{tag}-ref", 0, extra, steps, save=ck1)
+    l2, n2, g2 = train(par, data, tag, tp * dpsize, extra, steps, save=ck2)
     dp.compare(f"{tag}: losses", l1, l2, 1e-5)
     # The clipped norm (about 2 > --clip-grad 1 here): shards and replicated
     # gradients each counted once.
@@ -73,8 +100,95 @@ def equivalence(vocab, tp, dpsize):
              "would not see a wrong norm")
     dp.check(sorted(g1) == sorted(g2), f"{tag}: grad names {sorted(g1)} vs {sorted(g2)}")
     for k in g1:
+        dp.check(g1[k].shape == g2[k].shape, f"{tag}: grad {k} {g1[k].shape} vs {g2[k].shape}")
         dp.compare(f"{tag}: grad {k}", g1[k], g2[k], 1e-4)
-    print(f"{tag}: 10 steps, losses {[round(x, 6) for x in l1]}")
+    if saves:
+        # Checkpoints hold full, true-shaped tensors whatever the layout: the
+        # parameters as drawn (bitwise: gathered shards), the moments of one
+        # step. (Further steps are not compared: AdamW turns the rounding
+        # noise of gradients that are 0 in exact arithmetic -- the key bias
+        # -- into steps of size lr.)
+        it = f"iter_{steps:07d}"
+        for f in ("model.safetensors", "optimizer.safetensors"):
+            a = dp.load_safetensors(os.path.join(ck1, it, f))
+            b = dp.load_safetensors(os.path.join(ck2, it, f))
+            dp.check(sorted(a) == sorted(b), f"{tag} {f}: names {sorted(a)} vs {sorted(b)}")
+            for k in a:
+                dp.check(a[k].shape == b[k].shape, f"{tag} {f}: {k} {a[k].shape} vs {b[k].shape}")
+                if f == "model.safetensors":
+                    dp.check(np.array_equal(a[k], b[k]), f"{tag}: saved {k} differs")
+                else:
+                    dp.compare(f"{tag}: saved {f} {k}", a[k], b[k], 1e-4)
+        dp.check(a["exp_avg.wte.weight"].shape == (vocab, 64) if "exp_avg.wte.weight" in a
+                 else True, f"{tag}: wte moment shape")
+    print(f"{tag}: {steps} steps, losses {[round(x, 6) for x in l1]}")
+    return g2
+
+
+def padded_vocabulary():
+    # 251 = 2 * 126 - 1: vocabulary-parallel with one padded row, masked.
+    sets = ["--set", "layers=2", "--set", "hidden=64", "--set", "heads=4", "--set",
+            "vocab=251", "--set", "seq=16", "--micro-batch-size", "2", "--global-batch-size",
+            "4", "--tp", "2"]
+    text = plan_text(sets)
+    for want in ('param "wte.weight" 126x64xf32', "shard(dim=0 of 251x64, padded to 252",
+                 "VocabEmbedding(", "VocabCrossEntropyStats("):
+        dp.check(want in text, f"padded vocabulary: the tp=2 plan lacks {want!r}")
+    dp.check(all(",126,251," in l for l in text.splitlines()
+                 if "VocabCrossEntropyStats(" in l or "VocabCrossEntropyGrad(" in l),
+             "padded vocabulary: a loss kernel without V = 251")
+    grads = equivalence(251, 2, 1)
+    # The padded row is no gradient of the model: absent from the dump.
+    dp.check(grads["wte.weight"].shape == (251, 64),
+             f"dumped wte gradient is {grads['wte.weight'].shape}, not (251, 64)")
+    # One step at lr 0, saved in both layouts.
+    equivalence(251, 2, 1, saves=True, steps=1, lr=["--lr", "0"])
+
+
+def optimizer_state_bytes(text):
+    """Bytes of the AdamW moments one rank holds (their local shapes)."""
+    total = 0
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) > 3 and f[1] in ("adam_m", "adam_v"):
+            dims = f[3].replace("xf32", "").replace("f32", "")
+            n = 1
+            for d in dims.split("x"):
+                n *= int(d)
+            total += 4 * n
+    return total
+
+
+def distributed_optimizer():
+    sets = ["--set", "layers=2", "--set", "hidden=64", "--set", "heads=4", "--set",
+            "vocab=256", "--set", "seq=16", "--micro-batch-size", "2", "--global-batch-size",
+            "4", "--dp", "2"]
+    plain, zero = plan_text(sets), plan_text(sets + ["--use-distributed-optimizer"])
+    b1, b2 = optimizer_state_bytes(plain), optimizer_state_bytes(zero)
+    print(f"AdamW moments per rank at dp=2: {b1} bytes, {b2} with "
+          "--use-distributed-optimizer")
+    dp.check(b1 > 0 and 2 * b2 == b1, f"moments per rank {b2}, not half of {b1}")
+    dp.check(zero.count("ReduceScatter(") > 0 and "AdamW(" in zero and
+             zero.count("AllGather(") >= zero.count("AdamW("),
+             "the distributed optimizer's plan lacks its reduce-scatters or all-gathers")
+    equivalence(256, 1, 2, ["--use-distributed-optimizer"])
+    equivalence(256, 1, 2, ["--use-distributed-optimizer"], saves=True, steps=1,
+                lr=["--lr", "0"])
+
+
+def sequence_parallel():
+    # The collectives sequence parallelism puts in place of the all-reduces
+    # (the kernels at kernel level, group 0 = tensor).
+    sets = ["--set", "layers=2", "--set", "hidden=64", "--set", "heads=4", "--set",
+            "vocab=256", "--set", "seq=16", "--micro-batch-size", "2", "--global-batch-size",
+            "4", "--tp", "2"]
+    plain, sp = plan_text(sets), plan_text(sets + ["--sequence-parallel"])
+    # (@predict's logits are all-gathered either way.)
+    for kind in ("ReduceScatter", "AllGather"):
+        dp.check(sp.count(kind) > plain.count(kind),
+                 f"{kind}: {plain.count(kind)} without and {sp.count(kind)} with "
+                 "--sequence-parallel")
+    equivalence(256, 2, 1, ["--sequence-parallel"])
 
 
 def main():
@@ -83,14 +197,18 @@ def main():
     ap.add_argument("--mega-run", required=True)
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--scratch", required=True)
-    ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp"])
+    ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp",
+                                     "dp_distopt"])
     args = ap.parse_args()
     dp.ARGS = args
     shutil.rmtree(args.scratch, ignore_errors=True)
     os.makedirs(args.scratch)
     {"tp_vocab": lambda: equivalence(256, 2, 1),
-     "tp_odd_vocab": lambda: equivalence(251, 2, 1),
-     "tp_dp": lambda: equivalence(256, 2, 2)}[args.case]()
+     "tp_odd_vocab": padded_vocabulary,
+     "tp_dp": lambda: equivalence(256, 2, 2),
+     "tp4": lambda: equivalence(256, 4, 1),
+     "tp_sp": sequence_parallel,
+     "dp_distopt": distributed_optimizer}[args.case]()
     print("PASS " + args.case)
 
 

@@ -200,14 +200,22 @@ CompileOptions checkFlags() {
   o.schedule = *kind;
   if (o.vpp > 1 && o.pp == 1)
     fail("--vpp " + llvm::Twine(o.vpp) + " needs --pp > 1");
-  if (sequenceParallel)
-    fail(o.tp > 1 ? llvm::Twine("--sequence-parallel is not implemented yet "
-                                "(tensor parallelism runs without it)")
-                  : llvm::Twine("--sequence-parallel needs --tp > 1"));
-  if (distributedOptimizer)
-    fail(o.dp > 1 ? llvm::Twine("--use-distributed-optimizer is not "
-                                "implemented yet (gradients are all-reduced)")
-                  : llvm::Twine("--use-distributed-optimizer needs --dp > 1"));
+  if (sequenceParallel && o.tp == 1)
+    fail("--sequence-parallel needs --tp > 1");
+  // The distributed optimizer shards the AdamW moments over the data ranks
+  // (a dim D does not divide is mega-data-parallel's error: it knows the
+  // parameters).
+  if (distributedOptimizer && o.dp == 1)
+    fail("--use-distributed-optimizer needs --dp > 1");
+  if (distributedOptimizer && o.tp > 1)
+    fail("--use-distributed-optimizer with --tp " + llvm::Twine(o.tp) +
+         " is not supported yet (only --tp 1)");
+  if (distributedOptimizer && o.pp > 1)
+    fail("--use-distributed-optimizer with --pp " + llvm::Twine(o.pp) +
+         " is not supported yet (only --pp 1)");
+  if (distributedOptimizer && optimizer == "sgd")
+    fail("--use-distributed-optimizer needs --optimizer adam (sgd has no "
+         "state to shard)");
   if (target != "cpu" && target != "cuda")
     fail("--target " + target + ": expected cpu or cuda");
   if (precision != "fp32" && precision != "bf16")
@@ -225,6 +233,12 @@ CompileOptions checkFlags() {
          llvm::Twine(o.microBatch) +
          (o.dp > 1 ? " times --dp " + llvm::Twine(o.dp) : llvm::Twine("")));
   o.microbatches = o.globalBatch / (o.microBatch * o.dp);
+  // Sequence parallelism splits the activations [batch, seq, hidden] into
+  // blocks along their leading dim, the micro-batch's rows.
+  if (sequenceParallel && o.microBatch % o.tp != 0)
+    fail("--sequence-parallel needs --tp " + llvm::Twine(o.tp) +
+         " to divide --micro-batch-size " + llvm::Twine(o.microBatch) +
+         " (the rows it splits)");
   if (std::string problem = mega::pipeline::checkSchedule(
           {o.schedule, o.pp, o.vpp, o.microbatches});
       !problem.empty())
@@ -321,6 +335,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   if (o.tp > 1) {
     mega::MegaTensorParallelOptions tensorParallel;
     tensorParallel.size = o.tp;
+    tensorParallel.sequenceParallel = sequenceParallel;
     pm.addPass(mega::createMegaTensorParallel(tensorParallel));
   }
   // Pipeline: every forward op gets its stage (balanced by FLOPs) before
@@ -346,6 +361,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaOptimizer(opt));
   mega::MegaDataParallelOptions dataParallel;
   dataParallel.size = o.dp;
+  dataParallel.distributedOptimizer = distributedOptimizer;
   pm.addPass(mega::createMegaDataParallel(dataParallel));
   // Pipeline: forward/backward programs per stage, optimizer per rank.
   if (o.pp > 1) {

@@ -212,6 +212,14 @@ def MegaTensorParallel : Pass<"mega-tensor-parallel", "mlir::ModuleOp"> {
     mega-decompose, before mega-autodiff. `heads` (hyper-parameter) not
     divisible by `size` is an error.
 
+    With `sequence-parallel`, a partial sum that would be all-reduced for an
+    op that can work on blocks of rows (the leading dim: bias and residual
+    adds, layer norms) is reduce-scattered into this device's block instead;
+    the blocks flow on until an op needs them whole (the input of a
+    column-parallel matmul, the output layer), where they are all-gathered.
+    The layer norms' weights then enter split work through
+    `mega.copy_to_region`, so their gradients are all-reduced.
+
     Before (size=2):
     ```mlir
     %w1 = mega.param "mlp.c_fc.weight" [8, 32] init normal(0.02) : tensor<8x32xf32>
@@ -236,6 +244,10 @@ def MegaTensorParallel : Pass<"mega-tensor-parallel", "mlir::ModuleOp"> {
   let options = [
     Option<"size", "size", "int64_t", /*default=*/"1",
            "Tensor-parallel devices (Megatron's --tensor-model-parallel-size)">,
+    Option<"sequenceParallel", "sequence-parallel", "bool", /*default=*/"false",
+           "Megatron's sequence parallelism: layer norms and residual adds "
+           "on blocks of rows, reduce-scatter / all-gather instead of "
+           "all-reduce">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }
@@ -347,6 +359,11 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
   let options = [
     Option<"size", "size", "int64_t", /*default=*/"1",
            "Data-parallel ranks (Megatron's data-parallel size)">,
+    Option<"distributedOptimizer", "distributed-optimizer", "bool",
+           /*default=*/"false",
+           "ZeRO-1 (Megatron's --use-distributed-optimizer): reduce-scatter "
+           "each gradient, update this rank's shard with its shard of the "
+           "AdamW moments, all-gather the parameter">,
     Option<"bucketMb", "bucket-mb", "double", /*default=*/"25.0",
            "Largest gradient bucket in MiB (one all-reduce per bucket)">,
   ];

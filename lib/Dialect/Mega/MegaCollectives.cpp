@@ -272,6 +272,9 @@ VocabCrossEntropyOp::buildGradient(OpBuilder &b, ValueRange resultGrads,
     dlogits = b.create<VocabCrossEntropyGradOp>(getLoc(), getLogits().getType(),
                                                 getLogits(), getTargets(),
                                                 getLse(), dloss, getAxesAttr());
+  // A padded vocabulary's padded columns get no gradient.
+  if (Attribute vocab = (*this)->getAttr("mega.vocab"); vocab && dlogits)
+    dlogits.getDefiningOp()->setAttr("mega.vocab", vocab);
   operandGrads.assign({dlogits, Value(), Value(), Value(), Value()});
   return success();
 }

@@ -26,9 +26,17 @@
 //   split, concat      S(d) along another dim -> S(d), P -> P
 //   softmax            S(d), d a batch dim (not a row of the causal mask)
 //   flash_attention    q, k, v S(d), d = 0 (batch) or 1 (heads) -> o, lse S(d)
+//   layer_norm         x S(0) (rows), w, b R -> y, mean, rstd S(0): each
+//                      row is normalised alone (sequence parallelism)
 //   embedding          table S(0) -> P: mega.vocab_embedding (masked rows)
 //   cross_entropy      logits S(last) -> R: statistics all-reduced (max, sum
 //                      of exp, target logit), mega.vocab_cross_entropy
+//
+// Padding (a split dim zero-padded to a multiple of the devices: a
+// vocabulary T does not divide) is accepted only where the rule says what
+// it means: the embedding's table rows (never looked up), a column-parallel
+// weight's output columns (padded output columns), the loss's logit columns
+// (masked: `mega.vocab` on the vocabulary-parallel loss ops).
 //
 // `partition` builds an op's per-device form where it is not the op itself
 // (embedding and cross_entropy above); the others keep their op.
@@ -186,6 +194,11 @@ LogicalResult matmulRule(Operation *op, Shardings in, ShardingRule &rule) {
   if (db == bN && da < 0) {
     rule.operands.assign({sa, sb});
     rule.results.push_back(splitAt(y, ra - 1));
+    // A weight zero-padded along N gives zero-padded output columns.
+    if (rule.valid.size() == 2 && !rule.valid[0]) {
+      rule.paddingHandled = true;
+      rule.resultValid.assign({rule.valid[1]});
+    }
     return success();
   }
   if (da < 0 && db < 0) {
@@ -328,7 +341,6 @@ LogicalResult softmaxRule(Operation *op, Shardings in, ShardingRule &rule) {
     return failure();
   return passThrough(op, in, rule, /*linear=*/false);
 }
-
 /// Attention is independent per (batch, head): q, k and v split alike along
 /// dim 0 or 1 give o and lse split the same way (Megatron splits heads).
 LogicalResult flashAttentionRule(Operation *op, Shardings in,
@@ -351,6 +363,22 @@ LogicalResult flashAttentionRule(Operation *op, Shardings in,
 }
 
 
+/// Rows are independent: x split along its leading dim (a block of rows,
+/// which is also a block of the flattened `[rows]` of mean and rstd) gives
+/// the same split of y, mean and rstd. The weights must be whole; their
+/// gradients are then a term per device (the pass puts them through
+/// mega.copy_to_region, whose adjoint all-reduces them, as Megatron does for
+/// layer norms under sequence parallelism).
+LogicalResult layerNormRule(Operation *op, Shardings in, ShardingRule &rule) {
+  if (in[0].getSplitDim() != 0 || in[0].isPartial() || !in[1].isReplicated() ||
+      !in[2].isReplicated() || rankOf(op->getOperand(0)) < 2)
+    return failure();
+  rule.operands.assign({in[0], in[1], in[2]});
+  for (Value r : op->getResults())
+    rule.results.push_back(splitAt(r, 0));
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Vocabulary parallelism: embedding with table S(0) -> P (masked lookup);
 // cross_entropy with logits S(last) -> R, computed from all-reduced
@@ -366,6 +394,8 @@ LogicalResult embeddingRule(Operation *op, Shardings in, ShardingRule &rule) {
     return failure();
   rule.operands.assign({in[0], splitAt(table, d)});
   rule.results.push_back(d == 0 ? partialOf(y) : splitAt(y, rankOf(y) - 1));
+  // Padded vocabulary rows are never looked up (ids < the true vocabulary).
+  rule.paddingHandled = d == 0;
   return success();
 }
 
@@ -391,6 +421,8 @@ LogicalResult crossEntropyRule(Operation *op, Shardings in,
   rule.operands.assign({in[0], in[1]});
   for (Value r : op->getResults())
     rule.results.push_back(rep(r));
+  // Padded logit columns are masked (partition passes the true vocabulary).
+  rule.paddingHandled = true;
   return success();
 }
 
@@ -409,6 +441,17 @@ Operation *crossEntropyPartition(Operation *op, RewriterBase &rw,
   Value max = rw.create<AllReduceOp>(loc, m, axes, rw.getStringAttr("max"));
   auto stats = rw.create<VocabCrossEntropyStatsOp>(
       loc, TypeRange{rows, rows}, ce.getLogits(), ce.getTargets(), max, axes);
+  // A zero-padded vocabulary: the columns past the true size `mega.vocab`
+  // are left out of the sum of exponentials and get no gradient (the loss
+  // carries it to its gradient op). Their logits are exactly 0 (zero rows),
+  // so the row max over them stays a valid shift.
+  IntegerAttr vocab;
+  if (auto padded =
+          op->getAttrOfType<DenseI64ArrayAttr>("mega.unpadded_operands");
+      padded && padded.size() > 0 && padded[0] > 0)
+    vocab = rw.getI64IntegerAttr(padded[0]);
+  if (vocab)
+    stats->setAttr("mega.vocab", vocab);
   Value se = rw.create<AllReduceOp>(loc, stats.getSumExp(), axes,
                                     rw.getStringAttr("sum"));
   Value tl = rw.create<AllReduceOp>(loc, stats.getTargetLogit(), axes,
@@ -416,6 +459,8 @@ Operation *crossEntropyPartition(Operation *op, RewriterBase &rw,
   auto loss = rw.create<VocabCrossEntropyOp>(
       loc, TypeRange{ce.getLoss().getType(), rows}, ce.getLogits(),
       ce.getTargets(), max, se, tl, axes);
+  if (vocab)
+    loss->setAttr("mega.vocab", vocab);
   rw.replaceOp(op, loss);
   return loss;
 }
@@ -453,6 +498,7 @@ void MegaDialect::registerShardingRules() {
   SoftmaxOp::attachInterface<Rule<SoftmaxOp, softmaxRule>>(ctx);
   FlashAttentionOp::attachInterface<
       Rule<FlashAttentionOp, flashAttentionRule>>(ctx);
+  LayerNormOp::attachInterface<Rule<LayerNormOp, layerNormRule>>(ctx);
   EmbeddingOp::attachInterface<
       Rule<EmbeddingOp, embeddingRule, embeddingPartition>>(ctx);
   CrossEntropyOp::attachInterface<

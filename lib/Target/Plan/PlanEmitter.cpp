@@ -127,7 +127,8 @@ private:
 
   /// Tensor-parallel shard of a parameter from its `mega.sharding` (one split
   /// dim over one mesh axis, the plan group of the same number) and
-  /// `mega.shard_groups`; the full shape is the local one times the axis size.
+  /// `mega.shard_groups`; the full shape is the local one times the axis size
+  /// (`mega.unpadded`: the true size of a zero-padded split dim).
   LogicalResult shardOf(ParamOp p, plan::Persistent &t) {
     auto sharding = p->getAttrOfType<ShardingAttr>("mega.sharding");
     if (!sharding || sharding.isReplicated())
@@ -149,6 +150,18 @@ private:
       t.shardGroups = int32_t(g.getInt());
     t.fullShape = t.shape;
     t.fullShape[dim] *= mesh[axis];
+    // Zero-padded along the split dim (a vocabulary T does not divide): the
+    // full tensor is the true one; the last ranks hold the padding.
+    if (auto u = p->getAttrOfType<IntegerAttr>("mega.unpadded")) {
+      if (t.shardGroups != 1 || u.getInt() > t.fullShape[dim] ||
+          u.getInt() <= t.fullShape[dim] - t.shape[dim])
+        return p.emitOpError() << "is padded to " << t.fullShape[dim]
+                               << " from " << u.getInt()
+                               << ", which the plan cannot hold (padding "
+                                  "must be less than one shard, with no "
+                                  "shard groups)";
+      t.fullShape[dim] = u.getInt();
+    }
     return success();
   }
 
@@ -168,8 +181,23 @@ private:
     };
     addRole(plan::Role::Grad, "grad");
     if (options.optimizer == "adam") {
+      size_t first = result.persistents.size();
       addRole(plan::Role::AdamM, "adam_m");
       addRole(plan::Role::AdamV, "adam_v");
+      // Distributed optimizer: each data rank holds its block of rows of the
+      // moments (mega-data-parallel checked that D divides every dim 0).
+      auto axis =
+          module->getAttrOfType<IntegerAttr>("mega.distributed_optimizer");
+      auto mesh = module->getAttrOfType<DenseI64ArrayAttr>("mega.mesh");
+      if (axis && mesh && int64_t(mesh.size()) > axis.getInt())
+        for (size_t k = first; k < result.persistents.size(); ++k) {
+          plan::Persistent &t = result.persistents[k];
+          t.shardDim = 0;
+          t.shardGroups = 1;
+          t.shardGroup = int32_t(axis.getInt());
+          t.fullShape = t.shape;
+          t.shape[0] /= mesh[axis.getInt()];
+        }
     }
   }
 

@@ -23,6 +23,17 @@ struct ShardingRule {
   llvm::SmallVector<ShardingAttr> operands;
   llvm::SmallVector<ShardingAttr> results;
   int64_t groups = 1;
+  /// Input: per operand, the true size of its split dimension when the
+  /// tensor is zero-padded to a multiple of the devices (a vocabulary that
+  /// T does not divide), else 0.
+  llvm::SmallVector<int64_t> valid;
+  /// Output: the rule knows what the padding means for this op (padded
+  /// entries never reach a result, or reach it only in padded entries);
+  /// without it an op cannot take a padded operand.
+  bool paddingHandled = false;
+  /// Output: per result, the true size of its split dimension when it is
+  /// padded, else 0 (empty: none).
+  llvm::SmallVector<int64_t> resultValid;
 };
 } // namespace mega
 

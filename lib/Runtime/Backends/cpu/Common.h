@@ -219,6 +219,12 @@ MEGA_CPU_GROUP_KERNEL(VocabCrossEntropyGrad)
 void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
                         const Refs &outs, Communicator &comm);
 
+/// AdamW with i = {group} (the distributed optimizer): grad, m and v are
+/// block `place.rank` of the parameter; the updated block is written to
+/// the output (Optimizer.cpp).
+void runAdamWShard(const Ctx &ctx, const GroupPlace &place, const Instr &in,
+                   const Refs &ins, const Refs &outs);
+
 } // namespace mega::rt::cpu
 
 #endif // MEGA_RUNTIME_BACKENDS_CPU_COMMON_H

@@ -239,6 +239,13 @@ public:
       if (!instr.i.empty()) // shard flags: the squared sums meet over comm
         return runGradNormSharded(ctx, instr, ins, outs, comm);
       break;
+    case Op::AdamW:
+      if (!instr.i.empty()) { // distributed optimizer: this rank's block
+        const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i[0]));
+        return runAdamWShard(ctx, GroupPlace{g.rank, g.size}, instr, ins,
+                             outs);
+      }
+      break;
     case Op::VocabEmbedding:
     case Op::VocabEmbeddingGrad:
     case Op::VocabCrossEntropyStats:

@@ -9,6 +9,7 @@
 #include "Reduce.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace mega::rt::cpu {
@@ -156,11 +157,35 @@ void checkState(const Checker &c, std::initializer_list<int> which,
 } // namespace
 
 void checkAdamW(const Checker &c) {
-  c.operands(7, 0);
-  c.attrs(0, 4);
   static const char *const names[] = {"param", "grad", "m",   "v",
                                       "lr",    "step", "coef"};
-  checkState(c, {0, 1, 2, 3}, names, 4);
+  if (!c.instr.i.empty()) {
+    // Distributed optimizer: grad, m, v and the output are this rank's
+    // block of the parameter (its rank-th 1/size part).
+    c.operands(7, 1);
+    c.attrs(1, 4);
+    c.attr(0, 0, 2, "group");
+    int64_t n = c.numel(c.ins[1], "grad");
+    int64_t all = c.numel(c.ins[0], "param");
+    if (n <= 0 || all % n != 0)
+      c.fail("the grad block (" + std::to_string(n) +
+             " elements) does not divide the parameter (" +
+             std::to_string(all) + ")");
+    for (int k : {2, 3})
+      c.tensor(c.ins[k], DType::F32, n, names[k]);
+    c.tensor(c.outs[0], DType::F32, n, "out");
+    for (int k = 0; k < 4; ++k)
+      for (int j = 0; j < k; ++j)
+        c.disjoint(c.ins[k], c.ins[j], names[k], names[j]);
+    for (int k = 0; k < 4; ++k)
+      c.disjoint(c.outs[0], c.ins[k], "out", names[k]);
+    for (int k = 4; k < 7; ++k)
+      c.tensor(c.ins[k], DType::F32, 1, names[k]);
+  } else {
+    c.operands(7, 0);
+    c.attrs(0, 4);
+    checkState(c, {0, 1, 2, 3}, names, 4);
+  }
   float b1 = c.finite(0, "beta1"), b2 = c.finite(1, "beta2");
   c.finite(2, "eps");
   c.finite(3, "weightDecay");
@@ -168,12 +193,14 @@ void checkAdamW(const Checker &c) {
     c.fail("betas must be in [0, 1)");
 }
 
-void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
+namespace {
+
+/// torch's AdamW step on n elements: `pin` -> `pout` (the same array in
+/// place), m and v updated in place.
+void adamwStep(const Ctx &ctx, const Instr &in, const Refs &ins,
+               const float *pin, float *p, int64_t n) {
   const float coef = ins[6].f32()[0];
-  if (std::isnan(coef))
-    return; // non-finite gradient norm: skip the step
-  const int64_t n = ins[0].numel();
-  float *p = ins[0].f32(), *m = ins[2].f32(), *v = ins[3].f32();
+  float *m = ins[2].f32(), *v = ins[3].f32();
   const float *grad = ins[1].f32();
   const double lr = ins[4].f32()[0], t = ins[5].f32()[0];
   const double b1 = in.f[0], b2 = in.f[1], wd = in.f[3];
@@ -192,7 +219,7 @@ void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
     const float ns = negStep, bs = bc2Sqrt, ep = eps;
     for (int64_t k = b; k < e; ++k) {
       const float g = grad[k] * cf;
-      const float pk = p[k] * dc;
+      const float pk = pin[k] * dc;
       const float mk = m[k] * B1 + A1 * g;
       const float vk = v[k] * B2 + A2 * (g * g);
       const float denom = std::sqrt(vk) / bs + ep;
@@ -201,6 +228,33 @@ void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
       p[k] = pk + ns * (mk / denom);
     }
   });
+}
+
+} // namespace
+
+void runAdamWShard(const Ctx &ctx, const GroupPlace &place, const Instr &in,
+                   const Refs &ins, const Refs &outs) {
+  const int64_t n = ins[1].numel();
+  if (ins[0].numel() != n * place.size)
+    fail(in.op, "the parameter has " + std::to_string(ins[0].numel()) +
+                    " elements, not " + std::to_string(place.size) +
+                    " blocks of " + std::to_string(n));
+  float *out = outs[0].f32();
+  if (std::isnan(ins[6].f32()[0])) {
+    // Skipped step: the block goes back unchanged (it is all-gathered).
+    std::memcpy(out, ins[0].f32() + place.rank * n, size_t(n) * 4);
+    return;
+  }
+  adamwStep(ctx, in, ins, ins[0].f32() + place.rank * n, out, n);
+}
+
+void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins,
+              const Refs &outs) {
+  if (!in.i.empty()) // one rank of one: the block is the parameter
+    return runAdamWShard(ctx, GroupPlace{}, in, ins, outs);
+  if (std::isnan(ins[6].f32()[0]))
+    return; // non-finite gradient norm: skip the step
+  adamwStep(ctx, in, ins, ins[0].f32(), ins[0].f32(), ins[0].numel());
 }
 
 void checkSgd(const Checker &c) {

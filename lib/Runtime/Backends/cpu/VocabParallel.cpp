@@ -15,6 +15,7 @@
 #include "MathApprox.h"
 #include "Reduce.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -40,6 +41,36 @@ int64_t rowGrain(int64_t cols) {
 
 void checkGroup(const Checker &c, size_t k) {
   c.attr(k, 0, 2, "group");
+}
+
+/// The loss kernels' attributes: {rows, Vl, group} or, for a vocabulary
+/// zero-padded past its true size V, {rows, Vl, V, group}. Returns rows and
+/// Vl; V (when given) must leave at least one column to the group's first
+/// rank and be below the padded size (checked against the group at run time).
+std::pair<int64_t, int64_t> checkLossAttrs(const Checker &c) {
+  if (c.instr.i.size() == 4) {
+    c.attrs(4, 0);
+    c.attr(2, 1, INT32_MAX, "V");
+    checkGroup(c, 3);
+  } else {
+    c.attrs(3, 0);
+    checkGroup(c, 2);
+  }
+  return {c.attr(0, 0, kBig, "rows"), c.attr(1, 1, INT32_MAX, "Vl")};
+}
+
+/// The true vocabulary of a loss kernel on `place`: i[2] when padded, else
+/// all Vl * size columns. A V the padding cannot produce is an error.
+int64_t trueVocab(Op op, const Instr &in, const GroupPlace &place) {
+  const int64_t Vl = in.i[1], all = Vl * place.size;
+  if (in.i.size() != 4)
+    return all;
+  const int64_t V = in.i[2];
+  if (V > all || V <= all - Vl)
+    fail(op, "vocabulary " + std::to_string(V) + " is not " +
+                 std::to_string(place.size) + " shards of " +
+                 std::to_string(Vl) + " with padding in the last");
+  return V;
 }
 
 } // namespace
@@ -160,10 +191,7 @@ void runRowMax(const Ctx &ctx, const Instr &in, const Refs &ins,
 
 void checkVocabCrossEntropyStats(const Checker &c) {
   c.operands(3, 2);
-  c.attrs(3, 0);
-  int64_t rows = c.attr(0, 0, kBig, "rows");
-  int64_t Vl = c.attr(1, 1, INT32_MAX, "Vl");
-  checkGroup(c, 2);
+  auto [rows, Vl] = checkLossAttrs(c);
   c.tensor(c.ins[0], DType::F32, i128(rows) * Vl, "logits");
   c.tensor(c.ins[1], DType::I32, rows, "targets");
   c.tensor(c.ins[2], DType::F32, rows, "max");
@@ -184,8 +212,11 @@ void runVocabCrossEntropyStats(const Ctx &ctx, const GroupPlace &place,
   const float *x = ins[0].f32(), *mx = ins[2].f32();
   const int32_t *t = ins[1].i32();
   float *sumexp = outs[0].f32(), *tl = outs[1].f32();
-  checkIds(Op::VocabCrossEntropyStats, t, rows, Vl * place.size, "target");
+  const int64_t V = trueVocab(Op::VocabCrossEntropyStats, in, place);
+  checkIds(Op::VocabCrossEntropyStats, t, rows, V, "target");
   const int64_t start = Vl * place.rank;
+  // Padded columns (global index >= V) are not part of the softmax.
+  const int64_t mine = std::clamp<int64_t>(V - start, 0, Vl);
   constexpr int64_t kBlock = 1024; // fixed: the result is the data's alone
   parallelFor(ctx, rows, rowGrain(Vl), [&](int64_t r0, int64_t r1) {
     std::vector<float> tmp(static_cast<size_t>(kBlock));
@@ -193,8 +224,8 @@ void runVocabCrossEntropyStats(const Ctx &ctx, const GroupPlace &place,
       const float *xr = x + r * Vl;
       const float m = mx[r];
       double s = 0;
-      for (int64_t b = 0; b < Vl; b += kBlock) {
-        const int64_t len = std::min(kBlock, Vl - b);
+      for (int64_t b = 0; b < mine; b += kBlock) {
+        const int64_t len = std::min(kBlock, mine - b);
         for (int64_t j = 0; j < len; ++j)
           tmp[size_t(j)] = vexp(xr[b + j] - m);
         s += sumD(tmp.data(), len);
@@ -239,10 +270,7 @@ void runVocabCrossEntropy(const Ctx &, const Instr &in, const Refs &ins,
 
 void checkVocabCrossEntropyGrad(const Checker &c) {
   c.operands(4, 1);
-  c.attrs(3, 0);
-  int64_t rows = c.attr(0, 0, kBig, "rows");
-  int64_t Vl = c.attr(1, 1, INT32_MAX, "Vl");
-  checkGroup(c, 2);
+  auto [rows, Vl] = checkLossAttrs(c);
   c.tensor(c.ins[0], DType::F32, i128(rows) * Vl, "logits");
   c.tensor(c.ins[1], DType::I32, rows, "targets");
   c.tensor(c.ins[2], DType::F32, rows, "lse");
@@ -261,10 +289,13 @@ void runVocabCrossEntropyGrad(const Ctx &ctx, const GroupPlace &place,
   const float *x = ins[0].f32(), *lse = ins[2].f32();
   const int32_t *t = ins[1].i32();
   float *dx = outs[0].f32();
-  checkIds(Op::VocabCrossEntropyGrad, t, rows, Vl * place.size, "target");
+  const int64_t V = trueVocab(Op::VocabCrossEntropyGrad, in, place);
+  checkIds(Op::VocabCrossEntropyGrad, t, rows, V, "target");
   if (rows == 0)
     return;
   const int64_t start = Vl * place.rank;
+  // Padded columns (global index >= V) get no gradient.
+  const int64_t own = std::clamp<int64_t>(V - start, 0, Vl);
   const float scale = float(double(ins[3].f32()[0]) / double(rows));
   parallelFor(ctx, rows, rowGrain(Vl), [=](int64_t r0, int64_t r1) {
     const float sc = scale;
@@ -275,8 +306,10 @@ void runVocabCrossEntropyGrad(const Ctx &ctx, const GroupPlace &place,
       const int64_t v = int64_t(t[r]) - start;
       const bool mine = v >= 0 && v < Vl;
       const float pt = mine ? vexp(xr[v] - l) : 0.0f; // before dr overwrites
-      for (int64_t j = 0; j < Vl; ++j)
+      for (int64_t j = 0; j < own; ++j)
         dr[j] = vexp(xr[j] - l) * sc;
+      for (int64_t j = own; j < Vl; ++j)
+        dr[j] = 0.0f;
       if (mine)
         dr[v] = (pt - 1.0f) * sc;
     }

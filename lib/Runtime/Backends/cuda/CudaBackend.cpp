@@ -200,6 +200,9 @@ public:
     if (instr.op == Op::GradNorm && !instr.i.empty())
       throw Error("GradNorm: shard flags (tensor parallelism) are not "
                   "implemented on cuda yet");
+    if (instr.op == Op::AdamW && !instr.i.empty())
+      throw Error("AdamW: the distributed optimizer's blocks are not "
+                  "implemented on cuda yet (run with --device cpu)");
     if (!opName || plan::isCollective(instr.op))
       throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
     auto refuse = [&](const std::string &msg) {
