@@ -29,7 +29,8 @@ dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
               all-gathered; the clipped norm is the global one. The moments
               per rank are half the bytes of the plain dp=2 plan's (printed),
               and a checkpoint (one step at lr 0) holds the full moments,
-              equal to the one-device ones
+              equal to the one-device ones; a one-device checkpoint resumes
+              with sharded moments to the same next 3 losses
 """
 import argparse
 import json
@@ -174,6 +175,28 @@ def distributed_optimizer():
     equivalence(256, 1, 2, ["--use-distributed-optimizer"])
     equivalence(256, 1, 2, ["--use-distributed-optimizer"], saves=True, steps=1,
                 lr=["--lr", "0"])
+    # A one-device checkpoint (full moments after 10 steps) resumed with the
+    # moments split over the data ranks: the same next 3 steps as resumed on
+    # one device.
+    data = dp.scratch("data-256")
+    ref = compile_plan(dp.scratch("resume-ref.plan"), 256, 1, 1, 2, 4)
+    par = compile_plan(dp.scratch("resume.plan"), 256, 1, 2, 2, 4,
+                       ["--use-distributed-optimizer"])
+    ck = dp.scratch("resume-ckpt")
+    extra = ["--no-shuffle", "--seed", "5"]
+    dp.run([dp.ARGS.mega_run, ref, "--data", data, "--steps", 10, "--save", ck] + extra,
+           np_=0, timeout=180)
+    resumed = []
+    for plan, np_, tag in ((ref, 0, "ref"), (par, 2, "zero")):
+        log = dp.scratch(f"resume-{tag}.jsonl")
+        if os.path.exists(log):
+            os.remove(log)
+        p = dp.run([dp.ARGS.mega_run, plan, "--data", data, "--steps", 13, "--load", ck,
+                    "--log-interval", 1, "--log-file", log] + extra, np_=np_, timeout=180)
+        dp.check("at iteration 10" in p.stdout, f"resume {tag}: {p.stdout}")
+        resumed.append(dp.losses(log))
+    dp.check(len(resumed[0]) == 3, f"resumed losses {resumed[0]}")
+    dp.compare("resumed with sharded moments: losses", resumed[0], resumed[1], 1e-5)
 
 
 def sequence_parallel():
