@@ -23,6 +23,8 @@ tp_sp         vocab 256 at tp=2 with --sequence-parallel: layer norms and
               instead of all-reduce, layer-norm gradients all-reduced; the
               plan must hold ReduceScatter and AllGather over the tensor
               group
+tp_sp_pp      vocab 251 (padded) at tp=2, pp=2 (4 ranks, 1F1B) with
+              --sequence-parallel
 dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
               gradients reduce-scattered, each rank updates its half of every
               parameter with its half of the AdamW moments, parameters
@@ -82,7 +84,7 @@ def plan_text(plan_args):
                           check=True, capture_output=True, text=True).stdout
 
 
-def equivalence(vocab, tp, dpsize, flags=(), saves=False, steps=10, lr=()):
+def equivalence(vocab, tp, dpsize, flags=(), saves=False, steps=10, lr=(), pp=1):
     tag = f"v{vocab}-tp{tp}-dp{dpsize}" + "".join(f.replace("--", "-") for f in flags)
     rng = np.random.default_rng(13)
     data = dp.write_dataset(dp.scratch(f"data-{vocab}"),
@@ -92,7 +94,7 @@ def equivalence(vocab, tp, dpsize, flags=(), saves=False, steps=10, lr=()):
     extra = ["--no-shuffle", "--seed", "5"] + list(lr)
     ck1, ck2 = (dp.scratch(f"{tag}-ref-ckpt"), dp.scratch(f"{tag}-ckpt")) if saves else (None, None)
     l1, n1, g1 = train(ref, data, f"{tag}-ref", 0, extra, steps, save=ck1)
-    l2, n2, g2 = train(par, data, tag, tp * dpsize, extra, steps, save=ck2)
+    l2, n2, g2 = train(par, data, tag, tp * dpsize * pp, extra, steps, save=ck2)
     dp.compare(f"{tag}: losses", l1, l2, 1e-5)
     # The clipped norm (about 2 > --clip-grad 1 here): shards and replicated
     # gradients each counted once.
@@ -221,7 +223,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--scratch", required=True)
     ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp",
-                                     "dp_distopt"])
+                                     "tp_sp_pp", "dp_distopt"])
     args = ap.parse_args()
     dp.ARGS = args
     shutil.rmtree(args.scratch, ignore_errors=True)
@@ -231,6 +233,9 @@ def main():
      "tp_dp": lambda: equivalence(256, 2, 2),
      "tp4": lambda: equivalence(256, 4, 1),
      "tp_sp": sequence_parallel,
+     # With the pipeline (1F1B, 2 stages): the padded vocabulary and the
+     # sequence-parallel blocks cross the stage boundary.
+     "tp_sp_pp": lambda: equivalence(251, 2, 1, ["--sequence-parallel", "--pp", "2"], pp=2),
      "dp_distopt": distributed_optimizer}[args.case]()
     print("PASS " + args.case)
 
