@@ -318,6 +318,33 @@ __device__ void productNT(float *out, const bf16 *a, const bf16 *b) {
   }
 }
 
+/// The A fragments of 16 rows x HD (stride HD + 8) that stay the same over
+/// a kernel's loop (a warp's own q, or k and v), loaded once.
+template <int HD> struct RowFrags {
+  FragA f[HD / 16];
+  __device__ void load(const bf16 *rows) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk)
+      wm::load_matrix_sync(f[kk], rows + kk * 16, HD + 8);
+  }
+};
+
+/// productNT with a preloaded: out[16 x 64] = a . b[64 x HD]^T.
+template <int HD>
+__device__ void productNT(float *out, const RowFrags<HD> &a, const bf16 *b) {
+  for (int n = 0; n < kT / 16; ++n) {
+    FragC acc;
+    wm::fill_fragment(acc, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      FragBCol fb;
+      wm::load_matrix_sync(fb, b + n * 16 * (HD + 8) + kk * 16, HD + 8);
+      wm::mma_sync(acc, a.f[kk], fb, acc);
+    }
+    wm::store_matrix_sync(out + n * 16, acc, kSLd, wm::mem_row_major);
+  }
+}
+
 /// acc[d] += p[16 x 64] (bf16, stride kPLd) . x[64 x HD] (tile).
 template <int HD>
 __device__ void productNN(FragC (&acc)[HD / 16], const bf16 *p,
@@ -353,7 +380,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int r = lane >> 1, half = lane & 1;
   const int64_t qi = qt * kT + warp * 16 + r;
   const int64_t tiles = s.causal ? qt + 1 : s.seq / kT;
-  const bf16 *qw = qs + warp * 16 * (HD + 8);
+  __syncthreads();
+  RowFrags<HD> qw; // this warp's 16 queries, for every tile of keys
+  qw.load(qs + warp * 16 * (HD + 8));
   // Pass 1: row maximum and sum of exponentials (online over tiles).
   float m = -INFINITY, l = 0.0f;
   for (int64_t t = 0; t < tiles; ++t) {
@@ -433,7 +462,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   copyTile<HD>(vs, vb, kt * kT);
   const int r = lane >> 1, half = lane & 1;
   const int64_t kj = kt * kT + warp * 16 + r;
-  const bf16 *kw = ks + warp * 16 * (HD + 8), *vw = vs + warp * 16 * (HD + 8);
+  __syncthreads();
+  RowFrags<HD> kw, vw; // this warp's 16 keys and values, for every q tile
+  kw.load(ks + warp * 16 * (HD + 8));
+  vw.load(vs + warp * 16 * (HD + 8));
   FragC gk[HD / 16], gv[HD / 16];
 #pragma unroll
   for (int d = 0; d < HD / 16; ++d) {
@@ -501,7 +533,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int r = lane >> 1, half = lane & 1;
   const int64_t qi = qt * kT + warp * 16 + r;
   const float li = lse[row0 + qi], Di = dsum[row0 + qi];
-  const bf16 *qw = qs + warp * 16 * (HD + 8), *dw = dos + warp * 16 * (HD + 8);
+  __syncthreads();
+  RowFrags<HD> qw, dw; // this warp's 16 queries and their dout
+  qw.load(qs + warp * 16 * (HD + 8));
+  dw.load(dos + warp * 16 * (HD + 8));
   FragC g[HD / 16];
 #pragma unroll
   for (int d = 0; d < HD / 16; ++d)
