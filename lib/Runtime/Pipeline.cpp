@@ -199,14 +199,14 @@ void PipelineExecutor::runForward(const Fetch &fetch, int64_t mb, int c,
   received_.erase(key);
   if (ch.tokens || ch.targets)
     fetch(mb, tokens_.data(), targets_.data());
-  {
-    TraceScope t(tracer_,
-                 "F" + std::to_string(mb) +
-                     (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
-                 "forward", Tracer::Programs);
-    feed(*ch.forward, in);
-    ch.forward->run(nullptr);
-  }
+  // The step's event covers its port copies too (the stash and the outgoing
+  // activations are this rank's work, not waiting).
+  TraceScope t(tracer_,
+               "F" + std::to_string(mb) +
+                   (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
+               "forward", Tracer::Programs);
+  feed(*ch.forward, in);
+  ch.forward->run(nullptr);
   if (ch.stage == stages_ - 1)
     loss += double(ch.forward->getScalar("loss"));
   // The stash: what backward reads of this forward's inputs and outputs.
@@ -251,14 +251,12 @@ void PipelineExecutor::runBackward(int64_t mb, int c) {
   for (auto &[name, b] : st->second.ports)
     in.ports[name] = std::move(b);
   stash_.erase(st);
-  {
-    TraceScope t(tracer_,
-                 "B" + std::to_string(mb) +
-                     (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
-                 "backward", Tracer::Programs);
-    feed(*ch.backward, in);
-    ch.backward->run(nullptr);
-  }
+  TraceScope t(tracer_,
+               "B" + std::to_string(mb) +
+                   (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
+               "backward", Tracer::Programs);
+  feed(*ch.backward, in);
+  ch.backward->run(nullptr);
   Buffers &out = toSend_[std::make_pair(mb, c + vpp_)];
   for (const Transfer &t : ch.sendBackward) {
     std::vector<char> &b = out.ports[t.port];
