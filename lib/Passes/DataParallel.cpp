@@ -27,15 +27,19 @@
 // instruction {group 1 (data), sum}, the views are free.
 //
 // With `distributed-optimizer` (ZeRO-1), instead of steps 2-4:
-//  5. Refused: a tensor-parallel mesh (T > 1: a moment would be sharded
-//     twice), `mega.sgd` (no state to shard), a gradient whose leading dim D
-//     does not divide (errors name the parameter and the sizes).
+//  5. Refused: `mega.sgd` (no state to shard), a gradient whose leading dim
+//     D does not divide (the error names the parameter and the sizes).
 //  6. Each gradient read is `mega.reduce_scatter ... axes [1] {dim = 0}`: this
 //     rank's block of rows of the global gradient (one per gradient, no
 //     buckets: the blocks must stay whole per parameter for the update).
 //  7. `mega.grad_norm` gets `mega.sharded_grads` = all of them and
 //     `mega.shard_axis = 1`: the squares of the blocks are summed over the
-//     data ranks, so the norm (and the clipping) are the global ones.
+//     data ranks, so the norm (and the clipping) are the global ones. With
+//     tensor parallelism (mesh [T > 1, D]) the tensor shard flags stay and
+//     `mega.data_blocks = 1` says every input is also a data block: the
+//     sums meet over the data ranks, then the shards' over the tensor ranks.
+//     (Gradients are the tensor-parallel local ones: D divides their local
+//     leading dim, a moment is a block of a shard.)
 //  8. Each `mega.adamw` gets `mega.data_shard = 1`: mega-lower-to-kernels
 //     makes it update this rank's block of the parameter with block-sized
 //     moments and all-gather the parameter; the module gets
@@ -86,10 +90,7 @@ struct MegaDataParallel
   // Steps 5-8.
   LogicalResult distribute(ModuleOp module, func::FuncOp opt) {
     auto mesh = module->getAttrOfType<DenseI64ArrayAttr>("mega.mesh");
-    if (mesh && mesh[0] > 1)
-      return module.emitError()
-             << "--use-distributed-optimizer with --tp " << mesh[0]
-             << " is not supported (only --tp 1)";
+    bool tensorParallel = mesh && mesh[0] > 1;
     SmallVector<StateOp> grads;
     WalkResult w = opt.walk([&](Operation *op) {
       if (auto sgd = dyn_cast<SgdOp>(op)) {
@@ -125,11 +126,17 @@ struct MegaDataParallel
     Attribute axis = b.getI64IntegerAttr(kDataAxis);
     opt.walk([&](Operation *op) {
       if (auto n = dyn_cast<GradNormOp>(op)) {
-        SmallVector<int64_t> all;
-        for (int64_t k = 0, e = n.getGrads().size(); k < e; ++k)
-          all.push_back(k);
-        n->setAttr("mega.sharded_grads", b.getDenseI64ArrayAttr(all));
-        n->setAttr("mega.shard_axis", axis);
+        if (tensorParallel) {
+          // The tensor-parallel shard flags stay; the blocks meet over the
+          // data ranks first.
+          n->setAttr("mega.data_blocks", axis);
+        } else {
+          SmallVector<int64_t> all;
+          for (int64_t k = 0, e = n.getGrads().size(); k < e; ++k)
+            all.push_back(k);
+          n->setAttr("mega.sharded_grads", b.getDenseI64ArrayAttr(all));
+          n->setAttr("mega.shard_axis", axis);
+        }
       }
       if (isa<AdamWOp>(op))
         op->setAttr("mega.data_shard", axis);

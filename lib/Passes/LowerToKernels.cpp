@@ -623,7 +623,10 @@ private:
     // pipeline ranks; flag 2 marks a copy counted on another rank.
     auto counted =
         g->getAttrOfType<DenseI64ArrayAttr>("mega.pipeline_counted");
-    if ((sharded && !sharded.empty()) || counted) {
+    // Distributed optimizer with tensor parallelism: every input is also a
+    // data-parallel block (`mega.data_blocks` = the data axis).
+    auto blocks = g->getAttrOfType<IntegerAttr>("mega.data_blocks");
+    if ((sharded && !sharded.empty()) || counted || blocks) {
       // The group the shards are taken over: tensor, or (`mega.shard_axis`,
       // the distributed optimizer's gradient shards) data.
       auto axis = g->getAttrOfType<IntegerAttr>("mega.shard_axis");
@@ -634,8 +637,10 @@ private:
                         : int64_t(sharded && llvm::is_contained(
                                                  sharded.asArrayRef(),
                                                  int64_t(k))));
-      if (counted)
-        i.push_back(int64_t(plan::ParallelGroup::Pipeline));
+      if (counted || blocks)
+        i.push_back(counted ? int64_t(plan::ParallelGroup::Pipeline) : -1);
+      if (blocks)
+        i.push_back(blocks.getInt());
     }
     replaceByKernel(g, "GradNorm", g.getGrads(), i, {maxNorm});
     return success();

@@ -346,12 +346,13 @@ void validate(const Plan &plan) {
       throw PlanError("invalid plan: unsharded '" + t.name +
                       "' has a different full shape");
     }
-    // (Distributed optimizer: AdamW moments are data-parallel shards of an
-    // unsharded parameter's shape: shard_dim 0 over group 1.)
+    // (Distributed optimizer: AdamW moments are data-parallel blocks of
+    // their parameter's local shape: shard_dim 0 over group 1; the
+    // parameter may itself be a tensor-parallel shard.)
     const Persistent &param = plan.persistents[t.param];
     bool dataShard = (t.role == Role::AdamM || t.role == Role::AdamV) &&
                      t.shardDim == 0 && t.shardGroup == 1 &&
-                     param.shardDim < 0 && t.fullShape == param.shape;
+                     param.shardGroup != 1 && t.fullShape == param.shape;
     if (t.role != Role::Param &&
         ((param.shape != t.shape && !dataShard) || param.dtype != t.dtype))
       throw PlanError("invalid plan: " + std::string(roleName(t.role)) +
@@ -801,7 +802,8 @@ void printPlan(const Plan &plan, std::ostream &os) {
       // moments: a block of rows per data rank).
       if (t.shardDim >= 0 && t.param >= 0 &&
           size_t(t.param) < plan.persistents.size() &&
-          plan.persistents[size_t(t.param)].shardDim < 0)
+          (plan.persistents[size_t(t.param)].shardDim < 0 ||
+           plan.persistents[size_t(t.param)].shardGroup != t.shardGroup))
         os << " shard(dim=" << t.shardDim << ", group=" << t.shardGroup
            << ")";
     }

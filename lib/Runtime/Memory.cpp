@@ -132,20 +132,44 @@ size_t Memory::fullBytes(size_t k) const {
   return size_t(product(s, 0, s.size())) * plan::dtypeSize(info(k).dtype);
 }
 
-void Memory::fullToHost(size_t k, void *dst) const {
-  const ProcessGroup *g = shardGroup(k);
-  if (!sharded(k) || !g || g->size == 1) {
-    toHost(k, dst); // the constructor proved 1 part when unsharded or alone
+/// The full tensor of shard `t` (`bytes` bytes here, in `local`) gathered
+/// over `g` into `dst`.
+void Memory::gatherHost(const plan::Persistent &t, const ProcessGroup *g,
+                        const char *local, size_t bytes, void *dst) const {
+  if (!g || g->size == 1) {
+    std::memcpy(dst, local, bytes);
     return;
   }
   // allGather moves f32 elements: the shard's bytes, padded to whole floats.
-  const size_t words = (bytes(k) + 3) / 4;
-  std::vector<float> local(words, 0.0f), all(words * size_t(g->size));
-  toHost(k, local.data());
-  comm_->allGather(*g, local.data(), all.data(), words);
+  const size_t words = (bytes + 3) / 4;
+  std::vector<float> mine(words, 0.0f), all(words * size_t(g->size));
+  std::memcpy(mine.data(), local, bytes);
+  comm_->allGather(*g, mine.data(), all.data(), words);
   for (int r = 0; r < g->size; ++r)
-    shardCopy(info(k), r, g->size, static_cast<const char *>(dst),
+    shardCopy(t, r, g->size, static_cast<const char *>(dst),
               reinterpret_cast<char *>(all.data() + size_t(r) * words), false);
+}
+
+void Memory::fullToHost(size_t k, void *dst) const {
+  const ProcessGroup *g = shardGroup(k);
+  if (!sharded(k) || !g || g->size == 1) {
+    if (!nested(k)) {
+      toHost(k, dst); // the constructor proved 1 part when unsharded or alone
+      return;
+    }
+  }
+  std::vector<char> local(bytes(k));
+  toHost(k, local.data());
+  if (!nested(k)) {
+    gatherHost(info(k), g, local.data(), local.size(), dst);
+    return;
+  }
+  // A block of a shard: the shard over this state's group, then the full
+  // tensor over the parameter's.
+  const size_t p = size_t(info(k).param);
+  std::vector<char> shard(bytes(p));
+  gatherHost(info(k), g, local.data(), local.size(), shard.data());
+  gatherHost(info(p), shardGroup(p), shard.data(), shard.size(), dst);
 }
 
 void Memory::fromFullHost(size_t k, const void *src) {
@@ -153,10 +177,21 @@ void Memory::fromFullHost(size_t k, const void *src) {
     fromHost(k, src);
     return;
   }
+  const char *full = static_cast<const char *>(src);
+  std::vector<char> shard;
+  if (nested(k)) {
+    // The parameter's shard first, then this state's block of it.
+    const size_t p = size_t(info(k).param);
+    const ProcessGroup *pg = shardGroup(p);
+    shard.resize(bytes(p));
+    shardCopy(info(p), pg ? pg->rank : 0, pg ? pg->size : 1, full,
+              shard.data(), true);
+    full = shard.data();
+  }
   const ProcessGroup *g = shardGroup(k);
   std::vector<char> local(bytes(k));
-  shardCopy(info(k), g ? g->rank : 0, g ? g->size : 1,
-            static_cast<const char *>(src), local.data(), true);
+  shardCopy(info(k), g ? g->rank : 0, g ? g->size : 1, full, local.data(),
+            true);
   fromHost(k, local.data());
 }
 

@@ -61,9 +61,20 @@ public:
 
   // Tensor-parallel shards (plan::Persistent::shardDim).
   bool sharded(size_t k) const { return info(k).shardDim >= 0; }
+  /// A state sharded over its own group whose parameter is itself a shard
+  /// (the distributed optimizer's moment of a tensor-parallel shard: a data
+  /// block of the parameter's local shape).
+  bool nested(size_t k) const {
+    const plan::Persistent &t = info(k);
+    return sharded(k) && t.role != plan::Role::Param && t.param >= 0 &&
+           info(size_t(t.param)).shardDim >= 0 &&
+           info(size_t(t.param)).shardGroup != t.shardGroup;
+  }
   /// The full tensor's shape (the local shape when not sharded).
   const std::vector<int64_t> &fullShape(size_t k) const {
-    return sharded(k) ? info(k).fullShape : info(k).shape;
+    return nested(k)    ? info(size_t(info(k).param)).fullShape
+           : sharded(k) ? info(k).fullShape
+                        : info(k).shape;
   }
   size_t fullBytes(size_t k) const;
   /// The full tensor on the host. For a sharded persistent this is a
@@ -88,6 +99,8 @@ public:
 private:
   /// Rank and size of persistent k's shard group.
   const ProcessGroup *shardGroup(size_t k) const;
+  void gatherHost(const plan::Persistent &t, const ProcessGroup *g,
+                  const char *local, size_t bytes, void *dst) const;
 
   const plan::Plan &plan_;
   Backend &backend_;

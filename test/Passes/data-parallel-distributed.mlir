@@ -76,10 +76,30 @@ func.func @optimizer() {
 
 // -----
 
-// A moment of a tensor-parallel shard would be split twice.
-// expected-error @+1 {{--use-distributed-optimizer with --tp 2 is not supported (only --tp 1)}}
+// With tensor parallelism (mesh [2, D]): the gradients are the shards' (D
+// divides their local leading dim), the norm keeps the tensor shard flags
+// and gets `mega.data_blocks = 1` -- lowered to GradNorm {0, flags, -1 (no
+// pipeline), 1}: the sums meet over the data ranks, then the shards' over
+// the tensor ranks.
+// CHECK-LABEL: func.func @optimizer()
+// CHECK: %[[G:.*]] = mega.state "w" {role = "grad"} : tensor<4x5xf32>
+// CHECK-NEXT: %[[B:.*]] = mega.reduce_scatter %[[G]] axes [1] {dim = 0 : i64} : tensor<4x5xf32> -> tensor<2x5xf32>
+// CHECK: mega.grad_norm %[[B]] {max_norm = 1.000000e+00 : f64, mega.data_blocks = 1 : i64, mega.sharded_grads = array<i64: 0>}
+// CHECK-NOT: mega.shard_axis
+// KERNEL-LABEL: func.func @optimizer()
+// KERNEL: mega.kernel "GradNorm"({{.*}}) i [0, 1, -1, 1]
 module attributes {mega.mesh = array<i64: 2>} {
 func.func @optimizer() {
+  %lr = mega.input "lr" [] : tensor<f32>
+  %step = mega.input "step" [] : tensor<f32>
+  %gw = mega.state "w" {role = "grad"} : tensor<4x5xf32>
+  %norm, %coef = mega.grad_norm %gw {max_norm = 1.0 : f64, mega.sharded_grads = array<i64: 0>} : tensor<4x5xf32> -> tensor<f32>, tensor<f32>
+  mega.output "grad_norm", %norm : tensor<f32>
+  mega.adamw "w", %gw, %lr, %step, %coef {beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-08 : f64, weight_decay = 0.01 : f64} : tensor<4x5xf32>, tensor<f32>, tensor<f32>, tensor<f32>
+  return
+}
+func.func @train() {
+  %w = mega.param "w" [4, 5] init normal(0.02) {mega.sharding = #mega.sharding<[[], [0]]>} : tensor<4x5xf32>
   return
 }
 }

@@ -33,6 +33,8 @@ dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
               and a checkpoint (one step at lr 0) holds the full moments,
               equal to the one-device ones; a one-device checkpoint resumes
               with sharded moments to the same next 3 losses
+tp_dp_distopt the same at tp=2, dp=2 (4 ranks): moments are data blocks of
+              tensor-parallel shards
 """
 import argparse
 import json
@@ -201,6 +203,15 @@ def distributed_optimizer():
     dp.compare("resumed with sharded moments: losses", resumed[0], resumed[1], 1e-5)
 
 
+def tp_distributed_optimizer():
+    # Moments that are data blocks of tensor-parallel shards: the norm sums
+    # the blocks over the data ranks, then the shards over the tensor ranks;
+    # checkpoints gather both levels.
+    equivalence(256, 2, 2, ["--use-distributed-optimizer"])
+    equivalence(256, 2, 2, ["--use-distributed-optimizer"], saves=True, steps=1,
+                lr=["--lr", "0"])
+
+
 def sequence_parallel():
     # The collectives sequence parallelism puts in place of the all-reduces
     # (the kernels at kernel level, group 0 = tensor).
@@ -223,7 +234,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--scratch", required=True)
     ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp",
-                                     "tp_sp_pp", "dp_distopt"])
+                                     "tp_sp_pp", "dp_distopt", "tp_dp_distopt"])
     args = ap.parse_args()
     dp.ARGS = args
     shutil.rmtree(args.scratch, ignore_errors=True)
@@ -236,7 +247,8 @@ def main():
      # With the pipeline (1F1B, 2 stages): the padded vocabulary and the
      # sequence-parallel blocks cross the stage boundary.
      "tp_sp_pp": lambda: equivalence(251, 2, 1, ["--sequence-parallel", "--pp", "2"], pp=2),
-     "dp_distopt": distributed_optimizer}[args.case]()
+     "dp_distopt": distributed_optimizer,
+     "tp_dp_distopt": tp_distributed_optimizer}[args.case]()
     print("PASS " + args.case)
 
 

@@ -207,9 +207,6 @@ CompileOptions checkFlags() {
   // parameters).
   if (distributedOptimizer && o.dp == 1)
     fail("--use-distributed-optimizer needs --dp > 1");
-  if (distributedOptimizer && o.tp > 1)
-    fail("--use-distributed-optimizer with --tp " + llvm::Twine(o.tp) +
-         " is not supported yet (only --tp 1)");
   if (distributedOptimizer && o.pp > 1)
     fail("--use-distributed-optimizer with --pp " + llvm::Twine(o.pp) +
          " is not supported yet (only --pp 1)");

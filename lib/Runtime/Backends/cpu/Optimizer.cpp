@@ -30,16 +30,22 @@ void checkGradNorm(const Checker &c) {
   // i = {} (every gradient whole on every rank), or {group, s_0..s_{n-1}}
   // with s_k = 1 when input k is a tensor-parallel shard over `group`.
   // With a trailing pipeline group {group, s_0..s_{n-1}, outer}, flag 2
-  // marks a copy counted on another pipeline rank.
+  // marks a copy counted on another pipeline rank. With two trailing groups
+  // {group, s.., outer or -1, data}, every input is also a data-parallel
+  // block (the distributed optimizer's): the sums meet over `data` first.
   if (!c.instr.i.empty()) {
-    bool outer = c.instr.i.size() == 2 + c.ins.size();
+    const size_t n = c.ins.size();
+    bool outer = c.instr.i.size() >= 2 + n;
+    bool data = c.instr.i.size() == 3 + n;
     if (!outer)
-      c.attrs(1 + c.ins.size(), 1);
+      c.attrs(1 + n, 1);
     c.attr(0, 0, 2, "group");
-    for (size_t k = 0; k < c.ins.size(); ++k)
+    for (size_t k = 0; k < n; ++k)
       outer ? c.attr(1 + k, 0, 2, "shard flag") : c.flag(1 + k, "shard flag");
     if (outer)
-      c.attr(1 + c.ins.size(), 0, 2, "pipeline group");
+      c.attr(1 + n, data ? -1 : 0, 2, "pipeline group");
+    if (data)
+      c.attr(2 + n, 0, 2, "data group");
   }
   c.attrs(c.instr.i.size(), 1);
   c.finite(0, "maxNorm");
@@ -112,6 +118,17 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
                         const Refs &outs, Communicator &comm) {
   double ss[2];
   squaredSums(ctx, in, ins, ss);
+  const size_t n = ins.size();
+  if (in.i.size() == 3 + n) {
+    // Data-parallel blocks: the whole gradients' sums, per kind.
+    const ProcessGroup &d = comm.group(plan::ParallelGroup(in.i[2 + n]));
+    if (d.size > 1) {
+      float both[2] = {float(ss[0]), float(ss[1])};
+      comm.allReduce(d, both, both, 2, plan::ReduceOp::Sum);
+      ss[0] = double(both[0]);
+      ss[1] = double(both[1]);
+    }
+  }
   const ProcessGroup &g = comm.group(plan::ParallelGroup(in.i[0]));
   if (g.size > 1) {
     // Every rank gets the same sum, so the same norm and coefficient.
@@ -120,9 +137,9 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
     ss[1] = double(shard);
   }
   double total = ss[0] + ss[1];
-  if (in.i.size() == 2 + ins.size()) {
+  if (in.i.size() >= 2 + n && in.i[1 + n] >= 0) {
     // Pipeline: every rank's parameters once, summed over the stages.
-    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i.back()));
+    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i[1 + n]));
     if (p.size > 1) {
       float mine = float(total);
       comm.allReduce(p, &mine, &mine, 1, plan::ReduceOp::Sum);
