@@ -460,8 +460,6 @@ __global__ void __launch_bounds__(kWarps * 32)
              *db = dout + row0 * HD;
   copyTile<HD>(ks, kb, kt * kT);
   copyTile<HD>(vs, vb, kt * kT);
-  const int r = lane >> 1, half = lane & 1;
-  const int64_t kj = kt * kT + warp * 16 + r;
   __syncthreads();
   RowFrags<HD> kw, vw; // this warp's 16 keys and values, for every q tile
   kw.load(ks + warp * 16 * (HD + 8));
@@ -486,12 +484,23 @@ __global__ void __launch_bounds__(kWarps * 32)
     productNT<HD>(sw, kw, qs);
     productNT<HD>(dpw, vw, dos);
     __syncwarp();
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const bool masked = s.causal && kj > t * kT + c;
-      const float p =
-          masked ? 0.0f : expf(sw[r * kSLd + c] * s.scale - lseS[c]);
-      pw[r * kPLd + c] = __float2bfloat16_rn(p);
-      dsw[r * kPLd + c] = __float2bfloat16_rn(p * (dpw[r * kSLd + c] - dsumS[c]));
+    // Lane j owns query columns j and j + 32 (their lse and D in registers,
+    // shared memory conflict-free) of the warp's 16 key rows.
+    const float lq[2] = {lseS[lane], lseS[lane + 32]};
+    const float dq[2] = {dsumS[lane], dsumS[lane + 32]};
+#pragma unroll
+    for (int rr = 0; rr < 16; ++rr) {
+      const int64_t krow = kt * kT + warp * 16 + rr;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int c = lane + 32 * h;
+        const bool masked = s.causal && krow > t * kT + c;
+        const float p =
+            masked ? 0.0f : expf(sw[rr * kSLd + c] * s.scale - lq[h]);
+        pw[rr * kPLd + c] = __float2bfloat16_rn(p);
+        dsw[rr * kPLd + c] =
+            __float2bfloat16_rn(p * (dpw[rr * kSLd + c] - dq[h]));
+      }
     }
     __syncwarp();
     productNN<HD>(gv, pw, dos); // dv += p^T dout
@@ -530,9 +539,14 @@ __global__ void __launch_bounds__(kWarps * 32)
              *db = dout + row0 * HD;
   copyTile<HD>(qs, qb, qt * kT);
   copyTile<HD>(dos, db, qt * kT);
-  const int r = lane >> 1, half = lane & 1;
-  const int64_t qi = qt * kT + warp * 16 + r;
-  const float li = lse[row0 + qi], Di = dsum[row0 + qi];
+  // Each row's lse and D in registers of every lane (lane j owns columns j
+  // and j + 32 of the warp's 16 rows).
+  float lrow[16], drow[16];
+#pragma unroll
+  for (int rr = 0; rr < 16; ++rr) {
+    lrow[rr] = lse[row0 + qt * kT + warp * 16 + rr];
+    drow[rr] = dsum[row0 + qt * kT + warp * 16 + rr];
+  }
   __syncthreads();
   RowFrags<HD> qw, dw; // this warp's 16 queries and their dout
   qw.load(qs + warp * 16 * (HD + 8));
@@ -550,10 +564,18 @@ __global__ void __launch_bounds__(kWarps * 32)
     productNT<HD>(sw, qw, ks);  // s = q_w k^T
     productNT<HD>(dpw, dw, vs); // dp = dout_w v^T
     __syncwarp();
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const bool masked = s.causal && t * kT + c > qi;
-      const float p = masked ? 0.0f : expf(sw[r * kSLd + c] * s.scale - li);
-      dsw[r * kPLd + c] = __float2bfloat16_rn(p * (dpw[r * kSLd + c] - Di));
+#pragma unroll
+    for (int rr = 0; rr < 16; ++rr) {
+      const int64_t qrow = qt * kT + warp * 16 + rr;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int c = lane + 32 * h;
+        const bool masked = s.causal && t * kT + c > qrow;
+        const float p =
+            masked ? 0.0f : expf(sw[rr * kSLd + c] * s.scale - lrow[rr]);
+        dsw[rr * kPLd + c] =
+            __float2bfloat16_rn(p * (dpw[rr * kSLd + c] - drow[rr]));
+      }
     }
     __syncwarp();
     productNN<HD>(g, dsw, ks); // dq += ds k
