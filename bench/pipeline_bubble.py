@@ -116,6 +116,9 @@ def main():
                                        "interleaved:16")
     ap.add_argument("--yield-when-idle", action="store_true",
                     help="OpenMPI mpi_yield_when_idle=1 (waiting ranks yield the core)")
+    ap.add_argument("--fragment-kb", type=int, default=0,
+                    help="OpenMPI shared-memory fragments of this many KiB (btl_vader_max_send_size; "
+                         "fewer fragments = fewer sender-side progress steps per message)")
     ap.add_argument("--memory", action="store_true",
                     help="P=4, m=8: peak activation memory per stage, 1F1B vs GPipe")
     args = ap.parse_args()
@@ -123,6 +126,8 @@ def main():
     work = tempfile.mkdtemp(prefix="pipeline-bubble-")
     data = write_dataset(os.path.join(work, "data"), 200000, 64)
     mca = ["--mca", "mpi_yield_when_idle", "1"] if args.yield_when_idle else []
+    if args.fragment_kb:
+        mca += ["--mca", "btl_vader_max_send_size", str(args.fragment_kb * 1024)]
 
     if args.memory:
         print("P=4, m=8, 4 layers: peak activations stashed per rank")
@@ -135,7 +140,8 @@ def main():
         return
 
     print(f"P={args.pp}, layers={args.layers}, hidden={args.hidden}, micro-batch {args.micro}, "
-          f"seq 64, {args.steps} steps (first skipped){', yield when idle' if mca else ''}")
+          f"seq 64, {args.steps} steps (first skipped){', yield when idle' if args.yield_when_idle else ''}"
+          f"{f', {args.fragment_kb} KiB fragments' if args.fragment_kb else ''}")
     print(f"{'schedule':12s} {'V':>2s} {'m':>3s} {'idle frac':>9s} {'unit':>7s} "
           f"{'idle/busy':>9s} {'(P-1)/(V*m)':>11s} {'ms/iter':>8s}")
     for case in args.cases.split(","):
