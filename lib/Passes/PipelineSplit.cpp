@@ -333,6 +333,11 @@ struct MegaPipelineSplit
       if (!sharded.empty())
         fresh->setAttr("mega.sharded_grads", b.getDenseI64ArrayAttr(sharded));
       fresh->setAttr("mega.pipeline_counted", b.getDenseI64ArrayAttr(counted));
+      // The groups the norm's sums meet over besides (the distributed
+      // optimizer's data blocks: `mega.shard_axis`, `mega.data_blocks`).
+      for (StringRef keep : {"mega.shard_axis", "mega.data_blocks"})
+        if (Attribute a = norm->getAttr(keep))
+          fresh->setAttr(keep, a);
       norm.replaceAllUsesWith(fresh.getResults());
       norm.erase();
     }

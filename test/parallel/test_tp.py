@@ -35,6 +35,7 @@ dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
               with sharded moments to the same next 3 losses
 tp_dp_distopt the same at tp=2, dp=2 (4 ranks): moments are data blocks of
               tensor-parallel shards
+pp_dp_distopt the same at dp=2, pp=2 (4 ranks, 1F1B)
 """
 import argparse
 import json
@@ -212,6 +213,14 @@ def tp_distributed_optimizer():
                 lr=["--lr", "0"])
 
 
+def pp_distributed_optimizer():
+    # Each pipeline rank's optimizer keeps the norm's data-block sums (then
+    # adds the stages'); checkpoints gather the moments per stage.
+    flags = ["--use-distributed-optimizer", "--pp", "2"]
+    equivalence(256, 1, 2, flags, pp=2)
+    equivalence(256, 1, 2, flags, saves=True, steps=1, lr=["--lr", "0"], pp=2)
+
+
 def sequence_parallel():
     # The collectives sequence parallelism puts in place of the all-reduces
     # (the kernels at kernel level, group 0 = tensor).
@@ -234,7 +243,8 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--scratch", required=True)
     ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp",
-                                     "tp_sp_pp", "dp_distopt", "tp_dp_distopt"])
+                                     "tp_sp_pp", "dp_distopt", "tp_dp_distopt",
+                                     "pp_dp_distopt"])
     args = ap.parse_args()
     dp.ARGS = args
     shutil.rmtree(args.scratch, ignore_errors=True)
@@ -248,7 +258,8 @@ def main():
      # sequence-parallel blocks cross the stage boundary.
      "tp_sp_pp": lambda: equivalence(251, 2, 1, ["--sequence-parallel", "--pp", "2"], pp=2),
      "dp_distopt": distributed_optimizer,
-     "tp_dp_distopt": tp_distributed_optimizer}[args.case]()
+     "tp_dp_distopt": tp_distributed_optimizer,
+     "pp_dp_distopt": pp_distributed_optimizer}[args.case]()
     print("PASS " + args.case)
 
 

@@ -207,9 +207,6 @@ CompileOptions checkFlags() {
   // parameters).
   if (distributedOptimizer && o.dp == 1)
     fail("--use-distributed-optimizer needs --dp > 1");
-  if (distributedOptimizer && o.pp > 1)
-    fail("--use-distributed-optimizer with --pp " + llvm::Twine(o.pp) +
-         " is not supported yet (only --pp 1)");
   if (distributedOptimizer && optimizer == "sgd")
     fail("--use-distributed-optimizer needs --optimizer adam (sgd has no "
          "state to shard)");
