@@ -366,12 +366,13 @@ private:
               FailureOr<int64_t> group = groupOf(c, c.getAxes());
               if (failed(group))
                 return failure();
-              replaceByKernel(c, "VocabCrossEntropyStats",
-                              {c.getLogits(), c.getTargets(), c.getMax()},
-                              vocabAttrs(c, numElements(c.getTargets()),
-                                         tensorType(c.getLogits()).getShape().back(),
-                                         *group),
-                              {});
+              replaceByKernel(
+                  c, "VocabCrossEntropyStats",
+                  {c.getLogits(), c.getTargets(), c.getMax()},
+                  vocabAttrs(c, numElements(c.getTargets()),
+                             tensorType(c.getLogits()).getShape().back(),
+                             *group),
+                  {});
               return success();
             })
         .Case<VocabCrossEntropyOp>([&](VocabCrossEntropyOp c) {

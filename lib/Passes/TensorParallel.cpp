@@ -140,10 +140,14 @@ private:
   /// without it), and the partial values it must all-reduce after all.
   bool sp = false;
   DenseSet<Value> noScatter;
+  /// Whether step 5 may still split a parameter (wpe by positions when the
+  /// blocks are of one sequence's positions).
+  bool spDecisions = true;
 
   SweepResult sweep(Sweep &out);
   SweepResult visit(Sweep &s, Operation &op, ArrayRef<ShardingAttr> have);
   bool scatterable(Value v, ShardingAttr have) const;
+  int64_t rowsDim(RankedTensorType t) const;
   void recordGroups(Sweep &s, Value v, int64_t groups);
   LogicalResult rewrite(Sweep &s);
   bool dropWholeRowsOnReplicatedWork(const Sweep &s);
@@ -191,14 +195,28 @@ SweepResult TensorParallel::sweep(Sweep &s) {
   return SweepResult::Stable;
 }
 
+/// The dim along which blocks of `t`'s rows are split: its first dim that
+/// is not 1, when it is a leading one (not the last) and the tensor axis
+/// divides it -- the micro-batch's sequences, or with one sequence its
+/// positions; -1 when there is none.
+int64_t TensorParallel::rowsDim(RankedTensorType t) const {
+  for (int64_t d = 0; d + 1 < t.getRank(); ++d) {
+    if (t.isDynamicDim(d))
+      return -1;
+    if (t.getDimSize(d) != 1)
+      return t.getDimSize(d) % mesh[0] == 0 ? d : -1;
+  }
+  return -1;
+}
+
 /// Whether `v`, partial, can be reduce-scattered into row blocks (sequence
-/// parallelism): an activation whose leading dim the tensor axis divides.
+/// parallelism): an f32 activation with a rowsDim.
 bool TensorParallel::scatterable(Value v, ShardingAttr have) const {
   RankedTensorType t = tensorType(v);
-  return sp && !noScatter.contains(v) && have.isPartial() && have.getSplitDim() == -1 &&
-         have.getPartialKind().getValue() == "sum" && t.getRank() >= 2 &&
-         t.getElementType().isF32() && !t.isDynamicDim(0) &&
-         t.getDimSize(0) % mesh[0] == 0;
+  return sp && !noScatter.contains(v) && have.isPartial() &&
+         have.getSplitDim() == -1 &&
+         have.getPartialKind().getValue() == "sum" &&
+         t.getElementType().isF32() && rowsDim(t) >= 0;
 }
 
 // Step 2, one op: the attempts, in order, are the operands as they are;
@@ -208,7 +226,8 @@ bool TensorParallel::scatterable(Value v, ShardingAttr have) const {
 SweepResult TensorParallel::visit(Sweep &s, Operation &op,
                                   ArrayRef<ShardingAttr> have) {
   auto iface = dyn_cast<ShardingOpInterface>(op);
-  bool anyPartial = llvm::any_of(have, [](ShardingAttr a) { return a.isPartial(); });
+  bool anyPartial =
+      llvm::any_of(have, [](ShardingAttr a) { return a.isPartial(); });
   bool anyRows = llvm::any_of(op.getOperands(),
                               [&](Value v) { return s.rows.contains(v); });
   bool anyScatterable = false;
@@ -236,7 +255,7 @@ SweepResult TensorParallel::visit(Sweep &s, Operation &op,
     for (auto [i, v] : llvm::enumerate(op.getOperands())) {
       if (at == Scatter && scatterable(v, have[i]))
         in[i] = ShardingAttr::getSplit(v.getContext(), tensorType(v).getRank(),
-                                       0);
+                                       rowsDim(tensorType(v)));
       if (at == Whole && (have[i].isPartial() || s.rows.contains(v)))
         in[i] = replicated(v);
     }
@@ -273,7 +292,8 @@ SweepResult TensorParallel::visit(Sweep &s, Operation &op,
         reduce.push_back(&use);
         continue;
       }
-      if (at == Scatter && scatterable(v, h) && want.getSplitDim() == 0 &&
+      if (at == Scatter && scatterable(v, h) &&
+          want.getSplitDim() == rowsDim(tensorType(v)) &&
           !want.isPartial()) {
         scatter.push_back(&use);
         continue;
@@ -292,6 +312,10 @@ SweepResult TensorParallel::visit(Sweep &s, Operation &op,
       // A dim the devices do not divide is zero-padded (kept only where
       // every op taking it knows what the padding means).
       int64_t n = tensorType(v).getDimSize(d);
+      if (sp && !spDecisions) {
+        obtainable = false;
+        break;
+      }
       decide.push_back({p, want, n % mesh[0] ? n : 0});
     }
     if (!obtainable) {
@@ -324,7 +348,12 @@ SweepResult TensorParallel::visit(Sweep &s, Operation &op,
       if (sh.isReplicated())
         continue;
       s.sharding[r] = sh;
-      if (rowsIn && sh.getSplitDim() == 0 && !sh.isPartial())
+      // (Blocks of rows: split along a dim with only 1s before it.)
+      int64_t d = sh.getSplitDim();
+      bool leading = d >= 0 && !sh.isPartial();
+      for (int64_t k = 0; leading && k < d; ++k)
+        leading = tensorType(r).getDimSize(k) == 1;
+      if (rowsIn && leading)
         s.rows.insert(r);
     }
     if (rule.groups > 1)
@@ -343,10 +372,12 @@ void TensorParallel::recordGroups(Sweep &s, Value v, int64_t groups) {
     s.groups[p.getName()] = groups;
     return;
   }
+  // (Not through row blocks all-gathered for the op: the split that
+  // reaches `v` is not theirs.)
   if (Operation *def = v.getDefiningOp())
-    for (Value operand : def->getOperands())
-      if (s.of(operand).getSplitDim() >= 0)
-        recordGroups(s, operand, groups);
+    for (OpOperand &use : def->getOpOperands())
+      if (s.of(use.get()).getSplitDim() >= 0 && !s.rowGather.contains(&use))
+        recordGroups(s, use.get(), groups);
 }
 
 /// The per-device type of `v` under `s`.
@@ -392,14 +423,15 @@ LogicalResult TensorParallel::rewrite(Sweep &s) {
           // row-parallel linear); adjoint: all-gather.
           Value &r = scattered[v];
           if (!r) {
+            int64_t d = rowsDim(tensorType(v));
             SmallVector<int64_t> shape(tensorType(v).getShape());
-            shape[0] /= mesh[0];
+            shape[d] /= mesh[0];
             b.setInsertionPointAfterValue(v);
             r = b.create<ReduceScatterOp>(
                 v.getLoc(), RankedTensorType::get(shape, b.getF32Type()), v,
-                axes, 0);
+                axes, d);
             r.getDefiningOp()->setAttr(
-                kShardingAttr, ShardingAttr::getSplit(ctx, shape.size(), 0));
+                kShardingAttr, ShardingAttr::getSplit(ctx, shape.size(), d));
           }
           use.set(r);
           continue;
@@ -419,12 +451,13 @@ LogicalResult TensorParallel::rewrite(Sweep &s) {
           }
           Value &g = rowGathered[v];
           if (!g) {
+            int64_t d = s.of(v).getSplitDim();
             SmallVector<int64_t> shape(tensorType(v).getShape());
-            shape[0] *= mesh[0];
+            shape[d] *= mesh[0];
             b.setInsertionPointAfterValue(v);
             g = b.create<AllGatherOp>(
                 v.getLoc(), RankedTensorType::get(shape, b.getF32Type()), v,
-                axes, 0);
+                axes, d);
           }
           use.set(g);
           continue;
@@ -466,9 +499,9 @@ LogicalResult TensorParallel::rewrite(Sweep &s) {
                 b.getI64IntegerAttr(0));
             SmallVector<int64_t> full(shape);
             full[d] = n;
-            g = b.create<TransposeOp>(v.getLoc(),
-                                      RankedTensorType::get(full, b.getF32Type()),
-                                      kept, b.getDenseI64ArrayAttr(back));
+            g = b.create<TransposeOp>(
+                v.getLoc(), RankedTensorType::get(full, b.getF32Type()), kept,
+                b.getDenseI64ArrayAttr(back));
           }
           use.set(g);
           continue;
@@ -690,13 +723,32 @@ void TensorParallel::runOnOperation() {
   noGatherIn = nullptr;
   if (!settle(s))
     return signalPassFailure();
-  // Step 5.
+  // Step 5. Blocks of one sequence's positions ask to split wpe by
+  // positions; when another program cannot take that (@predict's single
+  // sequence under a training batch of several), step 5 runs again without
+  // new splits.
   if (sequenceParallel) {
     sp = true;
-    do {
-      if (!settle(s))
+    llvm::StringMap<ShardingAttr> savedDecisions = decisions;
+    llvm::StringMap<int64_t> savedPad = unpadded;
+    auto run = [&] {
+      do {
+        if (!settle(s))
+          return false;
+      } while (dropWholeRowsOnReplicatedWork(s));
+      return true;
+    };
+    if (!run()) {
+      decisions = std::move(savedDecisions);
+      unpadded = std::move(savedPad);
+      noScatter.clear();
+      spDecisions = false;
+      if (!run()) {
+        module.emitError("mega-tensor-parallel: sequence parallelism found "
+                         "no consistent layout");
         return signalPassFailure();
-    } while (dropWholeRowsOnReplicatedWork(s));
+      }
+    }
   }
   // Step 4.
   if (failed(rewrite(s)))

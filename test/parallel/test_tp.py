@@ -23,6 +23,7 @@ tp_sp         vocab 256 at tp=2 with --sequence-parallel: layer norms and
               instead of all-reduce, layer-norm gradients all-reduced; the
               plan must hold ReduceScatter and AllGather over the tensor
               group
+tp_sp_b1      the same at --micro-batch-size 1: blocks of positions
 tp_sp_pp      vocab 251 (padded) at tp=2, pp=2 (4 ranks, 1F1B) with
               --sequence-parallel
 dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
@@ -87,13 +88,14 @@ def plan_text(plan_args):
                           check=True, capture_output=True, text=True).stdout
 
 
-def equivalence(vocab, tp, dpsize, flags=(), saves=False, steps=10, lr=(), pp=1):
+def equivalence(vocab, tp, dpsize, flags=(), saves=False, steps=10, lr=(), pp=1, micro=2,
+                global_batch=4):
     tag = f"v{vocab}-tp{tp}-dp{dpsize}" + "".join(f.replace("--", "-") for f in flags)
     rng = np.random.default_rng(13)
     data = dp.write_dataset(dp.scratch(f"data-{vocab}"),
                             [rng.integers(0, vocab, size=n) for n in (900, 700, 500)])
-    ref = compile_plan(dp.scratch(f"{tag}-ref.plan"), vocab, 1, 1, 2, 4)
-    par = compile_plan(dp.scratch(f"{tag}.plan"), vocab, tp, dpsize, 2, 4, flags)
+    ref = compile_plan(dp.scratch(f"{tag}-ref.plan"), vocab, 1, 1, micro, global_batch)
+    par = compile_plan(dp.scratch(f"{tag}.plan"), vocab, tp, dpsize, micro, global_batch, flags)
     extra = ["--no-shuffle", "--seed", "5"] + list(lr)
     ck1, ck2 = (dp.scratch(f"{tag}-ref-ckpt"), dp.scratch(f"{tag}-ckpt")) if saves else (None, None)
     l1, n1, g1 = train(ref, data, f"{tag}-ref", 0, extra, steps, save=ck1)
@@ -243,7 +245,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--scratch", required=True)
     ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp",
-                                     "tp_sp_pp", "dp_distopt", "tp_dp_distopt",
+                                     "tp_sp_b1", "tp_sp_pp", "dp_distopt", "tp_dp_distopt",
                                      "pp_dp_distopt"])
     args = ap.parse_args()
     dp.ARGS = args
@@ -256,6 +258,10 @@ def main():
      "tp_sp": sequence_parallel,
      # With the pipeline (1F1B, 2 stages): the padded vocabulary and the
      # sequence-parallel blocks cross the stage boundary.
+     # One sequence per micro-batch: the blocks are of positions (wpe splits
+     # by positions too).
+     "tp_sp_b1": lambda: equivalence(256, 2, 1, ["--sequence-parallel"], micro=1,
+                                     global_batch=2),
      "tp_sp_pp": lambda: equivalence(251, 2, 1, ["--sequence-parallel", "--pp", "2"], pp=2),
      "dp_distopt": distributed_optimizer,
      "tp_dp_distopt": tp_distributed_optimizer,

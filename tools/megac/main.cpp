@@ -227,12 +227,6 @@ CompileOptions checkFlags() {
          llvm::Twine(o.microBatch) +
          (o.dp > 1 ? " times --dp " + llvm::Twine(o.dp) : llvm::Twine("")));
   o.microbatches = o.globalBatch / (o.microBatch * o.dp);
-  // Sequence parallelism splits the activations [batch, seq, hidden] into
-  // blocks along their leading dim, the micro-batch's rows.
-  if (sequenceParallel && o.microBatch % o.tp != 0)
-    fail("--sequence-parallel needs --tp " + llvm::Twine(o.tp) +
-         " to divide --micro-batch-size " + llvm::Twine(o.microBatch) +
-         " (the rows it splits)");
   if (std::string problem = mega::pipeline::checkSchedule(
           {o.schedule, o.pp, o.vpp, o.microbatches});
       !problem.empty())
@@ -302,6 +296,25 @@ void checkSets(ModuleOp module, const CompileOptions &o) {
     if (name != "batch" && !hparams.get(name))
       fail("--set " + s + ": the model has no hyper-parameter '" + name +
            "' (it has: " + known + ")");
+  }
+  // Sequence parallelism splits the activations [batch, seq, hidden] into
+  // blocks of rows along their first dim that is not 1: the micro-batch's
+  // sequences, or with one sequence its positions.
+  if (sequenceParallel) {
+    int64_t seq = 0;
+    if (auto v = dyn_cast_or_null<IntegerAttr>(hparams.get("seq")))
+      seq = v.getInt();
+    for (llvm::StringRef s : o.sets)
+      if (s.split('=').first == "seq")
+        s.split('=').second.getAsInteger(10, seq);
+    if (o.microBatch > 1 && o.microBatch % o.tp != 0)
+      fail("--sequence-parallel needs --tp " + llvm::Twine(o.tp) +
+           " to divide --micro-batch-size " + llvm::Twine(o.microBatch) +
+           " (the sequences it splits)");
+    if (o.microBatch == 1 && seq % o.tp != 0)
+      fail("--sequence-parallel needs --tp " + llvm::Twine(o.tp) +
+           " to divide seq=" + llvm::Twine(seq) +
+           " (the positions it splits at --micro-batch-size 1)");
   }
 }
 

@@ -26,8 +26,9 @@
 //   split, concat      S(d) along another dim -> S(d), P -> P
 //   softmax            S(d), d a batch dim (not a row of the causal mask)
 //   flash_attention    q, k, v S(d), d = 0 (batch) or 1 (heads) -> o, lse S(d)
-//   layer_norm         x S(0) (rows), w, b R -> y, mean, rstd S(0): each
-//                      row is normalised alone (sequence parallelism)
+//   layer_norm         x S(d) (a leading dim, 1s before it: blocks of rows),
+//                      w, b R -> y S(d), mean, rstd S(0): each row is
+//                      normalised alone (sequence parallelism)
 //   embedding          table S(0) -> P: mega.vocab_embedding (masked rows)
 //   cross_entropy      logits S(last) -> R: statistics all-reduced (max, sum
 //                      of exp, target logit), mega.vocab_cross_entropy
@@ -363,18 +364,25 @@ LogicalResult flashAttentionRule(Operation *op, Shardings in,
 }
 
 
-/// Rows are independent: x split along its leading dim (a block of rows,
-/// which is also a block of the flattened `[rows]` of mean and rstd) gives
-/// the same split of y, mean and rstd. The weights must be whole; their
-/// gradients are then a term per device (the pass puts them through
-/// mega.copy_to_region, whose adjoint all-reduces them, as Megatron does for
-/// layer norms under sequence parallelism).
+/// Rows are independent: x split along a leading dim with only 1s before it
+/// (a block of rows, which is also a block of the flattened `[rows]` of mean
+/// and rstd) gives the same split of y, and mean and rstd split alike. The
+/// weights must be whole; their gradients are then a term per device (the
+/// pass puts them through mega.copy_to_region, whose adjoint all-reduces
+/// them, as Megatron does for layer norms under sequence parallelism).
 LogicalResult layerNormRule(Operation *op, Shardings in, ShardingRule &rule) {
-  if (in[0].getSplitDim() != 0 || in[0].isPartial() || !in[1].isReplicated() ||
-      !in[2].isReplicated() || rankOf(op->getOperand(0)) < 2)
+  Value x = op->getOperand(0);
+  int64_t d = in[0].getSplitDim();
+  if (d < 0 || d + 1 >= rankOf(x) || in[0].isPartial() ||
+      !in[1].isReplicated() || !in[2].isReplicated())
     return failure();
+  // Contiguous blocks of rows only: the dims before the split one are 1.
+  for (int64_t k = 0; k < d; ++k)
+    if (shapeOf(x)[k] != 1)
+      return failure();
   rule.operands.assign({in[0], in[1], in[2]});
-  for (Value r : op->getResults())
+  rule.results.push_back(splitAt(op->getResult(0), d));
+  for (Value r : op->getResults().drop_front())
     rule.results.push_back(splitAt(r, 0));
   return success();
 }
