@@ -1,29 +1,32 @@
 //===- Attention.cpp - Fused attention and its gradient -------------------===//
 //
 // The CPU twin of the GPU's flash attention (opcodes Attention and
-// AttentionGrad). Per (batch*head) slice and query row i:
+// AttentionGrad). Per (batch*head) slice, with s = scale * q k^T:
 //
-//   s_j = scale * q_i . k_j          (j <= i when causal)
-//   lse_i = log sum_j exp(s_j)       o_i = sum_j exp(s_j - lse_i) v_j
+//   lse_i = log sum_j exp(s_ij)      o = p v,  p_ij = exp(s_ij - lse_i)
+//                                    (j <= i when causal, else p_ij = 0)
 //
-// and backwards, with p_ij = exp(s_ij - lse_i) recomputed and
-// D_i = dout_i . o_i:
+// and backwards, with p recomputed from lse and D_i = dout_i . o_i:
 //
-//   ds_ij = p_ij (dout_i . v_j - D_i)
-//   dq_i = scale sum_j ds_ij k_j   dk_j = scale sum_i ds_ij q_i
-//   dv_j = sum_i p_ij dout_i
+//   ds = p * (dout v^T - D)      dq = scale ds k    dk = scale ds^T q
+//   dv = p^T dout
 //
-// One row of scores lives at a time (the [S, S] matrix never exists). The
-// sums are in double, so this is the reference the GPU's fp32 tiles are
-// measured against; bf16 operands are widened first (fp32 math, as on the
-// tensor cores). Slices run in parallel, each serially: the bits do not
-// depend on the thread count.
+// One slice's [S, S] scores exist at a time, in a per-slice scratch (the
+// GPU keeps only a tile of them; what the plan promises is that no [B,
+// heads, S, S] tensor is ever in the arena). The products are OpenBLAS
+// sgemm calls, each whole (never split, so the bits do not depend on the
+// thread count); the softmax sums are in double. bf16 operands are widened
+// first (fp32 math, as on the tensor cores). Slices run in parallel.
 //
 //===----------------------------------------------------------------------===//
 #include "Common.h"
+#include "MathApprox.h"
+#include "Reduce.h"
 
 #include <cmath>
 #include <limits>
+
+#include <cblas.h>
 
 namespace mega::rt::cpu {
 
@@ -89,15 +92,42 @@ void checkAttentionGrad(const Checker &c) {
 
 namespace {
 
-double dot(const float *a, const float *b, int64_t n) {
-  double s = 0.0;
-  for (int64_t k = 0; k < n; ++k)
-    s += double(a[k]) * double(b[k]);
-  return s;
-}
-
 Dims dimsOf(const Instr &in) {
   return Dims{in.i[0], in.i[1], in.i[2], in.i[3] != 0, in.f[0]};
+}
+
+/// p [S, S] = exp(scale q k^T - lse) row by row (0 where masked). With
+/// `lse` null, each row's logsumexp is computed first and written to
+/// `lseOut`.
+void probabilities(const Dims &d, const float *q, const float *k, float *p,
+                   const float *lse, float *lseOut) {
+  const int S = int(d.seq), hd = int(d.hd);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, d.scale, q,
+              hd, k, hd, 0.0f, p, S);
+  for (int64_t i = 0; i < d.seq; ++i) {
+    float *row = p + i * d.seq;
+    const int64_t valid = d.causal ? i + 1 : d.seq;
+    float l;
+    if (lse) {
+      l = lse[i];
+    } else {
+      const float m = maxF(row, valid);
+      for (int64_t j = 0; j < valid; ++j)
+        row[j] = vexp(row[j] - m);
+      const double z = sumD(row, valid);
+      lseOut[i] = float(double(m) + std::log(z));
+      const float inv = float(1.0 / z);
+      for (int64_t j = 0; j < valid; ++j)
+        row[j] *= inv;
+      for (int64_t j = valid; j < d.seq; ++j)
+        row[j] = 0.0f;
+      continue;
+    }
+    for (int64_t j = 0; j < valid; ++j)
+      row[j] = vexp(row[j] - l);
+    for (int64_t j = valid; j < d.seq; ++j)
+      row[j] = 0.0f;
+  }
 }
 
 } // namespace
@@ -110,31 +140,13 @@ void runAttention(const Ctx &ctx, const Instr &in, const Refs &ins,
   const float *q = floatsOf(ins[0], n, sq), *k = floatsOf(ins[1], n, sk),
               *v = floatsOf(ins[2], n, sv);
   float *o = outs[0].f32(), *lse = outs[1].f32();
+  const int S = int(d.seq), hd = int(d.hd);
   parallelForEach(ctx, d.bh, [&](int64_t s) {
     const int64_t base = s * d.seq * d.hd;
-    std::vector<double> score(size_t(d.seq)), acc(size_t(d.hd));
-    for (int64_t i = 0; i < d.seq; ++i) {
-      const float *qi = q + base + i * d.hd;
-      const int64_t keys = d.causal ? i + 1 : d.seq;
-      double m = -std::numeric_limits<double>::infinity();
-      for (int64_t j = 0; j < keys; ++j) {
-        score[size_t(j)] = double(d.scale) * dot(qi, k + base + j * d.hd, d.hd);
-        m = std::max(m, score[size_t(j)]);
-      }
-      double l = 0.0;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t j = 0; j < keys; ++j) {
-        const double p = std::exp(score[size_t(j)] - m);
-        l += p;
-        const float *vj = v + base + j * d.hd;
-        for (int64_t c = 0; c < d.hd; ++c)
-          acc[size_t(c)] += p * double(vj[c]);
-      }
-      float *oi = o + base + i * d.hd;
-      for (int64_t c = 0; c < d.hd; ++c)
-        oi[c] = float(acc[size_t(c)] / l);
-      lse[s * d.seq + i] = float(m + std::log(l));
-    }
+    std::vector<float> p(static_cast<size_t>(d.seq * d.seq));
+    probabilities(d, q + base, k + base, p.data(), nullptr, lse + s * d.seq);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, S, 1.0f,
+                p.data(), S, v + base, hd, 0.0f, o + base, hd);
   });
 }
 
@@ -148,33 +160,29 @@ void runAttentionGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
               *dout = floatsOf(ins[5], n, sdo);
   const float *lse = ins[4].f32();
   float *dq = outs[0].f32(), *dk = outs[1].f32(), *dv = outs[2].f32();
+  const int S = int(d.seq), hd = int(d.hd);
   parallelForEach(ctx, d.bh, [&](int64_t s) {
     const int64_t base = s * d.seq * d.hd;
-    const size_t slice = size_t(d.seq * d.hd);
-    std::vector<double> gq(slice, 0.0), gk(slice, 0.0), gv(slice, 0.0);
+    const size_t sq2 = size_t(d.seq * d.seq);
+    std::vector<float> p(sq2), dp(sq2);
+    probabilities(d, q + base, k + base, p.data(), lse + s * d.seq, nullptr);
+    // dp = dout v^T, then ds = scale * p * (dp - D) in place.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, 1.0f,
+                dout + base, hd, v + base, hd, 0.0f, dp.data(), S);
     for (int64_t i = 0; i < d.seq; ++i) {
-      const float *qi = q + base + i * d.hd, *di = dout + base + i * d.hd;
-      const double D = dot(di, o + base + i * d.hd, d.hd);
-      const double li = double(lse[s * d.seq + i]);
-      const int64_t keys = d.causal ? i + 1 : d.seq;
-      for (int64_t j = 0; j < keys; ++j) {
-        const float *kj = k + base + j * d.hd, *vj = v + base + j * d.hd;
-        const double p = std::exp(double(d.scale) * dot(qi, kj, d.hd) - li);
-        const double ds = p * (dot(di, vj, d.hd) - D) * double(d.scale);
-        double *gqi = &gq[size_t(i * d.hd)];
-        double *gkj = &gk[size_t(j * d.hd)], *gvj = &gv[size_t(j * d.hd)];
-        for (int64_t c = 0; c < d.hd; ++c) {
-          gqi[c] += ds * double(kj[c]);
-          gkj[c] += ds * double(qi[c]);
-          gvj[c] += p * double(di[c]);
-        }
-      }
+      const float D = float(dotD(dout + base + i * d.hd, o + base + i * d.hd, d.hd));
+      const float *pr = p.data() + i * d.seq;
+      float *r = dp.data() + i * d.seq;
+      for (int64_t j = 0; j < d.seq; ++j)
+        r[j] = d.scale * pr[j] * (r[j] - D);
     }
-    for (size_t e = 0; e < slice; ++e) {
-      dq[base + int64_t(e)] = float(gq[e]);
-      dk[base + int64_t(e)] = float(gk[e]);
-      dv[base + int64_t(e)] = float(gv[e]);
-    }
+    // dv = p^T dout; dq = ds k; dk = ds^T q.
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, S, 1.0f,
+                p.data(), S, dout + base, hd, 0.0f, dv + base, hd);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, S, 1.0f,
+                dp.data(), S, k + base, hd, 0.0f, dq + base, hd);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, S, 1.0f,
+                dp.data(), S, q + base, hd, 0.0f, dk + base, hd);
   });
 }
 
