@@ -328,6 +328,47 @@ double PipelineExecutor::runMicrobatches(const Fetch &fetch) {
   return loss;
 }
 
+double PipelineExecutor::runForwardOnly(const Fetch &fetch) {
+  // Stages run one after another: the receiver of stage s+1 is blocked in
+  // its receive for exactly that stage (its earlier stages are done), so
+  // blocking sends cannot deadlock, with or without interleaving.
+  double loss = 0;
+  int next = (rank_ + 1) % pp_, prev = (rank_ + pp_ - 1) % pp_;
+  const plan::Plan &plan = engine_.plan();
+  for (Chunk &ch : chunks_) {
+    Buffers in;
+    for (size_t j = 0; j < ch.recvForward.size(); ++j) {
+      std::vector<char> &buf = in.ports[ch.recvForward[j].port];
+      buf.resize(ch.recvForward[j].bytes);
+      comm_.recv(group_, prev, tag(0, ch.stage, 0, j), buf.data(), buf.size());
+    }
+    if (ch.tokens || ch.targets)
+      fetch(0, tokens_.data(), targets_.data());
+    {
+      TraceScope t(tracer_, "eval F" + std::to_string(ch.stage), "forward",
+                   Tracer::Programs);
+      feed(*ch.forward, in);
+      ch.forward->run(nullptr);
+    }
+    if (ch.stage == stages_ - 1) {
+      loss += double(ch.forward->getScalar("loss"));
+      continue;
+    }
+    // In the receiver's input order, as runMicrobatches sends.
+    const plan::Program *peer = findProgram(plan, "forward", ch.stage + 1);
+    size_t j = 0;
+    for (const plan::Port &port : peer->inputs)
+      for (const Transfer &t : ch.sendForward)
+        if (t.port == port.name) {
+          std::vector<char> buf(t.bytes);
+          ch.forward->getOutput(t.port, buf.data(), buf.size());
+          comm_.send(group_, next, tag(0, ch.stage + 1, 0, j++), buf.data(),
+                     buf.size());
+        }
+  }
+  return loss;
+}
+
 double PipelineExecutor::runOptimizer(float lr, float step) {
   {
     TraceScope t(tracer_, "wait sends", "wait", Tracer::Host);

@@ -46,6 +46,11 @@ public:
   /// Every step of the schedule before the optimizer. Returns the sum of the
   /// micro-batch losses when this rank holds the last stage, else 0.
   double runMicrobatches(const Fetch &fetch);
+  /// Evaluation: one micro-batch through every stage's forward program, in
+  /// stage order (receive, run, send), nothing stashed. Returns its loss on
+  /// the rank holding the last stage, else 0. Call between iterations only
+  /// (after runOptimizer): its messages reuse micro-batch 0's tags.
+  double runForwardOnly(const Fetch &fetch);
   /// Waits for the sends, runs this rank's optimizer; returns its grad_norm.
   double runOptimizer(float lr, float step);
 

@@ -71,9 +71,6 @@ Trainer::Trainer(Engine &engine, TrainOptions options)
     S = plan.getInt("seq", 0);
     if (B <= 0 || S <= 0)
       throw Error("pipelined plan has no micro_batch_size and seq config");
-    if (!options.evalData.empty())
-      throw Error("--eval-data with a pipelined plan (pp > 1) is not "
-                  "supported: evaluate a checkpoint with a --pp 1 plan");
   } else {
     ProgramRunner &train = engine.program("train");
     ProgramRunner &opt = engine.program("optimizer");
@@ -127,7 +124,7 @@ Trainer::Trainer(Engine &engine, TrainOptions options)
     opts_.logInterval = std::min<int64_t>(100, opts_.steps);
   if (opts_.evalInterval > 0 && opts_.evalData.empty())
     throw Error("--eval-interval needs --eval-data PREFIX");
-  if (!opts_.evalData.empty())
+  if (!opts_.evalData.empty() && !pipelined)
     engine.program("eval");
 
   int64_t params = engine.memory().parameterCount();
@@ -204,8 +201,10 @@ void Trainer::prepare() {
   train_ = std::make_unique<SampleSource>(opts_.data, shape_.seq, shape_.vocab,
                                           opts_.shuffle, dataSeed_);
   if (!opts_.evalData.empty()) {
-    ProgramRunner &eval = engine_.program("eval");
-    auto [Be, Se] = checkLossProgram(eval);
+    // A pipelined plan evaluates with its stages' forward programs, at the
+    // training micro-batch.
+    auto [Be, Se] = pipeline_ ? std::make_pair(shape_.micro, shape_.seq)
+                              : checkLossProgram(engine_.program("eval"));
     eval_ = std::make_unique<SampleSource>(opts_.evalData, Se, shape_.vocab,
                                            false, 0);
     int64_t available = eval_->numSamples() / Be;
@@ -365,6 +364,20 @@ void Trainer::dumpGradientsOverData(int64_t iteration) {
 
 double Trainer::evaluate() {
   TraceScope t(tracer_.get(), "evaluate", "host", Tracer::Host);
+  if (pipeline_) {
+    double sum = 0;
+    for (int64_t k = 0; k < evalBatches_; ++k)
+      sum += pipeline_->runForwardOnly(
+          [&](int64_t, int32_t *tokens, int32_t *targets) {
+            eval_->batch(k * shape_.micro, shape_.micro, tokens, targets);
+          });
+    // The loss is the last stage's; every rank gets it (the others add 0).
+    float l = float(sum / double(evalBatches_));
+    Communicator &comm = engine_.comm();
+    comm.allReduce(comm.group(plan::ParallelGroup::Pipeline), &l, &l, 1,
+                   plan::ReduceOp::Sum);
+    return double(l);
+  }
   ProgramRunner &eval = engine_.program("eval");
   int64_t B = eval.requireInput("tokens").shape[0];
   double sum = 0;

@@ -78,8 +78,12 @@ def train(plan, data, tag, np_, extra, steps=10, logged=None):
     dp.check(len(lines) == logged, f"{tag}: {len(lines)} log lines (only rank 0 logs)\n"
              + p.stdout + p.stderr)
     with open(log) as f:
-        norms = [json.loads(l)["grad_norm"] for l in f if l.strip()]
-    return dp.losses(log), norms, dp.load_safetensors(grads), p.stdout
+        records = [json.loads(l) for l in f if l.strip()]
+    steps_ = [r for r in records if "lm_loss" in r]
+    evals = [r["validation_loss"] for r in records if "validation_loss" in r]
+    train.evals = evals
+    return ([r["lm_loss"] for r in steps_], [r["grad_norm"] for r in steps_],
+            dp.load_safetensors(grads), p.stdout)
 
 
 def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", save=False,
@@ -94,14 +98,21 @@ def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", sav
     flags = ["--tp", str(tp), "--pp", str(pp), "--dp", str(dpsize), "--vpp", str(vpp),
              "--schedule", schedule]
     par = compile_plan(dp.scratch(f"{tag}.plan"), layers, vocab, flags, global_batch=g)
-    extra = ["--no-shuffle", "--seed", "5"]
+    # Validation (a forward-only pass through the stages) every 5 steps on
+    # the same data must match too.
+    extra = ["--no-shuffle", "--seed", "5", "--eval-interval", "5", "--eval-data", data,
+             "--eval-iters", "3"]
     save_dir = dp.scratch(f"{tag}-ckpt")
     ref_dir = dp.scratch(f"{tag}-ref-ckpt")
     l1, n1, g1, _ = train(ref, data, f"{tag}-ref", 0,
                           extra + (["--save", ref_dir] if save else []))
+    e1 = train.evals
     l2, n2, g2, out = train(par, data, tag, tp * pp * dpsize,
                             extra + (["--save", save_dir] if save else []))
+    e2 = train.evals
     compare(f"{tag}: losses", l1, l2, 1e-5)
+    dp.check(len(e1) == 2, f"{tag}: {len(e1)} validation records, expected 2")
+    compare(f"{tag}: validation losses", e1, e2, 1e-5)
     compare(f"{tag}: grad norms", n1, n2, 1e-5)
     dp.check(max(n1) > 1.0, f"{tag}: grad norms {n1} never clip; the test "
              "would not see a wrong norm")
