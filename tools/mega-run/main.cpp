@@ -29,6 +29,10 @@ using namespace mega;
 namespace {
 
 int generate(rt::Engine &engine, const run::Options &o) {
+  if (!engine.plan().schedule.empty())
+    throw rt::Error("--generate needs a plan compiled with --pp 1 (a "
+                    "pipelined plan has no predict program); checkpoints "
+                    "load under any layout");
   rt::Generator gen(engine);
   std::unique_ptr<run::Tokenizer> tok = run::Tokenizer::load(o.tokenizerModel);
   if (tok->size() > gen.vocab())
@@ -47,23 +51,29 @@ int generate(rt::Engine &engine, const run::Options &o) {
   g.vocabLimit = tok->size();
   g.eos = tok->eos();
 
-  // Stream: print the prompt, then whatever the decoded text grew by.
+  // Stream: print the prompt, then whatever the decoded text grew by. Under
+  // tensor parallelism every rank runs the same steps (same seed, same
+  // sampled ids); only world rank 0 prints.
+  std::FILE *out = engine.comm().worldRank() == 0 ? stdout : nullptr;
+  auto put = [out](const char *text) {
+    if (out) {
+      std::fputs(text, out);
+      std::fflush(out);
+    }
+  };
   std::vector<int32_t> ids = g.prompt;
   std::string shown = tok->decode(ids);
-  std::fputs(o.prompt.c_str(), stdout);
-  std::fflush(stdout);
+  put(o.prompt.c_str());
   gen.run(g, [&](int32_t id) {
     ids.push_back(id);
     std::string full = tok->decode(ids);
     if (full.size() >= shown.size() &&
         full.compare(0, shown.size(), shown) == 0) {
-      std::fputs(full.c_str() + shown.size(), stdout);
-      std::fflush(stdout);
+      put(full.c_str() + shown.size());
       shown = std::move(full);
     }
   });
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  put("\n");
   return 0;
 }
 
