@@ -32,13 +32,15 @@ std::string stateName(plan::Role role, const std::string &param) {
 
 /// Full host copies of the sharded persistents with one of `roles`, by
 /// index. A collective over each one's shard group: every rank of the group
-/// calls it (they walk the same plan in the same order).
+/// calls it (they walk the same plan in the same order, and hold the same
+/// persistents: a shard group lies within one pipeline stage). Persistents
+/// this rank has no values of (another pipeline stage's) are skipped.
 using Gathered = std::map<size_t, std::vector<char>>;
 Gathered gatherShards(const Memory &memory,
                       std::initializer_list<plan::Role> roles) {
   Gathered out;
   for (size_t k = 0; k < memory.count(); ++k) {
-    if (!memory.sharded(k))
+    if (!memory.sharded(k) || !memory.available(k))
       continue;
     for (plan::Role r : roles)
       if (memory.info(k).role == r) {
@@ -63,6 +65,9 @@ void addPersistent(SafetensorsWriter &w, const Memory &memory, size_t k,
     });
     return;
   }
+  if (!memory.available(k))
+    throw Error("internal: the writer has no values of persistent '" +
+                t.name + "'");
   w.add(name, t.dtype, t.shape,
         [&memory, k](void *dst) { memory.toHost(k, dst); });
 }
@@ -90,6 +95,9 @@ void loadInto(const SafetensorsReader &r, Memory &memory,
       throw Error("tensor '" + name + "' in '" + r.path() + "' has shape " +
                   shapeText(e->shape) + " but the plan expects " +
                   shapeText(shape));
+    // Another pipeline stage's tensor: that rank loads it.
+    if (!memory.resident(k))
+      continue;
     raw.resize(e->bytes());
     r.read(*e, raw.data());
     if (e->dtype == t.dtype) {

@@ -16,6 +16,35 @@ size_t portBytes(const plan::Port &p) {
   return size_t(n) * plan::dtypeSize(p.dtype);
 }
 
+/// Which persistents this process allocates. Without a pipeline: all of
+/// them. On pipeline rank r: those that a program this rank runs (a stage
+/// s with s mod pp == r, or its optimizer) references; one that no program
+/// of `device` references stays on rank 0, so that checkpoints still find it.
+std::vector<bool> residentPersistents(const plan::Plan &plan,
+                                      const std::string &device,
+                                      Communicator &comm) {
+  if (plan.schedule.empty())
+    return {};
+  int64_t pp = std::max<int64_t>(1, plan.getInt("pp", 1));
+  int rank = comm.group(plan::ParallelGroup::Pipeline).rank;
+  std::vector<bool> mine(plan.persistents.size(), false),
+      used(plan.persistents.size(), false);
+  for (const plan::Program &p : plan.programs) {
+    if (p.target != device || p.stage < 0)
+      continue;
+    for (const plan::Value &v : p.values)
+      if (v.space == plan::Space::Persistent) {
+        used[size_t(v.index)] = true;
+        if (p.stage % pp == rank)
+          mine[size_t(v.index)] = true;
+      }
+  }
+  for (size_t k = 0; k < mine.size(); ++k)
+    if (!used[k] && rank == 0)
+      mine[k] = true;
+  return mine;
+}
+
 } // namespace
 
 ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
@@ -166,7 +195,9 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
                const std::string &device, Communicator *comm)
     : plan_(plan), backend_(backend),
       ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
-      comm_(comm ? comm : ownComm_.get()), memory_(plan, backend, comm_) {
+      comm_(comm ? comm : ownComm_.get()),
+      memory_(plan, backend, comm_,
+              residentPersistents(plan, device, *comm_)) {
   std::string targets;
   int64_t pp = std::max<int64_t>(1, plan.getInt("pp", 1));
   int pipelineRank = plan.schedule.empty()

@@ -95,10 +95,16 @@ void shardCopy(const plan::Persistent &t, int64_t r, int64_t S,
 
 } // namespace
 
-Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm)
+Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm,
+               std::vector<bool> resident)
     : plan_(plan), backend_(backend), comm_(comm) {
+  if (!resident.empty() && resident.size() != plan.persistents.size())
+    throw Error("internal: residency of " + std::to_string(resident.size()) +
+                " persistents for a plan with " +
+                std::to_string(plan.persistents.size()));
   buffers_.reserve(plan.persistents.size());
-  for (const plan::Persistent &t : plan.persistents) {
+  for (size_t k = 0; k < plan.persistents.size(); ++k) {
+    const plan::Persistent &t = plan.persistents[k];
     if (t.shardDim >= 0) {
       // plan::validate proved the shapes consistent; the group size must be
       // the number of parts.
@@ -117,8 +123,20 @@ Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm)
                     "its tensor-parallel size)");
     }
     int64_t numel = product(t.shape, 0, t.shape.size());
-    buffers_.emplace_back(backend, size_t(numel) * plan::dtypeSize(t.dtype));
+    bytes_.push_back(size_t(numel) * plan::dtypeSize(t.dtype));
+    if (resident.empty() || resident[k])
+      buffers_.emplace_back(backend, bytes_.back());
+    else
+      buffers_.emplace_back();
   }
+}
+
+size_t Memory::residentBytes() const {
+  size_t n = 0;
+  for (size_t k = 0; k < count(); ++k)
+    if (resident(k))
+      n += bytes(k);
+  return n;
 }
 
 const ProcessGroup *Memory::shardGroup(size_t k) const {
@@ -198,6 +216,9 @@ void Memory::fromFullHost(size_t k, const void *src) {
 void Memory::initialize(uint64_t seed) {
   std::vector<char> host;
   for (size_t k = 0; k < count(); ++k) {
+    // Another pipeline rank draws (and owns) the rest.
+    if (!resident(k))
+      continue;
     const plan::Persistent &t = info(k);
     if (t.role != plan::Role::Param || t.init == plan::Init::Zeros ||
         t.dtype == plan::DType::I32) {
@@ -228,11 +249,24 @@ void Memory::zero(size_t k) {
 }
 
 void Memory::toHost(size_t k, void *dst) const {
-  backend_.copyToHost(dst, data(k), bytes(k));
+  if (resident(k)) {
+    backend_.copyToHost(dst, data(k), bytes(k));
+    return;
+  }
+  auto it = hostCopies_.find(k);
+  if (it == hostCopies_.end())
+    throw Error("internal: persistent '" + info(k).name +
+                "' is neither on this rank nor copied here");
+  std::memcpy(dst, it->second.data(), bytes(k));
 }
 
 void Memory::fromHost(size_t k, const void *src) {
-  backend_.copyToDevice(data(k), src, bytes(k));
+  if (resident(k)) {
+    backend_.copyToDevice(data(k), src, bytes(k));
+    return;
+  }
+  const char *s = static_cast<const char *>(src);
+  hostCopies_[k].assign(s, s + bytes(k));
 }
 
 int Memory::findParam(const std::string &name) const {

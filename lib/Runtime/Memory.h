@@ -1,9 +1,12 @@
 //===- Memory.h - Device buffers and the persistent tensors ---------------===//
 //
-// Memory owns every persistent tensor of a plan (parameters, gradients,
+// Memory owns the persistent tensors of a plan (parameters, gradients,
 // optimizer moments) as one device buffer each, allocated once. It knows the
 // plan's roles, so checkpointing and gradient dumps ask it by parameter
-// rather than by index.
+// rather than by index. A pipeline rank allocates only the persistents its
+// own programs reference (the point of pipelining is less memory per rank);
+// the others exist only as plan entries, or for a while as host copies that a
+// checkpoint or a gradient dump receives from their owner.
 //
 //===----------------------------------------------------------------------===//
 #ifndef MEGA_RUNTIME_MEMORY_H
@@ -13,6 +16,7 @@
 #include "mega/Runtime/Backend.h"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,16 +47,29 @@ public:
   /// `comm` (optional: without it every group has one rank) tells which
   /// shard of a tensor-parallel persistent this process holds; a persistent
   /// sharded over a group of another size than the plan's is an Error.
+  /// `resident` (empty: all) says which persistents get a device buffer.
   Memory(const plan::Plan &plan, Backend &backend,
-         Communicator *comm = nullptr);
+         Communicator *comm = nullptr, std::vector<bool> resident = {});
 
   Backend &backend() const { return backend_; }
-  size_t count() const { return buffers_.size(); }
+  size_t count() const { return plan_.persistents.size(); }
   const plan::Persistent &info(size_t k) const { return plan_.persistents[k]; }
+  /// The device buffer (nullptr when not resident).
   void *data(size_t k) const { return buffers_[k].data(); }
-  size_t bytes(size_t k) const { return buffers_[k].bytes(); }
+  /// This rank's (local, shard) bytes of persistent k, resident or not.
+  size_t bytes(size_t k) const { return bytes_[k]; }
+  /// Whether persistent k has a device buffer on this rank.
+  bool resident(size_t k) const { return buffers_[k].data() != nullptr; }
+  /// Whether toHost(k) has values: resident, or a host copy was given.
+  bool available(size_t k) const {
+    return resident(k) || hostCopies_.count(k) != 0;
+  }
+  /// Device bytes of this rank's persistents.
+  size_t residentBytes() const;
+  /// Frees the host copies of persistents that are not resident.
+  void dropHostCopies() { hostCopies_.clear(); }
 
-  /// Parameters drawn by their Init (Normal from a stream derived from `seed`
+  /// Resident parameters drawn by their Init (Normal from a stream derived from `seed`
   /// and the parameter's name, so adding a tensor never changes the others);
   /// every other persistent zeroed. A sharded parameter draws the full
   /// tensor from the same stream and keeps its shard, so every tensor-
@@ -84,6 +101,8 @@ public:
   /// Keeps this rank's shard of a full host tensor (fullBytes(k) bytes).
   void fromFullHost(size_t k, const void *src);
   void zero(size_t k);
+  /// For a persistent that is not resident these work on a host copy:
+  /// fromHost makes one, toHost without one is an Error.
   void toHost(size_t k, void *dst) const;
   void fromHost(size_t k, const void *src);
 
@@ -106,6 +125,8 @@ private:
   Backend &backend_;
   Communicator *comm_;
   std::vector<DeviceBuffer> buffers_;
+  std::vector<size_t> bytes_;
+  std::map<size_t, std::vector<char>> hostCopies_;
 };
 
 /// float <-> bfloat16 (round to nearest even), for bf16 parameters.

@@ -142,18 +142,23 @@ PipelineExecutor::PipelineExecutor(Engine &engine, Tracer *tracer)
   tokens_.resize(size_t(micro_ * seq_));
   targets_.resize(size_t(micro_ * seq_));
 
-  // Which rank holds the current values of each persistent.
-  owners_.assign(plan.persistents.size(), -1);
-  for (const plan::Program &p : plan.programs) {
-    int r = p.stage % pp_;
-    for (const plan::Value &v : p.values)
-      if (v.space == plan::Space::Persistent) {
-        int &o = owners_[size_t(v.index)];
-        o = o < 0 ? r : std::min(o, r);
-      }
-  }
-  for (int &o : owners_)
-    o = std::max(o, 0);
+  // Which ranks hold each persistent: every rank tells its residency (the
+  // engine allocated what this rank's programs reference).
+  const Memory &mem = engine.memory();
+  const size_t n = mem.count();
+  std::vector<float> mine(n), all(n * size_t(pp_));
+  for (size_t k = 0; k < n; ++k)
+    mine[k] = mem.resident(k) ? 1.0f : 0.0f;
+  comm_.allGather(group_, mine.data(), all.data(), n);
+  holders_.assign(n, {});
+  for (int r = 0; r < pp_; ++r)
+    for (size_t k = 0; k < n; ++k)
+      if (all[size_t(r) * n + k] != 0.0f)
+        holders_[k].push_back(r);
+  for (size_t k = 0; k < n; ++k)
+    if (holders_[k].empty())
+      throw Error("pipeline: persistent '" + mem.info(k).name +
+                  "' is on no pipeline rank");
 }
 
 int PipelineExecutor::tag(int64_t mb, int stage, int dir, size_t port) const {
@@ -387,31 +392,65 @@ double PipelineExecutor::runOptimizer(float lr, float step) {
              : 0.0;
 }
 
-void PipelineExecutor::consolidate(plan::Role role) {
+void PipelineExecutor::collect(plan::Role role) {
+  // Rank 0 receives, in plan order, each tensor it does not hold from the
+  // first rank that does (the one whose optimizer updates it; the tied
+  // embedding is on rank 0 already). Blocking sends cannot deadlock: every
+  // rank walks the same order and rank 0 takes the messages one by one.
   Memory &mem = engine_.memory();
+  std::vector<char> buf;
   for (size_t k : mem.withRole(role)) {
-    if (mem.info(k).dtype != plan::DType::F32)
-      throw Error("pipeline checkpoints need f32 tensors");
-    std::vector<float> v(mem.bytes(k) / 4, 0.0f);
-    if (owners_[k] == rank_)
-      mem.toHost(k, v.data());
-    comm_.allReduce(group_, v.data(), v.data(), v.size(), plan::ReduceOp::Sum);
-    mem.fromHost(k, v.data());
+    const std::vector<int> &h = holders_[k];
+    if (h.front() == 0)
+      continue;
+    if (rank_ == h.front() || rank_ == 0)
+      buf.resize(mem.bytes(k));
+    if (rank_ == h.front()) {
+      mem.toHost(k, buf.data());
+      comm_.send(group_, 0, kCollectTag, buf.data(), buf.size());
+    } else if (rank_ == 0) {
+      comm_.recv(group_, h.front(), kCollectTag, buf.data(), buf.size());
+      mem.fromHost(k, buf.data()); // a host copy
+    }
   }
 }
 
 std::vector<std::vector<float>> PipelineExecutor::sumGrads() {
+  // Rank 0 gets each gradient summed over the ranks that hold it (the tied
+  // embedding's two parts meet); it keeps its own local values to restore.
   Memory &mem = engine_.memory();
   std::vector<std::vector<float>> local;
+  std::vector<float> part;
   for (size_t k : mem.withRole(plan::Role::Grad)) {
+    std::vector<float> &mineK = local.emplace_back();
+    const std::vector<int> &h = holders_[k];
+    bool held = std::find(h.begin(), h.end(), rank_) != h.end();
+    if ((!held && rank_ != 0) || h == std::vector<int>{0})
+      continue; // not taking part, or rank 0's own already
     if (mem.info(k).dtype != plan::DType::F32)
       throw Error("--dump-grads with a pipeline needs f32 gradients");
-    std::vector<float> &v = local.emplace_back(mem.bytes(k) / 4);
-    mem.toHost(k, v.data());
-    std::vector<float> sum(v.size());
-    comm_.allReduce(group_, v.data(), sum.data(), sum.size(),
-                    plan::ReduceOp::Sum);
-    mem.fromHost(k, sum.data());
+    const size_t words = mem.bytes(k) / 4;
+    if (rank_ != 0) {
+      part.resize(words);
+      mem.toHost(k, part.data());
+      comm_.send(group_, 0, kCollectTag, part.data(), words * 4);
+      continue;
+    }
+    std::vector<float> sum(words, 0.0f);
+    if (held) {
+      mineK.resize(words);
+      mem.toHost(k, mineK.data());
+      sum = mineK;
+    }
+    for (int r : h) {
+      if (r == 0)
+        continue;
+      part.resize(words);
+      comm_.recv(group_, r, kCollectTag, part.data(), words * 4);
+      for (size_t e = 0; e < words; ++e)
+        sum[e] += part[e];
+    }
+    mem.fromHost(k, sum.data()); // the device values, or a host copy
   }
   return local;
 }
@@ -420,7 +459,9 @@ void PipelineExecutor::restore(const std::vector<std::vector<float>> &local) {
   Memory &mem = engine_.memory();
   std::vector<size_t> grads = mem.withRole(plan::Role::Grad);
   for (size_t k = 0; k < grads.size(); ++k)
-    mem.fromHost(grads[k], local[k].data());
+    if (!local[k].empty())
+      mem.fromHost(grads[k], local[k].data());
+  mem.dropHostCopies();
 }
 
 } // namespace mega::rt

@@ -62,15 +62,19 @@ public:
   /// "stages 0, 2" for the log.
   std::string stagesText() const;
 
-  /// Persistent tensors whose current values live on pipeline rank r:
-  /// owner[k] = the first rank whose programs read tensor k (0 when none).
-  const std::vector<int> &owners() const { return owners_; }
-  /// For checkpoints: every rank gets the owner's values of the tensors
-  /// with `role` (a sum over the pipeline group where the others give 0).
-  void consolidate(plan::Role role);
-  /// For --dump-grads: the gradients summed over the pipeline group (the
-  /// tied embedding's two parts meet), returning the local values so that
-  /// restore() can put them back.
+  /// The pipeline ranks that hold persistent k (allocated it: their
+  /// programs reference it), in rank order; the first one's values are
+  /// current (its optimizer updates them; the tied embedding is updated on
+  /// the first and the last stage alike).
+  const std::vector<int> &holders(size_t k) const { return holders_[k]; }
+  /// For checkpoints: pipeline rank 0 (whose world rank 0 writes) gets host
+  /// copies of the tensors with `role` that it does not hold, from their
+  /// first holder; Memory::dropHostCopies frees them.
+  void collect(plan::Role role);
+  /// For --dump-grads: pipeline rank 0 gets every gradient summed over its
+  /// holders (the tied embedding's two parts meet), on the device where it
+  /// holds it, else as a host copy; returns its local values (empty where
+  /// not held) so that restore() can put them back and drop the copies.
   std::vector<std::vector<float>> sumGrads();
   void restore(const std::vector<std::vector<float>> &local);
 
@@ -105,7 +109,10 @@ private:
   size_t maxPorts_ = 1;
   bool lastStage_ = false;
   std::vector<Chunk> chunks_;
-  std::vector<int> owners_;
+  std::vector<std::vector<int>> holders_;
+  /// Checkpoint and gradient-dump messages (between iterations, when no
+  /// schedule message is in flight).
+  static constexpr int kCollectTag = 32767;
   ProgramRunner *optimizer_ = nullptr;
   const std::vector<plan::ScheduleStep> *steps_ = nullptr;
 

@@ -234,6 +234,11 @@ void Trainer::prepare() {
                 std::to_string(train_->numTokens()) + " tokens, " +
                 std::to_string(train_->numSamples()) + " samples" +
                 (opts_.shuffle ? "" : " (no shuffle)"));
+  if (!pipeline_) // (pipeline ranks report theirs at the end)
+    logger_->info("mega-run: " +
+                  std::to_string(engine_.memory().residentBytes()) +
+                  " bytes of persistent tensors (parameters, gradients, "
+                  "optimizer state) per rank");
   if (pipeline_)
     logger_->info("mega-run: pipeline " + plan.get("schedule", "1f1b") +
                   " over " + plan.get("pp", "?") + " ranks x " +
@@ -320,8 +325,8 @@ double Trainer::runPipelineIteration(int64_t iteration, bool dumpGrads,
 
 void Trainer::dumpGradients(int64_t iteration) {
   // Pipeline: each stage holds its parameters' gradients (the tied
-  // embedding's in two parts); their sum over the pipeline group is the
-  // whole model's, put back afterwards.
+  // embedding's in two parts); pipeline rank 0 gets their sums (the whole
+  // model's) and puts its own back afterwards.
   std::vector<std::vector<float>> pipelineLocal;
   if (pipeline_)
     pipelineLocal = pipeline_->sumGrads();
@@ -345,7 +350,12 @@ void Trainer::dumpGradientsOverData(int64_t iteration) {
   // 1/(microbatches*dp)); the full gradient is their sum over the data
   // group, which the optimizer program's all-reduce computes too. Sum on the
   // host, let data rank 0 write it, and put the local share back.
-  std::vector<size_t> grads = mem.withRole(plan::Role::Grad);
+  // (Under a pipeline only rank 0's ranks hold every gradient; the data
+  // ranks of one pipeline rank hold the same ones.)
+  std::vector<size_t> grads;
+  for (size_t k : mem.withRole(plan::Role::Grad))
+    if (mem.available(k))
+      grads.push_back(k);
   std::vector<std::vector<float>> local(grads.size());
   for (size_t k = 0; k < grads.size(); ++k) {
     if (mem.info(grads[k]).dtype != plan::DType::F32)
@@ -404,11 +414,12 @@ void Trainer::save(int64_t iteration) {
   s.shuffle = opts_.shuffle;
   s.numSamples = train_->numSamples();
   s.rng = rng_.save();
-  if (pipeline_) // every tensor's values from the rank that updates it
+  if (pipeline_) // pipeline rank 0 gets the other stages' tensors
     for (plan::Role role :
          {plan::Role::Param, plan::Role::AdamM, plan::Role::AdamV})
-      pipeline_->consolidate(role);
+      pipeline_->collect(role);
   saveCheckpoint(opts_.save, engine_.plan(), engine_.memory(), s, writer_);
+  engine_.memory().dropHostCopies();
   if (writer_)
     logger_->info(" saved checkpoint at iteration " +
                   std::to_string(iteration) + " to " + opts_.save);
@@ -497,6 +508,11 @@ void Trainer::run() {
                 (long long)opts_.rank, pipeline_->stagesText().c_str(),
                 (long long)pipeline_->peakStashed(),
                 (long long)pipeline_->peakStashBytes());
+    // And its persistent memory: only its stages' tensors.
+    std::printf("mega-run: rank %lld pipeline %s: %lld bytes of persistent "
+                "tensors (parameters, gradients, optimizer state)\n",
+                (long long)opts_.rank, pipeline_->stagesText().c_str(),
+                (long long)engine_.memory().residentBytes());
     std::fflush(stdout);
   }
   if (tracer_)

@@ -698,6 +698,51 @@ void testLogLines() {
              "lm loss PPL: 7.389056E+00 | ") != std::string::npos);
 }
 
+/// A pipeline rank's Memory: only the resident persistents get device
+/// buffers; the others take host copies (a checkpoint's or a gradient dump's
+/// values from their owner) and are skipped by initialize and by loading.
+void testPartialMemory() {
+  test::BigramConfig cfg;
+  plan::Plan plan = test::makeBigramPlan(cfg);
+  auto backend = createCpuBackend(1);
+  Memory full(plan, *backend);
+  full.initialize(4);
+  std::vector<bool> resident(plan.persistents.size(), false);
+  resident[0] = true;
+  Memory part(plan, *backend, nullptr, resident);
+  CHECK(part.count() == full.count());
+  CHECK(part.resident(0) && !part.resident(1) && part.data(1) == nullptr);
+  CHECK(part.bytes(1) == full.bytes(1));
+  CHECK(part.residentBytes() == full.bytes(0));
+  size_t all = 0;
+  for (size_t k = 0; k < full.count(); ++k)
+    all += full.bytes(k);
+  CHECK(full.residentBytes() == all);
+  CHECK(part.parameterCount() == full.parameterCount());
+  part.initialize(4);
+  CHECK(hostCopy(part, 0) == hostCopy(full, 0)); // the same stream
+  CHECK(!part.available(1));
+  expectError(
+      "absent", [&] { hostCopy(part, 1); }, "neither on this rank");
+  std::vector<float> w1 = hostCopy(full, 1);
+  part.fromHost(1, w1.data());
+  CHECK(part.available(1) && !part.resident(1) && hostCopy(part, 1) == w1);
+  part.dropHostCopies();
+  CHECK(!part.available(1));
+
+  // Loading reads only the resident tensors (but checks them all).
+  std::string dir = path("partial-ckpt");
+  TrainState st;
+  st.iteration = 3;
+  st.rng = Rng(3).save();
+  saveCheckpoint(dir, plan, full, st);
+  Memory loaded(plan, *backend, nullptr, resident);
+  loadCheckpoint(dir, plan, loaded, true);
+  CHECK(hostCopy(loaded, 0) == hostCopy(full, 0));
+  for (size_t k = 1; k < loaded.count(); ++k)
+    CHECK(!loaded.available(k));
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -717,6 +762,7 @@ int main(int argc, char **argv) {
                {"data", testData},
                {"engine+checkpoint", testEngineAndCheckpoint},
                {"shards", testShards},
+               {"partial memory", testPartialMemory},
                {"sampling", testSampling},
                {"log lines", testLogLines}};
   for (auto &t : tests) {
