@@ -6,7 +6,9 @@ pipelined layout trains 10 steps on the same data (--no-shuffle, --seed 5),
 4 micro-batches of 2 per step: the logged losses and clipped gradient norms
 agree to rel 1e-5 and --dump-grads (full tensors under canonical names) to
 rel 1e-4. A checkpoint saved by the pipelined run loads into the pp=1 plan
-and gives its parameters back (pp_1f1b).
+and gives its parameters back (pp_1f1b). Each pipeline rank allocates only
+its stages' persistent tensors: fewer bytes than the pp=1 run, summing to its
+total plus the tied embedding's copy on the last stage (pp_1f1b, pp_gpipe).
 
 case          (T, P, D, V, schedule), layers, vocab
 pp_1f1b       (1, 2, 1, 1, 1f1b), 2 layers, vocab 256; also --save / --load
@@ -86,8 +88,32 @@ def train(plan, data, tag, np_, extra, steps=10, logged=None):
             dp.load_safetensors(grads), p.stdout)
 
 
+def persistent_bytes(tag, ref_out, out, pp, vocab):
+    """Each pipeline rank holds only its stages' persistents: fewer bytes
+    than the pp=1 run, and together the pp=1 total plus the tied embedding's
+    second copy on the last stage (weight, gradient, two Adam moments)."""
+    m = re.search(r"mega-run: (\d+) bytes of persistent tensors", ref_out)
+    dp.check(m, f"{tag}: the pp=1 run reports no persistent bytes:\n{ref_out}")
+    total = int(m.group(1))
+    got = {}
+    for line in out.splitlines():
+        m = re.search(r"stage (\d+): (\d+) bytes of persistent tensors", line)
+        if m:
+            got[int(m.group(1))] = int(m.group(2))
+    dp.check(sorted(got) == list(range(pp)), f"{tag}: persistent bytes per stage {got}")
+    for s, b in got.items():
+        dp.check(0 < b < total, f"{tag}: stage {s} holds {b} persistent bytes, not less "
+                 f"than the pp=1 run's {total}")
+    tied = 4 * vocab * 64 * 4
+    dp.check(sum(got.values()) - tied == total,
+             f"{tag}: stages hold {got} persistent bytes, sum {sum(got.values())}; "
+             f"minus the tied embedding's second copy ({tied}) that is not the pp=1 "
+             f"total {total}")
+    print(f"{tag}: persistent bytes per stage {[got[s] for s in sorted(got)]}, pp=1 {total}")
+
+
 def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", save=False,
-                peak_counts=None):
+                peak_counts=None, persistent=False):
     tag = f"l{layers}-v{vocab}-tp{tp}-pp{pp}-dp{dpsize}-vpp{vpp}-{schedule}"
     rng = np.random.default_rng(13)
     data = dp.write_dataset(dp.scratch(f"data-{vocab}"),
@@ -104,7 +130,7 @@ def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", sav
              "--eval-iters", "3"]
     save_dir = dp.scratch(f"{tag}-ckpt")
     ref_dir = dp.scratch(f"{tag}-ref-ckpt")
-    l1, n1, g1, _ = train(ref, data, f"{tag}-ref", 0,
+    l1, n1, g1, ref_out = train(ref, data, f"{tag}-ref", 0,
                           extra + (["--save", ref_dir] if save else []))
     e1 = train.evals
     l2, n2, g2, out = train(par, data, tag, tp * pp * dpsize,
@@ -135,6 +161,8 @@ def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", sav
                  f"{counts}, expected {peak_counts}")
         for s, (n, b) in got.items():
             dp.check(b > 0 and b % n == 0, f"{tag}: stage {s}: {b} bytes for {n} micro-batches")
+    if persistent:
+        persistent_bytes(tag, ref_out, out, pp, vocab)
     print(f"{tag}: 10 steps, losses {[round(x, 6) for x in l1]}")
     if save:
         # The pipelined checkpoint holds the full model under canonical
@@ -209,8 +237,9 @@ def main():
     dp.ARGS = args
     shutil.rmtree(args.scratch, ignore_errors=True)
     os.makedirs(args.scratch)
-    {"pp_1f1b": lambda: equivalence(2, 256, save=True, peak_counts=[2, 1]),
-     "pp_gpipe": lambda: equivalence(4, 256, pp=4, schedule="gpipe", peak_counts=[4, 4, 4, 4]),
+    {"pp_1f1b": lambda: equivalence(2, 256, save=True, peak_counts=[2, 1], persistent=True),
+     "pp_gpipe": lambda: equivalence(4, 256, pp=4, schedule="gpipe", peak_counts=[4, 4, 4, 4],
+                                     persistent=True),
      "pp_tp": lambda: equivalence(2, 256, tp=2),
      "pp_tp_dp": lambda: equivalence(2, 256, tp=2, dpsize=2),
      "pp_interleaved": lambda: equivalence(4, 256, vpp=2, schedule="interleaved"),
