@@ -222,6 +222,14 @@ def errors():
     p = dp.run([dp.ARGS.mega_run, plan, "--data", data, "--steps", 1], np_=3, expect_rc=None)
     dp.check(p.returncode != 0 and "world size" in (p.stdout + p.stderr),
              f"a 3-rank launch of a pp=2 plan must be refused: {p.stdout}{p.stderr}")
+    # --generate needs a predict program, which pipelined plans do not have.
+    p = dp.run([dp.ARGS.mega_run, plan, "--generate", "--prompt", "x", "--tokenizer-model",
+                dp.scratch("none.model"), "--load",
+                dp.scratch("none")], np_=2, expect_rc=None)
+    lines = [l for l in p.stderr.splitlines() if "error:" in l]
+    dp.check(p.returncode != 0 and lines and all("--generate needs a plan compiled with --pp 1"
+                                                  in l for l in lines),
+             f"--generate with a pp=2 plan must be refused in one line: {p.stdout}{p.stderr}")
     print("errors: each refused in one line")
 
 
