@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import random
 import statistics
 import struct
@@ -139,6 +140,21 @@ def cmd_report(a):
         tok = a.tokens / (ms / 1000.0)
         tf = tok * flops_per_token / 1e12 if flops_per_token else float("nan")
         print(f"{name:22s} {ms:9.1f} {tok:10.0f} {tf:8.1f} {100 * tf / a.peak:5.1f}%")
+    # Memory: torch's peak allocated bytes against the device memory mega's
+    # plan asked for (allocated once, before the first step; logged by
+    # mega-run next to the JSON log).
+    for r in torch.get("results", []):
+        if r.get("peak_mem_gib"):
+            print(f"memory torch {r['mode']:14s} peak allocated {r['peak_mem_gib']:7.2f} GiB")
+    for spec in a.runs:
+        name, path = spec.split("=", 1)
+        log = os.path.splitext(path)[0] + ".log"
+        if os.path.exists(log):
+            for line in open(log, errors="replace"):
+                m = re.search(r"(\d+) bytes of device memory planned", line)
+                if m:
+                    print(f"memory mega  {name:14s} planned        {int(m.group(1)) / 2**30:7.2f} GiB"
+                          f"  ({line.split('(', 1)[-1].strip().rstrip(')')})")
     times = dict(rows)
     for m in [n for n in times if n.startswith("mega ")]:
         for t in [n for n in times if n.startswith("torch ")]:

@@ -48,9 +48,9 @@ std::vector<bool> residentPersistents(const plan::Plan &plan,
 } // namespace
 
 ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
-                             Backend &backend, Communicator &comm)
-    : program_(program), backend_(backend), comm_(comm),
-      arena_(backend, size_t(program.arenaBytes)) {
+                             Backend &backend, Communicator &comm,
+                             void *arena)
+    : program_(program), backend_(backend), comm_(comm), arena_(arena) {
   for (const plan::Port &p : program.inputs)
     inputs_.emplace_back(backend, portBytes(p));
   for (const plan::Port &p : program.outputs)
@@ -63,7 +63,7 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
     char *base = nullptr;
     switch (val.space) {
     case plan::Space::Arena:
-      base = static_cast<char *>(arena_.data());
+      base = static_cast<char *>(arena_);
       break;
     case plan::Space::Persistent:
       base = static_cast<char *>(memory.data(size_t(val.index)));
@@ -205,6 +205,8 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
                          : comm_->group(plan::ParallelGroup::Pipeline).rank;
   if (plan.schedule.empty())
     pp = 1 << 30; // not pipelined: stage 0 only
+  std::vector<const plan::Program *> mine;
+  size_t arenaBytes = 0;
   for (const plan::Program &p : plan.programs) {
     if (p.target != device) {
       if (targets.find(p.target) == std::string::npos)
@@ -216,9 +218,15 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
     // rank); without a pipeline only stage 0 exists.
     if (p.stage < 0 || p.stage % pp != pipelineRank)
       continue;
-    programs_.push_back(
-        std::make_unique<ProgramRunner>(p, memory_, backend, *comm_));
+    mine.push_back(&p);
+    arenaBytes = std::max(arenaBytes, size_t(p.arenaBytes));
   }
+  // Programs run one at a time and keep nothing in their arena between runs
+  // (what outlives a run is in ports or persistents), so they share one.
+  arena_ = DeviceBuffer(backend, arenaBytes);
+  for (const plan::Program *p : mine)
+    programs_.push_back(std::make_unique<ProgramRunner>(
+        *p, memory_, backend, *comm_, arena_.data()));
   if (programs_.empty() && !plan.programs.empty())
     throw Error("the plan has no programs for device '" + device +
                 "' (it was compiled for " + targets +
@@ -226,6 +234,24 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
 }
 
 Engine::~Engine() = default;
+
+size_t ProgramRunner::deviceBytes() const {
+  size_t n = 0;
+  for (const DeviceBuffer &b : inputs_)
+    n += b.bytes();
+  for (const DeviceBuffer &b : outputs_)
+    n += b.bytes();
+  return n;
+}
+
+Engine::PlannedBytes Engine::plannedBytes() const {
+  PlannedBytes b;
+  b.persistents = memory_.residentBytes();
+  b.arena = arena_.bytes();
+  for (const auto &p : programs_)
+    b.ports += p->deviceBytes();
+  return b;
+}
 
 bool Engine::has(const std::string &name) const {
   for (const auto &p : programs_)

@@ -28,11 +28,16 @@ public:
   /// Throws Error naming the program and instruction a check fails on.
   /// Collective instructions run through `comm` (checked against its group
   /// sizes here).
+  /// `arena` is the scratch the program's arena values live in, at least
+  /// program.arenaBytes long; the engine gives all its programs the same one
+  /// (they never run at the same time).
   ProgramRunner(const plan::Program &program, Memory &memory, Backend &backend,
-                Communicator &comm);
+                Communicator &comm, void *arena);
 
   const plan::Program &program() const { return program_; }
   const std::string &name() const { return program_.name; }
+  /// Device bytes this runner holds: its port buffers.
+  size_t deviceBytes() const;
 
   /// Port lookup; nullptr when the program has no such port.
   const plan::Port *inputPort(const std::string &name) const;
@@ -78,7 +83,7 @@ private:
   const plan::Program &program_;
   Backend &backend_;
   Communicator &comm_;
-  DeviceBuffer arena_;
+  void *arena_;
   std::vector<DeviceBuffer> inputs_, outputs_;
   std::vector<Step> steps_;
 };
@@ -100,6 +105,15 @@ public:
   Memory &memory() { return memory_; }
   const Memory &memory() const { return memory_; }
 
+  /// The device memory the plan asked for on this rank, all allocated when
+  /// the engine was built (nothing is allocated per step): this rank's
+  /// persistent tensors, and every program's arena and ports.
+  struct PlannedBytes {
+    size_t persistents = 0, arena = 0, ports = 0;
+    size_t total() const { return persistents + arena + ports; }
+  };
+  PlannedBytes plannedBytes() const;
+
   bool has(const std::string &program) const;
   /// Throws Error("the plan has no 'eval' program") when it is missing.
   ProgramRunner &program(const std::string &name);
@@ -112,6 +126,8 @@ private:
   std::unique_ptr<Communicator> ownComm_;
   Communicator *comm_;
   Memory memory_;
+  /// One scratch arena for every program: the largest they ask for.
+  DeviceBuffer arena_;
   std::vector<std::unique_ptr<ProgramRunner>> programs_;
 };
 

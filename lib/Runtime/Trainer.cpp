@@ -239,6 +239,15 @@ void Trainer::prepare() {
                   std::to_string(engine_.memory().residentBytes()) +
                   " bytes of persistent tensors (parameters, gradients, "
                   "optimizer state) per rank");
+  // The compiler's memory plan as allocated (rank 0's, the one that logs):
+  // comparable with a framework's peak allocated bytes for the same step.
+  Engine::PlannedBytes planned = engine_.plannedBytes();
+  logger_->info("mega-run: " + std::to_string(planned.total()) +
+                " bytes of device memory planned on rank 0 (persistent "
+                "tensors " + std::to_string(planned.persistents) +
+                ", the programs' shared arena " +
+                std::to_string(planned.arena) + ", ports " +
+                std::to_string(planned.ports) + ")");
   if (pipeline_)
     logger_->info("mega-run: pipeline " + plan.get("schedule", "1f1b") +
                   " over " + plan.get("pp", "?") + " ranks x " +
