@@ -30,7 +30,9 @@
 //     mesh axis 2 (`mega.all_reduce ... axes [2]`; Megatron's embedding
 //     group) before the norm and the update, so both copies stay identical;
 //     ranks without it contribute zeros (`mega.output "tied.<name>"`, which
-//     the runtime ignores, keeps that all-reduce alive).
+//     the runtime ignores, keeps that all-reduce alive). A data-parallel
+//     bucket (mega-data-parallel ran before) is rebuilt from the gradients
+//     this rank still updates, so it carries no other stage's gradients.
 //  5. @train, @optimizer, @eval and @predict are erased (eval and predict
 //     need every stage: compile them with --pp 1). The mesh gets axis 2 = P.
 //
@@ -60,6 +62,8 @@ using namespace mega;
 namespace {
 
 constexpr int64_t kPipelineAxis = 2;
+/// Mesh axis of the data-parallel ranks (mega-data-parallel's buckets).
+constexpr int64_t kDataAxis = 1;
 
 /// One program being built.
 struct Program {
@@ -342,7 +346,80 @@ struct MegaPipelineSplit
       norm.erase();
     }
     eraseDeadOps(f);
+    trimDataBuckets(f);
     return success();
+  }
+
+  /// Step 4, last: a data-parallel bucket (mega-data-parallel's concat of
+  /// flattened gradients, all-reduced over mesh axis 1, read back through
+  /// views) may hold gradients of other ranks' parameters, whose views died
+  /// with their updates. Rebuild it from the parts still read, so a rank
+  /// neither sends other stages' (zero) gradients nor keeps them allocated.
+  static void trimDataBuckets(func::FuncOp f) {
+    SmallVector<AllReduceOp> reduces;
+    f.walk([&](AllReduceOp r) {
+      if (r.getAxes().size() == 1 && r.getAxes()[0] == kDataAxis &&
+          r.getX().getDefiningOp<ConcatOp>())
+        reduces.push_back(r);
+    });
+    OpBuilder b(f.getContext());
+    for (AllReduceOp r : reduces) {
+      auto concat = r.getX().getDefiningOp<ConcatOp>();
+      // Byte offset of each part in the bucket, and which parts are read.
+      SmallVector<int64_t> offsets;
+      int64_t bytes = 0;
+      for (Value part : concat.getOperands()) {
+        offsets.push_back(bytes);
+        bytes += cast<RankedTensorType>(part.getType()).getNumElements() * 4;
+      }
+      auto partOf = [&](int64_t offset) {
+        return int64_t(llvm::upper_bound(offsets, offset) - offsets.begin()) -
+               1;
+      };
+      SmallVector<ViewOp> views;
+      llvm::SmallDenseSet<int64_t> read;
+      bool onlyViews = true;
+      for (Operation *user : r->getUsers()) {
+        auto v = dyn_cast<ViewOp>(user);
+        if (!v) {
+          onlyViews = false;
+          break;
+        }
+        views.push_back(v);
+        read.insert(partOf(v.getOffset()));
+      }
+      if (!onlyViews || read.size() == concat.getNumOperands())
+        continue;
+      SmallVector<Value> kept;
+      llvm::DenseMap<int64_t, int64_t> newOffset;
+      int64_t total = 0;
+      for (auto [k, part] : llvm::enumerate(concat.getOperands())) {
+        if (!read.count(int64_t(k)))
+          continue;
+        newOffset[int64_t(k)] = total * 4;
+        total += cast<RankedTensorType>(part.getType()).getNumElements();
+        kept.push_back(part);
+      }
+      b.setInsertionPoint(r);
+      Type type = RankedTensorType::get({total}, b.getF32Type());
+      Value packed = kept.front();
+      if (kept.size() > 1)
+        packed = b.create<ConcatOp>(concat.getLoc(), type, kept,
+                                    b.getI64IntegerAttr(0));
+      auto reduced = b.create<AllReduceOp>(r.getLoc(), type, packed,
+                                           r.getAxesAttr(), r.getKindAttr());
+      for (ViewOp v : views) {
+        int64_t k = partOf(v.getOffset());
+        b.setInsertionPoint(v);
+        auto fresh = b.create<ViewOp>(
+            v.getLoc(), v.getType(), reduced.getResult(),
+            b.getI64IntegerAttr(newOffset[k] + v.getOffset() - offsets[k]));
+        v.getResult().replaceAllUsesWith(fresh.getResult());
+        v.erase();
+      }
+      r.erase();
+    }
+    eraseDeadOps(f);
   }
 
   void runOnOperation() override {
