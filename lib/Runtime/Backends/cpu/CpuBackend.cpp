@@ -30,6 +30,16 @@ namespace mega::rt::cpu {
   throw Error(std::string(name ? name : "unknown opcode") + ": " + msg);
 }
 
+namespace {
+/// The engine checks collectives with checkCollective and runs them with
+/// Backend::collective (host pointers straight through: hostMemory()); as a
+/// kernel, check() and launch() refuse one.
+[[noreturn]] void notAKernel(Op op) {
+  fail(op, "a collective is not a kernel of the cpu backend (it runs "
+           "through Backend::collective)");
+}
+} // namespace
+
 //===----------------------------------------------------------------------===//
 // Checker
 //===----------------------------------------------------------------------===//
@@ -211,15 +221,10 @@ public:
       MEGA_PLAN_VOCAB_KERNELS(MEGA_CASE)
       MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
 #undef MEGA_CASE
-    case Op::AllReduce:
-    case Op::AllGather:
-    case Op::ReduceScatter:
-    case Op::Send:
-    case Op::Recv:
-      // The engine checks these with checkCollective and runs them with
-      // Backend::collective (host pointers straight through: hostMemory()).
-      fail(instr.op, "a collective is not a kernel of the cpu backend "
-                     "(it runs through Backend::collective)");
+#define MEGA_CASE(NAME) case Op::NAME:
+      MEGA_PLAN_COLLECTIVES(MEGA_CASE)
+#undef MEGA_CASE
+      notAKernel(instr.op);
     }
     throw Error("cpu: unknown opcode " + std::to_string(int(instr.op)));
   }
@@ -283,15 +288,10 @@ private:
       MEGA_CASE(VocabCrossEntropyStats)
       MEGA_CASE(VocabCrossEntropyGrad)
 #undef MEGA_CASE
-    case Op::AllReduce:
-    case Op::AllGather:
-    case Op::ReduceScatter:
-    case Op::Send:
-    case Op::Recv:
-      // The engine checks these with checkCollective and runs them with
-      // Backend::collective (host pointers straight through: hostMemory()).
-      fail(instr.op, "a collective is not a kernel of the cpu backend "
-                     "(it runs through Backend::collective)");
+#define MEGA_CASE(NAME) case Op::NAME:
+      MEGA_PLAN_COLLECTIVES(MEGA_CASE)
+#undef MEGA_CASE
+      notAKernel(instr.op);
     }
     throw Error("cpu: unknown opcode " + std::to_string(int(instr.op)));
   }

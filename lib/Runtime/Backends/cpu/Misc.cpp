@@ -1,5 +1,6 @@
 //===- Misc.cpp - Fill, Copy, ReduceSum, Transpose ------------------------===//
 #include "Common.h"
+#include "mega/Runtime/TransposeDims.h"
 
 #include <cstring>
 
@@ -131,39 +132,7 @@ void checkTranspose(const Checker &c) {
 
 namespace {
 
-/// The permutation with size-1 dimensions dropped and runs of dimensions
-/// that stay adjacent merged: out dims `dim`, their input strides `ist`.
-struct Perm {
-  int rank = 0;
-  int64_t dim[6], ist[6];
-};
-
-Perm simplify(const Instr &in) {
-  int rank = int(in.i[0]);
-  int64_t d[6], is[6];
-  for (int k = 0; k < rank; ++k)
-    d[k] = in.i[1 + k];
-  int64_t s = 1;
-  for (int k = rank - 1; k >= 0; --k) {
-    is[k] = s;
-    s *= d[k];
-  }
-  Perm p;
-  for (int j = 0; j < rank; ++j) {
-    int src = int(in.i[1 + rank + j]);
-    if (d[src] == 1)
-      continue;
-    if (p.rank > 0 && p.ist[p.rank - 1] == is[src] * d[src]) {
-      p.dim[p.rank - 1] *= d[src];
-      p.ist[p.rank - 1] = is[src];
-      continue;
-    }
-    p.dim[p.rank] = d[src];
-    p.ist[p.rank] = is[src];
-    ++p.rank;
-  }
-  return p;
-}
+using Perm = TransposeDims;
 
 /// Input offset of the out-index `idx` over dims [0, nd) (row-major),
 /// skipping `skip1`, `skip2` (which are not part of idx's mixed radix).
@@ -200,7 +169,7 @@ void runTranspose(const Ctx &ctx, const Instr &in, const Refs &ins,
   }
   const uint32_t *x = static_cast<const uint32_t *>(ins[0].data);
   uint32_t *y = static_cast<uint32_t *>(outs[0].data);
-  Perm p = simplify(in);
+  Perm p = simplifyTranspose(in);
   if (p.rank <= 1) {
     parallelFor(ctx, n, 1 << 16, [&](int64_t b, int64_t e) {
       std::memcpy(y + b, x + b, size_t(e - b) * 4);

@@ -1,5 +1,6 @@
 //===- Misc.cu - Fill, Copy, ReduceSum, Transpose -------------------------===//
 #include "DeviceUtil.cuh"
+#include "mega/Runtime/TransposeDims.h"
 
 #include <cuda_bf16.h>
 
@@ -102,40 +103,7 @@ void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
 
 namespace {
 
-/// Output dims (size-1 dims dropped, runs that stay adjacent merged) and
-/// the input stride of each.
-struct Perm {
-  int rank = 0;
-  int64_t dim[6];
-  int64_t ist[6];
-};
-
-Perm simplify(const Instr &in) {
-  const int rank = int(in.i[0]);
-  int64_t d[6], is[6];
-  for (int k = 0; k < rank; ++k)
-    d[k] = in.i[1 + k];
-  int64_t s = 1;
-  for (int k = rank - 1; k >= 0; --k) {
-    is[k] = s;
-    s *= d[k];
-  }
-  Perm p;
-  for (int j = 0; j < rank; ++j) {
-    const int src = int(in.i[1 + rank + j]);
-    if (d[src] == 1)
-      continue;
-    if (p.rank > 0 && p.ist[p.rank - 1] == is[src] * d[src]) {
-      p.dim[p.rank - 1] *= d[src];
-      p.ist[p.rank - 1] = is[src];
-      continue;
-    }
-    p.dim[p.rank] = d[src];
-    p.ist[p.rank] = is[src];
-    ++p.rank;
-  }
-  return p;
-}
+using Perm = TransposeDims;
 
 /// The index math in I: 32-bit when every offset fits (64-bit division is
 /// many instructions on the GPU and dominated these gathers).
@@ -195,7 +163,7 @@ void runTranspose(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t n = ins[0].numel();
   if (n == 0)
     return;
-  Perm p = simplify(in);
+  Perm p = simplifyTranspose(in);
   if (outs[0].value->dtype == DType::BF16 && ins[0].value->dtype == DType::F32) {
     if (p.rank < 1) { // a plain copy: one dimension of stride 1
       p.rank = 1;
