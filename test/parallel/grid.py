@@ -25,10 +25,8 @@ The awkward shape: 3 layers on 2 pipeline stages (an uneven cut) and a
 vocabulary that T = 2 does not divide (padded to 252, the padding masked).
 The script prints one row per layout with the worst differences seen.
 """
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -100,15 +98,7 @@ def worst(name, a, b, rel):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--mega-run", required=True)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--scratch", required=True)
-    args = ap.parse_args()
-    dp.ARGS = args
-    shutil.rmtree(args.scratch, ignore_errors=True)
-    os.makedirs(args.scratch)
+    dp.setup_gpt_script()
 
     rng = np.random.default_rng(21)
     data = {}

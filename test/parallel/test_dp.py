@@ -76,6 +76,24 @@ def run(cmd, np_=1, expect_rc=0, extra_env=None, timeout=60):
     return p
 
 
+def setup_gpt_script(cases=None):
+    """The command line every megac-based parallel script takes (see
+    test/parallel/CMakeLists.txt), with `case` among `cases` when given; sets
+    ARGS and an empty scratch directory. Returns the arguments."""
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mpirun", required=True)
+    ap.add_argument("--mega-run", required=True)
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--scratch", required=True)
+    if cases:
+        ap.add_argument("case", choices=list(cases))
+    ARGS = ap.parse_args()
+    shutil.rmtree(ARGS.scratch, ignore_errors=True)
+    os.makedirs(ARGS.scratch)
+    return ARGS
+
+
 def write_dataset(prefix, docs):
     docs = [np.asarray(d, dtype="<u2") for d in docs]
     with open(prefix + ".bin", "wb") as f:

@@ -20,11 +20,9 @@ pp_awkward    (2, 2, 1, 1, 1f1b), 3 layers on 2 stages, vocab 251 (not
               divisible by T: the embedding and loss stay replicated)
 pp_errors     every invalid pipeline configuration is one `error:` line
 """
-import argparse
 import json
 import re
 import os
-import shutil
 import subprocess
 import sys
 
@@ -233,18 +231,11 @@ def errors():
     print("errors: each refused in one line")
 
 
+CASES = ["pp_1f1b", "pp_gpipe", "pp_tp", "pp_tp_dp", "pp_interleaved", "pp_awkward", "pp_errors"]
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--mega-run", required=True)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--scratch", required=True)
-    ap.add_argument("case", choices=["pp_1f1b", "pp_gpipe", "pp_tp", "pp_tp_dp",
-                                     "pp_interleaved", "pp_awkward", "pp_errors"])
-    args = ap.parse_args()
-    dp.ARGS = args
-    shutil.rmtree(args.scratch, ignore_errors=True)
-    os.makedirs(args.scratch)
+    args = dp.setup_gpt_script(CASES)
     {"pp_1f1b": lambda: equivalence(2, 256, save=True, peak_counts=[2, 1], persistent=True),
      "pp_gpipe": lambda: equivalence(4, 256, pp=4, schedule="gpipe", peak_counts=[4, 4, 4, 4],
                                      persistent=True),

@@ -38,10 +38,8 @@ tp_dp_distopt the same at tp=2, dp=2 (4 ranks): moments are data blocks of
               tensor-parallel shards
 pp_dp_distopt the same at dp=2, pp=2 (4 ranks, 1F1B)
 """
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -238,19 +236,11 @@ def sequence_parallel():
     equivalence(256, 2, 1, ["--sequence-parallel"])
 
 
+CASES = ["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp", "tp_sp_b1", "tp_sp_pp", "dp_distopt", "tp_dp_distopt", "pp_dp_distopt"]
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--mega-run", required=True)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--scratch", required=True)
-    ap.add_argument("case", choices=["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp",
-                                     "tp_sp_b1", "tp_sp_pp", "dp_distopt", "tp_dp_distopt",
-                                     "pp_dp_distopt"])
-    args = ap.parse_args()
-    dp.ARGS = args
-    shutil.rmtree(args.scratch, ignore_errors=True)
-    os.makedirs(args.scratch)
+    args = dp.setup_gpt_script(CASES)
     {"tp_vocab": lambda: equivalence(256, 2, 1),
      "tp_odd_vocab": padded_vocabulary,
      "tp_dp": lambda: equivalence(256, 2, 2),
