@@ -22,6 +22,19 @@
 //     its view: the update, the norm and the clipping see the global
 //     gradient, identical on every data rank.
 //
+// With `overlap` (megac's default), instead of steps 3-4:
+//  2'. The gradients are ordered by where @train's backward finishes them
+//      (the last `mega.accumulate_grad` of each) before packing, so the
+//      first bucket is the first ready (the last layers' gradients).
+//  3'. In @train, right after the bucket's last accumulate_grad, one
+//      `mega.grad_bucket_start [names] axes [1]`: the runtime starts the
+//      bucket's all-reduce there on a step's last micro-batch, so it runs
+//      while the backward of the earlier layers goes on.
+//  4'. In @optimizer, after the bucket's last gradient read, one
+//      `mega.grad_bucket_wait` of the bucket's gradients; its results
+//      replace their uses. Lowered to AllReduceStart / AllReduceWait
+//      instructions whose operands are the gradient accumulators.
+//
 // Lowering (mega-lower-to-kernels): the concat stays (contiguous parts; the
 // gradients are copied into the bucket), the all-reduce is one AllReduce
 // instruction {group 1 (data), sum}, the views are free.
@@ -53,7 +66,9 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallPtrSet.h"
+#include "llvm/ADT/StringMap.h"
 
 namespace mega {
 #define GEN_PASS_DEF_MEGADATAPARALLEL
@@ -145,6 +160,39 @@ struct MegaDataParallel
     return success();
   }
 
+  /// Steps 3 and 4 with overlap: the start after the bucket's last
+  /// accumulation in @train (at its end when none), the wait after the
+  /// bucket's last gradient read in @optimizer.
+  void overlapBucket(OpBuilder &b, func::FuncOp train,
+                     ArrayRef<StateOp> bucket,
+                     const llvm::StringMap<Operation *> &finished) {
+    Operation *ready = nullptr;
+    Location loc = StateOp(bucket.front()).getLoc();
+    SmallVector<Attribute> names;
+    SmallVector<Value> values;
+    Operation *read = StateOp(bucket.front());
+    for (StateOp g : bucket) {
+      names.push_back(g.getNameAttr());
+      values.push_back(g.getResult());
+      if (read->isBeforeInBlock(g))
+        read = g;
+      Operation *last = finished.lookup(g.getName());
+      if (last && (!ready || ready->isBeforeInBlock(last)))
+        ready = last;
+    }
+    if (ready)
+      b.setInsertionPointAfter(ready);
+    else
+      b.setInsertionPoint(train.getBody().front().getTerminator());
+    b.create<GradBucketStartOp>(loc, b.getArrayAttr(names),
+                                b.getDenseI64ArrayAttr({kDataAxis}));
+    b.setInsertionPointAfter(read);
+    auto wait = b.create<GradBucketWaitOp>(loc, ValueRange(values),
+                                           ArrayRef<int64_t>{kDataAxis});
+    for (auto [g, r] : llvm::zip(values, wait.getResults()))
+      g.replaceAllUsesExcept(r, wait);
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     if (size < 1) {
@@ -177,6 +225,30 @@ struct MegaDataParallel
       if (s.getRole() == "grad")
         grads.push_back(s);
     });
+    // Overlap: the order in which @train's backward finishes them.
+    llvm::StringMap<Operation *> finished;
+    func::FuncOp train;
+    if (overlap) {
+      train = module.lookupSymbol<func::FuncOp>("train");
+      if (!train) {
+        module.emitError("mega-data-parallel: overlap needs a func.func "
+                         "@train (run mega-autodiff first)");
+        return signalPassFailure();
+      }
+      DenseMap<Operation *, int64_t> position;
+      train.walk([&](Operation *op) {
+        position[op] = int64_t(position.size());
+        if (auto a = dyn_cast<AccumulateGradOp>(op))
+          finished[a.getName()] = op;
+      });
+      auto when = [&](StateOp g) {
+        Operation *last = finished.lookup(g.getName());
+        return last ? position[last] : int64_t(position.size());
+      };
+      llvm::stable_sort(grads, [&](StateOp a, StateOp b) {
+        return when(a) < when(b);
+      });
+    }
     int64_t limit = int64_t(double(bucketMb) * 1024.0 * 1024.0);
     SmallVector<SmallVector<StateOp>> buckets;
     int64_t filled = 0;
@@ -195,8 +267,13 @@ struct MegaDataParallel
       filled += bytes;
     }
 
-    // Steps 3 and 4.
     OpBuilder b(module.getContext());
+    if (overlap) {
+      for (SmallVector<StateOp> &bucket : buckets)
+        overlapBucket(b, train, bucket, finished);
+      return;
+    }
+    // Steps 3 and 4.
     Type f32 = b.getF32Type();
     for (SmallVector<StateOp> &bucket : buckets) {
       Operation *last = bucket.front();

@@ -400,6 +400,21 @@ private:
         .Case<SgdOp>([&](SgdOp s) { return lowerSgd(s); })
         .Case<AccumulateGradOp>([&](auto a) { return lowerAccumulate(a); })
         .Case<ZeroGradOp>([&](ZeroGradOp z) { return lowerZeroGrad(z); })
+        .Case<GradBucketStartOp>(
+            [&](GradBucketStartOp g) { return lowerBucketStart(g); })
+        .Case<GradBucketWaitOp>([&](GradBucketWaitOp w) -> LogicalResult {
+          // In place: the accumulators themselves are the sums.
+          if (w.getAxes().size() != 1)
+            return w.emitOpError() << "over " << w.getAxes().size()
+                                   << " mesh axes has no kernel";
+          SmallVector<Value> grads(w.getGrads());
+          kernelInto(w.getLoc(), "AllReduceWait", grads, grads,
+                     {w.getAxes()[0], 0}, {});
+          for (auto [r, g] : llvm::zip(w.getResults(), grads))
+            r.replaceAllUsesWith(g);
+          w->erase();
+          return success();
+        })
         .Default([](Operation *op) {
           return op->emitOpError()
                  << "has no kernel lowering (model-level ops must be "
@@ -853,6 +868,26 @@ private:
                                                        0},
                {});
     acc->erase();
+    return success();
+  }
+
+  /// The accumulators of the bucket, read by name like mega.zero_grad.
+  LogicalResult lowerBucketStart(GradBucketStartOp g) {
+    if (g.getAxes().size() != 1)
+      return g.emitOpError() << "over " << g.getAxes().size()
+                             << " mesh axes has no kernel";
+    SmallVector<Value> grads;
+    for (Attribute a : g.getGrads()) {
+      StringRef name = cast<StringAttr>(a).getValue();
+      auto it = params.find(name);
+      if (it == params.end())
+        return g.emitOpError() << "reduces '" << name
+                               << "', which no function reads with mega.param";
+      ParamOp decl = it->second;
+      grads.push_back(state(g.getLoc(), name, "grad", decl.getType()));
+    }
+    kernel(g.getLoc(), "AllReduceStart", grads, {}, {g.getAxes()[0], 0}, {});
+    g->erase();
     return success();
   }
 

@@ -188,6 +188,10 @@ Arity arityOf(Op op) {
     return {1, 0};
   case Op::Recv:
     return {0, 1};
+  case Op::AllReduceStart:
+    return {-1, 0};
+  case Op::AllReduceWait:
+    return {-1, -1};
   case Op::VocabEmbedding:
     return {2, 1};
   case Op::VocabEmbeddingGrad:
@@ -230,9 +234,10 @@ int64_t numelOf(const std::vector<int64_t> &shape) {
 /// AllGather/ReduceScatter against it).
 void validateCollective(const Program &p, size_t k, const Instr &in) {
   const char *name = opName(in.op);
-  size_t want = (in.op == Op::Send || in.op == Op::Recv) ? 3
-                : in.op == Op::AllReduce                 ? 2
-                                                         : 1;
+  bool bucket = in.op == Op::AllReduceStart || in.op == Op::AllReduceWait;
+  size_t want = (in.op == Op::Send || in.op == Op::Recv)  ? 3
+                : (in.op == Op::AllReduce || bucket)      ? 2
+                                                          : 1;
   if (in.i.size() != want)
     fail(p, k, std::string(name) + " takes " + std::to_string(want) +
                    " integer attributes");
@@ -242,6 +247,20 @@ void validateCollective(const Program &p, size_t k, const Instr &in) {
   if (in.op == Op::AllReduce && (in.i[1] < 0 || in.i[1] > 1))
     fail(p, k, "AllReduce op " + std::to_string(in.i[1]) +
                    " is neither 0 (sum) nor 1 (max)");
+  if (bucket && in.i[1] != 0)
+    fail(p, k, std::string(name) + " op " + std::to_string(in.i[1]) +
+                   " is not 0 (sum)");
+  if (bucket && in.inputs.empty())
+    fail(p, k, std::string(name) + " needs at least one input");
+  if (in.op == Op::AllReduceWait) {
+    if (in.outputs.size() != in.inputs.size())
+      fail(p, k, "AllReduceWait needs one output per input");
+    for (size_t j = 0; j < in.inputs.size(); ++j)
+      if (p.values[size_t(in.inputs[j])].numel() !=
+          p.values[size_t(in.outputs[j])].numel())
+        fail(p, k, "AllReduceWait input and output " + std::to_string(j) +
+                       " differ in element count");
+  }
   for (int32_t v : in.inputs)
     if (p.values[size_t(v)].dtype != DType::F32)
       fail(p, k, std::string(name) + " operands must be f32");

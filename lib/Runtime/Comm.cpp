@@ -41,6 +41,13 @@ void checkCollective(const plan::Instr &instr,
                   " elements, not group size " + std::to_string(size) +
                   " x output " + std::to_string(n(outputs[0])));
     return;
+  case Op::AllReduceStart:
+    return;
+  case Op::AllReduceWait:
+    for (size_t k = 0; k < inputs.size(); ++k)
+      if (n(inputs[k]) != n(outputs[k]))
+        throw Error("AllReduceWait input and output differ in element count");
+    return;
   case Op::Send:
   case Op::Recv:
     if (size == 1)

@@ -14,6 +14,8 @@
 //    MPI runs at MPI_THREAD_SERIALIZED: every call holds `mutex_`, and the
 //    thread, woken only while sends are pending, calls MPI_Testall every
 //    50 us (a blocking call of the main thread progresses them itself).
+//    The data-parallel gradient buckets' non-blocking all-reduces
+//    (startAllReduce, MPI_Iallreduce in place) are moved on the same way.
 // 5. The destructor frees the groups and calls MPI_Finalize, except while an
 //    exception unwinds (a failing rank must not wait in MPI_Finalize for
 //    ranks that wait in a collective for it: it exits, and mpirun ends the
@@ -172,6 +174,32 @@ public:
     pending_.push_back(request);
     wake_.notify_one();
   }
+  int startAllReduce(const ProcessGroup &g, float *data, size_t n,
+                     plan::ReduceOp op) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    MPI_Op mop = op == plan::ReduceOp::Max ? MPI_MAX : MPI_SUM;
+    size_t slot = 0;
+    while (slot < reductions_.size() && reductions_[slot] != MPI_REQUEST_NULL)
+      ++slot;
+    if (slot == reductions_.size())
+      reductions_.push_back(MPI_REQUEST_NULL);
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, count(n), MPI_FLOAT, mop, comm(g),
+                         &reductions_[slot]),
+          "MPI_Iallreduce");
+    wake_.notify_one();
+    return int(slot);
+  }
+  void waitAllReduce(int handle) override {
+    if (handle < 0)
+      return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (size_t(handle) >= reductions_.size())
+      throw Error("MPI: wait for an all-reduce that was never started");
+    // A request the progress thread saw complete is MPI_REQUEST_NULL, for
+    // which MPI_Wait returns at once.
+    check(MPI_Wait(&reductions_[size_t(handle)], MPI_STATUS_IGNORE),
+          "MPI_Wait (all-reduce)");
+  }
   void waitSends() override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (pending_.empty())
@@ -187,15 +215,25 @@ private:
   void progressLoop() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stop_) {
-      if (pending_.empty()) {
+      bool reducing = false;
+      for (MPI_Request r : reductions_)
+        reducing = reducing || r != MPI_REQUEST_NULL;
+      if (pending_.empty() && !reducing) {
         wake_.wait(lock);
         continue;
       }
       int done = 0;
-      if (MPI_Testall(int(pending_.size()), pending_.data(), &done,
-                      MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
-          done)
+      if (!pending_.empty() &&
+          (MPI_Testall(int(pending_.size()), pending_.data(), &done,
+                       MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
+           done))
         pending_.clear(); // an error shows again in waitSends' MPI_Waitall
+      // Non-blocking collectives move only inside MPI calls: testing them
+      // is what runs their rounds (and reductions) while this rank computes.
+      // An error leaves the request for waitAllReduce's MPI_Wait to report.
+      if (reducing)
+        MPI_Testall(int(reductions_.size()), reductions_.data(), &done,
+                    MPI_STATUSES_IGNORE);
       lock.unlock();
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       lock.lock();
@@ -209,6 +247,8 @@ private:
   }
   int rank_ = 0, size_ = 1;
   std::vector<MPI_Request> pending_; ///< isends not yet waited for
+  /// startAllReduce's requests by handle (MPI_REQUEST_NULL: free slot).
+  std::vector<MPI_Request> reductions_;
   std::mutex mutex_;                 ///< held by every MPI call
   std::condition_variable wake_;     ///< an isend for the progress thread
   std::thread progress_;

@@ -49,8 +49,9 @@ std::vector<bool> residentPersistents(const plan::Plan &plan,
 
 ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
                              Backend &backend, Communicator &comm,
-                             void *arena)
-    : program_(program), backend_(backend), comm_(comm), arena_(arena) {
+                             void *arena, BucketReducer *reducer)
+    : program_(program), backend_(backend), comm_(comm), arena_(arena),
+      reducer_(reducer) {
   for (const plan::Port &p : program.inputs)
     inputs_.emplace_back(backend, portBytes(p));
   for (const plan::Port &p : program.outputs)
@@ -99,6 +100,17 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
         checkCollective(instr, ins, outs, comm);
       else
         backend.check(instr, ins, outs);
+      if (instr.op == plan::Op::AllReduceStart ||
+          instr.op == plan::Op::AllReduceWait) {
+        if (!reducer)
+          throw Error("needs the engine's gradient bucket reducer");
+        // The wait reduces in place: each output is its input's bytes.
+        for (size_t j = 0; j < step.outputs.size(); ++j)
+          if (step.outputs[j].data != step.inputs[j].data)
+            throw Error("output " + std::to_string(j) +
+                        " is not its input's bytes (the sum is in place)");
+        reducer->declare(instr, step.inputs);
+      }
     } catch (const std::exception &e) {
       throw Error("plan program '" + program.name + "' instruction " +
                   std::to_string(k) + " (" + plan::opName(instr.op) +
@@ -197,7 +209,8 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
       ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
       comm_(comm ? comm : ownComm_.get()),
       memory_(plan, backend, comm_,
-              residentPersistents(plan, device, *comm_)) {
+              residentPersistents(plan, device, *comm_)),
+      buckets_(std::make_unique<BucketReducer>(backend, *comm_)) {
   std::string targets;
   int64_t pp = std::max<int64_t>(1, plan.getInt("pp", 1));
   int pipelineRank = plan.schedule.empty()
@@ -226,7 +239,8 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
   arena_ = DeviceBuffer(backend, arenaBytes);
   for (const plan::Program *p : mine)
     programs_.push_back(std::make_unique<ProgramRunner>(
-        *p, memory_, backend, *comm_, arena_.data()));
+        *p, memory_, backend, *comm_, arena_.data(), buckets_.get()));
+  buckets_->checkPairs();
   if (programs_.empty() && !plan.programs.empty())
     throw Error("the plan has no programs for device '" + device +
                 "' (it was compiled for " + targets +

@@ -10,6 +10,7 @@
 #ifndef MEGA_RUNTIME_ENGINE_H
 #define MEGA_RUNTIME_ENGINE_H
 
+#include "BucketReducer.h"
 #include "Memory.h"
 
 #include "mega/Plan/Plan.h"
@@ -31,8 +32,11 @@ public:
   /// `arena` is the scratch the program's arena values live in, at least
   /// program.arenaBytes long; the engine gives all its programs the same one
   /// (they never run at the same time).
+  /// `reducer` runs the AllReduceStart/AllReduceWait pairs (the engine's,
+  /// shared by its programs; a program with one and no reducer is an Error).
   ProgramRunner(const plan::Program &program, Memory &memory, Backend &backend,
-                Communicator &comm, void *arena);
+                Communicator &comm, void *arena,
+                BucketReducer *reducer = nullptr);
 
   const plan::Program &program() const { return program_; }
   const std::string &name() const { return program_.name; }
@@ -72,7 +76,11 @@ private:
     bool collective = false;
   };
   void launch(const Step &s) {
-    if (s.collective)
+    if (s.instr->op == plan::Op::AllReduceStart)
+      reducer_->start(*s.instr, s.inputs);
+    else if (s.instr->op == plan::Op::AllReduceWait)
+      reducer_->wait(*s.instr, s.inputs);
+    else if (s.collective)
       backend_.collective(*s.instr, s.inputs, s.outputs, comm_);
     else
       backend_.launch(*s.instr, s.inputs, s.outputs, comm_);
@@ -84,6 +92,7 @@ private:
   Backend &backend_;
   Communicator &comm_;
   void *arena_;
+  BucketReducer *reducer_;
   std::vector<DeviceBuffer> inputs_, outputs_;
   std::vector<Step> steps_;
 };
@@ -119,6 +128,9 @@ public:
   ProgramRunner &program(const std::string &name);
   /// The program `name` of pipeline stage `stage` on this rank, or nullptr.
   ProgramRunner *find(const std::string &name, int stage);
+  /// The data-parallel gradient buckets the programs reduce in flight: the
+  /// trainer turns their start on for a step's last micro-batch.
+  BucketReducer &buckets() { return *buckets_; }
 
 private:
   const plan::Plan &plan_;
@@ -126,6 +138,7 @@ private:
   std::unique_ptr<Communicator> ownComm_;
   Communicator *comm_;
   Memory memory_;
+  std::unique_ptr<BucketReducer> buckets_;
   /// One scratch arena for every program: the largest they ask for.
   DeviceBuffer arena_;
   std::vector<std::unique_ptr<ProgramRunner>> programs_;

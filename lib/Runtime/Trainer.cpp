@@ -248,11 +248,19 @@ void Trainer::prepare() {
                 ", the programs' shared arena " +
                 std::to_string(planned.arena) + ", ports " +
                 std::to_string(planned.ports) + ")");
+  if (size_t n = engine_.buckets().overlapped())
+    logger_->info("mega-run: " + std::to_string(n) +
+                  " data-parallel gradient buckets all-reduced during the "
+                  "last micro-batch's backward (" +
+                  std::to_string(engine_.buckets().stagingBytes()) +
+                  " bytes of host staging)");
   if (pipeline_)
     logger_->info("mega-run: pipeline " + plan.get("schedule", "1f1b") +
                   " over " + plan.get("pp", "?") + " ranks x " +
                   plan.get("vpp", "1") + " chunks; stages " +
-                  plan.get("pipeline_layers", "?"));
+                  plan.get("pipeline_layers", "?") +
+                  "; estimated peak memory per rank " +
+                  plan.get("pipeline_memory", "?"));
 }
 
 double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
@@ -274,7 +282,12 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
     }
     train.setInput("tokens", tokens_.data(), tokens_.size() * 4);
     train.setInput("targets", targets_.data(), targets_.size() * 4);
+    // The data-parallel buckets start their all-reduce during the last
+    // micro-batch's backward, each as soon as its gradients are final;
+    // a step whose local gradients are dumped reduces in the optimizer.
+    engine_.buckets().setStarting(m + 1 == shape_.microbatches && !dumpGrads);
     train.run(tracer_.get());
+    engine_.buckets().setStarting(false);
     lossSum += double(train.getScalar("loss"));
   }
   if (dumpGrads) {

@@ -265,14 +265,35 @@ def case_dp_gpt():
     sets = ["--set", "layers=2", "--set", "hidden=32", "--set", "heads=2", "--set", "vocab=64",
             "--set", "seq=16"]
     plans = {}
-    for dp in (1, 2):
-        plans[dp] = scratch(f"gpt-dp{dp}.plan")
-        subprocess.run([megac, model, "-o", plans[dp], "--micro-batch-size", "4",
-                        "--global-batch-size", "8", "--dp", str(dp)] + sets, check=True)
+    # dp=2 with small buckets (2000 elements: 13 of them), reduced during the
+    # last micro-batch's backward (megac's default), and the same reduced in
+    # the optimizer step (--overlap-grad-reduce=false).
+    for name, flags in ((1, ["--dp", "1"]), (2, ["--dp", "2", "--ddp-bucket-size", "2000"]),
+                        ("2-optimizer", ["--dp", "2", "--ddp-bucket-size", "2000",
+                                         "--overlap-grad-reduce=false"])):
+        plans[name] = scratch(f"gpt-dp{name}.plan")
+        subprocess.run([megac, model, "-o", plans[name], "--micro-batch-size", "4",
+                        "--global-batch-size", "8"] + flags + sets, check=True)
     rng = np.random.default_rng(9)
     data = write_dataset(scratch("gpt-data"), [rng.integers(0, 64, size=n) for n in (900, 700)])
     out = train_pair(plans[1], plans[2], data, "gpt", ["--no-shuffle", "--seed", "3"])
     print(f"dp_gpt: 10 steps, dp=1 losses {[round(x, 6) for x in out['dp1'][0]]}")
+    # The overlapped run said so; without overlap the sums are the same
+    # (two ranks: a + b either way), so the losses are bitwise equal.
+    log = scratch("gpt-dp2-optimizer.jsonl")
+    if os.path.exists(log):
+        os.remove(log)
+    args = ["--data", data, "--steps", 10, "--log-interval", 1, "--no-shuffle", "--seed", "3"]
+    p = run([ARGS.mega_run, plans[2]] + args, np_=2)
+    m = re.search(r"(\d+) data-parallel gradient buckets all-reduced during the last "
+                  r"micro-batch's backward", p.stdout)
+    check(m and int(m.group(1)) >= 3, "dp_gpt: no overlapped buckets logged\n" + p.stdout)
+    p = run([ARGS.mega_run, plans["2-optimizer"], "--log-file", log] + args, np_=2)
+    check("gradient buckets all-reduced during" not in p.stdout,
+          "dp_gpt: --overlap-grad-reduce=false still overlaps\n" + p.stdout)
+    check(losses(log) == out["dp2"][0],
+          f"dp_gpt: overlapped {out['dp2'][0]} vs in the optimizer {losses(log)}")
+    print(f"dp_gpt: {m.group(1)} buckets overlapped; losses equal to the optimizer-step reduction")
 
 
 def case_world_size():

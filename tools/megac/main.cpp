@@ -124,6 +124,18 @@ cl::opt<bool> distributedOptimizer(
     "use-distributed-optimizer",
     cl::desc("Shard optimizer state over data-parallel ranks"),
     cl::cat(megacCat));
+cl::opt<bool> overlapGradReduce(
+    "overlap-grad-reduce",
+    cl::desc("Start each data-parallel gradient bucket's all-reduce in the "
+             "last micro-batch's backward, as soon as its gradients are final "
+             "(default on; =false reduces them in the optimizer step; not yet "
+             "with --pp > 1)"),
+    cl::init(true), cl::cat(megacCat));
+cl::opt<std::string> ddpBucketSize(
+    "ddp-bucket-size", cl::value_desc("N"),
+    cl::desc("Gradient elements per data-parallel all-reduce bucket "
+             "(default 6553600: 25 MiB of f32)"),
+    cl::init("6553600"), cl::cat(megacCat));
 cl::opt<std::string> target("target", cl::value_desc("cpu|cuda"),
                             cl::desc("cpu or cuda"), cl::init("cpu"),
                             cl::cat(megacCat));
@@ -152,6 +164,7 @@ struct CompileOptions {
   std::vector<std::string> sets; ///< "name=value", batch included
   int64_t microBatch = 1, globalBatch = 1, microbatches = 1;
   int64_t tp = 1, pp = 1, dp = 1, vpp = 1;
+  int64_t ddpBucketSize = 6553600; ///< f32 elements per gradient bucket
   mega::pipeline::ScheduleKind schedule =
       mega::pipeline::ScheduleKind::OneFOneB;
   double lr = 1e-3, weightDecay = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
@@ -192,6 +205,8 @@ CompileOptions checkFlags() {
   o.tp = positive("tp", intFlag("tp", tp));
   o.pp = positive("pp", intFlag("pp", pp));
   o.dp = positive("dp", intFlag("dp", dp));
+  o.ddpBucketSize = positive("ddp-bucket-size",
+                             intFlag("ddp-bucket-size", ddpBucketSize));
   o.vpp = positive("vpp", intFlag("vpp", vpp));
   // Pipeline: the schedule's own rules are checked with the batch, below.
   auto kind = mega::pipeline::parseScheduleKind(schedule.getValue());
@@ -369,6 +384,8 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mega::MegaDataParallelOptions dataParallel;
   dataParallel.size = o.dp;
   dataParallel.distributedOptimizer = distributedOptimizer;
+  dataParallel.overlap = overlapGradReduce && o.pp == 1;
+  dataParallel.bucketMb = double(o.ddpBucketSize) * 4.0 / (1024.0 * 1024.0);
   pm.addPass(mega::createMegaDataParallel(dataParallel));
   // Pipeline: forward/backward programs per stage, optimizer per rank.
   if (o.pp > 1) {

@@ -336,6 +336,12 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
     own): each bucket is one `mega.concat` of the flattened gradients, one
     `mega.all_reduce ... axes [1]`, and `mega.view`s back to each gradient's
     shape, which replace the gradient's uses (grad_norm, adamw/sgd).
+    With `overlap` (megac's default) the buckets follow the order in which
+    @train's backward finishes the gradients instead, and each is reduced
+    while the backward goes on: @train gets a `mega.grad_bucket_start` right
+    after the bucket's last `mega.accumulate_grad` (the runtime runs it on a
+    step's last micro-batch), and @optimizer a `mega.grad_bucket_wait` of the
+    bucket's gradients whose results replace their uses.
     `size` = 1 leaves the module unchanged. Run after mega-optimizer.
 
     Before (size=2):
@@ -366,6 +372,9 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
            "AdamW moments, all-gather the parameter">,
     Option<"bucketMb", "bucket-mb", "double", /*default=*/"25.0",
            "Largest gradient bucket in MiB (one all-reduce per bucket)">,
+    Option<"overlap", "overlap", "bool", /*default=*/"false",
+           "Start each bucket's all-reduce in @train as soon as its "
+           "gradients are final (Megatron's --overlap-grad-reduce)">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }

@@ -242,10 +242,21 @@ enum class Op : uint16_t {
   /// Attention, probabilities recomputed from lse. q, k, v, o, dout all F32
   /// or all BF16; lse F32. i and f as Attention.
   AttentionGrad = 30,
+  // Overlapped data-parallel gradient reduction (a split AllReduce sum).
+  /// g_1..g_n -> (): starts the sum over the group of the concatenation of
+  /// the inputs (a bucket of gradient accumulators), which must stay
+  /// untouched until the AllReduceWait of the same inputs. The runtime runs
+  /// it on a step's last micro-batch only, and may skip it (the wait then
+  /// reduces). i = {group, op: 0 sum}.
+  AllReduceStart = 31,
+  /// g_1..g_n -> g_1..g_n (the same bytes): the sum over the group of the
+  /// inputs, written in place: completes the AllReduceStart whose first
+  /// input is g_1, or reduces now when none was started. i = {group, op}.
+  AllReduceWait = 32,
 };
 /// The opcodes by family, as X-macro lists, so that the plan library and
 /// every backend's dispatch name the same set: the plain kernels (0-16), the
-/// collectives (17-21, run through Backend::collective), the
+/// collectives (17-21 and 31-32, run through Backend::collective), the
 /// vocabulary-parallel kernels (22-27, which need the rank in their group)
 /// and the mixed-precision and fused-attention kernels (28-30, called like
 /// the plain ones).
@@ -255,16 +266,19 @@ enum class Op : uint16_t {
   X(CrossEntropyGrad) X(Embedding) X(EmbeddingGrad) X(Transpose) X(GradNorm)   \
   X(AdamW) X(Sgd)
 #define MEGA_PLAN_COLLECTIVES(X)                                               \
-  X(AllReduce) X(AllGather) X(ReduceScatter) X(Send) X(Recv)
+  X(AllReduce) X(AllGather) X(ReduceScatter) X(Send) X(Recv)                  \
+  X(AllReduceStart) X(AllReduceWait)
 #define MEGA_PLAN_VOCAB_KERNELS(X)                                             \
   X(VocabEmbedding) X(VocabEmbeddingGrad) X(RowMax) X(VocabCrossEntropyStats)  \
   X(VocabCrossEntropy) X(VocabCrossEntropyGrad)
 #define MEGA_PLAN_FUSED_KERNELS(X) X(Cast) X(Attention) X(AttentionGrad)
 /// The highest opcode this build knows.
-inline constexpr Op kLastOp = Op::AttentionGrad;
-/// True for AllReduce, AllGather, ReduceScatter, Send, Recv.
+inline constexpr Op kLastOp = Op::AllReduceWait;
+/// True for AllReduce, AllGather, ReduceScatter, Send, Recv,
+/// AllReduceStart and AllReduceWait.
 inline bool isCollective(Op op) {
-  return op >= Op::AllReduce && op <= Op::Recv;
+  return (op >= Op::AllReduce && op <= Op::Recv) || op == Op::AllReduceStart ||
+         op == Op::AllReduceWait;
 }
 /// Process groups a collective's i[0] names (Megatron's rank order: tensor
 /// fastest, then data, then pipeline).

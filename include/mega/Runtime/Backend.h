@@ -82,6 +82,17 @@ public:
   }
   /// Returns when every isend so far has completed.
   virtual void waitSends() {}
+  /// Starts data[k] = op over the group of data[k] (in place, n elements)
+  /// and returns a handle for waitAllReduce(); `data` must stay untouched
+  /// until then. The default reduces now and returns -1.
+  virtual int startAllReduce(const ProcessGroup &g, float *data, size_t n,
+                             plan::ReduceOp op) {
+    allReduce(g, data, data, n, op);
+    return -1;
+  }
+  /// Returns when the all-reduce of `handle` (from startAllReduce) is done;
+  /// -1 returns at once.
+  virtual void waitAllReduce(int handle) { (void)handle; }
 };
 
 class Backend {

@@ -278,3 +278,33 @@ VocabCrossEntropyOp::buildGradient(OpBuilder &b, ValueRange resultGrads,
   operandGrads.assign({dlogits, Value(), Value(), Value(), Value()});
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Overlapped gradient buckets
+//===----------------------------------------------------------------------===//
+
+LogicalResult GradBucketStartOp::verify() {
+  if (failed(verifyAxes(*this, getAxes())))
+    return failure();
+  // grad_bucket_start_c1
+  if (getGrads().empty())
+    return emitOpError("needs at least one gradient");
+  llvm::SmallSet<StringRef, 8> seen;
+  for (Attribute a : getGrads())
+    if (!seen.insert(cast<StringAttr>(a).getValue()).second)
+      return emitOpError() << "names '" << cast<StringAttr>(a).getValue()
+                           << "' twice";
+  return success();
+}
+
+LogicalResult GradBucketWaitOp::verify() {
+  if (failed(verifyAxes(*this, getAxes())))
+    return failure();
+  // grad_bucket_wait_c1
+  if (getGrads().empty())
+    return emitOpError("needs at least one gradient");
+  // grad_bucket_wait_c2
+  if (getGrads().getTypes() != getResults().getTypes())
+    return emitOpError("results must have the types of the gradients");
+  return success();
+}

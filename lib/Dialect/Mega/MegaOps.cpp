@@ -592,7 +592,8 @@ LogicalResult KernelOp::verify() {
       "Sgd",          "AllReduce",     "AllGather",    "ReduceScatter",
       "Send",         "Recv",          "VocabEmbedding", "VocabEmbeddingGrad",
       "RowMax",       "VocabCrossEntropyStats", "VocabCrossEntropy",
-      "VocabCrossEntropyGrad", "Cast", "Attention", "AttentionGrad"};
+      "VocabCrossEntropyGrad", "Cast", "Attention", "AttentionGrad",
+      "AllReduceStart", "AllReduceWait"};
   if (!kKernels.contains(getKernel()))
     return emitOpError() << "unknown kernel '" << getKernel()
                          << "' (see enum class Op in mega/Plan/Plan.h)";

@@ -986,5 +986,6 @@ def Mega_YieldOp : Mega_Op<"yield",
 }
 
 include "mega/Dialect/Mega/MegaFusedOps.td"
+include "mega/Dialect/Mega/MegaBucketOps.td"
 
 #endif // MEGA_DIALECT_MEGA_OPS

@@ -1,0 +1,139 @@
+//===- BucketReducer.cpp - Data-parallel gradient buckets reduced in flight ===//
+//
+// A bucket's gradients are separate persistent tensors, so the reduction
+// runs on a packed copy: start copies them into the bucket's staging buffer
+// and starts one non-blocking all-reduce of it; wait completes it and copies
+// the sums back. A bucket of one gradient in host memory is reduced in
+// place. The copies are what lets one all-reduce carry many small
+// gradients (Megatron's buckets); the staging buffers are allocated when the
+// plan is loaded, never during a step.
+//
+//===----------------------------------------------------------------------===//
+#include "BucketReducer.h"
+
+#include <string>
+
+namespace mega::rt {
+
+void BucketReducer::declare(const plan::Instr &instr,
+                            const std::vector<TensorRef> &grads) {
+  const char *name = plan::opName(instr.op);
+  if (grads.empty())
+    throw Error(std::string(name) + " has no gradients");
+  auto [it, fresh] = buckets_.try_emplace(grads.front().data);
+  Bucket &b = it->second;
+  std::vector<void *> parts;
+  std::vector<size_t> counts;
+  size_t numel = 0;
+  for (const TensorRef &g : grads) {
+    parts.push_back(g.data);
+    counts.push_back(size_t(g.numel()));
+    numel += size_t(g.numel());
+  }
+  if (!fresh && (parts != b.parts || counts != b.counts))
+    throw Error(std::string(name) +
+                ": its gradients are not those of the bucket's other "
+                "instruction with the same first gradient");
+  if (fresh) {
+    b.parts = std::move(parts);
+    b.counts = std::move(counts);
+    b.numel = numel;
+    if (!(b.parts.size() == 1 && backend_.hostMemory()))
+      b.staging.assign(numel, 0.0f);
+  }
+  if (instr.op == plan::Op::AllReduceStart)
+    b.started = true;
+  else
+    b.waited = true;
+}
+
+void BucketReducer::checkPairs() const {
+  for (const auto &[key, b] : buckets_)
+    if (b.started && !b.waited)
+      throw Error("the plan starts the all-reduce of a gradient bucket (" +
+                  std::to_string(b.numel) +
+                  " elements) that no AllReduceWait completes");
+}
+
+BucketReducer::Bucket &BucketReducer::find(const std::vector<TensorRef> &grads,
+                                           const char *what) {
+  auto it = buckets_.find(grads.front().data);
+  if (it == buckets_.end())
+    throw Error(std::string(what) + ": a bucket that was not declared");
+  return it->second;
+}
+
+float *BucketReducer::pack(Bucket &b) {
+  if (b.staging.empty())
+    return static_cast<float *>(b.parts.front());
+  size_t at = 0;
+  for (size_t k = 0; k < b.parts.size(); ++k) {
+    backend_.copyToHost(b.staging.data() + at, b.parts[k], b.counts[k] * 4);
+    at += b.counts[k];
+  }
+  return b.staging.data();
+}
+
+void BucketReducer::unpack(Bucket &b) {
+  if (b.staging.empty())
+    return;
+  size_t at = 0;
+  for (size_t k = 0; k < b.parts.size(); ++k) {
+    backend_.copyToDevice(b.parts[k], b.staging.data() + at, b.counts[k] * 4);
+    at += b.counts[k];
+  }
+}
+
+void BucketReducer::start(const plan::Instr &instr,
+                          const std::vector<TensorRef> &grads) {
+  if (!starting_)
+    return;
+  Bucket &b = find(grads, "AllReduceStart");
+  if (b.inFlight)
+    throw Error("AllReduceStart: the bucket's previous all-reduce was never "
+                "waited for");
+  // The gradients were written by kernels that may still run (a GPU
+  // stream): the copy to the staging buffer waits for them.
+  const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
+  float *data = pack(b);
+  b.handle = comm_.startAllReduce(g, data, b.numel, plan::ReduceOp::Sum);
+  b.inFlight = true;
+}
+
+void BucketReducer::wait(const plan::Instr &instr,
+                         const std::vector<TensorRef> &grads) {
+  Bucket &b = find(grads, "AllReduceWait");
+  if (b.inFlight) {
+    comm_.waitAllReduce(b.handle);
+    b.inFlight = false;
+    b.handle = -1;
+  } else {
+    const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
+    float *data = pack(b);
+    comm_.allReduce(g, data, data, b.numel, plan::ReduceOp::Sum);
+  }
+  unpack(b);
+}
+
+size_t BucketReducer::inFlight() const {
+  size_t n = 0;
+  for (const auto &[key, b] : buckets_)
+    n += b.inFlight ? 1 : 0;
+  return n;
+}
+
+size_t BucketReducer::overlapped() const {
+  size_t n = 0;
+  for (const auto &[key, b] : buckets_)
+    n += b.started ? 1 : 0;
+  return n;
+}
+
+size_t BucketReducer::stagingBytes() const {
+  size_t n = 0;
+  for (const auto &[key, b] : buckets_)
+    n += b.staging.size() * sizeof(float);
+  return n;
+}
+
+} // namespace mega::rt

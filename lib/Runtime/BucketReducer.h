@@ -1,0 +1,75 @@
+//===- BucketReducer.h - Data-parallel gradient buckets reduced in flight -===//
+//
+// The plan's AllReduceStart / AllReduceWait pairs (mega-data-parallel's
+// overlapped gradient reduction): the start sits in the train program right
+// after a bucket's last gradient accumulation, the wait in the optimizer.
+// One reducer per engine holds what lives between the two programs: each
+// bucket's host staging buffer (allocated once, at load) and the request in
+// flight.
+//
+// A start runs only while the trainer says the micro-batch is the step's
+// last (setStarting); the earlier micro-batches still accumulate, and a step
+// that must see the local gradients (--dump-grads) starts nothing. A wait
+// finds its bucket in flight and completes it, or reduces it now.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MEGA_RUNTIME_BUCKETREDUCER_H
+#define MEGA_RUNTIME_BUCKETREDUCER_H
+
+#include "mega/Runtime/Backend.h"
+
+#include <map>
+#include <vector>
+
+namespace mega::rt {
+
+class BucketReducer {
+public:
+  BucketReducer(Backend &backend, Communicator &comm)
+      : backend_(backend), comm_(comm) {}
+
+  /// At load, for every AllReduceStart and AllReduceWait: the bucket of
+  /// `grads` (keyed by its first gradient's bytes). Throws Error when two
+  /// instructions disagree on a bucket.
+  void declare(const plan::Instr &instr, const std::vector<TensorRef> &grads);
+  /// After every program is loaded: each started bucket has a wait.
+  void checkPairs() const;
+
+  /// Whether AllReduceStart starts (the step's last micro-batch) or is
+  /// skipped.
+  void setStarting(bool on) { starting_ = on; }
+  bool starting() const { return starting_; }
+
+  void start(const plan::Instr &instr, const std::vector<TensorRef> &grads);
+  void wait(const plan::Instr &instr, const std::vector<TensorRef> &grads);
+  /// Buckets in flight (0 between steps).
+  size_t inFlight() const;
+  /// Buckets, and those whose start the plan has (overlapped).
+  size_t count() const { return buckets_.size(); }
+  size_t overlapped() const;
+  /// Host bytes of the staging buffers.
+  size_t stagingBytes() const;
+
+private:
+  struct Bucket {
+    std::vector<void *> parts;
+    std::vector<size_t> counts;
+    size_t numel = 0;
+    std::vector<float> staging; ///< empty: reduced in place (one host part)
+    bool started = false, waited = false;
+    int handle = -1;
+    bool inFlight = false;
+  };
+  Bucket &find(const std::vector<TensorRef> &grads, const char *what);
+  float *pack(Bucket &b);
+  void unpack(Bucket &b);
+
+  Backend &backend_;
+  Communicator &comm_;
+  std::map<void *, Bucket> buckets_;
+  bool starting_ = false;
+};
+
+} // namespace mega::rt
+
+#endif // MEGA_RUNTIME_BUCKETREDUCER_H
