@@ -30,6 +30,11 @@
 //      `mega.grad_bucket_start [names] axes [1]`: the runtime starts the
 //      bucket's all-reduce there on a step's last micro-batch, so it runs
 //      while the backward of the earlier layers goes on.
+//      After mega-pipeline-split (the module has @optimizer_r and
+//      @backward_s instead of @optimizer and @train), 2'-4' run per rank r:
+//      its optimizer's gradients, finished in the backwards of its stages
+//      (s mod P = r) taken from the highest stage down, the order in which
+//      the last micro-batch runs them.
 //  4'. In @optimizer, after the bucket's last gradient read, one
 //      `mega.grad_bucket_wait` of the bucket's gradients; its results
 //      replace their uses. Lowered to AllReduceStart / AllReduceWait
@@ -160,37 +165,135 @@ struct MegaDataParallel
     return success();
   }
 
-  /// Steps 3 and 4 with overlap: the start after the bucket's last
-  /// accumulation in @train (at its end when none), the wait after the
-  /// bucket's last gradient read in @optimizer.
-  void overlapBucket(OpBuilder &b, func::FuncOp train,
-                     ArrayRef<StateOp> bucket,
-                     const llvm::StringMap<Operation *> &finished) {
-    Operation *ready = nullptr;
-    Location loc = StateOp(bucket.front()).getLoc();
-    SmallVector<Attribute> names;
-    SmallVector<Value> values;
-    Operation *read = StateOp(bucket.front());
-    for (StateOp g : bucket) {
-      names.push_back(g.getNameAttr());
-      values.push_back(g.getResult());
-      if (read->isBeforeInBlock(g))
-        read = g;
-      Operation *last = finished.lookup(g.getName());
-      if (last && (!ready || ready->isBeforeInBlock(last)))
-        ready = last;
+  /// Step 2's packing: greedily, in the given order, buckets of at most
+  /// bucket-mb MiB (a larger gradient alone).
+  FailureOr<SmallVector<SmallVector<StateOp>>> pack(ArrayRef<StateOp> grads) {
+    int64_t limit = int64_t(double(bucketMb) * 1024.0 * 1024.0);
+    SmallVector<SmallVector<StateOp>> buckets;
+    int64_t filled = 0;
+    for (StateOp g : grads) {
+      auto type = cast<RankedTensorType>(g.getType());
+      if (!type.hasStaticShape())
+        return g.emitOpError(
+            "needs a static shape for the data-parallel all-reduce");
+      int64_t bytes = type.getNumElements() * 4;
+      if (buckets.empty() || filled + bytes > limit) {
+        buckets.emplace_back();
+        filled = 0;
+      }
+      buckets.back().push_back(g);
+      filled += bytes;
     }
-    if (ready)
-      b.setInsertionPointAfter(ready);
-    else
-      b.setInsertionPoint(train.getBody().front().getTerminator());
-    b.create<GradBucketStartOp>(loc, b.getArrayAttr(names),
-                                b.getDenseI64ArrayAttr({kDataAxis}));
-    b.setInsertionPointAfter(read);
-    auto wait = b.create<GradBucketWaitOp>(loc, ValueRange(values),
-                                           ArrayRef<int64_t>{kDataAxis});
-    for (auto [g, r] : llvm::zip(values, wait.getResults()))
-      g.replaceAllUsesExcept(r, wait);
+    return buckets;
+  }
+
+  /// Steps 2'-4' for every optimizer program: @optimizer with @train, or,
+  /// after mega-pipeline-split, each rank's @optimizer_r with the
+  /// @backward_s of its stages (s mod P = r).
+  LogicalResult overlapAll(ModuleOp module) {
+    if (auto opt = module.lookupSymbol<func::FuncOp>("optimizer")) {
+      auto train = module.lookupSymbol<func::FuncOp>("train");
+      if (!train)
+        return module.emitError("mega-data-parallel: overlap needs a "
+                                "func.func @train (run mega-autodiff first)");
+      return overlapRank(opt, {train});
+    }
+    SmallVector<func::FuncOp> opts, backwards;
+    for (auto f : module.getOps<func::FuncOp>()) {
+      auto kind = f->getAttrOfType<StringAttr>("mega.program");
+      if (kind && kind.getValue() == "optimizer")
+        opts.push_back(f);
+      if (kind && kind.getValue() == "backward")
+        backwards.push_back(f);
+    }
+    if (opts.empty())
+      return module.emitError("mega-data-parallel: the module has no "
+                              "func.func @optimizer (run mega-optimizer "
+                              "first)");
+    auto stageOf = [](func::FuncOp f) {
+      auto s = f->getAttrOfType<IntegerAttr>("mega.stage");
+      return s ? s.getInt() : int64_t(-1);
+    };
+    int64_t P = int64_t(opts.size());
+    for (func::FuncOp opt : opts) {
+      // A rank runs its chunks' backwards of the last micro-batch from
+      // the highest stage down.
+      SmallVector<func::FuncOp> mine;
+      for (func::FuncOp f : backwards)
+        if (stageOf(f) >= 0 && stageOf(f) % P == stageOf(opt))
+          mine.push_back(f);
+      llvm::sort(mine, [&](func::FuncOp a, func::FuncOp b) {
+        return stageOf(a) > stageOf(b);
+      });
+      if (mine.empty())
+        return opt.emitError("mega-data-parallel: no backward program runs "
+                             "on pipeline rank ")
+               << stageOf(opt);
+      if (failed(overlapRank(opt, mine)))
+        return failure();
+    }
+    return success();
+  }
+
+  /// Steps 2'-4' for one optimizer program and the backward programs that
+  /// accumulate its gradients, in the order they run.
+  LogicalResult overlapRank(func::FuncOp opt, ArrayRef<func::FuncOp> backward) {
+    SmallVector<StateOp> grads;
+    opt.walk([&](StateOp s) {
+      if (s.getRole() == "grad")
+        grads.push_back(s);
+    });
+    // Step 2': where the backward finishes each gradient.
+    llvm::StringMap<Operation *> finished;
+    DenseMap<Operation *, int64_t> position;
+    for (func::FuncOp f : backward)
+      f.walk([&](Operation *op) {
+        position[op] = int64_t(position.size());
+        if (auto a = dyn_cast<AccumulateGradOp>(op))
+          finished[a.getName()] = op;
+      });
+    auto when = [&](StateOp g) {
+      Operation *last = finished.lookup(g.getName());
+      return last ? position[last] : int64_t(position.size());
+    };
+    llvm::stable_sort(grads,
+                      [&](StateOp a, StateOp b) { return when(a) < when(b); });
+    FailureOr<SmallVector<SmallVector<StateOp>>> buckets = pack(grads);
+    if (failed(buckets))
+      return failure();
+    OpBuilder b(opt.getContext());
+    for (ArrayRef<StateOp> bucket : *buckets) {
+      // Step 3': after the bucket's last accumulation (or at the end of
+      // the last backward when none accumulates it).
+      Operation *ready = nullptr;
+      Location loc = StateOp(bucket.front()).getLoc();
+      SmallVector<Attribute> names;
+      SmallVector<Value> values;
+      Operation *read = StateOp(bucket.front());
+      for (StateOp g : bucket) {
+        names.push_back(g.getNameAttr());
+        values.push_back(g.getResult());
+        if (read->isBeforeInBlock(g))
+          read = g;
+        Operation *last = finished.lookup(g.getName());
+        if (last && (!ready || position[ready] < position[last]))
+          ready = last;
+      }
+      if (ready)
+        b.setInsertionPointAfter(ready);
+      else
+        b.setInsertionPoint(
+            func::FuncOp(backward.back()).getBody().front().getTerminator());
+      b.create<GradBucketStartOp>(loc, b.getArrayAttr(names),
+                                  b.getDenseI64ArrayAttr({kDataAxis}));
+      // Step 4'.
+      b.setInsertionPointAfter(read);
+      auto wait = b.create<GradBucketWaitOp>(loc, ValueRange(values),
+                                             ArrayRef<int64_t>{kDataAxis});
+      for (auto [g, r] : llvm::zip(values, wait.getResults()))
+        g.replaceAllUsesExcept(r, wait);
+    }
+    return success();
   }
 
   void runOnOperation() override {
@@ -206,6 +309,12 @@ struct MegaDataParallel
     }
     if (size == 1)
       return;
+    if (overlap && !distributedOptimizer) {
+      setMesh(module);
+      if (failed(overlapAll(module)))
+        return signalPassFailure();
+      return;
+    }
     auto opt = module.lookupSymbol<func::FuncOp>("optimizer");
     if (!opt) {
       module.emitError("mega-data-parallel: the module has no func.func "
@@ -225,54 +334,12 @@ struct MegaDataParallel
       if (s.getRole() == "grad")
         grads.push_back(s);
     });
-    // Overlap: the order in which @train's backward finishes them.
-    llvm::StringMap<Operation *> finished;
-    func::FuncOp train;
-    if (overlap) {
-      train = module.lookupSymbol<func::FuncOp>("train");
-      if (!train) {
-        module.emitError("mega-data-parallel: overlap needs a func.func "
-                         "@train (run mega-autodiff first)");
-        return signalPassFailure();
-      }
-      DenseMap<Operation *, int64_t> position;
-      train.walk([&](Operation *op) {
-        position[op] = int64_t(position.size());
-        if (auto a = dyn_cast<AccumulateGradOp>(op))
-          finished[a.getName()] = op;
-      });
-      auto when = [&](StateOp g) {
-        Operation *last = finished.lookup(g.getName());
-        return last ? position[last] : int64_t(position.size());
-      };
-      llvm::stable_sort(grads, [&](StateOp a, StateOp b) {
-        return when(a) < when(b);
-      });
-    }
-    int64_t limit = int64_t(double(bucketMb) * 1024.0 * 1024.0);
-    SmallVector<SmallVector<StateOp>> buckets;
-    int64_t filled = 0;
-    for (StateOp g : grads) {
-      auto type = cast<RankedTensorType>(g.getType());
-      if (!type.hasStaticShape()) {
-        g.emitOpError("needs a static shape for the data-parallel all-reduce");
-        return signalPassFailure();
-      }
-      int64_t bytes = type.getNumElements() * 4;
-      if (buckets.empty() || filled + bytes > limit) {
-        buckets.emplace_back();
-        filled = 0;
-      }
-      buckets.back().push_back(g);
-      filled += bytes;
-    }
+    FailureOr<SmallVector<SmallVector<StateOp>>> packed = pack(grads);
+    if (failed(packed))
+      return signalPassFailure();
+    SmallVector<SmallVector<StateOp>> &buckets = *packed;
 
     OpBuilder b(module.getContext());
-    if (overlap) {
-      for (SmallVector<StateOp> &bucket : buckets)
-        overlapBucket(b, train, bucket, finished);
-      return;
-    }
     // Steps 3 and 4.
     Type f32 = b.getF32Type();
     for (SmallVector<StateOp> &bucket : buckets) {

@@ -261,7 +261,10 @@ void PipelineExecutor::runBackward(int64_t mb, int c) {
                    (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
                "backward", Tracer::Programs);
   feed(*ch.backward, in);
+  // The data-parallel buckets start during the last micro-batch's backward.
+  engine_.buckets().setStarting(startBuckets_ && mb + 1 == microbatches_);
   ch.backward->run(nullptr);
+  engine_.buckets().setStarting(false);
   Buffers &out = toSend_[std::make_pair(mb, c + vpp_)];
   for (const Transfer &t : ch.sendBackward) {
     std::vector<char> &b = out.ports[t.port];
@@ -270,7 +273,9 @@ void PipelineExecutor::runBackward(int64_t mb, int c) {
   }
 }
 
-double PipelineExecutor::runMicrobatches(const Fetch &fetch) {
+double PipelineExecutor::runMicrobatches(const Fetch &fetch,
+                                         bool startBuckets) {
+  startBuckets_ = startBuckets;
   double loss = 0;
   int next = (rank_ + 1) % pp_, prev = (rank_ + pp_ - 1) % pp_;
   for (const plan::ScheduleStep &st : *steps_) {

@@ -44,8 +44,10 @@ public:
   using Fetch = std::function<void(int64_t microbatch, int32_t *tokens,
                                    int32_t *targets)>;
   /// Every step of the schedule before the optimizer. Returns the sum of the
-  /// micro-batch losses when this rank holds the last stage, else 0.
-  double runMicrobatches(const Fetch &fetch);
+  /// micro-batch losses when this rank holds the last stage, else 0. With
+  /// `startBuckets`, the backwards of the last micro-batch start the plan's
+  /// data-parallel gradient buckets (AllReduceStart).
+  double runMicrobatches(const Fetch &fetch, bool startBuckets = true);
   /// Evaluation: one micro-batch through every stage's forward program, in
   /// stage order (receive, run, send), nothing stashed. Returns its loss on
   /// the rank holding the last stage, else 0. Call between iterations only
@@ -101,6 +103,7 @@ private:
   void runBackward(int64_t mb, int c);
 
   Engine &engine_;
+  bool startBuckets_ = false; ///< this iteration's (runMicrobatches)
   Communicator &comm_;
   const ProcessGroup &group_;
   Tracer *tracer_;

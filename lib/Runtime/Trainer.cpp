@@ -324,7 +324,8 @@ double Trainer::runPipelineIteration(int64_t iteration, bool dumpGrads,
         TraceScope t(tracer_.get(), "data", "host", Tracer::Host);
         train_->batch(consumed_ + (m * dp + dataRank_) * shape_.micro,
                       shape_.micro, tokens, targets);
-      });
+      },
+      /*startBuckets=*/!dumpGrads);
   if (dumpGrads) {
     TraceScope t(tracer_.get(), "dump-grads", "host", Tracer::Host);
     dumpGradients(iteration);

@@ -92,3 +92,62 @@ func.func @optimizer() {
   return
 }
 }
+
+// -----
+
+// After mega-pipeline-split: each rank's @optimizer_r with the backwards of
+// its stages (s mod P = r), run from the highest stage down (rank 0 holds
+// stages 0 and 1 here: P = 1 optimizer, V = 2). "a" is finished in
+// @backward_1, "b" in @backward_0: each bucket starts where its gradients
+// are final (80 and 40 bytes: a bucket each), and the waits replace the
+// gradients in @optimizer_0.
+// CHECK-LABEL: func.func @backward_0()
+// CHECK: mega.accumulate_grad "b"
+// CHECK-NEXT: mega.grad_bucket_start ["b"] axes [1]
+// CHECK-LABEL: func.func @backward_1()
+// CHECK: mega.accumulate_grad "a"
+// CHECK-NEXT: mega.grad_bucket_start ["a"] axes [1]
+// CHECK-LABEL: func.func @optimizer_0()
+// CHECK-DAG: %[[A:.*]] = mega.grad_bucket_wait %{{.*}} axes [1] : tensor<20xf32> -> tensor<20xf32>
+// CHECK-DAG: %[[B:.*]] = mega.grad_bucket_wait %{{.*}} axes [1] : tensor<10xf32> -> tensor<10xf32>
+// CHECK: mega.sgd "b", %[[B]]
+// CHECK: mega.sgd "a", %[[A]]
+module {
+func.func @backward_0() attributes {mega.program = "backward", mega.stage = 0 : i64} {
+  %b = mega.param "b" [10] init zeros : tensor<10xf32>
+  %g = mega.fill 1.0 : tensor<10xf32>
+  mega.accumulate_grad "b", %g : tensor<10xf32>
+  return
+}
+func.func @backward_1() attributes {mega.program = "backward", mega.stage = 1 : i64} {
+  %a = mega.param "a" [20] init zeros : tensor<20xf32>
+  %g = mega.fill 1.0 : tensor<20xf32>
+  mega.accumulate_grad "a", %g : tensor<20xf32>
+  return
+}
+func.func @optimizer_0() attributes {mega.program = "optimizer", mega.stage = 0 : i64} {
+  %lr = mega.input "lr" [] : tensor<f32>
+  %coef = mega.fill 1.0 : tensor<f32>
+  %gb = mega.state "b" {role = "grad"} : tensor<10xf32>
+  %ga = mega.state "a" {role = "grad"} : tensor<20xf32>
+  mega.sgd "b", %gb, %lr, %coef {weight_decay = 0.0 : f64} : tensor<10xf32>, tensor<f32>, tensor<f32>
+  mega.sgd "a", %ga, %lr, %coef {weight_decay = 0.0 : f64} : tensor<20xf32>, tensor<f32>, tensor<f32>
+  return
+}
+}
+
+// -----
+
+// A rank whose stages have no backward program cannot start its buckets.
+module {
+func.func @backward_0() attributes {mega.program = "backward", mega.stage = 0 : i64} {
+  return
+}
+func.func @optimizer_0() attributes {mega.program = "optimizer", mega.stage = 0 : i64} {
+  return
+}
+// expected-error @+1 {{mega-data-parallel: no backward program runs on pipeline rank 1}}
+func.func @optimizer_1() attributes {mega.program = "optimizer", mega.stage = 1 : i64} {
+  return
+}
+}

@@ -265,7 +265,7 @@ def case_dp_gpt():
     sets = ["--set", "layers=2", "--set", "hidden=32", "--set", "heads=2", "--set", "vocab=64",
             "--set", "seq=16"]
     plans = {}
-    # dp=2 with small buckets (2000 elements: 13 of them), reduced during the
+    # dp=2 with small buckets (2000 elements: 14 of them), reduced during the
     # last micro-batch's backward (megac's default), and the same reduced in
     # the optimizer step (--overlap-grad-reduce=false).
     for name, flags in ((1, ["--dp", "1"]), (2, ["--dp", "2", "--ddp-bucket-size", "2000"]),

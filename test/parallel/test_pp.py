@@ -14,7 +14,8 @@ case          (T, P, D, V, schedule), layers, vocab
 pp_1f1b       (1, 2, 1, 1, 1f1b), 2 layers, vocab 256; also --save / --load
 pp_gpipe      (1, 4, 1, 1, gpipe), 4 layers, vocab 256
 pp_tp         (2, 2, 1, 1, 1f1b), 2 layers, vocab 256
-pp_tp_dp      (2, 2, 2, 1, 1f1b), 2 layers, vocab 256 (8 ranks, oversubscribed)
+pp_tp_dp      (2, 2, 2, 1, 1f1b), 2 layers, vocab 256 (8 ranks, oversubscribed);
+              the data-parallel buckets start in the last micro-batch's backward
 pp_interleaved (1, 2, 1, 2, interleaved), 4 layers, vocab 256
 pp_awkward    (2, 2, 1, 1, 1f1b), 3 layers on 2 stages, vocab 251 (not
               divisible by T: the embedding and loss stay replicated)
@@ -159,6 +160,11 @@ def equivalence(layers, vocab, tp=1, pp=2, dpsize=1, vpp=1, schedule="1f1b", sav
                  f"{counts}, expected {peak_counts}")
         for s, (n, b) in got.items():
             dp.check(b > 0 and b % n == 0, f"{tag}: stage {s}: {b} bytes for {n} micro-batches")
+    if dpsize > 1:
+        # megac's default: each rank's buckets start in its stages' backward
+        # of the last micro-batch (the equality above covers them).
+        m = re.search(r"(\d+) data-parallel gradient buckets all-reduced during", out)
+        dp.check(m and int(m.group(1)) >= 1, f"{tag}: no overlapped buckets logged\n{out}")
     if persistent:
         persistent_bytes(tag, ref_out, out, pp, vocab)
     print(f"{tag}: 10 steps, losses {[round(x, 6) for x in l1]}")

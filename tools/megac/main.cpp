@@ -128,8 +128,7 @@ cl::opt<bool> overlapGradReduce(
     "overlap-grad-reduce",
     cl::desc("Start each data-parallel gradient bucket's all-reduce in the "
              "last micro-batch's backward, as soon as its gradients are final "
-             "(default on; =false reduces them in the optimizer step; not yet "
-             "with --pp > 1)"),
+             "(default on; =false reduces them in the optimizer step)"),
     cl::init(true), cl::cat(megacCat));
 cl::opt<std::string> ddpBucketSize(
     "ddp-bucket-size", cl::value_desc("N"),
@@ -384,15 +383,21 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mega::MegaDataParallelOptions dataParallel;
   dataParallel.size = o.dp;
   dataParallel.distributedOptimizer = distributedOptimizer;
-  dataParallel.overlap = overlapGradReduce && o.pp == 1;
+  dataParallel.overlap = overlapGradReduce && !distributedOptimizer;
   dataParallel.bucketMb = double(o.ddpBucketSize) * 4.0 / (1024.0 * 1024.0);
-  pm.addPass(mega::createMegaDataParallel(dataParallel));
+  // The overlapped buckets of a pipeline are each rank's: they are made
+  // after the split, from its optimizer and its stages' backward programs.
+  bool bucketsPerRank = o.pp > 1 && dataParallel.overlap;
+  if (!bucketsPerRank)
+    pm.addPass(mega::createMegaDataParallel(dataParallel));
   // Pipeline: forward/backward programs per stage, optimizer per rank.
   if (o.pp > 1) {
     mega::MegaPipelineSplitOptions split;
     split.ranks = o.pp;
     pm.addPass(mega::createMegaPipelineSplit(split));
   }
+  if (bucketsPerRank)
+    pm.addPass(mega::createMegaDataParallel(dataParallel));
   // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.
   mega::MegaMixedPrecisionOptions mixed;
   mixed.precision = precision;

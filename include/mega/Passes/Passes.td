@@ -341,7 +341,10 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
     while the backward goes on: @train gets a `mega.grad_bucket_start` right
     after the bucket's last `mega.accumulate_grad` (the runtime runs it on a
     step's last micro-batch), and @optimizer a `mega.grad_bucket_wait` of the
-    bucket's gradients whose results replace their uses.
+    bucket's gradients whose results replace their uses. After
+    mega-pipeline-split (no @optimizer) it does this for each rank's
+    @optimizer_r with the @backward_s of its stages (s mod P = r, highest
+    stage first), so a bucket never mixes ranks' gradients.
     `size` = 1 leaves the module unchanged. Run after mega-optimizer.
 
     Before (size=2):
