@@ -3,7 +3,11 @@
 // Two layers on two stages: the embedding joins stage 0, the output layer
 // (the tied wte again) and the loss stage 1. Each stage reads its own
 // mega.param of wte, so autodiff accumulates its gradient once per stage.
-// CHECK: module attributes {mega.pipeline_layers = ["embedding h.0", "h.1 final"]}
+// The estimated peak per rank (1F1B, one micro-batch) counts wte's state
+// (16x8 floats x parameter, gradient, 2 moments = 2048 bytes) on both: rank
+// 0 = 2048 + 1024 (h.0.w) + 512 bytes of activations, rank 1 = 2048 + 1024
+// + 804 (the matmul, the logits, the loss).
+// CHECK: module attributes {mega.pipeline_layers = ["embedding h.0", "h.1 final"], mega.pipeline_memory = [3584, 3876]}
 // CHECK-LABEL: func.func @train
 // CHECK-DAG: %[[TOK:.*]] = mega.input "tokens" {{.*}}mega.stage = 0
 // CHECK-DAG: %[[TGT:.*]] = mega.input "targets" {{.*}}mega.stage = 1
@@ -37,7 +41,7 @@ module {
 // Three layers on two stages, balanced by FLOPs: the output layer (2*8*16*8)
 // costs twice a layer (2*8*8*8), so stage 0 takes two layers and stage 1 one
 // layer plus the output layer and loss (an uneven cut, reported).
-// CHECK: module attributes {mega.pipeline_layers = ["embedding h.0 h.1", "h.2 final"]}
+// CHECK: module attributes {mega.pipeline_layers = ["embedding h.0 h.1", "h.2 final"], mega.pipeline_memory = [4864, 3876]}
 // CHECK-LABEL: func.func @train
 // CHECK: mega.matmul {{.*}} {mega.stage = 0 : i64}
 // CHECK: mega.matmul {{.*}} {mega.stage = 0 : i64}

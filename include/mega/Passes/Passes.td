@@ -388,11 +388,17 @@ def MegaPipelineStages : Pass<"mega-pipeline-stages", "mlir::ModuleOp"> {
     Gives every op of @train a `mega.stage` (virtual stage s of S; it runs on
     pipeline rank s mod P): the layers `<prefix>.<i>.*` are cut into S
     contiguous groups balanced by their FLOPs, the embedding joins stage 0 and
-    the final norm, output layer and loss stage S-1. Ops without operands
-    (params, inputs, fills) are cloned per stage that uses them. The module
-    gets `mega.pipeline_layers` (one string per stage). Run after
-    mega-decompose (and mega-tensor-parallel), before mega-autodiff, which
-    copies each op's stage onto its adjoint. S > layers is an error.
+    the final norm, output layer and loss stage S-1. Among the cuts with the
+    same most expensive group, the one with the smallest estimated peak
+    memory of the fullest rank wins (parameter state + the activations of
+    the micro-batches the schedule keeps in flight), then the earliest cut;
+    with memory-limit-mb no rank may exceed the limit (none fits: an error
+    naming the smallest peak). Ops without operands (params, inputs, fills)
+    are cloned per stage that uses them. The module gets
+    `mega.pipeline_layers` (one string per stage) and `mega.pipeline_memory`
+    (estimated peak bytes per rank). Run after mega-decompose (and
+    mega-tensor-parallel), before mega-autodiff, which copies each op's stage
+    onto its adjoint. S > layers is an error.
 
     Before (stages=2):
     ```mlir
@@ -412,6 +418,19 @@ def MegaPipelineStages : Pass<"mega-pipeline-stages", "mlir::ModuleOp"> {
   let options = [
     Option<"stages", "stages", "int64_t", /*default=*/"1",
            "Pipeline stages S = P*V (ranks times virtual stages per rank)">,
+    Option<"ranks", "ranks", "int64_t", /*default=*/"0",
+           "Pipeline ranks P (0: one per stage)">,
+    Option<"schedule", "schedule", "std::string", /*default=*/"\"1f1b\"",
+           "gpipe, 1f1b or interleaved: how many micro-batches each rank "
+           "keeps in flight">,
+    Option<"microbatches", "microbatches", "int64_t", /*default=*/"1",
+           "Micro-batches per optimizer step (m)">,
+    Option<"optimizer", "optimizer", "std::string", /*default=*/"\"adam\"",
+           "adam (two moments per parameter) or sgd (none)">,
+    Option<"momentShards", "moment-shards", "int64_t", /*default=*/"1",
+           "Data-parallel ranks sharing each moment (distributed optimizer)">,
+    Option<"memoryLimitMb", "memory-limit-mb", "double", /*default=*/"0",
+           "Largest estimated peak per rank in MiB (0: no limit)">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }
