@@ -117,6 +117,11 @@ cl::opt<std::string> schedule("schedule",
                               cl::value_desc("gpipe|1f1b|interleaved"),
                               cl::desc("gpipe, 1f1b or interleaved"),
                               cl::init("1f1b"), cl::cat(megacCat));
+cl::opt<std::string> pipelineMemoryLimit(
+    "pipeline-memory-limit", cl::value_desc("MiB"),
+    cl::desc("Largest estimated peak memory of a pipeline rank; the stage "
+             "cut must fit it (0: no limit)"),
+    cl::init("0"), cl::cat(megacCat));
 cl::opt<bool> sequenceParallel("sequence-parallel",
                                cl::desc("Megatron sequence parallelism"),
                                cl::cat(megacCat));
@@ -164,6 +169,7 @@ struct CompileOptions {
   int64_t microBatch = 1, globalBatch = 1, microbatches = 1;
   int64_t tp = 1, pp = 1, dp = 1, vpp = 1;
   int64_t ddpBucketSize = 6553600; ///< f32 elements per gradient bucket
+  double pipelineMemoryLimitMb = 0;
   mega::pipeline::ScheduleKind schedule =
       mega::pipeline::ScheduleKind::OneFOneB;
   double lr = 1e-3, weightDecay = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
@@ -214,6 +220,14 @@ CompileOptions checkFlags() {
   o.schedule = *kind;
   if (o.vpp > 1 && o.pp == 1)
     fail("--vpp " + llvm::Twine(o.vpp) + " needs --pp > 1");
+  o.pipelineMemoryLimitMb =
+      floatFlag("pipeline-memory-limit", pipelineMemoryLimit);
+  if (!(o.pipelineMemoryLimitMb >= 0))
+    fail("--pipeline-memory-limit must be >= 0 MiB (0: no limit), got " +
+         num(o.pipelineMemoryLimitMb));
+  if (o.pipelineMemoryLimitMb > 0 && o.pp == 1)
+    fail("--pipeline-memory-limit " + num(o.pipelineMemoryLimitMb) +
+         " needs --pp > 1");
   if (sequenceParallel && o.tp == 1)
     fail("--sequence-parallel needs --tp > 1");
   // The distributed optimizer shards the AdamW moments over the data ranks
@@ -359,11 +373,18 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
     tensorParallel.sequenceParallel = sequenceParallel;
     pm.addPass(mega::createMegaTensorParallel(tensorParallel));
   }
-  // Pipeline: every forward op gets its stage (balanced by FLOPs) before
-  // autodiff, which gives each adjoint its op's stage.
+  // Pipeline: every forward op gets its stage (balanced by FLOPs, then by
+  // estimated peak memory under the schedule) before autodiff, which gives
+  // each adjoint its op's stage.
   if (o.pp > 1) {
     mega::MegaPipelineStagesOptions stages;
     stages.stages = o.pp * o.vpp;
+    stages.ranks = o.pp;
+    stages.schedule = mega::pipeline::scheduleName(o.schedule);
+    stages.microbatches = o.microbatches;
+    stages.optimizer = optimizer;
+    stages.momentShards = distributedOptimizer ? o.dp : 1;
+    stages.memoryLimitMb = o.pipelineMemoryLimitMb;
     pm.addPass(mega::createMegaPipelineStages(stages));
   }
   // Training level: backward pass, optimizer step.
@@ -626,6 +647,22 @@ int main(int argc, char **argv) {
         cut += (s ? " | " : "") + std::to_string(s) + ": " +
                cast<StringAttr>(a).str();
     plan->config["pipeline_layers"] = cut;
+    // The estimated peak memory of each pipeline rank for that cut.
+    std::string memory;
+    if (auto peaks =
+            (*module)->getAttrOfType<ArrayAttr>("mega.pipeline_memory"))
+      for (auto [r, a] : llvm::enumerate(peaks)) {
+        // MiB, or bytes below 0.1 MiB (test-sized models).
+        int64_t bytes = cast<IntegerAttr>(a).getInt();
+        char text[48];
+        if (bytes >= 1024 * 1024 / 10)
+          std::snprintf(text, sizeof text, "%.1f MiB",
+                        double(bytes) / (1024.0 * 1024));
+        else
+          std::snprintf(text, sizeof text, "%lld bytes", (long long)bytes);
+        memory += (r ? " | " : "") + std::to_string(r) + ": " + text;
+      }
+    plan->config["pipeline_memory"] = memory;
   }
   if (std::string problem = mega::validatePlan(*plan); !problem.empty())
     fail("internal error: the emitted plan is invalid: " + problem);
