@@ -35,10 +35,11 @@
 //      its optimizer's gradients, finished in the backwards of its stages
 //      (s mod P = r) taken from the highest stage down, the order in which
 //      the last micro-batch runs them.
-//  4'. In @optimizer, after the bucket's last gradient read, one
-//      `mega.grad_bucket_wait` of the bucket's gradients; its results
-//      replace their uses. Lowered to AllReduceStart / AllReduceWait
-//      instructions whose operands are the gradient accumulators.
+//  4'. In @optimizer, after the last gradient read and in the order the
+//      buckets start, one `mega.grad_bucket_wait` of each bucket's
+//      gradients; its results replace their uses. Lowered to
+//      AllReduceStart / AllReduceWait instructions whose operands are the
+//      gradient accumulators.
 //
 // Lowering (mega-lower-to-kernels): the concat stays (contiguous parts; the
 // gradients are copied into the bucket), the all-reduce is one AllReduce
@@ -261,6 +262,12 @@ struct MegaDataParallel
     FailureOr<SmallVector<SmallVector<StateOp>>> buckets = pack(grads);
     if (failed(buckets))
       return failure();
+    // The waits go after the last gradient read, in the order the buckets
+    // start: the first waited for is the first sent.
+    Operation *waitAfter = nullptr;
+    for (StateOp g : grads)
+      if (!waitAfter || waitAfter->isBeforeInBlock(g))
+        waitAfter = g;
     OpBuilder b(opt.getContext());
     for (ArrayRef<StateOp> bucket : *buckets) {
       // Step 3': after the bucket's last accumulation (or at the end of
@@ -269,12 +276,9 @@ struct MegaDataParallel
       Location loc = StateOp(bucket.front()).getLoc();
       SmallVector<Attribute> names;
       SmallVector<Value> values;
-      Operation *read = StateOp(bucket.front());
       for (StateOp g : bucket) {
         names.push_back(g.getNameAttr());
         values.push_back(g.getResult());
-        if (read->isBeforeInBlock(g))
-          read = g;
         Operation *last = finished.lookup(g.getName());
         if (last && (!ready || position[ready] < position[last]))
           ready = last;
@@ -287,9 +291,10 @@ struct MegaDataParallel
       b.create<GradBucketStartOp>(loc, b.getArrayAttr(names),
                                   b.getDenseI64ArrayAttr({kDataAxis}));
       // Step 4'.
-      b.setInsertionPointAfter(read);
+      b.setInsertionPointAfter(waitAfter);
       auto wait = b.create<GradBucketWaitOp>(loc, ValueRange(values),
                                              ArrayRef<int64_t>{kDataAxis});
+      waitAfter = wait;
       for (auto [g, r] : llvm::zip(values, wait.getResults()))
         g.replaceAllUsesExcept(r, wait);
     }

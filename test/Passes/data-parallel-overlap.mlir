@@ -6,8 +6,8 @@
 // "w" (80 bytes) are done after the second matmul's backward, "e" (64
 // bytes) last. Each bucket's all-reduce starts right after its last
 // accumulate_grad (the tied "w" accumulates twice: its second one counts),
-// while the rest of the backward goes on; @optimizer waits for every bucket
-// and uses the reduced gradients.
+// while the rest of the backward goes on; @optimizer waits for every bucket,
+// in the order they start, and uses the reduced gradients.
 // CHECK-LABEL: func.func @train()
 // CHECK: mega.accumulate_grad "b"
 // CHECK-NEXT: mega.accumulate_grad "w"
@@ -21,9 +21,9 @@
 // CHECK-LABEL: func.func @optimizer()
 // CHECK: %[[GW:.*]] = mega.state "w" {role = "grad"} : tensor<4x5xf32>
 // CHECK: %[[GB:.*]] = mega.state "b" {role = "grad"} : tensor<5xf32>
-// CHECK: %[[R:.*]]:2 = mega.grad_bucket_wait %[[GB]], %[[GW]] axes [1] : tensor<5xf32>, tensor<4x5xf32> -> tensor<5xf32>, tensor<4x5xf32>
 // CHECK: %[[GE:.*]] = mega.state "e" {role = "grad"} : tensor<16xf32>
-// CHECK: %[[RE:.*]] = mega.grad_bucket_wait %[[GE]] axes [1] : tensor<16xf32> -> tensor<16xf32>
+// CHECK-NEXT: %[[R:.*]]:2 = mega.grad_bucket_wait %[[GB]], %[[GW]] axes [1] : tensor<5xf32>, tensor<4x5xf32> -> tensor<5xf32>, tensor<4x5xf32>
+// CHECK-NEXT: %[[RE:.*]] = mega.grad_bucket_wait %[[GE]] axes [1] : tensor<16xf32> -> tensor<16xf32>
 // CHECK: mega.grad_norm %[[R]]#1, %[[R]]#0, %[[RE]]
 // CHECK: mega.adamw "w", %[[R]]#1,
 // CHECK: mega.adamw "b", %[[R]]#0,
@@ -41,6 +41,7 @@
 // KERNEL-NEXT: mega.kernel "AllReduceStart"(%[[SB]], %[[SW]]) i [1, 0] f []
 // KERNEL: mega.kernel "AllReduceStart"(%{{.*}}) i [1, 0] f []
 // KERNEL-LABEL: func.func @optimizer()
+// KERNEL: mega.state "e" {role = "grad"}
 // KERNEL: mega.kernel "AllReduceWait"(%[[B:[0-9]+]], %[[W:[0-9]+]], %[[B]], %[[W]]) i [1, 0] f [] {mega.dests = 2 : i64}
 // KERNEL: mega.kernel "AllReduceWait"
 // KERNEL: mega.kernel "GradNorm"(%[[W]], %[[B]],
