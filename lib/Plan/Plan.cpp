@@ -210,6 +210,8 @@ Arity arityOf(Op op) {
     return {3, 2};
   case Op::AttentionGrad:
     return {6, 3};
+  case Op::AdamWMulti:
+    return {-1, 0}; // 3 + 4n inputs, checked with i[0] below
   }
   return {0, 0};
 }
@@ -227,6 +229,28 @@ int64_t numelOf(const std::vector<int64_t> &shape) {
     n *= d;
   }
   return n;
+}
+
+/// AdamWMulti: i = {n, zero_grads}, 3 + 4n inputs, f = {beta1, beta2, eps,
+/// wd_1..wd_n}. The backends check shapes and dtypes.
+void validateAdamWMulti(const Program &p, size_t k, const Instr &in) {
+  if (in.i.size() != 2)
+    fail(p, k, "AdamWMulti takes 2 integer attributes (n, zero_grads)");
+  const int64_t n = in.i[0];
+  if (n < 1 || n > (int64_t(1) << 24))
+    fail(p, k, "AdamWMulti updates " + std::to_string(n) +
+                   " tensors (1 to 2^24)");
+  if (in.inputs.size() != size_t(3 + 4 * n))
+    fail(p, k, "AdamWMulti over " + std::to_string(n) + " tensors takes " +
+                   std::to_string(3 + 4 * n) + " inputs, not " +
+                   std::to_string(in.inputs.size()));
+  if (in.i[1] != 0 && in.i[1] != 1)
+    fail(p, k, "AdamWMulti zero_grads " + std::to_string(in.i[1]) +
+                   " is neither 0 nor 1");
+  if (in.f.size() != size_t(3 + n))
+    fail(p, k, "AdamWMulti over " + std::to_string(n) + " tensors takes " +
+                   std::to_string(3 + n) + " float attributes, not " +
+                   std::to_string(in.f.size()));
 }
 
 /// Collectives: group and attributes in range, f32 operands whose element
@@ -434,6 +458,8 @@ void validate(const Plan &plan) {
           fail(p, k, "infinite attribute");
       if (isCollective(in.op))
         validateCollective(p, k, in);
+      if (in.op == Op::AdamWMulti)
+        validateAdamWMulti(p, k, in);
     }
   }
 }

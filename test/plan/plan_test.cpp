@@ -171,6 +171,47 @@ int main() {
   expectError("missing file", [&] { readPlanFile("/nonexistent/x.plan"); },
               "cannot open plan");
 
+  // AdamWMulti (opcode 33): 3 + 4n inputs, i = {n, zero_grads}, 3 + n
+  // floats; round trip and the validation of each count.
+  {
+    Plan c = samplePlan();
+    Program &prog = c.programs[0];
+    Instr a;
+    a.op = Op::AdamWMulti;
+    a.inputs = {2, 2, 2, 1, 1, 1, 1}; // the kernels' check() refuses aliases
+    a.i = {1, 1};
+    a.f = {0.9f, 0.999f, 1e-8f, 0.01f};
+    prog.instrs.push_back(a);
+    validate(c);
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    std::ostringstream x;
+    printPlan(d, x);
+    CHECK(x.str().find("AdamWMulti(%2, %2, %2, %1, %1, %1, %1) i=[1,1]") !=
+          std::string::npos);
+    CHECK(!isCollective(Op::AdamWMulti) && kLastOp == Op::AdamWMulti);
+    auto broken = [&](auto edit) {
+      Plan e = c;
+      edit(e.programs[0].instrs.back());
+      validate(e);
+    };
+    expectError("adamw multi inputs", [&] {
+      broken([](Instr &in) { in.inputs.pop_back(); });
+    }, "takes 7 inputs, not 6");
+    expectError("adamw multi n", [&] {
+      broken([](Instr &in) { in.i = {0, 1}; });
+    }, "updates 0 tensors");
+    expectError("adamw multi flag", [&] {
+      broken([](Instr &in) { in.i = {1, 2}; });
+    }, "zero_grads 2 is neither 0 nor 1");
+    expectError("adamw multi floats", [&] {
+      broken([](Instr &in) { in.f.pop_back(); });
+    }, "takes 4 float attributes, not 3");
+    expectError("adamw multi outputs", [&] {
+      broken([](Instr &in) { in.outputs = {2}; });
+    }, "wrong operand count");
+  }
+
   // Collectives (opcodes 17-21): round trip, printing, validation.
   {
     Plan c = samplePlan();

@@ -253,13 +253,22 @@ enum class Op : uint16_t {
   /// inputs, written in place: completes the AllReduceStart whose first
   /// input is g_1, or reduces now when none was started. i = {group, op}.
   AllReduceWait = 32,
+  // Fused optimizer (mega-fuse-optimizer).
+  /// lr [], step [], coef [], then per tensor k = 1..n: param_k, grad_k,
+  /// m_k, v_k -> (in place): exactly the n AdamW instructions
+  /// (param_k, grad_k, m_k, v_k, lr, step, coef) {beta1, beta2, eps, wd_k}
+  /// in order, in one launch; with zero_grads = 1 every grad_k is then set
+  /// to 0 (also when coef is NaN and the updates are skipped, as the Fill
+  /// of mega.zero_grad it replaces). i = {n, zero_grads};
+  /// f = {beta1, beta2, eps, wd_1..wd_n}.
+  AdamWMulti = 33,
 };
 /// The opcodes by family, as X-macro lists, so that the plan library and
 /// every backend's dispatch name the same set: the plain kernels (0-16), the
 /// collectives (17-21 and 31-32, run through Backend::collective), the
 /// vocabulary-parallel kernels (22-27, which need the rank in their group)
-/// and the mixed-precision and fused-attention kernels (28-30, called like
-/// the plain ones).
+/// and the mixed-precision, fused-attention and fused-optimizer kernels
+/// (28-30 and 33, called like the plain ones).
 #define MEGA_PLAN_BASE_KERNELS(X)                                              \
   X(Fill) X(Copy) X(MatMul) X(Elementwise) X(ReduceSum) X(LayerNorm)           \
   X(LayerNormGrad) X(Softmax) X(SoftmaxGrad) X(CrossEntropy)                   \
@@ -271,9 +280,10 @@ enum class Op : uint16_t {
 #define MEGA_PLAN_VOCAB_KERNELS(X)                                             \
   X(VocabEmbedding) X(VocabEmbeddingGrad) X(RowMax) X(VocabCrossEntropyStats)  \
   X(VocabCrossEntropy) X(VocabCrossEntropyGrad)
-#define MEGA_PLAN_FUSED_KERNELS(X) X(Cast) X(Attention) X(AttentionGrad)
+#define MEGA_PLAN_FUSED_KERNELS(X)                                             \
+  X(Cast) X(Attention) X(AttentionGrad) X(AdamWMulti)
 /// The highest opcode this build knows.
-inline constexpr Op kLastOp = Op::AllReduceWait;
+inline constexpr Op kLastOp = Op::AdamWMulti;
 /// True for AllReduce, AllGather, ReduceScatter, Send, Recv,
 /// AllReduceStart and AllReduceWait.
 inline bool isCollective(Op op) {

@@ -505,6 +505,31 @@ void optimizer(Rng &rng) {
                  c.f32({}, {coef})};
         twin(c);
       }
+  // AdamWMulti: tensors of odd sizes, one of exactly a chunk and one just
+  // past it, each with its own weight decay; the grads (random, non-zero)
+  // are compared too: zeroed with zero_grads = 1 (also on a NaN coef),
+  // untouched otherwise.
+  const std::vector<int64_t> multi = {7, 251, 8192, 8193, 1, 262144, 4096};
+  for (int zero : {0, 1})
+    for (float coef : {0.5f, kNaN}) {
+      const int64_t n = int64_t(multi.size());
+      std::vector<float> f = {0.9f, 0.95f, 1e-8f};
+      for (int64_t k = 0; k < n; ++k)
+        f.push_back(k % 2 ? 0.0f : 0.1f * float(k + 1));
+      Case c = make("AdamWMulti " + dims({{"tensors", n}, {"zero_grads", zero}}) +
+                        (std::isnan(coef) ? " coef=NaN (skip)" : " coef=0.5"),
+                    Op::AdamWMulti, {n, zero}, f);
+      c.ins = {c.f32({}, {3e-4f}), c.f32({}, {7.0f}), c.f32({}, {coef})};
+      for (int64_t sz : multi) {
+        c.ins.push_back(c.inout({sz}, rng.vec(sz)));
+        c.ins.push_back(c.inout({sz}, rng.vec(sz)));
+        c.ins.push_back(c.inout({sz}, rng.vec(sz, -0.1, 0.1)));
+        c.ins.push_back(c.inout({sz}, rng.vec(sz, 0, 0.01)));
+      }
+      twin(c);
+      if (zero && !std::isnan(coef))
+        deterministic(c);
+    }
   for (int64_t n : {7, 251, 262144})
     for (float coef : {0.5f, kNaN}) {
       Case c = make("Sgd " + dims({{"n", n}}) +

@@ -1,4 +1,4 @@
-//===- test_optimizer.cpp - GradNorm, AdamW, Sgd --------------------------===//
+//===- test_optimizer.cpp - GradNorm, AdamW, AdamWMulti, Sgd --------------===//
 #include "KernelTest.h"
 
 #include <limits>
@@ -119,6 +119,94 @@ void testSkip(Harness &h, Rng &rng) {
     sameBits("sgd skip param", tp.f(), p0.data(), n);
 }
 
+/// AdamWMulti is n AdamW in one instruction: the same bits for every
+/// param, m and v over several steps (sizes that split across the threads
+/// mid-tensor and tensors smaller than a thread's share), grads zeroed
+/// after the update when zero_grads = 1 (also on a NaN coef, which leaves
+/// param, m and v alone), untouched otherwise.
+void testAdamWMulti(Harness &h, Rng &rng) {
+  const std::vector<int64_t> sizes = {7, 70001, 1, 33 * 17, 40000};
+  const int64_t n = int64_t(sizes.size());
+  const float b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
+  std::vector<float> wd;
+  for (int64_t k = 0; k < n; ++k)
+    wd.push_back(k % 2 ? 0.0f : 0.05f * float(k + 1));
+  for (int zero : {0, 1}) {
+    // Two sets of state from the same start: one per instruction kind.
+    std::vector<Tensor *> single[4], multi[4];
+    for (int64_t sz : sizes) {
+      std::vector<float> init[4] = {rng.vec(sz), {}, rng.vec(sz, -0.1, 0.1),
+                                    rng.vec(sz, 0, 0.01)};
+      for (int r = 0; r < 4; ++r) {
+        single[r].push_back(&h.f32({sz}, init[r]));
+        multi[r].push_back(&h.f32({sz}, init[r]));
+      }
+    }
+    Tensor &tlr = h.f32({}, {3e-3f}), &tstep = h.f32({}),
+           &tcoef = h.f32({}, {0.7f});
+    std::vector<float> f = {b1, b2, eps};
+    f.insert(f.end(), wd.begin(), wd.end());
+    const std::string z = " zero_grads=" + std::to_string(zero);
+    for (int step = 1; step <= 4; ++step) {
+      tstep.f()[0] = float(step);
+      // Step 3 skips (a non-finite norm): nothing moves, grads still clear.
+      tcoef.f()[0] = step == 3 ? std::nanf("") : 0.7f;
+      std::vector<std::vector<float>> g;
+      for (int64_t k = 0; k < n; ++k) {
+        g.push_back(rng.vec(sizes[size_t(k)], -0.5, 0.5));
+        single[1][size_t(k)]->set(g.back());
+        multi[1][size_t(k)]->set(g.back());
+      }
+      std::vector<Tensor *> ins = {&tlr, &tstep, &tcoef};
+      for (int64_t k = 0; k < n; ++k) {
+        for (int r = 0; r < 4; ++r)
+          ins.push_back(multi[r][size_t(k)]);
+        if (!h.run(make(Op::AdamW, {}, {b1, b2, eps, wd[size_t(k)]}),
+                   {single[0][size_t(k)], single[1][size_t(k)],
+                    single[2][size_t(k)], single[3][size_t(k)], &tlr, &tstep,
+                    &tcoef},
+                   {}))
+          return;
+      }
+      if (!h.run(make(Op::AdamWMulti, {n, zero}, f), ins, {}))
+        return;
+      for (int64_t k = 0; k < n; ++k) {
+        const std::string t = " tensor " + std::to_string(k) + " step " +
+                              std::to_string(step) + z;
+        const size_t sz = size_t(sizes[size_t(k)]);
+        sameBits(("adamw multi param" + t).c_str(), multi[0][size_t(k)]->f(),
+                 single[0][size_t(k)]->f(), int64_t(sz));
+        sameBits(("adamw multi m" + t).c_str(), multi[2][size_t(k)]->f(),
+                 single[2][size_t(k)]->f(), int64_t(sz));
+        sameBits(("adamw multi v" + t).c_str(), multi[3][size_t(k)]->f(),
+                 single[3][size_t(k)]->f(), int64_t(sz));
+        if (zero) {
+          std::vector<float> zeros(sz, 0.0f);
+          sameBits(("adamw multi grad zeroed" + t).c_str(),
+                   multi[1][size_t(k)]->f(), zeros.data(), int64_t(sz));
+        } else {
+          sameBits(("adamw multi grad kept" + t).c_str(),
+                   multi[1][size_t(k)]->f(), g[size_t(k)].data(), int64_t(sz));
+        }
+      }
+    }
+  }
+  // Refusals: a missing tensor, the wrong f count, two tensors sharing
+  // bytes (they are updated in one pass).
+  Tensor &a = h.f32({5}), &b = h.f32({5}), &c = h.f32({5}), &d = h.f32({5});
+  Tensor &s0 = h.f32({}), &s1 = h.f32({}), &s2 = h.f32({});
+  h.reject("adamw multi operands", make(Op::AdamWMulti, {2, 0}, {0.9f, 0.9f, 1e-8f, 0, 0}),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {}, "expects 11 inputs");
+  h.reject("adamw multi f count", make(Op::AdamWMulti, {1, 0}, {0.9f, 0.9f, 1e-8f}),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {}, "float attributes");
+  h.reject("adamw multi zero flag", make(Op::AdamWMulti, {1, 2}, {0.9f, 0.9f, 1e-8f, 0}),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {}, "zero_grads");
+  Tensor &e = h.f32({5}), &f2 = h.f32({5}), &g2 = h.f32({5});
+  h.reject("adamw multi shared bytes",
+           make(Op::AdamWMulti, {2, 0}, {0.9f, 0.9f, 1e-8f, 0, 0}),
+           {&s0, &s1, &s2, &a, &b, &c, &d, &e, &b, &f2, &g2}, {}, "overlap");
+}
+
 } // namespace
 
 int main() {
@@ -131,5 +219,6 @@ int main() {
   testSgd(h, rng, 17, 0.0f, 1.0f);
   testSgd(h, rng, 40001, 0.01f, 0.5f);
   testSkip(h, rng);
+  testAdamWMulti(h, rng);
   return finish("test_optimizer");
 }

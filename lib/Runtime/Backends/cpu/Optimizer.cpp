@@ -1,4 +1,4 @@
-//===- Optimizer.cpp - GradNorm, AdamW, Sgd --------------------------------===//
+//===- Optimizer.cpp - GradNorm, AdamW, AdamWMulti, Sgd ------------------===//
 //
 // AdamW and Sgd follow torch.optim's single-tensor code operation by
 // operation (scalars prepared in double, tensor arithmetic in float) so that
@@ -212,38 +212,62 @@ void checkAdamW(const Checker &c) {
 
 namespace {
 
+/// The float scalars of torch's AdamW for one tensor (decoupled weight
+/// decay `wd`), prepared in double from the step's lr and count exactly as
+/// torch does with its Python floats, rounded to float when used.
+struct AdamScalars {
+  float coef, decay, b1, a1, b2, a2, negStep, bc2Sqrt, eps;
+};
+
+AdamScalars adamScalars(const Instr &in, const Refs &ins, size_t lrAt,
+                        double wd) {
+  const double lr = ins[lrAt].f32()[0], t = ins[lrAt + 1].f32()[0];
+  const double b1 = in.f[0], b2 = in.f[1];
+  AdamScalars s;
+  s.coef = ins[lrAt + 2].f32()[0];
+  s.decay = float(1.0 - lr * wd);
+  s.b1 = float(b1);
+  s.a1 = float(1.0 - b1);
+  s.b2 = float(b2);
+  s.a2 = float(1.0 - b2);
+  const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
+  s.negStep = float(-(lr / bc1));
+  s.bc2Sqrt = float(std::sqrt(bc2));
+  s.eps = in.f[2];
+  return s;
+}
+
+/// torch's AdamW element update on [b, e): `pin` -> `p` (the same array in
+/// place), m and v in place. AdamW and AdamWMulti share it, so the fused
+/// instruction rounds exactly as the single ones.
+inline void adamwElements(const AdamScalars s, const float *grad, float *m,
+                          float *v, const float *pin, float *p, int64_t b,
+                          int64_t e) {
+  // Scalars into locals: read through a reference, a float may alias the
+  // stores and the loop would stay scalar.
+  const float cf = s.coef, dc = s.decay, B1 = s.b1, A1 = s.a1, B2 = s.b2,
+              A2 = s.a2, ns = s.negStep, bs = s.bc2Sqrt, ep = s.eps;
+  for (int64_t k = b; k < e; ++k) {
+    const float g = grad[k] * cf;
+    const float pk = pin[k] * dc;
+    const float mk = m[k] * B1 + A1 * g;
+    const float vk = v[k] * B2 + A2 * (g * g);
+    const float denom = std::sqrt(vk) / bs + ep;
+    m[k] = mk;
+    v[k] = vk;
+    p[k] = pk + ns * (mk / denom);
+  }
+}
+
 /// torch's AdamW step on n elements: `pin` -> `pout` (the same array in
 /// place), m and v updated in place.
 void adamwStep(const Ctx &ctx, const Instr &in, const Refs &ins,
                const float *pin, float *p, int64_t n) {
-  const float coef = ins[6].f32()[0];
+  const AdamScalars s = adamScalars(in, ins, 4, in.f[3]);
   float *m = ins[2].f32(), *v = ins[3].f32();
   const float *grad = ins[1].f32();
-  const double lr = ins[4].f32()[0], t = ins[5].f32()[0];
-  const double b1 = in.f[0], b2 = in.f[1], wd = in.f[3];
-  const float eps = in.f[2];
-  // Python-float scalars of torch's AdamW, rounded to float when used.
-  const float decay = float(1.0 - lr * wd);
-  const float b1f = float(b1), a1 = float(1.0 - b1);
-  const float b2f = float(b2), a2 = float(1.0 - b2);
-  const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
-  const float negStep = float(-(lr / bc1));
-  const float bc2Sqrt = float(std::sqrt(bc2));
-  // Scalars by value and into locals: captured by reference, a float may
-  // alias the stores and the loop would stay scalar.
   parallelFor(ctx, n, kGrain, [=](int64_t b, int64_t e) {
-    const float cf = coef, dc = decay, B1 = b1f, A1 = a1, B2 = b2f, A2 = a2;
-    const float ns = negStep, bs = bc2Sqrt, ep = eps;
-    for (int64_t k = b; k < e; ++k) {
-      const float g = grad[k] * cf;
-      const float pk = pin[k] * dc;
-      const float mk = m[k] * B1 + A1 * g;
-      const float vk = v[k] * B2 + A2 * (g * g);
-      const float denom = std::sqrt(vk) / bs + ep;
-      m[k] = mk;
-      v[k] = vk;
-      p[k] = pk + ns * (mk / denom);
-    }
+    adamwElements(s, grad, m, v, pin, p, b, e);
   });
 }
 
@@ -272,6 +296,69 @@ void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (std::isnan(ins[6].f32()[0]))
     return; // non-finite gradient norm: skip the step
   adamwStep(ctx, in, ins, ins[0].f32(), ins[0].f32(), ins[0].numel());
+}
+
+void checkAdamWMulti(const Checker &c) {
+  // i = {n, zero_grads}; inputs lr, step, coef, then (param, grad, m, v)
+  // per tensor; f = {beta1, beta2, eps, wd_1..wd_n}.
+  if (c.instr.i.size() != 2)
+    c.fail("expects 2 integer attributes (n, zero_grads), got " +
+           std::to_string(c.instr.i.size()));
+  const int64_t n = c.attr(0, 1, int64_t(1) << 24, "n");
+  c.flag(1, "zero_grads");
+  c.operands(size_t(3 + 4 * n), 0);
+  c.attrs(2, 3 + n);
+  static const char *const scalars[] = {"lr", "step", "coef"};
+  for (int k = 0; k < 3; ++k)
+    c.tensor(c.ins[size_t(k)], DType::F32, 1, scalars[k]);
+  float b1 = c.finite(0, "beta1"), b2 = c.finite(1, "beta2");
+  c.finite(2, "eps");
+  if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f))
+    c.fail("betas must be in [0, 1)");
+  static const char *const names[] = {"param", "grad", "m", "v"};
+  for (int64_t t = 0; t < n; ++t) {
+    c.finite(size_t(3 + t), "weightDecay");
+    const Value *const *q = &c.ins[size_t(3 + 4 * t)];
+    int64_t numel = c.numel(q[0], "param");
+    for (int k = 0; k < 4; ++k)
+      c.tensor(q[k], DType::F32, numel, names[k]);
+  }
+  // Every tensor is updated in place while the others are (one pass over
+  // all of them): no two of the 4n may share a byte.
+  for (size_t a = 3; a < c.ins.size(); ++a)
+    for (size_t b = 3; b < a; ++b)
+      c.disjoint(c.ins[a], c.ins[b], names[(a - 3) % 4], names[(b - 3) % 4]);
+}
+
+void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
+                   const Refs &) {
+  const int64_t n = in.i[0];
+  const bool zero = in.i[1] != 0;
+  // Non-finite gradient norm: no update, but the gradients are still
+  // cleared, as the Fill after the n skipped AdamW did.
+  const bool skip = std::isnan(ins[2].f32()[0]);
+  // One pass over the concatenation of the tensors: [first[t], first[t+1])
+  // is tensor t, so a thread's range may cover many small tensors.
+  std::vector<int64_t> first(size_t(n) + 1, 0);
+  std::vector<AdamScalars> sc(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) {
+    first[size_t(t) + 1] = first[size_t(t)] + ins[size_t(3 + 4 * t)].numel();
+    sc[size_t(t)] = adamScalars(in, ins, 0, in.f[size_t(3 + t)]);
+  }
+  parallelFor(ctx, first.back(), kGrain, [&](int64_t b, int64_t e) {
+    int64_t t = int64_t(std::upper_bound(first.begin(), first.end(), b) -
+                        first.begin()) - 1;
+    for (; t < n && first[size_t(t)] < e; ++t) {
+      const int64_t lo = std::max(b, first[size_t(t)]) - first[size_t(t)];
+      const int64_t hi = std::min(e, first[size_t(t) + 1]) - first[size_t(t)];
+      const TensorRef *q = &ins[size_t(3 + 4 * t)];
+      float *p = q[0].f32(), *g = q[1].f32();
+      if (!skip)
+        adamwElements(sc[size_t(t)], g, q[2].f32(), q[3].f32(), p, p, lo, hi);
+      if (zero)
+        std::memset(g + lo, 0, size_t(hi - lo) * sizeof(float));
+    }
+  });
 }
 
 void checkSgd(const Checker &c) {

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <cublasLt.h>
@@ -84,6 +85,30 @@ private:
   size_t capacity_ = 0;
 };
 
+/// Device copies of per-instruction tables (AdamWMulti's list of tensors),
+/// uploaded at an instruction's first launch and kept for the next steps:
+/// persistent tensors never move, so a training run uploads each table
+/// once. Keyed by the instruction's address; the host bytes are kept and
+/// compared, so a changed table (another plan at the same address) is
+/// uploaded again rather than read stale.
+class TableCache {
+public:
+  explicit TableCache(cudaStream_t stream) : stream_(stream) {}
+  ~TableCache();
+  TableCache(const TableCache &) = delete;
+  TableCache &operator=(const TableCache &) = delete;
+  /// The device copy of `bytes` bytes at `host` for instruction `key`.
+  const void *get(const void *key, const void *host, size_t bytes);
+
+private:
+  struct Entry {
+    std::vector<char> host;
+    void *dev = nullptr;
+  };
+  cudaStream_t stream_;
+  std::unordered_map<const void *, Entry> entries_;
+};
+
 /// Lays out several scratch arrays in one workspace request.
 class Carve {
 public:
@@ -107,6 +132,7 @@ struct Ctx {
   void *ltWorkspace = nullptr;    ///< cuBLASLt's own scratch (fixed size)
   size_t ltWorkspaceBytes = 0;
   Workspace *ws = nullptr;
+  TableCache *tables = nullptr; ///< per-instruction device tables
   DeviceError *err = nullptr; ///< the device's error record
   int sms = 1;                ///< multiprocessors, for grid sizes
 };
@@ -159,6 +185,7 @@ MEGA_CUDA_KERNEL(Sgd)
 MEGA_CUDA_KERNEL(Cast)
 MEGA_CUDA_KERNEL(Attention)
 MEGA_CUDA_KERNEL(AttentionGrad)
+MEGA_CUDA_KERNEL(AdamWMulti)
 /// MatMul with bf16 A and B (cuBLASLt), called by runMatMul.
 MEGA_CUDA_KERNEL(MatMulBf16)
 #undef MEGA_CUDA_KERNEL

@@ -75,6 +75,43 @@ void *Workspace::get(size_t bytes) {
   return ptr_;
 }
 
+TableCache::~TableCache() {
+  if (!entries_.empty())
+    cudaStreamSynchronize(stream_);
+  for (auto &kv : entries_)
+    cudaFree(kv.second.dev);
+}
+
+const void *TableCache::get(const void *key, const void *host, size_t bytes) {
+  Entry &e = entries_[key];
+  if (e.dev && e.host.size() == bytes &&
+      std::memcmp(e.host.data(), host, bytes) == 0)
+    return e.dev; // the steady state: nothing to upload
+  if (e.dev && e.host.size() != bytes) {
+    // Kernels still queued may read the old table.
+    checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    checkCuda(cudaFree(e.dev), "cudaFree");
+    e.dev = nullptr;
+  }
+  if (!e.dev) {
+    cudaError_t err = cudaMalloc(&e.dev, bytes ? bytes : 1);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      e.dev = nullptr;
+      e.host.clear();
+      fail("cudaMalloc (kernel table)", err);
+    }
+  }
+  const char *h = static_cast<const char *>(host);
+  e.host.assign(h, h + bytes);
+  // Stream-ordered: a launch queued before still reads the old contents.
+  // From pageable memory the copy has left e.host when the call returns.
+  checkCuda(cudaMemcpyAsync(e.dev, e.host.data(), bytes,
+                            cudaMemcpyHostToDevice, stream_),
+            "cudaMemcpyAsync (kernel table)");
+  return e.dev;
+}
+
 namespace {
 
 //===----------------------------------------------------------------------===//
@@ -89,6 +126,7 @@ public:
     checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
               "cudaStreamCreateWithFlags");
     ws_ = std::make_unique<Workspace>(stream_);
+    tables_ = std::make_unique<TableCache>(stream_);
     checkBlas(cublasCreate(&blas_), "cublasCreate");
     checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
     // Plain fp32: no TF32 tensor cores (which round the inputs to 10
@@ -120,6 +158,7 @@ public:
     ctx_.ltWorkspace = ltWorkspace_;
     ctx_.ltWorkspaceBytes = kLtWorkspaceBytes;
     ctx_.ws = ws_.get();
+    ctx_.tables = tables_.get();
     ctx_.err = errDev_;
     ctx_.sms = sms > 0 ? sms : 1;
   }
@@ -129,6 +168,7 @@ public:
     if (stream_)
       cudaStreamSynchronize(stream_);
     ws_.reset();
+    tables_.reset();
     if (blas_)
       cublasDestroy(blas_);
     if (lt_)
@@ -297,6 +337,7 @@ private:
   cublasLtHandle_t lt_ = nullptr;
   void *ltWorkspace_ = nullptr;
   std::unique_ptr<Workspace> ws_;
+  std::unique_ptr<TableCache> tables_;
   DeviceError *errHost_ = nullptr; ///< pinned host copy
   DeviceError *errDev_ = nullptr;  ///< the record kernels write
   Ctx ctx_;

@@ -1,4 +1,4 @@
-//===- Optimizer.cu - GradNorm, AdamW, Sgd --------------------------------===//
+//===- Optimizer.cu - GradNorm, AdamW, AdamWMulti, Sgd --------------------===//
 //
 // GradNorm: every gradient is cut into fixed blocks of kNormBlock elements;
 // each block's sum of squares (in double) lands in its own slot, and one
@@ -8,6 +8,12 @@
 // AdamW and Sgd follow the CPU's (torch.optim's) operation order: scalars
 // prepared in double from the device-resident lr, step and coef (one thread
 // per block, into shared memory), tensor arithmetic in float.
+//
+// AdamWMulti: one launch for all the tensors of an optimizer step. Each
+// tensor is cut into chunks of kAdamChunk elements; a table of (pointers,
+// size, weight decay, first chunk) per tensor lives in device memory,
+// uploaded at the instruction's first launch (TableCache), and the blocks
+// walk the chunks of all tensors.
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
@@ -117,6 +123,79 @@ __global__ void adamWKernel(float *__restrict__ p,
   }
 }
 
+constexpr int64_t kAdamChunk = 8192;
+constexpr int kAdamThreads = 256;
+
+/// One tensor of an AdamWMulti (the device table's row).
+struct AdamTensor {
+  float *p, *g, *m, *v;
+  int64_t n;
+  int64_t firstChunk; ///< chunks of tensor k: [first[k], first[k+1])
+  double wd;
+};
+
+__global__ void __launch_bounds__(kAdamThreads)
+    adamWMultiKernel(const AdamTensor *__restrict__ table, int count,
+                     int64_t chunks, const float *__restrict__ lrp,
+                     const float *__restrict__ stepp,
+                     const float *__restrict__ coefp, double beta1,
+                     double beta2, float eps, int zeroGrads) {
+  __shared__ AdamScalars s;
+  __shared__ double lrShared;
+  if (threadIdx.x == 0) {
+    const float coef = coefp[0];
+    s.skip = isnan(coef) ? 1 : 0; // non-finite gradient norm: no update
+    const double lr = lrp[0], t = stepp[0];
+    lrShared = lr;
+    s.coef = coef;
+    s.b1 = float(beta1);
+    s.a1 = float(1.0 - beta1);
+    s.b2 = float(beta2);
+    s.a2 = float(1.0 - beta2);
+    const double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
+    s.negStep = float(-(lr / bc1));
+    s.bc2Sqrt = float(sqrt(bc2));
+  }
+  __syncthreads();
+  const float cf = s.coef, B1 = s.b1, A1 = s.a1, B2 = s.b2, A2 = s.a2,
+              ns = s.negStep, bs = s.bc2Sqrt;
+  const bool update = !s.skip;
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    // The tensor holding chunk c: binary search over the first chunks.
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (table[mid].firstChunk <= c)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    const AdamTensor &t = table[lo];
+    const int64_t begin = (c - t.firstChunk) * kAdamChunk;
+    const int64_t end = begin + kAdamChunk < t.n ? begin + kAdamChunk : t.n;
+    float *__restrict__ p = t.p;
+    float *__restrict__ g = t.g;
+    float *__restrict__ m = t.m;
+    float *__restrict__ v = t.v;
+    // As the single AdamW: the decay of this tensor, rounded to float.
+    const float dc = float(1.0 - lrShared * t.wd);
+    for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
+      if (update) {
+        const float gk = g[k] * cf;
+        const float pk = p[k] * dc;
+        const float mk = m[k] * B1 + A1 * gk;
+        const float vk = v[k] * B2 + A2 * (gk * gk);
+        const float denom = sqrtf(vk) / bs + eps;
+        m[k] = mk;
+        v[k] = vk;
+        p[k] = pk + ns * (mk / denom);
+      }
+      if (zeroGrads)
+        g[k] = 0.0f; // the Fill of mega.zero_grad, after the update
+    }
+  }
+}
+
 __global__ void sgdKernel(float *__restrict__ p, const float *__restrict__ grad,
                           int64_t n, const float *__restrict__ lrp,
                           const float *__restrict__ coefp, float wd) {
@@ -175,6 +254,37 @@ void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
       ins[5].f32(), ins[6].f32(), double(in.f[0]), double(in.f[1]), in.f[2],
       double(in.f[3]));
   checkLaunch("AdamW");
+}
+
+void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
+                   const Refs &) {
+  const int64_t n = in.i[0];
+  std::vector<AdamTensor> table(static_cast<size_t>(n));
+  int64_t chunks = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const TensorRef *q = &ins[size_t(3 + 4 * k)];
+    AdamTensor &t = table[size_t(k)];
+    t.p = q[0].f32();
+    t.g = q[1].f32();
+    t.m = q[2].f32();
+    t.v = q[3].f32();
+    t.n = q[0].numel();
+    t.firstChunk = chunks;
+    t.wd = double(in.f[size_t(3 + k)]);
+    chunks += (t.n + kAdamChunk - 1) / kAdamChunk;
+  }
+  if (chunks == 0)
+    return;
+  // Uploaded once per instruction (the pointers never change between
+  // steps); later launches only compare the host copy.
+  const auto *dev = static_cast<const AdamTensor *>(
+      ctx.tables->get(&in, table.data(), table.size() * sizeof(AdamTensor)));
+  const int64_t cap = int64_t(ctx.sms) * 8;
+  const unsigned grid = unsigned(chunks < cap ? chunks : cap);
+  adamWMultiKernel<<<grid, kAdamThreads, 0, ctx.stream>>>(
+      dev, int(n), chunks, ins[0].f32(), ins[1].f32(), ins[2].f32(),
+      double(in.f[0]), double(in.f[1]), in.f[2], int(in.i[1] != 0));
+  checkLaunch("AdamWMulti");
 }
 
 void runSgd(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
