@@ -428,6 +428,8 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // Kernel level: fusion, plan instructions, memory.
   pm.addPass(mega::createMegaFuseElementwise());
   pm.addPass(mega::createMegaLowerToKernels());
+  // One launch for all AdamW updates, the gradient clearing folded in.
+  pm.addPass(mega::createMegaFuseOptimizer());
   // Producers round on store instead of a separate Cast where they can.
   pm.addPass(mega::createMegaFoldCasts());
   pm.addPass(mega::createMegaAssignBuffers());

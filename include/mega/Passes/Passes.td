@@ -509,6 +509,34 @@ def MegaLowerToKernels : Pass<"mega-lower-to-kernels", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaFuseOptimizer : Pass<"mega-fuse-optimizer", "mlir::ModuleOp"> {
+  let summary = "One AdamWMulti per run of AdamW kernels, grad Fills folded";
+  let description = [{
+    At kernel level, after mega-lower-to-kernels: each run of plain AdamW
+    kernels (no `i`: not the distributed optimizer's block update) with the
+    same lr, step, coef, beta1, beta2 and eps, separated only by ops that
+    name buffers or views, becomes one `AdamWMulti` at the place of its last
+    member (i = {n, zero_grads}; f = {beta1, beta2, eps, wd_1..wd_n}). When
+    every gradient of the run is cleared afterwards by a `Fill 0` kernel
+    into it with no op between reading it, the Fills are erased and
+    zero_grads is 1. Sgd and every other kernel are left alone.
+
+    Before:
+    ```mlir
+    mega.kernel "AdamW"(%p0, %g0, %m0, %v0, %lr, %step, %coef) i [] f [0.9, 0.999, 1.0e-8, 0.01] : ...
+    mega.kernel "AdamW"(%p1, %g1, %m1, %v1, %lr, %step, %coef) i [] f [0.9, 0.999, 1.0e-8, 0.0] : ...
+    mega.kernel "Fill"(%z0) i [] f [0.0] {mega.dests = 1 : i64} : (tensor<16x32xf32>) -> ()
+    mega.kernel "Fill"(%z1) i [] f [0.0] {mega.dests = 1 : i64} : (tensor<32xf32>) -> ()
+    ```
+    After:
+    ```mlir
+    mega.kernel "AdamWMulti"(%lr, %step, %coef, %p0, %g0, %m0, %v0, %p1, %g1, %m1, %v1)
+        i [2, 1] f [0.9, 0.999, 1.0e-8, 0.01, 0.0] : ...
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
   let summary = "Let kernels write the bf16 copy a Cast would make";
   let description = [{
