@@ -22,12 +22,14 @@
 //  2. Fills. After the run, each `Fill 0` kernel writing (mega.dests) a
 //     whole gradient of the run is foldable when no op between the run and
 //     it has an operand in that gradient's buffer (seen through views, by
-//     the mega.state name and role). When every gradient of the run has a
-//     foldable Fill, they are erased and zero_grads = 1: the kernel clears
-//     each gradient after its update, also when coef is NaN and the update
-//     is skipped, as the Fill did. Otherwise zero_grads = 0 and every Fill
-//     stays.
-//  A run of one AdamW stays an AdamW unless a Fill folds into it.
+//     the mega.state name and role). The tensors with a foldable Fill get
+//     one AdamWMulti with zero_grads = 1 (the kernel clears each gradient
+//     after its update, also when coef is NaN and the update is skipped, as
+//     the Fill did) and their Fills are erased; the others (an update that
+//     reads a copy of its gradient, such as the pipeline's all-reduced tied
+//     embedding, or a gradient read before its Fill) get one with
+//     zero_grads = 0 and keep their Fills. The two commute: their tensors
+//     are disjoint. A group of one without a Fill to fold stays an AdamW.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -161,33 +163,50 @@ struct MegaFuseOptimizer
       if (blocked.size() == gradOf.size())
         break;
     }
-    const bool zero = found == run.size() && gradOf.size() == run.size();
-    if (run.size() == 1 && !zero)
-      return; // nothing to gain
+    // Tensors whose gradient's Fill folds get one AdamWMulti with
+    // zero_grads = 1, the others one with zero_grads = 0 (the updates of
+    // disjoint tensors commute). A group of one without a Fill to fold
+    // stays a plain AdamW.
+    SmallVector<KernelOp> zeroed, kept;
+    const bool uniqueGrads = gradOf.size() == run.size();
+    for (auto [k, a] : llvm::enumerate(run))
+      (uniqueGrads && fills[k] ? zeroed : kept).push_back(a);
+    if (kept.size() > 1)
+      create(kept, last, false);
+    if (!zeroed.empty())
+      create(zeroed, last, true);
+    for (KernelOp a : run)
+      if (kept.size() > 1 || !llvm::is_contained(kept, a))
+        a->erase();
+    if (!uniqueGrads)
+      return;
+    for (Operation *fill : fills) {
+      if (!fill)
+        continue;
+      Operation *dest = fill->getOperand(0).getDefiningOp();
+      fill->erase();
+      if (dest->use_empty())
+        dest->erase(); // the mega.state only the Fill read
+      ++foldedFills;
+    }
+  }
+
+  /// One AdamWMulti for `group` before `at`.
+  void create(ArrayRef<KernelOp> group, KernelOp at, bool zero) {
     SmallVector<Value> operands;
-    llvm::append_range(operands, last->getOperands().slice(4, 3));
-    SmallVector<float> f(last.getF().take_front(3));
-    for (KernelOp a : run) {
+    llvm::append_range(operands, at->getOperands().slice(4, 3));
+    SmallVector<float> f(at.getF().take_front(3));
+    for (KernelOp a : group) {
       llvm::append_range(operands, a->getOperands().take_front(4));
       f.push_back(a.getF()[3]);
     }
-    OpBuilder b(last);
+    OpBuilder b(at);
     b.create<KernelOp>(
-        last.getLoc(), TypeRange{}, b.getStringAttr("AdamWMulti"), operands,
-        b.getDenseI64ArrayAttr({int64_t(run.size()), zero ? 1 : 0}),
+        at.getLoc(), TypeRange{}, b.getStringAttr("AdamWMulti"), operands,
+        b.getDenseI64ArrayAttr({int64_t(group.size()), zero ? 1 : 0}),
         b.getDenseF32ArrayAttr(f));
-    for (KernelOp a : run)
-      a->erase();
     ++fusedRuns;
-    fusedUpdates += run.size();
-    if (zero)
-      for (Operation *fill : fills) {
-        Operation *dest = fill->getOperand(0).getDefiningOp();
-        fill->erase();
-        if (dest->use_empty())
-          dest->erase(); // the mega.state only the Fill read
-        ++foldedFills;
-      }
+    fusedUpdates += group.size();
   }
 };
 

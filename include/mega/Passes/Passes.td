@@ -516,10 +516,11 @@ def MegaFuseOptimizer : Pass<"mega-fuse-optimizer", "mlir::ModuleOp"> {
     kernels (no `i`: not the distributed optimizer's block update) with the
     same lr, step, coef, beta1, beta2 and eps, separated only by ops that
     name buffers or views, becomes one `AdamWMulti` at the place of its last
-    member (i = {n, zero_grads}; f = {beta1, beta2, eps, wd_1..wd_n}). When
-    every gradient of the run is cleared afterwards by a `Fill 0` kernel
-    into it with no op between reading it, the Fills are erased and
-    zero_grads is 1. Sgd and every other kernel are left alone.
+    member (i = {n, zero_grads}; f = {beta1, beta2, eps, wd_1..wd_n}). The
+    tensors whose gradient is cleared afterwards by a `Fill 0` kernel into
+    it with no op between reading it get one with zero_grads = 1 and lose
+    those Fills; the others one with zero_grads = 0 (a single one stays an
+    AdamW). Sgd and every other kernel are left alone.
 
     Before:
     ```mlir
