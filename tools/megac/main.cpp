@@ -584,6 +584,9 @@ int main(int argc, char **argv) {
   registry.insert<mega::MegaDialect, func::FuncDialect>();
   MLIRContext context(registry);
   context.loadAllAvailableDialects();
+  // A pass's error names the problem and the model's location; the whole
+  // module printed after it would bury that line.
+  context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
 
