@@ -78,8 +78,8 @@ std::string bufferOf(Value v) {
     return ("state:" + s.getRole() + ":" + s.getName()).str();
   if (auto p = v.getDefiningOp<ParamOp>())
     return ("param:" + p.getName()).str();
-  return "value:" + std::to_string(reinterpret_cast<uintptr_t>(
-                        v.getAsOpaquePointer()));
+  return "value:" +
+         std::to_string(reinterpret_cast<uintptr_t>(v.getAsOpaquePointer()));
 }
 
 /// The gradient buffer a `Fill 0` clears whole, or "" when it is another

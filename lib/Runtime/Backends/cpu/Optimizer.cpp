@@ -346,8 +346,8 @@ void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
     sc[size_t(t)] = adamScalars(in, ins, 0, in.f[size_t(3 + t)]);
   }
   parallelFor(ctx, first.back(), kGrain, [&](int64_t b, int64_t e) {
-    int64_t t = int64_t(std::upper_bound(first.begin(), first.end(), b) -
-                        first.begin()) - 1;
+    const auto after = std::upper_bound(first.begin(), first.end(), b);
+    int64_t t = int64_t(after - first.begin()) - 1; // the tensor holding b
     for (; t < n && first[size_t(t)] < e; ++t) {
       const int64_t lo = std::max(b, first[size_t(t)]) - first[size_t(t)];
       const int64_t hi = std::min(e, first[size_t(t) + 1]) - first[size_t(t)];
