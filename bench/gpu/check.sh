@@ -15,6 +15,9 @@
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
 #              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
 #              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2)
+#   3b. ranks  if bench/gpu/plans/ranks-*-cuda.plan exist: the small model at dp 2,
+#              pp 2, pp 2 x dp 2 and interleaved pp 2 on MPI ranks sharing the GPU,
+#              10 steps, losses against one process (rel 1e-5)
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
@@ -155,6 +158,43 @@ do_train() {
   return "$rc"
 }
 
+# Several ranks on the one GPU (MPI; the collectives staged through host
+# memory, the data-parallel buckets started during the backward): each layout's
+# losses against the one-process run of the same model (rel 1e-5).
+do_ranks() {
+  MEGA_RUN=$(locate mega-run tools/mega-run)
+  if [ ! -f "$PLANS/ranks-ref-cuda.plan" ]; then
+    echo "no bench/gpu/plans/ranks-*-cuda.plan (make_plans.sh): skipped"
+    return 0
+  fi
+  command -v mpirun >/dev/null || { echo "no mpirun: skipped"; return 0; }
+  [ -x "$MEGA_RUN" ] || { echo "no $MEGA_RUN (build failed?)"; return 1; }
+  "$PY" "$TOOLS" data "$LOGS/data/small" --vocab "$SMALL_VOCAB" --tokens "$SMALL_TOKENS" || return 1
+  run_mega ranks-ref "$PLANS/ranks-ref-cuda.plan" cuda "$LOGS/data/small" 10 || return 1
+  local rc=0 c name np
+  for c in dp2:2 pp2:2 pp2dp2:4 pp2vpp2:2; do
+    name=${c%%:*} np=${c##*:}
+    rm -f "$LOGS/ranks-$name.jsonl"
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
+      timeout 300 mpirun -np "$np" --oversubscribe --bind-to none "$MEGA_RUN" \
+      "$PLANS/ranks-$name-cuda.plan" --data "$LOGS/data/small" --steps 10 --no-shuffle \
+      --seed 1 --log-interval 1 --log-file "$LOGS/ranks-$name.jsonl" --device cuda \
+      >"$LOGS/ranks-$name.log" 2>&1
+    if [ $? -ne 0 ]; then
+      if grep -q "built without MPI" "$LOGS/ranks-$name.log"; then
+        echo "this mega-run has no MPI (no MPI headers where it was built): skipped"
+        return 0
+      fi
+      echo "ranks $name failed:"; tail -5 "$LOGS/ranks-$name.log"; rc=1; continue
+    fi
+    grep -h "buckets all-reduced\|pipeline .* over" "$LOGS/ranks-$name.log" | head -2
+    printf '%-8s ' "$name"
+    "$PY" "$TOOLS" compare "$LOGS/ranks-ref.jsonl" "$LOGS/ranks-$name.jsonl" --rtol 1e-5 \
+      | tail -1 || rc=1
+  done
+  return "$rc"
+}
+
 do_torch() {
   [ -f "$ROOT/bench/gpu/torch_baseline.py" ] || { echo "no torch_baseline.py: skipped"; return 0; }
   PYTHONUNBUFFERED=1 timeout 420 "$PY" "$ROOT/bench/gpu/torch_baseline.py" --config gpt2-small \
@@ -199,6 +239,7 @@ fi
 step build do_build
 step twin do_twin
 step train do_train
+step ranks do_ranks
 step torch do_torch
 step mega-timing do_mega_timing
 if [ ${#FAILED[@]} -eq 0 ]; then

@@ -11,6 +11,9 @@
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
+#   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2 and pp 2
+#                               interleaved, and its one-process reference: run on
+#                               MPI ranks sharing the GPU, losses compared
 #   plans.env                   the vocab sizes check.sh draws its random tokens from
 set -eu
 cd "$(dirname "$0")/../.." || exit 1
@@ -28,6 +31,18 @@ for t in cpu cuda; do
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16-$t.plan" "${SMALL[@]}" --target "$t" \
     --precision bf16
 done
+# Several MPI ranks sharing the GPU (the collectives go through host memory):
+# data parallelism with overlapped buckets, 1F1B, both, and interleaved, each
+# against one process, 4 micro-batches of 4 per step.
+RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=128
+       --micro-batch-size 4 --global-batch-size 16 --target cuda)
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-ref-cuda.plan" "${RANKS[@]}"
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-dp2-cuda.plan" "${RANKS[@]}" --dp 2 --ddp-bucket-size 300000
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-pp2-cuda.plan" "${RANKS[@]}" --pp 2
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-pp2dp2-cuda.plan" "${RANKS[@]}" --pp 2 --dp 2 \
+  --ddp-bucket-size 300000
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-pp2vpp2-cuda.plan" "${RANKS[@]}" --pp 2 --vpp 2 \
+  --schedule interleaved
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-cuda.plan" "${GPT2[@]}" --target cuda
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-cuda.plan" "${GPT2[@]}" --target cuda \
   --precision bf16

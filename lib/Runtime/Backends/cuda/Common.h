@@ -186,6 +186,12 @@ MEGA_CUDA_KERNEL(Cast)
 MEGA_CUDA_KERNEL(Attention)
 MEGA_CUDA_KERNEL(AttentionGrad)
 MEGA_CUDA_KERNEL(AdamWMulti)
+/// GradNorm with shard flags (tensor, pipeline or data-parallel groups): the
+/// sums meet over `comm`'s groups on the host, as on the CPU.
+void runGradNormSharded(const Ctx &ctx, const plan::Instr &in,
+                        const std::vector<TensorRef> &ins,
+                        const std::vector<TensorRef> &outs,
+                        Communicator &comm);
 /// MatMul with bf16 A and B (cuBLASLt), called by runMatMul.
 MEGA_CUDA_KERNEL(MatMulBf16)
 #undef MEGA_CUDA_KERNEL

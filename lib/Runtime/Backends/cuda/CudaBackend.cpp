@@ -237,9 +237,6 @@ public:
     if (instr.op >= Op::VocabEmbedding && instr.op <= Op::VocabCrossEntropyGrad)
       throw Error(std::string(opName) + ": not implemented on cuda yet (run "
                   "vocabulary-parallel plans with --device cpu)");
-    if (instr.op == Op::GradNorm && !instr.i.empty())
-      throw Error("GradNorm: shard flags (tensor parallelism) are not "
-                  "implemented on cuda yet");
     if (instr.op == Op::AdamW && !instr.i.empty())
       throw Error("AdamW: the distributed optimizer's blocks are not "
                   "implemented on cuda yet (run with --device cpu)");
@@ -279,7 +276,12 @@ public:
       refuse("the cuda kernel sorts at most 2^31-1 ids");
   }
 
-  using Backend::launch; // the overload with a communicator
+  void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+              const std::vector<TensorRef> &outs, Communicator &comm) override {
+    if (instr.op == Op::GradNorm && !instr.i.empty())
+      return runGradNormSharded(ctx_, instr, ins, outs, comm);
+    launch(instr, ins, outs);
+  }
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs) override {
     switch (instr.op) {

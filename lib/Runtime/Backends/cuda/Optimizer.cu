@@ -18,6 +18,9 @@
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 
+#include <cmath>
+#include <limits>
+
 namespace mega::rt::gpu {
 
 namespace {
@@ -243,6 +246,125 @@ void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
   normFinalKernel<<<1, 1024, 0, ctx.stream>>>(slots, slotsTotal, in.f[0],
                                               outs[0].f32(), outs[1].f32());
   checkLaunch("GradNorm");
+}
+
+namespace {
+
+__global__ void slotSumKernel(const double *__restrict__ slots, int64_t n,
+                              double *__restrict__ out) {
+  __shared__ double sh[32];
+  double s = 0.0;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
+    s += slots[k];
+  s = blockSum(s, sh);
+  if (threadIdx.x == 0)
+    *out = s;
+}
+
+/// Blocks of squares of `refs` into slots from `slots` on; returns the
+/// number of slots written.
+int64_t sumSquares(const Ctx &ctx, const std::vector<const TensorRef *> &refs,
+                   double *slots) {
+  int64_t slot = 0;
+  for (size_t k0 = 0; k0 < refs.size(); k0 += kNormTensors) {
+    NormBatch b{};
+    b.count = int(std::min<size_t>(kNormTensors, refs.size() - k0));
+    int64_t first = 0;
+    for (int k = 0; k < b.count; ++k) {
+      const TensorRef &t = *refs[k0 + size_t(k)];
+      b.ptr[k] = t.f32();
+      b.n[k] = t.numel();
+      b.firstSlot[k] = first;
+      first += (b.n[k] + kNormBlock - 1) / kNormBlock;
+    }
+    b.firstSlot[b.count] = first;
+    if (first > 0) {
+      sumSquaresKernel<<<rowGrid(first), kNormThreads, 0, ctx.stream>>>(
+          b, slots + slot);
+      checkLaunch("GradNorm (blocks)");
+    }
+    slot += first;
+  }
+  return slot;
+}
+
+} // namespace
+
+void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
+                        const Refs &outs, Communicator &comm) {
+  // The CPU's runGradNormSharded with the squares summed here: the sums of
+  // the replicated (flag 0) and the sharded (flag 1) gradients, flag 2
+  // (counted on another pipeline rank) skipped, come to the host, meet over
+  // the groups as on the CPU, and the norm and coefficient go back.
+  const size_t n = ins.size();
+  std::vector<const TensorRef *> kind[2];
+  int64_t slotsTotal = 0;
+  for (size_t k = 0; k < n; ++k) {
+    if (in.i[1 + k] == 2)
+      continue;
+    kind[in.i[1 + k] != 0 ? 1 : 0].push_back(&ins[k]);
+    slotsTotal += (ins[k].numel() + kNormBlock - 1) / kNormBlock;
+  }
+  Carve carve;
+  const size_t slotsAt = carve.add(size_t(slotsTotal) * sizeof(double));
+  const size_t sumsAt = carve.add(2 * sizeof(double));
+  char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
+  double *slots = reinterpret_cast<double *>(ws + slotsAt);
+  double *sums = reinterpret_cast<double *>(ws + sumsAt);
+  int64_t at = 0;
+  for (int k = 0; k < 2; ++k) {
+    int64_t used = sumSquares(ctx, kind[k], slots + at);
+    slotSumKernel<<<1, 1024, 0, ctx.stream>>>(slots + at, used, sums + k);
+    checkLaunch("GradNorm (sums)");
+    at += used;
+  }
+  double ss[2];
+  checkCuda(cudaMemcpyAsync(ss, sums, sizeof ss, cudaMemcpyDeviceToHost,
+                            ctx.stream),
+            "cudaMemcpyAsync (GradNorm sums)");
+  checkCuda(cudaStreamSynchronize(ctx.stream), "GradNorm");
+  if (in.i.size() == 3 + n) {
+    const ProcessGroup &d = comm.group(plan::ParallelGroup(in.i[2 + n]));
+    if (d.size > 1) {
+      float both[2] = {float(ss[0]), float(ss[1])};
+      comm.allReduce(d, both, both, 2, plan::ReduceOp::Sum);
+      ss[0] = double(both[0]);
+      ss[1] = double(both[1]);
+    }
+  }
+  const ProcessGroup &g = comm.group(plan::ParallelGroup(in.i[0]));
+  if (g.size > 1) {
+    float shard = float(ss[1]);
+    comm.allReduce(g, &shard, &shard, 1, plan::ReduceOp::Sum);
+    ss[1] = double(shard);
+  }
+  double total = ss[0] + ss[1];
+  if (in.i.size() >= 2 + n && in.i[1 + n] >= 0) {
+    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i[1 + n]));
+    if (p.size > 1) {
+      float mine = float(total);
+      comm.allReduce(p, &mine, &mine, 1, plan::ReduceOp::Sum);
+      total = double(mine);
+    }
+  }
+  // As normFinalKernel (and the CPU's clip_grad_norm_ formula).
+  float result[2];
+  result[0] = float(std::sqrt(total));
+  const float maxNorm = in.f[0];
+  if (!std::isfinite(result[0]))
+    result[1] = std::numeric_limits<float>::quiet_NaN();
+  else if (maxNorm <= 0.0f)
+    result[1] = 1.0f;
+  else
+    result[1] = std::fmin(1.0f, maxNorm / (result[0] + 1e-6f));
+  checkCuda(cudaMemcpyAsync(outs[0].f32(), &result[0], sizeof(float),
+                            cudaMemcpyHostToDevice, ctx.stream),
+            "cudaMemcpyAsync (GradNorm norm)");
+  checkCuda(cudaMemcpyAsync(outs[1].f32(), &result[1], sizeof(float),
+                            cudaMemcpyHostToDevice, ctx.stream),
+            "cudaMemcpyAsync (GradNorm coef)");
+  // The copies read `result` from this stack frame.
+  checkCuda(cudaStreamSynchronize(ctx.stream), "GradNorm");
 }
 
 void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
