@@ -1,15 +1,17 @@
 //===- BucketReducer.cpp - Data-parallel gradient buckets reduced in flight ===//
 //
-// A bucket's gradients are separate persistent tensors, so the reduction
-// runs on a packed copy: start copies them into the bucket's staging buffer
-// and starts one non-blocking all-reduce of it; wait completes it and copies
-// the sums back. A bucket of one gradient in host memory is reduced in
-// place. The copies are what lets one all-reduce carry many small
-// gradients (Megatron's buckets); the staging buffers are allocated when the
-// plan is loaded, never during a step.
+// The engine asks Memory to place each bucket's gradients back to back (a
+// gradient buffer per bucket, as Megatron's), so in host memory a bucket is
+// one span, all-reduced in place. Otherwise (device memory, or gradients
+// that are not whole persistents) the reduction runs on a packed copy: start
+// copies them into the bucket's staging buffer (allocated when the plan is
+// loaded, never during a step) and starts one non-blocking all-reduce of it;
+// wait completes it and copies the sums back.
 //
 //===----------------------------------------------------------------------===//
 #include "BucketReducer.h"
+
+#include "Memory.h"
 
 #include <string>
 
@@ -38,7 +40,24 @@ void BucketReducer::declare(const plan::Instr &instr,
     b.parts = std::move(parts);
     b.counts = std::move(counts);
     b.numel = numel;
-    if (!(b.parts.size() == 1 && backend_.hostMemory()))
+    // Placed back to back by Memory (each at a multiple of its alignment,
+    // zeros between): one in-place all-reduce of the whole span, gaps
+    // included (their sum stays zero).
+    bool contiguous = true;
+    size_t span = 0;
+    const char *first = static_cast<const char *>(b.parts.front());
+    for (size_t k = 0; k < b.parts.size(); ++k) {
+      contiguous = contiguous && static_cast<const char *>(b.parts[k]) ==
+                                     first + span * sizeof(float);
+      size_t bytes = b.counts[k] * sizeof(float);
+      size_t align = Memory::kContiguousAlign;
+      span += (k + 1 < b.parts.size() ? (bytes + align - 1) / align * align
+                                      : bytes) /
+              sizeof(float);
+    }
+    if (contiguous && backend_.hostMemory())
+      b.numel = span; // reduced in place
+    else
       b.staging.assign(numel, 0.0f);
   }
   if (instr.op == plan::Op::AllReduceStart)
@@ -98,6 +117,7 @@ void BucketReducer::start(const plan::Instr &instr,
   float *data = pack(b);
   b.handle = comm_.startAllReduce(g, data, b.numel, plan::ReduceOp::Sum);
   b.inFlight = true;
+  ++inFlight_;
 }
 
 void BucketReducer::wait(const plan::Instr &instr,
@@ -107,19 +127,13 @@ void BucketReducer::wait(const plan::Instr &instr,
     comm_.waitAllReduce(b.handle);
     b.inFlight = false;
     b.handle = -1;
+    --inFlight_;
   } else {
     const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
     float *data = pack(b);
     comm_.allReduce(g, data, data, b.numel, plan::ReduceOp::Sum);
   }
   unpack(b);
-}
-
-size_t BucketReducer::inFlight() const {
-  size_t n = 0;
-  for (const auto &[key, b] : buckets_)
-    n += b.inFlight ? 1 : 0;
-  return n;
 }
 
 size_t BucketReducer::overlapped() const {

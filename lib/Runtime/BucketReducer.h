@@ -43,7 +43,7 @@ public:
   void start(const plan::Instr &instr, const std::vector<TensorRef> &grads);
   void wait(const plan::Instr &instr, const std::vector<TensorRef> &grads);
   /// Buckets in flight (0 between steps).
-  size_t inFlight() const;
+  size_t inFlight() const { return inFlight_; }
   /// Buckets, and those whose start the plan has (overlapped).
   size_t count() const { return buckets_.size(); }
   size_t overlapped() const;
@@ -68,6 +68,7 @@ private:
   Communicator &comm_;
   std::map<void *, Bucket> buckets_;
   bool starting_ = false;
+  size_t inFlight_ = 0;
 };
 
 } // namespace mega::rt

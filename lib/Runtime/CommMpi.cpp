@@ -15,7 +15,11 @@
 //    thread, woken only while sends are pending, calls MPI_Testall every
 //    50 us (a blocking call of the main thread progresses them itself).
 //    The data-parallel gradient buckets' non-blocking all-reduces
-//    (startAllReduce, MPI_Iallreduce in place) are moved on the same way.
+//    (startAllReduce, MPI_Iallreduce in place) are moved on by progress(),
+//    which the engine calls between the instructions of a program while a
+//    bucket is in flight: MPI_Iallreduce advances only inside MPI calls, and
+//    a thread polling beside the compute (two ranks on two cores) costs the
+//    kernels more than it saves.
 // 5. The destructor frees the groups and calls MPI_Finalize, except while an
 //    exception unwinds (a failing rank must not wait in MPI_Finalize for
 //    ranks that wait in a collective for it: it exits, and mpirun ends the
@@ -186,8 +190,14 @@ public:
     check(MPI_Iallreduce(MPI_IN_PLACE, data, count(n), MPI_FLOAT, mop, comm(g),
                          &reductions_[slot]),
           "MPI_Iallreduce");
-    wake_.notify_one();
     return int(slot);
+  }
+  void progress() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int done = 0;
+    // An error leaves the request for waitAllReduce's MPI_Wait to report.
+    MPI_Testall(int(reductions_.size()), reductions_.data(), &done,
+                MPI_STATUSES_IGNORE);
   }
   void waitAllReduce(int handle) override {
     if (handle < 0)
@@ -215,10 +225,7 @@ private:
   void progressLoop() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stop_) {
-      bool reducing = false;
-      for (MPI_Request r : reductions_)
-        reducing = reducing || r != MPI_REQUEST_NULL;
-      if (pending_.empty() && !reducing) {
+      if (pending_.empty()) {
         wake_.wait(lock);
         continue;
       }
@@ -228,12 +235,6 @@ private:
                        MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
            done))
         pending_.clear(); // an error shows again in waitSends' MPI_Waitall
-      // Non-blocking collectives move only inside MPI calls: testing them
-      // is what runs their rounds (and reductions) while this rank computes.
-      // An error leaves the request for waitAllReduce's MPI_Wait to report.
-      if (reducing)
-        MPI_Testall(int(reductions_.size()), reductions_.data(), &done,
-                    MPI_STATUSES_IGNORE);
       lock.unlock();
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       lock.lock();

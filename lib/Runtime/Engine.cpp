@@ -45,6 +45,54 @@ std::vector<bool> residentPersistents(const plan::Plan &plan,
   return mine;
 }
 
+/// The data-parallel gradient buckets of the programs of `device`: the
+/// persistents each AllReduceWait reduces, in its order, when they are whole
+/// f32 persistents (a view or a persistent in two buckets leaves its bucket
+/// out: the reducer then packs it). Memory places each bucket's gradients
+/// back to back, so the bucket is all-reduced in place.
+int64_t numelOf(const plan::Persistent &t) {
+  int64_t n = 1;
+  for (int64_t d : t.shape)
+    n *= d;
+  return n;
+}
+
+std::vector<std::vector<size_t>> bucketGroups(const plan::Plan &plan,
+                                              const std::string &device,
+                                              const std::vector<bool> &mine) {
+  std::vector<std::vector<size_t>> groups;
+  std::vector<bool> taken(plan.persistents.size(), false);
+  for (const plan::Program &p : plan.programs) {
+    if (p.target != device)
+      continue;
+    for (const plan::Instr &in : p.instrs) {
+      if (in.op != plan::Op::AllReduceWait)
+        continue;
+      std::vector<size_t> group;
+      bool whole = true;
+      for (int32_t v : in.inputs) {
+        const plan::Value &val = p.values[size_t(v)];
+        size_t k = size_t(val.index);
+        whole = whole && val.space == plan::Space::Persistent &&
+                val.offset == 0 && val.dtype == plan::DType::F32 &&
+                k < taken.size() && !taken[k] &&
+                (mine.empty() || mine[k]) &&
+                plan.persistents[k].dtype == plan::DType::F32 &&
+                val.numel() == numelOf(plan.persistents[k]);
+        if (whole && std::find(group.begin(), group.end(), k) != group.end())
+          whole = false;
+        group.push_back(k);
+      }
+      if (!whole)
+        continue;
+      for (size_t k : group)
+        taken[k] = true;
+      groups.push_back(std::move(group));
+    }
+  }
+  return groups;
+}
+
 } // namespace
 
 ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
@@ -181,8 +229,12 @@ void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
 
 void ProgramRunner::run(Tracer *tracer) {
   if (!tracer) {
-    for (const Step &s : steps_)
+    for (const Step &s : steps_) {
       launch(s);
+      // Started gradient buckets advance between the kernels.
+      if (reducer_ && reducer_->inFlight())
+        comm_.progress();
+    }
     return;
   }
   int64_t start = tracer->now();
@@ -190,13 +242,18 @@ void ProgramRunner::run(Tracer *tracer) {
     for (const Step &s : steps_) {
       int64_t t0 = tracer->now();
       launch(s);
+      if (reducer_ && reducer_->inFlight())
+        comm_.progress();
       backend_.synchronize();
       tracer->complete(plan::opName(s.instr->op), "kernel", Tracer::Kernels, t0,
                        tracer->now());
     }
   } else {
-    for (const Step &s : steps_)
+    for (const Step &s : steps_) {
       launch(s);
+      if (reducer_ && reducer_->inFlight())
+        comm_.progress();
+    }
   }
   backend_.synchronize();
   tracer->complete(program_.name, "program", Tracer::Programs, start,
@@ -208,8 +265,9 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
     : plan_(plan), backend_(backend),
       ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
       comm_(comm ? comm : ownComm_.get()),
-      memory_(plan, backend, comm_,
-              residentPersistents(plan, device, *comm_)),
+      memory_(plan, backend, comm_, residentPersistents(plan, device, *comm_),
+              bucketGroups(plan, device,
+                           residentPersistents(plan, device, *comm_))),
       buckets_(std::make_unique<BucketReducer>(backend, *comm_)) {
   std::string targets;
   int64_t pp = std::max<int64_t>(1, plan.getInt("pp", 1));
@@ -260,7 +318,7 @@ size_t ProgramRunner::deviceBytes() const {
 
 Engine::PlannedBytes Engine::plannedBytes() const {
   PlannedBytes b;
-  b.persistents = memory_.residentBytes();
+  b.persistents = memory_.allocatedBytes();
   b.arena = arena_.bytes();
   for (const auto &p : programs_)
     b.ports += p->deviceBytes();

@@ -96,13 +96,15 @@ void shardCopy(const plan::Persistent &t, int64_t r, int64_t S,
 } // namespace
 
 Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm,
-               std::vector<bool> resident)
+               std::vector<bool> resident,
+               const std::vector<std::vector<size_t>> &contiguous)
     : plan_(plan), backend_(backend), comm_(comm) {
   if (!resident.empty() && resident.size() != plan.persistents.size())
     throw Error("internal: residency of " + std::to_string(resident.size()) +
                 " persistents for a plan with " +
                 std::to_string(plan.persistents.size()));
   buffers_.reserve(plan.persistents.size());
+  bytes_.reserve(plan.persistents.size());
   for (size_t k = 0; k < plan.persistents.size(); ++k) {
     const plan::Persistent &t = plan.persistents[k];
     if (t.shardDim >= 0) {
@@ -124,11 +126,36 @@ Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm,
     }
     int64_t numel = product(t.shape, 0, t.shape.size());
     bytes_.push_back(size_t(numel) * plan::dtypeSize(t.dtype));
-    if (resident.empty() || resident[k])
-      buffers_.emplace_back(backend, bytes_.back());
-    else
-      buffers_.emplace_back();
   }
+  auto isResident = [&](size_t k) { return resident.empty() || resident[k]; };
+  ptrs_.assign(plan.persistents.size(), nullptr);
+  std::vector<bool> placed(plan.persistents.size(), false);
+  auto padded = [](size_t b) {
+    return (b + kContiguousAlign - 1) / kContiguousAlign * kContiguousAlign;
+  };
+  for (const std::vector<size_t> &group : contiguous) {
+    size_t total = 0;
+    for (size_t k : group) {
+      if (k >= ptrs_.size() || placed[k] || !isResident(k))
+        throw Error("internal: a contiguous group of persistents names " +
+                    std::to_string(k) +
+                    " twice, out of range or not resident");
+      placed[k] = true;
+      total += padded(bytes_[k]);
+    }
+    // Zero-filled: the gaps between the tensors stay zero.
+    buffers_.emplace_back(backend, total);
+    char *at = static_cast<char *>(buffers_.back().data());
+    for (size_t k : group) {
+      ptrs_[k] = at;
+      at += padded(bytes_[k]);
+    }
+  }
+  for (size_t k = 0; k < plan.persistents.size(); ++k)
+    if (!placed[k] && isResident(k)) {
+      buffers_.emplace_back(backend, bytes_[k]);
+      ptrs_[k] = buffers_.back().data();
+    }
 }
 
 size_t Memory::residentBytes() const {
@@ -136,6 +163,13 @@ size_t Memory::residentBytes() const {
   for (size_t k = 0; k < count(); ++k)
     if (resident(k))
       n += bytes(k);
+  return n;
+}
+
+size_t Memory::allocatedBytes() const {
+  size_t n = 0;
+  for (const DeviceBuffer &b : buffers_)
+    n += b.bytes();
   return n;
 }
 

@@ -48,24 +48,32 @@ public:
   /// shard of a tensor-parallel persistent this process holds; a persistent
   /// sharded over a group of another size than the plan's is an Error.
   /// `resident` (empty: all) says which persistents get a device buffer.
+  /// Each list of `contiguous` (resident persistents, each in one list at
+  /// most) shares one allocation, in list order, every tensor starting at a
+  /// multiple of kContiguousAlign bytes with zeros between: a data-parallel
+  /// gradient bucket, which is then all-reduced in place.
   Memory(const plan::Plan &plan, Backend &backend,
-         Communicator *comm = nullptr, std::vector<bool> resident = {});
+         Communicator *comm = nullptr, std::vector<bool> resident = {},
+         const std::vector<std::vector<size_t>> &contiguous = {});
+  static constexpr size_t kContiguousAlign = 64;
 
   Backend &backend() const { return backend_; }
   size_t count() const { return plan_.persistents.size(); }
   const plan::Persistent &info(size_t k) const { return plan_.persistents[k]; }
   /// The device buffer (nullptr when not resident).
-  void *data(size_t k) const { return buffers_[k].data(); }
+  void *data(size_t k) const { return ptrs_[k]; }
   /// This rank's (local, shard) bytes of persistent k, resident or not.
   size_t bytes(size_t k) const { return bytes_[k]; }
   /// Whether persistent k has a device buffer on this rank.
-  bool resident(size_t k) const { return buffers_[k].data() != nullptr; }
+  bool resident(size_t k) const { return ptrs_[k] != nullptr; }
   /// Whether toHost(k) has values: resident, or a host copy was given.
   bool available(size_t k) const {
     return resident(k) || hostCopies_.count(k) != 0;
   }
   /// Device bytes of this rank's persistents.
   size_t residentBytes() const;
+  /// Device bytes allocated for them (with the gaps of contiguous groups).
+  size_t allocatedBytes() const;
   /// Frees the host copies of persistents that are not resident.
   void dropHostCopies() { hostCopies_.clear(); }
 
@@ -124,7 +132,8 @@ private:
   const plan::Plan &plan_;
   Backend &backend_;
   Communicator *comm_;
-  std::vector<DeviceBuffer> buffers_;
+  std::vector<DeviceBuffer> buffers_; ///< one per allocation
+  std::vector<void *> ptrs_;          ///< persistent k's bytes, or nullptr
   std::vector<size_t> bytes_;
   std::map<size_t, std::vector<char>> hostCopies_;
 };

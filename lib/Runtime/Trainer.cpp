@@ -248,12 +248,15 @@ void Trainer::prepare() {
                 ", the programs' shared arena " +
                 std::to_string(planned.arena) + ", ports " +
                 std::to_string(planned.ports) + ")");
-  if (size_t n = engine_.buckets().overlapped())
+  if (size_t n = engine_.buckets().overlapped()) {
+    size_t staging = engine_.buckets().stagingBytes();
     logger_->info("mega-run: " + std::to_string(n) +
                   " data-parallel gradient buckets all-reduced during the "
                   "last micro-batch's backward (" +
-                  std::to_string(engine_.buckets().stagingBytes()) +
-                  " bytes of host staging)");
+                  (staging ? std::to_string(staging) + " bytes of host staging"
+                           : std::string("in place")) +
+                  ")");
+  }
   if (pipeline_)
     logger_->info("mega-run: pipeline " + plan.get("schedule", "1f1b") +
                   " over " + plan.get("pp", "?") + " ranks x " +

@@ -93,6 +93,9 @@ public:
   /// Returns when the all-reduce of `handle` (from startAllReduce) is done;
   /// -1 returns at once.
   virtual void waitAllReduce(int handle) { (void)handle; }
+  /// Moves the started all-reduces on (their rounds run inside MPI calls);
+  /// the engine calls it between instructions while any is in flight.
+  virtual void progress() {}
 };
 
 class Backend {
