@@ -584,11 +584,26 @@ int main(int argc, char **argv) {
   registry.insert<mega::MegaDialect, func::FuncDialect>();
   MLIRContext context(registry);
   context.loadAllAvailableDialects();
-  // A pass's error names the problem and the model's location; the whole
-  // module printed after it would bury that line.
+  // A problem found in the model is one line, `file:line:col: error: ...`
+  // (a parse error, or a pass's refusal at the op it concerns): no source
+  // excerpt, and no module printed after it to bury that line.
   context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
-  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  ScopedDiagnosticHandler diagnostics(&context, [](Diagnostic &d) {
+    if (d.getSeverity() != DiagnosticSeverity::Error &&
+        d.getSeverity() != DiagnosticSeverity::Warning)
+      return success(); // notes and remarks: the error line says it
+    std::string where = "megac";
+    if (auto file = d.getLocation()->findInstanceOf<FileLineColLoc>())
+      where = (file.getFilename().str() + ":" +
+               std::to_string(file.getLine()) + ":" +
+               std::to_string(file.getColumn()));
+    llvm::errs() << where
+                 << (d.getSeverity() == DiagnosticSeverity::Error ? ": error: "
+                                                                  : ": warning: ")
+                 << d.str() << "\n";
+    return success();
+  });
 
   std::string error;
   std::unique_ptr<llvm::MemoryBuffer> input = openInputFile(inputFile, &error);
