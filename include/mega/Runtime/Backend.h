@@ -98,6 +98,42 @@ public:
   virtual void progress() {}
 };
 
+/// GradNorm with shard flags (plan opcode 14, i = {group, s_0..s_{n-1}
+/// [, pipeline group [, data group]]}): the squared norm of the whole model
+/// from this rank's sums of squares of its replicated (`replicated`) and
+/// sharded (`sharded`) gradients. The data-parallel blocks' sums meet over
+/// the data group first, the shards' over `group`, then the stages' over the
+/// pipeline group, so every rank gets the same total. Each backend computes
+/// the two sums its own way and calls this.
+inline double gradNormTotal(const plan::Instr &in, size_t n, double replicated,
+                            double sharded, Communicator &comm) {
+  if (in.i.size() == 3 + n) {
+    const ProcessGroup &d = comm.group(plan::ParallelGroup(in.i[2 + n]));
+    if (d.size > 1) {
+      float both[2] = {float(replicated), float(sharded)};
+      comm.allReduce(d, both, both, 2, plan::ReduceOp::Sum);
+      replicated = double(both[0]);
+      sharded = double(both[1]);
+    }
+  }
+  const ProcessGroup &g = comm.group(plan::ParallelGroup(in.i[0]));
+  if (g.size > 1) {
+    float shard = float(sharded);
+    comm.allReduce(g, &shard, &shard, 1, plan::ReduceOp::Sum);
+    sharded = double(shard);
+  }
+  double total = replicated + sharded;
+  if (in.i.size() >= 2 + n && in.i[1 + n] >= 0) {
+    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i[1 + n]));
+    if (p.size > 1) {
+      float mine = float(total);
+      comm.allReduce(p, &mine, &mine, 1, plan::ReduceOp::Sum);
+      total = double(mine);
+    }
+  }
+  return total;
+}
+
 class Backend {
 public:
   virtual ~Backend() = default;

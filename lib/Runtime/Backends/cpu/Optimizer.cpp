@@ -118,35 +118,7 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
                         const Refs &outs, Communicator &comm) {
   double ss[2];
   squaredSums(ctx, in, ins, ss);
-  const size_t n = ins.size();
-  if (in.i.size() == 3 + n) {
-    // Data-parallel blocks: the whole gradients' sums, per kind.
-    const ProcessGroup &d = comm.group(plan::ParallelGroup(in.i[2 + n]));
-    if (d.size > 1) {
-      float both[2] = {float(ss[0]), float(ss[1])};
-      comm.allReduce(d, both, both, 2, plan::ReduceOp::Sum);
-      ss[0] = double(both[0]);
-      ss[1] = double(both[1]);
-    }
-  }
-  const ProcessGroup &g = comm.group(plan::ParallelGroup(in.i[0]));
-  if (g.size > 1) {
-    // Every rank gets the same sum, so the same norm and coefficient.
-    float shard = float(ss[1]);
-    comm.allReduce(g, &shard, &shard, 1, plan::ReduceOp::Sum);
-    ss[1] = double(shard);
-  }
-  double total = ss[0] + ss[1];
-  if (in.i.size() >= 2 + n && in.i[1 + n] >= 0) {
-    // Pipeline: every rank's parameters once, summed over the stages.
-    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i[1 + n]));
-    if (p.size > 1) {
-      float mine = float(total);
-      comm.allReduce(p, &mine, &mine, 1, plan::ReduceOp::Sum);
-      total = double(mine);
-    }
-  }
-  finishGradNorm(in, total, outs);
+  finishGradNorm(in, gradNormTotal(in, ins.size(), ss[0], ss[1], comm), outs);
 }
 
 //===----------------------------------------------------------------------===//

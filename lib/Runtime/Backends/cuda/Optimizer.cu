@@ -212,44 +212,6 @@ __global__ void sgdKernel(float *__restrict__ p, const float *__restrict__ grad,
   }
 }
 
-} // namespace
-
-void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
-                 const Refs &outs) {
-  int64_t slotsTotal = 0;
-  for (const TensorRef &t : ins)
-    slotsTotal += (t.numel() + kNormBlock - 1) / kNormBlock;
-  Carve carve;
-  const size_t slotsAt = carve.add(size_t(slotsTotal) * sizeof(double));
-  char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
-  double *slots = reinterpret_cast<double *>(ws + slotsAt);
-  int64_t slot = 0;
-  for (size_t k0 = 0; k0 < ins.size(); k0 += kNormTensors) {
-    NormBatch b{};
-    b.count = int(std::min<size_t>(kNormTensors, ins.size() - k0));
-    int64_t first = 0;
-    for (int k = 0; k < b.count; ++k) {
-      const TensorRef &t = ins[k0 + size_t(k)];
-      b.ptr[k] = t.f32();
-      b.n[k] = t.numel();
-      b.firstSlot[k] = first;
-      first += (b.n[k] + kNormBlock - 1) / kNormBlock;
-    }
-    b.firstSlot[b.count] = first;
-    if (first > 0) {
-      sumSquaresKernel<<<rowGrid(first), kNormThreads, 0, ctx.stream>>>(
-          b, slots + slot);
-      checkLaunch("GradNorm (blocks)");
-    }
-    slot += first;
-  }
-  normFinalKernel<<<1, 1024, 0, ctx.stream>>>(slots, slotsTotal, in.f[0],
-                                              outs[0].f32(), outs[1].f32());
-  checkLaunch("GradNorm");
-}
-
-namespace {
-
 __global__ void slotSumKernel(const double *__restrict__ slots, int64_t n,
                               double *__restrict__ out) {
   __shared__ double sh[32];
@@ -290,12 +252,30 @@ int64_t sumSquares(const Ctx &ctx, const std::vector<const TensorRef *> &refs,
 
 } // namespace
 
+void runGradNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
+                 const Refs &outs) {
+  int64_t slotsTotal = 0;
+  std::vector<const TensorRef *> all;
+  for (const TensorRef &t : ins) {
+    slotsTotal += (t.numel() + kNormBlock - 1) / kNormBlock;
+    all.push_back(&t);
+  }
+  Carve carve;
+  const size_t slotsAt = carve.add(size_t(slotsTotal) * sizeof(double));
+  char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
+  double *slots = reinterpret_cast<double *>(ws + slotsAt);
+  sumSquares(ctx, all, slots);
+  normFinalKernel<<<1, 1024, 0, ctx.stream>>>(slots, slotsTotal, in.f[0],
+                                              outs[0].f32(), outs[1].f32());
+  checkLaunch("GradNorm");
+}
+
 void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
                         const Refs &outs, Communicator &comm) {
-  // The CPU's runGradNormSharded with the squares summed here: the sums of
-  // the replicated (flag 0) and the sharded (flag 1) gradients, flag 2
-  // (counted on another pipeline rank) skipped, come to the host, meet over
-  // the groups as on the CPU, and the norm and coefficient go back.
+  // The squares summed here: the sums of the replicated (flag 0) and the
+  // sharded (flag 1) gradients, flag 2 (counted on another pipeline rank)
+  // skipped, come to the host, meet over the groups (gradNormTotal, as on
+  // the CPU), and the norm and coefficient go back.
   const size_t n = ins.size();
   std::vector<const TensorRef *> kind[2];
   int64_t slotsTotal = 0;
@@ -323,30 +303,7 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
                             ctx.stream),
             "cudaMemcpyAsync (GradNorm sums)");
   checkCuda(cudaStreamSynchronize(ctx.stream), "GradNorm");
-  if (in.i.size() == 3 + n) {
-    const ProcessGroup &d = comm.group(plan::ParallelGroup(in.i[2 + n]));
-    if (d.size > 1) {
-      float both[2] = {float(ss[0]), float(ss[1])};
-      comm.allReduce(d, both, both, 2, plan::ReduceOp::Sum);
-      ss[0] = double(both[0]);
-      ss[1] = double(both[1]);
-    }
-  }
-  const ProcessGroup &g = comm.group(plan::ParallelGroup(in.i[0]));
-  if (g.size > 1) {
-    float shard = float(ss[1]);
-    comm.allReduce(g, &shard, &shard, 1, plan::ReduceOp::Sum);
-    ss[1] = double(shard);
-  }
-  double total = ss[0] + ss[1];
-  if (in.i.size() >= 2 + n && in.i[1 + n] >= 0) {
-    const ProcessGroup &p = comm.group(plan::ParallelGroup(in.i[1 + n]));
-    if (p.size > 1) {
-      float mine = float(total);
-      comm.allReduce(p, &mine, &mine, 1, plan::ReduceOp::Sum);
-      total = double(mine);
-    }
-  }
+  const double total = gradNormTotal(in, n, ss[0], ss[1], comm);
   // As normFinalKernel (and the CPU's clip_grad_norm_ formula).
   float result[2];
   result[0] = float(std::sqrt(total));
