@@ -589,10 +589,18 @@ int main(int argc, char **argv) {
   // excerpt, and no module printed after it to bury that line.
   context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
-  ScopedDiagnosticHandler diagnostics(&context, [](Diagnostic &d) {
+  // Only the first error: the passes run on @train, @eval and @predict in
+  // parallel, and a problem in the model shows in each of them.
+  bool reported = false;
+  ScopedDiagnosticHandler diagnostics(&context, [&reported](Diagnostic &d) {
     if (d.getSeverity() != DiagnosticSeverity::Error &&
         d.getSeverity() != DiagnosticSeverity::Warning)
       return success(); // notes and remarks: the error line says it
+    if (d.getSeverity() == DiagnosticSeverity::Error) {
+      if (reported)
+        return success();
+      reported = true;
+    }
     std::string where = "megac";
     if (auto file = d.getLocation()->findInstanceOf<FileLineColLoc>())
       where = (file.getFilename().str() + ":" +
