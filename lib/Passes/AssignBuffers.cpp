@@ -19,6 +19,13 @@
 //     from the first op that defines any value of its class to the last op
 //     that uses one (inclusive at both ends, so a kernel's outputs never
 //     share memory with its inputs).
+//  4b. In place: a result of a kernel that may overwrite an operand (the
+//     table kInPlace: CrossEntropyGrad's dlogits over its logits, whose
+//     kernels and twin checks are written for it) takes that operand's
+//     buffer when the operand is a whole buffer of the same size that this
+//     op uses last. The buffer then lives on to the result's last use; for
+//     GPT the logits and their gradient, the largest tensors of the step,
+//     share one buffer.
 //  5. Greedy by size, best fit: buffers by decreasing size (ties: earlier
 //     first) each take the smallest gap between already placed buffers whose
 //     live ranges intersect its own, or the first offset after them all.
@@ -57,6 +64,18 @@ struct Buffer {
   int64_t size = 0;
   unsigned first = 0, last = 0; ///< live range, op indices (inclusive)
   int64_t offset = -1;
+  int merged = -1; ///< the buffer whose memory this one reuses (step 4b)
+};
+
+/// Step 4b: kernels whose result `result` may be written over operand
+/// `operand` (the CPU backend's check() accepts exactly that overlap).
+struct InPlace {
+  StringLiteral kernel;
+  unsigned result, operand;
+};
+constexpr InPlace kInPlace[] = {
+    {"CrossEntropyGrad", 0, 0},
+    {"VocabCrossEntropyGrad", 0, 0},
 };
 
 struct ArenaStats {
@@ -113,6 +132,28 @@ public:
       for (Value v : op.getOperands())
         touch(v);
     }
+    // Step 4b.
+    for (auto k : block.getOps<KernelOp>())
+      for (const InPlace &ip : kInPlace) {
+        if (k.getKernel() != ip.kernel || k->getNumResults() <= ip.result ||
+            k->getNumOperands() <= ip.operand)
+          continue;
+        Value in = k->getOperand(ip.operand), out = k->getResult(ip.result);
+        auto [rin, offIn] = rootOf(in);
+        auto [rout, offOut] = rootOf(out);
+        auto bin = bufferOf.find(rin), bout = bufferOf.find(rout);
+        if (bin == bufferOf.end() || bout == bufferOf.end() || offIn != 0 ||
+            offOut != 0 || byteSize(in) != byteSize(rin) ||
+            byteSize(out) != byteSize(rout) ||
+            byteSize(in) != byteSize(out))
+          continue;
+        Buffer &from = buffers[bin->second], &to = buffers[bout->second];
+        unsigned at = index[k];
+        if (from.merged >= 0 || from.last != at || to.first != at)
+          continue;
+        to.merged = int(bin->second);
+        from.last = std::max(from.last, to.last);
+      }
     // Step 5.
     ArenaStats result;
     pack(result);
@@ -134,9 +175,10 @@ private:
   static bool isArenaRoot(Value root) { return Placement::isArenaRoot(root); }
 
   void pack(ArenaStats &result) {
-    SmallVector<unsigned> order(buffers.size());
-    for (unsigned k = 0; k < order.size(); ++k)
-      order[k] = k;
+    SmallVector<unsigned> order;
+    for (unsigned k = 0; k < buffers.size(); ++k)
+      if (buffers[k].merged < 0)
+        order.push_back(k);
     llvm::stable_sort(order, [&](unsigned a, unsigned b) {
       return buffers[a].size > buffers[b].size;
     });
@@ -171,6 +213,8 @@ private:
     unsigned numOps = index.size();
     SmallVector<int64_t> delta(numOps + 1, 0);
     for (const Buffer &buf : buffers) {
+      if (buf.merged >= 0)
+        continue;
       delta[buf.first] += buf.size;
       delta[buf.last + 1] -= buf.size;
     }
@@ -182,7 +226,8 @@ private:
   void annotate(Block &block) {
     llvm::DenseMap<Value, int64_t> rootOffset;
     for (const Buffer &buf : buffers)
-      rootOffset[buf.root] = buf.offset;
+      rootOffset[buf.root] =
+          buf.merged >= 0 ? buffers[size_t(buf.merged)].offset : buf.offset;
     auto offsetOf = [&](Value v) -> int64_t {
       auto [root, off] = rootOf(v);
       auto it = rootOffset.find(root);

@@ -100,3 +100,37 @@ func.func @parts_through_views() {
   mega.output "y", %j : tensor<2x64xf32>
   return
 }
+
+// -----
+
+// In place: CrossEntropyGrad's dlogits take the buffer of its logits when
+// the logits die there (both 1024 bytes at offset 0); while something reads
+// the logits afterwards they get their own (offset 1024).
+// CHECK-LABEL: func.func @cross_entropy_grad_in_place
+// CHECK: %[[Z:.*]] = mega.kernel "Copy"(%{{.*}}) i [] f [] {mega.offset = array<i64: 0>}
+// CHECK: "CrossEntropyGrad"(%[[Z]], {{.*}} {mega.offset = array<i64: 0>}
+// CHECK-LABEL: func.func @cross_entropy_grad_logits_live
+// CHECK: %[[Z:.*]] = mega.kernel "Copy"(%{{.*}}) i [] f [] {mega.offset = array<i64: 0>}
+// CHECK: "CrossEntropyGrad"(%[[Z]], {{.*}} {mega.offset = array<i64: 1024>}
+func.func @cross_entropy_grad_in_place() {
+  %x = mega.input "x" [16, 16] : tensor<16x16xf32>
+  %t = mega.input "t" [16] : tensor<16xi32>
+  %lse = mega.input "lse" [16] : tensor<16xf32>
+  %dl = mega.input "dloss" [] : tensor<f32>
+  %z = mega.kernel "Copy"(%x) i [] f [] : (tensor<16x16xf32>) -> tensor<16x16xf32>
+  %g = mega.kernel "CrossEntropyGrad"(%z, %t, %lse, %dl) i [16, 16] f [] : (tensor<16x16xf32>, tensor<16xi32>, tensor<16xf32>, tensor<f32>) -> tensor<16x16xf32>
+  %y = mega.kernel "Copy"(%g) i [] f [] : (tensor<16x16xf32>) -> tensor<16x16xf32>
+  mega.output "y", %y : tensor<16x16xf32>
+  return
+}
+func.func @cross_entropy_grad_logits_live() {
+  %x = mega.input "x" [16, 16] : tensor<16x16xf32>
+  %t = mega.input "t" [16] : tensor<16xi32>
+  %lse = mega.input "lse" [16] : tensor<16xf32>
+  %dl = mega.input "dloss" [] : tensor<f32>
+  %z = mega.kernel "Copy"(%x) i [] f [] : (tensor<16x16xf32>) -> tensor<16x16xf32>
+  %g = mega.kernel "CrossEntropyGrad"(%z, %t, %lse, %dl) i [16, 16] f [] : (tensor<16x16xf32>, tensor<16xi32>, tensor<16xf32>, tensor<f32>) -> tensor<16x16xf32>
+  %s = mega.kernel "Elementwise"(%z, %g) i [256, 2, 1, 256, 256, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<16x16xf32>
+  mega.output "y", %s : tensor<16x16xf32>
+  return
+}
