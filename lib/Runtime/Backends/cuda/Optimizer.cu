@@ -86,6 +86,43 @@ struct AdamScalars {
   int skip;
 };
 
+/// torch's AdamW step scalars (Python floats, rounded to float when used)
+/// from the device-resident lr, step and clip coefficient; `decay` is for
+/// weight decay `wd`. One thread computes them.
+__device__ inline AdamScalars adamScalars(float coef, double lr, double t,
+                                          double beta1, double beta2,
+                                          double wd) {
+  AdamScalars s;
+  s.skip = isnan(coef) ? 1 : 0; // non-finite gradient norm: skip the step
+  s.coef = coef;
+  s.decay = float(1.0 - lr * wd);
+  s.b1 = float(beta1);
+  s.a1 = float(1.0 - beta1);
+  s.b2 = float(beta2);
+  s.a2 = float(1.0 - beta2);
+  const double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
+  s.negStep = float(-(lr / bc1));
+  s.bc2Sqrt = float(sqrt(bc2));
+  return s;
+}
+
+/// Element k of one AdamW update, in torch's operation order, with the
+/// tensor's float decay `dc`.
+__device__ inline void adamElement(float *__restrict__ p,
+                                   const float *__restrict__ grad,
+                                   float *__restrict__ m, float *__restrict__ v,
+                                   int64_t k, const AdamScalars &s, float dc,
+                                   float eps) {
+  const float g = grad[k] * s.coef;
+  const float pk = p[k] * dc;
+  const float mk = m[k] * s.b1 + s.a1 * g;
+  const float vk = v[k] * s.b2 + s.a2 * (g * g);
+  const float denom = sqrtf(vk) / s.bc2Sqrt + eps;
+  m[k] = mk;
+  v[k] = vk;
+  p[k] = pk + s.negStep * (mk / denom);
+}
+
 __global__ void adamWKernel(float *__restrict__ p,
                             const float *__restrict__ grad,
                             float *__restrict__ m, float *__restrict__ v,
@@ -94,36 +131,14 @@ __global__ void adamWKernel(float *__restrict__ p,
                             const float *__restrict__ coefp, double beta1,
                             double beta2, float eps, double wd) {
   __shared__ AdamScalars s;
-  if (threadIdx.x == 0) {
-    const float coef = coefp[0];
-    s.skip = isnan(coef) ? 1 : 0; // non-finite gradient norm: skip the step
-    const double lr = lrp[0], t = stepp[0];
-    s.coef = coef;
-    // Python-float scalars of torch's AdamW, rounded to float when used.
-    s.decay = float(1.0 - lr * wd);
-    s.b1 = float(beta1);
-    s.a1 = float(1.0 - beta1);
-    s.b2 = float(beta2);
-    s.a2 = float(1.0 - beta2);
-    const double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
-    s.negStep = float(-(lr / bc1));
-    s.bc2Sqrt = float(sqrt(bc2));
-  }
+  if (threadIdx.x == 0)
+    s = adamScalars(coefp[0], lrp[0], stepp[0], beta1, beta2, wd);
   __syncthreads();
   if (s.skip)
     return;
-  const float cf = s.coef, dc = s.decay, B1 = s.b1, A1 = s.a1, B2 = s.b2,
-              A2 = s.a2, ns = s.negStep, bs = s.bc2Sqrt;
-  for (int64_t k = globalThread(); k < n; k += globalStride()) {
-    const float g = grad[k] * cf;
-    const float pk = p[k] * dc;
-    const float mk = m[k] * B1 + A1 * g;
-    const float vk = v[k] * B2 + A2 * (g * g);
-    const float denom = sqrtf(vk) / bs + eps;
-    m[k] = mk;
-    v[k] = vk;
-    p[k] = pk + ns * (mk / denom);
-  }
+  const AdamScalars sc = s;
+  for (int64_t k = globalThread(); k < n; k += globalStride())
+    adamElement(p, grad, m, v, k, sc, sc.decay, eps);
 }
 
 constexpr int64_t kAdamChunk = 8192;
@@ -146,23 +161,13 @@ __global__ void __launch_bounds__(kAdamThreads)
   __shared__ AdamScalars s;
   __shared__ double lrShared;
   if (threadIdx.x == 0) {
-    const float coef = coefp[0];
-    s.skip = isnan(coef) ? 1 : 0; // non-finite gradient norm: no update
-    const double lr = lrp[0], t = stepp[0];
-    lrShared = lr;
-    s.coef = coef;
-    s.b1 = float(beta1);
-    s.a1 = float(1.0 - beta1);
-    s.b2 = float(beta2);
-    s.a2 = float(1.0 - beta2);
-    const double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
-    s.negStep = float(-(lr / bc1));
-    s.bc2Sqrt = float(sqrt(bc2));
+    lrShared = lrp[0];
+    // (decay is per tensor, below)
+    s = adamScalars(coefp[0], lrShared, stepp[0], beta1, beta2, 0.0);
   }
   __syncthreads();
-  const float cf = s.coef, B1 = s.b1, A1 = s.a1, B2 = s.b2, A2 = s.a2,
-              ns = s.negStep, bs = s.bc2Sqrt;
-  const bool update = !s.skip;
+  const AdamScalars sc = s;
+  const bool update = !sc.skip;
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     // The tensor holding chunk c: binary search over the first chunks.
     int lo = 0, hi = count - 1;
@@ -183,16 +188,8 @@ __global__ void __launch_bounds__(kAdamThreads)
     // As the single AdamW: the decay of this tensor, rounded to float.
     const float dc = float(1.0 - lrShared * t.wd);
     for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
-      if (update) {
-        const float gk = g[k] * cf;
-        const float pk = p[k] * dc;
-        const float mk = m[k] * B1 + A1 * gk;
-        const float vk = v[k] * B2 + A2 * (gk * gk);
-        const float denom = sqrtf(vk) / bs + eps;
-        m[k] = mk;
-        v[k] = vk;
-        p[k] = pk + ns * (mk / denom);
-      }
+      if (update)
+        adamElement(p, g, m, v, k, sc, dc, eps);
       if (zeroGrads)
         g[k] = 0.0f; // the Fill of mega.zero_grad, after the update
     }
