@@ -90,12 +90,18 @@ const char *stepKindName(StepKind k) {
   return "?";
 }
 
-int64_t Value::numel() const {
+namespace {
+int64_t elementsOf(const std::vector<int64_t> &shape) {
   int64_t n = 1;
   for (int64_t d : shape)
     n *= d;
   return n;
 }
+} // namespace
+
+int64_t Value::numel() const { return elementsOf(shape); }
+int64_t Port::numel() const { return elementsOf(shape); }
+int64_t Persistent::numel() const { return elementsOf(shape); }
 
 const Program *Plan::findProgram(const std::string &name) const {
   for (const Program &p : programs)

@@ -9,13 +9,6 @@ namespace mega::rt {
 
 namespace {
 
-size_t portBytes(const plan::Port &p) {
-  int64_t n = 1;
-  for (int64_t d : p.shape)
-    n *= d;
-  return size_t(n) * plan::dtypeSize(p.dtype);
-}
-
 /// Which persistents this process allocates. Without a pipeline: all of
 /// them. On pipeline rank r: those that a program this rank runs (a stage
 /// s with s mod pp == r, or its optimizer) references; one that no program
@@ -50,13 +43,6 @@ std::vector<bool> residentPersistents(const plan::Plan &plan,
 /// f32 persistents (a view or a persistent in two buckets leaves its bucket
 /// out: the reducer then packs it). Memory places each bucket's gradients
 /// back to back, so the bucket is all-reduced in place.
-int64_t numelOf(const plan::Persistent &t) {
-  int64_t n = 1;
-  for (int64_t d : t.shape)
-    n *= d;
-  return n;
-}
-
 std::vector<std::vector<size_t>> bucketGroups(const plan::Plan &plan,
                                               const std::string &device,
                                               const std::vector<bool> &mine) {
@@ -78,7 +64,7 @@ std::vector<std::vector<size_t>> bucketGroups(const plan::Plan &plan,
                 k < taken.size() && !taken[k] &&
                 (mine.empty() || mine[k]) &&
                 plan.persistents[k].dtype == plan::DType::F32 &&
-                val.numel() == numelOf(plan.persistents[k]);
+                val.numel() == plan.persistents[k].numel();
         if (whole && std::find(group.begin(), group.end(), k) != group.end())
           whole = false;
         group.push_back(k);
@@ -101,9 +87,9 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
     : program_(program), backend_(backend), comm_(comm), arena_(arena),
       reducer_(reducer) {
   for (const plan::Port &p : program.inputs)
-    inputs_.emplace_back(backend, portBytes(p));
+    inputs_.emplace_back(backend, size_t(p.bytes()));
   for (const plan::Port &p : program.outputs)
-    outputs_.emplace_back(backend, portBytes(p));
+    outputs_.emplace_back(backend, size_t(p.bytes()));
 
   // plan::validate (run by readPlanFile) has already proved every view lies
   // inside its buffer, so resolving is pointer arithmetic.

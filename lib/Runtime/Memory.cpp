@@ -124,8 +124,7 @@ Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm,
                     std::to_string(size) + " rank(s) (launch the plan with " +
                     "its tensor-parallel size)");
     }
-    int64_t numel = product(t.shape, 0, t.shape.size());
-    bytes_.push_back(size_t(numel) * plan::dtypeSize(t.dtype));
+    bytes_.push_back(size_t(t.bytes()));
   }
   auto isResident = [&](size_t k) { return resident.empty() || resident[k]; };
   ptrs_.assign(plan.persistents.size(), nullptr);

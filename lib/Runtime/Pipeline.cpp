@@ -9,13 +9,6 @@ namespace mega::rt {
 
 namespace {
 
-size_t portBytes(const plan::Port &p) {
-  int64_t n = 1;
-  for (int64_t d : p.shape)
-    n *= d;
-  return size_t(n) * plan::dtypeSize(p.dtype);
-}
-
 const plan::Program *findProgram(const plan::Plan &plan,
                                  const std::string &name, int stage) {
   for (const plan::Program &p : plan.programs)
@@ -97,7 +90,7 @@ PipelineExecutor::PipelineExecutor(Engine &engine, Tracer *tracer)
         ch.targets = true;
       else if (isPipePort(in.name)) {
         need(prevF, in.name, "forward input");
-        ch.recvForward.push_back({in.name, portBytes(in)});
+        ch.recvForward.push_back({in.name, size_t(in.bytes())});
       } else
         throw Error("pipeline forward program of stage " +
                     std::to_string(ch.stage) + " has an unknown input '" +
@@ -105,22 +98,22 @@ PipelineExecutor::PipelineExecutor(Engine &engine, Tracer *tracer)
     }
     for (const plan::Port &out : f.outputs)
       if (nextF && findPort(nextF->inputs, out.name))
-        ch.sendForward.push_back({out.name, portBytes(out)});
+        ch.sendForward.push_back({out.name, size_t(out.bytes())});
     for (const plan::Port &in : b.inputs) {
       if (in.name == "tokens")
         ch.tokens = true;
       else if (in.name == "targets")
         ch.targets = true;
       if (findPort(f.inputs, in.name) || findPort(f.outputs, in.name)) {
-        ch.stash.push_back({in.name, portBytes(in)});
+        ch.stash.push_back({in.name, size_t(in.bytes())});
       } else {
         need(nextB, in.name, "backward input");
-        ch.recvBackward.push_back({in.name, portBytes(in)});
+        ch.recvBackward.push_back({in.name, size_t(in.bytes())});
       }
     }
     for (const plan::Port &out : b.outputs)
       if (prevB && findPort(prevB->inputs, out.name))
-        ch.sendBackward.push_back({out.name, portBytes(out)});
+        ch.sendBackward.push_back({out.name, size_t(out.bytes())});
     if (ch.stage == stages_ - 1) {
       if (!findPort(f.outputs, "loss"))
         throw Error("the last pipeline stage's forward has no 'loss' output");

@@ -82,6 +82,9 @@ struct Persistent {
   int32_t shardGroups = 1;
   int32_t shardGroup = 0; ///< ParallelGroup the shard is taken over
   std::vector<int64_t> fullShape;
+  /// Elements and bytes of this rank's tensor (`shape`).
+  int64_t numel() const;
+  int64_t bytes() const { return numel() * int64_t(dtypeSize(dtype)); }
 };
 
 /// A named runtime-provided input or runtime-read output of a program.
@@ -89,6 +92,8 @@ struct Port {
   std::string name; ///< "tokens", "targets", "lr", "step", "loss", ...
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
+  int64_t numel() const;
+  int64_t bytes() const { return numel() * int64_t(dtypeSize(dtype)); }
 };
 
 /// Where a value's bytes live.
