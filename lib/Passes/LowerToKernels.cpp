@@ -402,17 +402,12 @@ private:
         .Case<ZeroGradOp>([&](ZeroGradOp z) { return lowerZeroGrad(z); })
         .Case<GradBucketStartOp>(
             [&](GradBucketStartOp g) { return lowerBucketStart(g); })
-        .Case<GradBucketWaitOp>([&](GradBucketWaitOp w) -> LogicalResult {
+        .Case<GradBucketWaitOp>([&](GradBucketWaitOp w) {
           // In place: the accumulators themselves are the sums.
-          if (w.getAxes().size() != 1)
-            return w.emitOpError() << "over " << w.getAxes().size()
-                                   << " mesh axes has no kernel";
           SmallVector<Value> grads(w.getGrads());
           kernelInto(w.getLoc(), "AllReduceWait", grads, grads,
                      {w.getAxes()[0], 0}, {});
-          for (auto [r, g] : llvm::zip(w.getResults(), grads))
-            r.replaceAllUsesWith(g);
-          w->erase();
+          replace(w, grads);
           return success();
         })
         .Default([](Operation *op) {
@@ -873,9 +868,6 @@ private:
 
   /// The accumulators of the bucket, read by name like mega.zero_grad.
   LogicalResult lowerBucketStart(GradBucketStartOp g) {
-    if (g.getAxes().size() != 1)
-      return g.emitOpError() << "over " << g.getAxes().size()
-                             << " mesh axes has no kernel";
     SmallVector<Value> grads;
     for (Attribute a : g.getGrads()) {
       StringRef name = cast<StringAttr>(a).getValue();

@@ -283,8 +283,19 @@ VocabCrossEntropyOp::buildGradient(OpBuilder &b, ValueRange resultGrads,
 // Overlapped gradient buckets
 //===----------------------------------------------------------------------===//
 
+/// grad_bucket_c1: one mesh axis (the data-parallel one; a plan
+/// instruction reduces over one group).
+static LogicalResult verifyBucketAxes(Operation *op, ArrayRef<int64_t> axes) {
+  if (failed(verifyAxes(op, axes)))
+    return failure();
+  if (axes.size() != 1)
+    return op->emitOpError() << "reduces over one mesh axis, not "
+                             << axes.size();
+  return success();
+}
+
 LogicalResult GradBucketStartOp::verify() {
-  if (failed(verifyAxes(*this, getAxes())))
+  if (failed(verifyBucketAxes(*this, getAxes())))
     return failure();
   // grad_bucket_start_c1
   if (getGrads().empty())
@@ -298,7 +309,7 @@ LogicalResult GradBucketStartOp::verify() {
 }
 
 LogicalResult GradBucketWaitOp::verify() {
-  if (failed(verifyAxes(*this, getAxes())))
+  if (failed(verifyBucketAxes(*this, getAxes())))
     return failure();
   // grad_bucket_wait_c1
   if (getGrads().empty())

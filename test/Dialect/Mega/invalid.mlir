@@ -897,3 +897,27 @@ func.func @yield_parent(%x: tensor<4xf32>) {
   // expected-error @+1 {{'mega.yield' op expects parent op to be one of 'mega.repeat, mega.fused'}}
   mega.yield %x : tensor<4xf32>
 }
+
+// -----
+
+func.func @grad_bucket_two_axes() {
+  // expected-error @+1 {{reduces over one mesh axis, not 2}}
+  mega.grad_bucket_start ["w"] axes [0, 1]
+  return
+}
+
+// -----
+
+func.func @grad_bucket_wait_types(%g: tensor<4xf32>) {
+  // expected-error @+1 {{results must have the types of the gradients}}
+  %r = mega.grad_bucket_wait %g axes [1] : tensor<4xf32> -> tensor<5xf32>
+  return
+}
+
+// -----
+
+func.func @grad_bucket_twice() {
+  // expected-error @+1 {{names 'w' twice}}
+  mega.grad_bucket_start ["w", "w"] axes [1]
+  return
+}
