@@ -26,6 +26,8 @@
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
 
+#include <cstdlib>
+
 using namespace twincheck;
 
 namespace {
@@ -122,15 +124,125 @@ struct Micro {
   int dst, a, b;
 };
 
+std::vector<int64_t> ewProgram(int64_t n, const std::vector<int64_t> &periods,
+                               int nout, const std::vector<Micro> &code) {
+  std::vector<int64_t> i = {n, int64_t(periods.size()), nout};
+  i.insert(i.end(), periods.begin(), periods.end());
+  for (const Micro &m : code)
+    i.insert(i.end(), {int64_t(m.op), m.dst, m.a, m.b});
+  return i;
+}
+
+/// The shapes that pick the generated kernels' two variants: the vector one
+/// (n % 4 == 0, 16-byte aligned operands, broadcast periods % 4 == 0; 4
+/// elements per thread) and the scalar one (anything else).
+void elementwiseVariants(Rng &rng, const std::string &via) {
+  const auto program = ewProgram;
+  // Vector: GPT-2's bias + GELU on [1365, 768] (about 2^20 elements), with
+  // the 768-wide bias row read 16 bytes at a time.
+  for (int64_t rows : {int64_t(1365), int64_t(2)}) {
+    const int64_t cols = 768, n = rows * cols;
+    Case c = make("Elementwise" + via + " vector bias+gelu " +
+                      dims({{"rows", rows}, {"cols", cols}}),
+                  Op::Elementwise,
+                  program(n, {n, cols}, 2,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::Add, 2, 0, 1},
+                           {EwOp::Gelu, 3, 2, 0},
+                           {EwOp::Store, 3, 0, 0},
+                           {EwOp::Store, 2, 1, 0}}));
+    c.ins = {c.f32({n}, rng.vec(n, -6, 6)), c.f32({cols}, rng.vec(cols))};
+    c.outs = {c.out({n}), c.out({n})};
+    twin(c);
+  }
+  // Vector, bf16 output (8-byte stores of 4 values) next to an f32 one.
+  {
+    const int64_t cols = 3072, n = 64 * cols;
+    Case c = make("Elementwise" + via + " vector gelu f32+bf16 " +
+                      dims({{"n", n}}),
+                  Op::Elementwise,
+                  program(n, {n, cols}, 2,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::Add, 2, 0, 1},
+                           {EwOp::Gelu, 3, 2, 0},
+                           {EwOp::Store, 2, 0, 0},
+                           {EwOp::Store, 3, 1, 0}}));
+    c.ins = {c.f32({n}, rng.vec(n, -3, 3)), c.f32({cols}, rng.vec(cols))};
+    c.outs = {c.out({n}), c.out({n}, DType::BF16)};
+    c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
+    twin(c);
+  }
+  // Vector, in place: the residual add x += y (output 0 is input 0), and a
+  // scalar factor with NaNs for max/min.
+  {
+    const int64_t n = 768 * 64;
+    Case c = make("Elementwise" + via + " vector residual in place " +
+                      dims({{"n", n}}),
+                  Op::Elementwise,
+                  program(n, {n, n, 1}, 1,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::Load, 2, 2, 0},
+                           {EwOp::Mul, 3, 1, 2},
+                           {EwOp::Max, 4, 0, 3},
+                           {EwOp::Min, 5, 3, 0},
+                           {EwOp::Add, 0, 4, 5},
+                           {EwOp::Store, 0, 0, 0}}));
+    std::vector<float> y = rng.vec(n);
+    y[5] = kNaN;
+    y[n - 2] = kNaN;
+    int x = c.inout({n}, rng.vec(n));
+    c.ins = {x, c.f32({n}, y), c.f32({1}, {0.625f})};
+    c.outs = {c.same(x)};
+    twin(c);
+  }
+  // Scalar kernel: n % 4 == 0 but an odd broadcast period (251); n not a
+  // multiple of 4 with a period that is (1023 = 3 * 341, period 341 odd;
+  // 4 * 251 + 2 with period 2).
+  for (auto [n, period] : {std::pair<int64_t, int64_t>{4 * 251, 251},
+                           {1023, 341},
+                           {4 * 251 + 2, 2}}) {
+    Case c = make("Elementwise" + via + " scalar-path bias*x " +
+                      dims({{"n", n}, {"period", period}}),
+                  Op::Elementwise,
+                  program(n, {n, period}, 1,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::Mul, 2, 0, 1},
+                           {EwOp::Sub, 2, 2, 1},
+                           {EwOp::Store, 2, 0, 0}}));
+    c.ins = {c.f32({n}, rng.vec(n)), c.f32({period}, rng.vec(period))};
+    c.outs = {c.out({n})};
+    twin(c);
+  }
+  // Scalar kernel: everything a multiple of 4, but one input starts 4 bytes
+  // into its buffer (not 16-byte aligned), and an output 8 bytes in.
+  {
+    const int64_t n = 4096;
+    Case c = make("Elementwise" + via + " scalar-path misaligned " +
+                      dims({{"n", n}}),
+                  Op::Elementwise,
+                  program(n, {n, n}, 1,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::GeluGrad, 2, 0, 1},
+                           {EwOp::Store, 2, 0, 0}}));
+    int x = c.f32({n + 1}, rng.vec(n + 1, -5, 5));
+    int xs = c.view(x, {n});
+    c.ts[size_t(xs)].v.offset = 4;
+    int o = c.out({n + 2});
+    int os = c.view(o, {n});
+    c.ts[size_t(os)].v.offset = 8;
+    c.ins = {xs, c.f32({n}, rng.vec(n))};
+    c.outs = {os};
+    twin(c);
+  }
+}
+
 void elementwise(Rng &rng) {
-  auto program = [](int64_t n, const std::vector<int64_t> &periods, int nout,
-                    const std::vector<Micro> &code) {
-    std::vector<int64_t> i = {n, int64_t(periods.size()), nout};
-    i.insert(i.end(), periods.begin(), periods.end());
-    for (const Micro &m : code)
-      i.insert(i.end(), {int64_t(m.op), m.dst, m.a, m.b});
-    return i;
-  };
+  const auto program = ewProgram;
   for (int64_t rows : {1, 7, 33, 1024}) {
     for (int64_t cols : {17, 96, 251}) {
       if (rows == 1024 && cols != 96)
@@ -208,11 +320,37 @@ void elementwise(Rng &rng) {
     c.outs = {c.same(x)};
     twin(c);
   }
+  elementwiseVariants(rng, "");
+  // The interpreter kernel (what runs when NVRTC cannot), on a backend of
+  // its own: the same variant cases.
+  setenv("MEGA_CUDA_NVRTC", "0", 1);
+  std::unique_ptr<Backend> interp = rt::createCudaBackend(0);
+  unsetenv("MEGA_CUDA_NVRTC");
+  Backend *generated = gCuda;
+  gCuda = interp.get();
+  elementwiseVariants(rng, " (interpreter)");
+  gCuda = generated;
+}
+
+/// A view of n elements starting `off` elements into a buffer of random
+/// values (off = 1: not 16-byte aligned, so the element kernels run).
+int misalignedInput(Case &c, Rng &rng, int64_t n, int64_t off, double lo = -1,
+                    double hi = 1) {
+  int whole = c.f32({n + off}, rng.vec(n + off, lo, hi));
+  int v = c.view(whole, {n});
+  c.ts[size_t(v)].v.offset = 4 * off;
+  return v;
 }
 
 void reduceSum(Rng &rng) {
-  const int64_t shapes[][2] = {{7, 17},     {251, 33}, {17, 251},
-                               {1024, 768}, {3000, 7}, {0, 5}};
+  // inner % 4 == 0 runs the float4 kernel (768, 2304 and 3072: GPT-2's
+  // bias gradients; 12: fewer vectors than a block's columns; 36 with 251
+  // rows: chunks and row lanes that do not divide evenly); the others the
+  // element one.
+  const int64_t shapes[][2] = {{7, 17},     {251, 33},  {17, 251},
+                               {1024, 768}, {3000, 7},  {0, 5},
+                               {4096, 2304}, {33, 3072}, {100, 12},
+                               {251, 36},   {0, 8}};
   for (const auto &s : shapes)
     for (int acc : {0, 1}) {
       const int64_t outer = s[0], inner = s[1];
@@ -223,14 +361,30 @@ void reduceSum(Rng &rng) {
       c.ins = {c.f32({outer, inner}, rng.vec(outer * inner))};
       c.outs = {acc ? c.inout({inner}, rng.vec(inner)) : c.out({inner})};
       twin(c);
-      if (outer == 1024 && !acc)
+      if ((outer == 1024 || outer == 251) && !acc)
         deterministic(c);
     }
+  // inner % 4 == 0 but x 4 bytes into its buffer: the element kernel.
+  {
+    const int64_t outer = 300, inner = 768;
+    Case c = make("ReduceSum misaligned x " +
+                      dims({{"outer", outer}, {"inner", inner}}),
+                  Op::ReduceSum, {outer, inner, 0});
+    c.ins = {misalignedInput(c, rng, outer * inner, 1)};
+    c.outs = {c.out({inner})};
+    twin(c);
+  }
 }
 
 void layerNorm(Rng &rng) {
-  const int64_t shapes[][2] = {
-      {7, 17}, {33, 251}, {17, 96}, {1024, 256}, {5, 3000}};
+  // The warp-per-row kernels take cols % 4 == 0 up to 1024 (96 and 256: two
+  // float4s a lane; 516: 129 float4s, the last lane's sixth one empty; 768:
+  // GPT-2, six; 1024: eight); 17, 251, 3000 and 1028 run the block-per-row
+  // kernels. Rows not a multiple of 32 leave LayerNormGrad's last block
+  // with idle warps.
+  const int64_t shapes[][2] = {{7, 17},    {33, 251},  {17, 96},
+                               {1024, 256}, {5, 3000}, {4096, 768},
+                               {9, 1024},   {3, 516},  {5, 1028}};
   for (const auto &s : shapes) {
     const int64_t rows = s[0], cols = s[1], n = rows * cols;
     for (int inPlace : {0, 1}) {
@@ -275,9 +429,31 @@ void layerNorm(Rng &rng) {
                          : c.out({rows, cols});
         c.outs = {dx, c.out({cols}), c.out({cols})};
         twin(c);
-        if (rows == 1024 && !acc && !inPlace)
+        if ((rows == 1024 || rows == 4096) && !acc && !inPlace)
           deterministic(c);
       }
+  }
+  // cols = 768 but x (and dy) 4 bytes into their buffers: the block-per-row
+  // kernels.
+  {
+    const int64_t rows = 65, cols = 768, n = rows * cols;
+    Case c = make("LayerNorm misaligned x " +
+                      dims({{"rows", rows}, {"cols", cols}}),
+                  Op::LayerNorm, {rows, cols}, {1e-5f});
+    c.ins = {misalignedInput(c, rng, n, 1, 2.0, 4.0),
+             c.f32({cols}, rng.vec(cols, 0.5, 1.5)), c.f32({cols}, rng.vec(cols))};
+    c.outs = {c.out({rows, cols}), c.out({rows}), c.out({rows})};
+    twin(c);
+    Case g = make("LayerNormGrad misaligned dy " +
+                      dims({{"rows", rows}, {"cols", cols}}),
+                  Op::LayerNormGrad, {rows, cols, 0});
+    std::vector<float> mean(static_cast<size_t>(rows), 0.1f);
+    std::vector<float> rstd(static_cast<size_t>(rows), 1.7f);
+    g.ins = {misalignedInput(g, rng, n, 1), g.f32({rows, cols}, rng.vec(n)),
+             g.f32({cols}, rng.vec(cols)), g.f32({rows}, mean),
+             g.f32({rows}, rstd)};
+    g.outs = {g.out({rows, cols}), g.out({cols}), g.out({cols})};
+    twin(g);
   }
 }
 
@@ -330,8 +506,12 @@ void softmax(Rng &rng) {
 }
 
 void crossEntropy(Rng &rng) {
+  // V % 4 == 0 reads float4s (8192; 50304: GPT-2's padded vocabulary; 36:
+  // fewer vectors than threads, most threads see no element); the others
+  // one element per access.
   const int64_t shapes[][2] = {{7, 17},      {33, 251},  {96, 7},
-                               {1024, 8192}, {3, 50257}, {0, 17}};
+                               {1024, 8192}, {3, 50257}, {0, 17},
+                               {64, 50304},  {5, 36}};
   for (const auto &s : shapes) {
     const int64_t rows = s[0], V = s[1], n = rows * V;
     std::vector<float> logits = rng.vec(n, -6, 6);
@@ -364,6 +544,27 @@ void crossEntropy(Rng &rng) {
       c.outs = {inPlace ? c.same(x) : c.out({rows, V})};
       twin(c);
     }
+  }
+  // V % 4 == 0 but the logits 4 bytes into their buffer: the element
+  // kernels (the gradient also in place).
+  {
+    const int64_t rows = 9, V = 8192, n = rows * V;
+    Case c = make("CrossEntropy misaligned logits " +
+                      dims({{"rows", rows}, {"V", V}}),
+                  Op::CrossEntropy, {rows, V});
+    c.ins = {misalignedInput(c, rng, n, 1, -6, 6), c.i32({rows}, rng.ids(rows, V))};
+    c.outs = {c.out({}), c.out({rows})};
+    twin(c);
+    Case g = make("CrossEntropyGrad misaligned logits in place " +
+                      dims({{"rows", rows}, {"V", V}}),
+                  Op::CrossEntropyGrad, {rows, V});
+    int x = misalignedInput(g, rng, n, 1, -6, 6);
+    g.compare.push_back(x);
+    std::vector<float> lse(static_cast<size_t>(rows), 9.5f);
+    g.ins = {x, g.i32({rows}, rng.ids(rows, V)), g.f32({rows}, lse),
+             g.f32({}, {0.7f})};
+    g.outs = {g.same(x)};
+    twin(g);
   }
   Case bad =
       make("CrossEntropy target out of range", Op::CrossEntropy, {7, 17});

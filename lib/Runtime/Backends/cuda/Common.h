@@ -124,6 +124,8 @@ private:
   size_t total_ = 0;
 };
 
+class EwJit;
+
 /// What a kernel needs to know about the backend.
 struct Ctx {
   cudaStream_t stream = nullptr;
@@ -135,6 +137,7 @@ struct Ctx {
   TableCache *tables = nullptr; ///< per-instruction device tables
   DeviceError *err = nullptr; ///< the device's error record
   int sms = 1;                ///< multiprocessors, for grid sizes
+  EwJit *ewJit = nullptr;     ///< generated Elementwise kernels (Jit.h)
 };
 
 /// Blocks for a grid-stride loop over n items with `threads` per block.

@@ -15,6 +15,7 @@
 #include "CudaBackend.h"
 
 #include "Common.h"
+#include "Jit.h"
 
 #include <cstdio>
 #include <cstring>
@@ -161,6 +162,8 @@ public:
     ctx_.tables = tables_.get();
     ctx_.err = errDev_;
     ctx_.sms = sms > 0 ? sms : 1;
+    ewJit_ = std::make_unique<EwJit>(device);
+    ctx_.ewJit = ewJit_.get();
   }
 
   ~CudaBackend() override {
@@ -168,6 +171,7 @@ public:
     if (stream_)
       cudaStreamSynchronize(stream_);
     ws_.reset();
+    ewJit_.reset(); // unloads the generated kernels (the stream is drained)
     tables_.reset();
     if (blas_)
       cublasDestroy(blas_);
@@ -271,6 +275,12 @@ public:
                std::to_string(kEwMaxConsts) + " constants; this one has " +
                std::to_string(nin) + ", " + std::to_string(nout) + ", " +
                std::to_string(code) + " and " + std::to_string(instr.f.size()));
+      // Its generated kernel is compiled now, while the plan loads, so that
+      // no step waits for NVRTC.
+      std::vector<bool> bf16;
+      for (const Value *v : outs)
+        bf16.push_back(v->dtype == DType::BF16);
+      ewJit_->get(instr, bf16);
     }
     if (instr.op == Op::EmbeddingGrad && instr.i[0] > INT32_MAX)
       refuse("the cuda kernel sorts at most 2^31-1 ids");
@@ -344,6 +354,7 @@ private:
   DeviceError *errDev_ = nullptr;  ///< the record kernels write
   Ctx ctx_;
   std::unique_ptr<Backend> checker_;
+  std::unique_ptr<EwJit> ewJit_;
 };
 
 } // namespace

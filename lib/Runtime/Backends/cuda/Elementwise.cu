@@ -1,6 +1,12 @@
-//===- Elementwise.cu - The fused elementwise micro-op interpreter --------===//
+//===- Elementwise.cu - Elementwise: generated kernels, or the interpreter ===//
 //
-// One thread per element (grid-stride); each thread runs the whole micro-op
+// Each Elementwise runs as its own generated kernel (ElementwiseSource.h,
+// compiled by NVRTC when the plan was checked, Jit.h): the vector variant
+// when every operand allows 16-byte access (ewVectorizable), the scalar one
+// otherwise. The interpreter below stays for when NVRTC cannot be used (or
+// MEGA_CUDA_NVRTC=0), and as the reference the generated code follows.
+//
+// The interpreter: one thread per element (grid-stride); each thread runs the whole micro-op
 // code over its own 16 registers. The program travels in the kernel's
 // parameters (constant memory, read uniformly by every thread), so a launch
 // needs no upload. Semantics per micro-op are the CPU's (Elementwise.cpp):
@@ -13,6 +19,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
+#include "Jit.h"
 
 #include <cuda_bf16.h>
 
@@ -143,10 +150,52 @@ __global__ void __launch_bounds__(256)
 
 } // namespace
 
+static_assert(kEwMaxInputs <= kEwJitMaxInputs &&
+                  kEwMaxOutputs <= kEwJitMaxOutputs,
+              "check() admits no program the generated kernels cannot take");
+
+/// Runs `in` through its generated kernel; false when there is none (the
+/// interpreter runs it).
+static bool runGenerated(const Ctx &ctx, const Instr &in, const Refs &ins,
+                         const Refs &outs) {
+  if (!ctx.ewJit)
+    return false;
+  std::vector<bool> bf16(outs.size());
+  for (size_t k = 0; k < outs.size(); ++k)
+    bf16[k] = outs[k].value->dtype == DType::BF16;
+  const EwJit::Kernels *k = ctx.ewJit->get(in, bf16);
+  if (!k)
+    return false;
+  ctx.ewJit->report(); // once after a plan's kernels were compiled
+  EwParams p{};
+  p.n = in.i[0];
+  for (size_t j = 0; j < ins.size(); ++j) {
+    p.in[j] = ins[j].f32();
+    p.period[j] = in.i[3 + j];
+  }
+  for (size_t j = 0; j < outs.size(); ++j)
+    p.out[j] = outs[j].data;
+  const bool vec = ewVectorizable(k->spec, p);
+  const int64_t items = vec ? p.n / 4 : p.n;
+  void *args[] = {&p};
+  checkCuda(cudaLaunchKernel(reinterpret_cast<const void *>(
+                                 vec ? k->vec : k->scalar),
+                             dim3(gridFor(ctx, items, 256)), dim3(256), args,
+                             0, ctx.stream),
+            vec ? "cudaLaunchKernel (generated Elementwise, vector)"
+                : "cudaLaunchKernel (generated Elementwise)");
+  checkLaunch("Elementwise (generated)");
+  return true;
+}
+
 void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
                     const Refs &outs) {
   // check() proved: counts within the kEwMax* limits, registers < 16,
   // indices in range, every output stored.
+  if (in.i[0] == 0)
+    return;
+  if (runGenerated(ctx, in, ins, outs))
+    return;
   EwArgs a{};
   a.n = in.i[0];
   a.nin = int(in.i[1]);
