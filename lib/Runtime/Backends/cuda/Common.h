@@ -25,7 +25,10 @@
 
 #include "mega/Runtime/Backend.h"
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -109,6 +112,37 @@ private:
   std::unordered_map<const void *, Entry> entries_;
 };
 
+/// What picks one bf16 GEMM's cuBLASLt plan: both transposes, N, M, K, the
+/// leading dims and batch strides of B, A and C, the batch count and the
+/// alignment classes of B, A and C (Precision.cu, ltGemm).
+using LtGemmKey = std::array<int64_t, 15>;
+
+/// One distinct GEMM's cuBLASLt descriptors and the algorithm the heuristic
+/// chose for them (found false: none fits; the caller falls back).
+struct LtGemmPlan {
+  LtGemmPlan() = default;
+  ~LtGemmPlan();
+  LtGemmPlan(const LtGemmPlan &) = delete;
+  LtGemmPlan &operator=(const LtGemmPlan &) = delete;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;
+};
+
+/// The backend's LtGemmPlans, made at each GEMM's first call and kept for
+/// the backend's life (a training run has a few dozen distinct GEMMs).
+class LtPlans {
+public:
+  /// nullptr when `key` has no plan yet.
+  const LtGemmPlan *find(const LtGemmKey &key) const;
+  const LtGemmPlan &add(const LtGemmKey &key, std::unique_ptr<LtGemmPlan> plan);
+  size_t size() const { return plans_.size(); }
+
+private:
+  std::map<LtGemmKey, std::unique_ptr<LtGemmPlan>> plans_;
+};
+
 /// Lays out several scratch arrays in one workspace request.
 class Carve {
 public:
@@ -131,6 +165,7 @@ struct Ctx {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   cublasLtHandle_t lt = nullptr;  ///< bf16 GEMMs
+  LtPlans *ltPlans = nullptr;     ///< their descriptors and algorithms
   void *ltWorkspace = nullptr;    ///< cuBLASLt's own scratch (fixed size)
   size_t ltWorkspaceBytes = 0;
   Workspace *ws = nullptr;

@@ -138,6 +138,7 @@ public:
     // use; 32 MiB covers the large-K split algorithms on Hopper).
     checkBlas(cublasLtCreate(&lt_), "cublasLtCreate");
     checkCuda(cudaMalloc(&ltWorkspace_, kLtWorkspaceBytes), "cudaMalloc");
+    ltPlans_ = std::make_unique<LtPlans>();
     // The error record lives on the device (kernels claim it with an
     // atomic); each synchronisation copies it into pinned host memory.
     checkCuda(
@@ -156,6 +157,7 @@ public:
     ctx_.stream = stream_;
     ctx_.blas = blas_;
     ctx_.lt = lt_;
+    ctx_.ltPlans = ltPlans_.get();
     ctx_.ltWorkspace = ltWorkspace_;
     ctx_.ltWorkspaceBytes = kLtWorkspaceBytes;
     ctx_.ws = ws_.get();
@@ -173,6 +175,7 @@ public:
     ws_.reset();
     ewJit_.reset(); // unloads the generated kernels (the stream is drained)
     tables_.reset();
+    ltPlans_.reset(); // before the handle its descriptors belong to
     if (blas_)
       cublasDestroy(blas_);
     if (lt_)
@@ -348,6 +351,7 @@ private:
   static constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
   cublasLtHandle_t lt_ = nullptr;
   void *ltWorkspace_ = nullptr;
+  std::unique_ptr<LtPlans> ltPlans_;
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<TableCache> tables_;
   DeviceError *errHost_ = nullptr; ///< pinned host copy

@@ -9,6 +9,8 @@
 // 256-byte aligned pointers unless told otherwise; plan views (a head, one
 // of q|k|v) may start anywhere, so each call states the alignment its
 // pointers have and the heuristic picks only algorithms that can take it.
+// The descriptors and the heuristic's choice are made once per distinct
+// GEMM (Ctx::ltPlans) and reused by every later call of the same one.
 // Should cuBLASLt offer none, cublasGemmStridedBatchedEx (also tensor cores
 // for bf16) runs the product instead.
 //
@@ -42,25 +44,6 @@ uint32_t alignmentOf(const void *p) {
 
 void checkLt(cublasStatus_t s, const char *api) { checkBlas(s, api); }
 
-/// RAII for the per-call cuBLASLt descriptors.
-struct LtCall {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  ~LtCall() {
-    if (pref)
-      cublasLtMatmulPreferenceDestroy(pref);
-    if (c)
-      cublasLtMatrixLayoutDestroy(c);
-    if (b)
-      cublasLtMatrixLayoutDestroy(b);
-    if (a)
-      cublasLtMatrixLayoutDestroy(a);
-    if (desc)
-      cublasLtMatmulDescDestroy(desc);
-  }
-};
-
 cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
                               int64_t ld, int count, int64_t stride) {
   cublasLtMatrixLayout_t l = nullptr;
@@ -78,59 +61,91 @@ cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
   return l;
 }
 
-/// One cuBLASLt call of up to 65535 batch items; false when no algorithm
-/// fits (the caller falls back to cublasGemmStridedBatchedEx).
-bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
-            int64_t N, int64_t M, int64_t K, const float *alpha,
-            const void *B, int64_t ldb, int64_t sB, const void *A, int64_t lda,
-            int64_t sA, const float *beta, float *C, int64_t ldc, int64_t sC,
-            int count) {
-  LtCall call;
-  checkLt(cublasLtMatmulDescCreate(&call.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+/// Builds `e` for one GEMM: its descriptors, and the heuristic's first
+/// algorithm for them under the operands' alignment classes (e.found false
+/// when there is none).
+void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
+                cublasOperation_t opA, int64_t N, int64_t M, int64_t K,
+                int64_t ldb, int64_t sB, int64_t lda, int64_t sA, int64_t ldc,
+                int64_t sC, int count, uint32_t alB, uint32_t alA,
+                uint32_t alC) {
+  checkLt(cublasLtMatmulDescCreate(&e.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
           "cublasLtMatmulDescCreate");
-  checkLt(cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_TRANSA,
+  checkLt(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA,
                                          &opB, sizeof opB),
           "cublasLtMatmulDescSetAttribute");
-  checkLt(cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_TRANSB,
+  checkLt(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSB,
                                          &opA, sizeof opA),
           "cublasLtMatmulDescSetAttribute");
   // Column-major view: the first operand is B (N x K after op), the second
   // A (K x M after op), the result C^T (N x M).
   const bool tb = opB == CUBLAS_OP_T, ta = opA == CUBLAS_OP_T;
-  call.a = layout(CUDA_R_16BF, tb ? K : N, tb ? N : K, ldb, count, sB);
-  call.b = layout(CUDA_R_16BF, ta ? M : K, ta ? K : M, lda, count, sA);
-  call.c = layout(CUDA_R_32F, N, M, ldc, count, sC);
-  checkLt(cublasLtMatmulPreferenceCreate(&call.pref),
+  e.a = layout(CUDA_R_16BF, tb ? K : N, tb ? N : K, ldb, count, sB);
+  e.b = layout(CUDA_R_16BF, ta ? M : K, ta ? K : M, lda, count, sA);
+  e.c = layout(CUDA_R_32F, N, M, ldc, count, sC);
+  // The preference only steers the heuristic; it is not kept.
+  cublasLtMatmulPreference_t pref = nullptr;
+  checkLt(cublasLtMatmulPreferenceCreate(&pref),
           "cublasLtMatmulPreferenceCreate");
+  struct PrefGuard {
+    cublasLtMatmulPreference_t p;
+    ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+  } guard{pref};
   uint64_t wsBytes = ctx.ltWorkspaceBytes;
   checkLt(cublasLtMatmulPreferenceSetAttribute(
-              call.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes,
+              pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes,
               sizeof wsBytes),
           "cublasLtMatmulPreferenceSetAttribute");
-  const uint32_t alB = alignmentOf(B), alA = alignmentOf(A),
-                 alC = alignmentOf(C);
   checkLt(cublasLtMatmulPreferenceSetAttribute(
-              call.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alB,
+              pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alB,
               sizeof alB),
           "cublasLtMatmulPreferenceSetAttribute");
   checkLt(cublasLtMatmulPreferenceSetAttribute(
-              call.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alA,
+              pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alA,
               sizeof alA),
           "cublasLtMatmulPreferenceSetAttribute");
   for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-    checkLt(cublasLtMatmulPreferenceSetAttribute(call.pref, attr, &alC,
-                                                 sizeof alC),
+    checkLt(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alC, sizeof alC),
             "cublasLtMatmulPreferenceSetAttribute");
   cublasLtMatmulHeuristicResult_t result;
   int found = 0;
-  if (cublasLtMatmulAlgoGetHeuristic(ctx.lt, call.desc, call.a, call.b, call.c,
-                                     call.c, call.pref, 1, &result,
-                                     &found) != CUBLAS_STATUS_SUCCESS ||
-      found == 0)
+  e.found = cublasLtMatmulAlgoGetHeuristic(ctx.lt, e.desc, e.a, e.b, e.c, e.c,
+                                           pref, 1, &result,
+                                           &found) == CUBLAS_STATUS_SUCCESS &&
+            found > 0;
+  if (e.found)
+    e.algo = result.algo;
+}
+
+/// One cuBLASLt call of up to 65535 batch items; false when no algorithm
+/// fits (the caller falls back to cublasGemmStridedBatchedEx). The
+/// descriptors and the algorithm are made at the first call of each
+/// distinct GEMM (shape, strides, transposes, batch, alignment classes) and
+/// reused after: the heuristic sees the same question and so gives the same
+/// answer as when it was asked every call, without its host cost per call.
+bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
+            int64_t N, int64_t M, int64_t K, const float *alpha,
+            const void *B, int64_t ldb, int64_t sB, const void *A, int64_t lda,
+            int64_t sA, const float *beta, float *C, int64_t ldc, int64_t sC,
+            int count) {
+  const uint32_t alB = alignmentOf(B), alA = alignmentOf(A),
+                 alC = alignmentOf(C);
+  const LtGemmKey key = {int64_t(opB), int64_t(opA), N,   M,   K,
+                         ldb,          sB,           lda, sA,  ldc,
+                         sC,           count,        alB, alA, alC};
+  const LtGemmPlan *e = ctx.ltPlans->find(key);
+  if (!e) {
+    // Kept only once whole: a failure part way leaves no half-made entry.
+    auto fresh = std::make_unique<LtGemmPlan>();
+    planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
+               count, alB, alA, alC);
+    e = &ctx.ltPlans->add(key, std::move(fresh));
+  }
+  if (!e->found)
     return false;
-  checkLt(cublasLtMatmul(ctx.lt, call.desc, alpha, B, call.a, A, call.b, beta,
-                         C, call.c, C, call.c, &result.algo, ctx.ltWorkspace,
+  checkLt(cublasLtMatmul(ctx.lt, e->desc, alpha, B, e->a, A, e->b, beta, C,
+                         e->c, C, e->c, &e->algo, ctx.ltWorkspace,
                          ctx.ltWorkspaceBytes, ctx.stream),
           "cublasLtMatmul");
   return true;
@@ -139,6 +154,29 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
 constexpr int64_t kMaxBatch = 65535;
 
 } // namespace
+
+LtGemmPlan::~LtGemmPlan() {
+  if (c)
+    cublasLtMatrixLayoutDestroy(c);
+  if (b)
+    cublasLtMatrixLayoutDestroy(b);
+  if (a)
+    cublasLtMatrixLayoutDestroy(a);
+  if (desc)
+    cublasLtMatmulDescDestroy(desc);
+}
+
+const LtGemmPlan *LtPlans::find(const LtGemmKey &key) const {
+  auto it = plans_.find(key);
+  return it == plans_.end() ? nullptr : it->second.get();
+}
+
+const LtGemmPlan &LtPlans::add(const LtGemmKey &key,
+                               std::unique_ptr<LtGemmPlan> plan) {
+  std::unique_ptr<LtGemmPlan> &slot = plans_[key];
+  slot = std::move(plan);
+  return *slot;
+}
 
 void runCast(const Ctx &ctx, const Instr &in, const Refs &ins,
              const Refs &outs) {
