@@ -152,6 +152,64 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
     }
     steps_.push_back(std::move(step));
   }
+  // Conservative: one rank (no collective or bucket progress can be hidden
+  // in a recording), and every instruction a plain kernel of the backend.
+  graphEligible_ = !steps_.empty() && comm.worldSize() == 1;
+  for (const Step &s : steps_)
+    graphEligible_ = graphEligible_ && !s.collective &&
+                     s.instr->op != plan::Op::AllReduceStart &&
+                     s.instr->op != plan::Op::AllReduceWait &&
+                     backend.capturable(*s.instr);
+}
+
+void ProgramRunner::useGraph(
+    std::function<void(const std::string &)> notice) {
+  graphOn_ = graphEligible_;
+  graphNotice_ = std::move(notice);
+}
+
+void ProgramRunner::runSteps() {
+  for (const Step &s : steps_) {
+    launch(s);
+    // Started gradient buckets advance between the kernels.
+    if (reducer_ && reducer_->inFlight())
+      comm_.progress();
+  }
+}
+
+void ProgramRunner::runGraph() {
+  if (!graphWarm_) {
+    graphWarm_ = true;
+    runSteps();
+    return;
+  }
+  if (graph_ && graph_->replay())
+    return;
+  // Not recorded yet, or memory it points into has moved: record now.
+  graph_.reset();
+  std::string why;
+  graph_ = backend_.capture([this] { runSteps(); }, why);
+  if (!graph_) {
+    graphOn_ = false;
+    if (graphNotice_)
+      graphNotice_("program " + program_.name + " runs kernel by kernel: " +
+                   why);
+    runSteps(); // the recording ran nothing
+    return;
+  }
+  if (!graph_->replay())
+    throw Error("plan program '" + program_.name +
+                "': its launch recording went stale while it was made");
+  if (!graphTold_ && graphNotice_) {
+    graphTold_ = true;
+    std::string what = "program " + program_.name + " replayed as a " +
+                       graph_->kind() + ": " +
+                       std::to_string(graph_->kernels()) + " kernels";
+    if (graph_->otherNodes())
+      what += " and " + std::to_string(graph_->otherNodes()) +
+              " copies or fills";
+    graphNotice_(what);
+  }
 }
 
 int ProgramRunner::portIndex(const std::vector<plan::Port> &ports,
@@ -214,17 +272,19 @@ void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
 }
 
 void ProgramRunner::run(Tracer *tracer) {
+  // Timing each kernel needs each kernel launched on its own.
+  const bool graph = graphOn_ && !(tracer && tracer->kernels());
   if (!tracer) {
-    for (const Step &s : steps_) {
-      launch(s);
-      // Started gradient buckets advance between the kernels.
-      if (reducer_ && reducer_->inFlight())
-        comm_.progress();
-    }
+    if (graph)
+      runGraph();
+    else
+      runSteps();
     return;
   }
   int64_t start = tracer->now();
-  if (tracer->kernels()) {
+  if (graph) {
+    runGraph();
+  } else if (tracer->kernels()) {
     for (const Step &s : steps_) {
       int64_t t0 = tracer->now();
       launch(s);
@@ -235,11 +295,7 @@ void ProgramRunner::run(Tracer *tracer) {
                        tracer->now());
     }
   } else {
-    for (const Step &s : steps_) {
-      launch(s);
-      if (reducer_ && reducer_->inFlight())
-        comm_.progress();
-    }
+    runSteps();
   }
   backend_.synchronize();
   tracer->complete(program_.name, "program", Tracer::Programs, start,
@@ -323,6 +379,12 @@ ProgramRunner *Engine::find(const std::string &name, int stage) {
     if (p->name() == name && p->program().stage == stage)
       return p.get();
   return nullptr;
+}
+
+void Engine::useGraphs(
+    const std::function<void(const std::string &)> &notice) {
+  for (const auto &p : programs_)
+    p->useGraph(notice);
 }
 
 ProgramRunner &Engine::program(const std::string &name) {

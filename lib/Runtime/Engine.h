@@ -16,6 +16,7 @@
 #include "mega/Plan/Plan.h"
 #include "mega/Runtime/Backend.h"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,16 @@ public:
   /// the program and (when it asks for kernels) one per instruction.
   void run(Tracer *tracer = nullptr);
 
+  /// Lets this program run as a backend recording (Backend::capture) when
+  /// graphEligible(): its first run is eager (every kernel scratch reaches
+  /// its size, every table is uploaded), the second records and replays,
+  /// later ones replay; a run traced kernel by kernel stays eager. `notice`
+  /// gets one line the first time it replays, or why it could not record.
+  void useGraph(std::function<void(const std::string &)> notice);
+  /// Every instruction is a kernel the backend can record (no collective,
+  /// no bucket start or wait, no host round trip) and the run has one rank.
+  bool graphEligible() const { return graphEligible_; }
+
 private:
   struct Step {
     const plan::Instr *instr;
@@ -87,6 +98,9 @@ private:
   }
   int portIndex(const std::vector<plan::Port> &ports,
                 const std::string &name) const;
+  void runSteps();
+  /// One run through the recording (see useGraph).
+  void runGraph();
 
   const plan::Program &program_;
   Backend &backend_;
@@ -95,6 +109,12 @@ private:
   BucketReducer *reducer_;
   std::vector<DeviceBuffer> inputs_, outputs_;
   std::vector<Step> steps_;
+  bool graphEligible_ = false;
+  bool graphOn_ = false;     ///< useGraph() and eligible; off after a failure
+  bool graphWarm_ = false;   ///< the eager first run is done
+  bool graphTold_ = false;   ///< the notice was given
+  std::unique_ptr<LaunchGraph> graph_;
+  std::function<void(const std::string &)> graphNotice_;
 };
 
 /// A plan made runnable on one backend: persistent memory plus a runner for
@@ -128,6 +148,8 @@ public:
   ProgramRunner &program(const std::string &name);
   /// The program `name` of pipeline stage `stage` on this rank, or nullptr.
   ProgramRunner *find(const std::string &name, int stage);
+  /// ProgramRunner::useGraph for every program (the eligible ones record).
+  void useGraphs(const std::function<void(const std::string &)> &notice);
   /// The data-parallel gradient buckets the programs reduce in flight: the
   /// trainer turns their start on for a step's last micro-batch.
   BucketReducer &buckets() { return *buckets_; }

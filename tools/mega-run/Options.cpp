@@ -36,6 +36,9 @@ training:
   --no-shuffle               sample i = tokens [i*S, i*S+S+1), in order
   --dump-grads FILE          gradients of the first iteration (safetensors)
   --trace FILE.json          Chrome trace of programs and kernels
+  --no-cuda-graph            launch every kernel on its own (by default a
+                               one-rank cuda run replays each program made
+                               only of plain kernels as a CUDA graph)
 generation:
   --prompt TEXT  --max-new-tokens N (64)  --temperature T (1.0; 0 = greedy)
   --top-k K (0 = all)  --tokenizer-model M.model
@@ -147,6 +150,8 @@ Options parseOptions(int argc, char **argv) {
       {{"--no-shuffle"}, T, false, [&](auto &, auto &) { t.shuffle = false; }},
       {{"--dump-grads"}, T, true, str(t.dumpGrads)},
       {{"--trace"}, T, true, str(t.trace)},
+      {{"--no-cuda-graph"}, T, false,
+       [&](auto &, auto &) { o.cudaGraph = false; }},
       {{"--device"}, B, true, str(o.device)},
       {{"--threads"},
        B,

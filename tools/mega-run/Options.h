@@ -23,6 +23,7 @@ struct Options {
   bool generate = false;
   std::string device; ///< "" = the plan's target
   int threads = 0;
+  bool cudaGraph = true; ///< --no-cuda-graph turns it off
   rt::TrainOptions train;
   // --generate
   std::string prompt;

@@ -106,6 +106,14 @@ int realMain(int argc, char **argv) {
   if (o.generate)
     return generate(engine, o);
 
+  // Training only: a generation streams its text to stdout, where the
+  // notice line would land inside the text.
+  if (o.cudaGraph)
+    engine.useGraphs([](const std::string &line) {
+      std::printf("mega-run: %s\n", line.c_str());
+      std::fflush(stdout);
+    });
+
   rt::TrainOptions t = o.train;
   t.rank = launch.rank;
   t.worldSize = launch.worldSize;

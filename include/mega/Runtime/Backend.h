@@ -12,6 +12,7 @@
 #include "mega/Plan/Plan.h"
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -134,6 +135,23 @@ inline double gradNormTotal(const plan::Instr &in, size_t n, double replicated,
   return total;
 }
 
+/// A backend's recording of the launches of one program run, replayed as
+/// one unit (a CUDA graph): the same kernels with the same arguments and
+/// pointers, so a replay reads its inputs from the same device buffers.
+class LaunchGraph {
+public:
+  virtual ~LaunchGraph() = default;
+  /// Enqueues the recorded launches. False (nothing enqueued) when memory
+  /// the recording points into has moved since (a kernel scratch grew for
+  /// another program): the caller records again.
+  virtual bool replay() = 0;
+  /// What it is and holds, for the log: "CUDA graph", its kernel count, and
+  /// its other nodes (copies, fills).
+  virtual const char *kind() const = 0;
+  virtual size_t kernels() const = 0;
+  virtual size_t otherNodes() const = 0;
+};
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -183,6 +201,25 @@ public:
   }
   /// True when device pointers are host pointers (no staging needed).
   virtual bool hostMemory() const { return false; }
+  /// True when launch() of `instr` only enqueues device work whose every
+  /// argument stays the same from run to run (plan constants, fixed device
+  /// pointers): no host round trip, no host value read at launch time. Only
+  /// programs made of such instructions may be recorded (capture()).
+  virtual bool capturable(const plan::Instr &instr) const {
+    (void)instr;
+    return false;
+  }
+  /// Calls `body`, whose launches are recorded rather than run (nothing
+  /// executes), and returns the recording. nullptr, with `why` saying why,
+  /// when the backend cannot record or `body` did something a recording
+  /// cannot hold; the caller then runs the launches itself. The default
+  /// (the CPU) records nothing and does not call `body`.
+  virtual std::unique_ptr<LaunchGraph>
+  capture(const std::function<void()> &body, std::string &why) {
+    (void)body;
+    why = std::string(name()) + " backend records no launches";
+    return nullptr;
+  }
 
 protected:
   /// The default collective(): host pointers straight through when

@@ -74,6 +74,8 @@ void checkLaunch(const char *kernel);
 /// Grow-only device scratch shared by all kernels (they run one after the
 /// other on one stream, so one buffer serves every launch). A launch asks
 /// once for everything it needs (see Carve): a second get() may move it.
+/// While the stream is being recorded into a CUDA graph it cannot grow (the
+/// graph would keep the old address): get() then throws Error.
 class Workspace {
 public:
   explicit Workspace(cudaStream_t stream) : stream_(stream) {}
@@ -81,11 +83,15 @@ public:
   Workspace(const Workspace &) = delete;
   Workspace &operator=(const Workspace &) = delete;
   void *get(size_t bytes);
+  /// Counts the moves of the buffer: a graph recorded at another value
+  /// holds a freed address.
+  uint64_t generation() const { return generation_; }
 
 private:
   cudaStream_t stream_;
   void *ptr_ = nullptr;
   size_t capacity_ = 0;
+  uint64_t generation_ = 0;
 };
 
 /// Device copies of per-instruction tables (AdamWMulti's list of tensors),
@@ -101,7 +107,12 @@ public:
   TableCache(const TableCache &) = delete;
   TableCache &operator=(const TableCache &) = delete;
   /// The device copy of `bytes` bytes at `host` for instruction `key`.
+  /// Throws Error when it would upload while the stream is being recorded
+  /// into a CUDA graph (the graph would not see a later change).
   const void *get(const void *key, const void *host, size_t bytes);
+  /// Counts the tables freed or rewritten: a graph recorded at another
+  /// value may read stale or freed memory.
+  uint64_t generation() const { return generation_; }
 
 private:
   struct Entry {
@@ -110,6 +121,7 @@ private:
   };
   cudaStream_t stream_;
   std::unordered_map<const void *, Entry> entries_;
+  uint64_t generation_ = 0;
 };
 
 /// What picks one bf16 GEMM's cuBLASLt plan: both transposes, N, M, K, the

@@ -51,9 +51,19 @@ Workspace::~Workspace() {
   }
 }
 
+/// True while `stream` is being recorded into a graph.
+static bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  checkCuda(cudaStreamIsCapturing(stream, &st), "cudaStreamIsCapturing");
+  return st != cudaStreamCaptureStatusNone;
+}
+
 void *Workspace::get(size_t bytes) {
   if (bytes <= capacity_)
     return ptr_;
+  if (capturing(stream_))
+    throw Error("kernel scratch would grow from " + std::to_string(capacity_) +
+                " to " + std::to_string(bytes) + " bytes while recording");
   size_t want = std::max(bytes, capacity_ * 2);
   want = (want + (size_t(1) << 20) - 1) >> 20 << 20; // whole MiB
   if (ptr_) {
@@ -73,6 +83,7 @@ void *Workspace::get(size_t bytes) {
   }
   ptr_ = p;
   capacity_ = want;
+  ++generation_;
   return ptr_;
 }
 
@@ -88,6 +99,10 @@ const void *TableCache::get(const void *key, const void *host, size_t bytes) {
   if (e.dev && e.host.size() == bytes &&
       std::memcmp(e.host.data(), host, bytes) == 0)
     return e.dev; // the steady state: nothing to upload
+  if (capturing(stream_))
+    throw Error("a kernel table would be uploaded while recording");
+  if (e.dev)
+    ++generation_; // a recording may hold the old contents or address
   if (e.dev && e.host.size() != bytes) {
     // Kernels still queued may read the old table.
     checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
@@ -119,6 +134,41 @@ namespace {
 // The backend
 //===----------------------------------------------------------------------===//
 
+/// One program run's launches as an instantiated CUDA graph. It holds the
+/// addresses of the kernel scratch and tables as they were when recorded,
+/// so it refuses to replay once either has moved.
+class CudaGraph final : public LaunchGraph {
+public:
+  CudaGraph(cudaStream_t stream, cudaGraphExec_t exec, size_t kernels,
+            size_t others, const Workspace &ws, const TableCache &tables)
+      : stream_(stream), exec_(exec), kernels_(kernels), others_(others),
+        ws_(ws), tables_(tables), wsGeneration_(ws.generation()),
+        tablesGeneration_(tables.generation()) {}
+  ~CudaGraph() override {
+    // Nothing here may throw; a replay still queued keeps the exec alive
+    // (CUDA defers its release).
+    cudaGraphExecDestroy(exec_);
+  }
+  bool replay() override {
+    if (ws_.generation() != wsGeneration_ ||
+        tables_.generation() != tablesGeneration_)
+      return false;
+    checkCuda(cudaGraphLaunch(exec_, stream_), "cudaGraphLaunch");
+    return true;
+  }
+  const char *kind() const override { return "CUDA graph"; }
+  size_t kernels() const override { return kernels_; }
+  size_t otherNodes() const override { return others_; }
+
+private:
+  cudaStream_t stream_;
+  cudaGraphExec_t exec_;
+  size_t kernels_, others_;
+  const Workspace &ws_;
+  const TableCache &tables_;
+  uint64_t wsGeneration_, tablesGeneration_;
+};
+
 class CudaBackend final : public Backend {
 public:
   explicit CudaBackend(int device) {
@@ -138,6 +188,12 @@ public:
     // use; 32 MiB covers the large-K split algorithms on Hopper).
     checkBlas(cublasLtCreate(&lt_), "cublasLtCreate");
     checkCuda(cudaMalloc(&ltWorkspace_, kLtWorkspaceBytes), "cudaMalloc");
+    // cuBLAS gets the same fixed scratch (its calls and cuBLASLt's never
+    // overlap on the one stream): it then allocates nothing of its own, so
+    // it picks the same algorithms whether a run is recorded into a graph
+    // or not. After cublasSetStream, which resets the workspace.
+    checkBlas(cublasSetWorkspace(blas_, ltWorkspace_, kLtWorkspaceBytes),
+              "cublasSetWorkspace");
     ltPlans_ = std::make_unique<LtPlans>();
     // The error record lives on the device (kernels claim it with an
     // atomic); each synchronisation copies it into pinned host memory.
@@ -316,6 +372,62 @@ public:
   }
 
   void synchronize() override { syncAndReport(); }
+
+  bool capturable(const plan::Instr &instr) const override {
+    // GradNorm with shard flags brings its sums to the host and meets the
+    // other ranks; every other kernel only enqueues work on the stream with
+    // plan constants and fixed pointers (lr and step are device-resident
+    // ports). Collectives never reach launch().
+    if (plan::isCollective(instr.op))
+      return false;
+    return !(instr.op == Op::GradNorm && !instr.i.empty());
+  }
+
+  std::unique_ptr<LaunchGraph> capture(const std::function<void()> &body,
+                                       std::string &why) override {
+    // Whatever is queued (an input upload) runs before, not inside.
+    syncAndReport();
+    // Global mode: any call that cannot be recorded (an allocation, a
+    // synchronisation, a pageable copy) fails instead of running.
+    checkCuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal),
+              "cudaStreamBeginCapture");
+    cudaGraph_t graph = nullptr;
+    try {
+      body();
+    } catch (const std::exception &e) {
+      why = e.what();
+    }
+    cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (why.empty() && end != cudaSuccess)
+      why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+    if (!why.empty()) {
+      if (graph)
+        cudaGraphDestroy(graph);
+      cudaGetLastError(); // a failed recording is not sticky; clear it
+      return nullptr;
+    }
+    size_t n = 0, kernels = 0;
+    cudaError_t e = cudaGraphGetNodes(graph, nullptr, &n);
+    std::vector<cudaGraphNode_t> nodes(n);
+    if (e == cudaSuccess && n)
+      e = cudaGraphGetNodes(graph, nodes.data(), &n);
+    for (size_t k = 0; e == cudaSuccess && k < n; ++k) {
+      cudaGraphNodeType t;
+      e = cudaGraphNodeGetType(nodes[k], &t);
+      kernels += t == cudaGraphNodeTypeKernel;
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess)
+      e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    cudaGraphDestroy(graph); // the exec keeps what it needs
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      why = std::string("instantiating the graph: ") + cudaGetErrorString(e);
+      return nullptr;
+    }
+    return std::make_unique<CudaGraph>(stream_, exec, kernels, n - kernels,
+                                       *ws_, *tables_);
+  }
 
 private:
   void syncAndReport() {
