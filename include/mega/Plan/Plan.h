@@ -142,7 +142,8 @@ enum class Op : uint16_t {
   /// i[2] accumulate). i = {outer, inner, accumulate}.
   ReduceSum = 4,
   /// x [rows, cols], w [cols], b [cols] -> y [rows, cols], mean [rows],
-  /// rstd [rows]. i = {rows, cols}; f = {eps}.
+  /// rstd [rows]. i = {rows, cols}; f = {eps}. y may be BF16 (rounded on
+  /// store; then not in place); everything else F32.
   LayerNorm = 5,
   /// dy, x, w, mean, rstd -> dx, dw, db.  i = {rows, cols, accumulate}
   /// (accumulate adds into dx; dw and db are always overwritten).
@@ -165,7 +166,8 @@ enum class Op : uint16_t {
   /// accumulate.  i = {rows, V, H, accumulate}.
   EmbeddingGrad = 12,
   /// in -> out with dims permuted. i = {rank, d_0..d_{rank-1},
-  /// p_0..p_{rank-1}}: out dim j is in dim p_j.
+  /// p_0..p_{rank-1}}: out dim j is in dim p_j. out has in's dtype, except
+  /// F32 in -> BF16 out (rounded on store).
   Transpose = 13,
   /// grads... -> norm [] , coef []. Global L2 norm of all inputs;
   /// coef = min(1, f[0] / (norm + 1e-6)) (f[0] <= 0: no clipping, coef 1);
@@ -237,11 +239,11 @@ enum class Op : uint16_t {
   /// in -> out: element type conversion, F32 <-> BF16 (round to nearest
   /// even; BF16 -> F32 is exact; the same dtype copies). i = {n}.
   Cast = 28,
-  /// q, k, v [BH, S, hd] (all F32 or all BF16) -> o F32 [BH, S, hd],
-  /// lse F32 [BH, S]: per (batch*head) slice, o = softmax(f[0] q k^T) v,
-  /// causal masking key j > query i; lse = logsumexp of each scaled score
-  /// row. The [S, S] scores are never stored. i = {BH, S, hd, causal};
-  /// f = {scale}.
+  /// q, k, v [BH, S, hd] (all F32 or all BF16) -> o F32 or BF16 (rounded
+  /// on store) [BH, S, hd], lse F32 [BH, S]: per (batch*head) slice,
+  /// o = softmax(f[0] q k^T) v, causal masking key j > query i; lse =
+  /// logsumexp of each scaled score row. The [S, S] scores are never
+  /// stored. i = {BH, S, hd, causal}; f = {scale}.
   Attention = 29,
   /// q, k, v, o, lse, dout -> dq, dk, dv (F32 [BH, S, hd]): the gradient of
   /// Attention, probabilities recomputed from lse. q, k, v, o, dout all F32

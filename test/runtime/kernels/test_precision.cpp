@@ -200,7 +200,7 @@ void testAttentionRefusals(Harness &h) {
 
 /// Kernels that write a bf16 output themselves (mega-fold-casts): the bits
 /// are those of Cast applied to their f32 output.
-void testBf16Outputs(Harness &h, Rng &rng) {
+void testBf16Outputs(Harness &h, Harness &conv, Rng &rng) {
   auto expectCast = [&](const char *what, const Tensor &f, const Tensor &b) {
     for (int64_t k = 0; k < f.n(); ++k) {
       uint32_t u;
@@ -241,8 +241,62 @@ void testBf16Outputs(Harness &h, Rng &rng) {
       h.run(make(Op::CrossEntropyGrad, {rows, V}), {&logits, &targets, &lse, &dloss}, {&df}) &&
       h.run(make(Op::CrossEntropyGrad, {rows, V}), {&logits, &targets, &lse, &dloss}, {&db}))
     expectCast("cross entropy grad to bf16", df, db);
-  // A bf16 input is refused where only outputs may be bf16.
-  h.reject("transpose bf16 in", tr, {&tb}, {&tb}, "not bf16");
+  // Transpose bf16 -> bf16 (a value its producer rounded): the same bits as
+  // rounding the f32 transpose, since rounding commutes with permuting.
+  Tensor &tr2 = h.alloc(DType::BF16, {6, 35, 4});
+  const Instr back = make(Op::Transpose, {3, 4, 6, 35, 1, 2, 0});
+  Tensor &tf2 = h.f32({6, 35, 4});
+  if (h.run(back, {&tb}, {&tr2}) && h.run(back, {&tf}, {&tf2}))
+    expectCast("transpose bf16 to bf16", tf2, tr2);
+  // LayerNorm with a bf16 y (mean and rstd stay f32), odd cols.
+  const int64_t lr = 9, lc = 37;
+  Tensor &lx = h.f32({lr, lc}, rng.vec(lr * lc, -2, 2));
+  Tensor &lw = h.f32({lc}, rng.vec(lc)), &lb = h.f32({lc}, rng.vec(lc));
+  Tensor &yF = h.f32({lr, lc}), &yB = h.alloc(DType::BF16, {lr, lc});
+  Tensor &m1 = h.f32({lr}), &s1 = h.f32({lr}), &m2 = h.f32({lr}),
+         &s2 = h.f32({lr});
+  const Instr ln = make(Op::LayerNorm, {lr, lc}, {1e-5f});
+  if (h.run(ln, {&lx, &lw, &lb}, {&yF, &m1, &s1}) &&
+      h.run(ln, {&lx, &lw, &lb}, {&yB, &m2, &s2})) {
+    expectCast("layernorm bf16 y", yF, yB);
+    sameBits("layernorm bf16 y: mean", m1.f(), m2.f(), lr);
+    sameBits("layernorm bf16 y: rstd", s1.f(), s2.f(), lr);
+  }
+  // Attention with a bf16 o (lse stays f32), causal and not, bf16 inputs.
+  for (int causal = 0; causal < 2; ++causal) {
+    const int64_t bh = 3, S = 7, hd = 5, an = bh * S * hd;
+    Tensor &q = bf16Tensor(h, {bh, S, hd}, rng.vec(an), conv);
+    Tensor &k = bf16Tensor(h, {bh, S, hd}, rng.vec(an), conv);
+    Tensor &v = bf16Tensor(h, {bh, S, hd}, rng.vec(an), conv);
+    Tensor &oF = h.f32({bh, S, hd}), &oB = h.alloc(DType::BF16, {bh, S, hd});
+    Tensor &l1 = h.f32({bh, S}), &l2 = h.f32({bh, S});
+    const Instr at = make(Op::Attention, {bh, S, hd, causal}, {0.4f});
+    if (h.run(at, {&q, &k, &v}, {&oF, &l1}) &&
+        h.run(at, {&q, &k, &v}, {&oB, &l2})) {
+      expectCast(causal ? "causal attention bf16 o" : "attention bf16 o", oF,
+                 oB);
+      sameBits("attention bf16 o: lse", l1.f(), l2.f(), bh * S);
+    }
+  }
+  // Only those outputs may be bf16; the inputs and statistics stay f32.
+  h.reject("transpose bf16 in, f32 out", back, {&tb}, {&tf2},
+           "a bf16 in needs a bf16 out, not f32");
+  Tensor &lxB = h.alloc(DType::BF16, {lr, lc});
+  h.reject("layernorm bf16 x", ln, {&lxB, &lw, &lb}, {&yF, &m1, &s1},
+           "x must be f32, not bf16");
+  Tensor &mB = h.alloc(DType::BF16, {lr});
+  h.reject("layernorm bf16 mean", ln, {&lx, &lw, &lb}, {&yB, &mB, &s1},
+           "mean must be f32, not bf16");
+  // A bf16 y over x's bytes: not in place (the widths differ).
+  Tensor &ax = h.arena(0, {lr, lc}), &ay = h.arena(0, {lr, lc}, DType::BF16);
+  h.reject("layernorm bf16 y over x", ln, {&ax, &lw, &lb}, {&ay, &m1, &s1},
+           "y overlaps x");
+  {
+    Tensor &q = h.f32({2, 4, 8}), &lB = h.alloc(DType::BF16, {2, 4});
+    Tensor &oB = h.alloc(DType::BF16, {2, 4, 8});
+    h.reject("attention bf16 lse", make(Op::Attention, {2, 4, 8, 1}, {0.5f}),
+             {&q, &q, &q}, {&oB, &lB}, "lse must be f32, not bf16");
+  }
 }
 
 } // namespace
@@ -258,6 +312,6 @@ int main() {
   testAttention(h, rng, 3, 7, 4, false);
   testAttention(h, rng, 1, 9, 8, true);
   testAttentionRefusals(h);
-  testBf16Outputs(h, rng);
+  testBf16Outputs(h, conv, rng);
   return finish("test_precision");
 }

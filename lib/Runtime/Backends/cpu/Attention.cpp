@@ -63,7 +63,11 @@ void checkAttention(const Checker &c) {
   c.operands(3, 2);
   static const char *const names[] = {"q", "k", "v"};
   Dims d = checkCommon(c, names, 3);
-  c.tensor(c.outs[0], DType::F32, i128(d.bh) * d.seq * d.hd, "o");
+  // o may be bf16 (a cast folded into attention: rounded on store); lse
+  // stays f32 for the gradient.
+  c.tensor(c.outs[0],
+           c.outs[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32,
+           i128(d.bh) * d.seq * d.hd, "o");
   c.tensor(c.outs[1], DType::F32, i128(d.bh) * d.seq, "lse");
   for (size_t o = 0; o < 2; ++o)
     for (size_t k = 0; k < 3; ++k)
@@ -139,14 +143,24 @@ void runAttention(const Ctx &ctx, const Instr &in, const Refs &ins,
   std::vector<float> sq, sk, sv;
   const float *q = floatsOf(ins[0], n, sq), *k = floatsOf(ins[1], n, sk),
               *v = floatsOf(ins[2], n, sv);
-  float *o = outs[0].f32(), *lse = outs[1].f32();
+  // A bf16 o: each slice's o in floats, then rounded once (the GPU's twin:
+  // its accumulator is f32 and rounds on the final store).
+  const bool bf16 = outs[0].value->dtype == DType::BF16;
+  float *o = bf16 ? nullptr : outs[0].f32();
+  uint16_t *oh = bf16 ? outs[0].bf16() : nullptr;
+  float *lse = outs[1].f32();
   const int S = int(d.seq), hd = int(d.hd);
   parallelForEach(ctx, d.bh, [&](int64_t s) {
     const int64_t base = s * d.seq * d.hd;
     std::vector<float> p(static_cast<size_t>(d.seq * d.seq));
+    std::vector<float> os(bf16 ? size_t(d.seq * d.hd) : 0);
+    float *dst = bf16 ? os.data() : o + base;
     probabilities(d, q + base, k + base, p.data(), nullptr, lse + s * d.seq);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, S, 1.0f,
-                p.data(), S, v + base, hd, 0.0f, o + base, hd);
+                p.data(), S, v + base, hd, 0.0f, dst, hd);
+    if (bf16)
+      for (int64_t e = 0; e < d.seq * d.hd; ++e)
+        oh[base + e] = floatToBf16(os[size_t(e)]);
   });
 }
 

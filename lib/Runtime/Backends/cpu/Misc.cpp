@@ -121,11 +121,14 @@ void checkTranspose(const Checker &c) {
     seen[p] = true;
   }
   DType t = c.ins[0]->dtype;
-  if (t == DType::BF16)
-    c.fail("in must be f32 or i32 (4-byte elements), not bf16");
   c.tensor(c.ins[0], t, n, "in");
-  // f32 -> bf16 converts on the way (a cast folded into the transpose).
+  // f32 -> bf16 converts on the way (a cast folded into the transpose);
+  // bf16 -> bf16 moves the bits (a value rounded by its producer instead).
+  // Otherwise out has in's dtype.
   const bool toBf16 = t == DType::F32 && c.outs[0]->dtype == DType::BF16;
+  if (t == DType::BF16 && c.outs[0]->dtype != DType::BF16)
+    c.fail(std::string("a bf16 in needs a bf16 out, not ") +
+           plan::dtypeName(c.outs[0]->dtype));
   c.tensor(c.outs[0], toBf16 ? DType::BF16 : t, n, "out");
   c.disjoint(c.outs[0], c.ins[0], "out", "in");
 }
@@ -154,6 +157,16 @@ void runTranspose(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t n = ins[0].numel();
   if (n == 0)
     return;
+  if (ins[0].value->dtype == DType::BF16) {
+    // bf16 -> bf16: widened (exact), moved as f32, rounded back (exact: every
+    // value is a bf16 already).
+    std::vector<float> wide;
+    const float *xf = floatsOf(ins[0], n, wide);
+    Value v = *ins[0].value;
+    v.dtype = DType::F32;
+    runTranspose(ctx, in, {TensorRef{const_cast<float *>(xf), &v}}, outs);
+    return;
+  }
   if (outs[0].value->dtype == DType::BF16 && ins[0].value->dtype == DType::F32) {
     // f32 -> bf16: transpose into floats, then round (the CPU twin).
     std::vector<float> tmp(static_cast<size_t>(n));

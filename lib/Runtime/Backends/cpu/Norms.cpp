@@ -34,13 +34,16 @@ void checkLayerNorm(const Checker &c) {
   c.tensor(c.ins[0], DType::F32, i128(rows) * cols, "x");
   c.tensor(c.ins[1], DType::F32, cols, "w");
   c.tensor(c.ins[2], DType::F32, cols, "b");
-  c.tensor(c.outs[0], DType::F32, i128(rows) * cols, "y");
+  // y may be bf16 (a cast folded into the norm: rounded on store); mean
+  // and rstd stay f32 for the gradient.
+  const DType yt = c.outs[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  c.tensor(c.outs[0], yt, i128(rows) * cols, "y");
   c.tensor(c.outs[1], DType::F32, rows, "mean");
   c.tensor(c.outs[2], DType::F32, rows, "rstd");
   const char *in[] = {"x", "w", "b"}, *out[] = {"y", "mean", "rstd"};
   for (int o = 0; o < 3; ++o) {
     for (int k = 0; k < 3; ++k) {
-      if (o == 0 && k == 0)
+      if (o == 0 && k == 0 && yt == DType::F32)
         c.sameOrDisjoint(c.outs[0], c.ins[0], "y", "x"); // in place is fine
       else
         c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
@@ -50,16 +53,33 @@ void checkLayerNorm(const Checker &c) {
   }
 }
 
+namespace {
+/// One row of y in f32. Out of line so that the f32 and the bf16 forms run
+/// the same instructions (the bf16 y must be the f32 y rounded, bit for bit,
+/// whatever the compiler contracts into FMAs).
+[[gnu::noinline]] void lnRow(const float *__restrict xr,
+                             const float *__restrict w,
+                             const float *__restrict b, float m, float s,
+                             float *__restrict yr, int64_t cols) {
+  for (int64_t k = 0; k < cols; ++k)
+    yr[k] = (xr[k] - m) * s * w[k] + b[k];
+}
+} // namespace
+
 void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const double eps = in.f[0];
   const float *x = ins[0].f32(), *w = ins[1].f32(), *b = ins[2].f32();
-  float *y = outs[0].f32(), *mean = outs[1].f32(), *rstd = outs[2].f32();
+  float *mean = outs[1].f32(), *rstd = outs[2].f32();
+  // A bf16 y: each row in floats, then rounded (the GPU's twin).
+  const bool bf16 = outs[0].value->dtype == DType::BF16;
+  float *y = bf16 ? nullptr : outs[0].f32();
+  uint16_t *yh = bf16 ? outs[0].bf16() : nullptr;
   parallelFor(ctx, rows, rowGrain(cols), [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(bf16 ? size_t(cols) : 0);
     for (int64_t r = r0; r < r1; ++r) {
       const float *xr = x + r * cols;
-      float *yr = y + r * cols;
       // One pass: E[x^2] - E[x]^2 in double loses nothing that matters for
       // float data (relative error ~1e-16 (mean/std)^2).
       double sum, sumSq;
@@ -70,8 +90,14 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
       const float m = float(mu), s = float(rs);
       mean[r] = m;
       rstd[r] = s;
+      if (!bf16) {
+        lnRow(xr, w, b, m, s, y + r * cols, cols);
+        continue;
+      }
+      lnRow(xr, w, b, m, s, row.data(), cols);
+      uint16_t *hr = yh + r * cols;
       for (int64_t k = 0; k < cols; ++k)
-        yr[k] = (xr[k] - m) * s * w[k] + b[k];
+        hr[k] = floatToBf16(row[size_t(k)]);
     }
   });
 }
