@@ -1,6 +1,7 @@
 //===- cuda_twin_fused.cpp - Twins of the mixed-precision kernels ---------===//
 //
-// Cast (both directions, bit-exact: both backends round to nearest even),
+// Cast (both directions, bit-exact: both backends round to nearest even;
+// the vector kernels, their tails and misaligned views),
 // MatMul with bf16 operands (cuBLASLt vs OpenBLAS on the widened values),
 // and the fused attention forward and backward: fp32 operands at rel 1e-5
 // (the plain kernels), bf16 operands at rel 1e-2 (the tensor-core kernels
@@ -30,7 +31,10 @@ const char *name(DType t) { return t == DType::BF16 ? "bf16" : "f32"; }
 } // namespace
 
 void castAndBf16MatMul(Rng &rng) {
-  for (int64_t n : {7, 251, 1 << 18}) {
+  // n % 4 == 0 with aligned ends: the vector kernels; 4099: vectors and a
+  // tail of 3; 7: the tail alone; 16384 x 768: GPT-2's activations.
+  for (int64_t n : {int64_t(7), int64_t(251), int64_t(1 << 18), int64_t(4099),
+                    int64_t(16384) * 768}) {
     Case c = make("Cast f32->bf16 " + dims({{"n", n}}), Op::Cast, {n});
     c.ins = {c.f32({n}, rng.vec(n, -300.0, 300.0))};
     c.outs = {c.out({n}, DType::BF16)};
@@ -39,6 +43,31 @@ void castAndBf16MatMul(Rng &rng) {
     Case d = make("Cast bf16->f32 " + dims({{"n", n}}), Op::Cast, {n});
     d.ins = {d.bf16({n}, rng.vec(n, -3.0, 3.0))};
     d.outs = {d.out({n})};
+    d.tol = 0.0;
+    twin(d);
+  }
+  // Views one element late (the input, or the output): the element kernels.
+  for (int late : {0, 1}) {
+    const int64_t n = 4096;
+    const std::string where = late ? " out+1" : " in+1";
+    Case c = make("Cast f32->bf16" + where + " " + dims({{"n", n}}), Op::Cast,
+                  {n});
+    int x = c.f32({n + 1}, rng.vec(n + 1, -300.0, 300.0));
+    int y = c.out({n + 1}, DType::BF16);
+    int xv = c.view(x, {n}), yv = c.view(y, {n});
+    c.ts[size_t(late ? yv : xv)].v.offset = late ? 2 : 4;
+    c.ins = {xv};
+    c.outs = {yv};
+    c.tol = 0.0;
+    twin(c);
+    Case d = make("Cast bf16->f32" + where + " " + dims({{"n", n}}), Op::Cast,
+                  {n});
+    int a = d.bf16({n + 1}, rng.vec(n + 1, -3.0, 3.0));
+    int b = d.out({n + 1});
+    int av = d.view(a, {n}), bv = d.view(b, {n});
+    d.ts[size_t(late ? bv : av)].v.offset = late ? 4 : 2;
+    d.ins = {av};
+    d.outs = {bv};
     d.tol = 0.0;
     twin(d);
   }
