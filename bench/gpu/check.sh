@@ -14,7 +14,9 @@
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
 #              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
-#              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2)
+#              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2);
+#              the cuda runs must say that train was replayed as a CUDA graph, and a
+#              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3b. ranks  if bench/gpu/plans/ranks-*-cuda.plan exist: the small model at dp 2,
 #              pp 2, pp 2 x dp 2 and interleaved pp 2 on MPI ranks sharing the GPU,
 #              10 steps, losses against one process (rel 1e-5)
@@ -142,8 +144,28 @@ do_train() {
   run_mega small-cpu "$PLANS/gpt-small-cpu.plan" cpu "$LOGS/data/small" 20 "${load[@]}" || rc=1
   "$PY" "$TOOLS" compare "$LOGS/small-cpu.jsonl" "$LOGS/small-cuda.jsonl" --rtol 1e-4 \
     | tee "$LOGS/compare.txt" || rc=1
-  for d in cuda cpu; do
-    [ -f "$LOGS/small-$d.jsonl" ] && printf '%-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-$d.jsonl"
+  # CUDA graphs: the run above must have replayed train as a graph, and the
+  # same run launching every kernel on its own must give the same bits.
+  if ! grep -q "program train replayed as a CUDA graph" "$LOGS/small-cuda.log"; then
+    echo "small-cuda: train was not replayed as a CUDA graph:"
+    grep -h "CUDA graph\|kernel by kernel" "$LOGS/small-cuda.log"
+    rc=1
+  fi
+  grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/small-cuda.log"
+  run_mega small-cuda-nograph "$PLANS/gpt-small-cuda.plan" cuda "$LOGS/data/small" 20 \
+    "${load[@]}" --no-cuda-graph || rc=1
+  if grep -q "CUDA graph" "$LOGS/small-cuda-nograph.log"; then
+    echo "small-cuda-nograph: --no-cuda-graph still replayed a graph"
+    rc=1
+  fi
+  printf 'graph vs --no-cuda-graph (exact): '
+  "$PY" "$TOOLS" compare "$LOGS/small-cuda-nograph.jsonl" "$LOGS/small-cuda.jsonl" --rtol 0 \
+    >"$LOGS/compare-graph.txt"
+  local grc=$?
+  tail -1 "$LOGS/compare-graph.txt"
+  [ "$grc" -eq 0 ] || { cat "$LOGS/compare-graph.txt"; rc=1; }
+  for d in cuda cuda-nograph cpu; do
+    [ -f "$LOGS/small-$d.jsonl" ] && printf '%-12s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-$d.jsonl"
   done
   # bf16: the CPU runs the same plan with bf16 rounding emulated (its twin).
   if [ -f "$PLANS/gpt-small-bf16-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16-cpu.plan" ]; then
@@ -212,7 +234,12 @@ do_mega_timing() {
   "$PY" "$TOOLS" data "$LOGS/data/gpt2" --vocab "$GPT2_VOCAB" --tokens "$GPT2_TOKENS" || return 1
   local rc=0 runs=()
   run_mega gpt2-bf16 "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 || rc=1
+  grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/gpt2-bf16.log"
   runs+=("bf16=$LOGS/gpt2-bf16.jsonl")
+  # The same without CUDA graphs: what the launches cost.
+  run_mega gpt2-bf16-nograph "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
+    --no-cuda-graph || rc=1
+  runs+=("bf16-nograph=$LOGS/gpt2-bf16-nograph.jsonl")
   if [ -f "$PLANS/gpt2-small-cuda.plan" ]; then
     run_mega gpt2-fp32 "$PLANS/gpt2-small-cuda.plan" cuda "$LOGS/data/gpt2" 8 || rc=1
     runs+=("fp32=$LOGS/gpt2-fp32.jsonl")

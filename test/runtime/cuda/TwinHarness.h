@@ -424,6 +424,8 @@ inline std::string dims(std::initializer_list<std::pair<const char *, int64_t>> 
 // The mixed-precision and attention cases (cuda_twin_fused.cpp).
 void castAndBf16MatMul(Rng &rng);
 void attention(Rng &rng);
+// Recorded launches (CUDA graphs) against eager ones (cuda_twin_graph.cpp).
+void graphs(Rng &rng);
 
 } // namespace twincheck
 

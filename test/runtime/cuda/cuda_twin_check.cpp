@@ -326,10 +326,12 @@ void elementwise(Rng &rng) {
   setenv("MEGA_CUDA_NVRTC", "0", 1);
   std::unique_ptr<Backend> interp = rt::createCudaBackend(0);
   unsetenv("MEGA_CUDA_NVRTC");
-  Backend *generated = gCuda;
+  struct Restore { // even when a case throws: interp dies first
+    Backend *generated;
+    ~Restore() { gCuda = generated; }
+  } restore{gCuda};
   gCuda = interp.get();
   elementwiseVariants(rng, " (interpreter)");
-  gCuda = generated;
 }
 
 /// A view of n elements starting `off` elements into a buffer of random

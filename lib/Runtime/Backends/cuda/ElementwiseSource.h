@@ -55,6 +55,9 @@ struct EwParams {
   int64_t period[kEwJitMaxInputs];
   void *out[kEwJitMaxOutputs];
 };
+static_assert(sizeof(EwParams) ==
+                  8 * (1 + 2 * kEwJitMaxInputs + kEwJitMaxOutputs),
+              "no padding: the generated struct has the same layout");
 
 /// Names of the two kernels every source defines (extern "C", so the names
 /// are not mangled). The vector kernel handles 4 consecutive elements per
