@@ -435,6 +435,24 @@ void layerNorm(Rng &rng) {
           deterministic(c);
       }
   }
+  // A bf16 y (rounded on store; never in place): the warp kernel (768: 8-byte
+  // stores), the block kernel (251 columns; y 2 bytes late, so not 8-byte
+  // aligned).
+  const int64_t bf16Shapes[][3] = {{4096, 768, 0}, {33, 251, 0}, {65, 768, 1}};
+  for (const auto &b : bf16Shapes) {
+    const int64_t rows = b[0], cols = b[1], late = b[2], n = rows * cols;
+    Case c = make("LayerNorm bf16 y " + dims({{"rows", rows}, {"cols", cols}}) +
+                      (late ? " y+1" : ""),
+                  Op::LayerNorm, {rows, cols}, {1e-5f});
+    c.ins = {c.f32({rows, cols}, rng.vec(n, 2.0, 4.0)),
+             c.f32({cols}, rng.vec(cols, 0.5, 1.5)), c.f32({cols}, rng.vec(cols))};
+    int y = c.out({n + late}, DType::BF16);
+    int yv = c.view(y, {rows, cols});
+    c.ts[size_t(yv)].v.offset = 2 * late;
+    c.outs = {yv, c.out({rows}), c.out({rows})};
+    c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
+    twin(c);
+  }
   // cols = 768 but x (and dy) 4 bytes into their buffers: the block-per-row
   // kernels.
   {
@@ -627,16 +645,41 @@ void embedding(Rng &rng) {
 void transpose(Rng &rng) {
   struct T {
     std::vector<int64_t> d, p;
-    DType dt;
+    DType dt, out;    // out: the output dtype (bf16: a cast folded in)
+    int64_t inOff = 0, outOff = 0; // elements the views start late by
   };
+  const DType F = DType::F32, I = DType::I32, H = DType::BF16;
+  // The vector kernels take an innermost output dim that is contiguous in
+  // the input and a multiple of 4 long, with aligned views: the heads
+  // cases, and GPT-2's q|k|v split, head merge and its gradient at batch 2
+  // (GPT-2 runs batch 16: the same strides). The rest (a transposed
+  // innermost dim, 33 or 17 or 5 long, views 4 or 2 bytes late) run the
+  // element kernels.
   const T ts[] = {
-      {{17, 33}, {1, 0}, DType::F32},
-      {{7, 17, 33}, {2, 0, 1}, DType::F32},
-      {{7, 17, 33}, {1, 0, 2}, DType::I32},
-      {{8, 128, 4, 64}, {0, 2, 1, 3}, DType::F32}, // cpu-small heads
-      {{2, 32, 3, 4, 16}, {2, 0, 3, 1, 4}, DType::F32},
-      {{3, 1, 7, 1, 17, 5}, {4, 2, 5, 0, 3, 1}, DType::F32},
-      {{251, 96}, {0, 1}, DType::F32},
+      {{17, 33}, {1, 0}, F, F},
+      {{7, 17, 33}, {2, 0, 1}, F, F},
+      {{7, 17, 33}, {1, 0, 2}, I, I},
+      {{8, 128, 4, 64}, {0, 2, 1, 3}, F, F}, // cpu-small heads
+      {{2, 32, 3, 4, 16}, {2, 0, 3, 1, 4}, F, F},
+      {{3, 1, 7, 1, 17, 5}, {4, 2, 5, 0, 3, 1}, F, F},
+      {{251, 96}, {0, 1}, F, F},
+      {{2, 1024, 3, 12, 64}, {2, 0, 3, 1, 4}, F, H},
+      {{2, 12, 1024, 64}, {0, 2, 1, 3}, F, H},
+      {{2, 12, 1024, 64}, {0, 2, 1, 3}, F, F},
+      {{3, 2, 12, 1024, 64}, {1, 3, 0, 2, 4}, F, F},
+      {{6, 10, 8}, {1, 0, 2}, I, I},
+      {{6, 10, 8}, {1, 0, 2}, F, H},
+      {{4, 9, 12}, {1, 0, 2}, F, F, 1, 0},
+      {{4, 9, 12}, {1, 0, 2}, F, H, 0, 1},
+      {{4, 9, 12}, {1, 0, 2}, F, F, 0, 1},
+      {{5, 7, 3}, {1, 0, 2}, F, H},
+      // bf16 -> bf16 (a value its producer rounded): 8-byte vectors, and
+      // the element kernel for a transposed innermost dim or a late view.
+      {{2, 12, 1024, 64}, {0, 2, 1, 3}, H, H},
+      {{6, 10, 8}, {1, 0, 2}, H, H},
+      {{7, 17, 33}, {2, 0, 1}, H, H},
+      {{4, 9, 12}, {1, 0, 2}, H, H, 1, 0},
+      {{4, 9, 12}, {1, 0, 2}, H, H, 0, 2},
   };
   for (const T &t : ts) {
     const int rank = int(t.d.size());
@@ -653,11 +696,25 @@ void transpose(Rng &rng) {
     for (int k = 0; k < rank; ++k)
       label.append(k ? "," : "").append(std::to_string(t.p[size_t(k)]));
     label += std::string("] ") + plan::dtypeName(t.dt);
+    if (t.out != t.dt)
+      label += std::string("->") + plan::dtypeName(t.out);
+    if (t.inOff)
+      label += " in+" + std::to_string(t.inOff);
+    if (t.outOff)
+      label += " out+" + std::to_string(t.outOff);
     Case c = make(label, Op::Transpose, i);
     const int64_t n = numel(t.d);
-    c.ins = {t.dt == DType::F32 ? c.f32(t.d, rng.vec(n))
-                                : c.i32(t.d, rng.ids(n, 1 << 30))};
-    c.outs = {c.out(outShape, t.dt)};
+    int x = t.dt == F   ? c.f32({n + t.inOff}, rng.vec(n + t.inOff))
+            : t.dt == H ? c.bf16({n + t.inOff}, rng.vec(n + t.inOff))
+                        : c.i32({n + t.inOff}, rng.ids(n + t.inOff, 1 << 30));
+    int xv = c.view(x, t.d);
+    c.ts[size_t(xv)].v.offset = t.inOff * plan::dtypeSize(t.dt);
+    int y = c.out({n + t.outOff}, t.out);
+    int yv = c.view(y, outShape);
+    c.ts[size_t(yv)].v.offset = t.outOff * plan::dtypeSize(t.out);
+    c.ins = {xv};
+    c.outs = {yv};
+    c.tol = 0.0; // a gather (and one rounding) on both sides
     twin(c);
   }
 }

@@ -211,6 +211,17 @@ inline int rowThreads(int64_t cols, int maxThreads = 256) {
   return int(t < 32 ? 32 : t);
 }
 
+/// Column sums of part[chunks][width] down the chunks, in a fixed order (the
+/// second pass of ReduceSum and of LayerNormGrad's dw/db, Misc.cu): columns
+/// [0, split) into out0, [split, width) into out1[j - split]; acc adds to
+/// what the output holds.
+void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
+               int64_t width, int64_t split, float *out0, float *out1,
+               bool acc);
+void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
+               int64_t width, int64_t split, float *out0, float *out1,
+               bool acc);
+
 // Per-opcode run functions (one file per concern).
 #define MEGA_CUDA_KERNEL(NAME)                                                 \
   void run##NAME(const Ctx &ctx, const Instr &in, const Refs &ins,             \

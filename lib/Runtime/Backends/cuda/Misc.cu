@@ -1,4 +1,11 @@
 //===- Misc.cu - Fill, Copy, ReduceSum, Transpose -------------------------===//
+//
+// ReduceSum and Transpose are pure data movement: their fast forms move 16
+// (or 8) bytes per thread access where the shape and the pointers allow,
+// and fall back to one element per thread otherwise (views may start
+// anywhere, shapes may be odd), picked per launch.
+//
+//===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 #include "mega/Runtime/TransposeDims.h"
 
@@ -44,6 +51,10 @@ void runCopy(const Ctx &ctx, const Instr &, const Refs &ins, const Refs &outs) {
 
 namespace {
 
+bool aligned(const void *p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
 /// part[c * inner + j] = sum of rows [c*chunk, (c+1)*chunk) of column j.
 __global__ void colPartialKernel(const float *__restrict__ x, int64_t outer,
                                  int64_t inner, int64_t chunk,
@@ -59,17 +70,104 @@ __global__ void colPartialKernel(const float *__restrict__ x, int64_t outer,
   part[c * inner + j] = s;
 }
 
-__global__ void colFinalKernel(const double *__restrict__ part, int64_t chunks,
-                               int64_t inner, bool acc, float *y) {
-  for (int64_t j = globalThread(); j < inner; j += globalStride()) {
-    double s = 0.0;
-    for (int64_t c = 0; c < chunks; ++c)
-      s += part[c * inner + j];
-    y[j] = acc ? float(double(y[j]) + s) : float(s);
+/// The vector form: inner % 4 == 0, x 16-byte aligned. Block (64, 4):
+/// thread (tx, ty) sums column vector blockIdx.x * 64 + tx over rows
+/// r0 + ty, r0 + ty + 4, ... of chunk blockIdx.y; the four row lanes meet
+/// in shared memory in lane order.
+constexpr int kRsCols = 64, kRsLanes = 4;
+__global__ void __launch_bounds__(kRsCols *kRsLanes)
+    colPartialVecKernel(const float4 *__restrict__ x, int64_t outer,
+                        int64_t nvec, int64_t chunk,
+                        double *__restrict__ part) {
+  __shared__ double sh[kRsLanes - 1][kRsCols][4];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t v = int64_t(blockIdx.x) * kRsCols + tx;
+  const int64_t c = blockIdx.y;
+  const int64_t r0 = c * chunk, r1 = imin(outer, r0 + chunk);
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  if (v < nvec) {
+#pragma unroll 4
+    for (int64_t r = r0 + ty; r < r1; r += kRsLanes) {
+      const float4 a = x[r * nvec + v];
+      s0 += double(a.x);
+      s1 += double(a.y);
+      s2 += double(a.z);
+      s3 += double(a.w);
+    }
   }
+  if (ty > 0) {
+    sh[ty - 1][tx][0] = s0;
+    sh[ty - 1][tx][1] = s1;
+    sh[ty - 1][tx][2] = s2;
+    sh[ty - 1][tx][3] = s3;
+  }
+  __syncthreads();
+  if (ty > 0 || v >= nvec)
+    return;
+  for (int l = 0; l < kRsLanes - 1; ++l) {
+    s0 += sh[l][tx][0];
+    s1 += sh[l][tx][1];
+    s2 += sh[l][tx][2];
+    s3 += sh[l][tx][3];
+  }
+  double *out = part + c * (4 * nvec) + 4 * v;
+  out[0] = s0;
+  out[1] = s1;
+  out[2] = s2;
+  out[3] = s3;
+}
+
+/// Column j < width of part[chunks][width], summed over the chunks in a
+/// fixed tree: 8 warps each take chunks w, w + 8, ... in order, then the
+/// warps in order. Columns [0, split) go to out0, [split, width) to out1
+/// (LayerNorm's dw and db); acc adds the sum to what out holds.
+template <typename P>
+__global__ void __launch_bounds__(256)
+    chunkSumKernel(const P *__restrict__ part, int64_t chunks, int64_t width,
+                   int64_t split, float *out0, float *out1, bool acc) {
+  __shared__ double sh[8][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t j = int64_t(blockIdx.x) * 32 + lane;
+  double s = 0.0;
+  if (j < width)
+    for (int64_t c = warp; c < chunks; c += 8)
+      s += double(part[c * width + j]);
+  sh[warp][lane] = s;
+  __syncthreads();
+  if (warp != 0 || j >= width)
+    return;
+  for (int w = 1; w < 8; ++w)
+    s += sh[w][lane];
+  float *y = j < split ? out0 + j : out1 + (j - split);
+  *y = acc ? float(double(*y) + s) : float(s);
+}
+
+/// Launches chunkSumKernel over `width` columns (one block per 32).
+template <typename P>
+void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
+                    int64_t width, int64_t split, float *out0, float *out1,
+                    bool acc) {
+  const int64_t blocks = (width + 31) / 32;
+  if (blocks > INT32_MAX)
+    throw Error("cuda: a column sum over " + std::to_string(width) +
+                " columns is too wide for the kernel");
+  chunkSumKernel<P><<<unsigned(blocks), 256, 0, ctx.stream>>>(
+      part, chunks, width, split, out0, out1, acc);
+  checkLaunch("column sums of the chunks");
 }
 
 } // namespace
+
+void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
+               int64_t width, int64_t split, float *out0, float *out1,
+               bool acc) {
+  launchChunkSum(ctx, part, chunks, width, split, out0, out1, acc);
+}
+void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
+               int64_t width, int64_t split, float *out0, float *out1,
+               bool acc) {
+  launchChunkSum(ctx, part, chunks, width, split, out0, out1, acc);
+}
 
 void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {
@@ -77,11 +175,16 @@ void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
   const bool acc = in.i[2] != 0;
   if (inner == 0)
     return;
+  const float *x = ins[0].f32();
+  const bool vec = inner % 4 == 0 && aligned(x, 16);
   // Chunks of at least 64 rows, at most 1024 chunks (so the partials stay
-  // small and grid.y in range); columns in blocks of 256 (grid.x).
-  int64_t chunk = std::max<int64_t>(64, (outer + 1023) / 1024);
-  int64_t chunks = std::max<int64_t>(1, (outer + chunk - 1) / chunk);
-  int64_t colBlocks = (inner + 255) / 256;
+  // small and grid.y in range). Vector form: 64 column vectors per block;
+  // element form: 256 columns per block.
+  const int64_t chunk = std::max<int64_t>(64, (outer + 1023) / 1024);
+  const int64_t chunks = std::max<int64_t>(1, (outer + chunk - 1) / chunk);
+  const int64_t nvec = inner / 4;
+  const int64_t colBlocks =
+      vec ? (nvec + kRsCols - 1) / kRsCols : (inner + 255) / 256;
   if (colBlocks > INT32_MAX)
     throw Error("ReduceSum: inner = " + std::to_string(inner) +
                 " is too large for the cuda kernel");
@@ -89,16 +192,21 @@ void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
   size_t partAt = carve.add(size_t(chunks * inner) * sizeof(double));
   char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
   double *part = reinterpret_cast<double *>(ws + partAt);
-  colPartialKernel<<<dim3(unsigned(colBlocks), unsigned(chunks)), 256, 0,
-                     ctx.stream>>>(ins[0].f32(), outer, inner, chunk, part);
+  if (vec)
+    colPartialVecKernel<<<dim3(unsigned(colBlocks), unsigned(chunks)),
+                          dim3(kRsCols, kRsLanes), 0, ctx.stream>>>(
+        reinterpret_cast<const float4 *>(x), outer, nvec, chunk, part);
+  else
+    colPartialKernel<<<dim3(unsigned(colBlocks), unsigned(chunks)), 256, 0,
+                       ctx.stream>>>(x, outer, inner, chunk, part);
   checkLaunch("ReduceSum (partials)");
-  colFinalKernel<<<gridFor(ctx, inner, 256), 256, 0, ctx.stream>>>(
-      part, chunks, inner, acc, outs[0].f32());
-  checkLaunch("ReduceSum");
+  sumChunks(ctx, static_cast<const double *>(part), chunks, inner, inner,
+            outs[0].f32(), outs[0].f32(), acc);
 }
 
 //===----------------------------------------------------------------------===//
-// Transpose (rank <= 6), 4-byte elements: one thread per output element.
+// Transpose (rank <= 6): 4-byte elements, f32 -> bf16 (a cast folded in) or
+// bf16 -> bf16.
 //===----------------------------------------------------------------------===//
 
 namespace {
@@ -114,46 +222,122 @@ template <typename I> struct PermT {
 };
 
 __device__ inline void put(uint32_t *y, uint32_t v) { *y = v; }
+__device__ inline void put(uint16_t *y, uint16_t v) { *y = v; }
 __device__ inline void put(__nv_bfloat16 *y, float v) {
   *y = __float2bfloat16_rn(v);
 }
 
-/// One thread per output element; T -> U is a copy (4-byte elements) or
-/// f32 -> bf16 (a cast folded into the transpose).
+/// The input offset of output element (or vector) e.
+template <typename I>
+__device__ inline I gatherOffset(I e, const PermT<I> &p) {
+  I off = 0;
+  for (int j = p.rank - 1; j >= 0; --j) {
+    off += (e % p.dim[j]) * p.ist[j];
+    e /= p.dim[j];
+  }
+  return off;
+}
+
+/// One thread per output element; T -> U is a copy (4- or 2-byte elements)
+/// or f32 -> bf16 (a cast folded into the transpose).
 template <typename I, typename T, typename U>
 __global__ void transposeKernel(const T *__restrict__ x, U *__restrict__ y,
                                 I n, const __grid_constant__ PermT<I> p) {
   const I stride = I(gridDim.x) * blockDim.x;
-  for (I e = I(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
-    I idx = e, off = 0;
-    for (int j = p.rank - 1; j >= 0; --j) {
-      off += (idx % p.dim[j]) * p.ist[j];
-      idx /= p.dim[j];
-    }
-    put(y + e, x[off]);
+  for (I e = I(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
+    put(y + e, x[gatherOffset(e, p)]);
+}
+
+/// Four consecutive elements of one type, moved in one access.
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 lo, hi;
+};
+struct alignas(8) U16x4 {
+  uint16_t v[4];
+};
+__device__ inline void put4(uint4 *y, uint4 v) { *y = v; }
+__device__ inline void put4(U16x4 *y, U16x4 v) { *y = v; }
+__device__ inline void put4(Bf16x4 *y, float4 v) {
+  *y = Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
+}
+
+/// The vector form, when the innermost output dim is contiguous in the
+/// input (ist = 1) and a multiple of 4 long, every other input stride a
+/// multiple of 4, and both pointers aligned to their vector: p is the
+/// permutation over vectors (innermost dim / 4, its stride 4 elements),
+/// so gatherOffset gives the element offset of the vector's first element.
+template <typename I, typename T4, typename U4>
+__global__ void transposeVecKernel(const typename T4::Elem *__restrict__ x,
+                                   U4 *__restrict__ y, I nv,
+                                   const __grid_constant__ PermT<I> p) {
+  const I stride = I(gridDim.x) * blockDim.x;
+  for (I v = I(blockIdx.x) * blockDim.x + threadIdx.x; v < nv; v += stride)
+    put4(y + v, *reinterpret_cast<const typename T4::Vec *>(
+                    x + gatherOffset(v, p)));
+}
+
+/// The input side of a vector: element type and 4-element vector type.
+struct In32 {
+  using Elem = uint32_t;
+  using Vec = uint4;
+};
+struct InF32 {
+  using Elem = float;
+  using Vec = float4;
+};
+struct In16 {
+  using Elem = uint16_t;
+  using Vec = U16x4;
+};
+
+template <typename I> PermT<I> narrow(const Perm &p) {
+  PermT<I> q{p.rank, {}, {}};
+  for (int j = 0; j < p.rank; ++j) {
+    q.dim[j] = I(p.dim[j]);
+    q.ist[j] = I(p.ist[j]);
   }
+  return q;
 }
 
 template <typename T, typename U>
 void launchTranspose(const Ctx &ctx, const T *x, U *y, int64_t n,
                      const Perm &p) {
   const unsigned grid = gridFor(ctx, n, 256);
-  if (n < (int64_t(1) << 31)) {
-    PermT<uint32_t> q{p.rank, {}, {}};
-    for (int j = 0; j < p.rank; ++j) {
-      q.dim[j] = uint32_t(p.dim[j]);
-      q.ist[j] = uint32_t(p.ist[j]);
-    }
-    transposeKernel<uint32_t, T, U>
-        <<<grid, 256, 0, ctx.stream>>>(x, y, uint32_t(n), q);
-  } else {
-    PermT<int64_t> q{p.rank, {}, {}};
-    for (int j = 0; j < p.rank; ++j) {
-      q.dim[j] = p.dim[j];
-      q.ist[j] = p.ist[j];
-    }
-    transposeKernel<int64_t, T, U><<<grid, 256, 0, ctx.stream>>>(x, y, n, q);
-  }
+  if (n < (int64_t(1) << 31))
+    transposeKernel<uint32_t, T, U><<<grid, 256, 0, ctx.stream>>>(
+        x, y, uint32_t(n), narrow<uint32_t>(p));
+  else
+    transposeKernel<int64_t, T, U>
+        <<<grid, 256, 0, ctx.stream>>>(x, y, n, narrow<int64_t>(p));
+}
+
+/// Whether the vector form takes p with x (elements of `inBytes`) and y
+/// (of `outBytes`); if so, q is p over vectors.
+bool vectorPerm(const Perm &p, const void *x, int inBytes, const void *y,
+                int outBytes, Perm &q) {
+  if (p.rank < 1 || p.ist[p.rank - 1] != 1 || p.dim[p.rank - 1] % 4 != 0 ||
+      !aligned(x, size_t(4 * inBytes)) || !aligned(y, size_t(4 * outBytes)))
+    return false;
+  for (int j = 0; j + 1 < p.rank; ++j)
+    if (p.ist[j] % 4 != 0)
+      return false;
+  q = p;
+  q.dim[p.rank - 1] = p.dim[p.rank - 1] / 4;
+  q.ist[p.rank - 1] = 4;
+  return true;
+}
+
+template <typename T4, typename U4>
+void launchTransposeVec(const Ctx &ctx, const typename T4::Elem *x, U4 *y,
+                        int64_t n, const Perm &q) {
+  const int64_t nv = n / 4;
+  const unsigned grid = gridFor(ctx, nv, 256);
+  if (n < (int64_t(1) << 31))
+    transposeVecKernel<uint32_t, T4, U4><<<grid, 256, 0, ctx.stream>>>(
+        x, y, uint32_t(nv), narrow<uint32_t>(q));
+  else
+    transposeVecKernel<int64_t, T4, U4>
+        <<<grid, 256, 0, ctx.stream>>>(x, y, nv, narrow<int64_t>(q));
 }
 
 } // namespace
@@ -164,26 +348,49 @@ void runTranspose(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (n == 0)
     return;
   Perm p = simplifyTranspose(in);
-  if (outs[0].value->dtype == DType::BF16 && ins[0].value->dtype == DType::F32) {
-    if (p.rank < 1) { // a plain copy: one dimension of stride 1
-      p.rank = 1;
-      p.dim[0] = n;
-      p.ist[0] = 1;
-    }
-    launchTranspose(ctx, ins[0].f32(),
-                    static_cast<__nv_bfloat16 *>(outs[0].data), n, p);
-    checkLaunch("Transpose (to bf16)");
-    return;
+  if (p.rank < 1) { // every dim 1: one element
+    p.rank = 1;
+    p.dim[0] = n;
+    p.ist[0] = 1;
   }
-  if (p.rank <= 1) {
-    checkCuda(cudaMemcpyAsync(outs[0].data, ins[0].data, size_t(n) * 4,
+  const DType from = ins[0].value->dtype, to = outs[0].value->dtype;
+  const void *x = ins[0].data;
+  void *y = outs[0].data;
+  const int inBytes = from == DType::BF16 ? 2 : 4;
+  const int outBytes = to == DType::BF16 ? 2 : 4;
+  if (p.rank == 1 && inBytes == outBytes) { // a plain copy
+    checkCuda(cudaMemcpyAsync(y, x, size_t(n) * size_t(inBytes),
                               cudaMemcpyDeviceToDevice, ctx.stream),
               "cudaMemcpyAsync (Transpose)");
     return;
   }
-  launchTranspose(ctx, static_cast<const uint32_t *>(ins[0].data),
-                  static_cast<uint32_t *>(outs[0].data), n, p);
-  checkLaunch("Transpose");
+  Perm q;
+  const bool vec = vectorPerm(p, x, inBytes, y, outBytes, q);
+  if (from == DType::F32 && to == DType::BF16) {
+    if (vec)
+      launchTransposeVec<InF32>(ctx, static_cast<const float *>(x),
+                                static_cast<Bf16x4 *>(y), n, q);
+    else
+      launchTranspose(ctx, static_cast<const float *>(x),
+                      static_cast<__nv_bfloat16 *>(y), n, p);
+    checkLaunch("Transpose (to bf16)");
+  } else if (inBytes == 2) {
+    if (vec)
+      launchTransposeVec<In16>(ctx, static_cast<const uint16_t *>(x),
+                               static_cast<U16x4 *>(y), n, q);
+    else
+      launchTranspose(ctx, static_cast<const uint16_t *>(x),
+                      static_cast<uint16_t *>(y), n, p);
+    checkLaunch("Transpose (bf16)");
+  } else {
+    if (vec)
+      launchTransposeVec<In32>(ctx, static_cast<const uint32_t *>(x),
+                               static_cast<uint4 *>(y), n, q);
+    else
+      launchTranspose(ctx, static_cast<const uint32_t *>(x),
+                      static_cast<uint32_t *>(y), n, p);
+    checkLaunch("Transpose");
+  }
 }
 
 } // namespace mega::rt::gpu

@@ -1,15 +1,22 @@
 //===- Norms.cu - LayerNorm, Softmax and their gradients ------------------===//
 //
-// One block per row for the row statistics, accumulated in double like the
-// CPU's. LayerNorm's dw/db sum over rows in two passes: per-chunk partials
-// in double, then the chunks in order (no atomics, same bits every run).
+// Row statistics accumulated in double like the CPU's. LayerNorm and
+// LayerNormGrad have a warp-per-row form for rows of at most 1024 columns
+// in float4s (cols % 4 == 0, 16-byte aligned operands): the row stays in
+// the lanes' registers between its statistics and its output; any other
+// shape or alignment runs the block-per-row kernels. LayerNorm's dw/db sum
+// over rows in two passes: per-chunk partials, then the chunks in order
+// (sumChunks; no atomics, same bits every run).
 //
 // In place (y = x, dx = dy, dx = y): every row kernel reads the whole row
-// for its statistics before a block-wide barrier, and afterwards each thread
-// reads an element just before it writes the same element.
+// for its statistics before it writes (the warp forms hold it in
+// registers; the block forms pass a block-wide barrier), and afterwards
+// each thread reads an element just before it writes the same element.
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
+
+#include <cuda_bf16.h>
 
 namespace mega::rt::gpu {
 
@@ -25,15 +32,32 @@ int64_t chunkRows(int64_t rows) {
 // LayerNorm
 //===----------------------------------------------------------------------===//
 
+__device__ inline void put(float *y, float v) { *y = v; }
+__device__ inline void put(__nv_bfloat16 *y, float v) {
+  *y = __float2bfloat16_rn(v);
+}
+
+/// Four bf16 in one 8-byte store.
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 lo, hi;
+};
+__device__ inline void put4(float4 *y, float4 v) { *y = v; }
+__device__ inline void put4(Bf16x4 *y, float4 v) {
+  *y = Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
+}
+
+/// The block-per-row form; Y = float or __nv_bfloat16 (a cast folded into
+/// the norm: the f32 value rounded on store, never in place).
+template <typename Y>
 __global__ void layerNormKernel(const float *x, const float *__restrict__ w,
-                                const float *__restrict__ b, float *y,
+                                const float *__restrict__ b, Y *y,
                                 float *__restrict__ mean,
                                 float *__restrict__ rstd, int64_t rows,
                                 int64_t cols, double eps) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float *xr = x + r * cols;
-    float *yr = y + r * cols;
+    Y *yr = y + r * cols;
     double s = 0.0, q = 0.0;
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
       const double v = double(xr[k]);
@@ -51,7 +75,108 @@ __global__ void layerNormKernel(const float *x, const float *__restrict__ w,
       rstd[r] = sc;
     }
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x)
-      yr[k] = (xr[k] - m) * sc * w[k] + b[k];
+      put(yr + k, (xr[k] - m) * sc * w[k] + b[k]);
+  }
+}
+
+/// Warps per block of the warp-per-row kernels.
+constexpr int kRowWarps = 8;
+
+/// The warp-per-row form: nvec = cols / 4 float4s per row, lane l holding
+/// vectors l, l + 32, ..., (at most NV of them). Y4 = float4 or Bf16x4.
+template <int NV, typename Y4>
+__global__ void __launch_bounds__(kRowWarps * 32)
+    layerNormWarpKernel(const float4 *x, const float4 *__restrict__ w,
+                        const float4 *__restrict__ b, Y4 *y,
+                        float *__restrict__ mean, float *__restrict__ rstd,
+                        int64_t rows, int64_t nvec, double eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t cols = 4 * nvec;
+  for (int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+       r < rows; r += int64_t(gridDim.x) * kRowWarps) {
+    const float4 *xr = x + r * nvec;
+    float4 v[NV];
+    double s = 0.0, q = 0.0;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k < nvec) {
+        v[i] = xr[k];
+        const double a = v[i].x, bb = v[i].y, c = v[i].z, d = v[i].w;
+        s += (a + bb) + (c + d);
+        q += (a * a + bb * bb) + (c * c + d * d);
+      }
+    }
+    s = warpSum(s);
+    q = warpSum(q);
+    const double mu = s / double(cols);
+    const double var = fmax(0.0, q / double(cols) - mu * mu);
+    const double rs = 1.0 / sqrt(var + eps);
+    const float m = float(mu), sc = float(rs);
+    if (lane == 0) {
+      mean[r] = m;
+      rstd[r] = sc;
+    }
+    Y4 *yr = y + r * nvec;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k < nvec) {
+        const float4 ww = w[k], bw = b[k];
+        put4(yr + k, make_float4((v[i].x - m) * sc * ww.x + bw.x,
+                                 (v[i].y - m) * sc * ww.y + bw.y,
+                                 (v[i].z - m) * sc * ww.z + bw.z,
+                                 (v[i].w - m) * sc * ww.w + bw.w));
+      }
+    }
+  }
+}
+
+bool aligned(const void *p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+/// Lane registers (float4s) a warp-per-row kernel needs for a row of nvec
+/// float4s: 2, 4, 6 or 8; 0 when the row is too long for the warp form.
+int warpVectors(int64_t nvec) {
+  const int64_t per = (nvec + 31) / 32;
+  for (int nv : {2, 4, 6, 8})
+    if (per <= nv)
+      return nv;
+  return 0;
+}
+
+unsigned warpRowGrid(int64_t rows) {
+  const int64_t want = (rows + kRowWarps - 1) / kRowWarps;
+  const int64_t cap = int64_t(1) << 20;
+  return unsigned(want < 1 ? 1 : (want > cap ? cap : want));
+}
+
+template <int NV, typename Y4>
+void launchLayerNormWarp(const Ctx &ctx, const float *x, const float *w,
+                         const float *b, Y4 *y, float *mean, float *rstd,
+                         int64_t rows, int64_t cols, double eps) {
+  layerNormWarpKernel<NV, Y4>
+      <<<warpRowGrid(rows), kRowWarps * 32, 0, ctx.stream>>>(
+          reinterpret_cast<const float4 *>(x),
+          reinterpret_cast<const float4 *>(w),
+          reinterpret_cast<const float4 *>(b), y, mean, rstd, rows, cols / 4,
+          eps);
+}
+
+template <typename Y4>
+void layerNormWarp(const Ctx &ctx, int nv, const float *x, const float *w,
+                   const float *b, Y4 *y, float *mean, float *rstd,
+                   int64_t rows, int64_t cols, double eps) {
+  switch (nv) {
+  case 2:
+    return launchLayerNormWarp<2>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+  case 4:
+    return launchLayerNormWarp<4>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+  case 6:
+    return launchLayerNormWarp<6>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+  default:
+    return launchLayerNormWarp<8>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
   }
 }
 
@@ -83,21 +208,6 @@ __global__ void layerNormParamPartials(const float *__restrict__ dy,
   part[(2 * c + 1) * cols + j] = pb;
 }
 
-__global__ void layerNormParamFinal(const double *__restrict__ part,
-                                    int64_t chunks, int64_t cols,
-                                    float *__restrict__ dw,
-                                    float *__restrict__ db) {
-  for (int64_t j = globalThread(); j < cols; j += globalStride()) {
-    double sw = 0.0, sb = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      sw += part[(2 * c) * cols + j];
-      sb += part[(2 * c + 1) * cols + j];
-    }
-    dw[j] = float(sw);
-    db[j] = float(sb);
-  }
-}
-
 __global__ void layerNormDxKernel(const float *dy, const float *__restrict__ x,
                                   const float *__restrict__ w,
                                   const float *__restrict__ mean,
@@ -125,6 +235,145 @@ __global__ void layerNormDxKernel(const float *dy, const float *__restrict__ x,
       const float v = s * (g - c1 - xhat * c2);
       dxr[j] = acc ? dxr[j] + v : v;
     }
+  }
+}
+
+/// Rows per block of the one-pass LayerNormGrad: each warp takes
+/// kGradRows / kRowWarps consecutive rows.
+constexpr int kGradRows = 32;
+constexpr int kGradRowsPerWarp = kGradRows / kRowWarps;
+
+/// The one-pass LayerNormGrad (warp per row, as layerNormWarpKernel): dx
+/// of block c's rows [32c, 32c + 32), and the block's dw/db partials,
+/// part[c][0][nvec] (sum of dy * xhat) and part[c][1][nvec] (sum of dy) in
+/// float4s: each lane sums its columns over its warp's rows, then the warps
+/// add up in warp order in shared memory.
+// Two blocks per multiprocessor where the registers allow it without more
+// than a few bytes of spill (NV <= 6: 128 registers, the GPT-2 width).
+template <int NV>
+__global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
+    layerNormGradWarpKernel(const float4 *dy, const float4 *__restrict__ x,
+                            const float4 *__restrict__ w,
+                            const float *__restrict__ mean,
+                            const float *__restrict__ rstd, float4 *dx,
+                            int64_t rows, int64_t nvec, bool acc,
+                            float4 *__restrict__ part) {
+  __shared__ float4 sh[2][8 * 32]; // nvec <= 8 * 32
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t cols = 4 * nvec;
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 fw[NV], fb[NV];
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    fw[i] = fb[i] = zero;
+  const int64_t r0 = int64_t(blockIdx.x) * kGradRows + warp * kGradRowsPerWarp;
+  for (int k = 0; k < kGradRowsPerWarp; ++k) {
+    const int64_t r = r0 + k;
+    if (r >= rows)
+      break;
+    const float4 *dyr = dy + r * nvec, *xr = x + r * nvec;
+    const float m = mean[r], s = rstd[r];
+    float4 d[NV], xh[NV];
+    double sg = 0.0, sgx = 0.0;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t j = lane + 32 * i;
+      if (j < nvec) {
+        d[i] = dyr[j];
+        const float4 xv = xr[j], ww = w[j];
+        xh[i] = make_float4((xv.x - m) * s, (xv.y - m) * s, (xv.z - m) * s,
+                            (xv.w - m) * s);
+        const float g0 = d[i].x * ww.x, g1 = d[i].y * ww.y,
+                    g2 = d[i].z * ww.z, g3 = d[i].w * ww.w;
+        sg += (double(g0) + double(g1)) + (double(g2) + double(g3));
+        sgx += (double(g0) * double(xh[i].x) + double(g1) * double(xh[i].y)) +
+               (double(g2) * double(xh[i].z) + double(g3) * double(xh[i].w));
+        fw[i].x += d[i].x * xh[i].x;
+        fw[i].y += d[i].y * xh[i].y;
+        fw[i].z += d[i].z * xh[i].z;
+        fw[i].w += d[i].w * xh[i].w;
+        fb[i].x += d[i].x;
+        fb[i].y += d[i].y;
+        fb[i].z += d[i].z;
+        fb[i].w += d[i].w;
+      }
+    }
+    sg = warpSum(sg);
+    sgx = warpSum(sgx);
+    const float c1 = float(sg / double(cols));
+    const float c2 = float(sgx / double(cols));
+    // The row's dy is in registers: dx may be dy.
+    float4 *dxr = dx + r * nvec;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t j = lane + 32 * i;
+      if (j < nvec) {
+        const float4 ww = w[j];
+        float4 v = make_float4(s * (d[i].x * ww.x - c1 - xh[i].x * c2),
+                               s * (d[i].y * ww.y - c1 - xh[i].y * c2),
+                               s * (d[i].z * ww.z - c1 - xh[i].z * c2),
+                               s * (d[i].w * ww.w - c1 - xh[i].w * c2));
+        if (acc) {
+          const float4 o = dxr[j];
+          v = make_float4(o.x + v.x, o.y + v.y, o.z + v.z, o.w + v.w);
+        }
+        dxr[j] = v;
+      }
+    }
+  }
+  // The warps' partials in warp order (warp 0 stores, the others add).
+  for (int wv = 0; wv < kRowWarps; ++wv) {
+    if (warp == wv) {
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int64_t j = lane + 32 * i;
+        if (j < nvec) {
+          float4 a = fw[i], c = fb[i];
+          if (wv > 0) {
+            const float4 pa = sh[0][j], pc = sh[1][j];
+            a = make_float4(pa.x + a.x, pa.y + a.y, pa.z + a.z, pa.w + a.w);
+            c = make_float4(pc.x + c.x, pc.y + c.y, pc.z + c.z, pc.w + c.w);
+          }
+          sh[0][j] = a;
+          sh[1][j] = c;
+        }
+      }
+    }
+    __syncthreads();
+  }
+  float4 *out = part + int64_t(blockIdx.x) * 2 * nvec;
+  for (int64_t j = threadIdx.x; j < 2 * nvec; j += blockDim.x)
+    out[j] = sh[j / nvec][j % nvec];
+}
+
+template <int NV>
+void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks, const float *dy,
+                             const float *x, const float *w, const float *mean,
+                             const float *rstd, float *dx, int64_t rows,
+                             int64_t cols, bool acc, float4 *part) {
+  layerNormGradWarpKernel<NV><<<blocks, kRowWarps * 32, 0, ctx.stream>>>(
+      reinterpret_cast<const float4 *>(dy), reinterpret_cast<const float4 *>(x),
+      reinterpret_cast<const float4 *>(w), mean, rstd,
+      reinterpret_cast<float4 *>(dx), rows, cols / 4, acc, part);
+}
+
+void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
+                       const float *dy, const float *x, const float *w,
+                       const float *mean, const float *rstd, float *dx,
+                       int64_t rows, int64_t cols, bool acc, float4 *part) {
+  switch (nv) {
+  case 2:
+    return launchLayerNormGradWarp<2>(ctx, blocks, dy, x, w, mean, rstd, dx,
+                                      rows, cols, acc, part);
+  case 4:
+    return launchLayerNormGradWarp<4>(ctx, blocks, dy, x, w, mean, rstd, dx,
+                                      rows, cols, acc, part);
+  case 6:
+    return launchLayerNormGradWarp<6>(ctx, blocks, dy, x, w, mean, rstd, dx,
+                                      rows, cols, acc, part);
+  default:
+    return launchLayerNormGradWarp<8>(ctx, blocks, dy, x, w, mean, rstd, dx,
+                                      rows, cols, acc, part);
   }
 }
 
@@ -195,9 +444,27 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t rows = in.i[0], cols = in.i[1];
   if (rows == 0)
     return;
-  layerNormKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
-      ins[0].f32(), ins[1].f32(), ins[2].f32(), outs[0].f32(), outs[1].f32(),
-      outs[2].f32(), rows, cols, double(in.f[0]));
+  const float *x = ins[0].f32(), *w = ins[1].f32(), *b = ins[2].f32();
+  float *mean = outs[1].f32(), *rstd = outs[2].f32();
+  const double eps = double(in.f[0]);
+  const bool bf16 = outs[0].value->dtype == DType::BF16;
+  void *y = outs[0].data;
+  const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
+  if (nv && aligned(x, 16) && aligned(w, 16) && aligned(b, 16) &&
+      aligned(y, bf16 ? 8 : 16)) {
+    if (bf16)
+      layerNormWarp(ctx, nv, x, w, b, static_cast<Bf16x4 *>(y), mean, rstd,
+                    rows, cols, eps);
+    else
+      layerNormWarp(ctx, nv, x, w, b, static_cast<float4 *>(y), mean, rstd,
+                    rows, cols, eps);
+  } else if (bf16) {
+    layerNormKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
+        x, w, b, static_cast<__nv_bfloat16 *>(y), mean, rstd, rows, cols, eps);
+  } else {
+    layerNormKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
+        x, w, b, static_cast<float *>(y), mean, rstd, rows, cols, eps);
+  }
   checkLaunch("LayerNorm");
 }
 
@@ -208,6 +475,25 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const float *dy = ins[0].f32(), *x = ins[1].f32(), *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
+  const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
+  if (rows > 0 && nv && aligned(dy, 16) && aligned(x, 16) && aligned(w, 16) &&
+      aligned(dx, 16)) {
+    // One pass: dx and each block's dw/db partials, then the blocks in order.
+    const int64_t blocks = (rows + kGradRows - 1) / kGradRows;
+    if (blocks > INT32_MAX)
+      throw Error("LayerNormGrad: rows = " + std::to_string(rows) +
+                  " is too many for the cuda kernel");
+    Carve carve;
+    const size_t partAt = carve.add(size_t(2 * blocks * cols) * sizeof(float));
+    char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
+    float4 *part = reinterpret_cast<float4 *>(ws + partAt);
+    layerNormGradWarp(ctx, nv, unsigned(blocks), dy, x, w, mean, rstd, dx,
+                      rows, cols, acc, part);
+    checkLaunch("LayerNormGrad");
+    sumChunks(ctx, reinterpret_cast<const float *>(part), blocks, 2 * cols,
+              cols, dw, db, false);
+    return;
+  }
   const int64_t chunk = chunkRows(rows);
   const int64_t chunks = std::max<int64_t>(1, (rows + chunk - 1) / chunk);
   const int64_t colBlocks = (cols + 255) / 256;
@@ -223,9 +509,8 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                            ctx.stream>>>(dy, x, mean, rstd, rows, cols, chunk,
                                          part);
   checkLaunch("LayerNormGrad (partials)");
-  layerNormParamFinal<<<gridFor(ctx, cols, 256), 256, 0, ctx.stream>>>(
-      part, chunks, cols, dw, db);
-  checkLaunch("LayerNormGrad (dw, db)");
+  sumChunks(ctx, static_cast<const double *>(part), chunks, 2 * cols, cols, dw,
+            db, false);
   if (rows == 0)
     return;
   layerNormDxKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
