@@ -164,6 +164,19 @@ void bf16Outputs(Rng &rng) {
     c.tol = kBf16Tol;
     twin(c);
   }
+  // The same with V % 4 != 0: the element stores.
+  {
+    const int64_t rows = 7, V = 8191;
+    Case c = make("CrossEntropyGrad bf16 dlogits rows=7 V=8191",
+                  Op::CrossEntropyGrad, {rows, V});
+    c.ins = {c.f32({rows, V}, rng.vec(rows * V, -4, 4)),
+             c.i32({rows}, rng.ids(rows, V)),
+             c.f32({rows}, std::vector<float>(size_t(rows), 9.0f)),
+             c.f32({1}, std::vector<float>{0.75f})};
+    c.outs = {c.out({rows, V}, DType::BF16)};
+    c.tol = kBf16Tol;
+    twin(c);
+  }
 }
 
 void attention(Rng &rng) {

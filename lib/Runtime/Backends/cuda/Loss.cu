@@ -5,6 +5,12 @@
 // (the loss becomes NaN). The mean over rows is a second, single-block pass
 // over the per-row losses in double, in a fixed order.
 //
+// The forward reads each row once: every thread keeps a running max and a
+// sum of exp(x - max) in double, rescaled when its max grows; the block
+// then takes the row's max and adds the threads' sums rescaled to it. Rows
+// of float4s (V % 4 == 0, 16-byte aligned) load 16 bytes per access; the
+// gradient stores 16 (f32) or 8 (bf16) bytes likewise.
+//
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 
@@ -14,6 +20,18 @@ namespace mega::rt::gpu {
 
 namespace {
 
+/// One element into a thread's running (max, sum): the max as the CPU's
+/// (`x > m ? x : m`), the sum rescaled when the max moves.
+__device__ inline void online(float v, float &m, double &s) {
+  if (v > m) {
+    s *= double(expf(m - v));
+    m = v;
+  }
+  s += double(expf(v - m));
+}
+
+/// V4: rows read as float4s (V % 4 == 0, x 16-byte aligned).
+template <bool V4>
 __global__ void crossEntropyRows(const float *__restrict__ x,
                                  const int32_t *__restrict__ t, int64_t rows,
                                  int64_t V, float *__restrict__ lse,
@@ -24,15 +42,33 @@ __global__ void crossEntropyRows(const float *__restrict__ x,
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float *xr = x + r * V;
     float m = xr[0];
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-      m = xr[j] > m ? xr[j] : m;
-    m = blockExtreme<true>(m, shf);
     double s = 0.0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-      s += double(expf(xr[j] - m));
-    s = blockSum(s, shd);
+    if (V4) {
+      const float4 *xv = reinterpret_cast<const float4 *>(xr);
+      for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+        const float4 a = xv[j];
+        // The vector's max first: at most one rescale per vector.
+        float mv = a.x;
+        mv = a.y > mv ? a.y : mv;
+        mv = a.z > mv ? a.z : mv;
+        mv = a.w > mv ? a.w : mv;
+        if (mv > m) {
+          s *= double(expf(m - mv));
+          m = mv;
+        }
+        s += (double(expf(a.x - m)) + double(expf(a.y - m))) +
+             (double(expf(a.z - m)) + double(expf(a.w - m)));
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        online(xr[j], m, s);
+    }
+    const float M = blockExtreme<true>(m, shf);
+    // A thread's sum at its own max, moved to the row's (s = 0 where the
+    // thread saw no element; exp(m - M) <= 1).
+    s = blockSum(s == 0.0 ? 0.0 : s * double(expf(m - M)), shd);
     if (threadIdx.x == 0) {
-      const double l = double(m) + log(s);
+      const double l = double(M) + log(s);
       lse[r] = float(l);
       const int32_t tr = t[r];
       if (tr < 0 || tr >= V) {
@@ -61,9 +97,21 @@ __device__ inline void storeGrad(__nv_bfloat16 *p, float v) {
   *p = __float2bfloat16_rn(v);
 }
 
+/// Four bf16 in one 8-byte store.
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 lo, hi;
+};
+__device__ inline void storeGrad4(float *p, float4 v) {
+  *reinterpret_cast<float4 *>(p) = v;
+}
+__device__ inline void storeGrad4(__nv_bfloat16 *p, float4 v) {
+  *reinterpret_cast<Bf16x4 *>(p) =
+      Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
+}
+
 /// T = float, or __nv_bfloat16 when the plan folded a cast into dlogits
-/// (then never in place).
-template <typename T>
+/// (then never in place). V4: rows of float4s, x and dx aligned to them.
+template <typename T, bool V4>
 __global__ void crossEntropyGradRows(const float *x,
                                      const int32_t *__restrict__ t,
                                      const float *__restrict__ lse,
@@ -83,12 +131,41 @@ __global__ void crossEntropyGradRows(const float *x,
     const float l = lse[r];
     const float pt = expf(xr[tr] - l); // before dr overwrites xr in place
     __syncthreads();
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-      storeGrad(dr + j, expf(xr[j] - l) * sc);
+    if (V4) {
+      const float4 *xv = reinterpret_cast<const float4 *>(xr);
+      for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+        const float4 a = xv[j];
+        storeGrad4(dr + 4 * j,
+                   make_float4(expf(a.x - l) * sc, expf(a.y - l) * sc,
+                               expf(a.z - l) * sc, expf(a.w - l) * sc));
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+        storeGrad(dr + j, expf(xr[j] - l) * sc);
+    }
     __syncthreads();
     if (threadIdx.x == 0)
       storeGrad(dr + tr, (pt - 1.0f) * sc);
   }
+}
+
+bool aligned(const void *p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+template <typename T>
+void launchCrossEntropyGrad(const Ctx &ctx, const Refs &ins, T *dx,
+                            int64_t rows, int64_t V) {
+  const float *x = ins[0].f32();
+  const bool v4 = V % 4 == 0 && aligned(x, 16) && aligned(dx, 4 * sizeof(T));
+  const unsigned grid = rowGrid(rows);
+  const int threads = rowThreads(v4 ? V / 4 : V, 512);
+  if (v4)
+    crossEntropyGradRows<T, true><<<grid, threads, 0, ctx.stream>>>(
+        x, ins[1].i32(), ins[2].f32(), ins[3].f32(), dx, rows, V, ctx.err);
+  else
+    crossEntropyGradRows<T, false><<<grid, threads, 0, ctx.stream>>>(
+        x, ins[1].i32(), ins[2].f32(), ins[3].f32(), dx, rows, V, ctx.err);
 }
 
 } // namespace
@@ -101,8 +178,16 @@ void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
   char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
   double *rowLoss = reinterpret_cast<double *>(ws + lossAt);
   if (rows > 0) {
-    crossEntropyRows<<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
-        ins[0].f32(), ins[1].i32(), rows, V, outs[1].f32(), rowLoss, ctx.err);
+    const float *x = ins[0].f32();
+    const bool v4 = V % 4 == 0 && aligned(x, 16);
+    if (v4)
+      crossEntropyRows<true>
+          <<<rowGrid(rows), rowThreads(V / 4, 512), 0, ctx.stream>>>(
+              x, ins[1].i32(), rows, V, outs[1].f32(), rowLoss, ctx.err);
+    else
+      crossEntropyRows<false><<<rowGrid(rows), rowThreads(V, 512), 0,
+                                ctx.stream>>>(x, ins[1].i32(), rows, V,
+                                              outs[1].f32(), rowLoss, ctx.err);
     checkLaunch("CrossEntropy");
   }
   meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, outs[0].f32());
@@ -115,13 +200,10 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (rows == 0)
     return;
   if (outs[0].value->dtype == DType::BF16)
-    crossEntropyGradRows<<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
-        ins[0].f32(), ins[1].i32(), ins[2].f32(), ins[3].f32(),
-        static_cast<__nv_bfloat16 *>(outs[0].data), rows, V, ctx.err);
+    launchCrossEntropyGrad(ctx, ins, static_cast<__nv_bfloat16 *>(outs[0].data),
+                           rows, V);
   else
-    crossEntropyGradRows<<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
-        ins[0].f32(), ins[1].i32(), ins[2].f32(), ins[3].f32(), outs[0].f32(),
-        rows, V, ctx.err);
+    launchCrossEntropyGrad(ctx, ins, outs[0].f32(), rows, V);
   checkLaunch("CrossEntropyGrad");
 }
 
