@@ -26,6 +26,8 @@
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
 
+#include "Jit.h"
+
 #include <cstdlib>
 
 using namespace twincheck;
@@ -321,6 +323,30 @@ void elementwise(Rng &rng) {
     twin(c);
   }
   elementwiseVariants(rng, "");
+  // The cases above ran on generated kernels only if the backend's compiler
+  // works on this machine (else it says so once and interprets): the same
+  // EwJit on its own must compile and load one.
+  {
+    const int64_t n = 4 * 768;
+    Instr in;
+    in.op = Op::Elementwise;
+    in.i = ewProgram(n, {n, 768}, 1,
+                     {{EwOp::Load, 0, 0, 0},
+                      {EwOp::Load, 1, 1, 0},
+                      {EwOp::Add, 2, 0, 1},
+                      {EwOp::Store, 2, 0, 0}});
+    try {
+      rt::gpu::EwJit jit(0);
+      const rt::gpu::EwJit::Kernels *k = jit.get(in, {false});
+      report(k && k->vec && k->scalar,
+             "Elementwise generated kernels (NVRTC, library loader)",
+             k ? "compiled and loaded: the cases above ran on them"
+               : "unusable: the cases above ran on the interpreter");
+    } catch (const std::exception &e) {
+      report(false, "Elementwise generated kernels (NVRTC, library loader)",
+             std::string("threw: ") + e.what());
+    }
+  }
   // The interpreter kernel (what runs when NVRTC cannot), on a backend of
   // its own: the same variant cases.
   setenv("MEGA_CUDA_NVRTC", "0", 1);
