@@ -184,25 +184,46 @@ void attention(Rng &rng) {
   struct A {
     int64_t bh, seq, hd;
     int causal;
+    int64_t qOffset = 0; ///< bytes q starts late in its buffer
   };
-  // Odd sizes (plain kernels), multiples of 64 (tensor cores for bf16), the
-  // cpu-small model (B 8 x 4 heads, S 128, hd 64) and a GPT-2 slice.
-  const A as[] = {{3, 17, 7, 1},   {2, 33, 40, 0},  {2, 64, 32, 0},
-                  {4, 128, 64, 1}, {2, 64, 16, 1},  {1, 128, 128, 1},
-                  {32, 128, 64, 1}, {4, 1024, 64, 1}};
+  // bf16 with S % 64 == 0 and head dim 16/32/64/128: the tensor-core
+  // kernels (S 64, 128, 192, 256, 1024, causal and not, BH not a multiple of
+  // anything, GPT-2's S 1024 hd 64 at BH 5, the cpu-small model's 32 x 128 x
+  // 64); the rest the plain kernels: odd S, S % 64 != 0, head dims 7, 40,
+  // 48, 96, and q 8 bytes off 16-byte alignment. fp32: all plain kernels.
+  const A as[] = {{3, 17, 7, 1},     {2, 33, 40, 0},    {2, 64, 32, 0},
+                  {4, 128, 64, 1},   {2, 64, 16, 1},    {1, 128, 128, 1},
+                  {32, 128, 64, 1},  {4, 1024, 64, 1},  {5, 64, 64, 0},
+                  {3, 64, 128, 1},   {7, 256, 64, 0},   {3, 256, 128, 1},
+                  {3, 192, 32, 1},   {5, 1024, 64, 0},  {2, 1024, 128, 1},
+                  {3, 100, 64, 1},   {2, 128, 48, 0},   {2, 64, 96, 1},
+                  {3, 128, 64, 1, 8}};
   for (DType t : {DType::F32, DType::BF16})
     for (const A &a : as) {
       const float scale = float(1.0 / std::sqrt(double(a.hd)));
       const std::vector<int64_t> x = {a.bh, a.seq, a.hd}, rows = {a.bh, a.seq};
-      const std::string shape = dims({{"BH", a.bh},
-                                      {"S", a.seq},
-                                      {"hd", a.hd},
-                                      {"causal", a.causal}});
+      std::string shape = dims({{"BH", a.bh},
+                                {"S", a.seq},
+                                {"hd", a.hd},
+                                {"causal", a.causal}});
+      if (a.qOffset)
+        shape += fmt(" q+%gB", double(a.qOffset));
       const std::vector<int64_t> attrs = {a.bh, a.seq, a.hd, a.causal};
+      // q, in a buffer of its own or `qOffset` bytes into a larger one.
+      auto query = [&](Case &c) {
+        if (!a.qOffset)
+          return input(c, t, x, rng, -2.0, 2.0);
+        const int64_t n = numel(x),
+                      pad = a.qOffset / (t == DType::BF16 ? 2 : 4);
+        int whole = input(c, t, {n + pad}, rng, -2.0, 2.0);
+        int view = c.view(whole, x);
+        c.ts[size_t(view)].v.offset = a.qOffset;
+        return view;
+      };
       // The forward: o and lse compared.
       Case f = make(std::string("Attention ") + name(t) + " " + shape,
                     Op::Attention, attrs, {scale});
-      int q = input(f, t, x, rng, -2.0, 2.0), k = input(f, t, x, rng, -2.0, 2.0),
+      int q = query(f), k = input(f, t, x, rng, -2.0, 2.0),
           v = input(f, t, x, rng);
       f.ins = {q, k, v};
       f.outs = {f.out(x), f.out(rows)};
@@ -212,8 +233,8 @@ void attention(Rng &rng) {
       // forward, so both backends start from the same bits).
       Case g = make(std::string("AttentionGrad ") + name(t) + " " + shape,
                     Op::AttentionGrad, attrs, {scale});
-      int gq = input(g, t, x, rng, -2.0, 2.0),
-          gk = input(g, t, x, rng, -2.0, 2.0), gv = input(g, t, x, rng);
+      int gq = query(g), gk = input(g, t, x, rng, -2.0, 2.0),
+          gv = input(g, t, x, rng);
       Case f2 = make("", Op::Attention, attrs, {scale});
       f2.ts = g.ts;
       f2.ins = {gq, gk, gv};
@@ -237,9 +258,26 @@ void attention(Rng &rng) {
       g.outs = {g.out(x), g.out(x), g.out(x)};
       g.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
       twin(g);
-      if (a.seq == 128 && a.hd == 64)
+      if (a.seq == 128 && a.hd == 64 && !a.qOffset)
         deterministic(g);
     }
+  // o stored in bf16 (a Cast folded into the forward): the tensor-core
+  // kernel's bf16 stores (causal and not) and the plain kernel's.
+  for (const A &a : {A{4, 256, 64, 1}, A{3, 128, 128, 0}, A{3, 100, 64, 1}}) {
+    const std::vector<int64_t> x = {a.bh, a.seq, a.hd}, rows = {a.bh, a.seq};
+    Case f = make("Attention bf16, o bf16 " + dims({{"BH", a.bh},
+                                                    {"S", a.seq},
+                                                    {"hd", a.hd},
+                                                    {"causal", a.causal}}),
+                  Op::Attention, {a.bh, a.seq, a.hd, a.causal},
+                  {float(1.0 / std::sqrt(double(a.hd)))});
+    f.ins = {input(f, DType::BF16, x, rng, -2.0, 2.0),
+             input(f, DType::BF16, x, rng, -2.0, 2.0),
+             input(f, DType::BF16, x, rng)};
+    f.outs = {f.out(x, DType::BF16), f.out(rows)};
+    f.tol = kBf16Tol;
+    twin(f);
+  }
 }
 
 } // namespace twincheck

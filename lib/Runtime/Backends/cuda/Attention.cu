@@ -1,20 +1,22 @@
 //===- Attention.cu - Fused (flash) attention, forward and backward -------===//
 //
 // Opcodes Attention and AttentionGrad (include/mega/Plan/Plan.h). Neither
-// writes the [S, S] scores to memory: the forward walks tiles of 64 keys per
-// block of 64 queries and keeps one tile of scores in shared memory; the
+// writes the [S, S] scores to memory: the forward walks tiles of keys per
+// block of queries and holds at most one tile of scores at a time; the
 // backward recomputes the probabilities from the saved logsumexp. No float
 // atomics (the backend is deterministic): the backward is two kernels, one
 // per block of keys (dk, dv: it owns those rows) and one per block of
 // queries (dq), each summing over the other side in a fixed order.
 //
 // Two implementations, picked per launch:
-//  * tensor cores (nvcuda::wmma, bf16 16x16x16, fp32 accumulation) when q,
-//    k, v are bf16, the head dim is 16, 32, 64 or 128, S is a multiple of 64
-//    and the pointers are 32-byte aligned. Each warp owns 16 rows of the
-//    64-row block. The forward is two passes over the keys (row max and sum
-//    first, then o = sum exp(s - lse) v): o accumulates in wmma fragments
-//    without the rescaling an online softmax needs, for one more q k^T.
+//  * tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation) when q, k, v
+//    are bf16, the head dim is 16, 32, 64 or 128, S is a multiple of 64, BH
+//    at most 65535 and every pointer 16-byte aligned. Blocks of 64 rows,
+//    each warp owning 16; tiles of 64 rows of the other side stream through
+//    shared memory with cp.async, double-buffered. Scores, probabilities,
+//    dp and ds stay in registers (the accumulator fragments of q k^T are
+//    the operand fragments of p v). The forward is one pass with an online
+//    softmax; o is stored as f32 or bf16, whichever the plan gives.
 //    Probabilities and ds are rounded to bf16 for their products, as in
 //    FlashAttention-2; the CPU twin agrees to bf16 tolerance.
 //  * plain fp32 arithmetic (f32 or bf16 inputs, any S, head dim <= 128):
@@ -26,9 +28,10 @@
 #include "DeviceUtil.cuh"
 
 #include <cuda_bf16.h>
-#include <mma.h>
+#include <cuda_pipeline.h>
 
 #include <cmath>
+#include <cstdint>
 
 namespace mega::rt::gpu {
 
@@ -69,8 +72,11 @@ __device__ void loadTile(float (*tile)[D], const T *x, int64_t row0,
   }
 }
 
-template <int D, typename T>
-__global__ void plainForward(const T *q, const T *k, const T *v, float *o,
+__device__ inline void storeF(float *p, float x) { *p = x; }
+__device__ inline void storeF(bf16 *p, float x) { *p = __float2bfloat16_rn(x); }
+
+template <int D, typename T, typename O>
+__global__ void plainForward(const T *q, const T *k, const T *v, O *o,
                              float *lse, Shape s) {
   __shared__ float kt[kKeys][D], vt[kKeys][D];
   const int64_t base = int64_t(blockIdx.y) * s.seq * s.hd;
@@ -120,19 +126,25 @@ __global__ void plainForward(const T *q, const T *k, const T *v, float *o,
     return;
   const float inv = 1.0f / l;
   for (int c = 0; c < s.hd && c < D; ++c)
-    o[base + i * s.hd + c] = acc[c] * inv;
+    storeF(o + base + i * s.hd + c, acc[c] * inv);
   lse[int64_t(blockIdx.y) * s.seq + i] = m + logf(l);
 }
 
-/// D_i = dout_i . o_i, the row term of the softmax gradient.
+/// D_i = dout_i . o_i, the row term of the softmax gradient: a warp per row
+/// (the lanes read neighbouring elements; one thread per row would touch 32
+/// rows' cache lines per load), summed in a fixed tree.
 template <typename T>
 __global__ void rowDot(const T *dout, const T *o, float *d, int64_t rows,
                        int hd) {
-  for (int64_t r = globalThread(); r < rows; r += globalStride()) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = globalStride() >> 5;
+  for (int64_t r = globalThread() >> 5; r < rows; r += warps) {
     float acc = 0.0f;
-    for (int c = 0; c < hd; ++c)
+    for (int c = lane; c < hd; c += 32)
       acc = fmaf(toF(dout[r * hd + c]), toF(o[r * hd + c]), acc);
-    d[r] = acc;
+    acc = warpSum(acc);
+    if (lane == 0)
+      d[r] = acc;
   }
 }
 
@@ -251,366 +263,459 @@ __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
   }
 }
 
+
 //===----------------------------------------------------------------------===//
-// Tensor-core kernels (bf16, wmma 16x16x16): blocks of 64 rows, 4 warps.
+// Tensor-core kernels: bf16 mma.sync m16n8k16 with fp32 accumulation.
+//
+// Fragments of one m16n8k16 product (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16 with floating point type"), with g = lane / 4, t = lane % 4
+// and two bf16 to a 32-bit register, the lower column (or k) in the lower
+// half:
+//   A 16x16: a0 (row g, cols 2t, 2t+1)   a1 (row g+8, cols 2t, 2t+1)
+//            a2 (row g, cols 2t+8, +9)   a3 (row g+8, cols 2t+8, +9)
+//   B 16x8:  b0 (k 2t, 2t+1, col g)      b1 (k 2t+8, 2t+9, col g)
+//   C 16x8:  c0, c1 (row g, cols 2t, 2t+1)   c2, c3 (row g+8, same cols)
+// So the accumulators of two neighbouring 16x8 score tiles j, j+1, rounded
+// to bf16 pairs, are the A fragment of the probabilities over those 16 keys:
+// {j.c0,c1}, {j.c2,c3}, {j+1.c0,c1}, {j+1.c2,c3}. Scores, probabilities,
+// dp and ds never leave registers; only the operands of the products live
+// in shared memory.
 //===----------------------------------------------------------------------===//
 
-namespace wm = nvcuda::wmma;
-constexpr int kT = 64;        // rows per block and per tile of the other side
-constexpr int kWarps = 4;     // 16 rows each
-constexpr int kSLd = kT + 4;  // float score row stride (multiple of 4)
-constexpr int kPLd = kT + 8;  // bf16 probability row stride (multiple of 8)
+constexpr int kT = 64;    // rows per block and per tile of the other side
+constexpr int kWarps = 4; // 16 rows each
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
-using FragA = wm::fragment<wm::matrix_a, 16, 16, 16, bf16, wm::row_major>;
-using FragBRow = wm::fragment<wm::matrix_b, 16, 16, 16, bf16, wm::row_major>;
-using FragBCol = wm::fragment<wm::matrix_b, 16, 16, 16, bf16, wm::col_major>;
-using FragC = wm::fragment<wm::accumulator, 16, 16, 16, float>;
+/// Row stride (bf16) of a tile in shared memory: the head dim plus 8, so a
+/// row is a whole number of 16-byte chunks and the rows g = 0..7 of a
+/// fragment load start 4 words apart (stride = 4 mod 32 words for head dim
+/// 64 and 128, 12 and 20 for 16 and 32): the 32 lanes hit 32 banks.
+template <int HD> __host__ __device__ constexpr int ldOf() { return HD + 8; }
+template <int HD> __host__ __device__ constexpr int tileElems() {
+  return kT * ldOf<HD>();
+}
 
-/// Shared-memory carving, in bytes, 128-aligned pieces.
-struct Carver {
-  char *base;
-  size_t at = 0;
-  template <typename T> __device__ T *take(size_t count) {
-    T *p = reinterpret_cast<T *>(base + at);
-    at += (count * sizeof(T) + 127) / 128 * 128;
-    return p;
-  }
-};
-template <int HD> constexpr size_t tileBytes() {
-  return (size_t(kT) * (HD + 8) * 2 + 127) / 128 * 128;
+__device__ inline uint32_t packBf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); // .x: low half
+  return *reinterpret_cast<const uint32_t *>(&h);
 }
-constexpr size_t scoreBytes() {
-  return (size_t(kWarps) * 16 * kSLd * 4 + 127) / 128 * 128;
+/// Two neighbouring bf16 of a row (4-byte aligned): one 32-bit load.
+__device__ inline uint32_t ld32(const bf16 *p) {
+  return *reinterpret_cast<const uint32_t *>(p);
 }
-constexpr size_t probBytes() {
-  return (size_t(kWarps) * 16 * kPLd * 2 + 127) / 128 * 128;
+/// d += a . b for one 16x16 A fragment and one 16x8 B fragment.
+__device__ inline void mma16816(float (&d)[4], const uint32_t (&a)[4],
+                                uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-constexpr size_t rowBytes() { return 128 * 4; }
 
-/// Copies 64 rows (from row0) of a [S, HD] bf16 slice into a tile with row
-/// stride HD + 8, 16 bytes at a time.
+/// The A fragments of 16 rows x HD of a tile (`x` at the first row), one
+/// per 16 columns.
 template <int HD>
-__device__ void copyTile(bf16 *tile, const bf16 *x, int64_t row0) {
+__device__ void loadRowsA(uint32_t (&f)[HD / 16][4], const bf16 *x, int g,
+                          int t) {
+  constexpr int LD = ldOf<HD>();
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const bf16 *p = x + kk * 16 + 2 * t;
+    f[kk][0] = ld32(p + g * LD);
+    f[kk][1] = ld32(p + (g + 8) * LD);
+    f[kk][2] = ld32(p + g * LD + 8);
+    f[kk][3] = ld32(p + (g + 8) * LD + 8);
+  }
+}
+
+/// ldmatrix .x4: lanes 8m .. 8m+7 give the row addresses (16 bytes each) of
+/// 8x8 matrix m, and r[m] of lane (g, t) is that matrix's row g, columns 2t
+/// and 2t+1; with .trans, its column g, rows 2t and 2t+1 (the lower in the
+/// lower half, as a fragment wants).
+__device__ inline void ldsm4(uint32_t (&r)[4], const bf16 *p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, "
+               "[%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory"); // after the barrier that publishes the tile
+}
+__device__ inline void ldsm4t(uint32_t (&r)[4], const bf16 *p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, "
+               "%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory"); // after the barrier that publishes the tile
+}
+
+/// s[j] (16 x 8, j < 8: 64 columns) = a[16 x HD] . rows[64 x HD]^T, `rows`
+/// a tile: column n of the product is row n of the tile, so B (k = head
+/// dim, n) runs along tile rows. One ldmatrix gives the B fragments of two
+/// column tiles j, j+1: matrices (rows 8j.., cols 16kk..), (8j.., 16kk+8..),
+/// (8j+8.., 16kk..), (8j+8.., 16kk+8..) = b0, b1 of j, b0, b1 of j+1.
+template <int HD>
+__device__ void productNT(float (&s)[8][4], const uint32_t (&a)[HD / 16][4],
+                          const bf16 *rows, int lane) {
+  constexpr int LD = ldOf<HD>();
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+    s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+  const bf16 *at = rows + ((lane >> 4) * 8 + (lane & 7)) * LD +
+                   ((lane >> 3) & 1) * 8;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk)
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      uint32_t b[4];
+      ldsm4(b, at + j * 8 * LD + kk * 16);
+      mma16816(s[j], a[kk], b[0], b[1]);
+      mma16816(s[j + 1], a[kk], b[2], b[3]);
+    }
+}
+
+/// acc[n] (16 x 8, n < HD/8) += p[16 x 64] . x[64 x HD], p given as the
+/// accumulators of productNT (rounded to bf16 here), x a tile whose row is
+/// the k index: B's pairs run down a column, so ldmatrix .trans, matrices
+/// (rows 16kk.., cols 16c..), (16kk+8.., 16c..), (16kk.., 16c+8..),
+/// (16kk+8.., 16c+8..) = b0, b1 of column tile 2c, b0, b1 of 2c+1.
+template <int HD>
+__device__ void productPV(float (&acc)[HD / 8][4], const float (&p)[8][4],
+                          const bf16 *x, int lane) {
+  constexpr int LD = ldOf<HD>();
+  const bf16 *at = x + (lane & 15) * LD + (lane >> 4) * 8;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint32_t a[4] = {packBf16(p[2 * kk][0], p[2 * kk][1]),
+                           packBf16(p[2 * kk][2], p[2 * kk][3]),
+                           packBf16(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                           packBf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int c = 0; c < HD / 16; ++c) {
+      uint32_t b[4];
+      ldsm4t(b, at + kk * 16 * LD + c * 16);
+      mma16816(acc[2 * c], a, b[0], b[1]);
+      mma16816(acc[2 * c + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+/// Asynchronous copy (cp.async, 16 bytes a thread) of 64 rows of a [S, HD]
+/// bf16 slice (`x` at the first row) into a tile, and of 64 floats.
+template <int HD> __device__ void tileAsync(bf16 *tile, const bf16 *x) {
   constexpr int chunks = HD / 8;
   for (int e = threadIdx.x; e < kT * chunks; e += blockDim.x) {
     const int r = e / chunks, c = e % chunks;
-    *reinterpret_cast<uint4 *>(tile + r * (HD + 8) + c * 8) =
-        *reinterpret_cast<const uint4 *>(x + (row0 + r) * HD + c * 8);
+    __pipeline_memcpy_async(tile + r * ldOf<HD>() + c * 8, x + r * HD + c * 8,
+                            16);
+  }
+}
+__device__ inline void rowsAsync(float *dst, const float *src) {
+  if (threadIdx.x < kT / 4)
+    __pipeline_memcpy_async(dst + threadIdx.x * 4, src + threadIdx.x * 4, 16);
+}
+
+__device__ inline float rowMax4(float x) { // over the 4 lanes of a row
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ inline float rowSum4(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+__device__ inline void store2(float *p, float a, float b) {
+  *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+__device__ inline void store2(bf16 *p, float a, float b) {
+  *reinterpret_cast<uint32_t *>(p) = packBf16(a, b);
+}
+
+/// Writes a warp's 16 x HD accumulators (rows `out`, `out` + 8 rows) times
+/// `f0` (row g) and `f1` (row g + 8).
+template <int HD, typename T>
+__device__ void storeRows(T *out, const float (&acc)[HD / 8][4], float f0,
+                          float f1, int g, int t) {
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) {
+    store2(out + g * HD + n * 8 + 2 * t, acc[n][0] * f0, acc[n][1] * f0);
+    store2(out + (g + 8) * HD + n * 8 + 2 * t, acc[n][2] * f1,
+           acc[n][3] * f1);
   }
 }
 
-/// out[16 x 64] (float, stride kSLd) = a[16 x HD] . b[64 x HD]^T, a and b
-/// tiles with stride HD + 8.
-template <int HD>
-__device__ void productNT(float *out, const bf16 *a, const bf16 *b) {
-  for (int n = 0; n < kT / 16; ++n) {
-    FragC acc;
-    wm::fill_fragment(acc, 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      FragA fa;
-      FragBCol fb;
-      wm::load_matrix_sync(fa, a + kk * 16, HD + 8);
-      wm::load_matrix_sync(fb, b + n * 16 * (HD + 8) + kk * 16, HD + 8);
-      wm::mma_sync(acc, fa, fb, acc);
-    }
-    wm::store_matrix_sync(out + n * 16, acc, kSLd, wm::mem_row_major);
-  }
-}
-
-/// The A fragments of 16 rows x HD (stride HD + 8) that stay the same over
-/// a kernel's loop (a warp's own q, or k and v), loaded once.
-template <int HD> struct RowFrags {
-  FragA f[HD / 16];
-  __device__ void load(const bf16 *rows) {
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk)
-      wm::load_matrix_sync(f[kk], rows + kk * 16, HD + 8);
-  }
-};
-
-/// productNT with a preloaded: out[16 x 64] = a . b[64 x HD]^T.
-template <int HD>
-__device__ void productNT(float *out, const RowFrags<HD> &a, const bf16 *b) {
-  for (int n = 0; n < kT / 16; ++n) {
-    FragC acc;
-    wm::fill_fragment(acc, 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      FragBCol fb;
-      wm::load_matrix_sync(fb, b + n * 16 * (HD + 8) + kk * 16, HD + 8);
-      wm::mma_sync(acc, a.f[kk], fb, acc);
-    }
-    wm::store_matrix_sync(out + n * 16, acc, kSLd, wm::mem_row_major);
-  }
-}
-
-/// acc[d] += p[16 x 64] (bf16, stride kPLd) . x[64 x HD] (tile).
-template <int HD>
-__device__ void productNN(FragC (&acc)[HD / 16], const bf16 *p,
-                          const bf16 *x) {
-#pragma unroll
-  for (int d = 0; d < HD / 16; ++d)
-#pragma unroll
-    for (int kk = 0; kk < kT / 16; ++kk) {
-      FragA fa;
-      FragBRow fb;
-      wm::load_matrix_sync(fa, p + kk * 16, kPLd);
-      wm::load_matrix_sync(fb, x + kk * 16 * (HD + 8) + d * 16, HD + 8);
-      wm::mma_sync(acc[d], fa, fb, acc[d]);
-    }
-}
-
-template <int HD>
+/// o, lse for 64 queries (block y: slice, x: query tile), one pass over the
+/// key tiles with an online softmax (running max and sum per row, the o
+/// accumulators rescaled when the max grows). Scores are kept in log2 units
+/// (scale * log2 e folded in) for exp2. Key tiles double-buffered.
+template <int HD, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32)
-    tcForward(const bf16 *q, const bf16 *k, const bf16 *v, float *o,
+    tcForward(const bf16 *q, const bf16 *k, const bf16 *v, OutT *o,
               float *lse, Shape s) {
+  constexpr int LD = ldOf<HD>(), TE = tileElems<HD>();
   extern __shared__ __align__(128) char smem[];
-  Carver cv{smem};
-  bf16 *qs = cv.take<bf16>(kT * (HD + 8));
-  bf16 *ks = cv.take<bf16>(kT * (HD + 8));
-  bf16 *vs = cv.take<bf16>(kT * (HD + 8));
+  bf16 *qs = reinterpret_cast<bf16 *>(smem); // then stages {k, v} x 2
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float *sw = cv.take<float>(kWarps * 16 * kSLd) + warp * 16 * kSLd;
-  bf16 *pw = cv.take<bf16>(kWarps * 16 * kPLd) + warp * 16 * kPLd;
-  const int64_t qt = blockIdx.x, row0 = int64_t(blockIdx.y) * s.seq;
-  const bf16 *qb = q + row0 * HD, *kb = k + row0 * HD, *vb = v + row0 * HD;
-  copyTile<HD>(qs, qb, qt * kT);
-  // Lane pairs own a row: r = lane / 2, columns half * 32 .. + 32.
-  const int r = lane >> 1, half = lane & 1;
-  const int64_t qi = qt * kT + warp * 16 + r;
+  const int g = lane >> 2, t = lane & 3;
+  // Causal: the last query tiles see the most keys; start them first.
+  const int64_t qt = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int64_t row0 = int64_t(blockIdx.y) * s.seq;
+  const bf16 *kb = k + row0 * HD, *vb = v + row0 * HD;
   const int64_t tiles = s.causal ? qt + 1 : s.seq / kT;
-  __syncthreads();
-  RowFrags<HD> qw; // this warp's 16 queries, for every tile of keys
-  qw.load(qs + warp * 16 * (HD + 8));
-  // Pass 1: row maximum and sum of exponentials (online over tiles).
-  float m = -INFINITY, l = 0.0f;
-  for (int64_t t = 0; t < tiles; ++t) {
-    __syncthreads();
-    copyTile<HD>(ks, kb, t * kT);
-    __syncthreads();
-    productNT<HD>(sw, qw, ks);
-    __syncwarp();
-    float tm = -INFINITY;
-    for (int c = half * 32; c < half * 32 + 32; ++c)
-      if (!(s.causal && t * kT + c > qi))
-        tm = fmaxf(tm, sw[r * kSLd + c] * s.scale);
-    tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 1));
-    const float mn = fmaxf(m, tm);
-    float part = 0.0f;
-    for (int c = half * 32; c < half * 32 + 32; ++c)
-      if (!(s.causal && t * kT + c > qi))
-        part += expf(sw[r * kSLd + c] * s.scale - mn);
-    part += __shfl_xor_sync(0xffffffffu, part, 1);
-    l = (m == -INFINITY ? 0.0f : l * expf(m - mn)) + part;
-    m = mn;
-    __syncwarp();
-  }
-  const float li = m + logf(l);
-  if (half == 0)
-    lse[row0 + qi] = li;
-  // Pass 2: o = sum_t exp(s - lse) v, accumulated in fragments.
-  FragC acc[HD / 16];
+  tileAsync<HD>(qs, q + (row0 + qt * kT) * HD);
+  tileAsync<HD>(qs + TE, kb);
+  tileAsync<HD>(qs + 2 * TE, vb);
+  __pipeline_commit();
+  const float sl2 = s.scale * kLog2e;
+  uint32_t qa[HD / 16][4];
+  float acc[HD / 8][4];
 #pragma unroll
-  for (int d = 0; d < HD / 16; ++d)
-    wm::fill_fragment(acc[d], 0.0f);
-  for (int64_t t = 0; t < tiles; ++t) {
-    __syncthreads();
-    copyTile<HD>(ks, kb, t * kT);
-    copyTile<HD>(vs, vb, t * kT);
-    __syncthreads();
-    productNT<HD>(sw, qw, ks);
-    __syncwarp();
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const bool masked = s.causal && t * kT + c > qi;
-      const float p = masked ? 0.0f : expf(sw[r * kSLd + c] * s.scale - li);
-      pw[r * kPLd + c] = __float2bfloat16_rn(p);
+  for (int n = 0; n < HD / 8; ++n)
+    acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  for (int64_t it = 0; it < tiles; ++it) {
+    bf16 *ks = qs + TE + (it & 1) * 2 * TE, *vs = ks + TE;
+    if (it + 1 < tiles) { // the next tile into the other stage
+      bf16 *nk = qs + TE + ((it + 1) & 1) * 2 * TE;
+      tileAsync<HD>(nk, kb + (it + 1) * kT * HD);
+      tileAsync<HD>(nk + TE, vb + (it + 1) * kT * HD);
+      __pipeline_commit();
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
     }
-    __syncwarp();
-    productNN<HD>(acc, pw, vs);
-  }
-  float *ow = o + (row0 + qt * kT + warp * 16) * HD;
+    __syncthreads();
+    if (it == 0)
+      loadRowsA<HD>(qa, qs + warp * 16 * LD, g, t);
+    float sc[8][4];
+    productNT<HD>(sc, qa, ks, lane);
+    // Element e of tile j: row g + 8 (e / 2), key column j*8 + 2t + e % 2.
+    const bool diag = s.causal && it == qt;
+    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-  for (int d = 0; d < HD / 16; ++d)
-    wm::store_matrix_sync(ow + d * 16, acc[d], HD, wm::mem_row_major);
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = sc[j][e] * sl2;
+        if (diag && j * 8 + 2 * t + (e & 1) > warp * 16 + g + 8 * (e >> 1))
+          x = -INFINITY;
+        sc[j][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float mn = fmaxf(m[r], rowMax4(mx[r]));
+      // A row with no key yet keeps base 0 so that exp2(-inf - base) = 0.
+      base[r] = mn == -INFINITY ? 0.0f : mn;
+      const float alpha = exp2f(m[r] - base[r]);
+      m[r] = mn;
+      l[r] *= alpha;
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) {
+        acc[n][2 * r] *= alpha;
+        acc[n][2 * r + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(sc[j][e] - base[e >> 1]);
+        sc[j][e] = p;
+        l[e >> 1] += p;
+      }
+    productPV<HD>(acc, sc, vs, lane);
+    __syncthreads(); // this stage is refilled by the next iteration
+  }
+  l[0] = rowSum4(l[0]);
+  l[1] = rowSum4(l[1]);
+  const int64_t r0 = row0 + qt * kT + warp * 16; // the warp's first row
+  storeRows<HD>(o + r0 * HD, acc, 1.0f / l[0], 1.0f / l[1], g, t);
+  if (t == 0) {
+    lse[r0 + g] = m[0] * kLn2 + logf(l[0]);
+    lse[r0 + g + 8] = m[1] * kLn2 + logf(l[1]);
+  }
 }
 
-/// dk, dv for the 64 keys of block x: warp w owns keys w*16 .. +16 and
-/// walks the query tiles at or after its own (causal).
+/// dk, dv for the 64 keys of block x (warp w: keys w*16 .. +16), over the
+/// query tiles at or after them (causal) in order, double-buffered:
+/// s^T = k q^T and dp^T = v dout^T [16 keys x 64 queries] in registers,
+/// p^T = exp(scale s^T - lse), ds^T = p^T (dp^T - D), dv += p^T dout,
+/// dk += ds^T q.
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32)
     tcGradKV(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
              const float *lse, const float *dsum, float *dk, float *dv,
              Shape s) {
+  constexpr int LD = ldOf<HD>(), TE = tileElems<HD>();
+  constexpr int stageElems = 2 * TE + 2 * kT * 2; // q, dout, lse, D (floats)
   extern __shared__ __align__(128) char smem[];
-  Carver cv{smem};
-  bf16 *ks = cv.take<bf16>(kT * (HD + 8));
-  bf16 *vs = cv.take<bf16>(kT * (HD + 8));
-  bf16 *qs = cv.take<bf16>(kT * (HD + 8));
-  bf16 *dos = cv.take<bf16>(kT * (HD + 8));
+  bf16 *ks = reinterpret_cast<bf16 *>(smem), *vs = ks + TE;
+  bf16 *stages = ks + 2 * TE;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float *sw = cv.take<float>(kWarps * 16 * kSLd) + warp * 16 * kSLd;
-  float *dpw = cv.take<float>(kWarps * 16 * kSLd) + warp * 16 * kSLd;
-  bf16 *pw = cv.take<bf16>(kWarps * 16 * kPLd) + warp * 16 * kPLd;
-  bf16 *dsw = cv.take<bf16>(kWarps * 16 * kPLd) + warp * 16 * kPLd;
-  float *lseS = cv.take<float>(kT);
-  float *dsumS = cv.take<float>(kT);
+  const int g = lane >> 2, t = lane & 3;
   const int64_t kt = blockIdx.x, row0 = int64_t(blockIdx.y) * s.seq;
-  const bf16 *qb = q + row0 * HD, *kb = k + row0 * HD, *vb = v + row0 * HD,
-             *db = dout + row0 * HD;
-  copyTile<HD>(ks, kb, kt * kT);
-  copyTile<HD>(vs, vb, kt * kT);
-  __syncthreads();
-  RowFrags<HD> kw, vw; // this warp's 16 keys and values, for every q tile
-  kw.load(ks + warp * 16 * (HD + 8));
-  vw.load(vs + warp * 16 * (HD + 8));
-  FragC gk[HD / 16], gv[HD / 16];
+  const bf16 *qb = q + row0 * HD, *db = dout + row0 * HD;
+  const float *lb = lse + row0, *sb = dsum + row0;
+  const int64_t first = s.causal ? kt : 0, tiles = s.seq / kT;
+  auto issue = [&](int64_t qtile, int stage) {
+    bf16 *st = stages + stage * stageElems;
+    float *rows = reinterpret_cast<float *>(st + 2 * TE);
+    tileAsync<HD>(st, qb + qtile * kT * HD);
+    tileAsync<HD>(st + TE, db + qtile * kT * HD);
+    rowsAsync(rows, lb + qtile * kT);
+    rowsAsync(rows + kT, sb + qtile * kT);
+  };
+  tileAsync<HD>(ks, k + (row0 + kt * kT) * HD);
+  tileAsync<HD>(vs, v + (row0 + kt * kT) * HD);
+  issue(first, 0);
+  __pipeline_commit();
+  const float sl2 = s.scale * kLog2e;
+  float gk[HD / 8][4], gv[HD / 8][4];
 #pragma unroll
-  for (int d = 0; d < HD / 16; ++d) {
-    wm::fill_fragment(gk[d], 0.0f);
-    wm::fill_fragment(gv[d], 0.0f);
-  }
-  const int64_t tiles = s.seq / kT;
-  for (int64_t t = s.causal ? kt : 0; t < tiles; ++t) {
-    __syncthreads();
-    copyTile<HD>(qs, qb, t * kT);
-    copyTile<HD>(dos, db, t * kT);
-    for (int e = threadIdx.x; e < kT; e += blockDim.x) {
-      lseS[e] = lse[row0 + t * kT + e];
-      dsumS[e] = dsum[row0 + t * kT + e];
+  for (int n = 0; n < HD / 8; ++n)
+    for (int e = 0; e < 4; ++e)
+      gk[n][e] = gv[n][e] = 0.0f;
+  for (int64_t it = first; it < tiles; ++it) {
+    const int stage = int((it - first) & 1);
+    if (it + 1 < tiles) {
+      issue(it + 1, stage ^ 1);
+      __pipeline_commit();
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
     }
     __syncthreads();
-    // s^T = k_w q^T and dp^T = v_w dout^T: [16 keys x 64 queries].
-    productNT<HD>(sw, kw, qs);
-    productNT<HD>(dpw, vw, dos);
-    __syncwarp();
-    // Lane j owns query columns j and j + 32 (their lse and D in registers,
-    // shared memory conflict-free) of the warp's 16 key rows.
-    const float lq[2] = {lseS[lane], lseS[lane + 32]};
-    const float dq[2] = {dsumS[lane], dsumS[lane + 32]};
+    const bf16 *qs = stages + stage * stageElems, *dos = qs + TE;
+    const float *ls = reinterpret_cast<const float *>(qs + 2 * TE);
+    const float *ds = ls + kT;
+    float st[8][4], dpt[8][4];
+    {
+      uint32_t fa[HD / 16][4];
+      loadRowsA<HD>(fa, ks + warp * 16 * LD, g, t);
+      productNT<HD>(st, fa, qs, lane);
+      loadRowsA<HD>(fa, vs + warp * 16 * LD, g, t);
+      productNT<HD>(dpt, fa, dos, lane);
+    }
+    // Element e of tile j: key row g + 8 (e / 2), query j*8 + 2t + e % 2.
+    const bool diag = s.causal && it == kt;
 #pragma unroll
-    for (int rr = 0; rr < 16; ++rr) {
-      const int64_t krow = kt * kT + warp * 16 + rr;
+    for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        const bool masked = s.causal && krow > t * kT + c;
-        const float p =
-            masked ? 0.0f : expf(sw[rr * kSLd + c] * s.scale - lq[h]);
-        pw[rr * kPLd + c] = __float2bfloat16_rn(p);
-        dsw[rr * kPLd + c] =
-            __float2bfloat16_rn(p * (dpw[rr * kSLd + c] - dq[h]));
+      for (int e = 0; e < 4; ++e) {
+        const int qc = j * 8 + 2 * t + (e & 1);
+        float p = exp2f(st[j][e] * sl2 - ls[qc] * kLog2e);
+        if (diag && warp * 16 + g + 8 * (e >> 1) > qc)
+          p = 0.0f;
+        st[j][e] = p;
+        dpt[j][e] = p * (dpt[j][e] - ds[qc]);
       }
-    }
-    __syncwarp();
-    productNN<HD>(gv, pw, dos); // dv += p^T dout
-    productNN<HD>(gk, dsw, qs); // dk += ds^T q
+    productPV<HD>(gv, st, dos, lane);
+    productPV<HD>(gk, dpt, qs, lane);
+    __syncthreads();
   }
-  float *kOut = dk + (row0 + kt * kT + warp * 16) * HD;
-  float *vOut = dv + (row0 + kt * kT + warp * 16) * HD;
-#pragma unroll
-  for (int d = 0; d < HD / 16; ++d) {
-    for (int e = 0; e < gk[d].num_elements; ++e)
-      gk[d].x[e] *= s.scale;
-    wm::store_matrix_sync(kOut + d * 16, gk[d], HD, wm::mem_row_major);
-    wm::store_matrix_sync(vOut + d * 16, gv[d], HD, wm::mem_row_major);
-  }
+  const int64_t r0 = row0 + kt * kT + warp * 16;
+  storeRows<HD>(dk + r0 * HD, gk, s.scale, s.scale, g, t);
+  storeRows<HD>(dv + r0 * HD, gv, 1.0f, 1.0f, g, t);
 }
 
-/// dq for the 64 queries of block x: warp w owns queries w*16 .. +16.
+/// dq for the 64 queries of block x (warp w: queries w*16 .. +16), over the
+/// key tiles at or before them (causal), double-buffered: s = q k^T,
+/// dp = dout v^T, ds = p (dp - D), dq += ds k.
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32)
     tcGradQ(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
             const float *lse, const float *dsum, float *dq, Shape s) {
+  constexpr int LD = ldOf<HD>(), TE = tileElems<HD>();
   extern __shared__ __align__(128) char smem[];
-  Carver cv{smem};
-  bf16 *qs = cv.take<bf16>(kT * (HD + 8));
-  bf16 *dos = cv.take<bf16>(kT * (HD + 8));
-  bf16 *ks = cv.take<bf16>(kT * (HD + 8));
-  bf16 *vs = cv.take<bf16>(kT * (HD + 8));
+  bf16 *qs = reinterpret_cast<bf16 *>(smem), *dos = qs + TE;
+  bf16 *stages = qs + 2 * TE; // {k, v} x 2
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float *sw = cv.take<float>(kWarps * 16 * kSLd) + warp * 16 * kSLd;
-  float *dpw = cv.take<float>(kWarps * 16 * kSLd) + warp * 16 * kSLd;
-  bf16 *pw = cv.take<bf16>(kWarps * 16 * kPLd) + warp * 16 * kPLd; // unused
-  bf16 *dsw = cv.take<bf16>(kWarps * 16 * kPLd) + warp * 16 * kPLd;
-  (void)pw;
-  const int64_t qt = blockIdx.x, row0 = int64_t(blockIdx.y) * s.seq;
-  const bf16 *qb = q + row0 * HD, *kb = k + row0 * HD, *vb = v + row0 * HD,
-             *db = dout + row0 * HD;
-  copyTile<HD>(qs, qb, qt * kT);
-  copyTile<HD>(dos, db, qt * kT);
-  // Each row's lse and D in registers of every lane (lane j owns columns j
-  // and j + 32 of the warp's 16 rows).
-  float lrow[16], drow[16];
-#pragma unroll
-  for (int rr = 0; rr < 16; ++rr) {
-    lrow[rr] = lse[row0 + qt * kT + warp * 16 + rr];
-    drow[rr] = dsum[row0 + qt * kT + warp * 16 + rr];
-  }
-  __syncthreads();
-  RowFrags<HD> qw, dw; // this warp's 16 queries and their dout
-  qw.load(qs + warp * 16 * (HD + 8));
-  dw.load(dos + warp * 16 * (HD + 8));
-  FragC g[HD / 16];
-#pragma unroll
-  for (int d = 0; d < HD / 16; ++d)
-    wm::fill_fragment(g[d], 0.0f);
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t qt = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int64_t row0 = int64_t(blockIdx.y) * s.seq;
+  const bf16 *kb = k + row0 * HD, *vb = v + row0 * HD;
   const int64_t tiles = s.causal ? qt + 1 : s.seq / kT;
-  for (int64_t t = 0; t < tiles; ++t) {
-    __syncthreads();
-    copyTile<HD>(ks, kb, t * kT);
-    copyTile<HD>(vs, vb, t * kT);
-    __syncthreads();
-    productNT<HD>(sw, qw, ks);  // s = q_w k^T
-    productNT<HD>(dpw, dw, vs); // dp = dout_w v^T
-    __syncwarp();
+  tileAsync<HD>(qs, q + (row0 + qt * kT) * HD);
+  tileAsync<HD>(dos, dout + (row0 + qt * kT) * HD);
+  tileAsync<HD>(stages, kb);
+  tileAsync<HD>(stages + TE, vb);
+  __pipeline_commit();
+  const int64_t r0 = row0 + qt * kT + warp * 16; // the warp's first row
+  const float sl2 = s.scale * kLog2e;
+  const float lrow[2] = {lse[r0 + g] * kLog2e, lse[r0 + g + 8] * kLog2e};
+  const float drow[2] = {dsum[r0 + g], dsum[r0 + g + 8]};
+  float gq[HD / 8][4];
 #pragma unroll
-    for (int rr = 0; rr < 16; ++rr) {
-      const int64_t qrow = qt * kT + warp * 16 + rr;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        const bool masked = s.causal && t * kT + c > qrow;
-        const float p =
-            masked ? 0.0f : expf(sw[rr * kSLd + c] * s.scale - lrow[rr]);
-        dsw[rr * kPLd + c] =
-            __float2bfloat16_rn(p * (dpw[rr * kSLd + c] - drow[rr]));
-      }
+  for (int n = 0; n < HD / 8; ++n)
+    gq[n][0] = gq[n][1] = gq[n][2] = gq[n][3] = 0.0f;
+  for (int64_t it = 0; it < tiles; ++it) {
+    const bf16 *ks = stages + (it & 1) * 2 * TE, *vs = ks + TE;
+    if (it + 1 < tiles) {
+      bf16 *nk = stages + ((it + 1) & 1) * 2 * TE;
+      tileAsync<HD>(nk, kb + (it + 1) * kT * HD);
+      tileAsync<HD>(nk + TE, vb + (it + 1) * kT * HD);
+      __pipeline_commit();
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
     }
-    __syncwarp();
-    productNN<HD>(g, dsw, ks); // dq += ds k
-  }
-  float *out = dq + (row0 + qt * kT + warp * 16) * HD;
+    __syncthreads();
+    float sc[8][4], dp[8][4];
+    {
+      uint32_t fa[HD / 16][4];
+      loadRowsA<HD>(fa, qs + warp * 16 * LD, g, t);
+      productNT<HD>(sc, fa, ks, lane);
+      loadRowsA<HD>(fa, dos + warp * 16 * LD, g, t);
+      productNT<HD>(dp, fa, vs, lane);
+    }
+    // Element e of tile j: query row g + 8 (e / 2), key j*8 + 2t + e % 2.
+    const bool diag = s.causal && it == qt;
 #pragma unroll
-  for (int d = 0; d < HD / 16; ++d) {
-    for (int e = 0; e < g[d].num_elements; ++e)
-      g[d].x[e] *= s.scale;
-    wm::store_matrix_sync(out + d * 16, g[d], HD, wm::mem_row_major);
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        float p = exp2f(sc[j][e] * sl2 - lrow[r]);
+        if (diag && j * 8 + 2 * t + (e & 1) > warp * 16 + g + 8 * r)
+          p = 0.0f;
+        dp[j][e] = p * (dp[j][e] - drow[r]);
+      }
+    productPV<HD>(gq, dp, ks, lane);
+    __syncthreads();
   }
+  storeRows<HD>(dq + r0 * HD, gq, s.scale, s.scale, g, t);
 }
 
 template <int HD> constexpr size_t forwardSmem() {
-  return 3 * tileBytes<HD>() + scoreBytes() + probBytes();
+  return size_t(5) * tileElems<HD>() * 2; // q, {k, v} x 2
 }
-template <int HD> constexpr size_t gradSmem() {
-  return 4 * tileBytes<HD>() + 2 * scoreBytes() + 2 * probBytes() +
-         2 * rowBytes();
+template <int HD> constexpr size_t gradKVSmem() {
+  return (size_t(2) * tileElems<HD>() +
+          2 * (2 * size_t(tileElems<HD>()) + 2 * kT * 2)) *
+         2; // k, v, {q, dout, lse, D} x 2
+}
+template <int HD> constexpr size_t gradQSmem() {
+  return size_t(6) * tileElems<HD>() * 2; // q, dout, {k, v} x 2
 }
 
-bool aligned32(const void *p) {
-  return reinterpret_cast<uintptr_t>(p) % 32 == 0;
+bool aligned16(const void *p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-/// The tensor-core path applies: bf16, head dim 16/32/64/128, S a multiple
-/// of 64, every pointer 32-byte aligned (wmma loads and stores).
+/// The tensor-core path applies: bf16 q, k, v (and o, dout), head dim 16,
+/// 32, 64 or 128, S a multiple of 64, BH within a grid's y (65535), every
+/// pointer 16-byte aligned (cp.async, vector stores).
 bool tensorCores(const Shape &s, const Refs &ins, const Refs &outs) {
-  if (ins[0].value->dtype != DType::BF16 || s.seq % kT != 0)
+  if (ins[0].value->dtype != DType::BF16 || s.seq % kT != 0 || s.bh > 65535)
     return false;
   if (s.hd != 16 && s.hd != 32 && s.hd != 64 && s.hd != 128)
     return false;
   for (const auto *list : {&ins, &outs})
     for (const TensorRef &t : *list)
-      if (!aligned32(t.data))
+      if (!aligned16(t.data))
         return false;
   return true;
 }
@@ -622,33 +727,42 @@ template <typename K> void allowSmem(K kernel, size_t bytes) {
             "cudaFuncSetAttribute (attention shared memory)");
 }
 
-template <int HD>
+template <int HD, typename OutT>
 void tcForwardLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
                      const Refs &outs) {
   const size_t smem = forwardSmem<HD>();
-  allowSmem(tcForward<HD>, smem);
+  allowSmem(tcForward<HD, OutT>, smem);
   dim3 grid(unsigned(s.seq / kT), unsigned(s.bh));
-  tcForward<HD><<<grid, kWarps * 32, smem, ctx.stream>>>(
+  tcForward<HD, OutT><<<grid, kWarps * 32, smem, ctx.stream>>>(
       static_cast<const bf16 *>(ins[0].data),
       static_cast<const bf16 *>(ins[1].data),
-      static_cast<const bf16 *>(ins[2].data), outs[0].f32(), outs[1].f32(), s);
+      static_cast<const bf16 *>(ins[2].data), static_cast<OutT *>(outs[0].data),
+      outs[1].f32(), s);
+}
+
+template <int HD>
+void tcForwardAny(const Ctx &ctx, const Shape &s, const Refs &ins,
+                  const Refs &outs) {
+  if (outs[0].value->dtype == DType::BF16)
+    tcForwardLaunch<HD, bf16>(ctx, s, ins, outs);
+  else
+    tcForwardLaunch<HD, float>(ctx, s, ins, outs);
 }
 
 template <int HD>
 void tcGradLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
                   const Refs &outs, const float *dsum) {
-  const size_t smem = gradSmem<HD>();
-  allowSmem(tcGradKV<HD>, smem);
-  allowSmem(tcGradQ<HD>, smem);
+  allowSmem(tcGradKV<HD>, gradKVSmem<HD>());
+  allowSmem(tcGradQ<HD>, gradQSmem<HD>());
   dim3 grid(unsigned(s.seq / kT), unsigned(s.bh));
   auto *q = static_cast<const bf16 *>(ins[0].data);
   auto *k = static_cast<const bf16 *>(ins[1].data);
   auto *v = static_cast<const bf16 *>(ins[2].data);
   auto *dout = static_cast<const bf16 *>(ins[5].data);
-  tcGradKV<HD><<<grid, kWarps * 32, smem, ctx.stream>>>(
+  tcGradKV<HD><<<grid, kWarps * 32, gradKVSmem<HD>(), ctx.stream>>>(
       q, k, v, dout, ins[4].f32(), dsum, outs[1].f32(), outs[2].f32(), s);
   checkLaunch("AttentionGrad (dk, dv)");
-  tcGradQ<HD><<<grid, kWarps * 32, smem, ctx.stream>>>(
+  tcGradQ<HD><<<grid, kWarps * 32, gradQSmem<HD>(), ctx.stream>>>(
       q, k, v, dout, ins[4].f32(), dsum, outs[0].f32(), s);
 }
 
@@ -656,9 +770,15 @@ template <int D, typename T>
 void plainForwardLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
                         const Refs &outs) {
   dim3 grid(unsigned((s.seq + kRows - 1) / kRows), unsigned(s.bh));
-  plainForward<D, T><<<grid, kRows, 0, ctx.stream>>>(
-      static_cast<const T *>(ins[0].data), static_cast<const T *>(ins[1].data),
-      static_cast<const T *>(ins[2].data), outs[0].f32(), outs[1].f32(), s);
+  auto *q = static_cast<const T *>(ins[0].data);
+  auto *k = static_cast<const T *>(ins[1].data);
+  auto *v = static_cast<const T *>(ins[2].data);
+  if (outs[0].value->dtype == DType::BF16)
+    plainForward<D, T><<<grid, kRows, 0, ctx.stream>>>(
+        q, k, v, static_cast<bf16 *>(outs[0].data), outs[1].f32(), s);
+  else
+    plainForward<D, T><<<grid, kRows, 0, ctx.stream>>>(q, k, v, outs[0].f32(),
+                                                       outs[1].f32(), s);
 }
 
 template <int D, typename T>
@@ -715,16 +835,16 @@ void runAttention(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (tensorCores(s, ins, outs)) {
     switch (s.hd) { // tensorCores() admits 16, 32, 64, 128
     case 16:
-      tcForwardLaunch<16>(ctx, s, ins, outs);
+      tcForwardAny<16>(ctx, s, ins, outs);
       break;
     case 32:
-      tcForwardLaunch<32>(ctx, s, ins, outs);
+      tcForwardAny<32>(ctx, s, ins, outs);
       break;
     case 64:
-      tcForwardLaunch<64>(ctx, s, ins, outs);
+      tcForwardAny<64>(ctx, s, ins, outs);
       break;
     default:
-      tcForwardLaunch<128>(ctx, s, ins, outs);
+      tcForwardAny<128>(ctx, s, ins, outs);
     }
   } else if (ins[0].value->dtype == DType::BF16) {
     plainForwardAny<bf16>(ctx, s, ins, outs);
@@ -743,11 +863,11 @@ void runAttentionGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t rows = s.bh * s.seq;
   float *dsum = static_cast<float *>(ctx.ws->get(size_t(rows) * 4));
   if (ins[0].value->dtype == DType::BF16)
-    rowDot<<<gridFor(ctx, rows, 256), 256, 0, ctx.stream>>>(
+    rowDot<<<gridFor(ctx, rows * 32, 256), 256, 0, ctx.stream>>>(
         static_cast<const bf16 *>(ins[5].data),
         static_cast<const bf16 *>(ins[3].data), dsum, rows, s.hd);
   else
-    rowDot<<<gridFor(ctx, rows, 256), 256, 0, ctx.stream>>>(
+    rowDot<<<gridFor(ctx, rows * 32, 256), 256, 0, ctx.stream>>>(
         ins[5].f32(), ins[3].f32(), dsum, rows, s.hd);
   checkLaunch("AttentionGrad (row sums)");
   if (tensorCores(s, ins, outs)) {
