@@ -153,17 +153,17 @@ int main(int argc, char **argv) {
     fwd.f = {scale};
     const double fms = timeIt(*be, fwd, {&q, &k, &v}, {&o, &lse}, 20);
     // The backward's o in the operands' dtype (random: only the time counts).
-    Tensor ob = make(*be, dt, x, 5, g, -1, 1), dout = make(*be, dt, x, 6, g, -1, 1);
+    Tensor ob = make(*be, dt, x, 5, g, -1, 1),
+           dout = make(*be, dt, x, 6, g, -1, 1);
     Tensor dq = make(*be, DType::F32, x, 7, g, 0, 0),
            dk = make(*be, DType::F32, x, 8, g, 0, 0),
            dv = make(*be, DType::F32, x, 9, g, 0, 0);
     Instr bwd = fwd;
     bwd.op = Op::AttentionGrad;
-    const double bms = timeIt(*be, bwd, {&q, &k, &v, &ob, &lse, &dout},
-                              {&dq, &dk, &dv}, 20);
-    const double flops =
-        4.0 * double(bh) * double(seq) * double(seq) * double(hd) *
-        (causal ? 0.5 : 1.0);
+    const double bms =
+        timeIt(*be, bwd, {&q, &k, &v, &ob, &lse, &dout}, {&dq, &dk, &dv}, 20);
+    const double flops = 4.0 * double(bh) * double(seq) * double(seq) *
+                         double(hd) * (causal ? 0.5 : 1.0);
     std::printf("attention %s BH=%lld S=%lld hd=%lld causal=%lld (median of "
                 "20)\n",
                 dt == DType::BF16 ? "bf16" : "f32", (long long)bh,

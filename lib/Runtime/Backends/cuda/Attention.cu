@@ -110,8 +110,8 @@ __global__ void plainForward(const T *q, const T *k, const T *v, O *o,
       if (sc > m) { // rescale what was summed under the old maximum
         const float f = expf(m - sc);
         l *= f;
-  #pragma unroll
-      for (int c = 0; c < D; ++c)
+#pragma unroll
+        for (int c = 0; c < D; ++c)
           acc[c] *= f;
         m = sc;
       }
@@ -183,8 +183,8 @@ __global__ void plainGradQ(const T *q, const T *k, const T *v, const T *dout,
         break;
       float qk = 0.0f, dv = 0.0f;
 #pragma unroll
-    #pragma unroll
-  for (int c = 0; c < D; ++c) {
+#pragma unroll
+      for (int c = 0; c < D; ++c) {
         qk = fmaf(qi[c], kt[r][c], qk);
         dv = fmaf(di[c], vt[r][c], dv);
       }
@@ -240,16 +240,16 @@ __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
         continue;
       float qk = 0.0f, dov = 0.0f;
 #pragma unroll
-    #pragma unroll
-  for (int c = 0; c < D; ++c) {
+#pragma unroll
+      for (int c = 0; c < D; ++c) {
         qk = fmaf(qt[r][c], kj[c], qk);
         dov = fmaf(dt[r][c], vj[c], dov);
       }
       const float p = expf(qk * s.scale - lt[r]);
       const float ds = p * (dov - st[r]);
 #pragma unroll
-    #pragma unroll
-  for (int c = 0; c < D; ++c) {
+#pragma unroll
+      for (int c = 0; c < D; ++c) {
         gv[c] = fmaf(p, dt[r][c], gv[c]);
         gk[c] = fmaf(ds, qt[r][c], gk[c]);
       }
@@ -262,7 +262,6 @@ __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
     dv[base + j * s.hd + c] = gv[c];
   }
 }
-
 
 //===----------------------------------------------------------------------===//
 // Tensor-core kernels: bf16 mma.sync m16n8k16 with fp32 accumulation.
@@ -362,8 +361,8 @@ __device__ void productNT(float (&s)[8][4], const uint32_t (&a)[HD / 16][4],
 #pragma unroll
   for (int j = 0; j < 8; ++j)
     s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-  const bf16 *at = rows + ((lane >> 4) * 8 + (lane & 7)) * LD +
-                   ((lane >> 3) & 1) * 8;
+  const bf16 *at =
+      rows + ((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8;
 #pragma unroll
   for (int kk = 0; kk < HD / 16; ++kk)
 #pragma unroll
@@ -440,8 +439,7 @@ __device__ void storeRows(T *out, const float (&acc)[HD / 8][4], float f0,
 #pragma unroll
   for (int n = 0; n < HD / 8; ++n) {
     store2(out + g * HD + n * 8 + 2 * t, acc[n][0] * f0, acc[n][1] * f0);
-    store2(out + (g + 8) * HD + n * 8 + 2 * t, acc[n][2] * f1,
-           acc[n][3] * f1);
+    store2(out + (g + 8) * HD + n * 8 + 2 * t, acc[n][2] * f1, acc[n][3] * f1);
   }
 }
 
@@ -451,8 +449,8 @@ __device__ void storeRows(T *out, const float (&acc)[HD / 8][4], float f0,
 /// (scale * log2 e folded in) for exp2. Key tiles double-buffered.
 template <int HD, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32)
-    tcForward(const bf16 *q, const bf16 *k, const bf16 *v, OutT *o,
-              float *lse, Shape s) {
+    tcForward(const bf16 *q, const bf16 *k, const bf16 *v, OutT *o, float *lse,
+              Shape s) {
   constexpr int LD = ldOf<HD>(), TE = tileElems<HD>();
   extern __shared__ __align__(128) char smem[];
   bf16 *qs = reinterpret_cast<bf16 *>(smem); // then stages {k, v} x 2
@@ -789,8 +787,8 @@ void plainGradLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
   auto *k = static_cast<const T *>(ins[1].data);
   auto *v = static_cast<const T *>(ins[2].data);
   auto *dout = static_cast<const T *>(ins[5].data);
-  plainGradQ<D, T><<<grid, kRows, 0, ctx.stream>>>(
-      q, k, v, dout, ins[4].f32(), dsum, outs[0].f32(), s);
+  plainGradQ<D, T><<<grid, kRows, 0, ctx.stream>>>(q, k, v, dout, ins[4].f32(),
+                                                   dsum, outs[0].f32(), s);
   checkLaunch("AttentionGrad (dq)");
   plainGradKV<D, T><<<grid, kRows, 0, ctx.stream>>>(
       q, k, v, dout, ins[4].f32(), dsum, outs[1].f32(), outs[2].f32(), s);
