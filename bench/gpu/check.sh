@@ -170,6 +170,11 @@ do_train() {
   # bf16: the CPU runs the same plan with bf16 rounding emulated (its twin).
   if [ -f "$PLANS/gpt-small-bf16-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16-cpu.plan" ]; then
     run_mega small-bf16-cuda "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" || rc=1
+    if ! grep -q "program train replayed as a CUDA graph" "$LOGS/small-bf16-cuda.log"; then
+      echo "small-bf16-cuda: train was not replayed as a CUDA graph:"
+      grep -h "CUDA graph\|kernel by kernel" "$LOGS/small-bf16-cuda.log"
+      rc=1
+    fi
     run_mega small-bf16-cpu "$PLANS/gpt-small-bf16-cpu.plan" cpu "$LOGS/data/small" 20 "${load[@]}" || rc=1
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-cuda.jsonl" --rtol 1e-2 \
       | tee "$LOGS/compare-bf16.txt" || rc=1
