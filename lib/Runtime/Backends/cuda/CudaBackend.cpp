@@ -400,6 +400,8 @@ public:
       body();
     } catch (const std::exception &e) {
       why = e.what();
+    } catch (...) {
+      why = "an unexpected failure while recording"; // still end the capture
     }
     cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     if (why.empty() && end != cudaSuccess)
