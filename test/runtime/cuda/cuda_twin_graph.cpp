@@ -277,31 +277,39 @@ Case bigEmbeddingGrad(Rng &rng, int64_t n) {
 }
 
 /// A body that needs more kernel scratch than there is: refused while
-/// recording; the backend then runs it eagerly, and still twins `user`.
+/// recording; the backend then runs it eagerly (the scratch grows), and
+/// still twins `user`.
 /// Then: a recording of `user` made before the scratch grows refuses to
 /// replay, and one made again replays the eager bits.
 void scratchMoves(Rng &rng, const Case &user) {
-  // 2^24 ids want at least 256 MiB of scratch: more than any case before.
-  const Case big = bigEmbeddingGrad(rng, int64_t(1) << 24);
+  // 2^22 ids want at least 64 MiB of scratch, more than any case before
+  // here needs; should some case have grown it further, twice as many.
+  int64_t ids = int64_t(1) << 22;
+  bool refused = false;
   {
     const std::string label = "graph: scratch growth while recording refused";
     try {
-      Bound b(big);
-      b.fill();
       std::string why;
-      auto g = gCuda->capture([&] { b.launch(); }, why);
-      report(!g && why.find("while recording") != std::string::npos, label,
-             g ? "recorded anyway" : "refused: " + why);
+      for (; ids <= (int64_t(1) << 26); ids *= 2) {
+        const Case big = bigEmbeddingGrad(rng, ids);
+        Bound b(big);
+        b.fill();
+        why.clear();
+        if (gCuda->capture([&] { b.launch(); }, why))
+          continue; // it fitted: a recording nobody replays
+        runOn(*gCuda, big); // as the engine then does: eagerly, scratch grows
+        break;
+      }
+      refused = ids <= (int64_t(1) << 26) &&
+                why.find("while recording") != std::string::npos;
+      report(refused, label, "refused: " + why);
     } catch (const std::exception &e) {
       report(false, label, std::string("threw: ") + e.what());
     }
-    try {
-      runOn(*gCuda, big); // as the engine then does: eagerly, scratch grows
-    } catch (const std::exception &e) {
-      report(false, label, std::string("the eager run threw: ") + e.what());
-    }
     twin(user); // the backend still agrees with the CPU
   }
+  if (!refused)
+    return; // no size known to move the scratch
   const std::string label = "graph: stale after the scratch moved";
   try {
     const Result eager = runOn(*gCuda, user);
@@ -312,9 +320,9 @@ void scratchMoves(Rng &rng, const Case &user) {
     auto g = record(label, [&] { b.launch(); });
     if (!g)
       return;
-    // Twice the ids of `big`: the scratch must move.
+    // Twice the ids of the refused one: the scratch must move.
     {
-      const Case bigger = bigEmbeddingGrad(rng, int64_t(1) << 25);
+      const Case bigger = bigEmbeddingGrad(rng, 2 * ids);
       Bound grow(bigger);
       grow.fill();
       grow.launch();
