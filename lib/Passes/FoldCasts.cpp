@@ -3,27 +3,41 @@
 // `mega-fold-casts`, at kernel level (after mega-lower-to-kernels, before
 // mega-assign-buffers). mega-mixed-precision casts every tensor-core operand
 // to bf16 with its own Cast kernel: a full read of the f32 value and a write
-// of the copy. Where the f32 value exists only to be cast, its producer can
-// round on store instead; the kernels that can (their bf16-output form is in
-// docs/plan-format.md) are listed in kBf16Producers.
+// of the copy. Where its producer can round on store (the bf16-output forms
+// of docs/plan-format.md, listed in kProducers), it writes the bf16 copy
+// itself. Rounding commutes with moving elements, so a Transpose of the
+// value into bf16 may read the bf16 copy instead (bf16 -> bf16, same bits).
 //
-// Algorithm, per Cast kernel (f32 -> bf16), in program order:
+// Algorithm, per Cast kernel (f32 -> bf16), last first (a Transpose's own
+// cast folds before its producer's; see step 2), in rounds until no cast
+// folds:
 //  1. Walk from its operand up through mega.view sources to the root value.
-//     Stop unless the root is a result of a mega.kernel in kBf16Producers
-//     that writes a fresh buffer (no mega.dests) and is f32.
-//  2. Collect the root's users transitively through views; stop unless
-//     every non-view user is a Cast to bf16 (a port, a concat, any other
-//     kernel still needs the f32 value).
-//  3. Retype the root to bf16 and every view under it to bf16 with its byte
-//     offset halved (element offsets are unchanged); replace each Cast's
-//     result by its (now bf16) operand and erase the Cast.
+//     Stop unless the root is f32 and a result of a mega.kernel that writes
+//     it fresh (no mega.dests) and that kProducers lets round that result.
+//  2. Collect the root's users transitively through views. A non-view user
+//     is foldable if it is a Cast to bf16, or (norm-attention) a Transpose
+//     with a bf16 output; any other is a keeper (it needs the f32 value).
+//  3. No keeper: retype the root to bf16 and every view under it to bf16
+//     with its byte offset halved (element offsets are unchanged); replace
+//     each Cast's result by its (now bf16) operand and erase the Cast; the
+//     Transposes now read bf16.
+//  4. Keepers, and the root is an Elementwise result: rebuild the
+//     Elementwise with one more output, bf16, stored from the register the
+//     root is stored from, right after that store (so the two hold the same
+//     value), within the CUDA kernel's limits (kEwMaxOutputs, kEwMaxCode).
+//     The foldable users read the new output (through bf16 copies of the
+//     views between; the f32 views left unused go), the keepers keep the
+//     f32 one.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <functional>
 
 namespace mega {
 #define GEN_PASS_DEF_MEGAFOLDCASTS
@@ -35,52 +49,96 @@ using namespace mega;
 
 namespace {
 
-/// Kernels whose f32 results may be bf16 instead (rounded on store).
-const llvm::StringSet<> kBf16Producers = {"Elementwise", "Transpose",
-                                          "CrossEntropyGrad"};
+/// A kernel that may write a result as bf16 (rounded on store).
+struct Producer {
+  int result;           ///< the result that may be bf16; -1: any
+  bool normAttention;   ///< only with the norm-attention option
+  bool canAddOutput;    ///< an Elementwise: a bf16 copy as one more output
+};
+const llvm::StringMap<Producer> kProducers = {
+    {"Elementwise", {-1, false, true}},
+    {"Transpose", {0, false, false}},
+    {"CrossEntropyGrad", {0, false, false}},
+    {"LayerNorm", {0, true, false}}, // y; mean and rstd stay f32
+    {"Attention", {0, true, false}}, // o; lse stays f32
+};
+
+/// The CUDA Elementwise kernel's parameter limits (kEwMaxOutputs and
+/// kEwMaxCode in lib/Runtime/Backends/cuda/Common.h): a second output must
+/// not make a kernel the GPU refuses.
+constexpr int64_t kEwMaxOutputs = 8;
+constexpr int64_t kEwMaxCode = 160;
+constexpr int64_t kEwStore = 1; // plan::EwOp::Store
 
 RankedTensorType withBf16(Type t) {
   auto r = cast<RankedTensorType>(t);
   return RankedTensorType::get(r.getShape(), BFloat16Type::get(t.getContext()));
 }
 
+bool isBf16(Type t) {
+  return cast<RankedTensorType>(t).getElementType().isBF16();
+}
+
 bool isBf16Cast(Operation *op) {
   auto k = dyn_cast<KernelOp>(op);
   return k && k.getKernel() == "Cast" && k->getNumResults() == 1 &&
-         cast<RankedTensorType>(k->getResult(0).getType())
-             .getElementType()
-             .isBF16();
+         isBf16(k->getResult(0).getType());
+}
+
+bool isBf16Transpose(Operation *op) {
+  auto k = dyn_cast<KernelOp>(op);
+  return k && k.getKernel() == "Transpose" && k->getNumResults() == 1 &&
+         isBf16(k->getResult(0).getType());
 }
 
 struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
-  uint64_t folded = 0;
+  using MegaFoldCastsBase::MegaFoldCastsBase;
 
   void runOnOperation() override {
     for (auto func : getOperation().getOps<func::FuncOp>()) {
-      SmallVector<KernelOp> casts;
-      func.walk([&](KernelOp k) {
-        if (isBf16Cast(k))
-          casts.push_back(k);
-      });
-      for (KernelOp c : casts)
-        if (c->getBlock()) // not erased by an earlier fold
-          tryFold(c);
+      // Last cast first: a user's own cast folds before its producer's,
+      // so a Transpose it read is already bf16 out (foldable). Rounds until
+      // nothing changes, each removing at least one cast.
+      for (bool changed = true; changed;) {
+        changed = false;
+        SmallVector<KernelOp> casts;
+        func.walk([&](KernelOp k) {
+          if (isBf16Cast(k))
+            casts.push_back(k);
+        });
+        for (KernelOp c : llvm::reverse(casts))
+          if (c->getBlock()) // not erased by an earlier fold
+            changed |= tryFold(c);
+      }
     }
   }
 
-  void tryFold(KernelOp castOp) {
+  bool foldable(Operation *user) {
+    return isBf16Cast(user) || (normAttention && isBf16Transpose(user));
+  }
+
+  /// True when it removed casts.
+  bool tryFold(KernelOp castOp) {
     // Step 1.
     Value root = castOp->getOperand(0);
     while (auto v = root.getDefiningOp<ViewOp>())
       root = v.getSource();
     auto producer = root.getDefiningOp<KernelOp>();
-    if (!producer || !kBf16Producers.contains(producer.getKernel()) ||
-        producer->hasAttr("mega.dests") ||
+    if (!producer || producer->hasAttr("mega.dests") ||
         !cast<RankedTensorType>(root.getType()).getElementType().isF32())
-      return;
+      return false;
+    auto it = kProducers.find(producer.getKernel());
+    if (it == kProducers.end())
+      return false;
+    const Producer &p = it->second;
+    const unsigned resultNo = cast<OpResult>(root).getResultNumber();
+    if ((p.result >= 0 && unsigned(p.result) != resultNo) ||
+        (p.normAttention && !normAttention))
+      return false;
     // Step 2.
     SmallVector<ViewOp> views;
-    SmallVector<Operation *> casts;
+    SmallVector<Operation *> folds;
+    bool keepers = false;
     SmallVector<Value> work = {root};
     while (!work.empty()) {
       Value v = work.pop_back_val();
@@ -88,13 +146,15 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
         if (auto view = dyn_cast<ViewOp>(user)) {
           views.push_back(view);
           work.push_back(view.getResult());
-        } else if (isBf16Cast(user)) {
-          casts.push_back(user);
+        } else if (foldable(user)) {
+          folds.push_back(user);
         } else {
-          return;
+          keepers = true;
         }
       }
     }
+    if (keepers)
+      return p.canAddOutput && addBf16Output(producer, resultNo, folds, views);
     // Step 3.
     root.setType(withBf16(root.getType()));
     OpBuilder b(producer);
@@ -102,11 +162,80 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
       view.getResult().setType(withBf16(view.getType()));
       view.setOffsetAttr(b.getI64IntegerAttr(view.getOffset() / 2));
     }
-    for (Operation *c : casts) {
-      c->getResult(0).replaceAllUsesWith(c->getOperand(0));
-      c->erase();
-      ++folded;
+    for (Operation *f : folds)
+      if (isBf16Cast(f)) {
+        f->getResult(0).replaceAllUsesWith(f->getOperand(0));
+        f->erase();
+      }
+    return true;
+  }
+
+  /// Step 4: `ew` gets a bf16 copy of result `resultNo` as its last output;
+  /// the `folds` (reached from that result through views) read it. False
+  /// when the kernel cannot take one more output.
+  bool addBf16Output(KernelOp ew, unsigned resultNo,
+                     ArrayRef<Operation *> folds, ArrayRef<ViewOp> views) {
+    // i = {n, nIn, nOut, period_0..period_{nIn-1}, (op, dst, a, b)...}.
+    SmallVector<int64_t> code(ew.getI());
+    if (code.size() < 3)
+      return false;
+    const int64_t nin = code[1], nout = code[2], begin = 3 + nin;
+    if (nout + 1 > kEwMaxOutputs ||
+        (int64_t(code.size()) - begin) / 4 + 1 > kEwMaxCode)
+      return false;
+    // The last store of the result: the register holds its final value.
+    int64_t store = -1;
+    for (int64_t at = begin; at + 3 < int64_t(code.size()); at += 4)
+      if (code[at] == kEwStore && code[at + 2] == int64_t(resultNo))
+        store = at;
+    if (store < 0)
+      return false;
+    const int64_t reg = code[store + 1];
+    code.insert(code.begin() + store + 4, {kEwStore, reg, nout, 0});
+    code[2] = nout + 1;
+
+    OpBuilder b(ew);
+    SmallVector<Type> types(ew->getResultTypes());
+    Value root = ew->getResult(resultNo);
+    types.push_back(withBf16(root.getType()));
+    auto next = b.create<KernelOp>(ew.getLoc(), types, ew.getKernelAttr(),
+                                   ew.getInputs(), b.getDenseI64ArrayAttr(code),
+                                   ew.getFAttr());
+    for (NamedAttribute a : ew->getDiscardableAttrs())
+      next->setAttr(a.getName(), a.getValue());
+    ew->replaceAllUsesWith(next->getResults().drop_back());
+    Value copy = next->getResults().back();
+    root = next->getResult(resultNo);
+
+    // A bf16 twin of each view between the result and a foldable user.
+    llvm::DenseMap<Value, Value> twin = {{root, copy}};
+    std::function<Value(Value)> twinOf = [&](Value v) -> Value {
+      if (Value t = twin.lookup(v))
+        return t;
+      auto view = v.getDefiningOp<ViewOp>();
+      Value src = twinOf(view.getSource());
+      OpBuilder vb(view);
+      vb.setInsertionPointAfterValue(src);
+      Value t = vb.create<ViewOp>(view.getLoc(), withBf16(view.getType()), src,
+                                  vb.getI64IntegerAttr(view.getOffset() / 2));
+      twin[v] = t;
+      return t;
+    };
+    for (Operation *f : folds) {
+      Value t = twinOf(f->getOperand(0));
+      if (isBf16Cast(f)) {
+        f->getResult(0).replaceAllUsesWith(t);
+        f->erase();
+      } else {
+        f->setOperand(0, t);
+      }
     }
+    // The f32 views only the moved users read (users before sources).
+    for (ViewOp view : llvm::reverse(views))
+      if (view->use_empty())
+        view->erase();
+    ew->erase();
+    return true;
   }
 };
 

@@ -1,4 +1,5 @@
 // RUN: mega-opt %s -split-input-file -mega-fold-casts | FileCheck %s
+// RUN: mega-opt %s -split-input-file -mega-fold-casts=norm-attention=false | FileCheck %s --check-prefix=OFF
 
 // A Transpose read only through views that are cast: it writes bf16 itself,
 // the views are retyped with halved byte offsets, the casts are gone.
@@ -22,11 +23,12 @@ func.func @transpose_views(%x: tensor<4x2x3xf32>) {
 // -----
 
 // One Elementwise result is only cast (it becomes bf16); the other is also
-// an output port and stays f32.
+// an output port and stays f32, its bf16 copy a third output.
 // CHECK-LABEL: func.func @elementwise
-// CHECK: %[[E:.*]]:2 = mega.kernel "Elementwise"(%{{.*}}) i [{{.*}}] f [] : (tensor<8xf32>) -> (tensor<8xf32>, tensor<8xbf16>)
-// CHECK: %[[C:.*]] = mega.kernel "Cast"(%[[E]]#0) i [8] f [] : (tensor<8xf32>) -> tensor<8xbf16>
-// CHECK: mega.output "y", %[[E]]#0
+// CHECK: %[[E:.*]]:3 = mega.kernel "Elementwise"(%{{.*}}) i [8, 1, 3, 8, 0, 0, 0, 0, 15, 1, 0, 0, 1, 0, 0, 0, 1, 0, 2, 0, 1, 1, 1, 0] f [] : (tensor<8xf32>) -> (tensor<8xf32>, tensor<8xbf16>, tensor<8xbf16>)
+// CHECK-NOT: "Cast"
+// CHECK: mega.output "y", %[[E]]#0 : tensor<8xf32>
+// CHECK: mega.output "yb", %[[E]]#2 : tensor<8xbf16>
 // CHECK: mega.output "g", %[[E]]#1 : tensor<8xbf16>
 func.func @elementwise(%x: tensor<8xf32>) {
   %y, %g = mega.kernel "Elementwise"(%x) i [8, 1, 2, 8, 0, 0, 0, 0, 15, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0] f [] : (tensor<8xf32>) -> (tensor<8xf32>, tensor<8xf32>)
@@ -40,21 +42,126 @@ func.func @elementwise(%x: tensor<8xf32>) {
 
 // -----
 
-// Not a producer that rounds on store (LayerNorm), or a value some other
-// kernel reads in f32: the Cast stays.
+// LayerNorm's y, only cast, becomes bf16 (mean and rstd stay f32); not
+// with norm-attention=false (a backend without a bf16 y).
+// CHECK-LABEL: func.func @layernorm
+// CHECK: %[[Y:.*]]:3 = mega.kernel "LayerNorm"({{.*}}) -> (tensor<2x3xbf16>, tensor<2xf32>, tensor<2xf32>)
+// CHECK-NEXT: %[[V:.*]] = mega.view %[[Y]]#0 offset 6 : tensor<2x3xbf16> -> tensor<3xbf16>
+// CHECK-NOT: "Cast"
+// CHECK: mega.kernel "MatMul"(%[[Y]]#0, %{{.*}})
+// CHECK: mega.output "row1", %[[V]] : tensor<3xbf16>
+// OFF-LABEL: func.func @layernorm
+// OFF: -> (tensor<2x3xf32>, tensor<2xf32>, tensor<2xf32>)
+// OFF-COUNT-2: "Cast"
+func.func @layernorm(%x: tensor<2x3xf32>, %w: tensor<3xf32>, %b: tensor<3xf32>, %m: tensor<3x4xbf16>) {
+  %y:3 = mega.kernel "LayerNorm"(%x, %w, %b) i [2, 3] f [1.0e-05] : (tensor<2x3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3xf32>, tensor<2xf32>, tensor<2xf32>)
+  %r = mega.view %y#0 offset 12 : tensor<2x3xf32> -> tensor<3xf32>
+  %yb = mega.kernel "Cast"(%y#0) i [6] f [] : (tensor<2x3xf32>) -> tensor<2x3xbf16>
+  %rb = mega.kernel "Cast"(%r) i [3] f [] : (tensor<3xf32>) -> tensor<3xbf16>
+  %c = mega.kernel "MatMul"(%yb, %m) i [1, 2, 4, 3, 0, 0, 3, 4, 4, 0, 0, 0] f [1.0, 0.0] : (tensor<2x3xbf16>, tensor<3x4xbf16>) -> tensor<2x4xf32>
+  mega.output "c", %c : tensor<2x4xf32>
+  mega.output "row1", %rb : tensor<3xbf16>
+  mega.output "mean", %y#1 : tensor<2xf32>
+  return
+}
+
+// -----
+
+// Attention's o: a Cast (for the gradient) and a Transpose read it, the
+// Transpose's result only cast in turn. Both casts go: the Transpose's (it
+// writes bf16), then o's (o becomes bf16, lse stays f32; the Transpose moves
+// bf16 -> bf16) although o's cast comes first; AttentionGrad reads o.
+// CHECK-LABEL: func.func @attention
+// CHECK: %[[A:.*]]:2 = mega.kernel "Attention"(%arg0, %arg1, %arg2) {{.*}} -> (tensor<2x4x8xbf16>, tensor<2x4xf32>)
+// CHECK-NOT: "Cast"
+// CHECK: %[[T:.*]] = mega.kernel "Transpose"(%[[A]]#0) i [3, 2, 4, 8, 1, 0, 2] f [] : (tensor<2x4x8xbf16>) -> tensor<4x2x8xbf16>
+// CHECK-NOT: "Cast"
+// CHECK: mega.kernel "AttentionGrad"(%arg0, %arg1, %arg2, %[[A]]#0, %[[A]]#1, %arg3)
+// CHECK: mega.output "t", %[[T]] : tensor<4x2x8xbf16>
+// OFF-LABEL: func.func @attention
+// OFF: -> (tensor<2x4x8xf32>, tensor<2x4xf32>)
+// OFF-NEXT: "Cast"
+// OFF-NEXT: "Transpose"{{.*}} : (tensor<2x4x8xf32>) -> tensor<4x2x8xbf16>
+// OFF-NOT: "Cast"
+func.func @attention(%q: tensor<2x4x8xbf16>, %k: tensor<2x4x8xbf16>, %v: tensor<2x4x8xbf16>, %dout: tensor<2x4x8xbf16>) {
+  %a:2 = mega.kernel "Attention"(%q, %k, %v) i [2, 4, 8, 1] f [0.35] : (tensor<2x4x8xbf16>, tensor<2x4x8xbf16>, tensor<2x4x8xbf16>) -> (tensor<2x4x8xf32>, tensor<2x4xf32>)
+  %ob = mega.kernel "Cast"(%a#0) i [64] f [] : (tensor<2x4x8xf32>) -> tensor<2x4x8xbf16>
+  %t = mega.kernel "Transpose"(%a#0) i [3, 2, 4, 8, 1, 0, 2] f [] : (tensor<2x4x8xf32>) -> tensor<4x2x8xf32>
+  %tb = mega.kernel "Cast"(%t) i [64] f [] : (tensor<4x2x8xf32>) -> tensor<4x2x8xbf16>
+  %g:3 = mega.kernel "AttentionGrad"(%q, %k, %v, %ob, %a#1, %dout) i [2, 4, 8, 1] f [0.35] : (tensor<2x4x8xbf16>, tensor<2x4x8xbf16>, tensor<2x4x8xbf16>, tensor<2x4x8xbf16>, tensor<2x4xf32>, tensor<2x4x8xbf16>) -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>)
+  mega.output "t", %tb : tensor<4x2x8xbf16>
+  mega.output "dq", %g#0 : tensor<2x4x8xf32>
+  mega.output "dk", %g#1 : tensor<2x4x8xf32>
+  mega.output "dv", %g#2 : tensor<2x4x8xf32>
+  return
+}
+
+// -----
+
+// An Elementwise result that a ReduceSum also reads: the Elementwise gets a
+// third output, bf16, stored from the same register right after result 0's
+// store (before r0 is overwritten); the casts (one through a view) read it,
+// the ReduceSum keeps the f32 result. Same with norm-attention=false.
+// CHECK-LABEL: func.func @second_output
+// CHECK: %[[E:.*]]:3 = mega.kernel "Elementwise"(%arg0, %arg1) i [12, 2, 3, 12, 12, 0, 0, 0, 0, 0, 1, 1, 0, 16, 0, 0, 1, 1, 0, 0, 0, 1, 0, 2, 0, 7, 0, 0, 0, 1, 0, 1, 0] f [] : (tensor<4x3xf32>, tensor<4x3xf32>) -> (tensor<4x3xf32>, tensor<4x3xf32>, tensor<4x3xbf16>)
+// CHECK: %[[H:.*]] = mega.view %[[E]]#2 offset 12 : tensor<4x3xbf16> -> tensor<2x3xbf16>
+// CHECK-NOT: "Cast"
+// CHECK-NOT: mega.view
+// CHECK: mega.kernel "ReduceSum"(%[[E]]#0)
+// CHECK: mega.kernel "MatMul"(%[[E]]#2, %arg2)
+// CHECK: mega.output "h", %[[H]] : tensor<2x3xbf16>
+// CHECK: mega.output "neg", %[[E]]#1 : tensor<4x3xf32>
+// OFF-LABEL: func.func @second_output
+// OFF: -> (tensor<4x3xf32>, tensor<4x3xf32>, tensor<4x3xbf16>)
+// OFF-NOT: "Cast"
+func.func @second_output(%x: tensor<4x3xf32>, %d: tensor<4x3xf32>, %w: tensor<3x5xbf16>) {
+  %e:2 = mega.kernel "Elementwise"(%x, %d) i [12, 2, 2, 12, 12, 0, 0, 0, 0, 0, 1, 1, 0, 16, 0, 0, 1, 1, 0, 0, 0, 7, 0, 0, 0, 1, 0, 1, 0] f [] : (tensor<4x3xf32>, tensor<4x3xf32>) -> (tensor<4x3xf32>, tensor<4x3xf32>)
+  %eb = mega.kernel "Cast"(%e#0) i [12] f [] : (tensor<4x3xf32>) -> tensor<4x3xbf16>
+  %h = mega.view %e#0 offset 24 : tensor<4x3xf32> -> tensor<2x3xf32>
+  %hb = mega.kernel "Cast"(%h) i [6] f [] : (tensor<2x3xf32>) -> tensor<2x3xbf16>
+  %s = mega.kernel "ReduceSum"(%e#0) i [4, 3, 0] f [] : (tensor<4x3xf32>) -> tensor<3xf32>
+  %c = mega.kernel "MatMul"(%eb, %w) i [1, 4, 5, 3, 0, 0, 3, 5, 5, 0, 0, 0] f [1.0, 0.0] : (tensor<4x3xbf16>, tensor<3x5xbf16>) -> tensor<4x5xf32>
+  mega.output "s", %s : tensor<3xf32>
+  mega.output "c", %c : tensor<4x5xf32>
+  mega.output "h", %hb : tensor<2x3xbf16>
+  mega.output "neg", %e#1 : tensor<4x3xf32>
+  return
+}
+
+// -----
+
+// Casts that stay: LayerNorm's mean (only y may be bf16); Attention's o
+// that a kernel reads in f32; a Transpose (no second output) read by a
+// ReduceSum; an Elementwise with the most outputs the GPU kernel takes.
 // CHECK-LABEL: func.func @kept
-// CHECK: mega.kernel "Cast"(%{{.*}}#0)
+// CHECK: %[[Y:.*]]:3 = mega.kernel "LayerNorm"{{.*}} -> (tensor<2x3xf32>, tensor<2xf32>, tensor<2xf32>)
+// CHECK: mega.kernel "Cast"(%[[Y]]#1)
 // CHECK: %[[T:.*]] = mega.kernel "Transpose"{{.*}} -> tensor<3x2xf32>
 // CHECK: mega.kernel "Cast"(%[[T]])
 // CHECK: mega.kernel "ReduceSum"(%[[T]])
-func.func @kept(%x: tensor<2x3xf32>, %w: tensor<3xf32>, %b: tensor<3xf32>) {
+// CHECK: %[[A:.*]]:2 = mega.kernel "Attention"{{.*}} -> (tensor<1x2x3xf32>, tensor<1x2xf32>)
+// CHECK: mega.kernel "Cast"(%[[A]]#0)
+// CHECK: %[[E:.*]]:8 = mega.kernel "Elementwise"{{.*}} -> (tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>)
+// CHECK: mega.kernel "Cast"(%[[E]]#0)
+// OFF-LABEL: func.func @kept
+// OFF-COUNT-4: "Cast"
+func.func @kept(%x: tensor<2x3xf32>, %w: tensor<3xf32>, %b: tensor<3xf32>, %q: tensor<1x2x3xf32>, %z: tensor<2xf32>) {
   %y:3 = mega.kernel "LayerNorm"(%x, %w, %b) i [2, 3] f [1.0e-05] : (tensor<2x3xf32>, tensor<3xf32>, tensor<3xf32>) -> (tensor<2x3xf32>, tensor<2xf32>, tensor<2xf32>)
-  %yb = mega.kernel "Cast"(%y#0) i [6] f [] : (tensor<2x3xf32>) -> tensor<2x3xbf16>
+  %mb = mega.kernel "Cast"(%y#1) i [2] f [] : (tensor<2xf32>) -> tensor<2xbf16>
   %t = mega.kernel "Transpose"(%x) i [2, 2, 3, 1, 0] f [] : (tensor<2x3xf32>) -> tensor<3x2xf32>
   %tb = mega.kernel "Cast"(%t) i [6] f [] : (tensor<3x2xf32>) -> tensor<3x2xbf16>
   %s = mega.kernel "ReduceSum"(%t) i [3, 2, 0] f [] : (tensor<3x2xf32>) -> tensor<2xf32>
-  mega.output "yb", %yb : tensor<2x3xbf16>
+  %a:2 = mega.kernel "Attention"(%q, %q, %q) i [1, 2, 3, 0] f [0.5] : (tensor<1x2x3xf32>, tensor<1x2x3xf32>, tensor<1x2x3xf32>) -> (tensor<1x2x3xf32>, tensor<1x2xf32>)
+  %ab = mega.kernel "Cast"(%a#0) i [6] f [] : (tensor<1x2x3xf32>) -> tensor<1x2x3xbf16>
+  %as = mega.kernel "ReduceSum"(%a#0) i [2, 3, 0] f [] : (tensor<1x2x3xf32>) -> tensor<3xf32>
+  %e:8 = mega.kernel "Elementwise"(%z) i [2, 1, 8, 2, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 4, 0, 1, 0, 5, 0, 1, 0, 6, 0, 1, 0, 7, 0] f [] : (tensor<2xf32>) -> (tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>)
+  %eb = mega.kernel "Cast"(%e#0) i [2] f [] : (tensor<2xf32>) -> tensor<2xbf16>
+  mega.output "mb", %mb : tensor<2xbf16>
   mega.output "tb", %tb : tensor<3x2xbf16>
   mega.output "s", %s : tensor<2xf32>
+  mega.output "ab", %ab : tensor<1x2x3xbf16>
+  mega.output "as", %as : tensor<3xf32>
+  mega.output "e0", %e#0 : tensor<2xf32>
+  mega.output "eb", %eb : tensor<2xbf16>
   return
 }

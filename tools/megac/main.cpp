@@ -146,6 +146,12 @@ cl::opt<std::string> target("target", cl::value_desc("cpu|cuda"),
 cl::opt<std::string> precision("precision", cl::value_desc("fp32|bf16"),
                                cl::desc("fp32 or bf16"), cl::init("fp32"),
                                cl::cat(megacCat));
+cl::opt<bool> foldCasts(
+    "fold-casts",
+    cl::desc("bf16: kernels write the bf16 copy of their result instead of a "
+             "Cast kernel (mega-fold-casts; default on; the same bits, "
+             "=false keeps every Cast to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<std::string> emit(
     "emit", cl::value_desc("plan|plan-text|mlir|schedule-text|schedule-svg"),
     cl::desc("plan (binary, default), plan-text, mlir (the kernel-level IR), "
@@ -431,7 +437,8 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // One launch for all AdamW updates, the gradient clearing folded in.
   pm.addPass(mega::createMegaFuseOptimizer());
   // Producers round on store instead of a separate Cast where they can.
-  pm.addPass(mega::createMegaFoldCasts());
+  if (foldCasts)
+    pm.addPass(mega::createMegaFoldCasts());
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

@@ -542,12 +542,15 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
   let summary = "Let kernels write the bf16 copy a Cast would make";
   let description = [{
     At kernel level, after mega-lower-to-kernels: a `Cast` to bf16 whose
-    source (seen through `mega.view`s) is a fresh result of an Elementwise,
-    Transpose or CrossEntropyGrad kernel, every user of which is a view or
-    such a Cast, disappears: the producer writes bf16 itself (those kernels
-    round on store, docs/plan-format.md), the views are retyped (byte offsets
-    halved) and the casts' users read them. This saves the f32 write, the
-    cast's read and its launch.
+    source (seen through `mega.view`s) is a fresh result of a kernel that
+    rounds on store (an Elementwise result, a Transpose, CrossEntropyGrad's
+    dlogits, LayerNorm's y, Attention's o; docs/plan-format.md) disappears:
+    when every other user is a view, such a Cast, or a Transpose with a bf16
+    output, the producer writes bf16 itself, the views are retyped (byte
+    offsets halved), the Transposes become bf16 -> bf16 and the casts' users
+    read the bf16 value. When an Elementwise result has other users too, the
+    Elementwise gets a second, bf16 output (the same register stored twice)
+    instead. This saves the f32 write, the cast's read and its launch.
 
     Before:
     ```mlir
@@ -559,6 +562,11 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
     %b = mega.kernel "Transpose"(%x) i [...] f [] : (tensor<4x8xf32>) -> tensor<8x4xbf16>
     ```
   }];
+  let options = [
+    Option<"normAttention", "norm-attention", "bool", /*default=*/"true",
+           "Also LayerNorm's y, Attention's o and bf16 -> bf16 Transposes "
+           "(off for a backend without those forms)">,
+  ];
   let dependentDialects = ["mega::MegaDialect"];
 }
 
