@@ -51,9 +51,9 @@ namespace {
 
 /// A kernel that may write a result as bf16 (rounded on store).
 struct Producer {
-  int result;           ///< the result that may be bf16; -1: any
-  bool normAttention;   ///< only with the norm-attention option
-  bool canAddOutput;    ///< an Elementwise: a bf16 copy as one more output
+  int result;         ///< the result that may be bf16; -1: any
+  bool normAttention; ///< only with the norm-attention option
+  bool canAddOutput;  ///< an Elementwise: a bf16 copy as one more output
 };
 const llvm::StringMap<Producer> kProducers = {
     {"Elementwise", {-1, false, true}},
