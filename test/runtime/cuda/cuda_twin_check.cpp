@@ -880,7 +880,7 @@ int main(int argc, char **argv) {
       {"loss", crossEntropy},       {"embedding", embedding},
       {"transpose", transpose},     {"optimizer", optimizer},
       {"refusals", refusals},       {"cast/bf16 matmul", castAndBf16MatMul},
-      {"attention", attention}};
+      {"attention", attention},     {"graphs", graphs}};
   for (const auto &[name, run] : groups) {
     try {
       run(rng);
