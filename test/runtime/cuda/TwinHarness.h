@@ -175,7 +175,10 @@ inline Case make(std::string label, Op op, std::vector<int64_t> i,
 /// The compared tensors' bytes after running `c` on `be`.
 using Result = std::vector<std::vector<uint32_t>>;
 
-inline Result runOn(Backend &be, const Case &c) {
+/// With `comm`, the instruction is launched as in a program run on that
+/// communicator (the vocabulary-parallel kernels read their rank from it).
+inline Result runOn(Backend &be, const Case &c,
+                    rt::Communicator *comm = nullptr) {
   // One buffer per distinct index, as big as its largest view.
   std::vector<size_t> bytes;
   for (const auto &t : c.ts) {
@@ -221,7 +224,10 @@ inline Result runOn(Backend &be, const Case &c) {
     ro.push_back({ptr(c.ts[size_t(k)].v), &c.ts[size_t(k)].v});
   }
   be.check(c.instr, vi, vo);
-  be.launch(c.instr, ri, ro);
+  if (comm)
+    be.launch(c.instr, ri, ro, *comm);
+  else
+    be.launch(c.instr, ri, ro);
   be.synchronize();
   Result r;
   for (int k : c.compare) {
@@ -320,18 +326,18 @@ inline bool skipped(const Case &c) {
 }
 
 /// The twin comparison of one case.
-inline void twin(const Case &c) {
+inline void twin(const Case &c, rt::Communicator *comm = nullptr) {
   if (skipped(c))
     return;
   Result ref, got;
   try {
-    ref = runOn(*gCpu, c);
+    ref = runOn(*gCpu, c, comm);
   } catch (const std::exception &e) {
     report(false, c.label, std::string("cpu threw: ") + e.what());
     return;
   }
   try {
-    got = runOn(*gCuda, c);
+    got = runOn(*gCuda, c, comm);
   } catch (const std::exception &e) {
     report(false, c.label, std::string("cuda threw: ") + e.what());
     return;
@@ -355,11 +361,11 @@ inline void twin(const Case &c) {
 }
 
 /// The CUDA run twice: the same bits.
-inline void deterministic(const Case &c) {
+inline void deterministic(const Case &c, rt::Communicator *comm = nullptr) {
   if (skipped(c))
     return;
   try {
-    Result a = runOn(*gCuda, c), b = runOn(*gCuda, c);
+    Result a = runOn(*gCuda, c, comm), b = runOn(*gCuda, c, comm);
     bool same = a == b;
     report(same, "determinism: " + c.label,
            same ? "bit-identical twice" : "two runs differ");
@@ -370,12 +376,13 @@ inline void deterministic(const Case &c) {
 
 /// A data error: the CPU throws at launch, the CUDA backend at the
 /// synchronisation; both messages must contain `needle`.
-inline void dataError(const Case &c, const std::string &needle) {
+inline void dataError(const Case &c, const std::string &needle,
+                      rt::Communicator *comm = nullptr) {
   std::string msgs[2];
   Backend *bes[2] = {gCpu, gCuda};
   for (int k = 0; k < 2; ++k) {
     try {
-      runOn(*bes[k], c);
+      runOn(*bes[k], c, comm);
       msgs[k] = "<no error>";
     } catch (const rt::Error &e) {
       msgs[k] = e.what();
@@ -421,6 +428,9 @@ inline std::string dims(std::initializer_list<std::pair<const char *, int64_t>> 
 }
 
 
+// The vocabulary-parallel kernels and the distributed optimizer's AdamW on
+// ranks of a group (cuda_twin_vocab.cpp).
+void vocabParallel(Rng &rng);
 // The mixed-precision and attention cases (cuda_twin_fused.cpp).
 void castAndBf16MatMul(Rng &rng);
 void attention(Rng &rng);

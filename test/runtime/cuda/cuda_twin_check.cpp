@@ -879,6 +879,7 @@ int main(int argc, char **argv) {
       {"layernorm", layerNorm},     {"softmax", softmax},
       {"loss", crossEntropy},       {"embedding", embedding},
       {"transpose", transpose},     {"optimizer", optimizer},
+      {"vocab parallel", vocabParallel},
       {"refusals", refusals},       {"cast/bf16 matmul", castAndBf16MatMul},
       {"attention", attention},     {"graphs", graphs}};
   for (const auto &[name, run] : groups) {

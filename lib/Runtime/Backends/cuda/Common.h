@@ -261,6 +261,39 @@ MEGA_CUDA_KERNEL(MatMulBf16)
 /// refuses bigger ones with a message naming the limit.
 inline constexpr int kEwMaxInputs = 16;
 inline constexpr int kEwMaxOutputs = 8;
+// The vocabulary-parallel kernels that need no rank (Vocab.cu).
+void runRowMax(const Ctx &ctx, const Instr &in, const Refs &ins,
+               const Refs &outs);
+void runVocabCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
+                          const Refs &outs);
+/// This process's place in the group an instruction's i[group] names (from
+/// the program run's communicator; rank 0 of 1 without one).
+struct GroupPlace {
+  int64_t rank = 0;
+  int64_t size = 1;
+};
+// The vocabulary-parallel kernels that need the place (Vocab.cu).
+#define MEGA_CUDA_GROUP_KERNEL(NAME)                                           \
+  void run##NAME(const Ctx &ctx, const GroupPlace &place, const Instr &in,     \
+                 const Refs &ins, const Refs &outs);
+MEGA_CUDA_GROUP_KERNEL(VocabEmbedding)
+MEGA_CUDA_GROUP_KERNEL(VocabEmbeddingGrad)
+MEGA_CUDA_GROUP_KERNEL(VocabCrossEntropyStats)
+MEGA_CUDA_GROUP_KERNEL(VocabCrossEntropyGrad)
+/// AdamW with i = {group} (the distributed optimizer): grad, m and v are
+/// block `place.rank` of the parameter; the updated block is written to the
+/// output (Optimizer.cu).
+MEGA_CUDA_GROUP_KERNEL(AdamWShard)
+#undef MEGA_CUDA_GROUP_KERNEL
+
+/// The scatter-add of EmbeddingGrad (Embedding.cu), deterministic without
+/// float atomics: dout row r is added to table row ids[r] - start when that
+/// is in [0, V), in row order; ids outside [0, limit) are data errors of
+/// `op`. The table [V, H] is zeroed first unless `acc`.
+void scatterRowsSorted(const Ctx &ctx, Op op, const float *dout,
+                       const int32_t *ids, int64_t rows, int64_t V, int64_t H,
+                       int64_t start, int64_t limit, bool acc, float *table);
+
 inline constexpr int kEwMaxCode = 160;
 inline constexpr int kEwMaxConsts = 64;
 /// Largest head dim of the Attention kernels (registers per query row).

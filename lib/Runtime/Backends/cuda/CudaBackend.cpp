@@ -297,12 +297,6 @@ public:
   void check(const plan::Instr &instr, const std::vector<const Value *> &ins,
              const std::vector<const Value *> &outs) override {
     const char *opName = plan::opName(instr.op);
-    if (instr.op >= Op::VocabEmbedding && instr.op <= Op::VocabCrossEntropyGrad)
-      throw Error(std::string(opName) + ": not implemented on cuda yet (run "
-                  "vocabulary-parallel plans with --device cpu)");
-    if (instr.op == Op::AdamW && !instr.i.empty())
-      throw Error("AdamW: the distributed optimizer's blocks are not "
-                  "implemented on cuda yet (run with --device cpu)");
     if (!opName || plan::isCollective(instr.op))
       throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
     auto refuse = [&](const std::string &msg) {
@@ -341,16 +335,40 @@ public:
         bf16.push_back(v->dtype == DType::BF16);
       ewJit_->get(instr, bf16);
     }
-    if (instr.op == Op::EmbeddingGrad && instr.i[0] > INT32_MAX)
+    if ((instr.op == Op::EmbeddingGrad ||
+         instr.op == Op::VocabEmbeddingGrad) &&
+        instr.i[0] > INT32_MAX)
       refuse("the cuda kernel sorts at most 2^31-1 ids");
   }
 
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs, Communicator &comm) override {
-    if (instr.op == Op::GradNorm && !instr.i.empty())
-      return runGradNormSharded(ctx_, instr, ins, outs, comm);
+    switch (instr.op) {
+    case Op::GradNorm:
+      if (!instr.i.empty())
+        return runGradNormSharded(ctx_, instr, ins, outs, comm);
+      break;
+    case Op::AdamW:
+      if (!instr.i.empty()) { // distributed optimizer: this rank's block
+        const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i[0]));
+        return runAdamWShard(ctx_, GroupPlace{g.rank, g.size}, instr, ins,
+                             outs);
+      }
+      break;
+    case Op::VocabEmbedding:
+    case Op::VocabEmbeddingGrad:
+    case Op::VocabCrossEntropyStats:
+    case Op::VocabCrossEntropyGrad: {
+      // check() proved i[group] (the last attribute) names a group.
+      const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i.back()));
+      return runVocab(instr, ins, outs, GroupPlace{g.rank, g.size});
+    }
+    default:
+      break;
+    }
     launch(instr, ins, outs);
   }
+  /// Without a communicator: world size 1, rank 0 of every group.
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs) override {
     switch (instr.op) {
@@ -359,18 +377,23 @@ public:
     return run##NAME(ctx_, instr, ins, outs);
       MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
       MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
+      MEGA_CASE(RowMax)
+      MEGA_CASE(VocabCrossEntropy)
 #undef MEGA_CASE
+    case Op::VocabEmbedding:
+    case Op::VocabEmbeddingGrad:
+    case Op::VocabCrossEntropyStats:
+    case Op::VocabCrossEntropyGrad:
+      return runVocab(instr, ins, outs, GroupPlace{});
 #define MEGA_CASE(NAME) case Op::NAME:
       MEGA_PLAN_COLLECTIVES(MEGA_CASE)
-      MEGA_PLAN_VOCAB_KERNELS(MEGA_CASE)
 #undef MEGA_CASE
-      // Collectives run through Backend::collective; check() refuses 22-27.
+      // Collectives run through Backend::collective.
       throw Error(std::string(plan::opName(instr.op)) +
                   ": not a kernel of the cuda backend");
     }
     throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
   }
-
   void synchronize() override { syncAndReport(); }
 
   bool capturable(const plan::Instr &instr) const override {
@@ -432,6 +455,23 @@ public:
   }
 
 private:
+  /// The four vocabulary-parallel kernels that need this rank's place.
+  void runVocab(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+                const std::vector<TensorRef> &outs, const GroupPlace &place) {
+    switch (instr.op) {
+    case Op::VocabEmbedding:
+      return runVocabEmbedding(ctx_, place, instr, ins, outs);
+    case Op::VocabEmbeddingGrad:
+      return runVocabEmbeddingGrad(ctx_, place, instr, ins, outs);
+    case Op::VocabCrossEntropyStats:
+      return runVocabCrossEntropyStats(ctx_, place, instr, ins, outs);
+    case Op::VocabCrossEntropyGrad:
+      return runVocabCrossEntropyGrad(ctx_, place, instr, ins, outs);
+    default:
+      throw Error("cuda: not a vocabulary-parallel kernel");
+    }
+  }
+
   void syncAndReport() {
     checkCuda(cudaMemcpyAsync(errHost_, errDev_, sizeof(DeviceError),
                               cudaMemcpyDeviceToHost, stream_),
@@ -441,12 +481,15 @@ private:
     if (!e->flag)
       return;
     Op op = Op(e->op);
-    std::string what = op == Op::CrossEntropy || op == Op::CrossEntropyGrad
-                           ? "target "
-                           : "id ";
-    std::string range = op == Op::CrossEntropy || op == Op::CrossEntropyGrad
-                            ? " is outside the vocabulary [0, "
-                            : " is outside the table [0, ";
+    // The CPU backend's words for each kernel's data error.
+    const bool target = op == Op::CrossEntropy || op == Op::CrossEntropyGrad ||
+                        op == Op::VocabCrossEntropyStats ||
+                        op == Op::VocabCrossEntropyGrad;
+    const bool vocab = target || op == Op::VocabEmbedding ||
+                       op == Op::VocabEmbeddingGrad;
+    std::string what = target ? "target " : "id ";
+    std::string range = vocab ? " is outside the vocabulary [0, "
+                              : " is outside the table [0, ";
     const char *name = plan::opName(op);
     std::string msg = std::string(name ? name : "kernel") + ": " + what +
                       std::to_string(e->value) + " of row " +

@@ -8,7 +8,8 @@
 // row order), then one block per run of equal ids adds that run's dout rows
 // into the table row, in row order, starting from the table's value (0 when
 // not accumulating). That is the CPU's order of additions, so the two agree
-// bit for bit.
+// bit for bit. VocabEmbeddingGrad (Vocab.cu) shares it: its keys are the ids
+// less the rank's first row, and ids of other ranks' rows sort last.
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
@@ -38,19 +39,24 @@ __global__ void embeddingKernel(const float *__restrict__ table,
   }
 }
 
-/// keys[r] = ids[r] (V for a bad id, which sorts last and is skipped),
-/// vals[r] = r.
+/// keys[r] = ids[r] - start when that is a row of the table [0, V), else V
+/// (sorts last and is skipped); vals[r] = r. An id outside [0, limit) is a
+/// data error of `op`.
 __global__ void embeddingGradKeys(const int32_t *__restrict__ ids,
                                   uint32_t *__restrict__ keys,
                                   int32_t *__restrict__ vals, int64_t rows,
-                                  int64_t V, DeviceError *err) {
+                                  int64_t V, int64_t start, int64_t limit,
+                                  int op, DeviceError *err) {
   for (int64_t r = globalThread(); r < rows; r += globalStride()) {
-    int32_t id = ids[r];
-    if (id < 0 || id >= V) {
-      reportBadIndex(err, Op::EmbeddingGrad, r, id, V);
-      id = int32_t(V);
+    const int32_t id = ids[r];
+    int64_t key = int64_t(id) - start;
+    if (id < 0 || id >= limit) {
+      reportBadIndex(err, Op(op), r, id, limit);
+      key = V;
+    } else if (key < 0 || key >= V) {
+      key = V; // another rank's row
     }
-    keys[r] = uint32_t(id);
+    keys[r] = uint32_t(key);
     vals[r] = int32_t(r);
   }
 }
@@ -99,11 +105,9 @@ void runEmbedding(const Ctx &ctx, const Instr &in, const Refs &ins,
   checkLaunch("Embedding");
 }
 
-void runEmbeddingGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
-                      const Refs &outs) {
-  const int64_t rows = in.i[0], V = in.i[1], H = in.i[2];
-  const bool acc = in.i[3] != 0;
-  float *table = outs[0].f32();
+void scatterRowsSorted(const Ctx &ctx, Op op, const float *dout,
+                       const int32_t *ids, int64_t rows, int64_t V, int64_t H,
+                       int64_t start, int64_t limit, bool acc, float *table) {
   if (!acc && V * H > 0)
     checkCuda(cudaMemsetAsync(table, 0, size_t(V * H) * 4, ctx.stream),
               "cudaMemsetAsync (EmbeddingGrad)");
@@ -129,7 +133,7 @@ void runEmbeddingGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   uint32_t *keysOut = reinterpret_cast<uint32_t *>(ws + ok);
   int32_t *valsOut = reinterpret_cast<int32_t *>(ws + ov);
   embeddingGradKeys<<<gridFor(ctx, rows, 256), 256, 0, ctx.stream>>>(
-      ins[1].i32(), keysIn, valsIn, rows, V, ctx.err);
+      ids, keysIn, valsIn, rows, V, start, limit, int(op), ctx.err);
   checkLaunch("EmbeddingGrad (keys)");
   checkCuda(cub::DeviceRadixSort::SortPairs(ws + tmp, tempBytes, keysIn,
                                             keysOut, valsIn, valsOut, n, 0,
@@ -138,8 +142,15 @@ void runEmbeddingGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (H == 0)
     return;
   embeddingGradRuns<<<rowGrid(rows), rowThreads(H), 0, ctx.stream>>>(
-      ins[0].f32(), keysOut, valsOut, table, rows, V, H);
+      dout, keysOut, valsOut, table, rows, V, H);
   checkLaunch("EmbeddingGrad");
+}
+
+void runEmbeddingGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                      const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1], H = in.i[2];
+  scatterRowsSorted(ctx, Op::EmbeddingGrad, ins[0].f32(), ins[1].i32(), rows,
+                    V, H, 0, V, in.i[3] != 0, outs[0].f32());
 }
 
 } // namespace mega::rt::gpu

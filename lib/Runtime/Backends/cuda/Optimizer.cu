@@ -7,7 +7,9 @@
 //
 // AdamW and Sgd follow the CPU's (torch.optim's) operation order: scalars
 // prepared in double from the device-resident lr, step and coef (one thread
-// per block, into shared memory), tensor arithmetic in float.
+// per block, into shared memory), tensor arithmetic in float. AdamW with
+// i = {group} (the distributed optimizer) updates this rank's block of the
+// parameter into its output with the same element update.
 //
 // AdamWMulti: one launch for all the tensors of an optimizer step. Each
 // tensor is cut into chunks of kAdamChunk elements; a table of (pointers,
@@ -107,20 +109,21 @@ __device__ inline AdamScalars adamScalars(float coef, double lr, double t,
 }
 
 /// Element k of one AdamW update, in torch's operation order, with the
-/// tensor's float decay `dc`.
-__device__ inline void adamElement(float *__restrict__ p,
+/// tensor's float decay `dc`: pin[k] -> pout[k] (the same array in place,
+/// or the distributed optimizer's block of the parameter -> its output).
+__device__ inline void adamElement(const float *pin, float *pout,
                                    const float *__restrict__ grad,
                                    float *__restrict__ m, float *__restrict__ v,
                                    int64_t k, const AdamScalars &s, float dc,
                                    float eps) {
   const float g = grad[k] * s.coef;
-  const float pk = p[k] * dc;
+  const float pk = pin[k] * dc;
   const float mk = m[k] * s.b1 + s.a1 * g;
   const float vk = v[k] * s.b2 + s.a2 * (g * g);
   const float denom = sqrtf(vk) / s.bc2Sqrt + eps;
   m[k] = mk;
   v[k] = vk;
-  p[k] = pk + s.negStep * (mk / denom);
+  pout[k] = pk + s.negStep * (mk / denom);
 }
 
 __global__ void adamWKernel(float *__restrict__ p,
@@ -138,7 +141,32 @@ __global__ void adamWKernel(float *__restrict__ p,
     return;
   const AdamScalars sc = s;
   for (int64_t k = globalThread(); k < n; k += globalStride())
-    adamElement(p, grad, m, v, k, sc, sc.decay, eps);
+    adamElement(p, p, grad, m, v, k, sc, sc.decay, eps);
+}
+
+/// The distributed optimizer's AdamW: block `pin` of the parameter (n
+/// elements) updated into `out`; a skipped step copies the block unchanged
+/// (the AllGather that follows puts it back).
+__global__ void adamWShardKernel(const float *__restrict__ pin,
+                                 float *__restrict__ out,
+                                 const float *__restrict__ grad,
+                                 float *__restrict__ m, float *__restrict__ v,
+                                 int64_t n, const float *__restrict__ lrp,
+                                 const float *__restrict__ stepp,
+                                 const float *__restrict__ coefp, double beta1,
+                                 double beta2, float eps, double wd) {
+  __shared__ AdamScalars s;
+  if (threadIdx.x == 0)
+    s = adamScalars(coefp[0], lrp[0], stepp[0], beta1, beta2, wd);
+  __syncthreads();
+  const AdamScalars sc = s;
+  if (sc.skip) {
+    for (int64_t k = globalThread(); k < n; k += globalStride())
+      out[k] = pin[k];
+    return;
+  }
+  for (int64_t k = globalThread(); k < n; k += globalStride())
+    adamElement(pin, out, grad, m, v, k, sc, sc.decay, eps);
 }
 
 constexpr int64_t kAdamChunk = 8192;
@@ -189,7 +217,7 @@ __global__ void __launch_bounds__(kAdamThreads)
     const float dc = float(1.0 - lrShared * t.wd);
     for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
       if (update)
-        adamElement(p, g, m, v, k, sc, dc, eps);
+        adamElement(p, p, g, m, v, k, sc, dc, eps);
       if (zeroGrads)
         g[k] = 0.0f; // the Fill of mega.zero_grad, after the update
     }
@@ -321,7 +349,10 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
   checkCuda(cudaStreamSynchronize(ctx.stream), "GradNorm");
 }
 
-void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
+void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins,
+              const Refs &outs) {
+  if (!in.i.empty()) // one rank of one: the block is the parameter
+    return runAdamWShard(ctx, GroupPlace{}, in, ins, outs);
   const int64_t n = ins[0].numel();
   if (n == 0)
     return;
@@ -329,6 +360,22 @@ void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins, const Refs &) {
       ins[0].f32(), ins[1].f32(), ins[2].f32(), ins[3].f32(), n, ins[4].f32(),
       ins[5].f32(), ins[6].f32(), double(in.f[0]), double(in.f[1]), in.f[2],
       double(in.f[3]));
+  checkLaunch("AdamW");
+}
+
+void runAdamWShard(const Ctx &ctx, const GroupPlace &place, const Instr &in,
+                   const Refs &ins, const Refs &outs) {
+  const int64_t n = ins[1].numel();
+  if (ins[0].numel() != n * place.size)
+    throw Error("AdamW: the parameter has " + std::to_string(ins[0].numel()) +
+                " elements, not " + std::to_string(place.size) +
+                " blocks of " + std::to_string(n));
+  if (n == 0)
+    return;
+  adamWShardKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+      ins[0].f32() + place.rank * n, outs[0].f32(), ins[1].f32(), ins[2].f32(),
+      ins[3].f32(), n, ins[4].f32(), ins[5].f32(), ins[6].f32(),
+      double(in.f[0]), double(in.f[1]), in.f[2], double(in.f[3]));
   checkLaunch("AdamW");
 }
 
