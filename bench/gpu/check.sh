@@ -18,8 +18,9 @@
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3b. ranks  if bench/gpu/plans/ranks-*-cuda.plan exist: the small model at dp 2,
-#              pp 2, pp 2 x dp 2 and interleaved pp 2 on MPI ranks sharing the GPU,
-#              10 steps, losses against one process (rel 1e-5)
+#              pp 2, pp 2 x dp 2, interleaved pp 2, tp 2, tp 2 x pp 2 and dp 2 with
+#              the distributed optimizer on MPI ranks sharing the GPU, 10 steps,
+#              losses against one process (rel 1e-5)
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
@@ -199,7 +200,7 @@ do_ranks() {
   "$PY" "$TOOLS" data "$LOGS/data/small" --vocab "$SMALL_VOCAB" --tokens "$SMALL_TOKENS" || return 1
   run_mega ranks-ref "$PLANS/ranks-ref-cuda.plan" cuda "$LOGS/data/small" 10 || return 1
   local rc=0 c name np
-  for c in dp2:2 pp2:2 pp2dp2:4 pp2vpp2:2; do
+  for c in dp2:2 pp2:2 pp2dp2:4 pp2vpp2:2 tp2:2 tp2pp2:4 dp2do:2; do
     name=${c%%:*} np=${c##*:}
     rm -f "$LOGS/ranks-$name.jsonl"
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \

@@ -11,9 +11,10 @@
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
-#   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2 and pp 2
-#                               interleaved, and its one-process reference: run on
-#                               MPI ranks sharing the GPU, losses compared
+#   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
+#                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
+#                               distributed optimizer, and its one-process reference:
+#                               run on MPI ranks sharing the GPU, losses compared
 #   plans.env                   the vocab sizes check.sh draws its random tokens from
 set -eu
 cd "$(dirname "$0")/../.." || exit 1
@@ -43,6 +44,13 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --ddp-bucket-size 300000
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-pp2vpp2-cuda.plan" "${RANKS[@]}" --pp 2 --vpp 2 \
   --schedule interleaved
+# Tensor parallelism (the vocabulary-parallel embedding and loss kernels), with
+# 1F1B, and the distributed optimizer (AdamW on this rank's block of each
+# parameter between a ReduceScatter and an AllGather).
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2-cuda.plan" "${RANKS[@]}" --tp 2
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2pp2-cuda.plan" "${RANKS[@]}" --tp 2 --pp 2
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-dp2do-cuda.plan" "${RANKS[@]}" --dp 2 \
+  --use-distributed-optimizer
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-cuda.plan" "${GPT2[@]}" --target cuda
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-cuda.plan" "${GPT2[@]}" --target cuda \
   --precision bf16
