@@ -257,10 +257,6 @@ void runGradNormSharded(const Ctx &ctx, const plan::Instr &in,
 MEGA_CUDA_KERNEL(MatMulBf16)
 #undef MEGA_CUDA_KERNEL
 
-/// Largest Elementwise program the kernel takes in its parameters; check()
-/// refuses bigger ones with a message naming the limit.
-inline constexpr int kEwMaxInputs = 16;
-inline constexpr int kEwMaxOutputs = 8;
 // The vocabulary-parallel kernels that need no rank (Vocab.cu).
 void runRowMax(const Ctx &ctx, const Instr &in, const Refs &ins,
                const Refs &outs);
@@ -294,6 +290,10 @@ void scatterRowsSorted(const Ctx &ctx, Op op, const float *dout,
                        const int32_t *ids, int64_t rows, int64_t V, int64_t H,
                        int64_t start, int64_t limit, bool acc, float *table);
 
+/// Largest Elementwise program the kernel takes in its parameters; check()
+/// refuses bigger ones with a message naming the limit.
+inline constexpr int kEwMaxInputs = 16;
+inline constexpr int kEwMaxOutputs = 8;
 inline constexpr int kEwMaxCode = 160;
 inline constexpr int kEwMaxConsts = 64;
 /// Largest head dim of the Attention kernels (registers per query row).
