@@ -17,6 +17,10 @@
 #              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
+#   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
+#              every collective against the host-staged path (bitwise), the
+#              gradient buckets' stream, an invalid argument and a receive that
+#              never completes (the watchdog's 2 s deadline) each one error line
 #   3b. ranks  if bench/gpu/plans/ranks-*-cuda.plan exist: the small model at dp 2,
 #              pp 2, pp 2 x dp 2, interleaved pp 2, tp 2, tp 2 x pp 2 and dp 2 with
 #              the distributed optimizer on MPI ranks sharing the GPU, 10 steps,
@@ -186,6 +190,19 @@ do_train() {
   return "$rc"
 }
 
+# The NCCL path on the one GPU (nccl_test, built with cuda_twin_check).
+do_nccl() {
+  local t
+  t=$(locate nccl_test test/runtime/cuda)
+  if [ ! -x "$t" ]; then
+    echo "no $t (did the build find NCCL?)"
+    grep -E "NCCL" "$LOGS/configure.log"
+    return 1
+  fi
+  timeout 120 "$t" 2>&1 | tee "$LOGS/nccl.log"
+  return "${PIPESTATUS[0]}"
+}
+
 # Several ranks on the one GPU (MPI; the collectives staged through host
 # memory, the data-parallel buckets started during the backward): each layout's
 # losses against the one-process run of the same model (rel 1e-5).
@@ -215,7 +232,7 @@ do_ranks() {
       fi
       echo "ranks $name failed:"; tail -5 "$LOGS/ranks-$name.log"; rc=1; continue
     fi
-    grep -h "buckets all-reduced\|pipeline .* over" "$LOGS/ranks-$name.log" | head -2
+    grep -h "collectives:\|buckets all-reduced\|pipeline .* over" "$LOGS/ranks-$name.log" | head -3
     printf '%-8s ' "$name"
     "$PY" "$TOOLS" compare "$LOGS/ranks-ref.jsonl" "$LOGS/ranks-$name.jsonl" --rtol 1e-5 \
       | tail -1 || rc=1
@@ -272,6 +289,7 @@ fi
 step build do_build
 step twin do_twin
 step train do_train
+step nccl do_nccl
 step ranks do_ranks
 step torch do_torch
 step mega-timing do_mega_timing

@@ -6,7 +6,9 @@
 // that are not whole persistents) the reduction runs on a packed copy: start
 // copies them into the bucket's staging buffer (allocated when the plan is
 // loaded, never during a step) and starts one non-blocking all-reduce of it;
-// wait completes it and copies the sums back.
+// wait completes it and copies the sums back. A backend with device
+// collectives (NCCL) reduces the device spans in place on its own stream
+// instead (Backend::startBuckets / waitBuckets): no staging at all.
 //
 //===----------------------------------------------------------------------===//
 #include "BucketReducer.h"
@@ -55,10 +57,23 @@ void BucketReducer::declare(const plan::Instr &instr,
                                       : bytes) /
               sizeof(float);
     }
-    if (contiguous && backend_.hostMemory())
+    const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
+    if (backend_.deviceBuckets(g)) {
+      // On the device (NCCL): in place, the whole span in one call when
+      // contiguous, else each gradient; nothing staged.
+      b.device = true;
+      if (contiguous) {
+        b.deviceParts = {b.parts.front()};
+        b.deviceCounts = {span};
+      } else {
+        b.deviceParts = b.parts;
+        b.deviceCounts = b.counts;
+      }
+    } else if (contiguous && backend_.hostMemory()) {
       b.numel = span; // reduced in place
-    else
+    } else {
       b.staging.assign(numel, 0.0f);
+    }
   }
   if (instr.op == plan::Op::AllReduceStart)
     b.started = true;
@@ -114,8 +129,13 @@ void BucketReducer::start(const plan::Instr &instr,
   // The gradients were written by kernels that may still run (a GPU
   // stream): the copy to the staging buffer waits for them.
   const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
-  float *data = pack(b);
-  b.handle = comm_.startAllReduce(g, data, b.numel, plan::ReduceOp::Sum);
+  if (b.device) {
+    // Ordered after those kernels by the backend, on its own stream.
+    b.handle = backend_.startBuckets(g, b.deviceParts, b.deviceCounts);
+  } else {
+    float *data = pack(b);
+    b.handle = comm_.startAllReduce(g, data, b.numel, plan::ReduceOp::Sum);
+  }
   b.inFlight = true;
   ++inFlight_;
 }
@@ -124,10 +144,17 @@ void BucketReducer::wait(const plan::Instr &instr,
                          const std::vector<TensorRef> &grads) {
   Bucket &b = find(grads, "AllReduceWait");
   if (b.inFlight) {
-    comm_.waitAllReduce(b.handle);
+    if (b.device)
+      backend_.waitBuckets(b.handle);
+    else
+      comm_.waitAllReduce(b.handle);
     b.inFlight = false;
     b.handle = -1;
     --inFlight_;
+  } else if (b.device) {
+    const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
+    backend_.waitBuckets(
+        backend_.startBuckets(g, b.deviceParts, b.deviceCounts));
   } else {
     const ProcessGroup &g = comm_.group(plan::ParallelGroup(instr.i.at(0)));
     float *data = pack(b);

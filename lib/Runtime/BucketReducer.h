@@ -56,6 +56,10 @@ private:
     std::vector<size_t> counts;
     size_t numel = 0;
     std::vector<float> staging; ///< empty: reduced in place (one host part)
+    /// Reduced on the device by the backend: these spans, in place.
+    bool device = false;
+    std::vector<void *> deviceParts;
+    std::vector<size_t> deviceCounts;
     bool started = false, waited = false;
     int handle = -1;
     bool inFlight = false;

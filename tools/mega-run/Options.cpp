@@ -44,6 +44,12 @@ generation:
   --top-k K (0 = all)  --tokenizer-model M.model
 both:
   --device cpu|cuda          (default: the plan's target)  --threads N
+  --comm auto|nccl|host      how collectives move data (default auto: NCCL on
+                               device memory when the device is cuda and
+                               every rank has its own GPU, else host-staged
+                               through MPI)
+  --comm-timeout S           seconds any NCCL operation may take before the
+                               job ends with an error (default 300)
 parallel plans (tp*pp*dp ranks): mpirun -np N mega-run PLAN ...
 )";
 }
@@ -153,6 +159,29 @@ Options parseOptions(int argc, char **argv) {
       {{"--no-cuda-graph"}, T, false,
        [&](auto &, auto &) { o.cudaGraph = false; }},
       {{"--device"}, B, true, str(o.device)},
+      {{"--comm"},
+       B,
+       true,
+       [&](const std::string &f, const std::string &v) {
+         if (v == "auto")
+           o.comm = rt::CommPath::Auto;
+         else if (v == "nccl")
+           o.comm = rt::CommPath::Nccl;
+         else if (v == "host")
+           o.comm = rt::CommPath::Host;
+         else
+           throw Error(f + " must be 'auto', 'nccl' or 'host', not '" + v +
+                       "'");
+       }},
+      {{"--comm-timeout"},
+       B,
+       true,
+       [&](const std::string &f, const std::string &v) {
+         o.commTimeout = parseFloat(f, v);
+         if (!(o.commTimeout > 0) || o.commTimeout > 1e6)
+           throw Error(f + " must be a number of seconds in (0, 1e6], got " +
+                       v);
+       }},
       {{"--threads"},
        B,
        true,

@@ -24,6 +24,8 @@ struct Options {
   std::string device; ///< "" = the plan's target
   int threads = 0;
   bool cudaGraph = true; ///< --no-cuda-graph turns it off
+  rt::CommPath comm = rt::CommPath::Auto; ///< --comm
+  double commTimeout = 300;               ///< --comm-timeout, seconds
   rt::TrainOptions train;
   // --generate
   std::string prompt;

@@ -102,6 +102,14 @@ int realMain(int argc, char **argv) {
       int(launch.rank), int(launch.worldSize), int(plan.getInt("tp", 1)),
       int(plan.getInt("dp", 1)), int(plan.getInt("pp", 1)));
   std::unique_ptr<rt::Backend> backend = rt::createBackend(device, o.threads);
+  // Before the engine loads the plan: the gradient buckets are placed by
+  // what this chooses (device spans or host staging).
+  std::string commLine =
+      backend->setupCollectives(*comm, o.comm, o.commTimeout);
+  if (!commLine.empty() && comm->worldRank() == 0 && !o.generate) {
+    std::printf("mega-run: %s\n", commLine.c_str());
+    std::fflush(stdout);
+  }
   rt::Engine engine(plan, *backend, device, comm.get());
   if (o.generate)
     return generate(engine, o);

@@ -152,6 +152,11 @@ public:
   virtual size_t otherNodes() const = 0;
 };
 
+/// How a run's collectives move data (mega-run --comm): Auto picks the
+/// device path (NCCL) when the backend has one and every rank of every group
+/// has its own GPU, else host staging through the Communicator.
+enum class CommPath { Auto, Nccl, Host };
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -199,6 +204,44 @@ public:
                           Communicator &comm) {
     runCollectiveStaged(*this, instr, inputs, outputs, comm);
   }
+  /// Chooses how collective() and the gradient buckets move data for
+  /// `comm`'s groups; called once per run, before the engine loads the
+  /// plan, by every rank at the same point (a device path meets the other
+  /// ranks to set up). `timeoutSeconds` bounds every wait on device
+  /// collectives. Returns one line for the log ("" when there is nothing to
+  /// say). Throws Error when `path` cannot be honoured. The default keeps
+  /// host staging and refuses CommPath::Nccl.
+  virtual std::string setupCollectives(Communicator &comm, CommPath path,
+                                       double timeoutSeconds) {
+    (void)comm;
+    (void)timeoutSeconds;
+    if (path == CommPath::Nccl)
+      throw Error(std::string("--comm nccl needs the cuda backend (this run "
+                              "uses ") +
+                  name() + ")");
+    return "";
+  }
+  /// True when the gradient buckets of group `g` are all-reduced on the
+  /// device (startBuckets/waitBuckets) rather than staged through host
+  /// memory and the Communicator.
+  virtual bool deviceBuckets(const ProcessGroup &g) const {
+    (void)g;
+    return false;
+  }
+  /// Starts the in-place sum over `g` of parts[k] (counts[k] floats each, on
+  /// the device), ordered after the work enqueued so far, while later work
+  /// goes on; returns a handle for waitBuckets().
+  virtual int startBuckets(const ProcessGroup &g,
+                           const std::vector<void *> &parts,
+                           const std::vector<size_t> &counts) {
+    (void)g;
+    (void)parts;
+    (void)counts;
+    throw Error(std::string(name()) + " backend has no device buckets");
+  }
+  /// Work enqueued after this sees the sums of `handle`'s start. Errors and
+  /// timeouts of the all-reduce end here as Error.
+  virtual void waitBuckets(int handle) { (void)handle; }
   /// True when device pointers are host pointers (no staging needed).
   virtual bool hostMemory() const { return false; }
   /// True when launch() of `instr` only enqueues device work whose every

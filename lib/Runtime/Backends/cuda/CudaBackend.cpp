@@ -16,6 +16,9 @@
 
 #include "Common.h"
 #include "Jit.h"
+#ifdef MEGA_HAVE_NCCL
+#include "Nccl.h"
+#endif
 
 #include <cstdio>
 #include <cstring>
@@ -226,6 +229,9 @@ public:
 
   ~CudaBackend() override {
     // Nothing here may throw; errors at teardown have nowhere to go.
+#ifdef MEGA_HAVE_NCCL
+    nccl_.reset(); // first: its stream waits on the compute stream's events
+#endif
     if (stream_)
       cudaStreamSynchronize(stream_);
     ws_.reset();
@@ -247,6 +253,83 @@ public:
   }
 
   const char *name() const override { return "cuda"; }
+
+  //===--------------------------------------------------------------------===//
+  // Collectives: NCCL on device memory, or host-staged (Backend's default)
+  //===--------------------------------------------------------------------===//
+
+  std::string setupCollectives(Communicator &comm, CommPath path,
+                               double timeoutSeconds) override {
+    const int world = comm.worldSize();
+    std::string host =
+        std::string("collectives: host-staged through ") + comm.name();
+    if (path == CommPath::Host)
+      return world > 1 ? host + " (--comm host)" : "";
+#ifndef MEGA_HAVE_NCCL
+    (void)timeoutSeconds;
+    if (path == CommPath::Nccl)
+      throw Error("--comm nccl: this mega-run was built without NCCL (no "
+                  "nccl.h and libnccl beside the CUDA toolkit it was built "
+                  "with); use --comm host");
+    return world > 1 ? host + " (this mega-run was built without NCCL)" : "";
+#else
+    if (path == CommPath::Auto && world == 1)
+      return ""; // no group has a peer
+    if (!(timeoutSeconds > 0))
+      throw Error("--comm-timeout must be positive, not " +
+                  std::to_string(timeoutSeconds));
+    std::string shared = sharedGpu(comm);
+    if (!shared.empty()) {
+      if (path == CommPath::Nccl)
+        throw Error("--comm nccl: " + shared +
+                    ", and NCCL needs one GPU per rank (use --comm host or "
+                    "--comm auto, or give each rank its own GPU)");
+      return host + ": " + shared + " (NCCL needs one GPU per rank)";
+    }
+    nccl_ = std::make_unique<NcclCollectives>(stream_, timeoutSeconds);
+    std::string sizes;
+    for (int k = 0; k < 3; ++k) {
+      const ProcessGroup &g = comm.group(plan::ParallelGroup(k));
+      // --comm nccl gives even a one-rank group its communicator, so that
+      // one process runs the device path too.
+      if (g.size > 1 || path == CommPath::Nccl)
+        nccl_->comms().join(comm, g);
+      sizes += (k ? " x " : "") + std::to_string(g.size);
+    }
+    char timeout[32];
+    std::snprintf(timeout, sizeof timeout, "%g", timeoutSeconds);
+    return "collectives: NCCL " + ncclVersionString() +
+           " on device memory (tensor x data x pipeline groups of " + sizes +
+           " ranks; gradient buckets on their own stream; waits time out "
+           "after " +
+           timeout + " s)";
+#endif
+  }
+
+#ifdef MEGA_HAVE_NCCL
+  void collective(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+                  const std::vector<TensorRef> &outs,
+                  Communicator &comm) override {
+    const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i.at(0)));
+    if (nccl_ && nccl_->has(g))
+      return nccl_->run(instr, ins, outs, g);
+    runCollectiveStaged(*this, instr, ins, outs, comm);
+  }
+  bool deviceBuckets(const ProcessGroup &g) const override {
+    return nccl_ && nccl_->has(g);
+  }
+  int startBuckets(const ProcessGroup &g, const std::vector<void *> &parts,
+                   const std::vector<size_t> &counts) override {
+    if (!deviceBuckets(g))
+      throw Error("cuda: gradient buckets of a group without NCCL");
+    return nccl_->startBuckets(g, parts, counts);
+  }
+  void waitBuckets(int handle) override {
+    if (!nccl_)
+      throw Error("cuda: waiting for a gradient bucket without NCCL");
+    nccl_->waitBuckets(handle);
+  }
+#endif
 
   void *allocate(size_t bytes) override {
     size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
@@ -516,6 +599,9 @@ private:
   Ctx ctx_;
   std::unique_ptr<Backend> checker_;
   std::unique_ptr<EwJit> ewJit_;
+#ifdef MEGA_HAVE_NCCL
+  std::unique_ptr<NcclCollectives> nccl_; ///< set by setupCollectives
+#endif
 };
 
 } // namespace
