@@ -6,8 +6,10 @@
 // and the fused attention forward and backward: fp32 operands at rel 1e-5
 // (the plain kernels), bf16 operands at rel 1e-2 (the tensor-core kernels
 // when S is a multiple of 64 and the head dim 16/32/64/128, otherwise the
-// plain ones on widened inputs). Inputs random and non-zero, outputs
-// poisoned first (TwinHarness.h).
+// plain ones on widened inputs), also in the strided layouts that read
+// q, k, v from the packed projection output and write o, dq, dk, dv in
+// place. Inputs random and non-zero, outputs poisoned first
+// (TwinHarness.h).
 //
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
@@ -179,8 +181,110 @@ void bf16Outputs(Rng &rng) {
   }
 }
 
+/// Attention and AttentionGrad in the strided layouts megac's
+/// mega-fold-attention-layout writes: q, k, v views of one [B, S, 3, H, hd]
+/// buffer (offsets 0, H*hd, 2*H*hd), o and dout [B, S, H, hd] (or
+/// contiguous [BH, S, hd] when `packedO` is off: a fold of q, k, v alone),
+/// dq | dk | dv written into one [B, S, 3, H, hd] f32 buffer, compared
+/// whole (rows a kernel must not write stay NaN on both sides).
+void attentionStrided(Rng &rng) {
+  struct L {
+    int64_t b, h, seq, hd;
+    int causal;
+    bool packedO;
+  };
+  // GPT-2 small's layer (B 2 of 16, H 12, S 1024, hd 64: the tensor-core
+  // kernels, causal); the same with a contiguous o; S 64 hd 16 and 128
+  // (tensor cores, other head dims); odd sizes on the plain kernels.
+  const L ls[] = {{2, 12, 1024, 64, 1, true}, {2, 12, 1024, 64, 1, false},
+                  {1, 2, 64, 16, 0, true},    {2, 2, 128, 128, 1, true},
+                  {2, 3, 17, 7, 1, true},     {1, 4, 100, 64, 0, true},
+                  {2, 3, 33, 40, 1, false}};
+  for (DType t : {DType::F32, DType::BF16})
+    for (const L &a : ls) {
+      if (t == DType::F32 && a.seq == 1024 && !a.packedO)
+        continue; // the fp32 plain kernels at GPT-2 size once is enough
+      const int64_t BH = a.b * a.h, HD = a.h * a.hd, es = t == DType::BF16 ? 2 : 4;
+      const int64_t total = a.b * a.seq * 3 * HD, span = total - 2 * HD;
+      const float scale = float(1.0 / std::sqrt(double(a.hd)));
+      const std::vector<int64_t> qkvSt = {a.seq * 3 * HD, a.hd, 3 * HD};
+      const std::vector<int64_t> oSt =
+          a.packedO ? std::vector<int64_t>{a.seq * HD, a.hd, HD}
+                    : std::vector<int64_t>{a.h * a.seq * a.hd, a.seq * a.hd,
+                                           a.hd};
+      const std::vector<int64_t> oShape =
+          a.packedO ? std::vector<int64_t>{a.b, a.seq, a.h, a.hd}
+                    : std::vector<int64_t>{BH, a.seq, a.hd};
+      const std::vector<int64_t> rows = {BH, a.seq};
+      std::vector<int64_t> fwd = {BH, a.seq, a.hd, a.causal, a.h};
+      fwd.insert(fwd.end(), qkvSt.begin(), qkvSt.end());
+      fwd.insert(fwd.end(), oSt.begin(), oSt.end());
+      std::vector<int64_t> bwd = {BH, a.seq, a.hd, a.causal, a.h};
+      for (const auto *st : {&qkvSt, &oSt, &oSt, &qkvSt})
+        bwd.insert(bwd.end(), st->begin(), st->end());
+      const std::string shape =
+          dims({{"B", a.b}, {"H", a.h}, {"S", a.seq}, {"hd", a.hd},
+                {"causal", a.causal}}) +
+          (a.packedO ? " packed" : " packed qkv");
+      // q, k, v: three views of one packed buffer.
+      auto packed = [&](Case &c, int out[3]) {
+        const int whole = input(c, t, {a.b, a.seq, 3, a.h, a.hd}, rng, -2, 2);
+        for (int j = 0; j < 3; ++j) {
+          out[j] = c.view(whole, {span});
+          c.ts[size_t(out[j])].v.offset = j * HD * es;
+        }
+      };
+      Case f = make(std::string("Attention strided ") + name(t) + " " + shape,
+                    Op::Attention, fwd, {scale});
+      int qkv[3];
+      packed(f, qkv);
+      f.ins = {qkv[0], qkv[1], qkv[2]};
+      f.outs = {f.out(oShape, t), f.out(rows)};
+      f.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
+      twin(f);
+      // The backward from the CPU forward's o and lse.
+      Case g = make(std::string("AttentionGrad strided ") + name(t) + " " +
+                        shape,
+                    Op::AttentionGrad, bwd, {scale});
+      int gqkv[3];
+      packed(g, gqkv);
+      Case f2 = make("", Op::Attention, fwd, {scale});
+      f2.ts = g.ts;
+      f2.ins = {gqkv[0], gqkv[1], gqkv[2]};
+      f2.outs = {f2.out(oShape, t), f2.out(rows)};
+      Result res;
+      try {
+        res = runOn(*gCpu, f2);
+      } catch (const std::exception &e) {
+        report(false, g.label, std::string("cpu forward threw: ") + e.what());
+        continue;
+      }
+      std::vector<float> o(res[0].size()), lse(res[1].size());
+      for (size_t e = 0; e < o.size(); ++e)
+        o[e] = floatOf(res[0][e]);
+      for (size_t e = 0; e < lse.size(); ++e)
+        lse[e] = floatOf(res[1][e]);
+      const int go = t == DType::BF16 ? g.bf16(oShape, o) : g.f32(oShape, o);
+      const int gl = g.f32(rows, lse);
+      const int gd = input(g, t, oShape, rng);
+      g.ins = {gqkv[0], gqkv[1], gqkv[2], go, gl, gd};
+      const int G = g.out({a.b, a.seq, 3, a.h, a.hd});
+      int grads[3];
+      for (int j = 0; j < 3; ++j) {
+        grads[j] = g.view(G, {span});
+        g.ts[size_t(grads[j])].v.offset = j * HD * 4;
+      }
+      g.outs = {grads[0], grads[1], grads[2]};
+      g.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
+      twin(g);
+      if (a.seq == 128)
+        deterministic(g);
+    }
+}
+
 void attention(Rng &rng) {
   bf16Outputs(rng);
+  attentionStrided(rng);
   struct A {
     int64_t bh, seq, hd;
     int causal;

@@ -24,6 +24,14 @@
 //    (queries) in shared memory; the fp32 plans' kernel, agreeing with the
 //    CPU to float rounding.
 //
+// Every operand group (q|k|v, o, dout, dq|dk|dv) may be strided
+// (docs/plan-format.md): with heads H, slice bh = b*H + h starts at
+// b*sB + h*sH and its row s at + s*sS, the head dim contiguous; lse and the
+// row sums stay [BH, S]. The kernels find each slice through sliceAt(), so
+// the contiguous form is the layout {S*hd, 0, hd} with H = 1. The
+// tensor-core path moreover wants every stride a multiple of 8 elements
+// (16-byte rows for cp.async and the vector stores).
+//
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 
@@ -42,15 +50,46 @@ using bf16 = __nv_bfloat16;
 __device__ inline float toF(float x) { return x; }
 __device__ inline float toF(bf16 x) { return __bfloat162float(x); }
 
+/// Element strides of an operand group (the CPU twin's Layout).
+struct Layout {
+  int64_t sB, sH, sS;
+};
+
 struct Shape {
   int64_t bh, seq;
   int hd;
   bool causal;
   float scale;
+  int64_t heads;          ///< H (1 in the contiguous form)
+  Layout qkv, o, dout, g; ///< g: dq, dk, dv
 };
 
+/// {BH, S, hd, causal}, then optionally H and the strides of each group
+/// (Attention: q|k|v, o; AttentionGrad: q|k|v, o, dout, dq|dk|dv).
 Shape shapeOf(const Instr &in) {
-  return Shape{in.i[0], in.i[1], int(in.i[2]), in.i[3] != 0, in.f[0]};
+  Shape s{in.i[0], in.i[1], int(in.i[2]), in.i[3] != 0, in.f[0], 1,
+          {},      {},      {},           {}};
+  const Layout c{s.seq * s.hd, 0, s.hd};
+  s.qkv = s.o = s.dout = s.g = c;
+  if (in.i.size() > 4) {
+    s.heads = in.i[4];
+    Layout *groups[] = {&s.qkv, &s.o, &s.dout, &s.g};
+    const bool grad = in.op == Op::AttentionGrad;
+    size_t k = 5;
+    for (Layout *l : groups) {
+      if (!grad && (l == &s.dout || l == &s.g))
+        continue;
+      *l = Layout{in.i[k], in.i[k + 1], in.i[k + 2]};
+      k += 3;
+    }
+  }
+  return s;
+}
+
+/// Where slice bh's first row starts.
+__host__ __device__ inline int64_t sliceAt(const Layout &l, int64_t heads,
+                                           int64_t bh) {
+  return (bh / heads) * l.sB + (bh % heads) * l.sH;
 }
 
 //===----------------------------------------------------------------------===//
@@ -60,15 +99,15 @@ Shape shapeOf(const Instr &in) {
 constexpr int kRows = 64; // threads (rows) per block
 constexpr int kKeys = 32; // rows of the other side per shared-memory tile
 
-/// Loads `rows` rows (from `row0`) of a [S, hd] slice into a [kKeys][D]
-/// float tile, zero beyond hd and beyond S.
+/// Loads kKeys rows (from `row0`) of a slice (`x` at its first row, rows
+/// `ld` apart) into a [kKeys][D] float tile, zero beyond hd and beyond S.
 template <int D, typename T>
-__device__ void loadTile(float (*tile)[D], const T *x, int64_t row0,
-                         int64_t seq, int hd) {
+__device__ void loadTile(float (*tile)[D], const T *x, int64_t ld,
+                         int64_t row0, int64_t seq, int hd) {
   for (int e = threadIdx.x; e < kKeys * D; e += blockDim.x) {
     const int r = e / D, c = e % D;
     const int64_t row = row0 + r;
-    tile[r][c] = (row < seq && c < hd) ? toF(x[row * hd + c]) : 0.0f;
+    tile[r][c] = (row < seq && c < hd) ? toF(x[row * ld + c]) : 0.0f;
   }
 }
 
@@ -79,13 +118,13 @@ template <int D, typename T, typename O>
 __global__ void plainForward(const T *q, const T *k, const T *v, O *o,
                              float *lse, Shape s) {
   __shared__ float kt[kKeys][D], vt[kKeys][D];
-  const int64_t base = int64_t(blockIdx.y) * s.seq * s.hd;
+  const int64_t base = sliceAt(s.qkv, s.heads, blockIdx.y), ld = s.qkv.sS;
   const int64_t i = int64_t(blockIdx.x) * kRows + threadIdx.x;
   const bool active = i < s.seq;
   float qi[D], acc[D];
 #pragma unroll
   for (int c = 0; c < D; ++c) {
-    qi[c] = active && c < s.hd ? toF(q[base + i * s.hd + c]) : 0.0f;
+    qi[c] = active && c < s.hd ? toF(q[base + i * ld + c]) : 0.0f;
     acc[c] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
@@ -93,8 +132,8 @@ __global__ void plainForward(const T *q, const T *k, const T *v, O *o,
   const int64_t keys = s.causal ? imin(s.seq, blockLast + 1) : s.seq;
   for (int64_t j0 = 0; j0 < keys; j0 += kKeys) {
     __syncthreads();
-    loadTile<D>(kt, k + base, j0, s.seq, s.hd);
-    loadTile<D>(vt, v + base, j0, s.seq, s.hd);
+    loadTile<D>(kt, k + base, ld, j0, s.seq, s.hd);
+    loadTile<D>(vt, v + base, ld, j0, s.seq, s.hd);
     __syncthreads();
     if (!active)
       continue;
@@ -125,8 +164,9 @@ __global__ void plainForward(const T *q, const T *k, const T *v, O *o,
   if (!active)
     return;
   const float inv = 1.0f / l;
+  O *orow = o + sliceAt(s.o, s.heads, blockIdx.y) + i * s.o.sS;
   for (int c = 0; c < s.hd && c < D; ++c)
-    storeF(o + base + i * s.hd + c, acc[c] * inv);
+    storeF(orow + c, acc[c] * inv);
   lse[int64_t(blockIdx.y) * s.seq + i] = m + logf(l);
 }
 
@@ -134,14 +174,16 @@ __global__ void plainForward(const T *q, const T *k, const T *v, O *o,
 /// (the lanes read neighbouring elements; one thread per row would touch 32
 /// rows' cache lines per load), summed in a fixed tree.
 template <typename T>
-__global__ void rowDot(const T *dout, const T *o, float *d, int64_t rows,
-                       int hd) {
+__global__ void rowDot(const T *dout, const T *o, float *d, Shape s) {
   const int lane = threadIdx.x & 31;
-  const int64_t warps = globalStride() >> 5;
+  const int64_t warps = globalStride() >> 5, rows = s.bh * s.seq;
   for (int64_t r = globalThread() >> 5; r < rows; r += warps) {
+    const int64_t bh = r / s.seq, i = r % s.seq;
+    const T *dr = dout + sliceAt(s.dout, s.heads, bh) + i * s.dout.sS;
+    const T *orow = o + sliceAt(s.o, s.heads, bh) + i * s.o.sS;
     float acc = 0.0f;
-    for (int c = lane; c < hd; c += 32)
-      acc = fmaf(toF(dout[r * hd + c]), toF(o[r * hd + c]), acc);
+    for (int c = lane; c < s.hd; c += 32)
+      acc = fmaf(toF(dr[c]), toF(orow[c]), acc);
     acc = warpSum(acc);
     if (lane == 0)
       d[r] = acc;
@@ -155,15 +197,16 @@ __global__ void plainGradQ(const T *q, const T *k, const T *v, const T *dout,
                            Shape s) {
   __shared__ float kt[kKeys][D], vt[kKeys][D];
   const int64_t row0 = int64_t(blockIdx.y) * s.seq;
-  const int64_t base = row0 * s.hd;
+  const int64_t base = sliceAt(s.qkv, s.heads, blockIdx.y), ld = s.qkv.sS;
+  const int64_t dbase = sliceAt(s.dout, s.heads, blockIdx.y);
   const int64_t i = int64_t(blockIdx.x) * kRows + threadIdx.x;
   const bool active = i < s.seq;
   float qi[D], di[D], g[D];
 #pragma unroll
   for (int c = 0; c < D; ++c) {
     const bool in = active && c < s.hd;
-    qi[c] = in ? toF(q[base + i * s.hd + c]) : 0.0f;
-    di[c] = in ? toF(dout[base + i * s.hd + c]) : 0.0f;
+    qi[c] = in ? toF(q[base + i * ld + c]) : 0.0f;
+    di[c] = in ? toF(dout[dbase + i * s.dout.sS + c]) : 0.0f;
     g[c] = 0.0f;
   }
   const float li = active ? lse[row0 + i] : 0.0f;
@@ -172,8 +215,8 @@ __global__ void plainGradQ(const T *q, const T *k, const T *v, const T *dout,
   const int64_t keys = s.causal ? imin(s.seq, blockLast + 1) : s.seq;
   for (int64_t j0 = 0; j0 < keys; j0 += kKeys) {
     __syncthreads();
-    loadTile<D>(kt, k + base, j0, s.seq, s.hd);
-    loadTile<D>(vt, v + base, j0, s.seq, s.hd);
+    loadTile<D>(kt, k + base, ld, j0, s.seq, s.hd);
+    loadTile<D>(vt, v + base, ld, j0, s.seq, s.hd);
     __syncthreads();
     if (!active)
       continue;
@@ -197,8 +240,9 @@ __global__ void plainGradQ(const T *q, const T *k, const T *v, const T *dout,
   }
   if (!active)
     return;
+  float *grow = dq + sliceAt(s.g, s.heads, blockIdx.y) + i * s.g.sS;
   for (int c = 0; c < s.hd && c < D; ++c)
-    dq[base + i * s.hd + c] = g[c] * s.scale;
+    grow[c] = g[c] * s.scale;
 }
 
 /// dk, dv: one thread per key row, tiles of queries.
@@ -209,22 +253,23 @@ __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
   __shared__ float qt[kKeys][D], dt[kKeys][D];
   __shared__ float lt[kKeys], st[kKeys];
   const int64_t row0 = int64_t(blockIdx.y) * s.seq;
-  const int64_t base = row0 * s.hd;
+  const int64_t base = sliceAt(s.qkv, s.heads, blockIdx.y), ld = s.qkv.sS;
+  const int64_t dbase = sliceAt(s.dout, s.heads, blockIdx.y);
   const int64_t j = int64_t(blockIdx.x) * kRows + threadIdx.x;
   const bool active = j < s.seq;
   float kj[D], vj[D], gk[D], gv[D];
 #pragma unroll
   for (int c = 0; c < D; ++c) {
     const bool in = active && c < s.hd;
-    kj[c] = in ? toF(k[base + j * s.hd + c]) : 0.0f;
-    vj[c] = in ? toF(v[base + j * s.hd + c]) : 0.0f;
+    kj[c] = in ? toF(k[base + j * ld + c]) : 0.0f;
+    vj[c] = in ? toF(v[base + j * ld + c]) : 0.0f;
     gk[c] = gv[c] = 0.0f;
   }
   const int64_t first = s.causal ? int64_t(blockIdx.x) * kRows : 0;
   for (int64_t i0 = first / kKeys * kKeys; i0 < s.seq; i0 += kKeys) {
     __syncthreads();
-    loadTile<D>(qt, q + base, i0, s.seq, s.hd);
-    loadTile<D>(dt, dout + base, i0, s.seq, s.hd);
+    loadTile<D>(qt, q + base, ld, i0, s.seq, s.hd);
+    loadTile<D>(dt, dout + dbase, s.dout.sS, i0, s.seq, s.hd);
     for (int r = threadIdx.x; r < kKeys; r += blockDim.x) {
       lt[r] = i0 + r < s.seq ? lse[row0 + i0 + r] : 0.0f;
       st[r] = i0 + r < s.seq ? dsum[row0 + i0 + r] : 0.0f;
@@ -257,9 +302,10 @@ __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
   }
   if (!active)
     return;
+  const int64_t at = sliceAt(s.g, s.heads, blockIdx.y) + j * s.g.sS;
   for (int c = 0; c < s.hd && c < D; ++c) {
-    dk[base + j * s.hd + c] = gk[c] * s.scale;
-    dv[base + j * s.hd + c] = gv[c];
+    dk[at + c] = gk[c] * s.scale;
+    dv[at + c] = gv[c];
   }
 }
 
@@ -400,13 +446,15 @@ __device__ void productPV(float (&acc)[HD / 8][4], const float (&p)[8][4],
   }
 }
 
-/// Asynchronous copy (cp.async, 16 bytes a thread) of 64 rows of a [S, HD]
-/// bf16 slice (`x` at the first row) into a tile, and of 64 floats.
-template <int HD> __device__ void tileAsync(bf16 *tile, const bf16 *x) {
+/// Asynchronous copy (cp.async, 16 bytes a thread) of 64 rows of a bf16
+/// slice (`x` at the first row, rows `ld` apart, a multiple of 8) into a
+/// tile, and of 64 floats.
+template <int HD>
+__device__ void tileAsync(bf16 *tile, const bf16 *x, int64_t ld) {
   constexpr int chunks = HD / 8;
   for (int e = threadIdx.x; e < kT * chunks; e += blockDim.x) {
     const int r = e / chunks, c = e % chunks;
-    __pipeline_memcpy_async(tile + r * ldOf<HD>() + c * 8, x + r * HD + c * 8,
+    __pipeline_memcpy_async(tile + r * ldOf<HD>() + c * 8, x + r * ld + c * 8,
                             16);
   }
 }
@@ -431,15 +479,16 @@ __device__ inline void store2(bf16 *p, float a, float b) {
   *reinterpret_cast<uint32_t *>(p) = packBf16(a, b);
 }
 
-/// Writes a warp's 16 x HD accumulators (rows `out`, `out` + 8 rows) times
-/// `f0` (row g) and `f1` (row g + 8).
+/// Writes a warp's 16 x HD accumulators (rows `out`, `out` + 8 rows, rows
+/// `ld` apart) times `f0` (row g) and `f1` (row g + 8).
 template <int HD, typename T>
-__device__ void storeRows(T *out, const float (&acc)[HD / 8][4], float f0,
-                          float f1, int g, int t) {
+__device__ void storeRows(T *out, int64_t ld, const float (&acc)[HD / 8][4],
+                          float f0, float f1, int g, int t) {
 #pragma unroll
   for (int n = 0; n < HD / 8; ++n) {
-    store2(out + g * HD + n * 8 + 2 * t, acc[n][0] * f0, acc[n][1] * f0);
-    store2(out + (g + 8) * HD + n * 8 + 2 * t, acc[n][2] * f1, acc[n][3] * f1);
+    store2(out + g * ld + n * 8 + 2 * t, acc[n][0] * f0, acc[n][1] * f0);
+    store2(out + (g + 8) * ld + n * 8 + 2 * t, acc[n][2] * f1,
+           acc[n][3] * f1);
   }
 }
 
@@ -459,11 +508,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Causal: the last query tiles see the most keys; start them first.
   const int64_t qt = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const int64_t row0 = int64_t(blockIdx.y) * s.seq;
-  const bf16 *kb = k + row0 * HD, *vb = v + row0 * HD;
+  const int64_t base = sliceAt(s.qkv, s.heads, blockIdx.y), ld = s.qkv.sS;
+  const bf16 *kb = k + base, *vb = v + base;
   const int64_t tiles = s.causal ? qt + 1 : s.seq / kT;
-  tileAsync<HD>(qs, q + (row0 + qt * kT) * HD);
-  tileAsync<HD>(qs + TE, kb);
-  tileAsync<HD>(qs + 2 * TE, vb);
+  tileAsync<HD>(qs, q + base + qt * kT * ld, ld);
+  tileAsync<HD>(qs + TE, kb, ld);
+  tileAsync<HD>(qs + 2 * TE, vb, ld);
   __pipeline_commit();
   const float sl2 = s.scale * kLog2e;
   uint32_t qa[HD / 16][4];
@@ -476,8 +526,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     bf16 *ks = qs + TE + (it & 1) * 2 * TE, *vs = ks + TE;
     if (it + 1 < tiles) { // the next tile into the other stage
       bf16 *nk = qs + TE + ((it + 1) & 1) * 2 * TE;
-      tileAsync<HD>(nk, kb + (it + 1) * kT * HD);
-      tileAsync<HD>(nk + TE, vb + (it + 1) * kT * HD);
+      tileAsync<HD>(nk, kb + (it + 1) * kT * ld, ld);
+      tileAsync<HD>(nk + TE, vb + (it + 1) * kT * ld, ld);
       __pipeline_commit();
       __pipeline_wait_prior(1);
     } else {
@@ -529,8 +579,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   l[0] = rowSum4(l[0]);
   l[1] = rowSum4(l[1]);
-  const int64_t r0 = row0 + qt * kT + warp * 16; // the warp's first row
-  storeRows<HD>(o + r0 * HD, acc, 1.0f / l[0], 1.0f / l[1], g, t);
+  const int64_t w0 = qt * kT + warp * 16; // the warp's first row
+  const int64_t r0 = row0 + w0;           // its lse
+  storeRows<HD>(o + sliceAt(s.o, s.heads, blockIdx.y) + w0 * s.o.sS, s.o.sS,
+                acc, 1.0f / l[0], 1.0f / l[1], g, t);
   if (t == 0) {
     lse[r0 + g] = m[0] * kLn2 + logf(l[0]);
     lse[r0 + g + 8] = m[1] * kLn2 + logf(l[1]);
@@ -555,19 +607,21 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int64_t kt = blockIdx.x, row0 = int64_t(blockIdx.y) * s.seq;
-  const bf16 *qb = q + row0 * HD, *db = dout + row0 * HD;
+  const int64_t base = sliceAt(s.qkv, s.heads, blockIdx.y), ld = s.qkv.sS;
+  const int64_t dld = s.dout.sS;
+  const bf16 *qb = q + base, *db = dout + sliceAt(s.dout, s.heads, blockIdx.y);
   const float *lb = lse + row0, *sb = dsum + row0;
   const int64_t first = s.causal ? kt : 0, tiles = s.seq / kT;
   auto issue = [&](int64_t qtile, int stage) {
     bf16 *st = stages + stage * stageElems;
     float *rows = reinterpret_cast<float *>(st + 2 * TE);
-    tileAsync<HD>(st, qb + qtile * kT * HD);
-    tileAsync<HD>(st + TE, db + qtile * kT * HD);
+    tileAsync<HD>(st, qb + qtile * kT * ld, ld);
+    tileAsync<HD>(st + TE, db + qtile * kT * dld, dld);
     rowsAsync(rows, lb + qtile * kT);
     rowsAsync(rows + kT, sb + qtile * kT);
   };
-  tileAsync<HD>(ks, k + (row0 + kt * kT) * HD);
-  tileAsync<HD>(vs, v + (row0 + kt * kT) * HD);
+  tileAsync<HD>(ks, k + base + kt * kT * ld, ld);
+  tileAsync<HD>(vs, v + base + kt * kT * ld, ld);
   issue(first, 0);
   __pipeline_commit();
   const float sl2 = s.scale * kLog2e;
@@ -614,9 +668,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     productPV<HD>(gk, dpt, qs, lane);
     __syncthreads();
   }
-  const int64_t r0 = row0 + kt * kT + warp * 16;
-  storeRows<HD>(dk + r0 * HD, gk, s.scale, s.scale, g, t);
-  storeRows<HD>(dv + r0 * HD, gv, 1.0f, 1.0f, g, t);
+  const int64_t at =
+      sliceAt(s.g, s.heads, blockIdx.y) + (kt * kT + warp * 16) * s.g.sS;
+  storeRows<HD>(dk + at, s.g.sS, gk, s.scale, s.scale, g, t);
+  storeRows<HD>(dv + at, s.g.sS, gv, 1.0f, 1.0f, g, t);
 }
 
 /// dq for the 64 queries of block x (warp w: queries w*16 .. +16), over the
@@ -634,14 +689,19 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int g = lane >> 2, t = lane & 3;
   const int64_t qt = s.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   const int64_t row0 = int64_t(blockIdx.y) * s.seq;
-  const bf16 *kb = k + row0 * HD, *vb = v + row0 * HD;
+  const int64_t base = sliceAt(s.qkv, s.heads, blockIdx.y), ld = s.qkv.sS;
+  const bf16 *kb = k + base, *vb = v + base;
   const int64_t tiles = s.causal ? qt + 1 : s.seq / kT;
-  tileAsync<HD>(qs, q + (row0 + qt * kT) * HD);
-  tileAsync<HD>(dos, dout + (row0 + qt * kT) * HD);
-  tileAsync<HD>(stages, kb);
-  tileAsync<HD>(stages + TE, vb);
+  tileAsync<HD>(qs, q + base + qt * kT * ld, ld);
+  tileAsync<HD>(dos,
+                dout + sliceAt(s.dout, s.heads, blockIdx.y) +
+                    qt * kT * s.dout.sS,
+                s.dout.sS);
+  tileAsync<HD>(stages, kb, ld);
+  tileAsync<HD>(stages + TE, vb, ld);
   __pipeline_commit();
-  const int64_t r0 = row0 + qt * kT + warp * 16; // the warp's first row
+  const int64_t w0 = qt * kT + warp * 16; // the warp's first row
+  const int64_t r0 = row0 + w0;           // its lse and D
   const float sl2 = s.scale * kLog2e;
   const float lrow[2] = {lse[r0 + g] * kLog2e, lse[r0 + g + 8] * kLog2e};
   const float drow[2] = {dsum[r0 + g], dsum[r0 + g + 8]};
@@ -653,8 +713,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     const bf16 *ks = stages + (it & 1) * 2 * TE, *vs = ks + TE;
     if (it + 1 < tiles) {
       bf16 *nk = stages + ((it + 1) & 1) * 2 * TE;
-      tileAsync<HD>(nk, kb + (it + 1) * kT * HD);
-      tileAsync<HD>(nk + TE, vb + (it + 1) * kT * HD);
+      tileAsync<HD>(nk, kb + (it + 1) * kT * ld, ld);
+      tileAsync<HD>(nk + TE, vb + (it + 1) * kT * ld, ld);
       __pipeline_commit();
       __pipeline_wait_prior(1);
     } else {
@@ -684,7 +744,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     productPV<HD>(gq, dp, ks, lane);
     __syncthreads();
   }
-  storeRows<HD>(dq + r0 * HD, gq, s.scale, s.scale, g, t);
+  storeRows<HD>(dq + sliceAt(s.g, s.heads, blockIdx.y) + w0 * s.g.sS, s.g.sS,
+                gq, s.scale, s.scale, g, t);
 }
 
 template <int HD> constexpr size_t forwardSmem() {
@@ -705,12 +766,16 @@ bool aligned16(const void *p) {
 
 /// The tensor-core path applies: bf16 q, k, v (and o, dout), head dim 16,
 /// 32, 64 or 128, S a multiple of 64, BH within a grid's y (65535), every
-/// pointer 16-byte aligned (cp.async, vector stores).
+/// pointer 16-byte aligned and every stride a multiple of 8 elements
+/// (cp.async and the vector stores want 16-byte rows).
 bool tensorCores(const Shape &s, const Refs &ins, const Refs &outs) {
   if (ins[0].value->dtype != DType::BF16 || s.seq % kT != 0 || s.bh > 65535)
     return false;
   if (s.hd != 16 && s.hd != 32 && s.hd != 64 && s.hd != 128)
     return false;
+  for (const Layout &l : {s.qkv, s.o, s.dout, s.g})
+    if (l.sB % 8 != 0 || l.sH % 8 != 0 || l.sS % 8 != 0)
+      return false;
   for (const auto *list : {&ins, &outs})
     for (const TensorRef &t : *list)
       if (!aligned16(t.data))
@@ -863,10 +928,10 @@ void runAttentionGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (ins[0].value->dtype == DType::BF16)
     rowDot<<<gridFor(ctx, rows * 32, 256), 256, 0, ctx.stream>>>(
         static_cast<const bf16 *>(ins[5].data),
-        static_cast<const bf16 *>(ins[3].data), dsum, rows, s.hd);
+        static_cast<const bf16 *>(ins[3].data), dsum, s);
   else
     rowDot<<<gridFor(ctx, rows * 32, 256), 256, 0, ctx.stream>>>(
-        ins[5].f32(), ins[3].f32(), dsum, rows, s.hd);
+        ins[5].f32(), ins[3].f32(), dsum, s);
   checkLaunch("AttentionGrad (row sums)");
   if (tensorCores(s, ins, outs)) {
     switch (s.hd) {
