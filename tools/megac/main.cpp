@@ -152,6 +152,13 @@ cl::opt<bool> foldCasts(
              "Cast kernel (mega-fold-casts; default on; the same bits, "
              "=false keeps every Cast to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> foldAttentionLayout(
+    "fold-attention-layout",
+    cl::desc("Attention reads q, k, v from the projection's layout and "
+             "writes o in the output projection's (mega-fold-attention-"
+             "layout; default on; the same bits, =false keeps the "
+             "Transposes to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<std::string> emit(
     "emit", cl::value_desc("plan|plan-text|mlir|schedule-text|schedule-svg"),
     cl::desc("plan (binary, default), plan-text, mlir (the kernel-level IR), "
@@ -436,6 +443,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaLowerToKernels());
   // One launch for all AdamW updates, the gradient clearing folded in.
   pm.addPass(mega::createMegaFuseOptimizer());
+  // Attention reads and writes the projections' layouts: no head moves.
+  if (foldAttentionLayout)
+    pm.addPass(mega::createMegaFoldAttentionLayout());
   // Producers round on store instead of a separate Cast where they can.
   if (foldCasts)
     pm.addPass(mega::createMegaFoldCasts());

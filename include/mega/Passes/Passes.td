@@ -538,6 +538,41 @@ def MegaFuseOptimizer : Pass<"mega-fuse-optimizer", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaFoldAttentionLayout
+    : Pass<"mega-fold-attention-layout", "mlir::ModuleOp"> {
+  let summary = "Attention reads q, k, v and writes o in the projection layout";
+  let description = [{
+    At kernel level, after mega-fuse-epilogues and before mega-fold-casts:
+    the Transposes that move heads around attention disappear, the
+    Attention / AttentionGrad kernels taking the strided form of
+    docs/plan-format.md instead. q, k, v (of both kernels) become views of
+    the fused projection's [B, S, 3, H, hd] output; o is written as [B, S, H,
+    hd] when its only layout user is the head-merge Transpose (AttentionGrad
+    reads it with the same strides); dout is read as [B, S, H, hd]. A
+    Transpose that also rounded f32 -> bf16 leaves a Cast of its input in
+    its place, which mega-fold-casts can fold into that input's producer.
+    A Transpose with any other user stays. Same bits on the CPU.
+
+    Before:
+    ```mlir
+    %t = mega.kernel "Transpose"(%x) i [5, 2, 64, 3, 4, 16, 2, 0, 3, 1, 4] f [] : (tensor<2x64x3x4x16xf32>) -> tensor<3x2x4x64x16xbf16>
+    %q = mega.view %t offset 0 : tensor<3x2x4x64x16xbf16> -> tensor<2x4x64x16xbf16>
+    ```
+    After:
+    ```mlir
+    %c = mega.kernel "Cast"(%x) i [24576] f [] : (tensor<2x64x3x4x16xf32>) -> tensor<2x64x3x4x16xbf16>
+    %q = mega.view %c offset 0 : tensor<2x64x3x4x16xbf16> -> tensor<24448xbf16>
+    ```
+    and the Attention's i = {BH, S, hd, causal, H, q|k|v strides, o
+    strides}.
+  }];
+  let options = [
+    Option<"enable", "enable", "bool", /*default=*/"true",
+           "Fold (false: keep every Transpose around attention)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
   let summary = "Let kernels write the bf16 copy a Cast would make";
   let description = [{

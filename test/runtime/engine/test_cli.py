@@ -267,6 +267,14 @@ def case_cli_errors():
     # plan has no cuda programs.
     expect_error_any(base + ["--device", "cuda"], CUDA_UNAVAILABLE + ("no programs for device 'cuda'",))
     expect_error(base + ["--device", "tpu"], "'cpu' or 'cuda'")
+    expect_error(base + ["--comm", "mpi"], "--comm must be 'auto', 'nccl' or 'host', not 'mpi'")
+    expect_error(base + ["--comm-timeout", "0"], "--comm-timeout must be a number of seconds")
+    expect_error(base + ["--comm-timeout", "soon"], "--comm-timeout expects a number")
+    expect_error(base + ["--comm", "nccl", "--device", "cpu"],
+                 "--comm nccl needs the cuda backend (this run uses cpu)")
+    # --comm host is always possible; one rank says nothing about it.
+    p = run(base + ["--comm", "host", "--comm-timeout", "5"], expect_rc=0)
+    check("collectives:" not in p.stdout, f"one rank logged its collectives: {p.stdout!r}")
     expect_error(base + ["--prompt", "hi"], "only applies with --generate")
     expect_error([plan, "--generate", "--prompt", "x", "--load", "c", "--tokenizer-model", "m",
                   "--data", data], "does not apply to --generate")
