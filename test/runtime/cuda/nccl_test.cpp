@@ -4,7 +4,8 @@
 // for more): with one-rank communicators (mega-run --comm nccl on one
 // process, bootstrapped through the single-process communicator), every
 // plan collective through Backend::collective against the host-staged path
-// of a second backend (outputs poisoned first, bits compared), the gradient
+// of a second backend (outputs poisoned first, bits compared; an output
+// overlapping its input), the gradient
 // buckets on their own stream (contiguous and scattered), a send to itself,
 // and the two ways a collective ends badly: an invalid argument and a
 // receive that nothing ever matches (the watchdog's deadline), each one
@@ -144,6 +145,36 @@ void checkCollectives(rt::Backend &nccl, rt::Backend &host,
         fail(what + ": " + e.what());
       }
     }
+}
+
+/// An AllReduce whose output starts one element into its input: not
+/// NCCL's in-place form, so the backend must read a copy of the input.
+void checkOverlap(rt::Backend &nccl, rt::Backend &host,
+                  rt::Communicator &comm) {
+  const size_t n = 10000;
+  Instr instr;
+  instr.op = Op::AllReduce;
+  instr.i = {int64_t(plan::ParallelGroup::Tensor), 0};
+  std::vector<float> v = randomVec(n + 1, 31);
+  auto once = [&](rt::Backend &b) {
+    Buf buf(b, n + 1);
+    buf.put(v);
+    Value part;
+    part.shape = {int64_t(n)};
+    rt::TensorRef in{buf.ptr, &part};
+    rt::TensorRef out{static_cast<float *>(buf.ptr) + 1, &part};
+    b.collective(instr, {in}, {out}, comm);
+    return buf.get();
+  };
+  try {
+    std::vector<float> got = once(nccl), want = once(host);
+    if (!sameBits(got, want))
+      fail("AllReduce onto its own input shifted by one: results differ");
+    else
+      std::printf("ok   AllReduce onto its own input shifted by one\n");
+  } catch (const std::exception &e) {
+    fail(std::string("overlap: ") + e.what());
+  }
 }
 
 void checkBuckets(rt::Backend &nccl, rt::Communicator &comm) {
@@ -334,6 +365,7 @@ int main() {
     if (host->deviceBuckets(comm->group(plan::ParallelGroup::Data)))
       fail("the host-staged backend claims device buckets");
     checkCollectives(*nccl, *host, *comm);
+    checkOverlap(*nccl, *host, *comm);
     checkBuckets(*nccl, *comm);
     checkSendToSelf(*comm);
     checkErrors(*comm);

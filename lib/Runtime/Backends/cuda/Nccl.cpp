@@ -352,6 +352,8 @@ NcclCollectives::~NcclCollectives() {
     cudaEventDestroy(ready_);
   if (done_)
     cudaEventDestroy(done_);
+  if (scratch_)
+    cudaFree(scratch_);
   cudaGetLastError();
 }
 
@@ -376,19 +378,47 @@ void NcclCollectives::run(const plan::Instr &instr,
   auto peer = [&] {
     return int((g.rank + i.at(1) % g.size + g.size) % g.size);
   };
+  // NCCL takes an input that is its output only in its in-place forms (the
+  // same bytes for AllReduce; this rank's part of the other's for
+  // AllGather and ReduceScatter). The host-staged path takes any overlap,
+  // so any other one reads a copy of the input.
+  const float *in = ins.empty() ? nullptr : ins[0].f32();
+  if (!ins.empty() && !outs.empty()) {
+    const char *a = static_cast<const char *>(ins[0].data);
+    const char *o = static_cast<const char *>(outs[0].data);
+    bool overlap = a < o + outN * 4 && o < a + inN * 4;
+    size_t r = size_t(g.rank);
+    bool inPlace = (instr.op == Op::AllReduce && a == o) ||
+                   (instr.op == Op::AllGather && a == o + r * inN * 4) ||
+                   (instr.op == Op::ReduceScatter && o == a + r * outN * 4);
+    if (overlap && !inPlace) {
+      if (scratchBytes_ < inN * 4) {
+        if (scratch_)
+          checkCuda(cudaFree(scratch_), "cudaFree"); // blocking: idle
+        scratch_ = nullptr;
+        scratchBytes_ = 0;
+        checkCuda(cudaMalloc(&scratch_, inN * 4), "cudaMalloc (nccl input)");
+        scratchBytes_ = inN * 4;
+      }
+      checkCuda(cudaMemcpyAsync(scratch_, in, inN * 4, cudaMemcpyDeviceToDevice,
+                                compute_),
+                "cudaMemcpyAsync (nccl input)");
+      in = static_cast<const float *>(scratch_);
+    }
+  }
   switch (instr.op) {
   case Op::AllReduce:
-    comms_.allReduce(g, ins[0].f32(), outs[0].f32(), inN,
-                     plan::ReduceOp(i.at(1)), compute_);
+    comms_.allReduce(g, in, outs[0].f32(), inN, plan::ReduceOp(i.at(1)),
+                     compute_);
     break;
   case Op::AllGather:
-    comms_.allGather(g, ins[0].f32(), outs[0].f32(), inN, compute_);
+    comms_.allGather(g, in, outs[0].f32(), inN, compute_);
     break;
   case Op::ReduceScatter:
-    comms_.reduceScatter(g, ins[0].f32(), outs[0].f32(), outN, compute_);
+    comms_.reduceScatter(g, in, outs[0].f32(), outN, compute_);
     break;
   case Op::Send:
-    comms_.sendRecv(g, ins[0].data, inN * 4, peer(), nullptr, 0, 0, compute_);
+    comms_.sendRecv(g, in, inN * 4, peer(), nullptr, 0, 0, compute_);
     break;
   case Op::Recv:
     comms_.sendRecv(g, nullptr, 0, 0, outs[0].data, outN * 4, peer(), compute_);

@@ -134,6 +134,8 @@ private:
   cudaEvent_t ready_ = nullptr;  ///< compute work before a bucket's start
   cudaEvent_t done_ = nullptr;   ///< a plan collective's end
   std::vector<Pending> buckets_; ///< by handle
+  void *scratch_ = nullptr;      ///< an input that overlaps its output
+  size_t scratchBytes_ = 0;
 };
 
 } // namespace mega::rt::gpu
