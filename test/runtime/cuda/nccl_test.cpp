@@ -122,7 +122,7 @@ void checkCollectives(rt::Backend &nccl, rt::Backend &host,
       {"AllGather", Op::AllGather, {tensor}, false},
       {"ReduceScatter", Op::ReduceScatter, {pipe}, false},
   };
-  // GPT-2 small's vocab-sized row, an odd count, one element.
+  // Large, odd, one element.
   const size_t sizes[] = {50304 * 3, 4097, 1};
   uint64_t seed = 1;
   for (const Case &c : cases)
@@ -362,8 +362,17 @@ int main() {
     std::printf("%s\n", line.c_str());
     if (line.find("collectives: NCCL") != 0)
       fail("--comm nccl did not choose NCCL: " + line);
-    if (host->deviceBuckets(comm->group(plan::ParallelGroup::Data)))
-      fail("the host-staged backend claims device buckets");
+    // Every group has its communicator, so collective() takes the NCCL
+    // path for each (it stages only for a group without one).
+    for (int k = 0; k < 3; ++k) {
+      const rt::ProcessGroup &g = comm->group(plan::ParallelGroup(k));
+      if (!nccl->deviceBuckets(g))
+        fail("--comm nccl left " + rt::gpu::describeGroup(g) +
+             " without a communicator");
+      if (host->deviceBuckets(g))
+        fail("the host-staged backend claims NCCL for " +
+             rt::gpu::describeGroup(g));
+    }
     checkCollectives(*nccl, *host, *comm);
     checkOverlap(*nccl, *host, *comm);
     checkBuckets(*nccl, *comm);
