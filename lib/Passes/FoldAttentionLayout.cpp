@@ -60,16 +60,15 @@ enum Group { kQkv = 0, kO = 1, kDout = 2, kGrads = 3 };
 
 bool isAttention(Operation *op) {
   auto k = dyn_cast<KernelOp>(op);
-  return k && (k.getKernel() == "Attention" || k.getKernel() == "AttentionGrad");
+  return k &&
+         (k.getKernel() == "Attention" || k.getKernel() == "AttentionGrad");
 }
 
 RankedTensorType tensorOf(Value v) {
   return cast<RankedTensorType>(v.getType());
 }
 
-int64_t elemBytes(Value v) {
-  return tensorOf(v).getElementTypeBitWidth() / 8;
-}
+int64_t elemBytes(Value v) { return tensorOf(v).getElementTypeBitWidth() / 8; }
 
 /// An attention kernel's heads and per-group strides, read from and written
 /// back to its integer attributes. A group never set stays contiguous.
@@ -299,9 +298,9 @@ struct MegaFoldAttentionLayout
       Layout l(k);
       if (root != out ||
           tensorOf(u->get()).getElementType() !=
-              tensorOf(uses[0]->get()).getElementType() || !at || *at % slice != 0 || *at / slice >= shape[0] ||
-          l.bh != B * H || l.seq != S || l.hd != D ||
-          (l.heads && l.heads != H) ||
+              tensorOf(uses[0]->get()).getElementType() ||
+          !at || *at % slice != 0 || *at / slice >= shape[0] || l.bh != B * H ||
+          l.seq != S || l.hd != D || (l.heads && l.heads != H) ||
           tensorOf(u->get()).getNumElements() != slice)
         return;
       parts.push_back({u, *at / slice});
@@ -325,8 +324,8 @@ struct MegaFoldAttentionLayout
       l.groups[kQkv] = s;
       b.setInsertionPoint(k);
       // The source dominates k: it is defined where the Transpose was.
-      p.operand->set(flatView(b, t.getLoc(), src, p.part * lead,
-                              spanOf(l, H, s)));
+      p.operand->set(
+          flatView(b, t.getLoc(), src, p.part * lead, spanOf(l, H, s)));
       l.write(k);
     }
     eraseDead(through);
@@ -430,8 +429,8 @@ struct MegaFoldAttentionLayout
     if (in.size() != 4 || res.size() != 4 || !steps)
       return;
     const int64_t B = res[0], H = res[1], S = res[2], D = res[3];
-    if (B * H != l.bh || S != l.seq || D != l.hd || in[0] != B ||
-        in[1] != S || in[2] != H || in[3] != D)
+    if (B * H != l.bh || S != l.seq || D != l.hd || in[0] != B || in[1] != S ||
+        in[2] != H || in[3] != D)
       return;
     const int64_t want[4] = {S * H * D, D, H * D, 1};
     for (int k = 0; k < 4; ++k)

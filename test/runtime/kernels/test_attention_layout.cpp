@@ -49,9 +49,9 @@ void fillRandom(Tensor &t, Rng &rng) {
 
 /// Copies element (bh, s, c) between a contiguous [BH, S, hd] tensor and a
 /// strided one ({sB, sH, sS} with H heads, from element `at`).
-void permute(const Tensor &contig, const Tensor &strided, int64_t at,
-             int64_t H, int64_t BH, int64_t S, int64_t hd,
-             const int64_t (&st)[3], bool toStrided) {
+void permute(const Tensor &contig, const Tensor &strided, int64_t at, int64_t H,
+             int64_t BH, int64_t S, int64_t hd, const int64_t (&st)[3],
+             bool toStrided) {
   const int64_t es = esize(contig.v.dtype);
   for (int64_t bh = 0; bh < BH; ++bh)
     for (int64_t s = 0; s < S; ++s) {
@@ -70,14 +70,14 @@ bool sameBytes(const Tensor &a, const Tensor &b) {
          std::memcmp(a.data, b.data, size_t(a.v.bytes())) == 0;
 }
 
-void testPacked(Harness &h, Rng &rng, DType t, int64_t B, int64_t H,
-                int64_t S, int64_t hd, bool causal) {
+void testPacked(Harness &h, Rng &rng, DType t, int64_t B, int64_t H, int64_t S,
+                int64_t hd, bool causal) {
   const int64_t BH = B * H, n = BH * S * hd, HD = H * hd;
-  const std::string label = std::string(t == DType::BF16 ? "bf16" : "f32") +
-                            " B=" + std::to_string(B) + " H=" +
-                            std::to_string(H) + " S=" + std::to_string(S) +
-                            " hd=" + std::to_string(hd) +
-                            (causal ? " causal" : "");
+  const std::string label =
+      std::string(t == DType::BF16 ? "bf16" : "f32") +
+      " B=" + std::to_string(B) + " H=" + std::to_string(H) +
+      " S=" + std::to_string(S) + " hd=" + std::to_string(hd) +
+      (causal ? " causal" : "");
   const float scale = float(1.0 / std::sqrt(double(hd)));
   // The packed projection output and its contiguous q, k, v.
   Tensor &P = h.alloc(t, {B, S, 3, H, hd});
@@ -124,8 +124,8 @@ void testPacked(Harness &h, Rng &rng, DType t, int64_t B, int64_t H,
     bwd.insert(bwd.end(), st, st + 3);
   if (!h.run(make(Op::AttentionGrad, plain, {scale}),
              {qc[0], qc[1], qc[2], &oc, &lc, &dc}, {&gc0, &gc1, &gc2}) ||
-      !h.run(make(Op::AttentionGrad, bwd, {scale}),
-             {&q, &k, &v, &os, &ls, &ds}, {&dq, &dk, &dv}))
+      !h.run(make(Op::AttentionGrad, bwd, {scale}), {&q, &k, &v, &os, &ls, &ds},
+             {&dq, &dk, &dv}))
     return;
   Tensor *gc[3] = {&gc0, &gc1, &gc2};
   for (int j = 0; j < 3; ++j) {
@@ -149,8 +149,8 @@ void testRefusals(Harness &h) {
   Tensor q = viewOf(P, 0, span), k = viewOf(P, HD * 4, span),
          v = viewOf(P, 2 * HD * 4, span);
   Tensor &o = h.f32({B, S, H, hd}), &l = h.f32({BH, S});
-  const std::vector<int64_t> good = {BH,         S,  hd, 1, H, S * 3 * HD,
-                                     hd,         3 * HD, S * HD, hd, HD};
+  const std::vector<int64_t> good = {BH, S,      hd,     1,  H, S * 3 * HD,
+                                     hd, 3 * HD, S * HD, hd, HD};
   h.run(make(Op::Attention, good, {0.5f}), {&q, &k, &v}, {&o, &l});
   // v one element short of its last row.
   Tensor vShort = viewOf(P, 2 * HD * 4, span - 1);
@@ -159,12 +159,12 @@ void testRefusals(Harness &h) {
   // o's heads overlapping (sH < hd).
   std::vector<int64_t> bad = good;
   bad[9] = hd - 1;
-  h.reject("overlapping o rows", make(Op::Attention, bad, {0.5f}),
-           {&q, &k, &v}, {&o, &l}, "o's rows overlap");
+  h.reject("overlapping o rows", make(Op::Attention, bad, {0.5f}), {&q, &k, &v},
+           {&o, &l}, "o's rows overlap");
   bad = good;
   bad[4] = 4;
-  h.reject("H not dividing BH", make(Op::Attention, bad, {0.5f}),
-           {&q, &k, &v}, {&o, &l}, "not a multiple of H");
+  h.reject("H not dividing BH", make(Op::Attention, bad, {0.5f}), {&q, &k, &v},
+           {&o, &l}, "not a multiple of H");
   bad = good;
   bad.pop_back();
   h.reject("attribute count", make(Op::Attention, bad, {0.5f}), {&q, &k, &v},

@@ -162,8 +162,8 @@ Dims checkCommon(const Checker &c, const char *const *names, size_t nsame,
   if (c.instr.i.size() > 4) {
     const int64_t heads = c.attr(4, 1, kBig, "H");
     if (d.bh % heads != 0)
-      c.fail("BH = " + std::to_string(d.bh) + " is not a multiple of H = " +
-             std::to_string(heads));
+      c.fail("BH = " + std::to_string(d.bh) +
+             " is not a multiple of H = " + std::to_string(heads));
     for (size_t k = 5; k < strided; ++k)
       c.attr(k, 0, kBig, "stride");
   }
@@ -207,8 +207,7 @@ void checkAttention(const Checker &c) {
   // o may be bf16 (a cast folded into attention: rounded on store); lse
   // stays f32 for the gradient.
   operand(c, d, c.outs[0],
-          c.outs[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32, d.o,
-          "o");
+          c.outs[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32, d.o, "o");
   rowsDisjoint(c, d, d.o, "o");
   c.tensor(c.outs[1], DType::F32, i128(d.bh) * d.seq, "lse");
   for (size_t o = 0; o < 2; ++o)
@@ -253,8 +252,8 @@ namespace {
 void probabilities(const Dims &d, const float *q, const float *k, float *p,
                    const float *lse, float *lseOut) {
   const int S = int(d.seq), hd = int(d.hd);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, d.scale, q,
-              hd, k, hd, 0.0f, p, S);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, d.scale, q, hd,
+              k, hd, 0.0f, p, S);
   for (int64_t i = 0; i < d.seq; ++i) {
     float *row = p + i * d.seq;
     const int64_t valid = d.causal ? i + 1 : d.seq;

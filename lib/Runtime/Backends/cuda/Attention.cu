@@ -67,8 +67,8 @@ struct Shape {
 /// {BH, S, hd, causal}, then optionally H and the strides of each group
 /// (Attention: q|k|v, o; AttentionGrad: q|k|v, o, dout, dq|dk|dv).
 Shape shapeOf(const Instr &in) {
-  Shape s{in.i[0], in.i[1], int(in.i[2]), in.i[3] != 0, in.f[0], 1,
-          {},      {},      {},           {}};
+  Shape s{in.i[0], in.i[1], int(in.i[2]), in.i[3] != 0, in.f[0],
+          1,       {},      {},           {},           {}};
   const Layout c{s.seq * s.hd, 0, s.hd};
   s.qkv = s.o = s.dout = s.g = c;
   if (in.i.size() > 4) {
@@ -102,8 +102,8 @@ constexpr int kKeys = 32; // rows of the other side per shared-memory tile
 /// Loads kKeys rows (from `row0`) of a slice (`x` at its first row, rows
 /// `ld` apart) into a [kKeys][D] float tile, zero beyond hd and beyond S.
 template <int D, typename T>
-__device__ void loadTile(float (*tile)[D], const T *x, int64_t ld,
-                         int64_t row0, int64_t seq, int hd) {
+__device__ void loadTile(float (*tile)[D], const T *x, int64_t ld, int64_t row0,
+                         int64_t seq, int hd) {
   for (int e = threadIdx.x; e < kKeys * D; e += blockDim.x) {
     const int r = e / D, c = e % D;
     const int64_t row = row0 + r;
@@ -487,8 +487,7 @@ __device__ void storeRows(T *out, int64_t ld, const float (&acc)[HD / 8][4],
 #pragma unroll
   for (int n = 0; n < HD / 8; ++n) {
     store2(out + g * ld + n * 8 + 2 * t, acc[n][0] * f0, acc[n][1] * f0);
-    store2(out + (g + 8) * ld + n * 8 + 2 * t, acc[n][2] * f1,
-           acc[n][3] * f1);
+    store2(out + (g + 8) * ld + n * 8 + 2 * t, acc[n][2] * f1, acc[n][3] * f1);
   }
 }
 
@@ -693,10 +692,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bf16 *kb = k + base, *vb = v + base;
   const int64_t tiles = s.causal ? qt + 1 : s.seq / kT;
   tileAsync<HD>(qs, q + base + qt * kT * ld, ld);
-  tileAsync<HD>(dos,
-                dout + sliceAt(s.dout, s.heads, blockIdx.y) +
-                    qt * kT * s.dout.sS,
-                s.dout.sS);
+  tileAsync<HD>(
+      dos, dout + sliceAt(s.dout, s.heads, blockIdx.y) + qt * kT * s.dout.sS,
+      s.dout.sS);
   tileAsync<HD>(stages, kb, ld);
   tileAsync<HD>(stages + TE, vb, ld);
   __pipeline_commit();
