@@ -38,6 +38,7 @@
 #include "mega/Passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SmallPtrSet.h"
 
 #include <array>
@@ -305,6 +306,14 @@ struct MegaFoldAttentionLayout
         return;
       parts.push_back({u, *at / slice});
     }
+    // q, k and v share one layout group: every kernel must read all three
+    // from this Transpose (not, say, q from another one).
+    llvm::DenseMap<Operation *, unsigned> seen;
+    for (const Use &p : parts)
+      seen[p.operand->getOwner()] |= 1u << p.operand->getOperandNumber();
+    for (auto &[k, mask] : seen)
+      if (mask != 7u)
+        return;
     const Strides s = {(*steps)[1], (*steps)[2], (*steps)[3]};
     Value in = t->getOperand(0);
     const int64_t inElems = tensorOf(in).getNumElements();

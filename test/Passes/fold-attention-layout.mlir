@@ -167,3 +167,19 @@ func.func @lowered_casts(%x: tensor<2x8x3x2x4xf32>, %g: tensor<2x8x2x4xf32>) {
   mega.output "dv", %dv : tensor<2x2x8x4xf32>
   return
 }
+
+// -----
+
+// Must not fold: q comes from another tensor than k and v (q, k, v share one
+// layout group, so all three must be views of the same Transpose).
+// CHECK-LABEL: func.func @mixed_sources
+// CHECK: "Transpose"
+// CHECK: mega.kernel "Attention"({{.*}}) i [4, 8, 4, 1] f
+func.func @mixed_sources(%x: tensor<2x8x3x2x4xf32>, %q: tensor<2x2x8x4xf32>) {
+  %t = mega.kernel "Transpose"(%x) i [5, 2, 8, 3, 2, 4, 2, 0, 3, 1, 4] f [] : (tensor<2x8x3x2x4xf32>) -> tensor<3x2x2x8x4xf32>
+  %k = mega.view %t offset 512 : tensor<3x2x2x8x4xf32> -> tensor<2x2x8x4xf32>
+  %v = mega.view %t offset 1024 : tensor<3x2x2x8x4xf32> -> tensor<2x2x8x4xf32>
+  %a:2 = mega.kernel "Attention"(%q, %k, %v) i [4, 8, 4, 1] f [0.5] : (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>) -> (tensor<2x2x8x4xf32>, tensor<2x2x8xf32>)
+  mega.output "o", %a#0 : tensor<2x2x8x4xf32>
+  return
+}
