@@ -12,7 +12,8 @@
 // Shapes: odd widths (the element kernels), widths % 4 == 0 (the float4
 // ones, also with a padded tail that ends inside a vector), logits 4 bytes
 // into their buffer (the element kernels again), GPT-2 small at tp 2
-// (vocabulary 50304 = 2 x 25152, true 50257; 16384 tokens of hidden 768).
+// (vocabulary 50304 = 2 x 25152, true 50257; 16384 tokens of hidden 768;
+// the loss kernels once on all 16384 x 25152 logits).
 // Inputs random and non-zero, outputs poisoned (TwinHarness.h); fp32 at
 // rel 1e-5 (these kernels take no bf16 operands).
 //
@@ -189,6 +190,54 @@ std::vector<float> rowMaxPlus(Rng &rng, const std::vector<float> &x,
     m[size_t(r)] = v + float(rng.uniform(0.0, 0.5));
   }
   return m;
+}
+
+/// n floats in [lo, hi) from a counter hash (splitmix64): GPT-2's logits
+/// (412 M) would take seconds from the Mersenne twister.
+std::vector<float> fastVec(uint64_t seed, int64_t n, double lo, double hi) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) {
+    uint64_t z = seed + uint64_t(k) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    const float x = float(lo + (hi - lo) * double(z >> 11) * 0x1.0p-53);
+    v[size_t(k)] = x != 0.0f ? x : float(0.5 * (lo + hi) + 0.25 * (hi - lo));
+  }
+  return v;
+}
+
+/// The loss kernels once at GPT-2 small's full shape at tp 2: 16384 rows of
+/// this rank's 25152 logits, the second rank (25105 true columns, 47 padded;
+/// 412 M elements, 1.6 GB), the gradient in place as the plans run it.
+void lossGpt2(Rng &rng) {
+  const int64_t rows = 16384, Vl = 25152, V = 50257;
+  Place comm(1, 2);
+  const std::string d = "GPT-2 tp2 " + dims({{"rows", rows}, {"Vl", Vl}}) +
+                        " V=50257" + where(1, 2);
+  std::vector<float> x = fastVec(rng.g(), rows * Vl, -6, 6);
+  std::vector<float> mx(static_cast<size_t>(rows)), lse(mx.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x.data() + r * Vl;
+    mx[size_t(r)] = *std::max_element(xr, xr + Vl) + 0.25f;
+    // Near this shard's log-sum-exp (any finite lse is valid input).
+    lse[size_t(r)] = mx[size_t(r)] + float(std::log(double(Vl)));
+  }
+  const std::vector<int32_t> t = rng.ids(rows, V);
+  {
+    Case c = make("VocabCrossEntropyStats " + d, Op::VocabCrossEntropyStats,
+                  {rows, Vl, V, 0});
+    c.ins = {c.f32({rows, Vl}, x), c.i32({rows}, t), c.f32({rows}, mx)};
+    c.outs = {c.out({rows}), c.out({rows})};
+    twin(c, &comm);
+  }
+  Case g = make("VocabCrossEntropyGrad " + d + " in place",
+                Op::VocabCrossEntropyGrad, {rows, Vl, V, 0});
+  int xi = g.inout({rows, Vl}, x);
+  x = {}; // the case holds its own copy
+  g.ins = {xi, g.i32({rows}, t), g.f32({rows}, lse), g.f32({}, {0.7f})};
+  g.outs = {g.same(xi)};
+  twin(g, &comm);
 }
 
 struct LossShape {
@@ -381,6 +430,7 @@ void vocabParallel(Rng &rng) {
   embedding(rng);
   rowMax(rng);
   loss(rng);
+  lossGpt2(rng);
   distributedAdamW(rng);
 }
 
