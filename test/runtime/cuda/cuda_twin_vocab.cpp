@@ -57,8 +57,7 @@ public:
                      size_t) override {
     none();
   }
-  void send(const rt::ProcessGroup &, int, int, const void *,
-            size_t) override {
+  void send(const rt::ProcessGroup &, int, int, const void *, size_t) override {
     none();
   }
   void recv(const rt::ProcessGroup &, int, int, void *, size_t) override {
@@ -91,8 +90,8 @@ void embedding(Rng &rng) {
       Place comm(rank, int(size));
       const std::string d =
           dims({{"rows", rows}, {"Vl", Vl}, {"H", H}}) + where(rank, int(size));
-      Case c = make("VocabEmbedding " + d, Op::VocabEmbedding,
-                    {rows, Vl, H, 0});
+      Case c =
+          make("VocabEmbedding " + d, Op::VocabEmbedding, {rows, Vl, H, 0});
       c.ins = {c.f32({Vl, H}, table), c.i32({rows}, ids)};
       c.outs = {c.out({rows, H})};
       twin(c, &comm);
@@ -111,16 +110,16 @@ void embedding(Rng &rng) {
     const int64_t rows = 16384, Vl = 25152, H = 768;
     Place comm(1, 2);
     const std::vector<int32_t> ids = rng.ids(rows, 50257);
-    Case c = make("VocabEmbedding GPT-2 tp2 " +
-                      dims({{"rows", rows}, {"Vl", Vl}, {"H", H}}) +
-                      where(1, 2),
-                  Op::VocabEmbedding, {rows, Vl, H, 0});
+    Case c =
+        make("VocabEmbedding GPT-2 tp2 " +
+                 dims({{"rows", rows}, {"Vl", Vl}, {"H", H}}) + where(1, 2),
+             Op::VocabEmbedding, {rows, Vl, H, 0});
     c.ins = {c.f32({Vl, H}, rng.vec(Vl * H)), c.i32({rows}, ids)};
     c.outs = {c.out({rows, H})};
     twin(c, &comm);
     Case g = make("VocabEmbeddingGrad GPT-2 tp2 " +
-                      dims({{"rows", rows}, {"Vl", Vl}, {"H", H}}) +
-                      " acc=1" + where(1, 2),
+                      dims({{"rows", rows}, {"Vl", Vl}, {"H", H}}) + " acc=1" +
+                      where(1, 2),
                   Op::VocabEmbeddingGrad, {rows, Vl, H, 1, 0});
     g.ins = {g.f32({rows, H}, rng.vec(rows * H)), g.i32({rows}, ids)};
     g.outs = {g.inout({Vl, H}, rng.vec(Vl * H))};
@@ -138,16 +137,18 @@ void embedding(Rng &rng) {
                   {rows, Vl, H, 0});
     c.ins = {c.f32({Vl, H}, rng.vec(Vl * H)), c.i32({rows}, ids)};
     c.outs = {c.out({rows, H})};
-    dataError(c, "VocabEmbedding: id 15 of row 3 is outside the vocabulary "
-                 "[0, 15)",
+    dataError(c,
+              "VocabEmbedding: id 15 of row 3 is outside the vocabulary "
+              "[0, 15)",
               &comm);
     ids[3] = -2;
     Case g = make("VocabEmbeddingGrad id -2", Op::VocabEmbeddingGrad,
                   {rows, Vl, H, 0, 0});
     g.ins = {g.f32({rows, H}, rng.vec(rows * H)), g.i32({rows}, ids)};
     g.outs = {g.out({Vl, H})};
-    dataError(g, "VocabEmbeddingGrad: id -2 of row 3 is outside the "
-                 "vocabulary [0, 15)",
+    dataError(g,
+              "VocabEmbeddingGrad: id -2 of row 3 is outside the "
+              "vocabulary [0, 15)",
               &comm);
   }
 }
@@ -167,8 +168,9 @@ void rowMax(Rng &rng) {
   }
   {
     const int64_t rows = 9, cols = 4096;
-    Case c = make("RowMax misaligned x " + dims({{"rows", rows}, {"cols", cols}}),
-                  Op::RowMax, {rows, cols});
+    Case c =
+        make("RowMax misaligned x " + dims({{"rows", rows}, {"cols", cols}}),
+             Op::RowMax, {rows, cols});
     int whole = c.f32({rows * cols + 1}, rng.vec(rows * cols + 1, -6, 6));
     int x = c.view(whole, {rows, cols});
     c.ts[size_t(x)].v.offset = 4;
@@ -249,10 +251,9 @@ void loss(Rng &rng) {
   // 17 x 3 = 51 > 45 (the last rank owns 11 columns); 36 x 4 = 144 > 141
   // (33 columns: a vector ends inside the padding); GPT-2 at tp 2, 50304 >
   // 50257 (25105 columns on rank 1).
-  const LossShape shapes[] = {{7, 17, 3, 0},      {7, 17, 3, 45},
-                              {33, 251, 2, 0},    {33, 4096, 2, 0},
-                              {9, 36, 4, 141},    {64, 25152, 2, 50257},
-                              {0, 17, 2, 0}};
+  const LossShape shapes[] = {
+      {7, 17, 3, 0},   {7, 17, 3, 45},        {33, 251, 2, 0}, {33, 4096, 2, 0},
+      {9, 36, 4, 141}, {64, 25152, 2, 50257}, {0, 17, 2, 0}};
   for (const LossShape &s : shapes) {
     const int64_t rows = s.rows, Vl = s.Vl, size = s.size;
     const int64_t V = s.V ? s.V : Vl * size;
@@ -286,9 +287,9 @@ void loss(Rng &rng) {
       if (Vl == 25152)
         deterministic(c, &comm);
       for (int inPlace : {0, 1}) {
-        Case g = make("VocabCrossEntropyGrad " + d +
-                          (inPlace ? " in place" : ""),
-                      Op::VocabCrossEntropyGrad, attrs);
+        Case g =
+            make("VocabCrossEntropyGrad " + d + (inPlace ? " in place" : ""),
+                 Op::VocabCrossEntropyGrad, attrs);
         int xi = inPlace ? g.inout({rows, Vl}, x) : g.f32({rows, Vl}, x);
         g.ins = {xi, g.i32({rows}, t), g.f32({rows}, lse), g.f32({}, {0.7f})};
         g.outs = {inPlace ? g.same(xi) : g.out({rows, Vl})};
@@ -349,8 +350,9 @@ void loss(Rng &rng) {
     c.ins = {c.f32({rows, Vl}, x), c.i32({rows}, t),
              c.f32({rows}, rowMaxPlus(rng, x, rows, Vl))};
     c.outs = {c.out({rows}), c.out({rows})};
-    dataError(c, "VocabCrossEntropyStats: target 45 of row 4 is outside the "
-                 "vocabulary [0, 45)",
+    dataError(c,
+              "VocabCrossEntropyStats: target 45 of row 4 is outside the "
+              "vocabulary [0, 45)",
               &comm);
     Case g = make("VocabCrossEntropyGrad target 45 of V=45",
                   Op::VocabCrossEntropyGrad, {rows, Vl, V, 0});
@@ -358,8 +360,9 @@ void loss(Rng &rng) {
              g.f32({rows}, std::vector<float>(size_t(rows), 9.5f)),
              g.f32({}, {0.7f})};
     g.outs = {g.out({rows, Vl})};
-    dataError(g, "VocabCrossEntropyGrad: target 45 of row 4 is outside the "
-                 "vocabulary [0, 45)",
+    dataError(g,
+              "VocabCrossEntropyGrad: target 45 of row 4 is outside the "
+              "vocabulary [0, 45)",
               &comm);
     t[4] = 3;
     Case p = make("VocabCrossEntropyStats V=34 over 3 x 17",
@@ -374,24 +377,27 @@ void loss(Rng &rng) {
 
 void distributedAdamW(Rng &rng) {
   // {block, size}: an odd block, one of 2^20 + 3, one rank of one.
-  const int64_t shapes[][2] = {{1001, 4}, {(int64_t(1) << 20) + 3, 2},
-                               {77, 1}};
+  const int64_t shapes[][2] = {{1001, 4}, {(int64_t(1) << 20) + 3, 2}, {77, 1}};
   const std::vector<float> f = {0.9f, 0.95f, 1e-8f, 0.1f};
   for (const auto &s : shapes) {
     const int64_t n = s[0], size = s[1];
     const std::vector<float> param = rng.vec(n * size);
     const std::vector<float> grad = rng.vec(n), m = rng.vec(n, -0.1, 0.1),
                              v = rng.vec(n, 1e-4, 0.05);
-    for (int rank = 0; rank < size; rank += size > 2 ? 3 : 1)
+    for (int rank = 0; rank<size; rank += size> 2 ? 3 : 1)
       for (float coef : {0.37f, kNaN}) {
         Place comm(rank, int(size));
-        Case c = make("AdamW block " + dims({{"n", n}}) + where(rank, int(size)) +
-                          (std::isnan(coef) ? " skipped (coef NaN)" : ""),
-                      Op::AdamW, {1}, f);
+        Case c =
+            make("AdamW block " + dims({{"n", n}}) + where(rank, int(size)) +
+                     (std::isnan(coef) ? " skipped (coef NaN)" : ""),
+                 Op::AdamW, {1}, f);
         // param compared too: the update must leave it alone.
-        c.ins = {c.inout({n * size}, param), c.f32({n}, grad),
-                 c.inout({n}, m),             c.inout({n}, v),
-                 c.f32({}, {6e-4f}),          c.f32({}, {7.0f}),
+        c.ins = {c.inout({n * size}, param),
+                 c.f32({n}, grad),
+                 c.inout({n}, m),
+                 c.inout({n}, v),
+                 c.f32({}, {6e-4f}),
+                 c.f32({}, {7.0f}),
                  c.f32({}, {coef})};
         c.outs = {c.out({n})};
         twin(c, &comm);
@@ -401,10 +407,13 @@ void distributedAdamW(Rng &rng) {
   {
     const int64_t n = 513;
     Case c = make("AdamW block n=513 no communicator", Op::AdamW, {1}, f);
-    c.ins = {c.inout({n}, rng.vec(n)), c.f32({n}, rng.vec(n)),
+    c.ins = {c.inout({n}, rng.vec(n)),
+             c.f32({n}, rng.vec(n)),
              c.inout({n}, rng.vec(n, -0.1, 0.1)),
-             c.inout({n}, rng.vec(n, 1e-4, 0.05)), c.f32({}, {1e-3f}),
-             c.f32({}, {1.0f}), c.f32({}, {1.0f})};
+             c.inout({n}, rng.vec(n, 1e-4, 0.05)),
+             c.f32({}, {1e-3f}),
+             c.f32({}, {1.0f}),
+             c.f32({}, {1.0f})};
     c.outs = {c.out({n})};
     twin(c);
   }
@@ -414,9 +423,12 @@ void distributedAdamW(Rng &rng) {
     Place comm(0, 2);
     Case c = make("AdamW block of a parameter of 3 blocks on 2 ranks",
                   Op::AdamW, {1}, f);
-    c.ins = {c.f32({3 * n}, rng.vec(3 * n)), c.f32({n}, rng.vec(n)),
-             c.f32({n}, rng.vec(n)),         c.f32({n}, rng.vec(n, 0.0, 1.0)),
-             c.f32({}, {1e-3f}),             c.f32({}, {1.0f}),
+    c.ins = {c.f32({3 * n}, rng.vec(3 * n)),
+             c.f32({n}, rng.vec(n)),
+             c.f32({n}, rng.vec(n)),
+             c.f32({n}, rng.vec(n, 0.0, 1.0)),
+             c.f32({}, {1e-3f}),
+             c.f32({}, {1.0f}),
              c.f32({}, {1.0f})};
     c.outs = {c.out({n})};
     dataError(c, "AdamW: the parameter has 300 elements, not 2 blocks of 100",

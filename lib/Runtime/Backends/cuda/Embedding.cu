@@ -149,8 +149,8 @@ void scatterRowsSorted(const Ctx &ctx, Op op, const float *dout,
 void runEmbeddingGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                       const Refs &outs) {
   const int64_t rows = in.i[0], V = in.i[1], H = in.i[2];
-  scatterRowsSorted(ctx, Op::EmbeddingGrad, ins[0].f32(), ins[1].i32(), rows,
-                    V, H, 0, V, in.i[3] != 0, outs[0].f32());
+  scatterRowsSorted(ctx, Op::EmbeddingGrad, ins[0].f32(), ins[1].i32(), rows, V,
+                    H, 0, V, in.i[3] != 0, outs[0].f32());
 }
 
 } // namespace mega::rt::gpu

@@ -368,8 +368,8 @@ void runAdamWShard(const Ctx &ctx, const GroupPlace &place, const Instr &in,
   const int64_t n = ins[1].numel();
   if (ins[0].numel() != n * place.size)
     throw Error("AdamW: the parameter has " + std::to_string(ins[0].numel()) +
-                " elements, not " + std::to_string(place.size) +
-                " blocks of " + std::to_string(n));
+                " elements, not " + std::to_string(place.size) + " blocks of " +
+                std::to_string(n));
   if (n == 0)
     return;
   adamWShardKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(

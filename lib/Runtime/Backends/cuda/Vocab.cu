@@ -118,13 +118,11 @@ __global__ void rowMaxKernel(const float *__restrict__ x, int64_t rows,
 /// sumexp[r] = sum over the first `own` columns of exp(x - max[r]);
 /// targetLogit[r] = the target's logit when it is this rank's, else 0.
 template <bool V4>
-__global__ void vocabStatsKernel(const float *__restrict__ x,
-                                 const int32_t *__restrict__ t,
-                                 const float *__restrict__ mx,
-                                 float *__restrict__ sumexp,
-                                 float *__restrict__ tl, int64_t rows,
-                                 int64_t Vl, int64_t own, int64_t start,
-                                 int64_t V, DeviceError *err) {
+__global__ void
+vocabStatsKernel(const float *__restrict__ x, const int32_t *__restrict__ t,
+                 const float *__restrict__ mx, float *__restrict__ sumexp,
+                 float *__restrict__ tl, int64_t rows, int64_t Vl, int64_t own,
+                 int64_t start, int64_t V, DeviceError *err) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float *xr = x + r * Vl;
@@ -224,8 +222,8 @@ __global__ void vocabGradKernel(const float *x, const int32_t *__restrict__ t,
 
 } // namespace
 
-void runVocabEmbedding(const Ctx &ctx, const GroupPlace &place,
-                       const Instr &in, const Refs &ins, const Refs &outs) {
+void runVocabEmbedding(const Ctx &ctx, const GroupPlace &place, const Instr &in,
+                       const Refs &ins, const Refs &outs) {
   const int64_t rows = in.i[0], Vl = in.i[1], H = in.i[2];
   if (rows == 0 || H == 0)
     return;
@@ -244,12 +242,11 @@ void runVocabEmbedding(const Ctx &ctx, const GroupPlace &place,
 }
 
 void runVocabEmbeddingGrad(const Ctx &ctx, const GroupPlace &place,
-                           const Instr &in, const Refs &ins,
-                           const Refs &outs) {
+                           const Instr &in, const Refs &ins, const Refs &outs) {
   const int64_t rows = in.i[0], Vl = in.i[1], H = in.i[2];
   scatterRowsSorted(ctx, Op::VocabEmbeddingGrad, ins[0].f32(), ins[1].i32(),
-                    rows, Vl, H, Vl * place.rank, Vl * place.size,
-                    in.i[3] != 0, outs[0].f32());
+                    rows, Vl, H, Vl * place.rank, Vl * place.size, in.i[3] != 0,
+                    outs[0].f32());
 }
 
 void runRowMax(const Ctx &ctx, const Instr &in, const Refs &ins,
@@ -263,8 +260,9 @@ void runRowMax(const Ctx &ctx, const Instr &in, const Refs &ins,
         <<<rowGrid(rows), rowThreads(cols / 4, 512), 0, ctx.stream>>>(
             x, rows, cols, outs[0].f32());
   else
-    rowMaxKernel<false><<<rowGrid(rows), rowThreads(cols, 512), 0,
-                          ctx.stream>>>(x, rows, cols, outs[0].f32());
+    rowMaxKernel<false>
+        <<<rowGrid(rows), rowThreads(cols, 512), 0, ctx.stream>>>(
+            x, rows, cols, outs[0].f32());
   checkLaunch("RowMax");
 }
 
@@ -314,10 +312,10 @@ void runVocabCrossEntropyGrad(const Ctx &ctx, const GroupPlace &place,
             x, ins[1].i32(), ins[2].f32(), ins[3].f32(), dx, rows, Vl, own,
             start, V, ctx.err);
   else
-    vocabGradKernel<false><<<rowGrid(rows), rowThreads(Vl, 512), 0,
-                             ctx.stream>>>(x, ins[1].i32(), ins[2].f32(),
-                                           ins[3].f32(), dx, rows, Vl, own,
-                                           start, V, ctx.err);
+    vocabGradKernel<false>
+        <<<rowGrid(rows), rowThreads(Vl, 512), 0, ctx.stream>>>(
+            x, ins[1].i32(), ins[2].f32(), ins[3].f32(), dx, rows, Vl, own,
+            start, V, ctx.err);
   checkLaunch("VocabCrossEntropyGrad");
 }
 
