@@ -157,7 +157,7 @@ Arity arityOf(Op op) {
   case Op::Copy:
     return {1, 1};
   case Op::MatMul:
-    return {2, 1};
+    return {-1, -1}; // 2 + epilogue operands, checked with i[12] below
   case Op::Elementwise:
     return {-1, -1};
   case Op::ReduceSum:
@@ -257,6 +257,29 @@ void validateAdamWMulti(const Program &p, size_t k, const Instr &in) {
     fail(p, k, "AdamWMulti over " + std::to_string(n) + " tensors takes " +
                    std::to_string(3 + n) + " float attributes, not " +
                    std::to_string(in.f.size()));
+}
+
+/// MatMul: 12 integer attributes, or 13 with the epilogue i[12] (0 none,
+/// 1 bias, 2 bias + residual, 3 bias + GELU with the pre-activation as a
+/// second output), whose operand counts follow from it. The backends check
+/// shapes and dtypes.
+void validateMatMul(const Program &p, size_t k, const Instr &in) {
+  if (in.i.size() != 12 && in.i.size() != 13)
+    fail(p, k, "MatMul takes 12 integer attributes, or 13 with an epilogue, "
+               "not " + std::to_string(in.i.size()));
+  const int64_t epi = in.i.size() == 13 ? in.i[12] : 0;
+  if (epi < 0 || epi > 3)
+    fail(p, k, "MatMul epilogue " + std::to_string(epi) +
+                   " is not 0 (none), 1 (bias), 2 (bias + residual) or 3 "
+                   "(bias + GELU)");
+  const size_t nin = epi == 0 ? 2 : epi == 2 ? 4 : 3;
+  const size_t nout = epi == 3 ? 2 : 1;
+  if (in.inputs.size() != nin || in.outputs.size() != nout)
+    fail(p, k, "MatMul with epilogue " + std::to_string(epi) + " takes " +
+                   std::to_string(nin) + " inputs and " +
+                   std::to_string(nout) + " outputs, not " +
+                   std::to_string(in.inputs.size()) + " and " +
+                   std::to_string(in.outputs.size()));
 }
 
 /// Collectives: group and attributes in range, f32 operands whose element
@@ -466,6 +489,8 @@ void validate(const Plan &plan) {
         validateCollective(p, k, in);
       if (in.op == Op::AdamWMulti)
         validateAdamWMulti(p, k, in);
+      if (in.op == Op::MatMul)
+        validateMatMul(p, k, in);
     }
   }
 }

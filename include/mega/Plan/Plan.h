@@ -129,6 +129,16 @@ enum class Op : uint16_t {
   /// i = {batch, M, N, K, transA, transB, lda, ldb, ldc,
   ///      strideA, strideB, strideC} (leading dims and batch strides in
   /// elements; op(X) = X^T when trans is 1). f = {alpha, beta}.
+  /// Optional i[12] = epilogue (absent or 0: none, as above), computed per
+  /// element of the f32 product t = (A B)[m, n] in this order, in f32:
+  ///   1 bias:          A, B, bias -> D.    D = t + bias[n]
+  ///   2 bias+residual: A, B, bias, R -> D. D = (t + bias[n]) + R[m, n]
+  ///   3 bias+GELU:     A, B, bias -> D, aux. aux = t + bias[n] (f32),
+  ///                    D = gelu(aux) (tanh form, EwOp::Gelu)
+  /// With an epilogue: batch 1, alpha 1, beta 0, ldc = N; bias F32 [N];
+  /// R and aux F32 of M*N elements; D F32 or BF16 (rounded on store) of M*N
+  /// elements, disjoint from A, B, bias and aux; D may be R itself (the same
+  /// bytes) but not overlap it otherwise.
   MatMul = 2,
   /// Fused elementwise program over `n` elements; see EwOp.
   /// operands: inputs..., outputs...;

@@ -436,6 +436,8 @@ void castAndBf16MatMul(Rng &rng);
 void attention(Rng &rng);
 // Recorded launches (CUDA graphs) against eager ones (cuda_twin_graph.cpp).
 void graphs(Rng &rng);
+// MatMul with a bias / residual / GELU epilogue (cuda_twin_epilogue.cpp).
+void matmulEpilogue(Rng &rng);
 
 } // namespace twincheck
 

@@ -881,7 +881,8 @@ int main(int argc, char **argv) {
       {"transpose", transpose},     {"optimizer", optimizer},
       {"vocab parallel", vocabParallel},
       {"refusals", refusals},       {"cast/bf16 matmul", castAndBf16MatMul},
-      {"attention", attention},     {"graphs", graphs}};
+      {"attention", attention},     {"graphs", graphs},
+      {"matmul epilogue", matmulEpilogue}};
   for (const auto &[name, run] : groups) {
     try {
       run(rng);

@@ -68,6 +68,42 @@ void matmul(Harness &h) {
   // C overlapping A in the arena.
   Tensor &Aa = h.arena(0, {7, 33}), &Ca = h.arena(100 * 4, {7, 17});
   h.reject("C overlaps A", mm(good), {&Aa, &B}, {&Ca}, "overlaps A");
+  // Epilogues (i[12]): operand counts, the plain-product preconditions,
+  // the operands' sizes and dtypes, overlaps.
+  {
+    std::vector<int64_t> e1 = good;
+    e1.push_back(1);
+    auto epi = [&](int64_t e) {
+      std::vector<int64_t> i = good;
+      i.push_back(e);
+      return i;
+    };
+    Tensor &bias = h.f32({17}), &R = h.f32({7, 17}), &aux = h.f32({7, 17});
+    Tensor &Db = h.alloc(DType::BF16, {7, 17});
+    h.run(mm(epi(1)), {&A, &B, &bias}, {&C});
+    h.run(mm(epi(2)), {&A, &B, &bias, &R}, {&R}); // D over R: in place
+    h.run(mm(epi(3)), {&A, &B, &bias}, {&Db, &aux});
+    h.reject("epilogue 4", mm(epi(4)), {&A, &B, &bias}, {&C}, "epilogue");
+    h.reject("epilogue operands", mm(epi(2)), {&A, &B, &bias}, {&C},
+             "expects 4 inputs");
+    h.reject("epilogue aux missing", mm(epi(3)), {&A, &B, &bias}, {&C},
+             "expects 3 inputs and 2 outputs");
+    std::vector<int64_t> batched = {2, 7, 17, 33, 0, 0, 33, 17, 17, 0, 0, 119, 1};
+    h.reject("epilogue batch", mm(batched), {&A, &B, &bias}, {&C2}, "batch 1");
+    h.reject("epilogue beta", mm(e1, {1.0f, 1.0f}), {&A, &B, &bias}, {&C}, "beta 0");
+    std::vector<int64_t> ld = {1, 7, 16, 33, 0, 0, 33, 17, 17, 0, 0, 0, 1};
+    h.reject("epilogue ldc", mm(ld), {&A, &B, &bias}, {&C}, "ldc = N");
+    Tensor &shortBias = h.f32({16});
+    h.reject("bias size", mm(e1), {&A, &B, &shortBias}, {&C}, "bias has 16");
+    Tensor &Di = h.alloc(DType::I32, {7, 17});
+    h.reject("D i32", mm(e1), {&A, &B, &bias}, {&Di}, "D must be f32 or bf16");
+    Tensor &auxB = h.alloc(DType::BF16, {7, 17});
+    h.reject("aux bf16", mm(epi(3)), {&A, &B, &bias}, {&C, &auxB}, "aux");
+    Tensor &Rb = h.arena(0, {7, 17}), &Dp = h.arena(4, {7, 17});
+    h.reject("D partly over R", mm(epi(2)), {&A, &B, &bias, &Rb}, {&Dp},
+             "partially overlaps residual");
+    h.reject("aux is D", mm(epi(3)), {&A, &B, &bias}, {&C, &C}, "aux");
+  }
   std::vector<const Value *> none = {nullptr, &B.v}, outs = {&C.v};
   try {
     h.backend().check(mm(good), none, outs);

@@ -1,6 +1,9 @@
 //===- test_matmul.cpp - MatMul against a double reference ----------------===//
 #include "KernelTest.h"
 
+#include <array>
+#include <cstring>
+
 using namespace kt;
 
 namespace {
@@ -59,6 +62,70 @@ void runCase(Harness &h, Rng &rng, const MM &c, const char *label,
   closeToTol(label, tC.f(), ref, tol);
 }
 
+/// A MatMul with an epilogue (i[12]) against the plain MatMul followed by
+/// the Elementwise program mega-fuse-epilogues replaces: the same bits, for
+/// D f32 and bf16, and with D written over the residual (in place).
+void epilogueCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
+                  int64_t epi, DType dType, bool inPlace) {
+  using mega::plan::EwOp;
+  const int64_t n = M * N;
+  Tensor &A = h.f32({M, K}, rng.vec(size_t(M * K)));
+  Tensor &B = h.f32({K, N}, rng.vec(size_t(K * N)));
+  Tensor &bias = h.f32({N}, rng.vec(size_t(N)));
+  const std::vector<float> r0 = rng.vec(size_t(n));
+  Tensor &R = h.f32({n}, r0);
+  const std::vector<int64_t> mm = {1, M, N, K, 0, 0, std::max<int64_t>(1, K), N, N, 0, 0, 0};
+  // Reference: C = A B; Elementwise (C, bias[, R]) -> y (pre, gelu).
+  Tensor &C = h.f32({n});
+  if (!h.run(make(Op::MatMul, mm, {1.0f, 0.0f}), {&A, &B}, {&C}))
+    return;
+  const int64_t L = int64_t(EwOp::Load), S = int64_t(EwOp::Store),
+                Ad = int64_t(EwOp::Add), G = int64_t(EwOp::Gelu);
+  std::vector<int64_t> code = {n, epi == 2 ? 3 : 2, epi == 3 ? 2 : 1, n, N};
+  if (epi == 2)
+    code.push_back(n);
+  using Ops = std::vector<int64_t>;
+  auto emit = [&](const Ops &ops) { code.insert(code.end(), ops.begin(), ops.end()); };
+  emit(Ops{L, 0, 0, 0, L, 1, 1, 0, Ad, 0, 0, 1});
+  if (epi == 2)
+    emit(Ops{L, 1, 2, 0, Ad, 0, 0, 1});
+  emit(Ops{S, 0, 0, 0});
+  if (epi == 3)
+    emit(Ops{G, 1, 0, 0, S, 1, 1, 0});
+  Tensor &pre = h.f32({n}), &act = h.alloc(dType, {n});
+  std::vector<Tensor *> ewIns = {&C, &bias}, ewOuts;
+  if (epi == 2)
+    ewIns.push_back(&R);
+  if (epi == 3)
+    ewOuts = {&pre, &act};
+  else
+    ewOuts = {&act};
+  if (!h.run(make(Op::Elementwise, code, {}), ewIns, ewOuts))
+    return;
+  // The epilogue.
+  std::vector<int64_t> i = mm;
+  i.push_back(epi);
+  Tensor &aux = h.f32({n});
+  Tensor &D = inPlace ? R : h.alloc(dType, {n});
+  std::vector<Tensor *> ins = {&A, &B, &bias}, outs = {&D};
+  if (epi == 2)
+    ins.push_back(&R);
+  if (epi == 3)
+    outs.push_back(&aux);
+  if (!h.run(make(Op::MatMul, i, {1.0f, 0.0f}), ins, outs))
+    return;
+  const size_t bytes = size_t(n) * (dType == DType::BF16 ? 2 : 4);
+  CHECK(std::memcmp(D.data, act.data, bytes) == 0,
+        "epilogue %lld M=%lld N=%lld K=%lld%s%s: D differs from MatMul + "
+        "Elementwise",
+        (long long)epi, (long long)M, (long long)N, (long long)K,
+        dType == DType::BF16 ? " bf16" : "", inPlace ? " in place" : "");
+  if (epi == 3)
+    CHECK(std::memcmp(aux.data, pre.data, size_t(n) * 4) == 0,
+          "epilogue 3 M=%lld N=%lld: aux differs from the pre-activation",
+          (long long)M, (long long)N);
+}
+
 } // namespace
 
 int main() {
@@ -99,5 +166,12 @@ int main() {
   // One row / one column.
   runCase(h, rng, {1, 1, 251, 33, 0, 0, 33, 251, 251, 0, 0, 0, 1.0f, 0.0f}, "single row");
   runCase(h, rng, {5, 33, 1, 17, 0, 0, 17, 1, 1, 33 * 17, 17, 33, 1.0f, 0.0f}, "single column");
+  // Epilogues (bias, bias + residual, bias + GELU): the bits of MatMul +
+  // Elementwise; small, odd and tiled shapes, D f32 and bf16, in place.
+  for (auto [M, N, K] : {std::array<int64_t, 3>{7, 17, 33}, {257, 190, 96}, {3, 5, 0}})
+    for (int64_t epi : {1, 2, 3})
+      for (DType d : {DType::F32, DType::BF16})
+        epilogueCase(h, rng, M, N, K, epi, d, false);
+  epilogueCase(h, rng, 257, 190, 96, 2, DType::F32, true);
   return finish("test_matmul");
 }

@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Common.h"
+#include "MathApprox.h"
 
 #include <algorithm>
 #include <atomic>
@@ -44,11 +45,53 @@ i128 extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t s) {
   return i128(s) * (batch - 1) + i128(rows - 1) * ld + cols;
 }
 
+/// The epilogue's constraints (Plan.h): one plain product (batch 1, alpha
+/// 1, beta 0, D contiguous), bias f32 [N], residual and aux f32 [M*N], D f32
+/// or bf16 [M*N]; D may be the residual itself, nothing else may overlap.
+void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
+  const auto &i = c.instr.i;
+  if (i[0] != 1)
+    c.fail("an epilogue needs batch 1, not " + std::to_string(i[0]));
+  if (c.instr.f[0] != 1.0f || c.instr.f[1] != 0.0f)
+    c.fail("an epilogue needs alpha 1 and beta 0, not " +
+           std::to_string(c.instr.f[0]) + " and " +
+           std::to_string(c.instr.f[1]));
+  if (i[8] != std::max<int64_t>(1, N))
+    c.fail("an epilogue needs ldc = N (" + std::to_string(N) + "), not " +
+           std::to_string(i[8]));
+  const Value *D = c.outs[0];
+  if (D->dtype != DType::F32 && D->dtype != DType::BF16)
+    c.fail(std::string("D must be f32 or bf16, not ") +
+           plan::dtypeName(D->dtype));
+  const i128 mn = i128(M) * N;
+  if (i128(c.numel(D, "D")) != mn)
+    c.fail("D has " + std::to_string(c.numel(D, "D")) +
+           " elements, the attributes say " + toString(mn));
+  c.tensor(c.ins[2], DType::F32, N, "bias");
+  c.disjoint(D, c.ins[2], "D", "bias");
+  if (epi == 2) {
+    c.tensor(c.ins[3], DType::F32, mn, "residual");
+    c.sameOrDisjoint(D, c.ins[3], "D", "residual");
+  }
+  if (epi == 3) {
+    const Value *aux = c.outs[1];
+    c.tensor(aux, DType::F32, mn, "aux");
+    c.disjoint(aux, c.ins[0], "aux", "A");
+    c.disjoint(aux, c.ins[1], "aux", "B");
+    c.disjoint(aux, c.ins[2], "aux", "bias");
+    c.disjoint(aux, D, "aux", "D");
+  }
+}
+
 } // namespace
 
 void checkMatMul(const Checker &c) {
-  c.operands(2, 1);
-  c.attrs(12, 2);
+  // i[12], when present, is the epilogue (Plan.h): 0 none, 1 bias, 2 bias +
+  // residual, 3 bias + GELU (D and the pre-activation aux).
+  const bool hasEpi = c.instr.i.size() == 13;
+  c.attrs(hasEpi ? 13 : 12, 2);
+  const int64_t epi = hasEpi ? c.attr(12, 0, 3, "epilogue") : 0;
+  c.operands(epi == 0 ? 2 : epi == 2 ? 4 : 3, epi == 3 ? 2 : 1);
   const int64_t big = int64_t(1) << 48;
   int64_t batch = c.attr(0, 0, big, "batch");
   int64_t M = c.attr(1, 0, INT_MAX, "M");
@@ -73,7 +116,8 @@ void checkMatMul(const Checker &c) {
     c.fail(std::string("A must be f32 or bf16, not ") +
            plan::dtypeName(c.ins[0]->dtype));
   c.dtype(c.ins[1], c.ins[0]->dtype, "B");
-  c.dtype(c.outs[0], DType::F32, "C");
+  if (epi == 0)
+    c.dtype(c.outs[0], DType::F32, "C");
   // A and B are read only when alpha != 0 and K > 0 (BLAS convention).
   bool readsAB = alpha != 0.0f && K > 0;
   i128 needA = readsAB && N > 0 ? extent(batch, aRows, aCols, lda, sA) : 0;
@@ -94,6 +138,8 @@ void checkMatMul(const Checker &c) {
            " makes the batch items of C overlap");
   c.disjoint(c.outs[0], c.ins[0], "C", "A");
   c.disjoint(c.outs[0], c.ins[1], "C", "B");
+  if (epi != 0)
+    checkEpilogue(c, epi, M, N);
 }
 
 namespace {
@@ -230,12 +276,12 @@ int probeGemmSplits() {
   return policy;
 }
 
-void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
-               const Refs &outs) {
-  const Gemm g = parse(in);
+namespace {
+
+/// C = alpha op(A) op(B) + beta C (the plain MatMul into `C`).
+void gemm(const Ctx &ctx, const Gemm &g, const Refs &ins, float *C) {
   if (g.batch == 0 || g.M == 0 || g.N == 0)
     return;
-  float *C = outs[0].f32();
   if (g.alpha == 0.0f || g.K == 0) {
     // C = beta * C without touching A and B (which check() did not size);
     // beta == 0 overwrites C without reading it, as BLAS does.
@@ -279,6 +325,70 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
     cblas_sgemm(CblasRowMajor, TA, TB, int(m1 - m0), int(n1 - n0), int(g.K), g.alpha, a,
                 int(g.lda), bb, int(g.ldb), g.beta, cc, int(g.ldc));
   });
+}
+
+/// The epilogue over the product t [M, N] (row-major): exactly the
+/// Elementwise program mega-fuse-epilogues replaced (docs/plan-format.md),
+/// the same f32 adds in the same order, the same GELU function, so a plan
+/// gives the same bits with and without the fusion. For GELU, t is aux
+/// itself: it is overwritten with the pre-activation.
+void epilogue(const Ctx &ctx, int64_t epi, int64_t M, int64_t N, float *t,
+              const float *bias, const float *R, const TensorRef &D) {
+  float *df = D.value->dtype == DType::F32 ? D.f32() : nullptr;
+  uint16_t *dh = df ? nullptr : D.bf16();
+  parallelForEach(ctx, M, [&](int64_t m) {
+    float *tr = t + m * N;
+    const float *rr = R ? R + m * N : nullptr;
+    for (int64_t j = 0; j < N; ++j)
+      tr[j] = tr[j] + bias[j];
+    if (rr)
+      for (int64_t j = 0; j < N; ++j)
+        tr[j] = tr[j] + rr[j];
+    float row[256]; // GELU's results, a block at a time (bf16 D)
+    for (int64_t j0 = 0; j0 < N; j0 += 256) {
+      const int64_t len = std::min<int64_t>(256, N - j0);
+      const float *y = tr + j0;
+      if (epi == 3) {
+        float *out = df ? df + m * N + j0 : row;
+        for (int64_t j = 0; j < len; ++j)
+          out[j] = vgelu(y[j]);
+        y = out;
+      }
+      if (dh)
+        for (int64_t j = 0; j < len; ++j)
+          dh[m * N + j0 + j] = floatToBf16(y[j]);
+      else if (y != df + m * N + j0)
+        std::memcpy(df + m * N + j0, y, size_t(len) * 4);
+    }
+  });
+}
+
+} // namespace
+
+void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
+               const Refs &outs) {
+  const Gemm g = parse(in);
+  const int64_t epi = in.i.size() > 12 ? in.i[12] : 0;
+  if (epi == 0)
+    return gemm(ctx, g, ins, outs[0].f32());
+  if (g.M == 0 || g.N == 0)
+    return;
+  // The product goes where the epilogue can finish in place: aux (GELU),
+  // an f32 D that is not the residual it still has to read, or scratch.
+  const TensorRef &D = outs[0];
+  const float *R = epi == 2 ? ins[3].f32() : nullptr;
+  std::vector<float> scratch;
+  float *t;
+  if (epi == 3)
+    t = outs[1].f32();
+  else if (D.value->dtype == DType::F32 && (!R || D.data != ins[3].data))
+    t = D.f32();
+  else {
+    scratch.resize(size_t(g.M * g.N));
+    t = scratch.data();
+  }
+  gemm(ctx, g, ins, t);
+  epilogue(ctx, epi, g.M, g.N, t, ins[2].f32(), R, D);
 }
 
 } // namespace mega::rt::cpu

@@ -125,9 +125,10 @@ private:
 };
 
 /// What picks one bf16 GEMM's cuBLASLt plan: both transposes, N, M, K, the
-/// leading dims and batch strides of B, A and C, the batch count and the
-/// alignment classes of B, A and C (Precision.cu, ltGemm).
-using LtGemmKey = std::array<int64_t, 15>;
+/// leading dims and batch strides of B, A and C, the batch count, the
+/// alignment classes of B, A and C (and D), the epilogue with the type of C
+/// and D, and the alignment class of its bias (Precision.cu, ltGemm).
+using LtGemmKey = std::array<int64_t, 17>;
 
 /// One distinct GEMM's cuBLASLt descriptors and the algorithm the heuristic
 /// chose for them (found false: none fits; the caller falls back).
@@ -255,6 +256,9 @@ void runGradNormSharded(const Ctx &ctx, const plan::Instr &in,
                         Communicator &comm);
 /// MatMul with bf16 A and B (cuBLASLt), called by runMatMul.
 MEGA_CUDA_KERNEL(MatMulBf16)
+/// MatMul with an epilogue (i[12] != 0; f32 or bf16 A and B), called by
+/// runMatMul (Precision.cu).
+MEGA_CUDA_KERNEL(MatMulEpilogue)
 #undef MEGA_CUDA_KERNEL
 
 // The vocabulary-parallel kernels that need no rank (Vocab.cu).

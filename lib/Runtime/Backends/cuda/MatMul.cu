@@ -9,7 +9,8 @@
 //
 // fp32 operands: fp32 throughout (CUBLAS_COMPUTE_32F, default math mode: no
 // TF32), so the results agree with the CPU's OpenBLAS to float rounding of
-// the sums. bf16 operands go to cuBLASLt (Precision.cu).
+// the sums. bf16 operands go to cuBLASLt (Precision.cu), and so does every
+// MatMul with an epilogue.
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
@@ -46,6 +47,8 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
   const float alpha = in.f[0], beta = in.f[1];
   if (batch == 0 || M == 0 || N == 0)
     return;
+  if (i.size() > 12 && i[12] != 0)
+    return runMatMulEpilogue(ctx, in, ins, outs); // Precision.cu
   float *C = outs[0].f32();
   if (alpha == 0.0f || K == 0) {
     scaleKernel<<<gridFor(ctx, batch * M * N, 256), 256, 0, ctx.stream>>>(

@@ -100,6 +100,15 @@ cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
   return l;
 }
 
+/// A cuBLASLt epilogue: DEFAULT (none) or BIAS with an f32 bias of D's
+/// rows (the plan's columns); C and D of type `cd` (f32, or bf16 rounded on
+/// store).
+struct LtEpilogue {
+  cublasLtEpilogue_t mode = CUBLASLT_EPILOGUE_DEFAULT;
+  const float *bias = nullptr;
+  cudaDataType cd = CUDA_R_32F;
+};
+
 /// Builds `e` for one GEMM: its descriptors, and the heuristic's first
 /// algorithm for them under the operands' alignment classes (e.found false
 /// when there is none).
@@ -107,9 +116,27 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
                 cublasOperation_t opA, int64_t N, int64_t M, int64_t K,
                 int64_t ldb, int64_t sB, int64_t lda, int64_t sA, int64_t ldc,
                 int64_t sC, int count, uint32_t alB, uint32_t alA,
-                uint32_t alC) {
+                uint32_t alC, const LtEpilogue &epi) {
   checkLt(cublasLtMatmulDescCreate(&e.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
           "cublasLtMatmulDescCreate");
+  if (epi.mode != CUBLASLT_EPILOGUE_DEFAULT) {
+    // The bias has D's type (f32) by default; the heuristic reads the bias
+    // pointer's alignment, so it is set before the question is asked (and
+    // again at every call: the descriptor is shared by every call).
+    checkLt(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                           &epi.mode, sizeof epi.mode),
+            "cublasLtMatmulDescSetAttribute");
+    checkLt(cublasLtMatmulDescSetAttribute(
+                e.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &epi.bias,
+                sizeof epi.bias),
+            "cublasLtMatmulDescSetAttribute");
+    // A bf16 D would make the bias bf16 too; the plan's bias is f32.
+    const int32_t biasType = CUDA_R_32F;
+    checkLt(cublasLtMatmulDescSetAttribute(
+                e.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType,
+                sizeof biasType),
+            "cublasLtMatmulDescSetAttribute");
+  }
   checkLt(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA,
                                          &opB, sizeof opB),
           "cublasLtMatmulDescSetAttribute");
@@ -121,7 +148,7 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
   const bool tb = opB == CUBLAS_OP_T, ta = opA == CUBLAS_OP_T;
   e.a = layout(CUDA_R_16BF, tb ? K : N, tb ? N : K, ldb, count, sB);
   e.b = layout(CUDA_R_16BF, ta ? M : K, ta ? K : M, lda, count, sA);
-  e.c = layout(CUDA_R_32F, N, M, ldc, count, sC);
+  e.c = layout(epi.cd, N, M, ldc, count, sC);
   // The preference only steers the heuristic; it is not kept.
   cublasLtMatmulPreference_t pref = nullptr;
   checkLt(cublasLtMatmulPreferenceCreate(&pref),
@@ -163,30 +190,55 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
 /// distinct GEMM (shape, strides, transposes, batch, alignment classes) and
 /// reused after: the heuristic sees the same question and so gives the same
 /// answer as when it was asked every call, without its host cost per call.
+/// D = alpha op(A) op(B) + beta C (C and D of one layout and type, f32
+/// unless the epilogue says bf16; C may be D), then the epilogue's bias per
+/// row of the column-major D (a column of the plan's row-major D).
+/// An epilogue call cuBLASLt refuses at launch (a type combination its
+/// heuristic offered but the call does not take) is remembered as having
+/// no algorithm and answered false, like one the heuristic refused: the
+/// caller's plain path then runs.
 bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
             int64_t N, int64_t M, int64_t K, const float *alpha,
             const void *B, int64_t ldb, int64_t sB, const void *A, int64_t lda,
-            int64_t sA, const float *beta, float *C, int64_t ldc, int64_t sC,
-            int count) {
+            int64_t sA, const float *beta, const void *C, void *D,
+            int64_t ldc, int64_t sC, int count, const LtEpilogue &epi = {}) {
   const uint32_t alB = alignmentOf(B), alA = alignmentOf(A),
-                 alC = alignmentOf(C);
+                 alC = std::min(alignmentOf(C), alignmentOf(D));
+  const bool withEpi = epi.mode != CUBLASLT_EPILOGUE_DEFAULT;
   const LtGemmKey key = {int64_t(opB), int64_t(opA), N,   M,   K,
                          ldb,          sB,           lda, sA,  ldc,
-                         sC,           count,        alB, alA, alC};
+                         sC,           count,        alB, alA, alC,
+                         int64_t(epi.mode) | int64_t(epi.cd) << 32,
+                         withEpi ? int64_t(alignmentOf(epi.bias)) : 0};
   const LtGemmPlan *e = ctx.ltPlans->find(key);
   if (!e) {
     // Kept only once whole: a failure part way leaves no half-made entry.
     auto fresh = std::make_unique<LtGemmPlan>();
     planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
-               count, alB, alA, alC);
+               count, alB, alA, alC, epi);
     e = &ctx.ltPlans->add(key, std::move(fresh));
   }
   if (!e->found)
     return false;
-  checkLt(cublasLtMatmul(ctx.lt, e->desc, alpha, B, e->a, A, e->b, beta, C,
-                         e->c, C, e->c, &e->algo, ctx.ltWorkspace,
-                         ctx.ltWorkspaceBytes, ctx.stream),
-          "cublasLtMatmul");
+  if (!withEpi) {
+    checkLt(cublasLtMatmul(ctx.lt, e->desc, alpha, B, e->a, A, e->b, beta, C,
+                           e->c, D, e->c, &e->algo, ctx.ltWorkspace,
+                           ctx.ltWorkspaceBytes, ctx.stream),
+            "cublasLtMatmul");
+    return true;
+  }
+  checkLt(cublasLtMatmulDescSetAttribute(e->desc,
+                                         CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                         &epi.bias, sizeof epi.bias),
+          "cublasLtMatmulDescSetAttribute");
+  const cublasStatus_t st = cublasLtMatmul(
+      ctx.lt, e->desc, alpha, B, e->a, A, e->b, beta, C, e->c, D, e->c,
+      &e->algo, ctx.ltWorkspace, ctx.ltWorkspaceBytes, ctx.stream);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
+    ctx.ltPlans->add(key, std::make_unique<LtGemmPlan>()); // found = false
+    return false;
+  }
+  checkLt(st, "cublasLtMatmul (epilogue)");
   return true;
 }
 
@@ -270,7 +322,7 @@ void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
     const void *Bp = B + b0 * sB, *Ap = A + b0 * sA;
     float *Cp = C + b0 * sC;
     if (ltGemm(ctx, opB, opA, N, M, K, &alpha, Bp, ldb, sB, Ap, lda, sA, &beta,
-               Cp, ldc, sC, count))
+               Cp, Cp, ldc, sC, count))
       continue;
     checkBlas(cublasGemmStridedBatchedEx(
                   ctx.blas, opB, opA, int(N), int(M), int(K), &alpha, Bp,
@@ -279,6 +331,133 @@ void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
                   (long long)sC, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               "cublasGemmStridedBatchedEx (bf16)");
   }
+}
+
+namespace {
+
+constexpr float kGeluBeta = 0.7978845608028654f; // sqrt(2/pi)
+constexpr float kGeluKappa = 0.044715f;
+
+/// The Elementwise kernel's GELU (Elementwise.cu, EwOp::Gelu): the tanh
+/// form as x / (1 + e^{-2u}).
+__device__ inline float geluTanh(float x) {
+  const float u = kGeluBeta * (x + kGeluKappa * (x * x * x));
+  return x / (1.0f + expf(-2.0f * u));
+}
+
+/// The whole epilogue after a plain product t [M, N] (docs/plan-format.md):
+/// x = (t + bias[j]) (+ R), in that order, in f32; GELU: aux = x and
+/// D = gelu(x); else D = x; D f32 (Df) or bf16 (Dh). t may be aux or D
+/// (each element is read before it is written, by the same thread) and R
+/// may be D, so none of these is __restrict__.
+__global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
+                               const float *R, float *aux, float *Df,
+                               __nv_bfloat16 *Dh, int64_t M, int64_t N,
+                               bool gelu) {
+  const int64_t n = M * N;
+  for (int64_t e = globalThread(); e < n; e += globalStride()) {
+    float x = t[e] + bias[e % N];
+    if (R)
+      x = x + R[e];
+    float y = x;
+    if (gelu) {
+      aux[e] = x;
+      y = geluTanh(x);
+    }
+    if (Dh)
+      Dh[e] = __float2bfloat16_rn(y);
+    else
+      Df[e] = y;
+  }
+}
+
+/// D = gelu(aux) after cuBLASLt wrote aux = t + bias.
+__global__ void geluKernel(const float *__restrict__ aux,
+                           float *__restrict__ Df, __nv_bfloat16 *__restrict__ Dh,
+                           int64_t n) {
+  for (int64_t e = globalThread(); e < n; e += globalStride()) {
+    const float y = geluTanh(aux[e]);
+    if (Dh)
+      Dh[e] = __float2bfloat16_rn(y);
+    else
+      Df[e] = y;
+  }
+}
+
+} // namespace
+
+// Epilogue (i[12]: 1 bias, 2 bias + residual, 3 bias + GELU; check() has
+// proved batch 1, alpha 1, beta 0, ldc = N and the operands' sizes).
+// bf16 A and B: cuBLASLt's BIAS epilogue computes t + bias in the GEMM's
+// own epilogue, with the residual as C (beta 1), straight into D (f32, or
+// bf16 without a residual), or for GELU into aux, which one more pass turns
+// into D. (GELU itself stays out of cuBLASLt: its GELU_AUX form stores the
+// pre-activation in D's type, the plan keeps it in f32 for the backward,
+// and its GELU formula is not the plan's by definition.) Otherwise (fp32
+// operands, a bf16 D with a residual, a misaligned bias, no algorithm,
+// K = 0) the plain product goes to aux, to D or to scratch, and one kernel
+// applies the epilogue.
+void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
+                       const Refs &outs) {
+  const auto &i = in.i;
+  const int64_t M = i[1], N = i[2], K = i[3];
+  const bool ta = i[4] != 0, tb = i[5] != 0;
+  const int64_t lda = i[6], ldb = i[7];
+  const int64_t epi = i[12];
+  if (M == 0 || N == 0)
+    return;
+  const float *bias = ins[2].f32();
+  const float *R = epi == 2 ? ins[3].f32() : nullptr;
+  float *aux = epi == 3 ? outs[1].f32() : nullptr;
+  const bool dBf16 = outs[0].value->dtype == DType::BF16;
+  float *Df = dBf16 ? nullptr : outs[0].f32();
+  auto *Dh = dBf16 ? static_cast<__nv_bfloat16 *>(outs[0].data) : nullptr;
+  const bool bf16 = ins[0].value->dtype == DType::BF16;
+  const cublasOperation_t opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const float one = 1.0f, zero = 0.0f;
+  const int64_t n = M * N;
+  // cuBLASLt's epilogue (a 16-byte aligned bias): into aux (GELU), into an
+  // f32 D (the residual as C), or into a bf16 D without a residual (C is D,
+  // beta 0: a bf16 C cannot hold the f32 residual).
+  void *ltOut = epi == 3                ? static_cast<void *>(aux)
+                : Df                    ? static_cast<void *>(Df)
+                : epi == 1              ? static_cast<void *>(Dh)
+                                        : nullptr;
+  const cudaDataType cd = epi != 3 && Dh ? CUDA_R_16BF : CUDA_R_32F;
+  if (bf16 && K > 0 && ltOut && aligned(bias, 16) &&
+      ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
+             lda, 0, R ? &one : &zero, R ? static_cast<const void *>(R) : ltOut,
+             ltOut, N, 0, 1, LtEpilogue{CUBLASLT_EPILOGUE_BIAS, bias, cd})) {
+    if (epi == 3) {
+      geluKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(aux, Df, Dh, n);
+      checkLaunch("MatMul (GELU epilogue)");
+    }
+    return;
+  }
+  // The product where the epilogue can finish in place: aux, an f32 D that
+  // is not the residual still to be read, or scratch.
+  float *t = aux ? aux
+             : (Df && static_cast<const void *>(Df) != R)
+                 ? Df
+                 : static_cast<float *>(ctx.ws->get(size_t(n) * 4));
+  if (K == 0) {
+    checkCuda(cudaMemsetAsync(t, 0, size_t(n) * 4, ctx.stream),
+              "cudaMemsetAsync (MatMul)");
+  } else if (!bf16 || !ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb,
+                              0, ins[0].data, lda, 0, &zero, t, t, N, 0, 1)) {
+    // fp32 as MatMul.cu (no TF32); bf16 without a cuBLASLt algorithm.
+    const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    checkBlas(cublasGemmStridedBatchedEx(
+                  ctx.blas, opB, opA, int(N), int(M), int(K), &one,
+                  ins[1].data, ab, int(ldb), 0, ins[0].data, ab, int(lda), 0,
+                  &zero, t, CUDA_R_32F, int(N), 0, 1, CUBLAS_COMPUTE_32F,
+                  CUBLAS_GEMM_DEFAULT),
+              "cublasGemmStridedBatchedEx (epilogue)");
+  }
+  epilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+      t, bias, R, aux, Df, Dh, M, N, epi == 3);
+  checkLaunch("MatMul (epilogue)");
 }
 
 } // namespace mega::rt::gpu

@@ -1,0 +1,110 @@
+//===- cuda_twin_epilogue.cpp - Twins of MatMul with an epilogue ----------===//
+//
+// MatMul with i[12] = 1 (bias), 2 (bias + residual), 3 (bias + GELU with
+// the pre-activation as aux), fp32 and bf16 operands, D f32 and bf16, at
+// odd shapes (every transpose), at GPT-2 small's Linear shapes, with the
+// residual in place (D = R), a misaligned bias (bf16: not cuBLASLt's
+// epilogue but the plain product and the epilogue kernel) and K = 0. The
+// CUDA paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass),
+// and the plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel.
+// fp32 operands and f32 outputs at rel 1e-5, anything bf16 at rel 1e-2.
+//
+//===----------------------------------------------------------------------===//
+#include "TwinHarness.h"
+
+namespace twincheck {
+
+namespace {
+
+const char *epiName(int64_t e) {
+  return e == 1 ? "bias" : e == 2 ? "bias+res" : "bias+gelu";
+}
+
+struct E {
+  int64_t M, N, K;
+  int ta, tb;
+  int64_t epi;
+  DType ab, d;
+  bool inPlace = false; ///< residual: D is R's bytes
+  int64_t biasOff = 0;  ///< elements the bias starts late in its buffer
+};
+
+void epilogueCase(const E &e, Rng &rng) {
+  const int64_t aRows = e.ta ? e.K : e.M, aCols = e.ta ? e.M : e.K;
+  const int64_t bRows = e.tb ? e.N : e.K, bCols = e.tb ? e.K : e.N;
+  const int64_t mn = e.M * e.N;
+  auto tname = [](DType t) { return t == DType::BF16 ? "bf16" : "f32"; };
+  Case c = make(std::string("MatMul ") + epiName(e.epi) + " ab=" + tname(e.ab) +
+                    " D=" + tname(e.d) + " " +
+                    dims({{"M", e.M},
+                          {"N", e.N},
+                          {"K", e.K},
+                          {"tA", e.ta},
+                          {"tB", e.tb}}) +
+                    (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : ""),
+                Op::MatMul,
+                {1, e.M, e.N, e.K, e.ta, e.tb, std::max<int64_t>(1, aCols),
+                 std::max<int64_t>(1, bCols), e.N, 0, 0, 0, e.epi},
+                {1.0f, 0.0f});
+  auto in = [&](int64_t n) {
+    std::vector<float> x = rng.vec(n);
+    return e.ab == DType::BF16 ? c.bf16({n}, x) : c.f32({n}, x);
+  };
+  const int a = in(aRows * aCols), b = in(bRows * bCols);
+  const int biasBuf = c.f32({e.N + e.biasOff}, rng.vec(e.N + e.biasOff));
+  const int bias = c.view(biasBuf, {e.N});
+  c.ts[size_t(bias)].v.offset = e.biasOff * 4;
+  c.ins = {a, b, bias};
+  int d;
+  if (e.epi == 2) {
+    int r = e.inPlace ? c.inout({mn}, rng.vec(mn)) : c.f32({mn}, rng.vec(mn));
+    c.ins.push_back(r);
+    d = e.inPlace ? c.same(r) : c.out({mn}, e.d);
+  } else {
+    d = c.out({mn}, e.d);
+  }
+  c.outs = {d};
+  if (e.epi == 3)
+    c.outs.push_back(c.out({mn}));
+  c.tol = e.ab == DType::BF16 || e.d == DType::BF16 ? 1e-2 : 1e-5;
+  twin(c);
+}
+
+} // namespace
+
+void matmulEpilogue(Rng &rng) {
+  const DType F = DType::F32, H = DType::BF16;
+  // Odd shapes, every transpose, every form, both operand types, both Ds.
+  for (DType ab : {F, H})
+    for (DType d : {F, H})
+      for (int64_t epi : {1, 2, 3})
+        for (int t = 0; t < 4; ++t)
+          epilogueCase({t < 2 ? 7 : 33, t < 2 ? 33 : 17, t == 3 ? 8 : 17, t & 1,
+                        (t >> 1) & 1, epi, ab, d},
+                       rng);
+  // Residual in place, misaligned bias (bf16: off cuBLASLt's epilogue), K 0.
+  for (DType ab : {F, H}) {
+    E r{64, 96, 40, 0, 1, 2, ab, F};
+    r.inPlace = true;
+    epilogueCase(r, rng);
+    for (int64_t epi : {1, 3}) {
+      E m{64, 96, 40, 0, 0, epi, ab, F};
+      m.biasOff = 1;
+      epilogueCase(m, rng);
+    }
+    epilogueCase({5, 9, 0, 0, 0, 2, ab, F}, rng);
+    epilogueCase({5, 9, 0, 0, 0, 3, ab, H}, rng);
+  }
+  // GPT-2 small (micro-batch 16 x 1024 tokens, hidden 768): c_attn (bias),
+  // attn proj (bias + residual in place), c_fc on 4096 tokens (GELU, bf16
+  // activation as mega-fold-casts leaves it), an fp32 Linear.
+  epilogueCase({16384, 2304, 768, 0, 0, 1, H, F}, rng);
+  E proj{16384, 768, 768, 0, 0, 2, H, F};
+  proj.inPlace = true;
+  epilogueCase(proj, rng);
+  epilogueCase({4096, 3072, 768, 0, 0, 3, H, H}, rng);
+  epilogueCase({4096, 2304, 768, 0, 0, 1, H, H}, rng);
+  epilogueCase({2048, 3072, 768, 0, 0, 3, F, F}, rng);
+}
+
+} // namespace twincheck
