@@ -4,7 +4,8 @@
 // mega-assign-buffers). mega-mixed-precision casts every tensor-core operand
 // to bf16 with its own Cast kernel: a full read of the f32 value and a write
 // of the copy. Where its producer can round on store (the bf16-output forms
-// of docs/plan-format.md, listed in kProducers), it writes the bf16 copy
+// of docs/plan-format.md, listed in kProducers; a MatMul only with an
+// epilogue), it writes the bf16 copy
 // itself. Rounding commutes with moving elements, so a Transpose of the
 // value into bf16 may read the bf16 copy instead (bf16 -> bf16, same bits).
 //
@@ -61,7 +62,15 @@ const llvm::StringMap<Producer> kProducers = {
     {"CrossEntropyGrad", {0, false, false}},
     {"LayerNorm", {0, true, false}}, // y; mean and rstd stay f32
     {"Attention", {0, true, false}}, // o; lse stays f32
+    {"MatMul", {0, false, false}},   // D, with an epilogue; aux stays f32
 };
+
+/// A MatMul rounds D on store only with an epilogue (i[12] != 0;
+/// docs/plan-format.md): the plain product is always f32.
+bool roundsOnStore(KernelOp k) {
+  return k.getKernel() != "MatMul" ||
+         (k.getI().size() == 13 && k.getI()[12] != 0);
+}
 
 /// The CUDA Elementwise kernel's parameter limits (kEwMaxOutputs and
 /// kEwMaxCode in lib/Runtime/Backends/cuda/Common.h): a second output must
@@ -133,7 +142,7 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
     const Producer &p = it->second;
     const unsigned resultNo = cast<OpResult>(root).getResultNumber();
     if ((p.result >= 0 && unsigned(p.result) != resultNo) ||
-        (p.normAttention && !normAttention))
+        (p.normAttention && !normAttention) || !roundsOnStore(producer))
       return false;
     // Step 2.
     SmallVector<ViewOp> views;

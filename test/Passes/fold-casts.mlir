@@ -165,3 +165,31 @@ func.func @kept(%x: tensor<2x3xf32>, %w: tensor<3xf32>, %b: tensor<3xf32>, %q: t
   mega.output "eb", %eb : tensor<2xbf16>
   return
 }
+
+// -----
+
+// A MatMul with an epilogue writes its D in bf16 when D is only cast (the
+// GELU activation; a bias epilogue's D); GELU's aux stays f32. A plain
+// product is always f32: its Cast stays.
+// CHECK-LABEL: func.func @matmul_epilogue
+// CHECK: %[[G:.*]]:2 = mega.kernel "MatMul"(%arg0, %arg1, %arg2) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 3] f [{{.*}}] : (tensor<4x2xbf16>, tensor<2x8xbf16>, tensor<8xf32>) -> (tensor<4x8xbf16>, tensor<4x8xf32>)
+// CHECK: %[[B:.*]] = mega.kernel "MatMul"(%arg0, %arg1, %arg2) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 1] f [{{.*}} -> tensor<4x8xbf16>
+// CHECK-NOT: "Cast"(%[[B]])
+// CHECK: %[[P:.*]] = mega.kernel "MatMul"(%arg0, %arg1) {{.*}} -> tensor<4x8xf32>
+// CHECK-NEXT: mega.kernel "Cast"(%[[P]])
+// CHECK: mega.output "act", %[[G]]#0 : tensor<4x8xbf16>
+// CHECK: mega.output "pre", %[[G]]#1 : tensor<4x8xf32>
+// CHECK: mega.output "y", %[[B]] : tensor<4x8xbf16>
+func.func @matmul_epilogue(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %b: tensor<8xf32>) {
+  %g:2 = mega.kernel "MatMul"(%a, %w, %b) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 3] f [1.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>, tensor<8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>)
+  %gb = mega.kernel "Cast"(%g#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %y = mega.kernel "MatMul"(%a, %w, %b) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 1] f [1.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>, tensor<8xf32>) -> tensor<4x8xf32>
+  %yb = mega.kernel "Cast"(%y) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %p = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
+  %pb = mega.kernel "Cast"(%p) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "act", %gb : tensor<4x8xbf16>
+  mega.output "pre", %g#1 : tensor<4x8xf32>
+  mega.output "y", %yb : tensor<4x8xbf16>
+  mega.output "p", %pb : tensor<4x8xbf16>
+  return
+}

@@ -152,6 +152,12 @@ cl::opt<bool> foldCasts(
              "Cast kernel (mega-fold-casts; default on; the same bits, "
              "=false keeps every Cast to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> fuseEpilogues(
+    "fuse-epilogues",
+    cl::desc("MatMul computes a Linear's bias, residual add and GELU in its "
+             "epilogue (mega-fuse-epilogues; default on; the same bits on "
+             "the CPU, =false keeps the Elementwise kernels to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> foldAttentionLayout(
     "fold-attention-layout",
     cl::desc("Attention reads q, k, v from the projection's layout and "
@@ -443,6 +449,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   pm.addPass(mega::createMegaLowerToKernels());
   // One launch for all AdamW updates, the gradient clearing folded in.
   pm.addPass(mega::createMegaFuseOptimizer());
+  // Bias, residual and GELU of each Linear in the MatMul's epilogue.
+  if (fuseEpilogues)
+    pm.addPass(mega::createMegaFuseEpilogues());
   // Attention reads and writes the projections' layouts: no head moves.
   if (foldAttentionLayout)
     pm.addPass(mega::createMegaFoldAttentionLayout());

@@ -538,6 +538,34 @@ def MegaFuseOptimizer : Pass<"mega-fuse-optimizer", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
+  let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
+  let description = [{
+    At kernel level, after mega-fuse-optimizer and before mega-fold-casts: a
+    plain MatMul (batch 1, alpha 1, beta 0) whose f32 result's only user is
+    an Elementwise computing exactly `t + bias[col]`, `(t + bias[col]) +
+    residual`, or `t + bias[col]` together with its GELU (read from the
+    micro-op program) becomes one MatMul with an epilogue (i[12] = 1, 2, 3;
+    docs/plan-format.md): the product is not written and read back. Any
+    other program keeps its Elementwise. Same bits on the CPU.
+
+    Before:
+    ```mlir
+    %t = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 0.0] : ...
+    %y = mega.kernel "Elementwise"(%t, %b) i [32, 2, 1, 32, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : ...
+    ```
+    After:
+    ```mlir
+    %y = mega.kernel "MatMul"(%a, %w, %b) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 1] f [1.0, 0.0] : ...
+    ```
+  }];
+  let options = [
+    Option<"enable", "enable", "bool", /*default=*/"true",
+           "Fuse (false: leave every MatMul and Elementwise as they are)">,
+  ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaFoldAttentionLayout
     : Pass<"mega-fold-attention-layout", "mlir::ModuleOp"> {
   let summary = "Attention reads q, k, v and writes o in the projection layout";
@@ -579,7 +607,8 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
     At kernel level, after mega-lower-to-kernels: a `Cast` to bf16 whose
     source (seen through `mega.view`s) is a fresh result of a kernel that
     rounds on store (an Elementwise result, a Transpose, CrossEntropyGrad's
-    dlogits, LayerNorm's y, Attention's o; docs/plan-format.md) disappears:
+    dlogits, LayerNorm's y, Attention's o, the D of a MatMul with an
+    epilogue; docs/plan-format.md) disappears:
     when every other user is a view, such a Cast, or a Transpose with a bf16
     output, the producer writes bf16 itself, the views are retyped (byte
     offsets halved), the Transposes become bf16 -> bf16 and the casts' users
