@@ -4,7 +4,8 @@
 // the pre-activation as aux), fp32 and bf16 operands, D f32 and bf16, at
 // odd shapes (every transpose), at GPT-2 small's Linear shapes, with the
 // residual in place (D = R), a misaligned bias (bf16: not cuBLASLt's
-// epilogue but the plain product and the epilogue kernel) and K = 0. The
+// epilogue but the plain product and the epilogue kernel), a misaligned D
+// (GELU's element kernel) and K = 0. The
 // CUDA paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass),
 // and the plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel.
 // fp32 operands and f32 outputs at rel 1e-5, anything bf16 at rel 1e-2.
@@ -28,6 +29,7 @@ struct E {
   bool inPlace = false; ///< residual: D is R's bytes
   int64_t biasOff = 0;  ///< elements the bias starts late in its buffer
   bool twice = false;   ///< also: the same bits in two CUDA runs
+  bool dLate = false;   ///< D starts one element late in its buffer
 };
 
 void epilogueCase(const E &e, Rng &rng) {
@@ -42,7 +44,8 @@ void epilogueCase(const E &e, Rng &rng) {
                           {"K", e.K},
                           {"tA", e.ta},
                           {"tB", e.tb}}) +
-                    (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : ""),
+                    (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : "") +
+                    (e.dLate ? " D+1" : ""),
                 Op::MatMul,
                 {1, e.M, e.N, e.K, e.ta, e.tb, std::max<int64_t>(1, aCols),
                  std::max<int64_t>(1, bCols), e.N, 0, 0, 0, e.epi},
@@ -61,6 +64,10 @@ void epilogueCase(const E &e, Rng &rng) {
     int r = e.inPlace ? c.inout({mn}, rng.vec(mn)) : c.f32({mn}, rng.vec(mn));
     c.ins.push_back(r);
     d = e.inPlace ? c.same(r) : c.out({mn}, e.d);
+  } else if (e.dLate) {
+    // Misaligned for the vector forms: the element kernels.
+    d = c.view(c.out({mn + 1}, e.d), {mn});
+    c.ts[size_t(d)].v.offset = e.d == DType::BF16 ? 2 : 4;
   } else {
     d = c.out({mn}, e.d);
   }
@@ -94,6 +101,11 @@ void matmulEpilogue(Rng &rng) {
       E m{64, 96, 40, 0, 0, epi, ab, F};
       m.biasOff = 1;
       epilogueCase(m, rng);
+    }
+    for (DType d : {F, H}) {
+      E late{64, 96, 40, 0, 0, 3, ab, d};
+      late.dLate = true;
+      epilogueCase(late, rng);
     }
     epilogueCase({5, 9, 0, 0, 0, 2, ab, F}, rng);
     epilogueCase({5, 9, 0, 0, 0, 3, ab, H}, rng);
