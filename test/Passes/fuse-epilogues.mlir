@@ -121,3 +121,20 @@ func.func @near_misses(%a: tensor<4x2xf32>, %w: tensor<2x8xf32>, %b: tensor<8xf3
   mega.output "y6", %y6 : tensor<4x8xf32>
   return
 }
+
+// -----
+
+// A kernel between the two writes in place (mega.dests; here the bias, as
+// well it could be A or B, which the fused product at the Elementwise's
+// place would then read after the write): nothing is fused.
+// CHECK-LABEL: func.func @in_place_between
+// CHECK: "MatMul"(%arg0, %arg1) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f
+// CHECK: "Fill"
+// CHECK: "Elementwise"
+func.func @in_place_between(%a: tensor<4x2xf32>, %w: tensor<2x8xf32>, %b: tensor<8xf32>) {
+  %t = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 0.0] : (tensor<4x2xf32>, tensor<2x8xf32>) -> tensor<4x8xf32>
+  mega.kernel "Fill"(%b) i [] f [0.0] {mega.dests = 1 : i64} : (tensor<8xf32>) -> ()
+  %y = mega.kernel "Elementwise"(%t, %b) i [32, 2, 1, 32, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
+  mega.output "y", %y : tensor<4x8xf32>
+  return
+}
