@@ -114,6 +114,110 @@ void castAndBf16MatMul(Rng &rng) {
     c.tol = kBf16Tol;
     twin(c);
   }
+  // bf16 C (a folded cast: beta 0, contiguous): small, batched with odd
+  // sizes, a misaligned A, and the logits' class (x @ wte^T, tB) at
+  // GPT-2's vocabulary.
+  const G hs[] = {
+      {1, 7, 17, 33, 0, 0, 0, 0.0f},
+      {3, 17, 33, 16, 1, 1, 1, 0.0f},
+      {1, 1024, 50304, 64, 0, 1, 0, 0.0f},
+      {1, 256, 8192, 768, 0, 1, 0, 0.0f},
+  };
+  for (const G &g : hs) {
+    const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
+    const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
+    const int64_t sA = aRows * aCols, sB = bRows * bCols, sC = g.M * g.N;
+    Case c = make("MatMul bf16 C " + dims({{"b", g.batch},
+                                           {"M", g.M},
+                                           {"N", g.N},
+                                           {"K", g.K},
+                                           {"tA", g.ta},
+                                           {"tB", g.tb},
+                                           {"offA", g.off}}),
+                  Op::MatMul,
+                  {g.batch, g.M, g.N, g.K, g.ta, g.tb, aCols, bCols, g.N,
+                   g.batch > 1 ? sA : 0, g.batch > 1 ? sB : 0,
+                   g.batch > 1 ? sC : 0},
+                  {1.0f, 0.0f});
+    const int64_t nA = sA * g.batch;
+    int whole = c.bf16({nA + g.off}, rng.vec(nA + g.off));
+    int a = c.same(whole);
+    c.ts[size_t(a)].v.shape = {nA};
+    c.ts[size_t(a)].v.offset = g.off * 2;
+    c.ins = {a, c.bf16({sB * g.batch}, rng.vec(sB * g.batch))};
+    c.outs = {c.out({sC * g.batch}, DType::BF16)};
+    c.tol = kBf16Tol;
+    twin(c);
+  }
+}
+
+/// CrossEntropy and CrossEntropyGrad reading bf16 logits (mixed precision):
+/// widened on load, fp32 math, so loss and lse at the fp32 tolerance;
+/// dlogits f32 (1e-5), bf16 (1e-2), and bf16 over the logits' own bytes.
+/// V % 4 == 0 and aligned: 8-byte loads (50304: GPT-2's vocabulary; 36:
+/// fewer vectors than threads); 17, 251 and the logits one element into
+/// their buffer: the element loads.
+void bf16Logits(Rng &rng) {
+  struct S {
+    int64_t rows, V, off;
+  };
+  const S ss[] = {{7, 17, 0}, {33, 251, 0}, {5, 36, 0}, {64, 50304, 0},
+                  {9, 8192, 1}};
+  for (const S &s : ss) {
+    const int64_t rows = s.rows, V = s.V, n = rows * V;
+    const std::string shape = dims({{"rows", rows}, {"V", V}}) +
+                              (s.off ? " misaligned" : "");
+    // The logits as bf16 holds them, and their lse (the forward's).
+    std::vector<float> logits = rng.vec(n, -6, 6);
+    for (float &x : logits) {
+      const uint32_t b = uint32_t(toBf16Bits(x)) << 16;
+      std::memcpy(&x, &b, 4);
+    }
+    std::vector<float> lse(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      double m = -1e30, z = 0;
+      for (int64_t j = 0; j < V; ++j)
+        m = std::max(m, double(logits[size_t(r * V + j)]));
+      for (int64_t j = 0; j < V; ++j)
+        z += std::exp(double(logits[size_t(r * V + j)]) - m);
+      lse[size_t(r)] = float(m + std::log(z));
+    }
+    const std::vector<int32_t> t = rng.ids(rows, V);
+    // bf16 logits `off` elements into a larger buffer.
+    auto logitsIn = [&](Case &c) {
+      std::vector<float> padded(size_t(s.off), 1.0f);
+      padded.insert(padded.end(), logits.begin(), logits.end());
+      int whole = c.bf16({n + s.off}, padded);
+      int v = c.view(whole, {rows, V});
+      c.ts[size_t(v)].v.offset = 2 * s.off;
+      return v;
+    };
+    {
+      Case c = make("CrossEntropy bf16 logits " + shape, Op::CrossEntropy,
+                    {rows, V});
+      c.ins = {logitsIn(c), c.i32({rows}, t)};
+      c.outs = {c.out({}), c.out({rows})};
+      twin(c);
+    }
+    for (int mode : {0, 1, 2}) { // f32 dlogits, bf16, bf16 in place
+      Case c = make(std::string("CrossEntropyGrad bf16 logits, ") +
+                        (mode == 0   ? "f32 dlogits "
+                         : mode == 1 ? "bf16 dlogits "
+                                     : "bf16 dlogits in place ") +
+                        shape,
+                    Op::CrossEntropyGrad, {rows, V});
+      const int x = logitsIn(c);
+      c.ins = {x, c.i32({rows}, t), c.f32({rows}, lse), c.f32({}, {0.7f})};
+      if (mode == 2) {
+        c.compare.push_back(x);
+        c.outs = {c.same(x)};
+      } else {
+        c.outs = {c.out({rows, V}, mode ? DType::BF16 : DType::F32)};
+      }
+      c.tol = mode ? kBf16Tol : 1e-5;
+      twin(c);
+    }
+  }
 }
 
 void bf16Outputs(Rng &rng) {
@@ -179,6 +283,7 @@ void bf16Outputs(Rng &rng) {
     c.tol = kBf16Tol;
     twin(c);
   }
+  bf16Logits(rng);
 }
 
 /// Attention and AttentionGrad in the strided layouts megac's

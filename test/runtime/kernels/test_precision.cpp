@@ -4,7 +4,10 @@
 //  * Cast: round-to-nearest-even on hand-picked ties, NaN, infinities, and
 //    bf16 -> f32 exactness.
 //  * bf16 MatMul: the same bits as the fp32 MatMul on the widened values
-//    (bf16 products are exact in fp32; the sums are the fp32 kernel's).
+//    (bf16 products are exact in fp32; the sums are the fp32 kernel's);
+//    with a bf16 C those bits rounded.
+//  * CrossEntropy(Grad) on bf16 logits: the bits of the f32 kernels on the
+//    widened values (dlogits bf16: those rounded; also in place).
 //  * Attention: the naive formula in double over the whole [S, S] score
 //    matrix (softmax, then the weighted sum).
 //  * AttentionGrad: central finite differences (in double) of the naive
@@ -296,6 +299,79 @@ void testBf16Outputs(Harness &h, Harness &conv, Rng &rng) {
     Tensor &oB = h.alloc(DType::BF16, {2, 4, 8});
     h.reject("attention bf16 lse", make(Op::Attention, {2, 4, 8, 1}, {0.5f}),
              {&q, &q, &q}, {&oB, &lB}, "lse must be f32, not bf16");
+  }
+
+  // bf16 logits (mixed precision): widened, then the f32 kernels' math, so
+  // loss, lse and f32 dlogits have the bits of f32 logits holding the same
+  // values, and bf16 dlogits are those rounded; also over the logits'
+  // own bytes.
+  {
+    const int64_t r = 6, v = 52;
+    Tensor &xb = bf16Tensor(h, {r, v}, rng.vec(r * v, -4, 4), conv);
+    std::vector<float> wide(size_t(r * v));
+    for (int64_t k = 0; k < r * v; ++k)
+      wide[size_t(k)] = widen(bitsBf16(xb, k));
+    Tensor &xf = h.f32({r, v}, wide);
+    Tensor &tg = h.i32({r}, {0, 51, 3, 3, 17, 40});
+    Tensor &lossB = h.f32({1}), &lseB = h.f32({r});
+    Tensor &lossF = h.f32({1}), &lseF = h.f32({r});
+    Tensor &dl = h.f32({1}, {0.75f});
+    const Instr ce = make(Op::CrossEntropy, {r, v});
+    const Instr ceg = make(Op::CrossEntropyGrad, {r, v});
+    if (h.run(ce, {&xb, &tg}, {&lossB, &lseB}) &&
+        h.run(ce, {&xf, &tg}, {&lossF, &lseF})) {
+      sameBits("bf16 logits: loss", lossB.f(), lossF.f(), 1);
+      sameBits("bf16 logits: lse", lseB.f(), lseF.f(), size_t(r));
+    }
+    Tensor &dF = h.f32({r, v}), &dFB = h.f32({r, v});
+    Tensor &dB = h.alloc(DType::BF16, {r, v});
+    if (h.run(ceg, {&xf, &tg, &lseF, &dl}, {&dF}) &&
+        h.run(ceg, {&xb, &tg, &lseF, &dl}, {&dFB}) &&
+        h.run(ceg, {&xb, &tg, &lseF, &dl}, {&dB})) {
+      sameBits("bf16 logits: f32 dlogits", dFB.f(), dF.f(), size_t(r * v));
+      expectCast("bf16 logits: bf16 dlogits", dF, dB);
+    }
+    // In place: bf16 dlogits over the bf16 logits.
+    Tensor &ax = h.arena(0, {r, v}, DType::BF16);
+    Tensor &ad = h.arena(0, {r, v}, DType::BF16);
+    std::memcpy(ax.data, xb.data, size_t(r * v) * 2);
+    if (h.run(ceg, {&ax, &tg, &lseF, &dl}, {&ad}))
+      expectCast("bf16 logits: bf16 dlogits in place", dF, ad);
+    // f32 dlogits over bf16 logits: the widths differ.
+    Tensor &adF = h.arena(0, {r, v});
+    h.reject("bf16 logits, f32 dlogits over them", ceg,
+             {&ax, &tg, &lseF, &dl}, {&adF}, "overlaps");
+    Tensor &lseBad = h.alloc(DType::BF16, {r});
+    h.reject("cross entropy bf16 lse", ce, {&xb, &tg}, {&lossB, &lseBad},
+             "lse must be f32, not bf16");
+  }
+
+  // MatMul with a bf16 C (a folded cast): the bits of the f32 product
+  // rounded; refused where C would be read or is not one block.
+  {
+    const int64_t M = 13, N = 40, K = 24, b = 2;
+    Tensor &ab = bf16Tensor(h, {b * M * K}, rng.vec(b * M * K), conv);
+    Tensor &bb = bf16Tensor(h, {b * K * N}, rng.vec(b * K * N), conv);
+    Tensor &cF = h.f32({b * M * N});
+    Tensor &cB = h.alloc(DType::BF16, {b * M * N});
+    const Instr mm = make(Op::MatMul,
+                          {b, M, N, K, 0, 1, K, K, N, M * K, K * N, M * N},
+                          {1.0f, 0.0f});
+    if (h.run(mm, {&ab, &bb}, {&cF}) && h.run(mm, {&ab, &bb}, {&cB}))
+      expectCast("matmul bf16 C", cF, cB);
+    h.reject("matmul bf16 C, beta 1",
+             make(Op::MatMul, {b, M, N, K, 0, 1, K, K, N, M * K, K * N, M * N},
+                  {1.0f, 1.0f}),
+             {&ab, &bb}, {&cB}, "a bf16 C needs bf16 A and B");
+    h.reject("matmul bf16 C, gaps between batch items",
+             make(Op::MatMul,
+                  {b, M - 1, N, K, 0, 1, K, K, N, M * K, K * N, M * N},
+                  {1.0f, 0.0f}),
+             {&ab, &bb}, {&cB}, "a bf16 C must be contiguous");
+    Tensor &af = h.f32({b * M * K}, rng.vec(b * M * K));
+    Tensor &bf = h.f32({b * K * N}, rng.vec(b * K * N));
+    h.reject("matmul f32 operands, bf16 C", mm, {&af, &bf}, {&cB},
+             "a bf16 C needs bf16 A and B");
   }
 }
 

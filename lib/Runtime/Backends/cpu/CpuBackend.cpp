@@ -206,7 +206,8 @@ public:
         instr.op == Op::MatMul || instr.op == Op::Cast ||
         instr.op == Op::Attention || instr.op == Op::AttentionGrad ||
         instr.op == Op::Elementwise || instr.op == Op::Transpose ||
-        instr.op == Op::CrossEntropyGrad || instr.op == Op::LayerNorm;
+        instr.op == Op::CrossEntropy || instr.op == Op::CrossEntropyGrad ||
+        instr.op == Op::LayerNorm;
     for (const auto *list : {&ins, &outs})
       for (const Value *v : *list)
         if (v->dtype != DType::F32 && v->dtype != DType::I32 &&

@@ -54,6 +54,19 @@ double logSumExp(const float *x, int64_t V, float *tmp) {
 
 int64_t rowGrain(int64_t V) { return std::max<int64_t>(1, 16384 / V); }
 
+/// Row r of f32 or bf16 logits as floats: f32 rows are read where they are,
+/// bf16 rows are widened (exactly) into `wide` (V floats) first, so that an
+/// in-place gradient reads the whole row before it writes any of it.
+const float *logitRow(const TensorRef &x, int64_t r, int64_t V,
+                      std::vector<float> &wide) {
+  if (x.value->dtype == DType::F32)
+    return x.f32() + r * V;
+  const uint16_t *h = x.bf16() + r * V;
+  for (int64_t j = 0; j < V; ++j)
+    wide[size_t(j)] = bf16ToFloat(h[j]);
+  return wide.data();
+}
+
 } // namespace
 
 void checkCrossEntropy(const Checker &c) {
@@ -61,7 +74,9 @@ void checkCrossEntropy(const Checker &c) {
   c.attrs(2, 0);
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t V = c.attr(1, 1, INT32_MAX, "V");
-  c.tensor(c.ins[0], DType::F32, i128(rows) * V, "logits");
+  // Logits may be bf16 (mixed precision): widened, fp32 math.
+  c.tensor(c.ins[0], c.ins[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32,
+           i128(rows) * V, "logits");
   c.tensor(c.ins[1], DType::I32, rows, "targets");
   c.tensor(c.outs[0], DType::F32, 1, "loss");
   c.tensor(c.outs[1], DType::F32, rows, "lse");
@@ -75,15 +90,17 @@ void checkCrossEntropy(const Checker &c) {
 void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
                      const Refs &outs) {
   const int64_t rows = in.i[0], V = in.i[1];
-  const float *x = ins[0].f32();
+  const TensorRef &x = ins[0];
   const int32_t *t = ins[1].i32();
   float *loss = outs[0].f32(), *lse = outs[1].f32();
   checkTargets(Op::CrossEntropy, t, rows, V);
   std::vector<double> rowLoss(static_cast<size_t>(rows));
+  const bool bf16 = x.value->dtype == DType::BF16;
   parallelFor(ctx, rows, rowGrain(V), [&](int64_t r0, int64_t r1) {
     std::vector<float> tmp(static_cast<size_t>(kLseBlock));
+    std::vector<float> wide(bf16 ? static_cast<size_t>(V) : 0);
     for (int64_t r = r0; r < r1; ++r) {
-      const float *xr = x + r * V;
+      const float *xr = logitRow(x, r, V, wide);
       double l = logSumExp(xr, V, tmp.data());
       lse[r] = float(l);
       rowLoss[size_t(r)] = l - double(xr[t[r]]);
@@ -101,16 +118,21 @@ void checkCrossEntropyGrad(const Checker &c) {
   c.attrs(2, 0);
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t V = c.attr(1, 1, INT32_MAX, "V");
-  c.tensor(c.ins[0], DType::F32, i128(rows) * V, "logits");
+  // Logits may be bf16 (mixed precision: widened, fp32 math); dlogits may
+  // be bf16 (its cast folded in). In place only when both have one dtype.
+  const bool inBf16 = c.ins[0]->dtype == DType::BF16;
+  c.tensor(c.ins[0], inBf16 ? DType::BF16 : DType::F32, i128(rows) * V,
+           "logits");
   c.tensor(c.ins[1], DType::I32, rows, "targets");
   c.tensor(c.ins[2], DType::F32, rows, "lse");
   c.tensor(c.ins[3], DType::F32, 1, "dloss");
-  // dlogits may be bf16 (its cast folded in); then not in place.
   const bool bf16 = c.outs[0]->dtype == DType::BF16;
   c.tensor(c.outs[0], bf16 ? DType::BF16 : DType::F32, i128(rows) * V,
            "dlogits");
-  if (bf16)
-    c.disjoint(c.outs[0], c.ins[0], "bf16 dlogits", "logits");
+  if (bf16 != inBf16)
+    c.disjoint(c.outs[0], c.ins[0],
+               bf16 ? "bf16 dlogits" : "f32 dlogits",
+               inBf16 ? "bf16 logits" : "f32 logits");
   else
     c.sameOrDisjoint(c.outs[0], c.ins[0], "dlogits", "logits");
   c.disjoint(c.outs[0], c.ins[1], "dlogits", "targets");
@@ -121,13 +143,43 @@ void checkCrossEntropyGrad(const Checker &c) {
 void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                          const Refs &outs) {
   const int64_t rows = in.i[0], V = in.i[1];
-  const float *x = ins[0].f32(), *lse = ins[2].f32();
+  const float *lse = ins[2].f32();
   const int32_t *t = ins[1].i32();
-  float *dx = outs[0].f32();
   checkTargets(Op::CrossEntropyGrad, t, rows, V);
   if (rows == 0)
     return;
   const float scale = float(double(ins[3].f32()[0]) / double(rows));
+  if (ins[0].value->dtype == DType::BF16) {
+    // bf16 logits: each row widened before any of it is written (dlogits
+    // may be its bytes), then the f32 path's expressions, stored f32 or
+    // rounded to bf16.
+    const TensorRef x = ins[0];
+    const TensorRef d = outs[0];
+    const bool outBf16 = d.value->dtype == DType::BF16;
+    parallelFor(ctx, rows, rowGrain(V), [=](int64_t r0, int64_t r1) {
+      std::vector<float> wide(static_cast<size_t>(V));
+      for (int64_t r = r0; r < r1; ++r) {
+        const float *xr = logitRow(x, r, V, wide);
+        const float l = lse[r];
+        const int32_t tr = t[r];
+        const float pt = vexp(xr[tr] - l);
+        if (outBf16) {
+          uint16_t *h = d.bf16() + r * V;
+          for (int64_t j = 0; j < V; ++j)
+            h[j] = floatToBf16(vexp(xr[j] - l) * scale);
+          h[tr] = floatToBf16((pt - 1.0f) * scale);
+        } else {
+          float *dr = d.f32() + r * V;
+          for (int64_t j = 0; j < V; ++j)
+            dr[j] = vexp(xr[j] - l) * scale;
+          dr[tr] = (pt - 1.0f) * scale;
+        }
+      }
+    });
+    return;
+  }
+  const float *x = ins[0].f32();
+  float *dx = outs[0].f32();
   if (outs[0].value->dtype == DType::BF16) {
     // bf16 dlogits: each row in floats, then rounded (the GPU's twin).
     uint16_t *h = outs[0].bf16();

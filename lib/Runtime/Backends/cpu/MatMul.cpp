@@ -109,15 +109,26 @@ void checkMatMul(const Checker &c) {
   int64_t sB = c.attr(10, 0, big, "strideB");
   int64_t sC = c.attr(11, 0, big, "strideC");
   float alpha = c.finite(0, "alpha");
-  c.finite(1, "beta");
+  float beta = c.finite(1, "beta");
   // A and B: both f32, or both bf16 (widened, fp32 math: the tensor-core
   // twin).
   if (c.ins[0]->dtype != DType::F32 && c.ins[0]->dtype != DType::BF16)
     c.fail(std::string("A must be f32 or bf16, not ") +
            plan::dtypeName(c.ins[0]->dtype));
   c.dtype(c.ins[1], c.ins[0]->dtype, "B");
-  if (epi == 0)
+  // Without an epilogue C is f32, or bf16 (rounded on store: a folded
+  // cast) for a tensor-core product that overwrites it: bf16 A and B,
+  // alpha != 0, beta = 0, K > 0, and C one contiguous [batch, M, N] block.
+  if (epi == 0 && c.outs[0]->dtype == DType::BF16) {
+    if (c.ins[0]->dtype != DType::BF16 || alpha == 0.0f || beta != 0.0f ||
+        K == 0)
+      c.fail("a bf16 C needs bf16 A and B, alpha != 0, beta = 0 and K > 0");
+    if (ldc != N || (batch > 1 && sC != M * N))
+      c.fail("a bf16 C must be contiguous (ldc = N, strideC = M*N), got "
+             "ldc " + std::to_string(ldc) + ", strideC " + std::to_string(sC));
+  } else if (epi == 0) {
     c.dtype(c.outs[0], DType::F32, "C");
+  }
   // A and B are read only when alpha != 0 and K > 0 (BLAS convention).
   bool readsAB = alpha != 0.0f && K > 0;
   i128 needA = readsAB && N > 0 ? extent(batch, aRows, aCols, lda, sA) : 0;
@@ -369,6 +380,21 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
                const Refs &outs) {
   const Gemm g = parse(in);
   const int64_t epi = in.i.size() > 12 ? in.i[12] : 0;
+  if (epi == 0 && outs[0].value->dtype == DType::BF16) {
+    // bf16 C (check(): beta 0, contiguous): the f32 product, then rounded,
+    // the same bits as the product followed by a Cast.
+    const int64_t n = g.batch * g.M * g.N;
+    std::vector<float> t(static_cast<size_t>(n));
+    Gemm f = g;
+    f.sC = g.M * g.N;
+    gemm(ctx, f, ins, t.data());
+    uint16_t *h = outs[0].bf16();
+    parallelFor(ctx, n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k)
+        h[k] = floatToBf16(t[size_t(k)]);
+    });
+    return;
+  }
   if (epi == 0)
     return gemm(ctx, g, ins, outs[0].f32());
   if (g.M == 0 || g.N == 0)

@@ -8,8 +8,12 @@
 // The forward reads each row once: every thread keeps a running max and a
 // sum of exp(x - max) in double, rescaled when its max grows; the block
 // then takes the row's max and adds the threads' sums rescaled to it. Rows
-// of float4s (V % 4 == 0, 16-byte aligned) load 16 bytes per access; the
-// gradient stores 16 (f32) or 8 (bf16) bytes likewise.
+// of 4-vectors (V % 4 == 0, aligned) load 16 (f32) or 8 (bf16) bytes per
+// access; the gradient stores 16 (f32) or 8 (bf16) bytes likewise.
+//
+// Logits may be bf16 (mixed precision): each element is widened on load
+// (exact) and every step after is the f32 path's, so f32 and bf16 logits
+// holding the same values give the same loss, lse and dlogits.
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
@@ -19,6 +23,25 @@
 namespace mega::rt::gpu {
 
 namespace {
+
+/// Four bf16 in one 8-byte access.
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 lo, hi;
+};
+
+__device__ inline float load1(const float *p) { return *p; }
+__device__ inline float load1(const __nv_bfloat16 *p) {
+  return __bfloat162float(*p);
+}
+/// Four elements at p (aligned to the vector: 16 bytes f32, 8 bf16).
+__device__ inline float4 load4(const float *p) {
+  return *reinterpret_cast<const float4 *>(p);
+}
+__device__ inline float4 load4(const __nv_bfloat16 *p) {
+  const Bf16x4 v = *reinterpret_cast<const Bf16x4 *>(p);
+  const float2 a = __bfloat1622float2(v.lo), b = __bfloat1622float2(v.hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
 
 /// One element into a thread's running (max, sum): the max as the CPU's
 /// (`x > m ? x : m`), the sum rescaled when the max moves.
@@ -30,9 +53,10 @@ __device__ inline void online(float v, float &m, double &s) {
   s += double(expf(v - m));
 }
 
-/// V4: rows read as float4s (V % 4 == 0, x 16-byte aligned).
-template <bool V4>
-__global__ void crossEntropyRows(const float *__restrict__ x,
+/// X = float or __nv_bfloat16 (the logits). V4: rows read as 4-vectors
+/// (V % 4 == 0, x aligned to one).
+template <typename X, bool V4>
+__global__ void crossEntropyRows(const X *__restrict__ x,
                                  const int32_t *__restrict__ t, int64_t rows,
                                  int64_t V, float *__restrict__ lse,
                                  double *__restrict__ rowLoss,
@@ -40,13 +64,12 @@ __global__ void crossEntropyRows(const float *__restrict__ x,
   __shared__ float shf[32];
   __shared__ double shd[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *xr = x + r * V;
-    float m = xr[0];
+    const X *xr = x + r * V;
+    float m = load1(xr);
     double s = 0.0;
     if (V4) {
-      const float4 *xv = reinterpret_cast<const float4 *>(xr);
       for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-        const float4 a = xv[j];
+        const float4 a = load4(xr + 4 * j);
         // The vector's max first: at most one rescale per vector.
         float mv = a.x;
         mv = a.y > mv ? a.y : mv;
@@ -63,7 +86,7 @@ __global__ void crossEntropyRows(const float *__restrict__ x,
       }
     } else {
       for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        online(xr[j], m, s);
+        online(load1(xr + j), m, s);
     }
     const float M = blockExtreme<true>(m, shf);
     // A thread's sum at its own max, moved to the row's (s = 0 where the
@@ -77,7 +100,7 @@ __global__ void crossEntropyRows(const float *__restrict__ x,
         reportBadIndex(err, Op::CrossEntropy, r, tr, V);
         rowLoss[r] = nan("");
       } else {
-        rowLoss[r] = l - double(xr[tr]);
+        rowLoss[r] = l - double(load1(xr + tr));
       }
     }
   }
@@ -99,10 +122,6 @@ __device__ inline void storeGrad(__nv_bfloat16 *p, float v) {
   *p = __float2bfloat16_rn(v);
 }
 
-/// Four bf16 in one 8-byte store.
-struct alignas(8) Bf16x4 {
-  __nv_bfloat162 lo, hi;
-};
 __device__ inline void storeGrad4(float *p, float4 v) {
   *reinterpret_cast<float4 *>(p) = v;
 }
@@ -111,10 +130,13 @@ __device__ inline void storeGrad4(__nv_bfloat16 *p, float4 v) {
       Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
 }
 
-/// T = float, or __nv_bfloat16 when the plan folded a cast into dlogits
-/// (then never in place). V4: rows of float4s, x and dx aligned to them.
-template <typename T, bool V4>
-__global__ void crossEntropyGradRows(const float *x,
+/// X (logits) and T (dlogits) = float or __nv_bfloat16: T bf16 when the
+/// plan folded a cast into dlogits, X bf16 in mixed precision. dx may be
+/// x's bytes when X = T: each thread reads its elements before it writes
+/// them, and the target's probability is read before the first write. V4:
+/// rows of 4-vectors, x and dx aligned to them.
+template <typename X, typename T, bool V4>
+__global__ void crossEntropyGradRows(const X *x,
                                      const int32_t *__restrict__ t,
                                      const float *__restrict__ lse,
                                      const float *__restrict__ dloss, T *dx,
@@ -128,22 +150,21 @@ __global__ void crossEntropyGradRows(const float *x,
         reportBadIndex(err, Op::CrossEntropyGrad, r, tr, V);
       continue;
     }
-    const float *xr = x + r * V;
+    const X *xr = x + r * V;
     T *dr = dx + r * V;
     const float l = lse[r];
-    const float pt = expf(xr[tr] - l); // before dr overwrites xr in place
+    const float pt = expf(load1(xr + tr) - l); // before dr overwrites xr
     __syncthreads();
     if (V4) {
-      const float4 *xv = reinterpret_cast<const float4 *>(xr);
       for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-        const float4 a = xv[j];
+        const float4 a = load4(xr + 4 * j);
         storeGrad4(dr + 4 * j,
                    make_float4(expf(a.x - l) * sc, expf(a.y - l) * sc,
                                expf(a.z - l) * sc, expf(a.w - l) * sc));
       }
     } else {
       for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        storeGrad(dr + j, expf(xr[j] - l) * sc);
+        storeGrad(dr + j, expf(load1(xr + j) - l) * sc);
     }
     __syncthreads();
     if (threadIdx.x == 0)
@@ -155,19 +176,45 @@ bool aligned(const void *p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
-template <typename T>
-void launchCrossEntropyGrad(const Ctx &ctx, const Refs &ins, T *dx,
-                            int64_t rows, int64_t V) {
-  const float *x = ins[0].f32();
-  const bool v4 = V % 4 == 0 && aligned(x, 16) && aligned(dx, 4 * sizeof(T));
+template <typename X, typename T>
+void launchCrossEntropyGrad(const Ctx &ctx, const X *x, const Refs &ins,
+                            T *dx, int64_t rows, int64_t V) {
+  const bool v4 = V % 4 == 0 && aligned(x, 4 * sizeof(X)) &&
+                  aligned(dx, 4 * sizeof(T));
   const unsigned grid = rowGrid(rows);
   const int threads = rowThreads(v4 ? V / 4 : V, 512);
   if (v4)
-    crossEntropyGradRows<T, true><<<grid, threads, 0, ctx.stream>>>(
+    crossEntropyGradRows<X, T, true><<<grid, threads, 0, ctx.stream>>>(
         x, ins[1].i32(), ins[2].f32(), ins[3].f32(), dx, rows, V, ctx.err);
   else
-    crossEntropyGradRows<T, false><<<grid, threads, 0, ctx.stream>>>(
+    crossEntropyGradRows<X, T, false><<<grid, threads, 0, ctx.stream>>>(
         x, ins[1].i32(), ins[2].f32(), ins[3].f32(), dx, rows, V, ctx.err);
+}
+
+template <typename X>
+void launchCrossEntropy(const Ctx &ctx, const X *x, const Refs &ins,
+                        const Refs &outs, double *rowLoss, int64_t rows,
+                        int64_t V) {
+  const bool v4 = V % 4 == 0 && aligned(x, 4 * sizeof(X));
+  if (v4)
+    crossEntropyRows<X, true>
+        <<<rowGrid(rows), rowThreads(V / 4, 512), 0, ctx.stream>>>(
+            x, ins[1].i32(), rows, V, outs[1].f32(), rowLoss, ctx.err);
+  else
+    crossEntropyRows<X, false>
+        <<<rowGrid(rows), rowThreads(V, 512), 0, ctx.stream>>>(
+            x, ins[1].i32(), rows, V, outs[1].f32(), rowLoss, ctx.err);
+}
+
+template <typename X>
+void dispatchCrossEntropyGrad(const Ctx &ctx, const X *x, const Refs &ins,
+                              const Refs &outs, int64_t rows, int64_t V) {
+  if (outs[0].value->dtype == DType::BF16)
+    launchCrossEntropyGrad(ctx, x, ins,
+                           static_cast<__nv_bfloat16 *>(outs[0].data), rows,
+                           V);
+  else
+    launchCrossEntropyGrad(ctx, x, ins, outs[0].f32(), rows, V);
 }
 
 } // namespace
@@ -180,16 +227,11 @@ void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
   char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
   double *rowLoss = reinterpret_cast<double *>(ws + lossAt);
   if (rows > 0) {
-    const float *x = ins[0].f32();
-    const bool v4 = V % 4 == 0 && aligned(x, 16);
-    if (v4)
-      crossEntropyRows<true>
-          <<<rowGrid(rows), rowThreads(V / 4, 512), 0, ctx.stream>>>(
-              x, ins[1].i32(), rows, V, outs[1].f32(), rowLoss, ctx.err);
+    if (ins[0].value->dtype == DType::BF16)
+      launchCrossEntropy(ctx, static_cast<const __nv_bfloat16 *>(ins[0].data),
+                         ins, outs, rowLoss, rows, V);
     else
-      crossEntropyRows<false><<<rowGrid(rows), rowThreads(V, 512), 0,
-                                ctx.stream>>>(x, ins[1].i32(), rows, V,
-                                              outs[1].f32(), rowLoss, ctx.err);
+      launchCrossEntropy(ctx, ins[0].f32(), ins, outs, rowLoss, rows, V);
     checkLaunch("CrossEntropy");
   }
   meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, outs[0].f32());
@@ -201,11 +243,12 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t rows = in.i[0], V = in.i[1];
   if (rows == 0)
     return;
-  if (outs[0].value->dtype == DType::BF16)
-    launchCrossEntropyGrad(ctx, ins, static_cast<__nv_bfloat16 *>(outs[0].data),
-                           rows, V);
+  if (ins[0].value->dtype == DType::BF16)
+    dispatchCrossEntropyGrad(ctx,
+                             static_cast<const __nv_bfloat16 *>(ins[0].data),
+                             ins, outs, rows, V);
   else
-    launchCrossEntropyGrad(ctx, ins, outs[0].f32(), rows, V);
+    dispatchCrossEntropyGrad(ctx, ins[0].f32(), ins, outs, rows, V);
   checkLaunch("CrossEntropyGrad");
 }
 

@@ -314,20 +314,27 @@ void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
   const float alpha = in.f[0], beta = in.f[1];
   const auto *A = static_cast<const __nv_bfloat16 *>(ins[0].data);
   const auto *B = static_cast<const __nv_bfloat16 *>(ins[1].data);
-  float *C = outs[0].f32();
+  // C f32, or bf16 (a folded cast; check(): beta 0, so C is only written):
+  // fp32 sums either way, rounded to nearest even on store for bf16.
+  const bool cBf16 = outs[0].value->dtype == DType::BF16;
+  const cudaDataType cType = cBf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const size_t cSize = cBf16 ? 2 : 4;
+  char *C = static_cast<char *>(outs[0].data);
+  LtEpilogue plain;
+  plain.cd = cType;
   const cublasOperation_t opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatch) {
     const int count = int(std::min(kMaxBatch, batch - b0));
     const void *Bp = B + b0 * sB, *Ap = A + b0 * sA;
-    float *Cp = C + b0 * sC;
+    void *Cp = C + size_t(b0 * sC) * cSize;
     if (ltGemm(ctx, opB, opA, N, M, K, &alpha, Bp, ldb, sB, Ap, lda, sA, &beta,
-               Cp, Cp, ldc, sC, count))
+               Cp, Cp, ldc, sC, count, plain))
       continue;
     checkBlas(cublasGemmStridedBatchedEx(
                   ctx.blas, opB, opA, int(N), int(M), int(K), &alpha, Bp,
                   CUDA_R_16BF, int(ldb), (long long)sB, Ap, CUDA_R_16BF,
-                  int(lda), (long long)sA, &beta, Cp, CUDA_R_32F, int(ldc),
+                  int(lda), (long long)sA, &beta, Cp, cType, int(ldc),
                   (long long)sC, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               "cublasGemmStridedBatchedEx (bf16)");
   }
