@@ -23,9 +23,10 @@
 //     table kInPlace: CrossEntropyGrad's dlogits over its logits, whose
 //     kernels and twin checks are written for it) takes that operand's
 //     buffer when the operand is a whole buffer of the same size that this
-//     op uses last. The buffer then lives on to the result's last use; for
-//     GPT the logits and their gradient, the largest tensors of the step,
-//     share one buffer.
+//     op uses last (same shape and size: same dtype, so bf16 dlogits of bf16
+//     logits qualify and those of f32 logits do not). The buffer then lives
+//     on to the result's last use; for GPT the logits and their gradient,
+//     the largest tensors of the step, share one buffer.
 //  5. Greedy by size, best fit: buffers by decreasing size (ties: earlier
 //     first) each take the smallest gap between already placed buffers whose
 //     live ranges intersect its own, or the first offset after them all.

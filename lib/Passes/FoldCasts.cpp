@@ -4,9 +4,8 @@
 // mega-assign-buffers). mega-mixed-precision casts every tensor-core operand
 // to bf16 with its own Cast kernel: a full read of the f32 value and a write
 // of the copy. Where its producer can round on store (the bf16-output forms
-// of docs/plan-format.md, listed in kProducers; a MatMul only with an
-// epilogue), it writes the bf16 copy
-// itself. Rounding commutes with moving elements, so a Transpose of the
+// of docs/plan-format.md, listed in kProducers; a MatMul with an epilogue,
+// or a bf16 product with beta 0), it writes the bf16 copy itself. Rounding commutes with moving elements, so a Transpose of the
 // value into bf16 may read the bf16 copy instead (bf16 -> bf16, same bits).
 //
 // Algorithm, per Cast kernel (f32 -> bf16), last first (a Transpose's own
@@ -62,14 +61,28 @@ const llvm::StringMap<Producer> kProducers = {
     {"CrossEntropyGrad", {0, false, false}},
     {"LayerNorm", {0, true, false}}, // y; mean and rstd stay f32
     {"Attention", {0, true, false}}, // o; lse stays f32
-    {"MatMul", {0, false, false}},   // D, with an epilogue; aux stays f32
+    {"MatMul", {0, false, false}},   // D (roundsOnStore); aux stays f32
 };
 
-/// A MatMul rounds D on store only with an epilogue (i[12] != 0;
-/// docs/plan-format.md): the plain product is always f32.
+bool isBf16(Type t) {
+  return cast<RankedTensorType>(t).getElementType().isBF16();
+}
+
+/// A MatMul rounds D on store with an epilogue (i[12] != 0), or without one
+/// when it is a tensor-core product that overwrites C (bf16 A and B,
+/// alpha != 0, beta = 0, K > 0: docs/plan-format.md), e.g. the logits a
+/// bf16 cross-entropy reads. An accumulating product needs its f32 C.
 bool roundsOnStore(KernelOp k) {
-  return k.getKernel() != "MatMul" ||
-         (k.getI().size() == 13 && k.getI()[12] != 0);
+  if (k.getKernel() != "MatMul")
+    return true;
+  ArrayRef<int64_t> i = k.getI();
+  if (i.size() == 13 && i[12] != 0)
+    return true;
+  ArrayRef<float> f = k.getF();
+  return i.size() >= 12 && i[3] > 0 && f.size() == 2 && f[0] != 0.0f &&
+         f[1] == 0.0f && k->getNumOperands() == 2 &&
+         isBf16(k->getOperand(0).getType()) &&
+         isBf16(k->getOperand(1).getType());
 }
 
 /// The CUDA Elementwise kernel's parameter limits (kEwMaxOutputs and
@@ -82,10 +95,6 @@ constexpr int64_t kEwStore = 1; // plan::EwOp::Store
 RankedTensorType withBf16(Type t) {
   auto r = cast<RankedTensorType>(t);
   return RankedTensorType::get(r.getShape(), BFloat16Type::get(t.getContext()));
-}
-
-bool isBf16(Type t) {
-  return cast<RankedTensorType>(t).getElementType().isBF16();
 }
 
 bool isBf16Cast(Operation *op) {

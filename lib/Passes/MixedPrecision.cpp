@@ -2,9 +2,10 @@
 //
 // `mega-mixed-precision{precision=bf16}`: the ops whose
 // MixedPrecisionOpInterface lists an operand (matmul a and b, flash attention
-// q, k, v) read that operand in bf16; they accumulate and return fp32.
-// Everything else keeps fp32: parameters (the master weights), gradients,
-// optimizer state, layer norm, softmax statistics, the loss.
+// q, k, v, the cross-entropy logits) read that operand in bf16; they
+// accumulate and return fp32. Everything else keeps fp32: parameters (the
+// master weights), gradients, optimizer state, layer norm, softmax
+// statistics, the loss.
 //
 // Algorithm, per function:
 //  1. precision=fp32: nothing to do; anything but fp32/bf16 is an error.

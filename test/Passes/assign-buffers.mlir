@@ -134,3 +134,36 @@ func.func @cross_entropy_grad_logits_live() {
   mega.output "y", %s : tensor<16x16xf32>
   return
 }
+
+// -----
+
+// Mixed precision: bf16 dlogits over bf16 logits (the same bytes, 512 at
+// offset 0); bf16 dlogits of f32 logits are another size: their own buffer.
+// CHECK-LABEL: func.func @cross_entropy_grad_bf16_in_place
+// CHECK: %[[Z:.*]] = mega.kernel "Cast"(%{{.*}}) i [256] f [] {mega.offset = array<i64: 0>}
+// CHECK: "CrossEntropyGrad"(%[[Z]], {{.*}} {mega.offset = array<i64: 0>} {{.*}} -> tensor<16x16xbf16>
+// CHECK-LABEL: func.func @cross_entropy_grad_bf16_of_f32
+// CHECK: %[[Z:.*]] = mega.kernel "Copy"(%{{.*}}) i [] f [] {mega.offset = array<i64: 0>}
+// CHECK: "CrossEntropyGrad"(%[[Z]], {{.*}} {mega.offset = array<i64: 1024>} {{.*}} -> tensor<16x16xbf16>
+func.func @cross_entropy_grad_bf16_in_place() {
+  %x = mega.input "x" [16, 16] : tensor<16x16xf32>
+  %t = mega.input "t" [16] : tensor<16xi32>
+  %lse = mega.input "lse" [16] : tensor<16xf32>
+  %dl = mega.input "dloss" [] : tensor<f32>
+  %z = mega.kernel "Cast"(%x) i [256] f [] : (tensor<16x16xf32>) -> tensor<16x16xbf16>
+  %g = mega.kernel "CrossEntropyGrad"(%z, %t, %lse, %dl) i [16, 16] f [] : (tensor<16x16xbf16>, tensor<16xi32>, tensor<16xf32>, tensor<f32>) -> tensor<16x16xbf16>
+  %y = mega.kernel "Cast"(%g) i [256] f [] : (tensor<16x16xbf16>) -> tensor<16x16xf32>
+  mega.output "y", %y : tensor<16x16xf32>
+  return
+}
+func.func @cross_entropy_grad_bf16_of_f32() {
+  %x = mega.input "x" [16, 16] : tensor<16x16xf32>
+  %t = mega.input "t" [16] : tensor<16xi32>
+  %lse = mega.input "lse" [16] : tensor<16xf32>
+  %dl = mega.input "dloss" [] : tensor<f32>
+  %z = mega.kernel "Copy"(%x) i [] f [] : (tensor<16x16xf32>) -> tensor<16x16xf32>
+  %g = mega.kernel "CrossEntropyGrad"(%z, %t, %lse, %dl) i [16, 16] f [] : (tensor<16x16xf32>, tensor<16xi32>, tensor<16xf32>, tensor<f32>) -> tensor<16x16xbf16>
+  %y = mega.kernel "Cast"(%g) i [256] f [] : (tensor<16x16xbf16>) -> tensor<16x16xf32>
+  mega.output "y", %y : tensor<16x16xf32>
+  return
+}

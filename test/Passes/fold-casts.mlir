@@ -169,17 +169,18 @@ func.func @kept(%x: tensor<2x3xf32>, %w: tensor<3xf32>, %b: tensor<3xf32>, %q: t
 // -----
 
 // A MatMul with an epilogue writes its D in bf16 when D is only cast (the
-// GELU activation; a bias epilogue's D); GELU's aux stays f32. A plain
-// product is always f32: its Cast stays.
+// GELU activation; a bias epilogue's D); GELU's aux stays f32. So does a
+// plain bf16 product that overwrites C (beta 0: the logits).
 // CHECK-LABEL: func.func @matmul_epilogue
 // CHECK: %[[G:.*]]:2 = mega.kernel "MatMul"(%arg0, %arg1, %arg2) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 3] f [{{.*}}] : (tensor<4x2xbf16>, tensor<2x8xbf16>, tensor<8xf32>) -> (tensor<4x8xbf16>, tensor<4x8xf32>)
 // CHECK: %[[B:.*]] = mega.kernel "MatMul"(%arg0, %arg1, %arg2) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 1] f [{{.*}} -> tensor<4x8xbf16>
 // CHECK-NOT: "Cast"(%[[B]])
-// CHECK: %[[P:.*]] = mega.kernel "MatMul"(%arg0, %arg1) {{.*}} -> tensor<4x8xf32>
-// CHECK-NEXT: mega.kernel "Cast"(%[[P]])
+// CHECK: %[[P:.*]] = mega.kernel "MatMul"(%arg0, %arg1) {{.*}} -> tensor<4x8xbf16>
+// CHECK-NOT: "Cast"
 // CHECK: mega.output "act", %[[G]]#0 : tensor<4x8xbf16>
 // CHECK: mega.output "pre", %[[G]]#1 : tensor<4x8xf32>
 // CHECK: mega.output "y", %[[B]] : tensor<4x8xbf16>
+// CHECK: mega.output "p", %[[P]] : tensor<4x8xbf16>
 func.func @matmul_epilogue(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %b: tensor<8xf32>) {
   %g:2 = mega.kernel "MatMul"(%a, %w, %b) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 3] f [1.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>, tensor<8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>)
   %gb = mega.kernel "Cast"(%g#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
@@ -191,5 +192,30 @@ func.func @matmul_epilogue(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %b: tenso
   mega.output "pre", %g#1 : tensor<4x8xf32>
   mega.output "y", %yb : tensor<4x8xbf16>
   mega.output "p", %pb : tensor<4x8xbf16>
+  return
+}
+
+// -----
+
+// A plain MatMul keeps f32 C and its Cast where C would be read (beta 1:
+// the sum needs f32), where its operands are f32 (no tensor-core product),
+// and where alpha is 0.
+// CHECK-LABEL: func.func @matmul_plain_kept
+// CHECK: %[[A:.*]] = mega.kernel "MatMul"(%arg0, %arg1) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.000000e+00, 1.000000e+00] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
+// CHECK-NEXT: mega.kernel "Cast"(%[[A]])
+// CHECK: %[[F:.*]] = mega.kernel "MatMul"(%arg2, %arg3) {{.*}} -> tensor<4x8xf32>
+// CHECK-NEXT: mega.kernel "Cast"(%[[F]])
+// CHECK: %[[Z:.*]] = mega.kernel "MatMul"(%arg0, %arg1) {{.*}} f [0.000000e+00, 0.000000e+00] {{.*}} -> tensor<4x8xf32>
+// CHECK-NEXT: mega.kernel "Cast"(%[[Z]])
+func.func @matmul_plain_kept(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %af: tensor<4x2xf32>, %wf: tensor<2x8xf32>, %c: tensor<4x8xf32>) {
+  %acc = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 1.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
+  %accb = mega.kernel "Cast"(%acc) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %f = mega.kernel "MatMul"(%af, %wf) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 0.0] : (tensor<4x2xf32>, tensor<2x8xf32>) -> tensor<4x8xf32>
+  %fb = mega.kernel "Cast"(%f) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %z = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [0.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
+  %zb = mega.kernel "Cast"(%z) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "acc", %accb : tensor<4x8xbf16>
+  mega.output "f", %fb : tensor<4x8xbf16>
+  mega.output "z", %zb : tensor<4x8xbf16>
   return
 }

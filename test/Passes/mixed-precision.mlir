@@ -81,3 +81,23 @@ func.func @through_reshape(%x: tensor<2x4x16xf32>, %dy: tensor<8x32xf32>) {
   mega.output "dw", %dw : tensor<16x32xf32>
   return
 }
+
+// -----
+
+// The cross-entropy ops read the logits in bf16 (one copy for both); lse,
+// the loss and dlogits stay f32.
+// CHECK-LABEL: func.func @cross_entropy
+// CHECK: %[[Z:.*]] = mega.matmul
+// CHECK-NEXT: %[[ZB:.*]] = mega.cast %[[Z]] : tensor<8x32xf32> -> tensor<8x32xbf16>
+// CHECK: %[[L:.*]], %[[LSE:.*]] = mega.cross_entropy %[[ZB]], %{{.*}} : tensor<8x32xbf16>, tensor<8xi32> -> tensor<f32>, tensor<8xf32>
+// CHECK: mega.cross_entropy_grad %[[ZB]], %{{.*}}, %[[LSE]], %{{.*}} : tensor<8x32xbf16>, tensor<8xi32>, tensor<8xf32>, tensor<f32> -> tensor<8x32xf32>
+// FP32-LABEL: func.func @cross_entropy
+// FP32-NOT: mega.cast
+func.func @cross_entropy(%x: tensor<8x16xf32>, %w: tensor<16x32xf32>, %t: tensor<8xi32>, %dl: tensor<f32>) {
+  %z = mega.matmul %x, %w : tensor<8x16xf32>, tensor<16x32xf32> -> tensor<8x32xf32>
+  %loss, %lse = mega.cross_entropy %z, %t : tensor<8x32xf32>, tensor<8xi32> -> tensor<f32>, tensor<8xf32>
+  %dz = mega.cross_entropy_grad %z, %t, %lse, %dl : tensor<8x32xf32>, tensor<8xi32>, tensor<8xf32>, tensor<f32> -> tensor<8x32xf32>
+  mega.output "loss", %loss : tensor<f32>
+  mega.output "dz", %dz : tensor<8x32xf32>
+  return
+}

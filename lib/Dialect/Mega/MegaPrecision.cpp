@@ -9,6 +9,11 @@
 //   flash_attention       q, k, v
 //   flash_attention_grad  q, k, v, o, dout   (not lse: a logsumexp in bf16
 //                                             would shift every probability)
+//   cross_entropy         logits  (as autocast: the [rows, vocab] logits are
+//   cross_entropy_grad    logits   the largest activation; the kernels widen
+//                                  them and keep lse, the loss and every sum
+//                                  fp32. The vocabulary-parallel ops keep f32
+//                                  logits.)
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -24,4 +29,10 @@ SmallVector<unsigned> FlashAttentionOp::getLowPrecisionOperands() {
 
 SmallVector<unsigned> FlashAttentionGradOp::getLowPrecisionOperands() {
   return {0, 1, 2, 3, 5};
+}
+
+SmallVector<unsigned> CrossEntropyOp::getLowPrecisionOperands() { return {0}; }
+
+SmallVector<unsigned> CrossEntropyGradOp::getLowPrecisionOperands() {
+  return {0};
 }

@@ -216,8 +216,19 @@ MEGA_SAME_AS_OPERAND(GeluOp, getX)
 MEGA_SAME_AS_OPERAND(GeluGradOp, getX)
 MEGA_SAME_AS_OPERAND(SoftmaxOp, getX)
 MEGA_SAME_AS_OPERAND(SoftmaxGradOp, getY)
-MEGA_SAME_AS_OPERAND(CrossEntropyGradOp, getLogits)
 #undef MEGA_SAME_AS_OPERAND
+
+// dlogits has the logits' shape and is f32 also for bf16 logits (mixed
+// precision): the rounding of the gradient is mega-fold-casts' decision.
+LogicalResult CrossEntropyGradOp::inferReturnTypes(
+    MLIRContext *ctx, std::optional<Location>, Adaptor adaptor,
+    SmallVectorImpl<Type> &types) {
+  RankedTensorType logits = tensorType(adaptor.getLogits());
+  if (!logits)
+    return failure();
+  types.push_back(RankedTensorType::get(logits.getShape(), f32(ctx)));
+  return success();
+}
 
 LogicalResult LayerNormGradOp::inferReturnTypes(MLIRContext *,
                                                 std::optional<Location>,

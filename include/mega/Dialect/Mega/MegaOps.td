@@ -223,7 +223,8 @@ def Mega_RepeatOp : Mega_Op<"repeat",
   let hasRegionVerifier = 1;
 }
 
-def Mega_CrossEntropyOp : Mega_Op<"cross_entropy", [Pure, Shaped, Differentiable]> {
+def Mega_CrossEntropyOp : Mega_Op<"cross_entropy",
+    [Pure, Shaped, Differentiable, LowPrecision]> {
   let summary = "mean token cross-entropy";
   let description = [{
     For `logits [..., V]` and `targets [...]` (i32, same leading dims):
@@ -236,7 +237,7 @@ def Mega_CrossEntropyOp : Mega_Op<"cross_entropy", [Pure, Shaped, Differentiable
         : tensor<4x32x256xf32>, tensor<4x32xi32> -> tensor<f32>, tensor<128xf32>
     ```
   }];
-  let arguments = (ins Mega_F32Tensor:$logits, Mega_I32Tensor:$targets);
+  let arguments = (ins Mega_FloatTensor:$logits, Mega_I32Tensor:$targets);
   let results = (outs Mega_F32Scalar:$loss, Mega_F32Tensor:$lse);
   let assemblyFormat = [{
     $logits `,` $targets attr-dict `:` type($logits) `,` type($targets) `->`
@@ -409,7 +410,8 @@ def Mega_LayerNormGradOp : Mega_Op<"layer_norm_grad", [Pure, Shaped]> {
   let hasVerifier = 1;
 }
 
-def Mega_CrossEntropyGradOp : Mega_Op<"cross_entropy_grad", [Pure, Shaped]> {
+def Mega_CrossEntropyGradOp : Mega_Op<"cross_entropy_grad",
+    [Pure, Shaped, LowPrecision]> {
   let summary = "gradient of mean token cross-entropy";
   let description = [{
     `dlogits = (softmax(logits) - onehot(targets)) * dloss / rows`, using the
@@ -420,7 +422,7 @@ def Mega_CrossEntropyGradOp : Mega_Op<"cross_entropy_grad", [Pure, Shaped]> {
         : tensor<128x256xf32>, tensor<128xi32>, tensor<128xf32>, tensor<f32> -> tensor<128x256xf32>
     ```
   }];
-  let arguments = (ins Mega_F32Tensor:$logits, Mega_I32Tensor:$targets,
+  let arguments = (ins Mega_FloatTensor:$logits, Mega_I32Tensor:$targets,
                    Mega_F32Tensor:$lse, Mega_F32Scalar:$dloss);
   let results = (outs Mega_F32Tensor:$dlogits);
   let assemblyFormat = [{
