@@ -251,6 +251,15 @@ int main(int argc, char **argv) {
                        instr(Op::CrossEntropyGrad, {R, V}),
                        {logits, targets, lse, dloss}, {t(F, {R, V})},
                        8.0 * double(R * V)});
+      // bf16 logits (mixed precision): what a bf16 plan runs.
+      Tensor *logitsB = t(BF, {R, V}, -6.0f, 6.0f);
+      cases.push_back({"CrossEntropy [16384,50304] bf16 logits",
+                       instr(Op::CrossEntropy, {R, V}), {logitsB, targets},
+                       {t(F, {}), t(F, {R})}, 2.0 * double(R * V)});
+      cases.push_back({"CrossEntropyGrad [16384,50304] bf16 -> bf16",
+                       instr(Op::CrossEntropyGrad, {R, V}),
+                       {logitsB, targets, lse, dloss}, {t(BF, {R, V})},
+                       4.0 * double(R * V)});
     }
     std::printf("%-46s %10s %8s %10s %8s\n", "memory-bound kernels (GPT-2 small)",
                 "vector ms", "GB/s", "element ms", "GB/s");
