@@ -99,6 +99,41 @@ public:
   virtual void progress() {}
 };
 
+/// This process's place in the group an instruction's i[group] names: the
+/// kernels that work on their own part of a tensor read it.
+struct GroupPlace {
+  int64_t rank = 0;
+  int64_t size = 1;
+};
+
+/// The place in `comm`'s groups that `instr`'s kernel works from, one rule
+/// for every backend: AdamW with i = {group} (the distributed optimizer:
+/// this rank's block of the parameter) and the vocabulary-parallel opcodes
+/// (VocabEmbedding, VocabEmbeddingGrad, VocabCrossEntropyStats,
+/// VocabCrossEntropyGrad: i[group] is their last attribute, which check()
+/// proved names a group). Rank 0 of 1 for every other instruction.
+inline GroupPlace groupPlace(const plan::Instr &instr,
+                             const Communicator &comm) {
+  int64_t group;
+  switch (instr.op) {
+  case plan::Op::AdamW:
+    if (instr.i.empty())
+      return GroupPlace{};
+    group = instr.i[0];
+    break;
+  case plan::Op::VocabEmbedding:
+  case plan::Op::VocabEmbeddingGrad:
+  case plan::Op::VocabCrossEntropyStats:
+  case plan::Op::VocabCrossEntropyGrad:
+    group = instr.i.back();
+    break;
+  default:
+    return GroupPlace{};
+  }
+  const ProcessGroup &g = comm.group(plan::ParallelGroup(group));
+  return GroupPlace{g.rank, g.size};
+}
+
 /// GradNorm with shard flags (plan opcode 14, i = {group, s_0..s_{n-1}
 /// [, pipeline group [, data group]]}): the squared norm of the whole model
 /// from this rank's sums of squares of its replicated (`replicated`) and
@@ -177,13 +212,13 @@ public:
                       const std::vector<TensorRef> &inputs,
                       const std::vector<TensorRef> &outputs) = 0;
   /// Runs one instruction as launch() does, with `comm`, the program run's
-  /// communicator, for the kernels that need a process group: the
-  /// vocabulary-parallel opcodes (VocabEmbedding, VocabEmbeddingGrad,
-  /// VocabCrossEntropyStats, VocabCrossEntropyGrad) read the rank and size
-  /// of comm.group(i[group]), and GradNorm with shard flags all-reduces its
-  /// sharded squared sum over its group. The engine calls this for every
-  /// instruction that is not a collective; the default ignores `comm` (a
-  /// backend without those kernels refuses them in check()).
+  /// communicator, for the kernels that need a process group: those
+  /// groupPlace() names (the vocabulary-parallel opcodes, the distributed
+  /// optimizer's AdamW) read their place in it, and GradNorm with shard
+  /// flags all-reduces its sharded squared sum over its group. The engine
+  /// calls this for every instruction that is not a collective; the default
+  /// ignores `comm` (a backend without those kernels refuses them in
+  /// check()).
   virtual void launch(const plan::Instr &instr,
                       const std::vector<TensorRef> &inputs,
                       const std::vector<TensorRef> &outputs,

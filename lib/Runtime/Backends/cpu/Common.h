@@ -196,14 +196,7 @@ inline float bf16ToFloat(uint16_t b) {
 /// An F32 or BF16 operand as floats (BF16 widened into `scratch`).
 const float *floatsOf(const TensorRef &t, int64_t n, std::vector<float> &scratch);
 
-/// This process's place in the group an instruction's i[group] names (from
-/// the program run's communicator; world size 1: rank 0 of 1).
-struct GroupPlace {
-  int64_t rank = 0;
-  int64_t size = 1;
-};
-
-// Kernels that need the place (VocabParallel.cpp).
+// Kernels that need their GroupPlace (Backend.h), in VocabParallel.cpp.
 #define MEGA_CPU_GROUP_KERNEL(NAME)                                            \
   void check##NAME(const Checker &c);                                          \
   void run##NAME(const Ctx &ctx, const GroupPlace &place, const Instr &in,     \

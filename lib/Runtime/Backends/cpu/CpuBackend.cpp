@@ -239,38 +239,18 @@ public:
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs,
               Communicator &comm) override {
-    GroupPlace place;
-    switch (instr.op) {
-    case Op::GradNorm:
-      if (!instr.i.empty()) // shard flags: the squared sums meet over comm
-        return runGradNormSharded(ctx, instr, ins, outs, comm);
-      break;
-    case Op::AdamW:
-      if (!instr.i.empty()) { // distributed optimizer: this rank's block
-        const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i[0]));
-        return runAdamWShard(ctx, GroupPlace{g.rank, g.size}, instr, ins,
-                             outs);
-      }
-      break;
-    case Op::VocabEmbedding:
-    case Op::VocabEmbeddingGrad:
-    case Op::VocabCrossEntropyStats:
-    case Op::VocabCrossEntropyGrad: {
-      // check() proved i[group] (the last attribute) names a group.
-      const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i.back()));
-      place.rank = g.rank;
-      place.size = g.size;
-      break;
-    }
-    default:
-      break;
-    }
-    run(instr, ins, outs, place);
+    // GradNorm with shard flags: the squared sums meet over comm.
+    if (instr.op == Op::GradNorm && !instr.i.empty())
+      return runGradNormSharded(ctx, instr, ins, outs, comm);
+    run(instr, ins, outs, groupPlace(instr, comm));
   }
 
 private:
   void run(const plan::Instr &instr, const std::vector<TensorRef> &ins,
            const std::vector<TensorRef> &outs, const GroupPlace &place) {
+    // AdamW with a group (the distributed optimizer): this rank's block.
+    if (instr.op == Op::AdamW && !instr.i.empty())
+      return runAdamWShard(ctx, place, instr, ins, outs);
     switch (instr.op) {
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \

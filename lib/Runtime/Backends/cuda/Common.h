@@ -266,13 +266,8 @@ void runRowMax(const Ctx &ctx, const Instr &in, const Refs &ins,
                const Refs &outs);
 void runVocabCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
                           const Refs &outs);
-/// This process's place in the group an instruction's i[group] names (from
-/// the program run's communicator; rank 0 of 1 without one).
-struct GroupPlace {
-  int64_t rank = 0;
-  int64_t size = 1;
-};
-// The vocabulary-parallel kernels that need the place (Vocab.cu).
+// The vocabulary-parallel kernels that need their GroupPlace (Backend.h),
+// in Vocab.cu.
 #define MEGA_CUDA_GROUP_KERNEL(NAME)                                           \
   void run##NAME(const Ctx &ctx, const GroupPlace &place, const Instr &in,     \
                  const Refs &ins, const Refs &outs);

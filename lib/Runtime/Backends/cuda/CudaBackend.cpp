@@ -426,56 +426,15 @@ public:
 
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs, Communicator &comm) override {
-    switch (instr.op) {
-    case Op::GradNorm:
-      if (!instr.i.empty())
-        return runGradNormSharded(ctx_, instr, ins, outs, comm);
-      break;
-    case Op::AdamW:
-      if (!instr.i.empty()) { // distributed optimizer: this rank's block
-        const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i[0]));
-        return runAdamWShard(ctx_, GroupPlace{g.rank, g.size}, instr, ins,
-                             outs);
-      }
-      break;
-    case Op::VocabEmbedding:
-    case Op::VocabEmbeddingGrad:
-    case Op::VocabCrossEntropyStats:
-    case Op::VocabCrossEntropyGrad: {
-      // check() proved i[group] (the last attribute) names a group.
-      const ProcessGroup &g = comm.group(plan::ParallelGroup(instr.i.back()));
-      return runVocab(instr, ins, outs, GroupPlace{g.rank, g.size});
-    }
-    default:
-      break;
-    }
-    launch(instr, ins, outs);
+    // GradNorm with shard flags: the squared sums meet over comm.
+    if (instr.op == Op::GradNorm && !instr.i.empty())
+      return runGradNormSharded(ctx_, instr, ins, outs, comm);
+    run(instr, ins, outs, groupPlace(instr, comm));
   }
   /// Without a communicator: world size 1, rank 0 of every group.
   void launch(const plan::Instr &instr, const std::vector<TensorRef> &ins,
               const std::vector<TensorRef> &outs) override {
-    switch (instr.op) {
-#define MEGA_CASE(NAME)                                                        \
-  case Op::NAME:                                                               \
-    return run##NAME(ctx_, instr, ins, outs);
-      MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
-      MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
-      MEGA_CASE(RowMax)
-      MEGA_CASE(VocabCrossEntropy)
-#undef MEGA_CASE
-    case Op::VocabEmbedding:
-    case Op::VocabEmbeddingGrad:
-    case Op::VocabCrossEntropyStats:
-    case Op::VocabCrossEntropyGrad:
-      return runVocab(instr, ins, outs, GroupPlace{});
-#define MEGA_CASE(NAME) case Op::NAME:
-      MEGA_PLAN_COLLECTIVES(MEGA_CASE)
-#undef MEGA_CASE
-      // Collectives run through Backend::collective.
-      throw Error(std::string(plan::opName(instr.op)) +
-                  ": not a kernel of the cuda backend");
-    }
-    throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
+    run(instr, ins, outs, GroupPlace{});
   }
   void synchronize() override { syncAndReport(); }
 
@@ -538,6 +497,37 @@ public:
   }
 
 private:
+  /// `place`: this process's place in the group the instruction names
+  /// (groupPlace, Backend.h).
+  void run(const plan::Instr &instr, const std::vector<TensorRef> &ins,
+           const std::vector<TensorRef> &outs, const GroupPlace &place) {
+    // AdamW with a group (the distributed optimizer): this rank's block.
+    if (instr.op == Op::AdamW && !instr.i.empty())
+      return runAdamWShard(ctx_, place, instr, ins, outs);
+    switch (instr.op) {
+#define MEGA_CASE(NAME)                                                        \
+  case Op::NAME:                                                               \
+    return run##NAME(ctx_, instr, ins, outs);
+      MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
+      MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
+      MEGA_CASE(RowMax)
+      MEGA_CASE(VocabCrossEntropy)
+#undef MEGA_CASE
+    case Op::VocabEmbedding:
+    case Op::VocabEmbeddingGrad:
+    case Op::VocabCrossEntropyStats:
+    case Op::VocabCrossEntropyGrad:
+      return runVocab(instr, ins, outs, place);
+#define MEGA_CASE(NAME) case Op::NAME:
+      MEGA_PLAN_COLLECTIVES(MEGA_CASE)
+#undef MEGA_CASE
+      // Collectives run through Backend::collective.
+      throw Error(std::string(plan::opName(instr.op)) +
+                  ": not a kernel of the cuda backend");
+    }
+    throw Error("cuda: unknown opcode " + std::to_string(int(instr.op)));
+  }
+
   /// The four vocabulary-parallel kernels that need this rank's place.
   void runVocab(const plan::Instr &instr, const std::vector<TensorRef> &ins,
                 const std::vector<TensorRef> &outs, const GroupPlace &place) {
