@@ -69,9 +69,10 @@ bool isBf16(Type t) {
 }
 
 /// A MatMul rounds D on store with an epilogue (i[12] != 0), or without one
-/// when it is a tensor-core product that overwrites C (bf16 A and B,
-/// alpha != 0, beta = 0, K > 0: docs/plan-format.md), e.g. the logits a
-/// bf16 cross-entropy reads. An accumulating product needs its f32 C.
+/// when it is a tensor-core product that overwrites one contiguous C (bf16
+/// A and B, alpha != 0, beta = 0, K > 0, ldc = N, strideC = M*N when
+/// batched: docs/plan-format.md), e.g. the logits a bf16 cross-entropy
+/// reads. An accumulating product needs its f32 C.
 bool roundsOnStore(KernelOp k) {
   if (k.getKernel() != "MatMul")
     return true;
@@ -79,8 +80,9 @@ bool roundsOnStore(KernelOp k) {
   if (i.size() == 13 && i[12] != 0)
     return true;
   ArrayRef<float> f = k.getF();
-  return i.size() >= 12 && i[3] > 0 && f.size() == 2 && f[0] != 0.0f &&
-         f[1] == 0.0f && k->getNumOperands() == 2 &&
+  return i.size() >= 12 && i[3] > 0 && i[8] == i[2] &&
+         (i[0] <= 1 || i[11] == i[1] * i[2]) && f.size() == 2 &&
+         f[0] != 0.0f && f[1] == 0.0f && k->getNumOperands() == 2 &&
          isBf16(k->getOperand(0).getType()) &&
          isBf16(k->getOperand(1).getType());
 }

@@ -199,7 +199,7 @@ func.func @matmul_epilogue(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %b: tenso
 
 // A plain MatMul keeps f32 C and its Cast where C would be read (beta 1:
 // the sum needs f32), where its operands are f32 (no tensor-core product),
-// and where alpha is 0.
+// where alpha is 0, and where C is not one contiguous block (ldc 16 > N).
 // CHECK-LABEL: func.func @matmul_plain_kept
 // CHECK: %[[A:.*]] = mega.kernel "MatMul"(%arg0, %arg1) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.000000e+00, 1.000000e+00] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
 // CHECK-NEXT: mega.kernel "Cast"(%[[A]])
@@ -207,6 +207,8 @@ func.func @matmul_epilogue(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %b: tenso
 // CHECK-NEXT: mega.kernel "Cast"(%[[F]])
 // CHECK: %[[Z:.*]] = mega.kernel "MatMul"(%arg0, %arg1) {{.*}} f [0.000000e+00, 0.000000e+00] {{.*}} -> tensor<4x8xf32>
 // CHECK-NEXT: mega.kernel "Cast"(%[[Z]])
+// CHECK: %[[S:.*]] = mega.kernel "MatMul"(%arg0, %arg1) i [2, 4, 8, 1, 0, 0, 1, 8, 16, 4, 8, 64] {{.*}} -> tensor<2x4x16xf32>
+// CHECK-NEXT: mega.kernel "Cast"(%[[S]])
 func.func @matmul_plain_kept(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %af: tensor<4x2xf32>, %wf: tensor<2x8xf32>, %c: tensor<4x8xf32>) {
   %acc = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 1.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
   %accb = mega.kernel "Cast"(%acc) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
@@ -214,8 +216,11 @@ func.func @matmul_plain_kept(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %af: te
   %fb = mega.kernel "Cast"(%f) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
   %z = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [0.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
   %zb = mega.kernel "Cast"(%z) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %st = mega.kernel "MatMul"(%a, %w) i [2, 4, 8, 1, 0, 0, 1, 8, 16, 4, 8, 64] f [1.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<2x4x16xf32>
+  %stb = mega.kernel "Cast"(%st) i [128] f [] : (tensor<2x4x16xf32>) -> tensor<2x4x16xbf16>
   mega.output "acc", %accb : tensor<4x8xbf16>
   mega.output "f", %fb : tensor<4x8xbf16>
   mega.output "z", %zb : tensor<4x8xbf16>
+  mega.output "s", %stb : tensor<2x4x16xbf16>
   return
 }
