@@ -134,6 +134,24 @@ inline GroupPlace groupPlace(const plan::Instr &instr,
   return GroupPlace{g.rank, g.size};
 }
 
+/// The true vocabulary of a vocabulary-parallel loss kernel
+/// (VocabCrossEntropyStats, VocabCrossEntropyGrad: i = {rows, Vl, [V,]
+/// group}) on `place`: V when the vocabulary is padded, else all Vl * size
+/// columns. A V that padding of the last shard cannot produce is an Error,
+/// the same one on every backend.
+inline int64_t trueVocab(const plan::Instr &in, const GroupPlace &place) {
+  const int64_t Vl = in.i[1], all = Vl * place.size;
+  if (in.i.size() != 4)
+    return all;
+  const int64_t V = in.i[2];
+  if (V > all || V <= all - Vl)
+    throw Error(std::string(plan::opName(in.op)) + ": vocabulary " +
+                std::to_string(V) + " is not " + std::to_string(place.size) +
+                " shards of " + std::to_string(Vl) +
+                " with padding in the last");
+  return V;
+}
+
 /// GradNorm with shard flags (plan opcode 14, i = {group, s_0..s_{n-1}
 /// [, pipeline group [, data group]]}): the squared norm of the whole model
 /// from this rank's sums of squares of its replicated (`replicated`) and

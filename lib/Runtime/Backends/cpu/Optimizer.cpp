@@ -263,8 +263,8 @@ void runAdamWShard(const Ctx &ctx, const GroupPlace &place, const Instr &in,
 
 void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins,
               const Refs &outs) {
-  if (!in.i.empty()) // one rank of one: the block is the parameter
-    return runAdamWShard(ctx, GroupPlace{}, in, ins, outs);
+  // AdamW with a group never comes here: the backends send it to
+  // runAdamWShard with its groupPlace().
   if (std::isnan(ins[6].f32()[0]))
     return; // non-finite gradient norm: skip the step
   adamwStep(ctx, in, ins, ins[0].f32(), ins[0].f32(), ins[0].numel());

@@ -59,20 +59,6 @@ std::pair<int64_t, int64_t> checkLossAttrs(const Checker &c) {
   return {c.attr(0, 0, kBig, "rows"), c.attr(1, 1, INT32_MAX, "Vl")};
 }
 
-/// The true vocabulary of a loss kernel on `place`: i[2] when padded, else
-/// all Vl * size columns. A V the padding cannot produce is an error.
-int64_t trueVocab(Op op, const Instr &in, const GroupPlace &place) {
-  const int64_t Vl = in.i[1], all = Vl * place.size;
-  if (in.i.size() != 4)
-    return all;
-  const int64_t V = in.i[2];
-  if (V > all || V <= all - Vl)
-    fail(op, "vocabulary " + std::to_string(V) + " is not " +
-                 std::to_string(place.size) + " shards of " +
-                 std::to_string(Vl) + " with padding in the last");
-  return V;
-}
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -212,7 +198,7 @@ void runVocabCrossEntropyStats(const Ctx &ctx, const GroupPlace &place,
   const float *x = ins[0].f32(), *mx = ins[2].f32();
   const int32_t *t = ins[1].i32();
   float *sumexp = outs[0].f32(), *tl = outs[1].f32();
-  const int64_t V = trueVocab(Op::VocabCrossEntropyStats, in, place);
+  const int64_t V = trueVocab(in, place);
   checkIds(Op::VocabCrossEntropyStats, t, rows, V, "target");
   const int64_t start = Vl * place.rank;
   // Padded columns (global index >= V) are not part of the softmax.
@@ -289,7 +275,7 @@ void runVocabCrossEntropyGrad(const Ctx &ctx, const GroupPlace &place,
   const float *x = ins[0].f32(), *lse = ins[2].f32();
   const int32_t *t = ins[1].i32();
   float *dx = outs[0].f32();
-  const int64_t V = trueVocab(Op::VocabCrossEntropyGrad, in, place);
+  const int64_t V = trueVocab(in, place);
   checkIds(Op::VocabCrossEntropyGrad, t, rows, V, "target");
   if (rows == 0)
     return;

@@ -351,8 +351,8 @@ void runGradNormSharded(const Ctx &ctx, const Instr &in, const Refs &ins,
 
 void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins,
               const Refs &outs) {
-  if (!in.i.empty()) // one rank of one: the block is the parameter
-    return runAdamWShard(ctx, GroupPlace{}, in, ins, outs);
+  // AdamW with a group never comes here: the backends send it to
+  // runAdamWShard with its groupPlace().
   const int64_t n = ins[0].numel();
   if (n == 0)
     return;

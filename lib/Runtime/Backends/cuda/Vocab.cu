@@ -32,24 +32,6 @@ bool aligned(const void *p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
-[[noreturn]] void failOp(Op op, const std::string &msg) {
-  throw Error(std::string(plan::opName(op)) + ": " + msg);
-}
-
-/// The true vocabulary of a loss kernel on `place`: i[2] when padded, else
-/// all Vl * size columns; the CPU's check and message.
-int64_t trueVocab(Op op, const Instr &in, const GroupPlace &place) {
-  const int64_t Vl = in.i[1], all = Vl * place.size;
-  if (in.i.size() != 4)
-    return all;
-  const int64_t V = in.i[2];
-  if (V > all || V <= all - Vl)
-    failOp(op, "vocabulary " + std::to_string(V) + " is not " +
-                   std::to_string(place.size) + " shards of " +
-                   std::to_string(Vl) + " with padding in the last");
-  return V;
-}
-
 /// The columns of this rank's shard that are part of the vocabulary
 /// (global index start + v < V).
 int64_t ownColumns(int64_t V, int64_t start, int64_t Vl) {
@@ -270,7 +252,7 @@ void runVocabCrossEntropyStats(const Ctx &ctx, const GroupPlace &place,
                                const Instr &in, const Refs &ins,
                                const Refs &outs) {
   const int64_t rows = in.i[0], Vl = in.i[1];
-  const int64_t V = trueVocab(Op::VocabCrossEntropyStats, in, place);
+  const int64_t V = trueVocab(in, place);
   if (rows == 0)
     return;
   const int64_t start = Vl * place.rank, own = ownColumns(V, start, Vl);
@@ -300,7 +282,7 @@ void runVocabCrossEntropyGrad(const Ctx &ctx, const GroupPlace &place,
                               const Instr &in, const Refs &ins,
                               const Refs &outs) {
   const int64_t rows = in.i[0], Vl = in.i[1];
-  const int64_t V = trueVocab(Op::VocabCrossEntropyGrad, in, place);
+  const int64_t V = trueVocab(in, place);
   if (rows == 0)
     return;
   const int64_t start = Vl * place.rank, own = ownColumns(V, start, Vl);
