@@ -30,8 +30,8 @@
 //  5. Greedy by size, best fit: buffers by decreasing size (ties: earlier
 //     first) each take the smallest gap between already placed buffers whose
 //     live ranges intersect its own, or the first offset after them all.
-//  6. Every mega.kernel and mega.concat gets `mega.offset` (one absolute
-//     arena offset per result; -1 for a result that lives in an output port),
+//  6. Every mega.kernel, mega.concat and mega.empty gets `mega.offset` (one
+//     absolute arena offset per result; -1 for a result in an output port),
 //     the function `mega.arena_bytes`, and, to show what packing bought,
 //     `mega.naive_bytes` (the sum of all buffer sizes, no reuse) and
 //     `mega.peak_live_bytes` (the most bytes live at once: no placement can
@@ -111,8 +111,8 @@ public:
     // Step 4.
     llvm::DenseMap<Value, unsigned> bufferOf;
     for (Operation &op : block) {
-      if (!isa<ParamOp, StateOp, InputOp, OutputOp, ViewOp, ConcatOp, KernelOp,
-               func::ReturnOp>(op))
+      if (!isa<ParamOp, StateOp, InputOp, OutputOp, ViewOp, ConcatOp, EmptyOp,
+               KernelOp, func::ReturnOp>(op))
         return op.emitOpError("is not at kernel level (run "
                               "mega-lower-to-kernels before "
                               "mega-assign-buffers)");
@@ -235,7 +235,7 @@ private:
       return it == rootOffset.end() ? -1 : it->second + off;
     };
     for (Operation &op : block)
-      if (isa<KernelOp, ConcatOp>(op)) {
+      if (isa<KernelOp, ConcatOp, EmptyOp>(op)) {
         SmallVector<int64_t> offsets;
         for (Value r : op.getResults())
           offsets.push_back(offsetOf(r));

@@ -29,6 +29,15 @@
 //  3. dout. An AttentionGrad whose dout is (through views) a Transpose
 //     [B, S, H, hd] -> [B, H, S, hd] used nowhere else reads the
 //     Transpose's input (or a Cast of it) with strides (S*H*hd, hd, H*hd).
+//  4. dq|dk|dv. An AttentionGrad whose dq, dk, dv (through views) are only
+//     the parts, in that order, of a mega.concat [3, B, H, S, hd] that only
+//     a Transpose to [B, S, 3, H, hd] reads (the q|k|v gradient's join for
+//     the projection's backward) writes them straight into that layout: a
+//     mega.empty [B, S, 3, H, hd] placed before it, its dq, dk, dv as views
+//     at element offsets 0, H*hd, 2*H*hd passed as mega.dests, with strides
+//     (S*3*H*hd, hd, 3*H*hd). The Transpose's users read the buffer (or a
+//     Cast of it when the Transpose rounded); the Transpose and the concat
+//     go.
 // A Transpose that still has other users stays and nothing about it folds.
 // The kernels' contiguous form stays the default: an attention kernel
 // untouched by the pass keeps its 4 integer attributes.
@@ -55,6 +64,8 @@ using namespace mega;
 namespace {
 
 using Strides = std::array<int64_t, 3>; // (sB, sH, sS)
+
+constexpr StringLiteral kDestsAttr = "mega.dests";
 
 /// The operand groups of the strided form (docs/plan-format.md).
 enum Group { kQkv = 0, kO = 1, kDout = 2, kGrads = 3 };
@@ -263,10 +274,12 @@ struct MegaFoldAttentionLayout
       for (KernelOp t : transposes)
         foldQkv(t);
       for (KernelOp a : attentions)
-        if (a.getKernel() == "Attention")
+        if (a.getKernel() == "Attention") {
           foldO(a);
-        else
+        } else {
           foldDout(a);
+          foldGrads(a);
+        }
     }
   }
 
@@ -455,6 +468,98 @@ struct MegaFoldAttentionLayout
     eraseDead(views);
     if (root.use_empty())
       t->erase();
+  }
+
+  /// Step 4.
+  void foldGrads(KernelOp g) {
+    if (g->getNumResults() != 3 || g->hasAttr(kDestsAttr))
+      return;
+    // Each of dq, dk, dv: one use, a view (full, as [1, B, H, S, hd]) that
+    // is part j of one concat.
+    ConcatOp concat;
+    SmallVector<Operation *> views, joinViews;
+    for (unsigned j = 0; j < 3; ++j) {
+      Value r = g->getResult(j);
+      if (!r.hasOneUse())
+        return;
+      Operation *user = *r.getUsers().begin();
+      Value part = r;
+      if (auto view = dyn_cast<ViewOp>(user)) {
+        if (view.getOffset() != 0 || !view->hasOneUse())
+          return;
+        views.push_back(view);
+        part = view.getResult();
+        user = *part.getUsers().begin();
+      }
+      auto c = dyn_cast<ConcatOp>(user);
+      if (!c || (concat && c != concat) || c.getInputs().size() != 3 ||
+          c.getInputs()[j] != part)
+        return;
+      concat = c;
+    }
+    // The concat, seen (through whole views) as [3, B, H, S, hd], read only
+    // by a Transpose to [B, S, 3, H, hd].
+    if (concat.getDim() != 0)
+      return;
+    Value joined = concat.getResult();
+    while (joined.hasOneUse()) {
+      auto view = dyn_cast<ViewOp>(*joined.getUsers().begin());
+      if (!view || view.getOffset() != 0 ||
+          tensorOf(view.getResult()).getNumElements() * elemBytes(view) !=
+              tensorOf(joined).getNumElements() * elemBytes(joined))
+        break;
+      joinViews.push_back(view);
+      joined = view.getResult();
+    }
+    ArrayRef<int64_t> in = tensorOf(joined).getShape();
+    if (in.size() != 5 || in[0] != 3 || !joined.hasOneUse())
+      return;
+    auto t = dyn_cast<KernelOp>(*joined.getUsers().begin());
+    if (!t || t.getKernel() != "Transpose")
+      return;
+    const int64_t B = in[1], H = in[2], S = in[3], D = in[4];
+    Layout l(g);
+    if (B * H != l.bh || S != l.seq || D != l.hd ||
+        tensorOf(g->getResult(0)).getNumElements() != B * H * S * D)
+      return;
+    ArrayRef<int64_t> res = tensorOf(t->getResult(0)).getShape();
+    auto steps = resultSteps(t);
+    if (!steps || res.size() != 5 || res[0] != B || res[1] != S ||
+        res[2] != 3 || res[3] != H || res[4] != D)
+      return;
+    const int64_t want[5] = {H * S * D, D, B * H * S * D, S * D, 1};
+    for (int k = 0; k < 5; ++k)
+      if (res[k] > 1 && (*steps)[k] != want[k])
+        return;
+    if (!l.setHeads(H))
+      return;
+    l.groups[kGrads] = Strides{S * 3 * H * D, D, 3 * H * D};
+    // The buffer, and the three strided outputs as its views.
+    OpBuilder b(g);
+    Location loc = g.getLoc();
+    RankedTensorType f32Packed =
+        RankedTensorType::get(res, tensorOf(g->getResult(0)).getElementType());
+    Value buffer = b.create<EmptyOp>(loc, f32Packed);
+    SmallVector<Value> operands(g->getOperands());
+    for (int64_t j = 0; j < 3; ++j)
+      operands.push_back(flatView(b, loc, buffer, j * H * D,
+                                  spanOf(l, H, *l.groups[kGrads])));
+    auto packed = b.create<KernelOp>(loc, TypeRange{}, g.getKernelAttr(),
+                                     operands, g.getIAttr(), g.getFAttr());
+    packed->setAttr(kDestsAttr, b.getI64IntegerAttr(3));
+    l.write(packed);
+    b.setInsertionPoint(t);
+    Value out =
+        castTo(b, t.getLoc(), buffer, tensorOf(t->getResult(0)));
+    t->getResult(0).replaceAllUsesWith(out);
+    // Users before what they use.
+    t->erase();
+    for (Operation *view : llvm::reverse(joinViews))
+      view->erase();
+    concat->erase();
+    for (Operation *view : views)
+      view->erase();
+    g->erase();
   }
 };
 

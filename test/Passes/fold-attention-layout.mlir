@@ -183,3 +183,77 @@ func.func @mixed_sources(%x: tensor<2x8x3x2x4xf32>, %q: tensor<2x2x8x4xf32>) {
   mega.output "o", %a#0 : tensor<2x2x8x4xf32>
   return
 }
+
+// -----
+
+// dq|dk|dv (step 4): the gradients' join for the projection's backward, a
+// concat [3, B, H, S, hd] and a Transpose to [B, S, 3, H, hd], becomes one
+// mega.empty of that layout that AttentionGrad writes through three views
+// (mega.dests) at byte offsets 0, 32, 64 with strides (192, 4, 24); the
+// Transpose's users read the buffer. When the Transpose also rounded, they
+// read a Cast of it.
+// CHECK-LABEL: func.func @grads
+// CHECK: %[[G:.*]] = mega.empty : tensor<2x8x3x2x4xf32>
+// CHECK-DAG: %[[DQ:.*]] = mega.view %[[G]] offset 0 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+// CHECK-DAG: %[[DK:.*]] = mega.view %[[G]] offset 32 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+// CHECK-DAG: %[[DV:.*]] = mega.view %[[G]] offset 64 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+// CHECK: mega.kernel "AttentionGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %[[DQ]], %[[DK]], %[[DV]]) i [4, 8, 4, 1, 2, 64, 32, 4, 64, 32, 4, 64, 32, 4, 192, 4, 24] f [5.000000e-01] {mega.dests = 3 : i64}
+// CHECK-NOT: "Transpose"
+// CHECK-NOT: mega.concat
+// CHECK: mega.output "g", %[[G]] : tensor<2x8x3x2x4xf32>
+// CHECK-LABEL: func.func @grads_rounded
+// CHECK: %[[G:.*]] = mega.empty : tensor<2x8x3x2x4xf32>
+// CHECK: mega.kernel "AttentionGrad"
+// CHECK: %[[C:.*]] = mega.kernel "Cast"(%[[G]]) i [384] f [] : (tensor<2x8x3x2x4xf32>) -> tensor<2x8x3x2x4xbf16>
+// CHECK: mega.output "g", %[[C]] : tensor<2x8x3x2x4xbf16>
+// OFF-LABEL: func.func @grads
+// OFF-NOT: mega.empty
+// OFF: "Transpose"
+func.func @grads(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>) {
+  %dq, %dk, %dv = mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d) i [4, 8, 4, 1] f [0.5] : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>) -> (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>)
+  %v2 = mega.view %dv offset 0 : tensor<2x2x8x4xf32> -> tensor<1x2x2x8x4xf32>
+  %v1 = mega.view %dk offset 0 : tensor<2x2x8x4xf32> -> tensor<1x2x2x8x4xf32>
+  %v0 = mega.view %dq offset 0 : tensor<2x2x8x4xf32> -> tensor<1x2x2x8x4xf32>
+  %c = mega.concat %v0, %v1, %v2 {dim = 0 : i64} : tensor<1x2x2x8x4xf32>, tensor<1x2x2x8x4xf32>, tensor<1x2x2x8x4xf32> -> tensor<3x2x2x8x4xf32>
+  %t = mega.kernel "Transpose"(%c) i [5, 3, 2, 2, 8, 4, 1, 3, 0, 2, 4] f [] : (tensor<3x2x2x8x4xf32>) -> tensor<2x8x3x2x4xf32>
+  mega.output "g", %t : tensor<2x8x3x2x4xf32>
+  return
+}
+func.func @grads_rounded(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>) {
+  %dq, %dk, %dv = mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d) i [4, 8, 4, 1] f [0.5] : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>) -> (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>)
+  %c = mega.concat %dq, %dk, %dv {dim = 0 : i64} : tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32> -> tensor<6x2x8x4xf32>
+  %c5 = mega.view %c offset 0 : tensor<6x2x8x4xf32> -> tensor<3x2x2x8x4xf32>
+  %t = mega.kernel "Transpose"(%c5) i [5, 3, 2, 2, 8, 4, 1, 3, 0, 2, 4] f [] : (tensor<3x2x2x8x4xf32>) -> tensor<2x8x3x2x4xbf16>
+  mega.output "g", %t : tensor<2x8x3x2x4xbf16>
+  return
+}
+
+// -----
+
+// Must not fold: the join puts dk before dq (it is not the projection's
+// q|k|v order), and a join whose concat is also read elsewhere.
+// CHECK-LABEL: func.func @grads_other_order
+// CHECK-NOT: mega.empty
+// CHECK: "Transpose"
+// CHECK-LABEL: func.func @grads_concat_read
+// CHECK-NOT: mega.empty
+// CHECK: "Transpose"
+func.func @grads_other_order(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>) {
+  %dq, %dk, %dv = mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d) i [4, 8, 4, 1] f [0.5] : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>) -> (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>)
+  %c = mega.concat %dk, %dq, %dv {dim = 0 : i64} : tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32> -> tensor<6x2x8x4xf32>
+  %c5 = mega.view %c offset 0 : tensor<6x2x8x4xf32> -> tensor<3x2x2x8x4xf32>
+  %t = mega.kernel "Transpose"(%c5) i [5, 3, 2, 2, 8, 4, 1, 3, 0, 2, 4] f [] : (tensor<3x2x2x8x4xf32>) -> tensor<2x8x3x2x4xf32>
+  mega.output "g", %t : tensor<2x8x3x2x4xf32>
+  return
+}
+func.func @grads_concat_read(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>) {
+  %dq, %dk, %dv = mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d) i [4, 8, 4, 1] f [0.5] : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>) -> (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>)
+  %v2 = mega.view %dv offset 0 : tensor<2x2x8x4xf32> -> tensor<1x2x2x8x4xf32>
+  %v1 = mega.view %dk offset 0 : tensor<2x2x8x4xf32> -> tensor<1x2x2x8x4xf32>
+  %v0 = mega.view %dq offset 0 : tensor<2x2x8x4xf32> -> tensor<1x2x2x8x4xf32>
+  %c = mega.concat %v0, %v1, %v2 {dim = 0 : i64} : tensor<1x2x2x8x4xf32>, tensor<1x2x2x8x4xf32>, tensor<1x2x2x8x4xf32> -> tensor<3x2x2x8x4xf32>
+  %t = mega.kernel "Transpose"(%c) i [5, 3, 2, 2, 8, 4, 1, 3, 0, 2, 4] f [] : (tensor<3x2x2x8x4xf32>) -> tensor<2x8x3x2x4xf32>
+  mega.output "g", %t : tensor<2x8x3x2x4xf32>
+  mega.output "joined", %c : tensor<3x2x2x8x4xf32>
+  return
+}

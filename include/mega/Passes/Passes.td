@@ -576,7 +576,9 @@ def MegaFoldAttentionLayout
     docs/plan-format.md instead. q, k, v (of both kernels) become views of
     the fused projection's [B, S, 3, H, hd] output; o is written as [B, S, H,
     hd] when its only layout user is the head-merge Transpose (AttentionGrad
-    reads it with the same strides); dout is read as [B, S, H, hd]. A
+    reads it with the same strides); dout is read as [B, S, H, hd]; dq,
+    dk, dv are written into one [B, S, 3, H, hd] `mega.empty` (views passed
+    as `mega.dests`) instead of being joined by a concat and a Transpose. A
     Transpose that also rounded f32 -> bf16 leaves a Cast of its input in
     its place, which mega-fold-casts can fold into that input's producer.
     A Transpose with any other user stays. Same bits on the CPU.

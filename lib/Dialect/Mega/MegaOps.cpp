@@ -657,6 +657,14 @@ LogicalResult FlashAttentionGradOp::verify() {
   return verifyAttentionOperands(*this, getQ(), getK(), getV(), getLse());
 }
 
+LogicalResult EmptyOp::verify() {
+  // empty_c1
+  if (!getType().hasStaticShape())
+    return emitOpError() << "needs a static shape, got "
+                         << shapeStr(getType().getShape());
+  return success();
+}
+
 LogicalResult ViewOp::verify() {
   RankedTensorType src = tensorType(getSource()), r = getType();
   // view_c1

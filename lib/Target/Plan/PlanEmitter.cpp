@@ -17,7 +17,8 @@
 //        mega-assign-buffers used) at a byte offset;
 //        a root is a persistent tensor (mega.param / mega.state), an input
 //        port (mega.input), an output port (the value of a mega.output) or
-//        arena memory at the root's `mega.offset`;
+//        arena memory at the root's `mega.offset` (a kernel result, a
+//        concat or a mega.empty);
 //     c. instructions: one per `mega.kernel`, inputs = its operands except the
 //        last `mega.dests`, outputs = those destinations then its results.
 //
@@ -296,7 +297,7 @@ private:
     }
     // 3c. Instructions (3b on demand).
     for (Operation &op : block) {
-      if (isa<ParamOp, StateOp, InputOp, OutputOp, ViewOp, ConcatOp,
+      if (isa<ParamOp, StateOp, InputOp, OutputOp, ViewOp, ConcatOp, EmptyOp,
               func::ReturnOp>(op))
         continue;
       auto k = dyn_cast<KernelOp>(op);
@@ -377,7 +378,7 @@ private:
     } else if (auto in = dyn_cast_or_null<InputOp>(def)) {
       pv.space = plan::Space::Input;
       pv.index = s.inputPorts.lookup(in.getName());
-    } else if (def && isa<KernelOp, ConcatOp>(def)) {
+    } else if (def && isa<KernelOp, ConcatOp, EmptyOp>(def)) {
       auto port = s.outputPortOf.find(root);
       if (port != s.outputPortOf.end()) {
         pv.space = plan::Space::Output;

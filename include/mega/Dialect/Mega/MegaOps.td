@@ -956,6 +956,25 @@ def Mega_KernelOp : Mega_Op<"kernel",
   let hasVerifier = 1;
 }
 
+def Mega_EmptyOp : Mega_Op<"empty", []> {
+  let summary = "arena bytes that kernels fill through mega.dests";
+  let description = [{
+    Kernel level: a buffer of the result's type whose contents are undefined
+    until kernels write them as destinations (`mega.dests`), in program
+    order; later ops read what those writes left. No kernel. It lets one
+    kernel's strided outputs share a buffer, e.g. AttentionGrad writing dq,
+    dk and dv straight into the fused projection's [B, S, 3, H, hd] layout
+    (mega-fold-attention-layout). Not pure: two of them are two buffers.
+
+    ```mlir
+    %g = mega.empty : tensor<2x8x3x2x16xf32>
+    ```
+  }];
+  let results = (outs Mega_AnyTensor:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
 def Mega_ViewOp : Mega_Op<"view", [Pure]> {
   let summary = "a reinterpretation of bytes";
   let description = [{

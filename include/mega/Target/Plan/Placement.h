@@ -3,7 +3,9 @@
 // At kernel level a value's bytes may live inside another value's:
 //  * a `mega.view` lies in its source at a byte offset;
 //  * a `mega.concat` part lies in the concat's result (parts one after the
-//    other), so its producer writes there directly.
+//    other), so its producer writes there directly;
+//  * a `mega.empty` is a root of its own: kernels write it through views
+//    passed as their `mega.dests`.
 // Following these links from any value gives its root buffer and its byte
 // offset in it. mega-lower-to-kernels (which inserts Copy kernels where a
 // value cannot be placed), mega-assign-buffers (which gives roots arena
@@ -75,7 +77,7 @@ public:
   /// A root that needs arena memory (not a parameter, state or input).
   static bool isArenaRoot(mlir::Value root) {
     mlir::Operation *def = root.getDefiningOp();
-    return def && llvm::isa<KernelOp, ConcatOp>(def);
+    return def && llvm::isa<KernelOp, ConcatOp, EmptyOp>(def);
   }
 
   /// The root an output port can take over for `v`: all of an arena root
