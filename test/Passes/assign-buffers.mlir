@@ -167,3 +167,30 @@ func.func @cross_entropy_grad_bf16_of_f32() {
   mega.output "y", %y : tensor<16x16xf32>
   return
 }
+
+// -----
+
+// A mega.empty is arena memory of its own (512 bytes, placed first as the
+// largest), live from the empty to its last reader: the kernels that fill it
+// through views (mega.dests) get no memory of their own, and their input,
+// live at those kernels, never shares the buffer.
+// CHECK-LABEL: func.func @empty_filled_by_dests
+// CHECK-SAME: mega.arena_bytes = 768 : i64
+// CHECK: mega.kernel "Copy"(%{{.*}}) i [] f [] {mega.offset = array<i64: 512>}
+// CHECK: mega.empty {mega.offset = array<i64: 0>} : tensor<128xf32>
+// CHECK: mega.kernel "Copy"({{.*}}) i [] f [] {mega.dests = 1 : i64, mega.offset = array<i64>}
+// CHECK: mega.kernel "Copy"({{.*}}) i [] f [] {mega.dests = 1 : i64, mega.offset = array<i64>}
+func.func @empty_filled_by_dests() {
+  %x = mega.input "x" [64] : tensor<64xf32>
+  %a = mega.kernel "Copy"(%x) i [] f [] : (tensor<64xf32>) -> tensor<64xf32>
+  %e = mega.empty : tensor<128xf32>
+  %lo = mega.view %e offset 0 : tensor<128xf32> -> tensor<64xf32>
+  %hi = mega.view %e offset 256 : tensor<128xf32> -> tensor<64xf32>
+  mega.kernel "Copy"(%a, %lo) i [] f [] {mega.dests = 1 : i64} : (tensor<64xf32>, tensor<64xf32>) -> ()
+  mega.kernel "Copy"(%a, %hi) i [] f [] {mega.dests = 1 : i64} : (tensor<64xf32>, tensor<64xf32>) -> ()
+  %y = mega.kernel "Copy"(%e) i [] f [] : (tensor<128xf32>) -> tensor<128xf32>
+  %z = mega.kernel "Copy"(%x) i [] f [] : (tensor<64xf32>) -> tensor<64xf32>
+  mega.output "y", %y : tensor<128xf32>
+  mega.output "z", %z : tensor<64xf32>
+  return
+}

@@ -875,6 +875,15 @@ func.func @kernel_c1(%x: tensor<4xf32>) {
 
 // -----
 
+// empty_c1
+func.func @empty_c1_dynamic() {
+  // expected-error @+1 {{'mega.empty' op needs a static shape, got [?, 4]}}
+  %0 = mega.empty : tensor<?x4xf32>
+  return
+}
+
+// -----
+
 // view_c1
 func.func @view_c1_negative(%x: tensor<4xf32>) {
   // expected-error @+1 {{'mega.view' op offset -4 is negative}}

@@ -147,6 +147,8 @@ func.func @kernel_level(%a: tensor<32x16xf32>, %w: tensor<16x64xf32>,
   }
   // CHECK: mega.view %{{.*}} offset 4096 : tensor<32x64xf32> -> tensor<16x64xf32>
   %v = mega.view %r offset 4096 : tensor<32x64xf32> -> tensor<16x64xf32>
+  // CHECK: mega.empty : tensor<2x8x3x2x16xf32>
+  %e = mega.empty : tensor<2x8x3x2x16xf32>
   // CHECK: mega.kernel "Fill"() i [] f [0.000000e+00] : () -> tensor<16x64xf32>
   %z = mega.kernel "Fill"() i [] f [0.0] : () -> tensor<16x64xf32>
   return
