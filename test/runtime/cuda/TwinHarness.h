@@ -87,6 +87,9 @@ inline uint16_t toBf16Bits(float f) {
   return uint16_t(u >> 16);
 }
 
+/// A dtype's name in case labels.
+inline const char *name(DType t) { return t == DType::BF16 ? "bf16" : "f32"; }
+
 inline int64_t numel(const std::vector<int64_t> &s) {
   int64_t n = 1;
   for (int64_t d : s)

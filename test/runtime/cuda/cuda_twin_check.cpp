@@ -379,19 +379,25 @@ void reduceSum(Rng &rng) {
                                {1024, 768}, {3000, 7},  {0, 5},
                                {4096, 2304}, {33, 3072}, {100, 12},
                                {251, 36},   {0, 8}};
-  for (const auto &s : shapes)
-    for (int acc : {0, 1}) {
-      const int64_t outer = s[0], inner = s[1];
-      Case c =
-          make("ReduceSum " +
-                   dims({{"outer", outer}, {"inner", inner}, {"acc", acc}}),
-               Op::ReduceSum, {outer, inner, acc});
-      c.ins = {c.f32({outer, inner}, rng.vec(outer * inner))};
-      c.outs = {acc ? c.inout({inner}, rng.vec(inner)) : c.out({inner})};
-      twin(c);
-      if ((outer == 1024 || outer == 251) && !acc)
-        deterministic(c);
-    }
+  // Each also with a bf16 input (the bias gradient summed from the
+  // gradient's bf16 copy): widened exactly, so the f32 tolerance holds.
+  for (DType t : {DType::F32, DType::BF16})
+    for (const auto &s : shapes)
+      for (int acc : {0, 1}) {
+        const int64_t outer = s[0], inner = s[1];
+        Case c = make("ReduceSum " + std::string(name(t)) + " " +
+                          dims({{"outer", outer},
+                                {"inner", inner},
+                                {"acc", acc}}),
+                      Op::ReduceSum, {outer, inner, acc});
+        const std::vector<float> x = rng.vec(outer * inner);
+        c.ins = {t == DType::BF16 ? c.bf16({outer, inner}, x)
+                                  : c.f32({outer, inner}, x)};
+        c.outs = {acc ? c.inout({inner}, rng.vec(inner)) : c.out({inner})};
+        twin(c);
+        if ((outer == 1024 || outer == 251) && !acc)
+          deterministic(c);
+      }
   // inner % 4 == 0 but x 4 bytes into its buffer: the element kernel.
   {
     const int64_t outer = 300, inner = 768;
@@ -399,6 +405,19 @@ void reduceSum(Rng &rng) {
                       dims({{"outer", outer}, {"inner", inner}}),
                   Op::ReduceSum, {outer, inner, 0});
     c.ins = {misalignedInput(c, rng, outer * inner, 1)};
+    c.outs = {c.out({inner})};
+    twin(c);
+  }
+  // bf16, 2 bytes into its buffer: 8-byte vectors would be misaligned.
+  {
+    const int64_t outer = 300, inner = 768;
+    Case c = make("ReduceSum bf16 misaligned x " +
+                      dims({{"outer", outer}, {"inner", inner}}),
+                  Op::ReduceSum, {outer, inner, 0});
+    const int whole = c.bf16({outer * inner + 1}, rng.vec(outer * inner + 1));
+    const int v = c.view(whole, {outer * inner});
+    c.ts[size_t(v)].v.offset = 2;
+    c.ins = {v};
     c.outs = {c.out({inner})};
     twin(c);
   }

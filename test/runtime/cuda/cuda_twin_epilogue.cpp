@@ -36,9 +36,8 @@ void epilogueCase(const E &e, Rng &rng) {
   const int64_t aRows = e.ta ? e.K : e.M, aCols = e.ta ? e.M : e.K;
   const int64_t bRows = e.tb ? e.N : e.K, bCols = e.tb ? e.K : e.N;
   const int64_t mn = e.M * e.N;
-  auto tname = [](DType t) { return t == DType::BF16 ? "bf16" : "f32"; };
-  Case c = make(std::string("MatMul ") + epiName(e.epi) + " ab=" + tname(e.ab) +
-                    " D=" + tname(e.d) + " " +
+  Case c = make(std::string("MatMul ") + epiName(e.epi) + " ab=" + name(e.ab) +
+                    " D=" + name(e.d) + " " +
                     dims({{"M", e.M},
                           {"N", e.N},
                           {"K", e.K},

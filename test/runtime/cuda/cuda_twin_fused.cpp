@@ -28,8 +28,6 @@ int input(Case &c, DType t, std::vector<int64_t> shape, Rng &rng,
                           : c.f32(std::move(shape), x);
 }
 
-const char *name(DType t) { return t == DType::BF16 ? "bf16" : "f32"; }
-
 } // namespace
 
 void castAndBf16MatMul(Rng &rng) {

@@ -8,6 +8,7 @@
 //    with a bf16 C those bits rounded.
 //  * CrossEntropy(Grad) on bf16 logits: the bits of the f32 kernels on the
 //    widened values (dlogits bf16: those rounded; also in place).
+//  * ReduceSum of bf16: the bits of the f32 ReduceSum on the widened values.
 //  * Attention: the naive formula in double over the whole [S, S] score
 //    matrix (softmax, then the weighted sum).
 //  * AttentionGrad: central finite differences (in double) of the naive
@@ -377,6 +378,26 @@ void testBf16Outputs(Harness &h, Harness &conv, Rng &rng) {
 
 } // namespace
 
+/// A bias gradient summed from the gradient's bf16 copy: the widening is
+/// exact, so the result has the f32 kernel's bits on the widened values
+/// (with and without accumulating).
+void testBf16ReduceSum(Harness &h, Harness &conv, Rng &rng, int64_t outer,
+                       int64_t inner, bool acc) {
+  const std::vector<float> x = rng.vec(outer * inner), y0 = rng.vec(inner);
+  Tensor &xb = bf16Tensor(h, {outer, inner}, x, conv);
+  std::vector<float> wide(x.size());
+  for (size_t k = 0; k < x.size(); ++k)
+    wide[k] = widen(bitsBf16(xb, int64_t(k)));
+  Tensor &xf = h.f32({outer, inner}, wide);
+  Tensor &y1 = h.f32({inner}, y0), &y2 = h.f32({inner}, y0);
+  const Instr in = make(Op::ReduceSum, {outer, inner, acc});
+  if (h.run(in, {&xb}, {&y1}) && h.run(in, {&xf}, {&y2}))
+    sameBits(("bf16 reduce sum " + std::to_string(outer) + "x" +
+              std::to_string(inner) + (acc ? " acc" : ""))
+                 .c_str(),
+             y1.f(), y2.f(), inner);
+}
+
 int main() {
   Harness h(4), conv(1);
   Rng rng(23);
@@ -389,5 +410,8 @@ int main() {
   testAttention(h, rng, 1, 9, 8, true);
   testAttentionRefusals(h);
   testBf16Outputs(h, conv, rng);
+  testBf16ReduceSum(h, conv, rng, 1000, 33, false);
+  testBf16ReduceSum(h, conv, rng, 300, 768, true);
+  testBf16ReduceSum(h, conv, rng, 3, 1, false);
   return finish("test_precision");
 }

@@ -58,7 +58,10 @@ void checkReduceSum(const Checker &c) {
   int64_t outer = c.attr(0, 0, int64_t(1) << 48, "outer");
   int64_t inner = c.attr(1, 0, int64_t(1) << 48, "inner");
   c.flag(2, "accumulate");
-  c.tensor(c.ins[0], DType::F32, i128(outer) * inner, "in");
+  // bf16 in: the bias gradient summed from the bf16 copy of the gradient
+  // (mega-mixed-precision); widened exactly, summed as f32 is.
+  const DType xt = c.ins[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  c.tensor(c.ins[0], xt, i128(outer) * inner, "in");
   c.tensor(c.outs[0], DType::F32, inner, "out");
   c.disjoint(c.outs[0], c.ins[0], "out", "in");
 }
@@ -66,16 +69,13 @@ void checkReduceSum(const Checker &c) {
 namespace {
 constexpr int64_t kRowBlock = 256; // rows per partial sum (fixed: determinism)
 constexpr int64_t kColBlock = 256;
-} // namespace
 
-void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
-                  const Refs &outs) {
-  const int64_t outer = in.i[0], inner = in.i[1];
-  const bool acc = in.i[2] != 0;
-  const float *x = ins[0].f32();
-  float *y = outs[0].f32();
-  if (inner == 0)
-    return;
+inline double widen(float v) { return double(v); }
+inline double widen(uint16_t v) { return double(bf16ToFloat(v)); }
+
+template <typename T>
+void reduceSum(const Ctx &ctx, const T *x, int64_t outer, int64_t inner,
+               bool acc, float *y) {
   const int64_t nrb = std::max<int64_t>(1, (outer + kRowBlock - 1) / kRowBlock);
   const int64_t ncb = (inner + kColBlock - 1) / kColBlock;
   std::vector<double> part(size_t(nrb * inner));
@@ -85,9 +85,9 @@ void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
     int64_t c0 = cb * kColBlock, c1 = std::min(inner, c0 + kColBlock);
     double s[kColBlock] = {};
     for (int64_t r = r0; r < r1; ++r) {
-      const float *row = x + r * inner + c0;
+      const T *row = x + r * inner + c0;
       for (int64_t j = 0; j < c1 - c0; ++j)
-        s[j] += double(row[j]);
+        s[j] += widen(row[j]);
     }
     std::memcpy(&part[size_t(rb * inner + c0)], s, sizeof(double) * (c1 - c0));
   });
@@ -99,6 +99,19 @@ void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
       y[j] = acc ? float(double(y[j]) + s) : float(s);
     }
   });
+}
+} // namespace
+
+void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
+                  const Refs &outs) {
+  const int64_t outer = in.i[0], inner = in.i[1];
+  const bool acc = in.i[2] != 0;
+  if (inner == 0)
+    return;
+  if (ins[0].value->dtype == DType::BF16)
+    reduceSum(ctx, ins[0].bf16(), outer, inner, acc, outs[0].f32());
+  else
+    reduceSum(ctx, ins[0].f32(), outer, inner, acc, outs[0].f32());
 }
 
 //===----------------------------------------------------------------------===//

@@ -10,7 +10,34 @@
 
 #include "Common.h"
 
+#include <cuda_bf16.h>
+
 namespace mega::rt::gpu {
+
+/// Four bf16 in one 8-byte access (the bf16 side of a float4).
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 lo, hi;
+};
+
+/// One element at p as a float (bf16 widens exactly).
+__device__ inline float load1(const float *p) { return *p; }
+__device__ inline float load1(const __nv_bfloat16 *p) {
+  return __bfloat162float(*p);
+}
+/// Four elements at p (aligned to the vector: 16 bytes f32, 8 bf16).
+__device__ inline float4 load4(const float *p) {
+  return *reinterpret_cast<const float4 *>(p);
+}
+__device__ inline float4 load4(const __nv_bfloat16 *p) {
+  const Bf16x4 v = *reinterpret_cast<const Bf16x4 *>(p);
+  const float2 a = __bfloat1622float2(v.lo), b = __bfloat1622float2(v.hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+/// Four floats stored as they are, or rounded to nearest even.
+__device__ inline void put4(float4 *y, float4 v) { *y = v; }
+__device__ inline void put4(Bf16x4 *y, float4 v) {
+  *y = Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
+}
 
 /// Records the first bad id/target of a launch; the host reports it.
 __device__ inline void reportBadIndex(DeviceError *e, Op op, long long row,

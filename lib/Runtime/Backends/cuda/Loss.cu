@@ -24,25 +24,6 @@ namespace mega::rt::gpu {
 
 namespace {
 
-/// Four bf16 in one 8-byte access.
-struct alignas(8) Bf16x4 {
-  __nv_bfloat162 lo, hi;
-};
-
-__device__ inline float load1(const float *p) { return *p; }
-__device__ inline float load1(const __nv_bfloat16 *p) {
-  return __bfloat162float(*p);
-}
-/// Four elements at p (aligned to the vector: 16 bytes f32, 8 bf16).
-__device__ inline float4 load4(const float *p) {
-  return *reinterpret_cast<const float4 *>(p);
-}
-__device__ inline float4 load4(const __nv_bfloat16 *p) {
-  const Bf16x4 v = *reinterpret_cast<const Bf16x4 *>(p);
-  const float2 a = __bfloat1622float2(v.lo), b = __bfloat1622float2(v.hi);
-  return make_float4(a.x, a.y, b.x, b.y);
-}
-
 /// One element into a thread's running (max, sum): the max as the CPU's
 /// (`x > m ? x : m`), the sum rescaled when the max moves.
 __device__ inline void online(float v, float &m, double &s) {
@@ -123,11 +104,10 @@ __device__ inline void storeGrad(__nv_bfloat16 *p, float v) {
 }
 
 __device__ inline void storeGrad4(float *p, float4 v) {
-  *reinterpret_cast<float4 *>(p) = v;
+  put4(reinterpret_cast<float4 *>(p), v);
 }
 __device__ inline void storeGrad4(__nv_bfloat16 *p, float4 v) {
-  *reinterpret_cast<Bf16x4 *>(p) =
-      Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
+  put4(reinterpret_cast<Bf16x4 *>(p), v);
 }
 
 /// X (logits) and T (dlogits) = float or __nv_bfloat16: T bf16 when the

@@ -47,6 +47,8 @@ void runCopy(const Ctx &ctx, const Instr &, const Refs &ins, const Refs &outs) {
 
 //===----------------------------------------------------------------------===//
 // ReduceSum: column sums; per-chunk partials in double, then chunks in order.
+// X = float, or __nv_bfloat16 (a bias gradient summed from the gradient's
+// bf16 copy: widened exactly, then summed as f32 is).
 //===----------------------------------------------------------------------===//
 
 namespace {
@@ -56,7 +58,8 @@ bool aligned(const void *p, size_t bytes) {
 }
 
 /// part[c * inner + j] = sum of rows [c*chunk, (c+1)*chunk) of column j.
-__global__ void colPartialKernel(const float *__restrict__ x, int64_t outer,
+template <typename X>
+__global__ void colPartialKernel(const X *__restrict__ x, int64_t outer,
                                  int64_t inner, int64_t chunk,
                                  double *__restrict__ part) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -66,19 +69,19 @@ __global__ void colPartialKernel(const float *__restrict__ x, int64_t outer,
   const int64_t r0 = c * chunk, r1 = imin(outer, r0 + chunk);
   double s = 0.0;
   for (int64_t r = r0; r < r1; ++r)
-    s += double(x[r * inner + j]);
+    s += double(load1(x + r * inner + j));
   part[c * inner + j] = s;
 }
 
-/// The vector form: inner % 4 == 0, x 16-byte aligned. Block (64, 4):
-/// thread (tx, ty) sums column vector blockIdx.x * 64 + tx over rows
-/// r0 + ty, r0 + ty + 4, ... of chunk blockIdx.y; the four row lanes meet
-/// in shared memory in lane order.
+/// The vector form: inner % 4 == 0, x aligned to 4 elements (16 bytes f32,
+/// 8 bf16). Block (64, 4): thread (tx, ty) sums column vector
+/// blockIdx.x * 64 + tx over rows r0 + ty, r0 + ty + 4, ... of chunk
+/// blockIdx.y; the four row lanes meet in shared memory in lane order.
 constexpr int kRsCols = 64, kRsLanes = 4;
+template <typename X>
 __global__ void __launch_bounds__(kRsCols *kRsLanes)
-    colPartialVecKernel(const float4 *__restrict__ x, int64_t outer,
-                        int64_t nvec, int64_t chunk,
-                        double *__restrict__ part) {
+    colPartialVecKernel(const X *__restrict__ x, int64_t outer, int64_t nvec,
+                        int64_t chunk, double *__restrict__ part) {
   __shared__ double sh[kRsLanes - 1][kRsCols][4];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t v = int64_t(blockIdx.x) * kRsCols + tx;
@@ -88,7 +91,7 @@ __global__ void __launch_bounds__(kRsCols *kRsLanes)
   if (v < nvec) {
 #pragma unroll 4
     for (int64_t r = r0 + ty; r < r1; r += kRsLanes) {
-      const float4 a = x[r * nvec + v];
+      const float4 a = load4(x + 4 * (r * nvec + v));
       s0 += double(a.x);
       s1 += double(a.y);
       s2 += double(a.z);
@@ -169,14 +172,12 @@ void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
   launchChunkSum(ctx, part, chunks, width, split, out0, out1, acc);
 }
 
-void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
-                  const Refs &outs) {
-  const int64_t outer = in.i[0], inner = in.i[1];
-  const bool acc = in.i[2] != 0;
-  if (inner == 0)
-    return;
-  const float *x = ins[0].f32();
-  const bool vec = inner % 4 == 0 && aligned(x, 16);
+namespace {
+
+template <typename X>
+void reduceSum(const Ctx &ctx, const X *x, int64_t outer, int64_t inner,
+               bool acc, float *y) {
+  const bool vec = inner % 4 == 0 && aligned(x, 4 * sizeof(X));
   // Chunks of at least 64 rows, at most 1024 chunks (so the partials stay
   // small and grid.y in range). Vector form: 64 column vectors per block;
   // element form: 256 columns per block.
@@ -193,15 +194,30 @@ void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
   char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
   double *part = reinterpret_cast<double *>(ws + partAt);
   if (vec)
-    colPartialVecKernel<<<dim3(unsigned(colBlocks), unsigned(chunks)),
-                          dim3(kRsCols, kRsLanes), 0, ctx.stream>>>(
-        reinterpret_cast<const float4 *>(x), outer, nvec, chunk, part);
+    colPartialVecKernel<X><<<dim3(unsigned(colBlocks), unsigned(chunks)),
+                             dim3(kRsCols, kRsLanes), 0, ctx.stream>>>(
+        x, outer, nvec, chunk, part);
   else
-    colPartialKernel<<<dim3(unsigned(colBlocks), unsigned(chunks)), 256, 0,
-                       ctx.stream>>>(x, outer, inner, chunk, part);
+    colPartialKernel<X><<<dim3(unsigned(colBlocks), unsigned(chunks)), 256, 0,
+                          ctx.stream>>>(x, outer, inner, chunk, part);
   checkLaunch("ReduceSum (partials)");
-  sumChunks(ctx, static_cast<const double *>(part), chunks, inner, inner,
-            outs[0].f32(), outs[0].f32(), acc);
+  sumChunks(ctx, static_cast<const double *>(part), chunks, inner, inner, y, y,
+            acc);
+}
+
+} // namespace
+
+void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
+                  const Refs &outs) {
+  const int64_t outer = in.i[0], inner = in.i[1];
+  const bool acc = in.i[2] != 0;
+  if (inner == 0)
+    return;
+  if (ins[0].value->dtype == DType::BF16)
+    reduceSum(ctx, static_cast<const __nv_bfloat16 *>(ins[0].data), outer,
+              inner, acc, outs[0].f32());
+  else
+    reduceSum(ctx, ins[0].f32(), outer, inner, acc, outs[0].f32());
 }
 
 //===----------------------------------------------------------------------===//
@@ -248,18 +264,14 @@ __global__ void transposeKernel(const T *__restrict__ x, U *__restrict__ y,
     put(y + e, x[gatherOffset(e, p)]);
 }
 
-/// Four consecutive elements of one type, moved in one access.
-struct alignas(8) Bf16x4 {
-  __nv_bfloat162 lo, hi;
-};
+/// Four consecutive elements of one type, moved in one access (with
+/// DeviceUtil.cuh's float4 -> Bf16x4).
 struct alignas(8) U16x4 {
   uint16_t v[4];
 };
 __device__ inline void put4(uint4 *y, uint4 v) { *y = v; }
 __device__ inline void put4(U16x4 *y, U16x4 v) { *y = v; }
-__device__ inline void put4(Bf16x4 *y, float4 v) {
-  *y = Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
-}
+using gpu::put4;
 
 /// The vector form, when the innermost output dim is contiguous in the
 /// input (ist = 1) and a multiple of 4 long, every other input stride a

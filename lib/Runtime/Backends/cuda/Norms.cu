@@ -37,15 +37,6 @@ __device__ inline void put(__nv_bfloat16 *y, float v) {
   *y = __float2bfloat16_rn(v);
 }
 
-/// Four bf16 in one 8-byte store.
-struct alignas(8) Bf16x4 {
-  __nv_bfloat162 lo, hi;
-};
-__device__ inline void put4(float4 *y, float4 v) { *y = v; }
-__device__ inline void put4(Bf16x4 *y, float4 v) {
-  *y = Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
-}
-
 /// The block-per-row form; Y = float or __nv_bfloat16 (a cast folded into
 /// the norm: the f32 value rounded on store, never in place).
 template <typename Y>

@@ -34,21 +34,13 @@ __global__ void toF32Kernel(const __nv_bfloat16 *x, float *y, int64_t n) {
     y[k] = __bfloat162float(x[k]);
 }
 
-/// Four bf16 in one 8-byte store.
-struct alignas(8) Bf16x4 {
-  __nv_bfloat162 lo, hi;
-};
-
 /// The vector casts: x and y aligned to their vector (16 and 8 bytes),
 /// nv = n / 4 vectors, then the last n % 4 elements one by one.
 __global__ void toBf16VecKernel(const float4 *__restrict__ x,
                                 Bf16x4 *__restrict__ y, int64_t nv,
                                 int64_t n) {
-  for (int64_t v = globalThread(); v < nv; v += globalStride()) {
-    const float4 a = x[v];
-    y[v] = Bf16x4{__floats2bfloat162_rn(a.x, a.y),
-                  __floats2bfloat162_rn(a.z, a.w)};
-  }
+  for (int64_t v = globalThread(); v < nv; v += globalStride())
+    put4(y + v, x[v]);
   const float *xs = reinterpret_cast<const float *>(x);
   __nv_bfloat16 *ys = reinterpret_cast<__nv_bfloat16 *>(y);
   for (int64_t k = 4 * nv + globalThread(); k < n; k += globalStride())
@@ -402,8 +394,7 @@ __global__ void geluVecKernel(const float4 *__restrict__ aux,
     const float4 y =
         make_float4(geluTanh(a.x), geluTanh(a.y), geluTanh(a.z), geluTanh(a.w));
     if (Dh)
-      Dh[v] = Bf16x4{__floats2bfloat162_rn(y.x, y.y),
-                     __floats2bfloat162_rn(y.z, y.w)};
+      put4(Dh + v, y);
     else
       Df[v] = y;
   }
