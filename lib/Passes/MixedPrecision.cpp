@@ -18,6 +18,14 @@
 //     source's copy (a view), so an activation read as [B, S, H] by the
 //     forward product and as [B*S, H] by the weight gradient is cast once.
 //  3. Replace the operand by the copy. Result types do not change (f32).
+//  4. With reduce-bf16: a mega.reduce_sum whose f32 operand has a bf16 copy
+//     from step 2 (directly, or a reshape of a value that has one) sums the
+//     copy instead. These are the bias gradients: the gradient that the
+//     weight and input products read in bf16 is summed from those same
+//     bf16 values, as under autocast, with f32 sums and an f32 result. No
+//     copy is made for a reduction alone (that would cost a cast). When the
+//     f32 gradient then has no reader but its cast, mega-fold-casts lets
+//     its producer write only the bf16 copy.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -91,6 +99,21 @@ struct MegaMixedPrecision
         if (cast<RankedTensorType>(v.getType()).getElementType().isF32())
           op->setOperand(idx, bf16Copy(v));
       }
+    // Step 4.
+    if (!reduceBf16)
+      return;
+    std::function<bool(Value)> hasCopy = [&](Value v) {
+      if (copies.count(v))
+        return true;
+      auto reshape = v.getDefiningOp<ReshapeOp>();
+      return reshape && hasCopy(reshape.getX());
+    };
+    func.walk([&](ReduceSumOp r) {
+      Value x = r.getX();
+      if (cast<RankedTensorType>(x.getType()).getElementType().isF32() &&
+          hasCopy(x))
+        r->setOperand(0, bf16Copy(x));
+    });
   }
 };
 

@@ -1,5 +1,6 @@
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision | FileCheck %s
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=precision=fp32 | FileCheck %s --check-prefix=FP32
+// RUN: mega-opt %s -split-input-file -mega-mixed-precision=reduce-bf16=false | FileCheck %s --check-prefix=F32SUM
 
 // Both operands of a matmul are read in bf16; the product stays f32. One cast
 // per value: the weight's copy serves the forward and the backward product.
@@ -99,5 +100,36 @@ func.func @cross_entropy(%x: tensor<8x16xf32>, %w: tensor<16x32xf32>, %t: tensor
   %dz = mega.cross_entropy_grad %z, %t, %lse, %dl : tensor<8x32xf32>, tensor<8xi32>, tensor<8xf32>, tensor<f32> -> tensor<8x32xf32>
   mega.output "loss", %loss : tensor<f32>
   mega.output "dz", %dz : tensor<8x32xf32>
+  return
+}
+
+// -----
+
+// Bias gradients (reduce-bf16, the default): a reduce_sum of a value that a
+// product reads in bf16 sums that copy, also through a reshape (a view of
+// the copy, no second cast); one of a value with no copy stays f32 (no cast
+// is made for a sum alone). The results stay f32.
+// CHECK-LABEL: func.func @bias_grads
+// CHECK-SAME: (%[[DY:[^:]*]]: tensor<2x4x32xf32>, %[[E:[^:]*]]: tensor<2x4x32xf32>)
+// CHECK: %[[DYB:.*]] = mega.cast %[[DY]] : tensor<2x4x32xf32> -> tensor<2x4x32xbf16>
+// CHECK: %[[RB:.*]] = mega.reshape %[[DYB]] : tensor<2x4x32xbf16> -> tensor<8x32xbf16>
+// CHECK: mega.matmul %[[RB]]
+// CHECK: mega.reduce_sum %[[DYB]] {rank = 1 : i64} : tensor<2x4x32xbf16> -> tensor<32xf32>
+// CHECK: mega.reduce_sum %[[RB]] {rank = 1 : i64} : tensor<8x32xbf16> -> tensor<32xf32>
+// CHECK: mega.reduce_sum %[[E]] {rank = 2 : i64} : tensor<2x4x32xf32> -> tensor<4x32xf32>
+// CHECK-NOT: mega.cast
+// F32SUM-LABEL: func.func @bias_grads
+// F32SUM-NOT: mega.reduce_sum {{.*}}xbf16>
+func.func @bias_grads(%dy: tensor<2x4x32xf32>, %e: tensor<2x4x32xf32>) {
+  %w = mega.param "w" [16, 32] init normal(0.02) : tensor<16x32xf32>
+  %r = mega.reshape %dy : tensor<2x4x32xf32> -> tensor<8x32xf32>
+  %dx = mega.matmul %r, %w {transpose_b} : tensor<8x32xf32>, tensor<16x32xf32> -> tensor<8x16xf32>
+  %db = mega.reduce_sum %dy {rank = 1 : i64} : tensor<2x4x32xf32> -> tensor<32xf32>
+  %db2 = mega.reduce_sum %r {rank = 1 : i64} : tensor<8x32xf32> -> tensor<32xf32>
+  %dp = mega.reduce_sum %e {rank = 2 : i64} : tensor<2x4x32xf32> -> tensor<4x32xf32>
+  mega.output "dx", %dx : tensor<8x16xf32>
+  mega.output "db", %db : tensor<32xf32>
+  mega.output "db2", %db2 : tensor<32xf32>
+  mega.output "dp", %dp : tensor<4x32xf32>
   return
 }

@@ -146,6 +146,12 @@ cl::opt<std::string> target("target", cl::value_desc("cpu|cuda"),
 cl::opt<std::string> precision("precision", cl::value_desc("fp32|bf16"),
                                cl::desc("fp32 or bf16"), cl::init("fp32"),
                                cl::cat(megacCat));
+cl::opt<bool> bf16Reductions(
+    "bf16-reductions",
+    cl::desc("bf16: a bias gradient is summed from the gradient's bf16 copy, "
+             "as under autocast (mega-mixed-precision{reduce-bf16}; default "
+             "on; =false sums the f32 gradient)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> foldCasts(
     "fold-casts",
     cl::desc("bf16: kernels write the bf16 copy of their result instead of a "
@@ -441,6 +447,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.
   mega::MegaMixedPrecisionOptions mixed;
   mixed.precision = precision;
+  mixed.reduceBf16 = bf16Reductions;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

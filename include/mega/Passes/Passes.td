@@ -168,8 +168,13 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
     accumulation), and so do parameters, gradients, optimizer state,
     normalisation, softmax statistics and the loss. One cast per value,
     placed right after its definition, so the forward and backward uses of an
-    activation or a weight share one bf16 copy. `precision=fp32` changes
-    nothing. Run after mega-autodiff and mega-optimizer.
+    activation or a weight share one bf16 copy. With `reduce-bf16` (the
+    default) a `mega.reduce_sum` whose operand has such a copy (a bias
+    gradient: the gradient the weight and input products read in bf16)
+    sums the copy, as autocast does; its result stays f32, and the f32
+    gradient, when nothing else reads it, is no longer written at all
+    (mega-fold-casts). `precision=fp32` changes nothing. Run after
+    mega-autodiff and mega-optimizer.
 
     Before:
     ```mlir
@@ -185,6 +190,8 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
   let options = [
     Option<"precision", "precision", "std::string", /*default=*/"\"bf16\"",
            "fp32 (no change) or bf16">,
+    Option<"reduceBf16", "reduce-bf16", "bool", /*default=*/"true",
+           "A reduce_sum of a value that has a bf16 copy sums the copy">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }

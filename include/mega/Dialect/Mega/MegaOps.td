@@ -456,13 +456,14 @@ def Mega_ReduceSumOp : Mega_Op<"reduce_sum", [Pure, Shaped, Differentiable]> {
   let summary = "sum over leading dimensions";
   let description = [{
     Sums `x` over its leading dimensions, keeping the trailing `rank` ones
-    (the gradient of a broadcast bias: `[B, S, N] -> [N]` with rank 1).
+    (the gradient of a broadcast bias: `[B, S, N] -> [N]` with rank 1). The
+    result is f32; a bf16 `x` (mega-mixed-precision) is widened exactly.
 
     ```mlir
     %db = mega.reduce_sum %dy {rank = 1 : i64} : tensor<4x32x64xf32> -> tensor<64xf32>
     ```
   }];
-  let arguments = (ins Mega_F32Tensor:$x, Mega_I64Attr:$rank);
+  let arguments = (ins Mega_FloatTensor:$x, Mega_I64Attr:$rank);
   let results = (outs Mega_F32Tensor:$result);
   let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
   let hasVerifier = 1;
