@@ -28,6 +28,12 @@
 //     The foldable users read the new output (through bf16 copies of the
 //     views between; the f32 views left unused go), the keepers keep the
 //     f32 one.
+//  5. A root that is a mega.empty (kernels fill it through views passed as
+//     mega.dests: AttentionGrad's dq|dk|dv in c_attn's layout) folds when
+//     every user, through views, is a foldable Cast or a dest of a kernel
+//     in kDestRounders whose dests all lie in this buffer: the buffer and
+//     its views become bf16 (byte offsets halved) and those kernels round
+//     on store.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -35,7 +41,9 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 
 #include <functional>
 
@@ -63,6 +71,10 @@ const llvm::StringMap<Producer> kProducers = {
     {"Attention", {0, true, false}}, // o; lse stays f32
     {"MatMul", {0, false, false}},   // D (roundsOnStore); aux stays f32
 };
+
+/// Kernels that may write all their destinations (mega.dests) as bf16
+/// together, rounded on store.
+const llvm::StringSet<> kDestRounders = {"AttentionGrad"};
 
 bool isBf16(Type t) {
   return cast<RankedTensorType>(t).getElementType().isBF16();
@@ -143,6 +155,8 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
     Value root = castOp->getOperand(0);
     while (auto v = root.getDefiningOp<ViewOp>())
       root = v.getSource();
+    if (root.getDefiningOp<EmptyOp>())
+      return foldEmpty(root);
     auto producer = root.getDefiningOp<KernelOp>();
     if (!producer || producer->hasAttr("mega.dests") ||
         !cast<RankedTensorType>(root.getType()).getElementType().isF32())
@@ -176,18 +190,71 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
     if (keepers)
       return p.canAddOutput && addBf16Output(producer, resultNo, folds, views);
     // Step 3.
+    retypeToBf16(root, views, folds);
+    return true;
+  }
+
+  /// Steps 3 and 5: `root` and its `views` become bf16; the Casts among
+  /// `folds` go (their users read the root's bf16 bytes).
+  static void retypeToBf16(Value root, ArrayRef<ViewOp> views,
+                           ArrayRef<Operation *> folds) {
     root.setType(withBf16(root.getType()));
-    OpBuilder b(producer);
     for (ViewOp view : views) {
       view.getResult().setType(withBf16(view.getType()));
-      view.setOffsetAttr(b.getI64IntegerAttr(view.getOffset() / 2));
+      view.setOffsetAttr(
+          IntegerAttr::get(view.getOffsetAttr().getType(), view.getOffset() / 2));
     }
     for (Operation *f : folds)
       if (isBf16Cast(f)) {
         f->getResult(0).replaceAllUsesWith(f->getOperand(0));
         f->erase();
       }
+  }
+
+  /// Step 5.
+  bool foldEmpty(Value root) {
+    if (!cast<RankedTensorType>(root.getType()).getElementType().isF32())
+      return false;
+    SmallVector<ViewOp> views;
+    SmallVector<Operation *> folds;
+    llvm::SmallPtrSet<Operation *, 4> writers;
+    llvm::SmallPtrSet<Value, 8> inside = {root};
+    SmallVector<Value> work = {root};
+    while (!work.empty()) {
+      Value v = work.pop_back_val();
+      for (OpOperand &use : v.getUses()) {
+        Operation *user = use.getOwner();
+        if (auto view = dyn_cast<ViewOp>(user)) {
+          views.push_back(view);
+          inside.insert(view.getResult());
+          work.push_back(view.getResult());
+        } else if (foldable(user)) {
+          folds.push_back(user);
+        } else if (isDest(use) &&
+                   kDestRounders.contains(cast<KernelOp>(user).getKernel())) {
+          writers.insert(user);
+        } else {
+          return false;
+        }
+      }
+    }
+    if (folds.empty())
+      return false;
+    // A writer rounds all its destinations together: all must be here.
+    for (Operation *w : writers)
+      for (OpOperand &use : w->getOpOperands())
+        if (isDest(use) && !inside.contains(use.get()))
+          return false;
+    retypeToBf16(root, views, folds);
     return true;
+  }
+
+  /// `use` is a destination (one of the last mega.dests operands) of a
+  /// mega.kernel.
+  static bool isDest(OpOperand &use) {
+    auto k = dyn_cast<KernelOp>(use.getOwner());
+    auto d = k ? k->getAttrOfType<IntegerAttr>("mega.dests") : nullptr;
+    return d && use.getOperandNumber() + d.getInt() >= k->getNumOperands();
   }
 
   /// Step 4: `ew` gets a bf16 copy of result `resultNo` as its last output;

@@ -224,3 +224,60 @@ func.func @matmul_plain_kept(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %af: te
   mega.output "s", %stb : tensor<2x4x16xbf16>
   return
 }
+
+// -----
+
+// Step 5: a mega.empty that AttentionGrad fills through views (mega.dests)
+// and that only a Cast reads becomes bf16 itself: the views halve their
+// byte offsets, the kernel rounds dq, dk, dv on store, the Cast goes.
+// CHECK-LABEL: func.func @grads_buffer
+// CHECK: %[[G:.*]] = mega.empty : tensor<2x8x3x2x4xbf16>
+// CHECK-DAG: %[[DQ:.*]] = mega.view %[[G]] offset 0 : tensor<2x8x3x2x4xbf16> -> tensor<368xbf16>
+// CHECK-DAG: %[[DK:.*]] = mega.view %[[G]] offset 16 : tensor<2x8x3x2x4xbf16> -> tensor<368xbf16>
+// CHECK-DAG: %[[DV:.*]] = mega.view %[[G]] offset 32 : tensor<2x8x3x2x4xbf16> -> tensor<368xbf16>
+// CHECK: mega.kernel "AttentionGrad"({{.*}}, %[[DQ]], %[[DK]], %[[DV]])
+// CHECK-NOT: "Cast"
+// CHECK: mega.output "g", %[[G]] : tensor<2x8x3x2x4xbf16>
+func.func @grads_buffer(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>) {
+  %g = mega.empty : tensor<2x8x3x2x4xf32>
+  %dq = mega.view %g offset 0 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  %dk = mega.view %g offset 32 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  %dv = mega.view %g offset 64 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d, %dq, %dk, %dv) i [4, 8, 4, 1, 2, 64, 32, 4, 64, 32, 4, 64, 32, 4, 192, 4, 24] f [0.5] {mega.dests = 3 : i64} : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>, tensor<368xf32>, tensor<368xf32>, tensor<368xf32>) -> ()
+  %c = mega.kernel "Cast"(%g) i [384] f [] : (tensor<2x8x3x2x4xf32>) -> tensor<2x8x3x2x4xbf16>
+  mega.output "g", %c : tensor<2x8x3x2x4xbf16>
+  return
+}
+
+// -----
+
+// Must not fold: the buffer is also read as f32 (a ReduceSum), or one of
+// the kernel's destinations lies elsewhere (it rounds all or none).
+// CHECK-LABEL: func.func @grads_buffer_f32_reader
+// CHECK: mega.empty : tensor<2x8x3x2x4xf32>
+// CHECK: "Cast"
+// CHECK-LABEL: func.func @grads_buffer_dest_elsewhere
+// CHECK: mega.empty : tensor<2x8x3x2x4xf32>
+// CHECK: "Cast"
+func.func @grads_buffer_f32_reader(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>) {
+  %g = mega.empty : tensor<2x8x3x2x4xf32>
+  %dq = mega.view %g offset 0 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  %dk = mega.view %g offset 32 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  %dv = mega.view %g offset 64 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d, %dq, %dk, %dv) i [4, 8, 4, 1, 2, 64, 32, 4, 64, 32, 4, 64, 32, 4, 192, 4, 24] f [0.5] {mega.dests = 3 : i64} : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>, tensor<368xf32>, tensor<368xf32>, tensor<368xf32>) -> ()
+  %c = mega.kernel "Cast"(%g) i [384] f [] : (tensor<2x8x3x2x4xf32>) -> tensor<2x8x3x2x4xbf16>
+  %r = mega.view %g offset 0 : tensor<2x8x3x2x4xf32> -> tensor<16x24xf32>
+  %s = mega.kernel "ReduceSum"(%r) i [16, 24, 0] f [] : (tensor<16x24xf32>) -> tensor<24xf32>
+  mega.output "g", %c : tensor<2x8x3x2x4xbf16>
+  mega.output "s", %s : tensor<24xf32>
+  return
+}
+func.func @grads_buffer_dest_elsewhere(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %o: tensor<2x2x8x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>, %other: tensor<368xf32>) {
+  %g = mega.empty : tensor<2x8x3x2x4xf32>
+  %dq = mega.view %g offset 0 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  %dk = mega.view %g offset 32 : tensor<2x8x3x2x4xf32> -> tensor<368xf32>
+  mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d, %dq, %dk, %other) i [4, 8, 4, 1, 2, 64, 32, 4, 64, 32, 4, 64, 32, 4, 192, 4, 24] f [0.5] {mega.dests = 3 : i64} : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>, tensor<368xf32>, tensor<368xf32>, tensor<368xf32>) -> ()
+  %c = mega.kernel "Cast"(%g) i [384] f [] : (tensor<2x8x3x2x4xf32>) -> tensor<2x8x3x2x4xbf16>
+  mega.output "g", %c : tensor<2x8x3x2x4xbf16>
+  return
+}

@@ -623,7 +623,10 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
     offsets halved), the Transposes become bf16 -> bf16 and the casts' users
     read the bf16 value. When an Elementwise result has other users too, the
     Elementwise gets a second, bf16 output (the same register stored twice)
-    instead. This saves the f32 write, the cast's read and its launch.
+    instead. A `mega.empty` that only such Casts read and that kernels able
+    to round all their destinations fill (AttentionGrad's dq|dk|dv buffer)
+    becomes bf16 the same way. This saves the f32 write, the cast's read and
+    its launch.
 
     Before:
     ```mlir

@@ -371,17 +371,26 @@ void attentionStrided(Rng &rng) {
       const int gl = g.f32(rows, lse);
       const int gd = input(g, t, oShape, rng);
       g.ins = {gqkv[0], gqkv[1], gqkv[2], go, gl, gd};
-      const int G = g.out({a.b, a.seq, 3, a.h, a.hd});
-      int grads[3];
-      for (int j = 0; j < 3; ++j) {
-        grads[j] = g.view(G, {span});
-        g.ts[size_t(grads[j])].v.offset = j * HD * 4;
+      // dq | dk | dv into an f32 buffer; with bf16 inputs also into a bf16
+      // one (mega-fold-casts folds the gradients' Cast into the kernel).
+      for (DType gt : {DType::F32, DType::BF16}) {
+        if (gt == DType::BF16 && t != DType::BF16)
+          continue;
+        Case c = g;
+        if (gt == DType::BF16)
+          c.label += " bf16 grads";
+        const int G = c.out({a.b, a.seq, 3, a.h, a.hd}, gt);
+        int grads[3];
+        for (int j = 0; j < 3; ++j) {
+          grads[j] = c.view(G, {span});
+          c.ts[size_t(grads[j])].v.offset = j * HD * (gt == DType::BF16 ? 2 : 4);
+        }
+        c.outs = {grads[0], grads[1], grads[2]};
+        c.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
+        twin(c);
+        if (a.seq == 128)
+          deterministic(c);
       }
-      g.outs = {grads[0], grads[1], grads[2]};
-      g.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
-      twin(g);
-      if (a.seq == 128)
-        deterministic(g);
     }
 }
 

@@ -229,8 +229,10 @@ void checkAttentionGrad(const Checker &c) {
   operand(c, d, c.ins[5], t, d.dout, "dout");
   static const char *const outNames[] = {"dq", "dk", "dv"};
   static const char *const inNames[] = {"q", "k", "v", "o", "lse", "dout"};
+  // dq, dk, dv: one dtype, f32 or bf16 (a cast folded in: rounded on store).
+  const DType gt = c.outs[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
   for (size_t o = 0; o < 3; ++o) {
-    operand(c, d, c.outs[o], DType::F32, d.g, outNames[o]);
+    operand(c, d, c.outs[o], gt, d.g, outNames[o]);
     rowsDisjoint(c, d, d.g, outNames[o]);
     for (size_t k = 0; k < 6; ++k)
       c.disjoint(c.outs[o], c.ins[k], outNames[o], inNames[k]);

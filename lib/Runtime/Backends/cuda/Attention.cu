@@ -190,10 +190,11 @@ __global__ void rowDot(const T *dout, const T *o, float *d, Shape s) {
   }
 }
 
-/// dq: one thread per query row, tiles of keys.
-template <int D, typename T>
+/// dq: one thread per query row, tiles of keys. G = float or bf16 (dq, dk,
+/// dv rounded on store: a cast folded in).
+template <int D, typename T, typename G>
 __global__ void plainGradQ(const T *q, const T *k, const T *v, const T *dout,
-                           const float *lse, const float *dsum, float *dq,
+                           const float *lse, const float *dsum, G *dq,
                            Shape s) {
   __shared__ float kt[kKeys][D], vt[kKeys][D];
   const int64_t row0 = int64_t(blockIdx.y) * s.seq;
@@ -240,16 +241,16 @@ __global__ void plainGradQ(const T *q, const T *k, const T *v, const T *dout,
   }
   if (!active)
     return;
-  float *grow = dq + sliceAt(s.g, s.heads, blockIdx.y) + i * s.g.sS;
+  G *grow = dq + sliceAt(s.g, s.heads, blockIdx.y) + i * s.g.sS;
   for (int c = 0; c < s.hd && c < D; ++c)
-    grow[c] = g[c] * s.scale;
+    storeF(grow + c, g[c] * s.scale);
 }
 
 /// dk, dv: one thread per key row, tiles of queries.
-template <int D, typename T>
+template <int D, typename T, typename G>
 __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
-                            const float *lse, const float *dsum, float *dk,
-                            float *dv, Shape s) {
+                            const float *lse, const float *dsum, G *dk, G *dv,
+                            Shape s) {
   __shared__ float qt[kKeys][D], dt[kKeys][D];
   __shared__ float lt[kKeys], st[kKeys];
   const int64_t row0 = int64_t(blockIdx.y) * s.seq;
@@ -304,8 +305,8 @@ __global__ void plainGradKV(const T *q, const T *k, const T *v, const T *dout,
     return;
   const int64_t at = sliceAt(s.g, s.heads, blockIdx.y) + j * s.g.sS;
   for (int c = 0; c < s.hd && c < D; ++c) {
-    dk[at + c] = gk[c] * s.scale;
-    dv[at + c] = gv[c];
+    storeF(dk + at + c, gk[c] * s.scale);
+    storeF(dv + at + c, gv[c]);
   }
 }
 
@@ -593,11 +594,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 /// s^T = k q^T and dp^T = v dout^T [16 keys x 64 queries] in registers,
 /// p^T = exp(scale s^T - lse), ds^T = p^T (dp^T - D), dv += p^T dout,
 /// dk += ds^T q.
-template <int HD>
+template <int HD, typename G>
 __global__ void __launch_bounds__(kWarps * 32)
     tcGradKV(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
-             const float *lse, const float *dsum, float *dk, float *dv,
-             Shape s) {
+             const float *lse, const float *dsum, G *dk, G *dv, Shape s) {
   constexpr int LD = ldOf<HD>(), TE = tileElems<HD>();
   constexpr int stageElems = 2 * TE + 2 * kT * 2; // q, dout, lse, D (floats)
   extern __shared__ __align__(128) char smem[];
@@ -676,10 +676,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 /// dq for the 64 queries of block x (warp w: queries w*16 .. +16), over the
 /// key tiles at or before them (causal), double-buffered: s = q k^T,
 /// dp = dout v^T, ds = p (dp - D), dq += ds k.
-template <int HD>
+template <int HD, typename G>
 __global__ void __launch_bounds__(kWarps * 32)
     tcGradQ(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
-            const float *lse, const float *dsum, float *dq, Shape s) {
+            const float *lse, const float *dsum, G *dq, Shape s) {
   constexpr int LD = ldOf<HD>(), TE = tileElems<HD>();
   extern __shared__ __align__(128) char smem[];
   bf16 *qs = reinterpret_cast<bf16 *>(smem), *dos = qs + TE;
@@ -810,21 +810,32 @@ void tcForwardAny(const Ctx &ctx, const Shape &s, const Refs &ins,
     tcForwardLaunch<HD, float>(ctx, s, ins, outs);
 }
 
-template <int HD>
+/// G = float or bf16: the type of dq, dk, dv.
+template <int HD, typename G>
 void tcGradLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
                   const Refs &outs, const float *dsum) {
-  allowSmem(tcGradKV<HD>, gradKVSmem<HD>());
-  allowSmem(tcGradQ<HD>, gradQSmem<HD>());
+  allowSmem(tcGradKV<HD, G>, gradKVSmem<HD>());
+  allowSmem(tcGradQ<HD, G>, gradQSmem<HD>());
   dim3 grid(unsigned(s.seq / kT), unsigned(s.bh));
   auto *q = static_cast<const bf16 *>(ins[0].data);
   auto *k = static_cast<const bf16 *>(ins[1].data);
   auto *v = static_cast<const bf16 *>(ins[2].data);
   auto *dout = static_cast<const bf16 *>(ins[5].data);
-  tcGradKV<HD><<<grid, kWarps * 32, gradKVSmem<HD>(), ctx.stream>>>(
-      q, k, v, dout, ins[4].f32(), dsum, outs[1].f32(), outs[2].f32(), s);
+  tcGradKV<HD, G><<<grid, kWarps * 32, gradKVSmem<HD>(), ctx.stream>>>(
+      q, k, v, dout, ins[4].f32(), dsum, static_cast<G *>(outs[1].data),
+      static_cast<G *>(outs[2].data), s);
   checkLaunch("AttentionGrad (dk, dv)");
-  tcGradQ<HD><<<grid, kWarps * 32, gradQSmem<HD>(), ctx.stream>>>(
-      q, k, v, dout, ins[4].f32(), dsum, outs[0].f32(), s);
+  tcGradQ<HD, G><<<grid, kWarps * 32, gradQSmem<HD>(), ctx.stream>>>(
+      q, k, v, dout, ins[4].f32(), dsum, static_cast<G *>(outs[0].data), s);
+}
+
+template <int HD>
+void tcGradAny(const Ctx &ctx, const Shape &s, const Refs &ins,
+               const Refs &outs, const float *dsum) {
+  if (outs[0].value->dtype == DType::BF16)
+    tcGradLaunch<HD, bf16>(ctx, s, ins, outs, dsum);
+  else
+    tcGradLaunch<HD, float>(ctx, s, ins, outs, dsum);
 }
 
 template <int D, typename T>
@@ -842,19 +853,29 @@ void plainForwardLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
                                                        outs[1].f32(), s);
 }
 
-template <int D, typename T>
-void plainGradLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
-                     const Refs &outs, const float *dsum) {
+template <int D, typename T, typename G>
+void plainGradTyped(const Ctx &ctx, const Shape &s, const Refs &ins,
+                    const Refs &outs, const float *dsum) {
   dim3 grid(unsigned((s.seq + kRows - 1) / kRows), unsigned(s.bh));
   auto *q = static_cast<const T *>(ins[0].data);
   auto *k = static_cast<const T *>(ins[1].data);
   auto *v = static_cast<const T *>(ins[2].data);
   auto *dout = static_cast<const T *>(ins[5].data);
-  plainGradQ<D, T><<<grid, kRows, 0, ctx.stream>>>(q, k, v, dout, ins[4].f32(),
-                                                   dsum, outs[0].f32(), s);
+  plainGradQ<D, T, G><<<grid, kRows, 0, ctx.stream>>>(
+      q, k, v, dout, ins[4].f32(), dsum, static_cast<G *>(outs[0].data), s);
   checkLaunch("AttentionGrad (dq)");
-  plainGradKV<D, T><<<grid, kRows, 0, ctx.stream>>>(
-      q, k, v, dout, ins[4].f32(), dsum, outs[1].f32(), outs[2].f32(), s);
+  plainGradKV<D, T, G><<<grid, kRows, 0, ctx.stream>>>(
+      q, k, v, dout, ins[4].f32(), dsum, static_cast<G *>(outs[1].data),
+      static_cast<G *>(outs[2].data), s);
+}
+
+template <int D, typename T>
+void plainGradLaunch(const Ctx &ctx, const Shape &s, const Refs &ins,
+                     const Refs &outs, const float *dsum) {
+  if (outs[0].value->dtype == DType::BF16)
+    plainGradTyped<D, T, bf16>(ctx, s, ins, outs, dsum);
+  else
+    plainGradTyped<D, T, float>(ctx, s, ins, outs, dsum);
 }
 
 /// The padded head dim of the plain kernels: 32, 64 or 128.
@@ -934,16 +955,16 @@ void runAttentionGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (tensorCores(s, ins, outs)) {
     switch (s.hd) {
     case 16:
-      tcGradLaunch<16>(ctx, s, ins, outs, dsum);
+      tcGradAny<16>(ctx, s, ins, outs, dsum);
       break;
     case 32:
-      tcGradLaunch<32>(ctx, s, ins, outs, dsum);
+      tcGradAny<32>(ctx, s, ins, outs, dsum);
       break;
     case 64:
-      tcGradLaunch<64>(ctx, s, ins, outs, dsum);
+      tcGradAny<64>(ctx, s, ins, outs, dsum);
       break;
     default:
-      tcGradLaunch<128>(ctx, s, ins, outs, dsum);
+      tcGradAny<128>(ctx, s, ins, outs, dsum);
     }
   } else if (ins[0].value->dtype == DType::BF16) {
     plainGradAny<bf16>(ctx, s, ins, outs, dsum);
