@@ -176,6 +176,40 @@ void elementwiseVariants(Rng &rng, const std::string &via) {
     c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
     twin(c);
   }
+  // bf16 inputs (a bf16 product's result, widened on load): GPT-2's GELU
+  // gradient with dy bf16 and a bf16 result (vector: 8-byte loads; odd n:
+  // the scalar kernel), and a bf16 broadcast row and scalar into f32.
+  for (int64_t n : {int64_t(64) * 3072, int64_t(251) * 7}) {
+    Case c = make("Elementwise" + via + " gelu-grad bf16 dy " +
+                      dims({{"n", n}}),
+                  Op::Elementwise,
+                  program(n, {n, n}, 1,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::GeluGrad, 2, 0, 1},
+                           {EwOp::Store, 2, 0, 0}}));
+    c.ins = {c.f32({n}, rng.vec(n, -8, 8)), c.bf16({n}, rng.vec(n))};
+    c.outs = {c.out({n}, DType::BF16)};
+    c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
+    twin(c);
+  }
+  {
+    const int64_t cols = 96, n = 33 * cols;
+    Case c = make("Elementwise" + via + " bf16 row and scalar " +
+                      dims({{"n", n}}),
+                  Op::Elementwise,
+                  program(n, {n, cols, 1}, 1,
+                          {{EwOp::Load, 0, 0, 0},
+                           {EwOp::Load, 1, 1, 0},
+                           {EwOp::Load, 2, 2, 0},
+                           {EwOp::Add, 3, 0, 1},
+                           {EwOp::Mul, 3, 3, 2},
+                           {EwOp::Store, 3, 0, 0}}));
+    c.ins = {c.bf16({n}, rng.vec(n)), c.bf16({cols}, rng.vec(cols)),
+             c.bf16({1}, {-1.5f})};
+    c.outs = {c.out({n})};
+    twin(c);
+  }
   // Vector, in place: the residual add x += y (output 0 is input 0), and a
   // scalar factor with NaNs for max/min.
   {
@@ -337,7 +371,7 @@ void elementwise(Rng &rng) {
                       {EwOp::Store, 2, 0, 0}});
     try {
       rt::gpu::EwJit jit(0);
-      const rt::gpu::EwJit::Kernels *k = jit.get(in, {false});
+      const rt::gpu::EwJit::Kernels *k = jit.get(in, {false, false}, {false});
       report(k && k->vec && k->scalar,
              "Elementwise generated kernels (NVRTC, library loader)",
              k ? "compiled and loaded: the cases above ran on them"

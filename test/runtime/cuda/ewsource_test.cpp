@@ -65,8 +65,9 @@ plan::Instr program(int64_t n, const std::vector<int64_t> &periods, int nout,
 
 /// Generates, checks the common properties and compiles for sm_90.
 std::string generate(const std::string &name, const plan::Instr &in,
-                     const std::vector<bool> &bf16) {
-  const EwKernelSpec spec = ewSpecOf(in, bf16);
+                     const std::vector<bool> &bf16,
+                     const std::vector<bool> &inBf16 = {}) {
+  const EwKernelSpec spec = ewSpecOf(in, inBf16, bf16);
   const std::string src = ewSource(spec);
   expect(!has(src, "switch"), name + ": no switch in the generated code");
   expect(has(src, std::string("void __launch_bounds__(256) ") +
@@ -132,14 +133,14 @@ int main() {
            "bias add: a 16-byte store");
     expect(has(s, "out0[e] = r2_0;"), "bias add: the scalar kernel's store");
     // The same program twice: the same text (the compile cache's key).
-    expect(ewSource(ewSpecOf(in, {false})) == s, "bias add: deterministic");
+    expect(ewSource(ewSpecOf(in, {}, {false})) == s, "bias add: deterministic");
     // Another n with the same shape classes: the same kernel.
     plan::Instr other = program(n * 2, {n * 2, cols}, 1,
                                 {{EwOp::Load, 0, 0, 0},
                                  {EwOp::Load, 1, 1, 0},
                                  {EwOp::Add, 2, 0, 1},
                                  {EwOp::Store, 2, 0, 0}});
-    expect(ewSource(ewSpecOf(other, {false})) == s,
+    expect(ewSource(ewSpecOf(other, {}, {false})) == s,
            "bias add: n and the period are parameters, not source");
 
     // When the vector kernel may run.
@@ -154,7 +155,7 @@ int main() {
     p.period[0] = n;
     p.period[1] = cols;
     p.out[0] = const_cast<float *>(p.in[0]);
-    EwKernelSpec spec = ewSpecOf(in, {false});
+    EwKernelSpec spec = ewSpecOf(in, {}, {false});
     expect(ewVectorizable(spec, p), "vectorizable: aligned, n % 4 == 0");
     p.n = n - 1;
     expect(!ewVectorizable(spec, p), "not vectorizable: n % 4 != 0");
@@ -168,7 +169,7 @@ int main() {
     p.out[0] = const_cast<float *>(p.in[0] + 2);
     expect(!ewVectorizable(spec, p), "not vectorizable: f32 output 8 bytes off");
     // An 8-byte aligned bf16 output is fine.
-    EwKernelSpec bspec = ewSpecOf(in, {true});
+    EwKernelSpec bspec = ewSpecOf(in, {}, {true});
     expect(ewVectorizable(bspec, p), "vectorizable: bf16 output 8-byte aligned");
     p.out[0] = const_cast<float *>(p.in[0]) + 1;
     p.out[0] = static_cast<char *>(p.out[0]) + 2;
@@ -209,6 +210,35 @@ int main() {
     expect(has(s, "r2_1 = mega_gelu_grad(r0_1, r1_1);"), "gelu grad: per lane");
     expect(has(s, "e == __int_as_float(0x7f800000) ? 1.0f : e * s"),
            "gelu grad: e = +inf handled as the interpreter does");
+    // As GPT's backward has it: dy a bf16 product, the result bf16.
+    std::string h =
+        generate("gelu gradient, bf16 dy and result", in, {true}, {false, true});
+    expect(has(h, "const unsigned short *in1 = (const unsigned short *)p.in[1];"),
+           "gelu grad: input 1 is bf16");
+    expect(has(h, "{ const uint2 t = *(const uint2 *)(in1 + e); r1_0 = "
+                  "__uint_as_float(t.x << 16); r1_1 = __uint_as_float(t.x & "
+                  "0xffff0000u); r1_2 = __uint_as_float(t.y << 16); r1_3 = "
+                  "__uint_as_float(t.y & 0xffff0000u); }"),
+           "gelu grad: 4 bf16 in one 8-byte load, widened exactly");
+    expect(has(h, "r1_0 = mega_f32(in1[e]);"),
+           "gelu grad: the scalar kernel widens one bf16");
+    expect(has(h, "*(const float4 *)(in0 + e)"), "gelu grad: x still f32");
+    // A bf16 input needs 8-byte alignment for the vector kernel.
+    std::vector<float> buf(size_t(n) * 4 + 8);
+    float *base = buf.data();
+    while (reinterpret_cast<uintptr_t>(base) % 16 != 0)
+      ++base;
+    EwParams p{};
+    p.n = n * 4;
+    p.in[0] = base;
+    p.in[1] = base + 2; // 8 bytes: fine for bf16
+    p.period[0] = p.period[1] = n * 4;
+    p.out[0] = base;
+    const EwKernelSpec hs = ewSpecOf(in, {false, true}, {true});
+    expect(ewVectorizable(hs, p), "vectorizable: bf16 input 8-byte aligned");
+    p.in[1] = reinterpret_cast<const float *>(
+        reinterpret_cast<const char *>(base) + 2);
+    expect(!ewVectorizable(hs, p), "not vectorizable: bf16 input 2 bytes off");
   }
 
   // Residual add in place: out 0 is input 0's bytes (program order kept:

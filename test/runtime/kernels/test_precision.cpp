@@ -9,6 +9,8 @@
 //  * CrossEntropy(Grad) on bf16 logits: the bits of the f32 kernels on the
 //    widened values (dlogits bf16: those rounded; also in place).
 //  * ReduceSum of bf16: the bits of the f32 ReduceSum on the widened values.
+//  * Elementwise with bf16 inputs (whole, a broadcast row, a scalar): the
+//    bits of the same program on the widened values.
 //  * Attention: the naive formula in double over the whole [S, S] score
 //    matrix (softmax, then the weighted sum).
 //  * AttentionGrad: central finite differences (in double) of the naive
@@ -398,6 +400,47 @@ void testBf16ReduceSum(Harness &h, Harness &conv, Rng &rng, int64_t outer,
              y1.f(), y2.f(), inner);
 }
 
+/// The GELU gradient with a bf16 dy (and a bf16 broadcast row and scalar
+/// folded in), against the same program on f32 copies of the widened
+/// values: the same bits, and a bf16 input may not be written over.
+void testBf16Inputs(Harness &h, Harness &conv, Rng &rng, int64_t rows,
+                    int64_t cols) {
+  const int64_t n = rows * cols;
+  using E = mega::plan::EwOp;
+  const std::vector<float> x = rng.vec(n, -6, 6), dy = rng.vec(n),
+                           row = rng.vec(cols);
+  Tensor &dyb = bf16Tensor(h, {n}, dy, conv);
+  Tensor &rowb = bf16Tensor(h, {cols}, row, conv);
+  Tensor &sb = bf16Tensor(h, {1}, {-0.75f}, conv);
+  auto wide = [&](Tensor &b) {
+    std::vector<float> w(size_t(b.n()));
+    for (int64_t k = 0; k < b.n(); ++k)
+      w[size_t(k)] = widen(bitsBf16(b, k));
+    return w;
+  };
+  Tensor &xf = h.f32({n}, x);
+  Tensor &dyf = h.f32({n}, wide(dyb)), &rowf = h.f32({cols}, wide(rowb)),
+         &sf = h.f32({1}, wide(sb));
+  // y = gelu'(x) * dy * s + row
+  const Instr ew = make(
+      Op::Elementwise,
+      {n, 4, 1, n, n, cols, 1, int64_t(E::Load), 0, 0, 0, int64_t(E::Load), 1,
+       1, 0, int64_t(E::GeluGrad), 2, 0, 1, int64_t(E::Load), 3, 3, 0,
+       int64_t(E::Mul), 2, 2, 3, int64_t(E::Load), 4, 2, 0, int64_t(E::Add), 2,
+       2, 4, int64_t(E::Store), 2, 0, 0});
+  Tensor &y1 = h.f32({n}), &y2 = h.f32({n});
+  const std::string what = "elementwise bf16 inputs " + std::to_string(rows) +
+                           "x" + std::to_string(cols);
+  if (h.run(ew, {&xf, &dyb, &rowb, &sb}, {&y1}) &&
+      h.run(ew, {&xf, &dyf, &rowf, &sf}, {&y2}))
+    sameBits(what.c_str(), y1.f(), y2.f(), n);
+  // An f32 output over a bf16 input's bytes would read rounded values it
+  // has overwritten: refused.
+  Tensor &inA = h.arena(0, {n}, DType::BF16), &outA = h.arena(0, {n});
+  h.reject(("written over a bf16 input " + what).c_str(), ew,
+           {&xf, &inA, &rowb, &sb}, {&outA}, "an output overlaps a bf16 input");
+}
+
 int main() {
   Harness h(4), conv(1);
   Rng rng(23);
@@ -413,5 +456,7 @@ int main() {
   testBf16ReduceSum(h, conv, rng, 1000, 33, false);
   testBf16ReduceSum(h, conv, rng, 300, 768, true);
   testBf16ReduceSum(h, conv, rng, 3, 1, false);
+  testBf16Inputs(h, conv, rng, 700, 33);
+  testBf16Inputs(h, conv, rng, 3, 1);
   return finish("test_precision");
 }

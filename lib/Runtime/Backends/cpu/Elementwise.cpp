@@ -71,17 +71,21 @@ void checkElementwise(const Checker &c) {
     if (n > 0 && n % p != 0)
       c.fail("period " + std::to_string(p) + " of input " + std::to_string(k) +
              " does not divide n = " + std::to_string(n));
-    c.tensor(c.ins[k], DType::F32, p, "input");
+    // An input may be bf16 (a bf16 product's result: Load widens it).
+    const DType it = c.ins[k]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
+    c.tensor(c.ins[k], it, p, "input");
   }
   for (int64_t k = 0; k < nout; ++k) {
     // An output may be bf16 (a cast folded into its producer: Store rounds).
     const DType ot = c.outs[k]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
     c.tensor(c.outs[k], ot, n, "output");
     // An output may be an input (same bytes, hence period n), not overlap
-    // one partially; a bf16 output overlaps none.
+    // one partially; a bf16 output or input overlaps none.
     for (int64_t j = 0; j < nin; ++j)
       if (ot == DType::BF16)
         c.disjoint(c.outs[k], c.ins[j], "a bf16 output", "an input");
+      else if (c.ins[j]->dtype == DType::BF16)
+        c.disjoint(c.outs[k], c.ins[j], "an output", "a bf16 input");
       else
         c.sameOrDisjoint(c.outs[k], c.ins[j], "an output", "an input");
     for (int64_t j = 0; j < k; ++j)
@@ -183,10 +187,13 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
     code.push_back(MicroOp{EwOp(iv[at]), int(iv[at + 1]), int(iv[at + 2]),
                            int(iv[at + 3])});
   std::vector<const float *> src(nin);
+  std::vector<const uint16_t *> srcBf16(nin, nullptr); // bf16: widened
   std::vector<int64_t> period(nin);
   std::vector<bool> aliased(nin, false); // an output shares its memory
   for (int k = 0; k < nin; ++k) {
     src[k] = ins[k].f32();
+    if (ins[k].value->dtype == DType::BF16)
+      srcBf16[k] = ins[k].bf16();
     period[k] = iv[kHeader + k];
     for (int j = 0; j < nout; ++j)
       if (memOverlap(ins[k].data, size_t(period[k]) * 4, outs[j].data,
@@ -215,6 +222,11 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
         case EwOp::Load: {
           const float *x = src[m.a];
           const int64_t p = period[m.a], j0 = e0 % p;
+          if (const uint16_t *h = srcBf16[m.a]) {
+            for (int64_t i = 0, j = j0; i < len; ++i, j = j + 1 == p ? 0 : j + 1)
+              d[i] = bf16ToFloat(h[j]);
+            break;
+          }
           if (j0 + len <= p && !aliased[m.a]) {
             reg[m.dst] = x + j0; // contiguous: read in place
             continue;

@@ -413,10 +413,12 @@ public:
                std::to_string(code) + " and " + std::to_string(instr.f.size()));
       // Its generated kernel is compiled now, while the plan loads, so that
       // no step waits for NVRTC.
-      std::vector<bool> bf16;
+      std::vector<bool> inBf16, outBf16;
+      for (const Value *v : ins)
+        inBf16.push_back(v->dtype == DType::BF16);
       for (const Value *v : outs)
-        bf16.push_back(v->dtype == DType::BF16);
-      ewJit_->get(instr, bf16);
+        outBf16.push_back(v->dtype == DType::BF16);
+      ewJit_->get(instr, inBf16, outBf16);
     }
     if ((instr.op == Op::EmbeddingGrad ||
          instr.op == Op::VocabEmbeddingGrad) &&

@@ -33,9 +33,10 @@ namespace {
 struct EwArgs {
   int64_t n;
   int nin, nout, ncode;
-  const float *in[kEwMaxInputs];
+  const void *in[kEwMaxInputs];
   int64_t period[kEwMaxInputs];
   void *out[kEwMaxOutputs];
+  uint32_t bf16In;  ///< bit k: input k is bf16 (Load widens)
   uint32_t bf16Out; ///< bit k: output k is bf16 (Store rounds)
   uint8_t code[kEwMaxCode][4]; // (op, dst, a, b)
   float consts[kEwMaxConsts];
@@ -86,7 +87,11 @@ __global__ void __launch_bounds__(256)
       switch (EwOp(op)) {
       case EwOp::Load: {
         const I p = I(a.period[x]);
-        r[d] = a.in[x][p == n ? e : (p == 1 ? I(0) : e % p)];
+        const I at = p == n ? e : (p == 1 ? I(0) : e % p);
+        r[d] = a.bf16In >> x & 1u
+                   ? __bfloat162float(
+                         static_cast<const __nv_bfloat16 *>(a.in[x])[at])
+                   : static_cast<const float *>(a.in[x])[at];
         break;
       }
       case EwOp::Store:
@@ -160,17 +165,19 @@ static bool runGenerated(const Ctx &ctx, const Instr &in, const Refs &ins,
                          const Refs &outs) {
   if (!ctx.ewJit)
     return false;
-  std::vector<bool> bf16(outs.size());
+  std::vector<bool> inBf16(ins.size()), outBf16(outs.size());
+  for (size_t k = 0; k < ins.size(); ++k)
+    inBf16[k] = ins[k].value->dtype == DType::BF16;
   for (size_t k = 0; k < outs.size(); ++k)
-    bf16[k] = outs[k].value->dtype == DType::BF16;
-  const EwJit::Kernels *k = ctx.ewJit->get(in, bf16);
+    outBf16[k] = outs[k].value->dtype == DType::BF16;
+  const EwJit::Kernels *k = ctx.ewJit->get(in, inBf16, outBf16);
   if (!k)
     return false;
   ctx.ewJit->report(); // once after a plan's kernels were compiled
   EwParams p{};
   p.n = in.i[0];
   for (size_t j = 0; j < ins.size(); ++j) {
-    p.in[j] = ins[j].f32();
+    p.in[j] = static_cast<const float *>(ins[j].data); // or bf16
     p.period[j] = in.i[3 + j];
   }
   for (size_t j = 0; j < outs.size(); ++j)
@@ -203,8 +210,10 @@ void runElementwise(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (a.n == 0)
     return;
   for (int k = 0; k < a.nin; ++k) {
-    a.in[k] = ins[size_t(k)].f32();
+    a.in[k] = ins[size_t(k)].data;
     a.period[k] = in.i[size_t(3 + k)];
+    if (ins[size_t(k)].value->dtype == DType::BF16)
+      a.bf16In |= 1u << k;
   }
   for (int k = 0; k < a.nout; ++k) {
     a.out[k] = outs[size_t(k)].data;

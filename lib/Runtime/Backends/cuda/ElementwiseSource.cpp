@@ -26,7 +26,7 @@ namespace mega::rt::gpu {
 
 using plan::EwOp;
 
-EwKernelSpec ewSpecOf(const plan::Instr &instr,
+EwKernelSpec ewSpecOf(const plan::Instr &instr, const std::vector<bool> &inBf16,
                       const std::vector<bool> &outBf16) {
   EwKernelSpec s;
   const int64_t n = instr.i[0], nin = instr.i[1];
@@ -36,6 +36,8 @@ EwKernelSpec ewSpecOf(const plan::Instr &instr,
     s.inputs.push_back(p == n ? EwInput::Full
                               : (p == 1 ? EwInput::Scalar : EwInput::Broadcast));
   }
+  s.bf16In = inBf16;
+  s.bf16In.resize(size_t(nin), false);
   s.bf16Out = outBf16;
   s.code.assign(instr.i.begin() + 3 + nin, instr.i.end());
   s.consts = instr.f;
@@ -54,7 +56,7 @@ bool ewVectorizable(const EwKernelSpec &spec, const EwParams &p) {
       continue; // read one float at a time
     if (spec.inputs[k] == EwInput::Broadcast && p.period[k] % 4 != 0)
       return false;
-    if (!aligned(p.in[k], 16))
+    if (!aligned(p.in[k], spec.bf16In[k] ? 8 : 16))
       return false;
   }
   for (size_t k = 0; k < spec.bf16Out.size(); ++k)
@@ -102,6 +104,11 @@ __device__ __forceinline__ float mega_min(float x, float y) {
   return x != x ? x : r;
 }
 
+// bf16 bits -> float (exact).
+__device__ __forceinline__ float mega_f32(unsigned short h) {
+  return __uint_as_float((unsigned)h << 16);
+}
+
 // float -> bf16 bits in the low half: nearest even; a NaN stays a NaN.
 __device__ __forceinline__ unsigned mega_bf16(float f) {
   unsigned u = __float_as_uint(f);
@@ -147,7 +154,9 @@ std::string kernel(const EwKernelSpec &s, int lanes) {
   o += s.wideIndex ? "  typedef long long I;\n" : "  typedef unsigned I;\n";
   for (size_t k = 0; k < s.inputs.size(); ++k) {
     const std::string K = std::to_string(k);
-    o += "  const float *in" + K + " = p.in[" + K + "];\n";
+    o += s.bf16In[k] ? "  const unsigned short *in" + K +
+                           " = (const unsigned short *)p.in[" + K + "];\n"
+                     : "  const float *in" + K + " = p.in[" + K + "];\n";
     if (s.inputs[k] == EwInput::Broadcast)
       o += "  const I per" + K + " = (I)p.period[" + K + "];\n";
   }
@@ -200,8 +209,10 @@ std::string kernel(const EwKernelSpec &s, int lanes) {
     switch (op) {
     case EwOp::Load: {
       const EwInput kind = s.inputs[size_t(a)];
+      const bool half = s.bf16In[size_t(a)];
       if (kind == EwInput::Scalar) {
-        o += "    { const float t = in" + A + "[0];";
+        o += half ? "    { const float t = mega_f32(in" + A + "[0]);"
+                  : "    { const float t = in" + A + "[0];";
         for (int l = 0; l < lanes; ++l)
           o.append(" ").append(reg(d, l)).append(" = t;");
         o += " }\n";
@@ -209,10 +220,18 @@ std::string kernel(const EwKernelSpec &s, int lanes) {
       }
       const std::string at =
           kind == EwInput::Full ? "e" : "e % per" + A; // % 4 == 0 when vec
-      if (vec)
+      if (vec && half) // element e in the low half of the word
+        o += "    { const uint2 t = *(const uint2 *)(in" + A + " + " + at +
+             "); " + reg(d, 0) + " = __uint_as_float(t.x << 16); " +
+             reg(d, 1) + " = __uint_as_float(t.x & 0xffff0000u); " +
+             reg(d, 2) + " = __uint_as_float(t.y << 16); " + reg(d, 3) +
+             " = __uint_as_float(t.y & 0xffff0000u); }\n";
+      else if (vec)
         o += "    { const float4 t = *(const float4 *)(in" + A + " + " + at +
              "); " + reg(d, 0) + " = t.x; " + reg(d, 1) + " = t.y; " +
              reg(d, 2) + " = t.z; " + reg(d, 3) + " = t.w; }\n";
+      else if (half)
+        o += "    " + reg(d, 0) + " = mega_f32(in" + A + "[" + at + "]);\n";
       else
         o += "    " + reg(d, 0) + " = in" + A + "[" + at + "];\n";
       break;

@@ -8,7 +8,7 @@
 //
 // What the source depends on (and nothing else, so that equal sources are
 // compiled once): the code, the constants, each input's period class (the
-// whole tensor, one scalar, or a broadcast row), each output's dtype, and
+// whole tensor, one scalar, or a broadcast row), each operand's dtype, and
 // whether indices need 64 bits. Element counts, periods and pointers are
 // kernel parameters (EwParams).
 //
@@ -36,15 +36,16 @@ inline constexpr int kEwJitMaxOutputs = 8;
 /// Everything the kernel source depends on.
 struct EwKernelSpec {
   std::vector<EwInput> inputs;
+  std::vector<bool> bf16In;        ///< per input: bf16, widened on load
   std::vector<bool> bf16Out;       ///< per output: stored rounded to bf16
   std::vector<int64_t> code;       ///< groups of 4: (EwOp, dst, a, b)
   std::vector<float> consts;       ///< EwOp::Const reads consts[a]
   bool wideIndex = false;          ///< n >= 2^31: 64-bit index math
 };
 
-/// The spec of a checked Elementwise instruction whose outputs have dtypes
-/// `outBf16` (true: bf16).
-EwKernelSpec ewSpecOf(const plan::Instr &instr,
+/// The spec of a checked Elementwise instruction whose inputs and outputs
+/// have dtypes `inBf16` and `outBf16` (true: bf16).
+EwKernelSpec ewSpecOf(const plan::Instr &instr, const std::vector<bool> &inBf16,
                       const std::vector<bool> &outBf16);
 
 /// The kernels' parameter block: laid out alike on the host (this struct)
@@ -67,8 +68,8 @@ inline constexpr const char *kEwVectorKernel = "mega_ew_vec4";
 inline constexpr const char *kEwScalarKernel = "mega_ew_scalar";
 
 /// True when the vector kernel may run: n % 4 == 0, every broadcast period
-/// % 4 == 0 (so a group of 4 never wraps), every input and f32 output
-/// 16-byte aligned and every bf16 output 8-byte aligned.
+/// % 4 == 0 (so a group of 4 never wraps), every f32 operand 16-byte
+/// aligned and every bf16 one 8-byte aligned.
 bool ewVectorizable(const EwKernelSpec &spec, const EwParams &p);
 
 /// The CUDA C++ source of both kernels (needs no header: NVRTC's built-in

@@ -156,19 +156,22 @@ const EwJit::Kernels *EwJit::compile(EwKernelSpec spec) {
 }
 
 const EwJit::Kernels *EwJit::get(const plan::Instr &instr,
+                                 const std::vector<bool> &inBf16,
                                  const std::vector<bool> &outBf16) {
   if (!usable_)
     return nullptr;
   Seen &seen = byInstr_[&instr];
-  if (seen.kernels && seen.i == instr.i && seen.bf16 == outBf16 &&
+  if (seen.kernels && seen.i == instr.i && seen.bf16In == inBf16 &&
+      seen.bf16Out == outBf16 &&
       seen.f.size() == instr.f.size() &&
       (instr.f.empty() || std::memcmp(seen.f.data(), instr.f.data(),
                                       instr.f.size() * sizeof(float)) == 0))
     return seen.kernels;
-  seen.kernels = compile(ewSpecOf(instr, outBf16));
+  seen.kernels = compile(ewSpecOf(instr, inBf16, outBf16));
   seen.i = instr.i;
   seen.f = instr.f;
-  seen.bf16 = outBf16;
+  seen.bf16In = inBf16;
+  seen.bf16Out = outBf16;
   return usable_ ? seen.kernels : nullptr;
 }
 

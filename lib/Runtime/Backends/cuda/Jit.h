@@ -49,10 +49,11 @@ public:
   EwJit(const EwJit &) = delete;
   EwJit &operator=(const EwJit &) = delete;
 
-  /// The kernels of a checked Elementwise instruction whose outputs are bf16
-  /// where `outBf16` says, compiled now unless an equal source was before;
-  /// null when the interpreter must run it (NVRTC unusable or disabled).
-  const Kernels *get(const plan::Instr &instr,
+  /// The kernels of a checked Elementwise instruction whose inputs and
+  /// outputs are bf16 where `inBf16` and `outBf16` say, compiled now unless
+  /// an equal source was before; null when the interpreter must run it
+  /// (NVRTC unusable or disabled).
+  const Kernels *get(const plan::Instr &instr, const std::vector<bool> &inBf16,
                      const std::vector<bool> &outBf16);
 
   /// Writes "cuda: N elementwise kernels compiled by NVRTC in X ms" when
@@ -74,7 +75,7 @@ private:
   struct Seen {
     std::vector<int64_t> i;
     std::vector<float> f;
-    std::vector<bool> bf16;
+    std::vector<bool> bf16In, bf16Out;
     const Kernels *kernels = nullptr;
   };
   std::unordered_map<const plan::Instr *, Seen> byInstr_;
