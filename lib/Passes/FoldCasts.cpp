@@ -34,6 +34,10 @@
 //     in kDestRounders whose dests all lie in this buffer: the buffer and
 //     its views become bf16 (byte offsets halved) and those kernels round
 //     on store.
+//  6. After the rounds: a Cast bf16 -> f32 whose every user, through views,
+//     reads it as an Elementwise input goes; the Elementwise kernels read
+//     the bf16 source (through bf16 copies of the views) and widen it on
+//     load, which is exact (mega-mixed-precision's rounded products).
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -142,7 +146,58 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
           if (c->getBlock()) // not erased by an earlier fold
             changed |= tryFold(c);
       }
+      // Step 6.
+      SmallVector<KernelOp> widenings;
+      func.walk([&](KernelOp k) {
+        if (k.getKernel() == "Cast" && k->getNumOperands() == 1 &&
+            k->getNumResults() == 1 && isBf16(k->getOperand(0).getType()) &&
+            !isBf16(k->getResult(0).getType()))
+          widenings.push_back(k);
+      });
+      for (KernelOp w : widenings)
+        foldWidening(w);
     }
+  }
+
+  /// Step 6.
+  static void foldWidening(KernelOp castOp) {
+    SmallVector<ViewOp> views;
+    SmallVector<OpOperand *> reads;
+    SmallVector<Value> work = {castOp->getResult(0)};
+    while (!work.empty()) {
+      Value v = work.pop_back_val();
+      for (OpOperand &use : v.getUses()) {
+        Operation *user = use.getOwner();
+        auto k = dyn_cast<KernelOp>(user);
+        if (auto view = dyn_cast<ViewOp>(user)) {
+          views.push_back(view);
+          work.push_back(view.getResult());
+        } else if (k && k.getKernel() == "Elementwise" && !isDest(use)) {
+          reads.push_back(&use);
+        } else {
+          return;
+        }
+      }
+    }
+    llvm::DenseMap<Value, Value> twin = {
+        {castOp->getResult(0), castOp->getOperand(0)}};
+    std::function<Value(Value)> twinOf = [&](Value v) -> Value {
+      if (Value t = twin.lookup(v))
+        return t;
+      auto view = v.getDefiningOp<ViewOp>();
+      Value src = twinOf(view.getSource());
+      OpBuilder vb(view);
+      Value t = vb.create<ViewOp>(view.getLoc(), withBf16(view.getType()), src,
+                                  vb.getI64IntegerAttr(view.getOffset() / 2));
+      twin[v] = t;
+      return t;
+    };
+    for (OpOperand *use : reads)
+      use->set(twinOf(use->get()));
+    for (ViewOp view : llvm::reverse(views))
+      if (view->use_empty())
+        view->erase();
+    castOp->erase();
   }
 
   bool foldable(Operation *user) {

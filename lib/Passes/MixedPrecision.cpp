@@ -26,6 +26,14 @@
 //     copy is made for a reduction alone (that would cost a cast). When the
 //     f32 gradient then has no reader but its cast, mega-fold-casts lets
 //     its producer write only the bf16 copy.
+//  5. With round-products: a mega.matmul with bf16 operands whose f32
+//     result only elementwise ops read, none of them adding a smaller
+//     operand to it (a bias: autocast rounds a Linear's output after its
+//     bias, and so does mega-fuse-epilogues), is rounded as autocast's bf16
+//     GEMM output is: a cast to bf16 and one back to f32 in front of its
+//     readers. In GPT that is the MLP's dX product, which the GELU
+//     gradient reads. mega-fold-casts then lets the MatMul write bf16 and
+//     the Elementwise widen it on load: no Cast kernel is left.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -61,8 +69,11 @@ struct MegaMixedPrecision
           << precision << "'";
       return signalPassFailure();
     }
-    for (auto func : getOperation().getOps<func::FuncOp>())
+    for (auto func : getOperation().getOps<func::FuncOp>()) {
       castFunction(func);
+      if (roundProducts)
+        roundProductsOf(func);
+    }
   }
 
   void castFunction(func::FuncOp func) {
@@ -113,6 +124,43 @@ struct MegaMixedPrecision
       if (cast<RankedTensorType>(x.getType()).getElementType().isF32() &&
           hasCopy(x))
         r->setOperand(0, bf16Copy(x));
+    });
+  }
+
+  /// Step 5.
+  void roundProductsOf(func::FuncOp func) {
+    SmallVector<MatMulOp> products;
+    func.walk([&](MatMulOp m) { products.push_back(m); });
+    for (MatMulOp m : products) {
+      Value r = m.getResult();
+      auto type = cast<RankedTensorType>(r.getType());
+      if (!isBf16(m.getA()) || !isBf16(m.getB()) ||
+          !type.getElementType().isF32() || r.use_empty() ||
+          !llvm::all_of(r.getUsers(), [&](Operation *u) {
+            return readsWhole(u, type);
+          }))
+        continue;
+      OpBuilder b(m->getContext());
+      b.setInsertionPointAfter(m);
+      auto rounded = b.create<CastOp>(
+          m.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
+          r);
+      auto widened = b.create<CastOp>(m.getLoc(), type, rounded);
+      r.replaceAllUsesExcept(widened, rounded);
+    }
+  }
+
+  static bool isBf16(Value v) {
+    return cast<RankedTensorType>(v.getType()).getElementType().isBF16();
+  }
+
+  /// An elementwise op whose operands all have `type`'s shape (no bias row
+  /// or scalar broadcast into it).
+  static bool readsWhole(Operation *op, RankedTensorType type) {
+    if (!isa<AddOp, SubOp, MulOp, ScaleOp, GeluOp, GeluGradOp>(op))
+      return false;
+    return llvm::all_of(op->getOperandTypes(), [&](Type t) {
+      return cast<RankedTensorType>(t).getShape() == type.getShape();
     });
   }
 };

@@ -281,3 +281,33 @@ func.func @grads_buffer_dest_elsewhere(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x
   mega.output "g", %c : tensor<2x8x3x2x4xbf16>
   return
 }
+
+// -----
+
+// Step 6: a product rounded by mega-mixed-precision (round-products) is a
+// Cast to bf16 and one back to f32 in front of an Elementwise: the first
+// folds into the MatMul (bf16 C), the second goes as the Elementwise reads
+// the bf16 value itself (through a bf16 copy of the view between), widening
+// it on load. A widening Cast with any other reader stays.
+// CHECK-LABEL: func.func @rounded_product
+// CHECK: %[[P:.*]] = mega.kernel "MatMul"(%arg0, %arg1) {{.*}} -> tensor<8x64xbf16>
+// CHECK-NEXT: %[[V:.*]] = mega.view %[[P]] offset 0 : tensor<8x64xbf16> -> tensor<512xbf16>
+// CHECK-NEXT: mega.kernel "Elementwise"(%arg2, %[[V]]) {{.*}} : (tensor<512xf32>, tensor<512xbf16>) -> tensor<512xf32>
+// CHECK-NOT: "Cast"
+// CHECK-LABEL: func.func @widening_kept
+// CHECK: "Cast"({{.*}}) i [512] f [] : (tensor<8x64xbf16>) -> tensor<8x64xf32>
+// OFF-LABEL: func.func @rounded_product
+func.func @rounded_product(%a: tensor<8x32xbf16>, %b: tensor<32x64xbf16>, %x: tensor<512xf32>) {
+  %p = mega.kernel "MatMul"(%a, %b) i [1, 8, 64, 32, 0, 0, 32, 64, 64, 0, 0, 0] f [1.0, 0.0] : (tensor<8x32xbf16>, tensor<32x64xbf16>) -> tensor<8x64xf32>
+  %r = mega.kernel "Cast"(%p) i [512] f [] : (tensor<8x64xf32>) -> tensor<8x64xbf16>
+  %w = mega.kernel "Cast"(%r) i [512] f [] : (tensor<8x64xbf16>) -> tensor<8x64xf32>
+  %v = mega.view %w offset 0 : tensor<8x64xf32> -> tensor<512xf32>
+  %g = mega.kernel "Elementwise"(%x, %v) i [512, 2, 1, 512, 512, 0, 0, 0, 0, 0, 1, 1, 0, 16, 2, 0, 1, 1, 2, 0, 0] f [] : (tensor<512xf32>, tensor<512xf32>) -> tensor<512xf32>
+  mega.output "g", %g : tensor<512xf32>
+  return
+}
+func.func @widening_kept(%r: tensor<8x64xbf16>) {
+  %w = mega.kernel "Cast"(%r) i [512] f [] : (tensor<8x64xbf16>) -> tensor<8x64xf32>
+  mega.output "w", %w : tensor<8x64xf32>
+  return
+}

@@ -1,9 +1,12 @@
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision | FileCheck %s
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=precision=fp32 | FileCheck %s --check-prefix=FP32
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=reduce-bf16=false | FileCheck %s --check-prefix=F32SUM
+// RUN: mega-opt %s -split-input-file -mega-mixed-precision=round-products=false | FileCheck %s --check-prefix=F32PROD
 
 // Both operands of a matmul are read in bf16; the product stays f32. One cast
 // per value: the weight's copy serves the forward and the backward product.
+// A product that only elementwise ops read whole (no bias row added) is
+// rounded as autocast's bf16 GEMM output: a cast to bf16 and back.
 // CHECK-LABEL: func.func @matmuls
 // CHECK-SAME: (%[[X:[^:]*]]: tensor<8x16xf32>, %[[DY:[^:]*]]: tensor<8x32xf32>)
 // CHECK-DAG: %[[XB:.*]] = mega.cast %[[X]] : tensor<8x16xf32> -> tensor<8x16xbf16>
@@ -11,9 +14,11 @@
 // CHECK: %[[W:.*]] = mega.param "w"
 // CHECK-NEXT: %[[WB:.*]] = mega.cast %[[W]] : tensor<16x32xf32> -> tensor<16x32xbf16>
 // CHECK: %[[Y:.*]] = mega.matmul %[[XB]], %[[WB]] : tensor<8x16xbf16>, tensor<16x32xbf16> -> tensor<8x32xf32>
+// CHECK-NEXT: %[[YB:.*]] = mega.cast %[[Y]] : tensor<8x32xf32> -> tensor<8x32xbf16>
+// CHECK-NEXT: %[[YW:.*]] = mega.cast %[[YB]] : tensor<8x32xbf16> -> tensor<8x32xf32>
 // CHECK: %[[DX:.*]] = mega.matmul %[[DYB]], %[[WB]] {transpose_b} : tensor<8x32xbf16>, tensor<16x32xbf16> -> tensor<8x16xf32>
 // CHECK-NOT: mega.cast
-// CHECK: mega.add %[[Y]], %[[Y]] : tensor<8x32xf32>, tensor<8x32xf32>
+// CHECK: mega.add %[[YW]], %[[YW]] : tensor<8x32xf32>, tensor<8x32xf32>
 // FP32-LABEL: func.func @matmuls
 // FP32-NOT: mega.cast
 func.func @matmuls(%x: tensor<8x16xf32>, %dy: tensor<8x32xf32>) {
@@ -131,5 +136,33 @@ func.func @bias_grads(%dy: tensor<2x4x32xf32>, %e: tensor<2x4x32xf32>) {
   mega.output "db", %db : tensor<32xf32>
   mega.output "db2", %db2 : tensor<32xf32>
   mega.output "dp", %dp : tensor<4x32xf32>
+  return
+}
+
+// -----
+
+// round-products: the GELU gradient reads the dX product whole, so it is
+// rounded; a product with a bias row added (a Linear's output: autocast
+// rounds after the bias) is not.
+// CHECK-LABEL: func.func @products
+// CHECK: %[[DH:.*]] = mega.matmul %{{.*}} {transpose_b}
+// CHECK-NEXT: %[[DHB:.*]] = mega.cast %[[DH]] : tensor<8x64xf32> -> tensor<8x64xbf16>
+// CHECK-NEXT: %[[DHW:.*]] = mega.cast %[[DHB]] : tensor<8x64xbf16> -> tensor<8x64xf32>
+// CHECK: mega.gelu_grad %{{.*}}, %[[DHW]]
+// CHECK: %[[T:.*]] = mega.matmul
+// CHECK-NOT: mega.cast %[[T]]
+// CHECK: mega.add %[[T]], %{{.*}} : tensor<8x64xf32>, tensor<64xf32>
+// F32PROD-LABEL: func.func @products
+// F32PROD-NOT: tensor<8x64xbf16> -> tensor<8x64xf32>
+func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32xf32>) {
+  %w = mega.param "w" [64, 32] init normal(0.02) : tensor<64x32xf32>
+  %b = mega.param "b" [64] init zeros : tensor<64xf32>
+  %dh = mega.matmul %dy, %w {transpose_b} : tensor<8x32xf32>, tensor<64x32xf32> -> tensor<8x64xf32>
+  %g = mega.gelu_grad %x, %dh : tensor<8x64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
+  %w2 = mega.param "w2" [32, 64] init normal(0.02) : tensor<32x64xf32>
+  %t = mega.matmul %h, %w2 : tensor<8x32xf32>, tensor<32x64xf32> -> tensor<8x64xf32>
+  %y = mega.add %t, %b : tensor<8x64xf32>, tensor<64xf32> -> tensor<8x64xf32>
+  mega.output "g", %g : tensor<8x64xf32>
+  mega.output "y", %y : tensor<8x64xf32>
   return
 }

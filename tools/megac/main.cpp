@@ -152,6 +152,13 @@ cl::opt<bool> bf16Reductions(
              "as under autocast (mega-mixed-precision{reduce-bf16}; default "
              "on; =false sums the f32 gradient)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> bf16Products(
+    "bf16-products",
+    cl::desc("bf16: a product that only elementwise code reads (no bias "
+             "add) is stored in bf16, as autocast's GEMM output "
+             "(mega-mixed-precision{round-products}; default on; =false "
+             "keeps it f32)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> foldCasts(
     "fold-casts",
     cl::desc("bf16: kernels write the bf16 copy of their result instead of a "
@@ -448,6 +455,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mega::MegaMixedPrecisionOptions mixed;
   mixed.precision = precision;
   mixed.reduceBf16 = bf16Reductions;
+  mixed.roundProducts = bf16Products;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

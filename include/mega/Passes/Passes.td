@@ -173,7 +173,12 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
     gradient: the gradient the weight and input products read in bf16)
     sums the copy, as autocast does; its result stays f32, and the f32
     gradient, when nothing else reads it, is no longer written at all
-    (mega-fold-casts). `precision=fp32` changes nothing. Run after
+    (mega-fold-casts). With `round-products` (the default) a matmul whose
+    f32 result only elementwise ops read, none adding a bias to it (the
+    MLP's dX product, read by the GELU gradient), is rounded to bf16 as
+    autocast's GEMM output is: a cast to bf16 and back in front of its
+    readers, which mega-fold-casts turns into a bf16 MatMul result that the
+    Elementwise widens on load. `precision=fp32` changes nothing. Run after
     mega-autodiff and mega-optimizer.
 
     Before:
@@ -192,6 +197,9 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
            "fp32 (no change) or bf16">,
     Option<"reduceBf16", "reduce-bf16", "bool", /*default=*/"true",
            "A reduce_sum of a value that has a bf16 copy sums the copy">,
+    Option<"roundProducts", "round-products", "bool", /*default=*/"true",
+           "A bf16 product read only by elementwise ops (no bias) is "
+           "rounded to bf16, as autocast's GEMM output">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }
