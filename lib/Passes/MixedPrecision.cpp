@@ -29,8 +29,10 @@
 //  5. With round-products: a mega.matmul with bf16 operands whose f32
 //     result only elementwise ops read, none of them adding a smaller
 //     operand to it (a bias: autocast rounds a Linear's output after its
-//     bias, and so does mega-fuse-epilogues), is rounded as autocast's bf16
-//     GEMM output is: a cast to bf16 and one back to f32 in front of its
+//     bias, and so does mega-fuse-epilogues), and that is no parameter's
+//     gradient (nothing it flows into through elementwise ops is a
+//     mega.accumulate_grad: the tied embedding's product half stays f32, as
+//     every gradient does), is rounded as autocast's bf16 GEMM output is: a cast to bf16 and one back to f32 in front of its
 //     readers. In GPT that is the MLP's dX product, which the GELU
 //     gradient reads. mega-fold-casts then lets the MatMul write bf16 and
 //     the Elementwise widen it on load: no Cast kernel is left.
@@ -138,7 +140,8 @@ struct MegaMixedPrecision
           !type.getElementType().isF32() || r.use_empty() ||
           !llvm::all_of(r.getUsers(), [&](Operation *u) {
             return readsWhole(u, type);
-          }))
+          }) ||
+          feedsGradient(r))
         continue;
       OpBuilder b(m->getContext());
       b.setInsertionPointAfter(m);
@@ -148,6 +151,24 @@ struct MegaMixedPrecision
       auto widened = b.create<CastOp>(m.getLoc(), type, rounded);
       r.replaceAllUsesExcept(widened, rounded);
     }
+  }
+
+  /// `v` reaches a mega.accumulate_grad through elementwise ops.
+  static bool feedsGradient(Value v) {
+    SmallVector<Value> work = {v};
+    llvm::DenseSet<Value> seen;
+    while (!work.empty()) {
+      Value x = work.pop_back_val();
+      if (!seen.insert(x).second)
+        continue;
+      for (Operation *u : x.getUsers()) {
+        if (isa<AccumulateGradOp>(u))
+          return true;
+        if (isa<AddOp, SubOp, MulOp, ScaleOp, GeluOp, GeluGradOp>(u))
+          llvm::append_range(work, u->getResults());
+      }
+    }
+    return false;
   }
 
   static bool isBf16(Value v) {

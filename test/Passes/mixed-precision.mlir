@@ -143,7 +143,8 @@ func.func @bias_grads(%dy: tensor<2x4x32xf32>, %e: tensor<2x4x32xf32>) {
 
 // round-products: the GELU gradient reads the dX product whole, so it is
 // rounded; a product with a bias row added (a Linear's output: autocast
-// rounds after the bias) is not.
+// rounds after the bias) is not, nor one that flows into a parameter's
+// gradient (the tied embedding's two halves: gradients stay f32).
 // CHECK-LABEL: func.func @products
 // CHECK: %[[DH:.*]] = mega.matmul %{{.*}} {transpose_b}
 // CHECK-NEXT: %[[DHB:.*]] = mega.cast %[[DH]] : tensor<8x64xf32> -> tensor<8x64xbf16>
@@ -152,9 +153,12 @@ func.func @bias_grads(%dy: tensor<2x4x32xf32>, %e: tensor<2x4x32xf32>) {
 // CHECK: %[[T:.*]] = mega.matmul
 // CHECK-NOT: mega.cast %[[T]]
 // CHECK: mega.add %[[T]], %{{.*}} : tensor<8x64xf32>, tensor<64xf32>
+// CHECK: %[[DW:.*]] = mega.matmul %{{.*}} {transpose_a}
+// CHECK-NOT: mega.cast %[[DW]]
+// CHECK: mega.add %[[DW]], %{{.*}} : tensor<32x32xf32>, tensor<32x32xf32>
 // F32PROD-LABEL: func.func @products
 // F32PROD-NOT: tensor<8x64xbf16> -> tensor<8x64xf32>
-func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32xf32>) {
+func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32xf32>, %e: tensor<32x32xf32>) {
   %w = mega.param "w" [64, 32] init normal(0.02) : tensor<64x32xf32>
   %b = mega.param "b" [64] init zeros : tensor<64xf32>
   %dh = mega.matmul %dy, %w {transpose_b} : tensor<8x32xf32>, tensor<64x32xf32> -> tensor<8x64xf32>
@@ -162,6 +166,10 @@ func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32
   %w2 = mega.param "w2" [32, 64] init normal(0.02) : tensor<32x64xf32>
   %t = mega.matmul %h, %w2 : tensor<8x32xf32>, tensor<32x64xf32> -> tensor<8x64xf32>
   %y = mega.add %t, %b : tensor<8x64xf32>, tensor<64xf32> -> tensor<8x64xf32>
+  %w3 = mega.param "w3" [32, 32] init normal(0.02) : tensor<32x32xf32>
+  %dw = mega.matmul %h, %dy {transpose_a} : tensor<8x32xf32>, tensor<8x32xf32> -> tensor<32x32xf32>
+  %sum = mega.add %dw, %e : tensor<32x32xf32>, tensor<32x32xf32> -> tensor<32x32xf32>
+  mega.accumulate_grad "w3", %sum : tensor<32x32xf32>
   mega.output "g", %g : tensor<8x64xf32>
   mega.output "y", %y : tensor<8x64xf32>
   return
