@@ -73,7 +73,7 @@ const llvm::StringMap<Producer> kProducers = {
     {"CrossEntropyGrad", {0, false, false}},
     {"LayerNorm", {0, true, false}}, // y; mean and rstd stay f32
     {"Attention", {0, true, false}}, // o; lse stays f32
-    {"MatMul", {0, false, false}},   // D (roundsOnStore); aux stays f32
+    {"MatMul", {-1, false, false}},  // D (roundsOnStore), GELU's aux
 };
 
 /// Kernels that may write all their destinations (mega.dests) as bf16
@@ -101,6 +101,13 @@ bool roundsOnStore(KernelOp k) {
          f[0] != 0.0f && f[1] == 0.0f && k->getNumOperands() == 2 &&
          isBf16(k->getOperand(0).getType()) &&
          isBf16(k->getOperand(1).getType());
+}
+
+/// A MatMul with the GELU epilogue (3) stores its aux (the pre-activation)
+/// rounded when aux is bf16; D is computed from the unrounded value.
+bool roundsAux(KernelOp k) {
+  ArrayRef<int64_t> i = k.getI();
+  return k.getKernel() == "MatMul" && i.size() == 13 && i[12] == 3;
 }
 
 /// The CUDA Elementwise kernel's parameter limits (kEwMaxOutputs and
@@ -222,7 +229,9 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
     const Producer &p = it->second;
     const unsigned resultNo = cast<OpResult>(root).getResultNumber();
     if ((p.result >= 0 && unsigned(p.result) != resultNo) ||
-        (p.normAttention && !normAttention) || !roundsOnStore(producer))
+        (p.normAttention && !normAttention) || !roundsOnStore(producer) ||
+        (producer.getKernel() == "MatMul" && resultNo > 0 &&
+         !roundsAux(producer)))
       return false;
     // Step 2.
     SmallVector<ViewOp> views;

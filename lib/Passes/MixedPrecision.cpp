@@ -35,7 +35,11 @@
 //     every gradient does), is rounded as autocast's bf16 GEMM output is: a cast to bf16 and one back to f32 in front of its
 //     readers. In GPT that is the MLP's dX product, which the GELU
 //     gradient reads. mega-fold-casts then lets the MatMul write bf16 and
-//     the Elementwise widen it on load: no Cast kernel is left.
+//     the Elementwise widen it on load: no Cast kernel is left. Likewise the
+//     pre-activation a gelu_grad reads (autocast keeps the Linear's output
+//     in bf16 for the backward) goes through a cast to bf16 and back; the
+//     forward GELU keeps reading it unrounded, so mega-fuse-epilogues'
+//     MatMul computes D from the f32 value and stores aux in bf16.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -151,6 +155,25 @@ struct MegaMixedPrecision
       auto widened = b.create<CastOp>(m.getLoc(), type, rounded);
       r.replaceAllUsesExcept(widened, rounded);
     }
+    // The pre-activations the GELU gradients read, one round trip each,
+    // right before the first gradient (after the forward GELU, which
+    // mega-fuse-elementwise then still fuses with the bias add).
+    llvm::DenseMap<Value, Value> roundTrips;
+    func.walk([&](GeluGradOp g) {
+      Value x = g.getOperand(0);
+      auto type = cast<RankedTensorType>(x.getType());
+      if (!type.getElementType().isF32())
+        return;
+      Value &w = roundTrips[x];
+      if (!w) {
+        OpBuilder b(g);
+        auto rounded = b.create<CastOp>(
+            g.getLoc(),
+            RankedTensorType::get(type.getShape(), b.getBF16Type()), x);
+        w = b.create<CastOp>(g.getLoc(), type, rounded);
+      }
+      g->setOperand(0, w);
+    });
   }
 
   /// `v` reaches a mega.accumulate_grad through elementwise ops.

@@ -5,9 +5,10 @@
 // odd shapes (every transpose), at GPT-2 small's Linear shapes, with the
 // residual in place (D = R), a misaligned bias (bf16: not cuBLASLt's
 // epilogue but the plain product and the epilogue kernel), a misaligned D
-// (GELU's element kernel) and K = 0. The
-// CUDA paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass),
-// and the plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel.
+// (GELU's element kernel) and K = 0; GELU's aux f32 or bf16. The CUDA
+// paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass), its
+// GELU_AUX_BIAS epilogue (D and aux bf16), and the plain product (cuBLAS
+// fp32, cuBLASLt bf16) + the epilogue kernel.
 // fp32 operands and f32 outputs at rel 1e-5, anything bf16 at rel 1e-2.
 //
 //===----------------------------------------------------------------------===//
@@ -30,6 +31,8 @@ struct E {
   int64_t biasOff = 0;  ///< elements the bias starts late in its buffer
   bool twice = false;   ///< also: the same bits in two CUDA runs
   bool dLate = false;   ///< D starts one element late in its buffer
+  DType aux = DType::F32; ///< GELU's pre-activation
+  bool auxLate = false;   ///< aux starts one element late in its buffer
 };
 
 void epilogueCase(const E &e, Rng &rng) {
@@ -44,7 +47,9 @@ void epilogueCase(const E &e, Rng &rng) {
                           {"tA", e.ta},
                           {"tB", e.tb}}) +
                     (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : "") +
-                    (e.dLate ? " D+1" : ""),
+                    (e.dLate ? " D+1" : "") +
+                    (e.epi == 3 ? std::string(" aux=") + name(e.aux) : "") +
+                    (e.auxLate ? " aux+1" : ""),
                 Op::MatMul,
                 {1, e.M, e.N, e.K, e.ta, e.tb, std::max<int64_t>(1, aCols),
                  std::max<int64_t>(1, bCols), e.N, 0, 0, 0, e.epi},
@@ -71,9 +76,16 @@ void epilogueCase(const E &e, Rng &rng) {
     d = c.out({mn}, e.d);
   }
   c.outs = {d};
-  if (e.epi == 3)
-    c.outs.push_back(c.out({mn}));
-  c.tol = e.ab == DType::BF16 || e.d == DType::BF16 ? 1e-2 : 1e-5;
+  if (e.epi == 3 && e.auxLate) {
+    const int x = c.view(c.out({mn + 1}, e.aux), {mn});
+    c.ts[size_t(x)].v.offset = e.aux == DType::BF16 ? 2 : 4;
+    c.outs.push_back(x);
+  } else if (e.epi == 3) {
+    c.outs.push_back(c.out({mn}, e.aux));
+  }
+  c.tol = e.ab == DType::BF16 || e.d == DType::BF16 || e.aux == DType::BF16
+              ? 1e-2
+              : 1e-5;
   twin(c);
   if (e.twice)
     deterministic(c);
@@ -83,14 +95,20 @@ void epilogueCase(const E &e, Rng &rng) {
 
 void matmulEpilogue(Rng &rng) {
   const DType F = DType::F32, H = DType::BF16;
-  // Odd shapes, every transpose, every form, both operand types, both Ds.
+  // Odd shapes, every transpose, every form, both operand types, both Ds
+  // (and for GELU both auxes).
   for (DType ab : {F, H})
     for (DType d : {F, H})
       for (int64_t epi : {1, 2, 3})
-        for (int t = 0; t < 4; ++t)
-          epilogueCase({t < 2 ? 7 : 33, t < 2 ? 33 : 17, t == 3 ? 8 : 17, t & 1,
-                        (t >> 1) & 1, epi, ab, d},
-                       rng);
+        for (DType aux : {F, H})
+          for (int t = 0; t < 4; ++t) {
+            if (epi != 3 && aux == H)
+              continue;
+            E o{t < 2 ? 7 : 33, t < 2 ? 33 : 17, t == 3 ? 8 : 17, t & 1,
+                (t >> 1) & 1, epi, ab, d};
+            o.aux = aux;
+            epilogueCase(o, rng);
+          }
   // Residual in place, misaligned bias (bf16: off cuBLASLt's epilogue), K 0.
   for (DType ab : {F, H}) {
     E r{64, 96, 40, 0, 1, 2, ab, F};
@@ -119,6 +137,20 @@ void matmulEpilogue(Rng &rng) {
   E fc{4096, 3072, 768, 0, 0, 3, H, H};
   fc.twice = true;
   epilogueCase(fc, rng);
+  // c_fc as megac's bf16 plans have it: D and aux bf16 (cuBLASLt's
+  // GELU_AUX_BIAS), every transpose at a smaller size, and aux misaligned
+  // (the epilogue kernel).
+  fc.aux = H;
+  epilogueCase(fc, rng);
+  for (int t = 0; t < 4; ++t) {
+    E g{256, 384, 64, t & 1, (t >> 1) & 1, 3, H, H};
+    g.aux = H;
+    epilogueCase(g, rng);
+  }
+  E late{256, 384, 64, 0, 0, 3, H, H};
+  late.aux = H;
+  late.auxLate = true;
+  epilogueCase(late, rng);
   epilogueCase({4096, 2304, 768, 0, 0, 1, H, H}, rng);
   epilogueCase({2048, 3072, 768, 0, 0, 3, F, F}, rng);
 }

@@ -97,8 +97,8 @@ void matmul(Harness &h) {
     h.reject("bias size", mm(e1), {&A, &B, &shortBias}, {&C}, "bias has 16");
     Tensor &Di = h.alloc(DType::I32, {7, 17});
     h.reject("D i32", mm(e1), {&A, &B, &bias}, {&Di}, "D must be f32 or bf16");
-    Tensor &auxB = h.alloc(DType::BF16, {7, 17});
-    h.reject("aux bf16", mm(epi(3)), {&A, &B, &bias}, {&C, &auxB}, "aux");
+    Tensor &auxI = h.alloc(DType::I32, {7, 17});
+    h.reject("aux i32", mm(epi(3)), {&A, &B, &bias}, {&C, &auxI}, "aux");
     Tensor &Rb = h.arena(0, {7, 17}), &Dp = h.arena(4, {7, 17});
     h.reject("D partly over R", mm(epi(2)), {&A, &B, &bias, &Rb}, {&Dp},
              "partially overlaps residual");

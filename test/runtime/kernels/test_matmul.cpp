@@ -64,9 +64,11 @@ void runCase(Harness &h, Rng &rng, const MM &c, const char *label,
 
 /// A MatMul with an epilogue (i[12]) against the plain MatMul followed by
 /// the Elementwise program mega-fuse-epilogues replaces: the same bits, for
-/// D f32 and bf16, and with D written over the residual (in place).
+/// D f32 and bf16, GELU's aux f32 and bf16 (stored rounded, D from the
+/// unrounded value), and with D written over the residual (in place).
 void epilogueCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
-                  int64_t epi, DType dType, bool inPlace) {
+                  int64_t epi, DType dType, bool inPlace,
+                  DType auxType = DType::F32) {
   using mega::plan::EwOp;
   const int64_t n = M * N;
   Tensor &A = h.f32({M, K}, rng.vec(size_t(M * K)));
@@ -92,7 +94,7 @@ void epilogueCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
   emit(Ops{S, 0, 0, 0});
   if (epi == 3)
     emit(Ops{G, 1, 0, 0, S, 1, 1, 0});
-  Tensor &pre = h.f32({n}), &act = h.alloc(dType, {n});
+  Tensor &pre = h.alloc(auxType, {n}), &act = h.alloc(dType, {n});
   std::vector<Tensor *> ewIns = {&C, &bias}, ewOuts;
   if (epi == 2)
     ewIns.push_back(&R);
@@ -105,7 +107,7 @@ void epilogueCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
   // The epilogue.
   std::vector<int64_t> i = mm;
   i.push_back(epi);
-  Tensor &aux = h.f32({n});
+  Tensor &aux = h.alloc(auxType, {n});
   Tensor &D = inPlace ? R : h.alloc(dType, {n});
   std::vector<Tensor *> ins = {&A, &B, &bias}, outs = {&D};
   if (epi == 2)
@@ -121,9 +123,11 @@ void epilogueCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
         (long long)epi, (long long)M, (long long)N, (long long)K,
         dType == DType::BF16 ? " bf16" : "", inPlace ? " in place" : "");
   if (epi == 3)
-    CHECK(std::memcmp(aux.data, pre.data, size_t(n) * 4) == 0,
-          "epilogue 3 M=%lld N=%lld: aux differs from the pre-activation",
-          (long long)M, (long long)N);
+    CHECK(std::memcmp(aux.data, pre.data,
+                      size_t(n) * (auxType == DType::BF16 ? 2 : 4)) == 0,
+          "epilogue 3 M=%lld N=%lld%s: aux differs from the pre-activation",
+          (long long)M, (long long)N,
+          auxType == DType::BF16 ? " bf16 aux" : "");
 }
 
 } // namespace
@@ -173,5 +177,9 @@ int main() {
       for (DType d : {DType::F32, DType::BF16})
         epilogueCase(h, rng, M, N, K, epi, d, false);
   epilogueCase(h, rng, 257, 190, 96, 2, DType::F32, true);
+  for (DType d : {DType::F32, DType::BF16}) {
+    epilogueCase(h, rng, 257, 190, 96, 3, d, false, DType::BF16);
+    epilogueCase(h, rng, 3, 5, 0, 3, d, false, DType::BF16);
+  }
   return finish("test_matmul");
 }

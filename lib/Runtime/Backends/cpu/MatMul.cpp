@@ -46,7 +46,7 @@ i128 extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t s) {
 }
 
 /// The epilogue's constraints (Plan.h): one plain product (batch 1, alpha
-/// 1, beta 0, D contiguous), bias f32 [N], residual and aux f32 [M*N], D f32
+/// 1, beta 0, D contiguous), bias f32 [N], residual f32 [M*N], aux and D f32
 /// or bf16 [M*N]; D may be the residual itself, nothing else may overlap.
 void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   const auto &i = c.instr.i;
@@ -75,7 +75,10 @@ void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   }
   if (epi == 3) {
     const Value *aux = c.outs[1];
-    c.tensor(aux, DType::F32, mn, "aux");
+    // aux may be bf16: the pre-activation rounded on store (D is computed
+    // from the unrounded value).
+    c.tensor(aux, aux->dtype == DType::BF16 ? DType::BF16 : DType::F32, mn,
+             "aux");
     c.disjoint(aux, c.ins[0], "aux", "A");
     c.disjoint(aux, c.ins[1], "aux", "B");
     c.disjoint(aux, c.ins[2], "aux", "bias");
@@ -342,9 +345,11 @@ void gemm(const Ctx &ctx, const Gemm &g, const Refs &ins, float *C) {
 /// Elementwise program mega-fuse-epilogues replaced (docs/plan-format.md),
 /// the same f32 adds in the same order, the same GELU function, so a plan
 /// gives the same bits with and without the fusion. For GELU, t is aux
-/// itself: it is overwritten with the pre-activation.
+/// itself (f32): it is overwritten with the pre-activation; with a bf16
+/// aux (`auxBf16`) t is scratch and aux gets the pre-activation rounded.
 void epilogue(const Ctx &ctx, int64_t epi, int64_t M, int64_t N, float *t,
-              const float *bias, const float *R, const TensorRef &D) {
+              const float *bias, const float *R, const TensorRef &D,
+              uint16_t *auxBf16) {
   float *df = D.value->dtype == DType::F32 ? D.f32() : nullptr;
   uint16_t *dh = df ? nullptr : D.bf16();
   parallelForEach(ctx, M, [&](int64_t m) {
@@ -355,6 +360,9 @@ void epilogue(const Ctx &ctx, int64_t epi, int64_t M, int64_t N, float *t,
     if (rr)
       for (int64_t j = 0; j < N; ++j)
         tr[j] = tr[j] + rr[j];
+    if (auxBf16)
+      for (int64_t j = 0; j < N; ++j)
+        auxBf16[m * N + j] = floatToBf16(tr[j]);
     float row[256]; // GELU's results, a block at a time (bf16 D)
     for (int64_t j0 = 0; j0 < N; j0 += 256) {
       const int64_t len = std::min<int64_t>(256, N - j0);
@@ -405,7 +413,10 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
   const float *R = epi == 2 ? ins[3].f32() : nullptr;
   std::vector<float> scratch;
   float *t;
-  if (epi == 3)
+  uint16_t *auxBf16 = epi == 3 && outs[1].value->dtype == DType::BF16
+                          ? outs[1].bf16()
+                          : nullptr;
+  if (epi == 3 && !auxBf16)
     t = outs[1].f32();
   else if (D.value->dtype == DType::F32 && (!R || D.data != ins[3].data))
     t = D.f32();
@@ -414,7 +425,7 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
     t = scratch.data();
   }
   gemm(ctx, g, ins, t);
-  epilogue(ctx, epi, g.M, g.N, t, ins[2].f32(), R, D);
+  epilogue(ctx, epi, g.M, g.N, t, ins[2].f32(), R, D, auxBf16);
 }
 
 } // namespace mega::rt::cpu

@@ -92,14 +92,29 @@ cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
   return l;
 }
 
-/// A cuBLASLt epilogue: DEFAULT (none) or BIAS with an f32 bias of D's
-/// rows (the plan's columns); C and D of type `cd` (f32, or bf16 rounded on
-/// store).
+/// A cuBLASLt epilogue: DEFAULT (none), BIAS with an f32 bias of D's rows
+/// (the plan's columns), or GELU_AUX_BIAS (D = gelu(t + bias), aux = t +
+/// bias in D's type, `auxLd` apart); C and D of type `cd` (f32, or bf16
+/// rounded on store).
 struct LtEpilogue {
   cublasLtEpilogue_t mode = CUBLASLT_EPILOGUE_DEFAULT;
   const float *bias = nullptr;
   cudaDataType cd = CUDA_R_32F;
+  void *aux = nullptr;
+  int64_t auxLd = 0;
 };
+
+/// Points the shared descriptor at this call's bias (and aux).
+void setEpiloguePointers(cublasLtMatmulDesc_t desc, const LtEpilogue &epi) {
+  checkLt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                         &epi.bias, sizeof epi.bias),
+          "cublasLtMatmulDescSetAttribute");
+  if (epi.aux)
+    checkLt(cublasLtMatmulDescSetAttribute(
+                desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &epi.aux,
+                sizeof epi.aux),
+            "cublasLtMatmulDescSetAttribute");
+}
 
 /// Builds `e` for one GEMM: its descriptors, and the heuristic's first
 /// algorithm for them under the operands' alignment classes (e.found false
@@ -118,10 +133,13 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
     checkLt(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                            &epi.mode, sizeof epi.mode),
             "cublasLtMatmulDescSetAttribute");
-    checkLt(cublasLtMatmulDescSetAttribute(
-                e.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &epi.bias,
-                sizeof epi.bias),
-            "cublasLtMatmulDescSetAttribute");
+    setEpiloguePointers(e.desc, epi);
+    if (epi.aux) {
+      const int64_t ld = epi.auxLd;
+      checkLt(cublasLtMatmulDescSetAttribute(
+                  e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld),
+              "cublasLtMatmulDescSetAttribute");
+    }
     // A bf16 D would make the bias bf16 too; the plan's bias is f32.
     const int32_t biasType = CUDA_R_32F;
     checkLt(cublasLtMatmulDescSetAttribute(
@@ -201,7 +219,11 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
                          ldb,          sB,           lda, sA,  ldc,
                          sC,           count,        alB, alA, alC,
                          int64_t(epi.mode) | int64_t(epi.cd) << 32,
-                         withEpi ? int64_t(alignmentOf(epi.bias)) : 0};
+                         withEpi ? int64_t(alignmentOf(epi.bias)) |
+                                       (epi.aux ? int64_t(alignmentOf(epi.aux))
+                                                      << 32
+                                                : 0)
+                                 : 0};
   const LtGemmPlan *e = ctx.ltPlans->find(key);
   if (!e) {
     // Kept only once whole: a failure part way leaves no half-made entry.
@@ -219,10 +241,7 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
             "cublasLtMatmul");
     return true;
   }
-  checkLt(cublasLtMatmulDescSetAttribute(e->desc,
-                                         CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                         &epi.bias, sizeof epi.bias),
-          "cublasLtMatmulDescSetAttribute");
+  setEpiloguePointers(e->desc, epi);
   const cublasStatus_t st = cublasLtMatmul(
       ctx.lt, e->desc, alpha, B, e->a, A, e->b, beta, C, e->c, D, e->c,
       &e->algo, ctx.ltWorkspace, ctx.ltWorkspaceBytes, ctx.stream);
@@ -345,12 +364,14 @@ __device__ inline float geluTanh(float x) {
 }
 
 /// The whole epilogue after a plain product t [M, N] (docs/plan-format.md):
-/// x = (t + bias[j]) (+ R), in that order, in f32; GELU: aux = x and
-/// D = gelu(x); else D = x; D f32 (Df) or bf16 (Dh). t may be aux or D
-/// (each element is read before it is written, by the same thread) and R
-/// may be D, so none of these is __restrict__.
+/// x = (t + bias[j]) (+ R), in that order, in f32; GELU: aux = x (f32 in
+/// auxF, or rounded in auxH) and D = gelu(x) of the unrounded x; else
+/// D = x; D f32 (Df) or bf16 (Dh). t may be auxF or D (each element is read
+/// before it is written, by the same thread) and R may be D, so none of
+/// these is __restrict__.
 __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
-                               const float *R, float *aux, float *Df,
+                               const float *R, float *auxF,
+                               __nv_bfloat16 *auxH, float *Df,
                                __nv_bfloat16 *Dh, int64_t M, int64_t N,
                                bool gelu) {
   const int64_t n = M * N;
@@ -360,7 +381,10 @@ __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
       x = x + R[e];
     float y = x;
     if (gelu) {
-      aux[e] = x;
+      if (auxH)
+        auxH[e] = __float2bfloat16_rn(x);
+      else
+        auxF[e] = x;
       y = geluTanh(x);
     }
     if (Dh)
@@ -430,13 +454,14 @@ void launchGelu(const Ctx &ctx, const float *aux, float *Df,
 // proved batch 1, alpha 1, beta 0, ldc = N and the operands' sizes).
 // bf16 A and B: cuBLASLt's BIAS epilogue computes t + bias in the GEMM's
 // own epilogue, with the residual as C (beta 1), straight into D (f32, or
-// bf16 without a residual), or for GELU into aux, which one more pass turns
-// into D. (GELU itself stays out of cuBLASLt: its GELU_AUX form stores the
-// pre-activation in D's type, the plan keeps it in f32 for the backward,
-// and its GELU formula is not the plan's by definition.) Otherwise (fp32
-// operands, a bf16 D with a residual, a misaligned bias, no algorithm,
-// K = 0) the plain product goes to aux, to D or to scratch, and one kernel
-// applies the epilogue.
+// bf16 without a residual), or for GELU with an f32 aux into aux, which one
+// more pass turns into D. GELU with D and aux both bf16 (what megac emits
+// in bf16 plans) is cuBLASLt's GELU_AUX_BIAS: D = gelu(t + bias) and aux =
+// t + bias, both rounded from the f32 value, in the GEMM itself (its tanh
+// GELU is the plan's formula, its own rounding of it: within the twins'
+// bf16 tolerance). Otherwise (fp32 operands, a bf16 D with a residual, a
+// misaligned bias or aux, no algorithm, K = 0) the plain product goes to
+// an f32 aux, to D or to scratch, and one kernel applies the epilogue.
 void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
                        const Refs &outs) {
   const auto &i = in.i;
@@ -448,7 +473,9 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
     return;
   const float *bias = ins[2].f32();
   const float *R = epi == 2 ? ins[3].f32() : nullptr;
-  float *aux = epi == 3 ? outs[1].f32() : nullptr;
+  const bool auxBf16 = epi == 3 && outs[1].value->dtype == DType::BF16;
+  float *aux = epi == 3 && !auxBf16 ? outs[1].f32() : nullptr;
+  auto *auxH = auxBf16 ? static_cast<__nv_bfloat16 *>(outs[1].data) : nullptr;
   const bool dBf16 = outs[0].value->dtype == DType::BF16;
   float *Df = dBf16 ? nullptr : outs[0].f32();
   auto *Dh = dBf16 ? static_cast<__nv_bfloat16 *>(outs[0].data) : nullptr;
@@ -457,7 +484,15 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
   const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   const float one = 1.0f, zero = 0.0f;
   const int64_t n = M * N;
-  // cuBLASLt's epilogue (a 16-byte aligned bias): into aux (GELU), into an
+  // GELU, D and aux bf16: all in cuBLASLt (aux rows 16-byte aligned).
+  if (auxH && Dh && bf16 && K > 0 && aligned(bias, 16) && aligned(auxH, 16) &&
+      N % 8 == 0 &&
+      ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
+             lda, 0, &zero, Dh, Dh, N, 0, 1,
+             LtEpilogue{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias, CUDA_R_16BF,
+                        auxH, N}))
+    return;
+  // cuBLASLt's epilogue (a 16-byte aligned bias): into an f32 aux (GELU), into an
   // f32 D (the residual as C), or into a bf16 D without a residual (C is D,
   // beta 0: a bf16 C cannot hold the f32 residual).
   void *ltOut = epi == 3                ? static_cast<void *>(aux)
@@ -465,7 +500,7 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
                 : epi == 1              ? static_cast<void *>(Dh)
                                         : nullptr;
   const cudaDataType cd = epi != 3 && Dh ? CUDA_R_16BF : CUDA_R_32F;
-  if (bf16 && K > 0 && ltOut && aligned(bias, 16) &&
+  if (bf16 && K > 0 && ltOut && !auxH && aligned(bias, 16) &&
       ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
              lda, 0, R ? &one : &zero, R ? static_cast<const void *>(R) : ltOut,
              ltOut, N, 0, 1, LtEpilogue{CUBLASLT_EPILOGUE_BIAS, bias, cd})) {
@@ -494,7 +529,7 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
               "cublasGemmStridedBatchedEx (epilogue)");
   }
   epilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
-      t, bias, R, aux, Df, Dh, M, N, epi == 3);
+      t, bias, R, aux, auxH, Df, Dh, M, N, epi == 3);
   checkLaunch("MatMul (epilogue)");
 }
 
