@@ -28,7 +28,8 @@
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
-#              small ms/step in fp32 and bf16, beside torch's modes of step 4
+#              small ms/step in fp32 and bf16 (also without CUDA graphs, and with
+#              the backward's bf16 rules off), beside torch's modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
@@ -263,6 +264,12 @@ do_mega_timing() {
   run_mega gpt2-bf16-nograph "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
     --no-cuda-graph || rc=1
   runs+=("bf16-nograph=$LOGS/gpt2-bf16-nograph.jsonl")
+  # The backward's bias sums, dX product and GELU aux kept in f32.
+  if [ -f "$PLANS/gpt2-small-bf16-f32bwd-cuda.plan" ]; then
+    run_mega gpt2-bf16-f32bwd "$PLANS/gpt2-small-bf16-f32bwd-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 12 || rc=1
+    runs+=("bf16-f32bwd=$LOGS/gpt2-bf16-f32bwd.jsonl")
+  fi
   if [ -f "$PLANS/gpt2-small-cuda.plan" ]; then
     run_mega gpt2-fp32 "$PLANS/gpt2-small-cuda.plan" cuda "$LOGS/data/gpt2" 8 || rc=1
     runs+=("fp32=$LOGS/gpt2-fp32.jsonl")

@@ -11,6 +11,10 @@
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
+#   gpt2-small-bf16-f32bwd-cuda.plan  the same with --bf16-reductions=false
+#                               --bf16-products=false (the backward's bias sums, the
+#                               MLP's dX product and GELU's aux in f32): what those
+#                               two rules save, timed in the same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
 #                               distributed optimizer, and its one-process reference:
@@ -54,6 +58,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-cuda.plan" "${GPT2[@]}" --target cuda
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-cuda.plan" "${GPT2[@]}" --target cuda \
   --precision bf16
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32bwd-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --bf16-reductions=false --bf16-products=false
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
