@@ -122,6 +122,22 @@ RankedTensorType withBf16(Type t) {
   return RankedTensorType::get(r.getShape(), BFloat16Type::get(t.getContext()));
 }
 
+/// The bf16 twin of `v`: `twin` maps a root to its bf16 counterpart; a
+/// view under it gets a bf16 view of its source's twin (byte offset
+/// halved: the same element), made once, right after that source.
+Value bf16Twin(Value v, llvm::DenseMap<Value, Value> &twin) {
+  if (Value t = twin.lookup(v))
+    return t;
+  auto view = v.getDefiningOp<ViewOp>();
+  Value src = bf16Twin(view.getSource(), twin);
+  OpBuilder vb(view);
+  vb.setInsertionPointAfterValue(src);
+  Value t = vb.create<ViewOp>(view.getLoc(), withBf16(view.getType()), src,
+                              vb.getI64IntegerAttr(view.getOffset() / 2));
+  twin[v] = t;
+  return t;
+}
+
 bool isBf16Cast(Operation *op) {
   auto k = dyn_cast<KernelOp>(op);
   return k && k.getKernel() == "Cast" && k->getNumResults() == 1 &&
@@ -188,19 +204,8 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
     }
     llvm::DenseMap<Value, Value> twin = {
         {castOp->getResult(0), castOp->getOperand(0)}};
-    std::function<Value(Value)> twinOf = [&](Value v) -> Value {
-      if (Value t = twin.lookup(v))
-        return t;
-      auto view = v.getDefiningOp<ViewOp>();
-      Value src = twinOf(view.getSource());
-      OpBuilder vb(view);
-      Value t = vb.create<ViewOp>(view.getLoc(), withBf16(view.getType()), src,
-                                  vb.getI64IntegerAttr(view.getOffset() / 2));
-      twin[v] = t;
-      return t;
-    };
     for (OpOperand *use : reads)
-      use->set(twinOf(use->get()));
+      use->set(bf16Twin(use->get(), twin));
     for (ViewOp view : llvm::reverse(views))
       if (view->use_empty())
         view->erase();
@@ -360,20 +365,8 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
 
     // A bf16 twin of each view between the result and a foldable user.
     llvm::DenseMap<Value, Value> twin = {{root, copy}};
-    std::function<Value(Value)> twinOf = [&](Value v) -> Value {
-      if (Value t = twin.lookup(v))
-        return t;
-      auto view = v.getDefiningOp<ViewOp>();
-      Value src = twinOf(view.getSource());
-      OpBuilder vb(view);
-      vb.setInsertionPointAfterValue(src);
-      Value t = vb.create<ViewOp>(view.getLoc(), withBf16(view.getType()), src,
-                                  vb.getI64IntegerAttr(view.getOffset() / 2));
-      twin[v] = t;
-      return t;
-    };
     for (Operation *f : folds) {
-      Value t = twinOf(f->getOperand(0));
+      Value t = bf16Twin(f->getOperand(0), twin);
       if (isBf16Cast(f)) {
         f->getResult(0).replaceAllUsesWith(t);
         f->erase();
