@@ -33,6 +33,28 @@ __device__ inline float4 load4(const __nv_bfloat16 *p) {
   const float2 a = __bfloat1622float2(v.lo), b = __bfloat1622float2(v.hi);
   return make_float4(a.x, a.y, b.x, b.y);
 }
+/// The tanh GELU as the plan defines it (the CPU's Elementwise, vgelu and
+/// vgeluGrad in cpu/MathApprox.h): gelu(x) = x / (1 + e^{-2u}), u =
+/// sqrt(2/pi) (x + 0.044715 x^3), and its gradient times dy. Shared by the
+/// Elementwise interpreter and the MatMul epilogues.
+constexpr float kGeluBeta = 0.7978845608028654f; // sqrt(2/pi)
+constexpr float kGeluKappa = 0.044715f;
+
+__device__ inline float gelu(float x) {
+  const float u = kGeluBeta * (x + kGeluKappa * (x * x * x));
+  return x / (1.0f + expf(-2.0f * u));
+}
+
+__device__ inline float geluGrad(float x, float dy) {
+  const float x2 = x * x;
+  const float u = kGeluBeta * (x + kGeluKappa * (x2 * x));
+  const float du = kGeluBeta * (1.0f + 3.0f * kGeluKappa * x2);
+  const float e = expf(-2.0f * u);
+  const float s = 1.0f / (1.0f + e);
+  const float oneMinusS = isinf(e) && e > 0.0f ? 1.0f : e * s;
+  return dy * (s + 2.0f * x * du * s * oneMinusS);
+}
+
 /// Four floats stored as they are, or rounded to nearest even.
 __device__ inline void put4(float4 *y, float4 v) { *y = v; }
 __device__ inline void put4(Bf16x4 *y, float4 v) {

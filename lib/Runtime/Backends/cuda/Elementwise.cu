@@ -43,24 +43,6 @@ struct EwArgs {
 };
 static_assert(sizeof(EwArgs) < 4000, "kernel parameters are limited to 4 KB");
 
-constexpr float kGeluBeta = 0.7978845608028654f; // sqrt(2/pi)
-constexpr float kGeluKappa = 0.044715f;
-
-__device__ inline float gelu(float x) {
-  const float u = kGeluBeta * (x + kGeluKappa * (x * x * x));
-  return x / (1.0f + expf(-2.0f * u));
-}
-
-__device__ inline float geluGrad(float x, float dy) {
-  const float x2 = x * x;
-  const float u = kGeluBeta * (x + kGeluKappa * (x2 * x));
-  const float du = kGeluBeta * (1.0f + 3.0f * kGeluKappa * x2);
-  const float e = expf(-2.0f * u);
-  const float s = 1.0f / (1.0f + e);
-  const float oneMinusS = isinf(e) && e > 0.0f ? 1.0f : e * s;
-  return dy * (s + 2.0f * x * du * s * oneMinusS);
-}
-
 __device__ inline float maxNan(float x, float y) {
   float r = x > y ? x : y;
   r = y != y ? y : r;

@@ -353,16 +353,6 @@ void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
 
 namespace {
 
-constexpr float kGeluBeta = 0.7978845608028654f; // sqrt(2/pi)
-constexpr float kGeluKappa = 0.044715f;
-
-/// The Elementwise kernel's GELU (Elementwise.cu, EwOp::Gelu): the tanh
-/// form as x / (1 + e^{-2u}).
-__device__ inline float geluTanh(float x) {
-  const float u = kGeluBeta * (x + kGeluKappa * (x * x * x));
-  return x / (1.0f + expf(-2.0f * u));
-}
-
 /// The whole epilogue after a plain product t [M, N] (docs/plan-format.md):
 /// x = (t + bias[j]) (+ R), in that order, in f32; GELU: aux = x (f32 in
 /// auxF, or rounded in auxH) and D = gelu(x) of the unrounded x; else
@@ -373,19 +363,19 @@ __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
                                const float *R, float *auxF,
                                __nv_bfloat16 *auxH, float *Df,
                                __nv_bfloat16 *Dh, int64_t M, int64_t N,
-                               bool gelu) {
+                               bool withGelu) {
   const int64_t n = M * N;
   for (int64_t e = globalThread(); e < n; e += globalStride()) {
     float x = t[e] + bias[e % N];
     if (R)
       x = x + R[e];
     float y = x;
-    if (gelu) {
+    if (withGelu) {
       if (auxH)
         auxH[e] = __float2bfloat16_rn(x);
       else
         auxF[e] = x;
-      y = geluTanh(x);
+      y = gelu(x);
     }
     if (Dh)
       Dh[e] = __float2bfloat16_rn(y);
@@ -399,7 +389,7 @@ __global__ void geluKernel(const float *__restrict__ aux,
                            float *__restrict__ Df, __nv_bfloat16 *__restrict__ Dh,
                            int64_t n) {
   for (int64_t e = globalThread(); e < n; e += globalStride()) {
-    const float y = geluTanh(aux[e]);
+    const float y = gelu(aux[e]);
     if (Dh)
       Dh[e] = __float2bfloat16_rn(y);
     else
@@ -416,7 +406,7 @@ __global__ void geluVecKernel(const float4 *__restrict__ aux,
   for (int64_t v = globalThread(); v < nv; v += globalStride()) {
     const float4 a = aux[v];
     const float4 y =
-        make_float4(geluTanh(a.x), geluTanh(a.y), geluTanh(a.z), geluTanh(a.w));
+        make_float4(gelu(a.x), gelu(a.y), gelu(a.z), gelu(a.w));
     if (Dh)
       put4(Dh + v, y);
     else
@@ -424,7 +414,7 @@ __global__ void geluVecKernel(const float4 *__restrict__ aux,
   }
   const float *as = reinterpret_cast<const float *>(aux);
   for (int64_t k = 4 * nv + globalThread(); k < n; k += globalStride()) {
-    const float y = geluTanh(as[k]);
+    const float y = gelu(as[k]);
     if (Dh)
       reinterpret_cast<__nv_bfloat16 *>(Dh)[k] = __float2bfloat16_rn(y);
     else
