@@ -35,9 +35,10 @@
 //     its views become bf16 (byte offsets halved) and those kernels round
 //     on store.
 //  6. After the rounds: a Cast bf16 -> f32 whose every user, through views,
-//     reads it as an Elementwise input goes; the Elementwise kernels read
-//     the bf16 source (through bf16 copies of the views) and widen it on
-//     load, which is exact (mega-mixed-precision's rounded products).
+//     reads it as an Elementwise input or as the pre-activation of a
+//     MatMul's GELU-gradient epilogue goes; those kernels read the bf16
+//     source (through bf16 copies of the views) and widen it on load,
+//     which is exact (mega-mixed-precision's rounded values).
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -108,6 +109,13 @@ bool roundsOnStore(KernelOp k) {
 bool roundsAux(KernelOp k) {
   ArrayRef<int64_t> i = k.getI();
   return k.getKernel() == "MatMul" && i.size() == 13 && i[12] == 3;
+}
+
+/// A MatMul with the GELU-gradient epilogue (4): its third input, the
+/// pre-activation, may be bf16 (widened on load).
+bool readsGeluAux(KernelOp k) {
+  ArrayRef<int64_t> i = k.getI();
+  return k.getKernel() == "MatMul" && i.size() == 13 && i[12] == 4;
 }
 
 /// The CUDA Elementwise kernel's parameter limits (kEwMaxOutputs and
@@ -195,7 +203,8 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
         if (auto view = dyn_cast<ViewOp>(user)) {
           views.push_back(view);
           work.push_back(view.getResult());
-        } else if (k && k.getKernel() == "Elementwise" && !isDest(use)) {
+        } else if (k && ((k.getKernel() == "Elementwise" && !isDest(use)) ||
+                         (readsGeluAux(k) && use.getOperandNumber() == 2))) {
           reads.push_back(&use);
         } else {
           return;

@@ -12,9 +12,11 @@
 // epilogue yet, not writing in place):
 //  1. M's result has exactly one use, an Elementwise E over n = M*N
 //     elements (not writing in place), and no kernel between M and E
-//     writes in place (so E's other inputs may be read at E's place).
+//     writes in place (mega.dests) into memory that M or E reads (the
+//     same root through views, or a parameter or state of the same name),
+//     so the fused kernel at E's place reads what M and E read.
 //  2. E's micro-op program is evaluated symbolically: registers hold
-//     expressions over E's inputs built from Load, Add and Gelu only; any
+//     expressions over E's inputs built from Load, Add, Gelu and GeluGrad; any
 //     other micro-op, an output stored twice or an input never read: no
 //     match. f32 addition is commutative (x + y has the bits of y + x), so
 //     Add's operands may come in either order; its association may not.
@@ -25,9 +27,13 @@
 //       {(t + b) + r}            -> epilogue 2 (bias + residual)
 //       {t + b, gelu(t + b)}     -> epilogue 3 (D = the GELU output, aux =
 //                                   the pre-activation), either order,
-//     with every input of E one of t, b, r.
-//  4. E is replaced by MatMul(A, B, b[, r]) with i[12] = the epilogue, its
-//     results typed as E's outputs; M goes.
+//       {gelu_grad(x, t)}        -> epilogue 4 (the GELU gradient of the
+//                                   backward, x the pre-activation: n
+//                                   elements, f32 or bf16, period n),
+//     with every input of E one of t, b, r (x).
+//  4. E is replaced by MatMul(A, B, b[, r]) (for the GELU gradient
+//     MatMul(A, B, x)) with i[12] = the epilogue, its results typed as E's
+//     outputs; M goes.
 // The epilogue computes exactly these adds in this order (and the same GELU)
 // on the CPU, so a plan's bits do not change.
 //
@@ -52,7 +58,7 @@ constexpr StringLiteral kDestsAttr = "mega.dests";
 
 /// A symbolic value of the Elementwise program.
 struct Expr {
-  enum Kind { Input, Add, Gelu } kind;
+  enum Kind { Input, Add, Gelu, GeluGrad } kind;
   int64_t a = -1, b = -1; ///< Input: the input; Add/Gelu: operand exprs
 };
 
@@ -101,6 +107,12 @@ bool evaluate(ArrayRef<int64_t> i, SmallVectorImpl<Expr> &exprs,
       exprs.push_back({Expr::Gelu, reg[a], -1});
       reg[dst] = int64_t(exprs.size()) - 1;
       break;
+    case EwOp::GeluGrad:
+      if (!regOk(a) || !regOk(b) || reg[a] < 0 || reg[b] < 0)
+        return false;
+      exprs.push_back({Expr::GeluGrad, reg[a], reg[b]});
+      reg[dst] = int64_t(exprs.size()) - 1;
+      break;
     default:
       return false;
     }
@@ -109,6 +121,46 @@ bool evaluate(ArrayRef<int64_t> i, SmallVectorImpl<Expr> &exprs,
 }
 
 int64_t numel(Type t) { return cast<RankedTensorType>(t).getNumElements(); }
+
+/// `v` through views: the value whose memory it is.
+Value rootOf(Value v) {
+  while (auto view = v.getDefiningOp<ViewOp>())
+    v = view.getSource();
+  return v;
+}
+
+/// Two roots that may be one memory: the same value, or a parameter or
+/// state of one name and role (each mega.state op is a value of its own).
+bool sameMemory(Value a, Value b) {
+  if (a == b)
+    return true;
+  auto pa = a.getDefiningOp<ParamOp>(), pb = b.getDefiningOp<ParamOp>();
+  auto sa = a.getDefiningOp<StateOp>(), sb = b.getDefiningOp<StateOp>();
+  // A parameter's bytes are also its "param" state.
+  auto name = [](ParamOp p, StateOp s) -> std::optional<std::string> {
+    if (p)
+      return "param:" + p.getName().str();
+    if (s)
+      return (s.getRole() + ":" + s.getName()).str();
+    return std::nullopt;
+  };
+  auto na = name(pa, sa), nb = name(pb, sb);
+  return na && nb && *na == *nb;
+}
+
+/// `op` writes in place (mega.dests) into memory that `reader`'s operands
+/// may share.
+bool writesInto(Operation *op, Operation *reader) {
+  auto d = op->getAttrOfType<IntegerAttr>(kDestsAttr);
+  if (!d)
+    return false;
+  const unsigned first = op->getNumOperands() - unsigned(d.getInt());
+  for (unsigned k = first; k < op->getNumOperands(); ++k)
+    for (Value in : reader->getOperands())
+      if (sameMemory(rootOf(op->getOperand(k)), rootOf(in)))
+        return true;
+  return false;
+}
 
 bool isF32(Type t) {
   return cast<RankedTensorType>(t).getElementType().isF32();
@@ -152,7 +204,7 @@ struct MegaFuseEpilogues
         ew->getBlock() != mm->getBlock() || ew->isBeforeInBlock(mm))
       return;
     for (Operation *op = mm->getNextNode(); op != ew; op = op->getNextNode())
-      if (op->hasAttr(kDestsAttr))
+      if (writesInto(op, mm) || writesInto(op, ew))
         return;
     // Step 2.
     ArrayRef<int64_t> ei = ew.getI();
@@ -199,9 +251,22 @@ struct MegaFuseEpilogues
         }
       return false;
     };
+    // The pre-activation the GELU gradient reads (f32 or bf16).
+    auto isPre = [&](int64_t e) {
+      if (exprs[e].kind != Expr::Input)
+        return false;
+      const int64_t k = exprs[e].a;
+      auto el = cast<RankedTensorType>(input(k).getType()).getElementType();
+      return input(k) != t && period(k) == n && (el.isF32() || el.isBF16()) &&
+             numel(input(k).getType()) == n;
+    };
     int64_t biasE = -1, resE = -1, epi = 0, dOut = 0, auxOut = -1;
     auto biasSum = [&](int64_t e) { return sum(e, isT, isBias, biasE); };
-    if (outs.size() == 1 && biasSum(outs[0])) {
+    if (outs.size() == 1 && exprs[outs[0]].kind == Expr::GeluGrad &&
+        isPre(exprs[outs[0]].a) && isT(exprs[outs[0]].b)) {
+      epi = 4;
+      biasE = exprs[outs[0]].a; // the aux input takes the bias's place
+    } else if (outs.size() == 1 && biasSum(outs[0])) {
       epi = 1;
     } else if (outs.size() == 1 && sum(outs[0], biasSum, isResidual, resE)) {
       epi = 2;
@@ -218,7 +283,8 @@ struct MegaFuseEpilogues
     }
     if (!epi)
       return;
-    // Every input is t, the bias or the residual (no other operand to drop).
+    // Every input is t, the bias (the pre-activation) or the residual (no
+    // other operand to drop).
     Value bias = input(exprs[biasE].a);
     Value res = resE >= 0 ? input(exprs[resE].a) : Value();
     for (int64_t k = 0; k < nin; ++k)

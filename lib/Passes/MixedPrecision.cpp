@@ -33,9 +33,11 @@
 //     gradient (nothing it flows into through elementwise ops is a
 //     mega.accumulate_grad: the tied embedding's product half stays f32, as
 //     every gradient does), is rounded as autocast's bf16 GEMM output is: a cast to bf16 and one back to f32 in front of its
-//     readers. In GPT that is the MLP's dX product, which the GELU
-//     gradient reads. mega-fold-casts then lets the MatMul write bf16 and
-//     the Elementwise widen it on load: no Cast kernel is left. Likewise the
+//     readers; mega-fold-casts then lets the MatMul write bf16 and the
+//     Elementwise widen it on load: no Cast kernel is left. A GELU
+//     gradient's dy is the exception: mega-fuse-epilogues computes the
+//     gradient in the product's own epilogue, where the product is never
+//     stored (so GPT's MLP dX product is not rounded). Likewise the
 //     pre-activation a gelu_grad reads (autocast keeps the Linear's output
 //     in bf16 for the backward) goes through a cast to bf16 and back; the
 //     forward GELU keeps reading it unrounded, so mega-fuse-epilogues'
@@ -143,7 +145,8 @@ struct MegaMixedPrecision
       if (!isBf16(m.getA()) || !isBf16(m.getB()) ||
           !type.getElementType().isF32() || r.use_empty() ||
           !llvm::all_of(r.getUsers(), [&](Operation *u) {
-            return readsWhole(u, type);
+            return readsWhole(u, type) &&
+                   !(isa<GeluGradOp>(u) && u->getOperand(1) == r);
           }) ||
           feedsGradient(r))
         continue;

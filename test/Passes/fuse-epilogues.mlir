@@ -124,9 +124,10 @@ func.func @near_misses(%a: tensor<4x2xf32>, %w: tensor<2x8xf32>, %b: tensor<8xf3
 
 // -----
 
-// A kernel between the two writes in place (mega.dests; here the bias, as
-// well it could be A or B, which the fused product at the Elementwise's
-// place would then read after the write): nothing is fused.
+// A kernel between the two writes in place (mega.dests) into what the
+// fused kernel would read (here the bias, as well it could be A or B, which
+// the fused product at the Elementwise's place would then read after the
+// write): nothing is fused.
 // CHECK-LABEL: func.func @in_place_between
 // CHECK: "MatMul"(%arg0, %arg1) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f
 // CHECK: "Fill"
@@ -136,5 +137,28 @@ func.func @in_place_between(%a: tensor<4x2xf32>, %w: tensor<2x8xf32>, %b: tensor
   mega.kernel "Fill"(%b) i [] f [0.0] {mega.dests = 1 : i64} : (tensor<8xf32>) -> ()
   %y = mega.kernel "Elementwise"(%t, %b) i [32, 2, 1, 32, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
   mega.output "y", %y : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+// The GELU gradient (GPT's c_proj dX product and the gradient at c_fc's
+// pre-activation x, here bf16): epilogue 4, MatMul(A, B, x). A kernel that
+// writes in place between them into memory neither reads (a weight
+// gradient accumulating into its state) does not stop the fusion.
+// CHECK-LABEL: func.func @gelu_grad
+// CHECK: mega.state "w" {role = "grad"}
+// CHECK-NEXT: "MatMul"({{.*}}) {{.*}}{mega.dests = 1 : i64}
+// CHECK-NEXT: %[[D:.*]] = mega.kernel "MatMul"(%arg0, %arg1, %arg2) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0, 4] f [{{.*}}] : (tensor<4x2xbf16>, tensor<2x8xbf16>, tensor<4x8xbf16>) -> tensor<4x8xf32>
+// CHECK-NOT: "Elementwise"
+// CHECK: mega.output "dpre", %[[D]]
+// OFF-LABEL: func.func @gelu_grad
+// OFF: "Elementwise"
+func.func @gelu_grad(%a: tensor<4x2xbf16>, %w: tensor<2x8xbf16>, %x: tensor<4x8xbf16>, %wg: tensor<4x2xbf16>) {
+  %t = mega.kernel "MatMul"(%a, %w) i [1, 4, 8, 2, 0, 0, 2, 8, 8, 0, 0, 0] f [1.0, 0.0] : (tensor<4x2xbf16>, tensor<2x8xbf16>) -> tensor<4x8xf32>
+  %g = mega.state "w" {role = "grad"} : tensor<2x2xf32>
+  mega.kernel "MatMul"(%wg, %a, %g) i [1, 2, 2, 4, 1, 0, 2, 2, 2, 0, 0, 0] f [1.0, 1.0] {mega.dests = 1 : i64} : (tensor<4x2xbf16>, tensor<4x2xbf16>, tensor<2x2xf32>) -> ()
+  %d = mega.kernel "Elementwise"(%x, %t) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 16, 2, 0, 1, 1, 2, 0, 0] f [] : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  mega.output "dpre", %d : tensor<4x8xf32>
   return
 }

@@ -141,15 +141,23 @@ func.func @bias_grads(%dy: tensor<2x4x32xf32>, %e: tensor<2x4x32xf32>) {
 
 // -----
 
-// round-products: the GELU gradient reads the dX product whole, so it is
-// rounded; a product with a bias row added (a Linear's output: autocast
-// rounds after the bias) is not, nor one that flows into a parameter's
-// gradient (the tied embedding's two halves: gradients stay f32).
+// round-products: a product that an elementwise op reads whole is rounded
+// (a cast to bf16 and back); one with a bias row added (a Linear's output:
+// autocast rounds after the bias), one a GELU gradient reads as dy
+// (mega-fuse-epilogues computes that in the product's epilogue) and one
+// that flows into a parameter's gradient (gradients stay f32) are not. The
+// pre-activation a GELU gradient reads gets the round trip too, right
+// before the gradient.
 // CHECK-LABEL: func.func @products
+// CHECK: %[[P:.*]] = mega.matmul %{{.*}} {transpose_b}
+// CHECK-NEXT: %[[PB:.*]] = mega.cast %[[P]] : tensor<8x64xf32> -> tensor<8x64xbf16>
+// CHECK-NEXT: %[[PW:.*]] = mega.cast %[[PB]] : tensor<8x64xbf16> -> tensor<8x64xf32>
+// CHECK-NEXT: mega.mul %[[PW]], %{{.*}}
 // CHECK: %[[DH:.*]] = mega.matmul %{{.*}} {transpose_b}
-// CHECK-NEXT: %[[DHB:.*]] = mega.cast %[[DH]] : tensor<8x64xf32> -> tensor<8x64xbf16>
-// CHECK-NEXT: %[[DHW:.*]] = mega.cast %[[DHB]] : tensor<8x64xbf16> -> tensor<8x64xf32>
-// CHECK: mega.gelu_grad %{{.*}}, %[[DHW]]
+// CHECK-NOT: mega.cast %[[DH]]
+// CHECK: %[[XB:.*]] = mega.cast %arg0 : tensor<8x64xf32> -> tensor<8x64xbf16>
+// CHECK-NEXT: %[[XW:.*]] = mega.cast %[[XB]] : tensor<8x64xbf16> -> tensor<8x64xf32>
+// CHECK-NEXT: mega.gelu_grad %[[XW]], %[[DH]]
 // CHECK: %[[T:.*]] = mega.matmul
 // CHECK-NOT: mega.cast %[[T]]
 // CHECK: mega.add %[[T]], %{{.*}} : tensor<8x64xf32>, tensor<64xf32>
@@ -161,7 +169,9 @@ func.func @bias_grads(%dy: tensor<2x4x32xf32>, %e: tensor<2x4x32xf32>) {
 func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32xf32>, %e: tensor<32x32xf32>) {
   %w = mega.param "w" [64, 32] init normal(0.02) : tensor<64x32xf32>
   %b = mega.param "b" [64] init zeros : tensor<64xf32>
-  %dh = mega.matmul %dy, %w {transpose_b} : tensor<8x32xf32>, tensor<64x32xf32> -> tensor<8x64xf32>
+  %p = mega.matmul %dy, %w {transpose_b} : tensor<8x32xf32>, tensor<64x32xf32> -> tensor<8x64xf32>
+  %q = mega.mul %p, %x : tensor<8x64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
+  %dh = mega.matmul %h, %w {transpose_b} : tensor<8x32xf32>, tensor<64x32xf32> -> tensor<8x64xf32>
   %g = mega.gelu_grad %x, %dh : tensor<8x64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
   %w2 = mega.param "w2" [32, 64] init normal(0.02) : tensor<32x64xf32>
   %t = mega.matmul %h, %w2 : tensor<8x32xf32>, tensor<32x64xf32> -> tensor<8x64xf32>
@@ -170,6 +180,7 @@ func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32
   %dw = mega.matmul %h, %dy {transpose_a} : tensor<8x32xf32>, tensor<8x32xf32> -> tensor<32x32xf32>
   %sum = mega.add %dw, %e : tensor<32x32xf32>, tensor<32x32xf32> -> tensor<32x32xf32>
   mega.accumulate_grad "w3", %sum : tensor<32x32xf32>
+  mega.output "q", %q : tensor<8x64xf32>
   mega.output "g", %g : tensor<8x64xf32>
   mega.output "y", %y : tensor<8x64xf32>
   return

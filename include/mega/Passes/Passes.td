@@ -174,11 +174,13 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
     sums the copy, as autocast does; its result stays f32, and the f32
     gradient, when nothing else reads it, is no longer written at all
     (mega-fold-casts). With `round-products` (the default) a matmul whose
-    f32 result only elementwise ops read, none adding a bias to it (the
-    MLP's dX product, read by the GELU gradient), is rounded to bf16 as
-    autocast's GEMM output is: a cast to bf16 and back in front of its
-    readers, which mega-fold-casts turns into a bf16 MatMul result that the
-    Elementwise widens on load. `precision=fp32` changes nothing. Run after
+    f32 result only elementwise ops read, none adding a bias to it and none
+    a GELU gradient (mega-fuse-epilogues computes that one in the product's
+    epilogue), is rounded to bf16 as autocast's GEMM output is: a cast to
+    bf16 and back in front of its readers, which mega-fold-casts turns into
+    a bf16 MatMul result that the Elementwise widens on load; so is the
+    pre-activation a gelu_grad reads (autocast keeps a Linear's output in
+    bf16 for the backward). `precision=fp32` changes nothing. Run after
     mega-autodiff and mega-optimizer.
 
     Before:

@@ -133,12 +133,15 @@ enum class Op : uint16_t {
   /// element of the f32 product t = (A B)[m, n] in this order, in f32:
   ///   1 bias:          A, B, bias -> D.    D = t + bias[n]
   ///   2 bias+residual: A, B, bias, R -> D. D = (t + bias[n]) + R[m, n]
-  ///   3 bias+GELU:     A, B, bias -> D, aux. aux = t + bias[n] (f32),
-  ///                    D = gelu(aux) (tanh form, EwOp::Gelu)
+  ///   3 bias+GELU:     A, B, bias -> D, aux. aux = t + bias[n] (F32, or
+  ///                    BF16 rounded on store), D = gelu(t + bias[n]) (tanh
+  ///                    form, EwOp::Gelu, of the unrounded value)
+  ///   4 GELU gradient: A, B, aux -> D.     D = gelu'(aux[m, n]) * t
+  ///                    (EwOp::GeluGrad(aux, t)); aux F32 or BF16 (widened)
   /// With an epilogue: batch 1, alpha 1, beta 0, ldc = N; bias F32 [N];
-  /// R and aux F32 of M*N elements; D F32 or BF16 (rounded on store) of M*N
-  /// elements, disjoint from A, B, bias and aux; D may be R itself (the same
-  /// bytes) but not overlap it otherwise.
+  /// R F32 and aux F32 or BF16 of M*N elements; D F32 or BF16 (rounded on
+  /// store) of M*N elements, disjoint from A, B, bias and aux; D may be R
+  /// itself (the same bytes) but not overlap it otherwise.
   MatMul = 2,
   /// Fused elementwise program over `n` elements; see EwOp.
   /// operands: inputs..., outputs...;

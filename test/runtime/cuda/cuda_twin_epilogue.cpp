@@ -91,6 +91,33 @@ void epilogueCase(const E &e, Rng &rng) {
     deterministic(c);
 }
 
+/// Epilogue 4: D = gelu'(aux) * (A B), aux an input (the pre-activation).
+void geluGradCase(int64_t M, int64_t N, int64_t K, int ta, int tb, DType ab,
+                  DType aux, DType d, Rng &rng, bool twice = false) {
+  const int64_t aRows = ta ? K : M, aCols = ta ? M : K;
+  const int64_t bRows = tb ? N : K, bCols = tb ? K : N;
+  const int64_t mn = M * N;
+  Case c = make(std::string("MatMul gelu-grad ab=") + name(ab) +
+                    " aux=" + name(aux) + " D=" + name(d) + " " +
+                    dims({{"M", M}, {"N", N}, {"K", K}, {"tA", ta}, {"tB", tb}}),
+                Op::MatMul,
+                {1, M, N, K, ta, tb, std::max<int64_t>(1, aCols),
+                 std::max<int64_t>(1, bCols), N, 0, 0, 0, 4},
+                {1.0f, 0.0f});
+  auto in = [&](DType t, int64_t n, double lo, double hi) {
+    std::vector<float> x = rng.vec(n, lo, hi);
+    return t == DType::BF16 ? c.bf16({n}, x) : c.f32({n}, x);
+  };
+  c.ins = {in(ab, aRows * aCols, -1, 1), in(ab, bRows * bCols, -1, 1),
+           in(aux, mn, -4, 4)};
+  c.outs = {c.out({mn}, d)};
+  c.tol = ab == DType::BF16 || d == DType::BF16 || aux == DType::BF16 ? 1e-2
+                                                                      : 1e-5;
+  twin(c);
+  if (twice)
+    deterministic(c);
+}
+
 } // namespace
 
 void matmulEpilogue(Rng &rng) {
@@ -147,6 +174,19 @@ void matmulEpilogue(Rng &rng) {
     g.aux = H;
     epilogueCase(g, rng);
   }
+  // The GELU gradient (epilogue 4): every transpose and dtype mix at odd
+  // sizes (the plain product + kernel), K = 0, and GPT-2's c_proj dX product
+  // as megac's bf16 plans have it (bf16 everything: cuBLASLt's DGELU).
+  for (DType ab : {F, H})
+    for (DType aux : {F, H})
+      for (DType d : {F, H})
+        for (int t = 0; t < 4; ++t)
+          geluGradCase(t < 2 ? 7 : 33, t < 2 ? 33 : 17, t == 3 ? 8 : 17, t & 1,
+                       (t >> 1) & 1, ab, aux, d, rng);
+  geluGradCase(5, 9, 0, 0, 0, H, H, H, rng);
+  for (int t = 0; t < 4; ++t)
+    geluGradCase(256, 384, 64, t & 1, (t >> 1) & 1, H, H, H, rng);
+  geluGradCase(4096, 3072, 768, 0, 1, H, H, H, rng, true);
   E late{256, 384, 64, 0, 0, 3, H, H};
   late.aux = H;
   late.auxLate = true;

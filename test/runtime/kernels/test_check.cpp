@@ -83,7 +83,9 @@ void matmul(Harness &h) {
     h.run(mm(epi(1)), {&A, &B, &bias}, {&C});
     h.run(mm(epi(2)), {&A, &B, &bias, &R}, {&R}); // D over R: in place
     h.run(mm(epi(3)), {&A, &B, &bias}, {&Db, &aux});
-    h.reject("epilogue 4", mm(epi(4)), {&A, &B, &bias}, {&C}, "epilogue");
+    h.reject("epilogue 5", mm(epi(5)), {&A, &B, &bias}, {&C}, "epilogue");
+    h.reject("epilogue 4 without its pre-activation", mm(epi(4)), {&A, &B, &bias},
+             {&C}, "aux has 17 elements");
     h.reject("epilogue operands", mm(epi(2)), {&A, &B, &bias}, {&C},
              "expects 4 inputs");
     h.reject("epilogue aux missing", mm(epi(3)), {&A, &B, &bias}, {&C},

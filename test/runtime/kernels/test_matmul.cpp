@@ -130,6 +130,47 @@ void epilogueCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
           auxType == DType::BF16 ? " bf16 aux" : "");
 }
 
+/// Epilogue 4 against the plain MatMul followed by the Elementwise
+/// GeluGrad(aux, t) it replaces: the same bits, aux and D f32 or bf16.
+void geluGradCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
+                  DType auxType, DType dType) {
+  using mega::plan::EwOp;
+  const int64_t n = M * N;
+  Tensor &A = h.f32({M, K}, rng.vec(size_t(M * K)));
+  Tensor &B = h.f32({K, N}, rng.vec(size_t(K * N)));
+  Tensor &xf = h.f32({n}, rng.vec(size_t(n), -4, 4));
+  Tensor *aux = &xf;
+  if (auxType == DType::BF16) {
+    // The pre-activation rounded (by the Elementwise Store, tested).
+    aux = &h.alloc(DType::BF16, {n});
+    const std::vector<int64_t> copy = {n, 1, 1, n, int64_t(EwOp::Load), 0, 0, 0,
+                                       int64_t(EwOp::Store), 0, 0, 0};
+    if (!h.run(make(Op::Elementwise, copy, {}), {&xf}, {aux}))
+      return;
+  }
+  const std::vector<int64_t> mm = {1, M, N, K, 0, 0, std::max<int64_t>(1, K), N, N, 0, 0, 0};
+  Tensor &C = h.f32({n});
+  if (!h.run(make(Op::MatMul, mm, {1.0f, 0.0f}), {&A, &B}, {&C}))
+    return;
+  const std::vector<int64_t> code = {n, 2, 1, n, n, int64_t(EwOp::Load), 0, 0, 0,
+                                     int64_t(EwOp::Load), 1, 1, 0,
+                                     int64_t(EwOp::GeluGrad), 2, 0, 1,
+                                     int64_t(EwOp::Store), 2, 0, 0};
+  Tensor &ref = h.alloc(dType, {n}), &D = h.alloc(dType, {n});
+  std::vector<int64_t> i = mm;
+  i.push_back(4);
+  if (!h.run(make(Op::Elementwise, code, {}), {aux, &C}, {&ref}) ||
+      !h.run(make(Op::MatMul, i, {1.0f, 0.0f}), {&A, &B, aux}, {&D}))
+    return;
+  CHECK(std::memcmp(D.data, ref.data,
+                    size_t(n) * (dType == DType::BF16 ? 2 : 4)) == 0,
+        "epilogue 4 M=%lld N=%lld K=%lld aux %s D %s: differs from MatMul + "
+        "Elementwise GeluGrad",
+        (long long)M, (long long)N, (long long)K,
+        auxType == DType::BF16 ? "bf16" : "f32",
+        dType == DType::BF16 ? "bf16" : "f32");
+}
+
 } // namespace
 
 int main() {
@@ -180,6 +221,10 @@ int main() {
   for (DType d : {DType::F32, DType::BF16}) {
     epilogueCase(h, rng, 257, 190, 96, 3, d, false, DType::BF16);
     epilogueCase(h, rng, 3, 5, 0, 3, d, false, DType::BF16);
+    for (DType aux : {DType::F32, DType::BF16}) {
+      geluGradCase(h, rng, 257, 190, 96, aux, d);
+      geluGradCase(h, rng, 3, 5, 0, aux, d);
+    }
   }
   return finish("test_matmul");
 }

@@ -47,7 +47,8 @@ i128 extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t s) {
 
 /// The epilogue's constraints (Plan.h): one plain product (batch 1, alpha
 /// 1, beta 0, D contiguous), bias f32 [N], residual f32 [M*N], aux and D f32
-/// or bf16 [M*N]; D may be the residual itself, nothing else may overlap.
+/// or bf16 [M*N] (for the GELU gradient aux is the third input, in place of
+/// the bias); D may be the residual itself, nothing else may overlap.
 void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   const auto &i = c.instr.i;
   if (i[0] != 1)
@@ -67,6 +68,14 @@ void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   if (i128(c.numel(D, "D")) != mn)
     c.fail("D has " + std::to_string(c.numel(D, "D")) +
            " elements, the attributes say " + toString(mn));
+  if (epi == 4) {
+    // The GELU gradient: ins[2] is the pre-activation (f32 or bf16).
+    const Value *aux = c.ins[2];
+    c.tensor(aux, aux->dtype == DType::BF16 ? DType::BF16 : DType::F32, mn,
+             "aux");
+    c.disjoint(D, aux, "D", "aux");
+    return;
+  }
   c.tensor(c.ins[2], DType::F32, N, "bias");
   c.disjoint(D, c.ins[2], "D", "bias");
   if (epi == 2) {
@@ -90,10 +99,11 @@ void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
 
 void checkMatMul(const Checker &c) {
   // i[12], when present, is the epilogue (Plan.h): 0 none, 1 bias, 2 bias +
-  // residual, 3 bias + GELU (D and the pre-activation aux).
+  // residual, 3 bias + GELU (D and the pre-activation aux), 4 the GELU
+  // gradient at the pre-activation aux (an input).
   const bool hasEpi = c.instr.i.size() == 13;
   c.attrs(hasEpi ? 13 : 12, 2);
-  const int64_t epi = hasEpi ? c.attr(12, 0, 3, "epilogue") : 0;
+  const int64_t epi = hasEpi ? c.attr(12, 0, 4, "epilogue") : 0;
   c.operands(epi == 0 ? 2 : epi == 2 ? 4 : 3, epi == 3 ? 2 : 1);
   const int64_t big = int64_t(1) << 48;
   int64_t batch = c.attr(0, 0, big, "batch");
@@ -382,6 +392,29 @@ void epilogue(const Ctx &ctx, int64_t epi, int64_t M, int64_t N, float *t,
   });
 }
 
+/// Epilogue 4: D = gelu'(aux) * t, the Elementwise GeluGrad(aux, t) it
+/// replaces (vgeluGrad, element by element: the same bits), aux widened
+/// when bf16, D rounded when bf16.
+void geluGradEpilogue(const Ctx &ctx, const Gemm &g, const Refs &ins,
+                      const TensorRef &D) {
+  std::vector<float> t(size_t(g.M * g.N));
+  gemm(ctx, g, ins, t.data());
+  const float *af = ins[2].value->dtype == DType::F32 ? ins[2].f32() : nullptr;
+  const uint16_t *ah = af ? nullptr : ins[2].bf16();
+  float *df = D.value->dtype == DType::F32 ? D.f32() : nullptr;
+  uint16_t *dh = df ? nullptr : D.bf16();
+  parallelFor(ctx, g.M * g.N, int64_t(1) << 15, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const float x = af ? af[k] : bf16ToFloat(ah[k]);
+      const float y = vgeluGrad(x, t[size_t(k)]);
+      if (dh)
+        dh[k] = floatToBf16(y);
+      else
+        df[k] = y;
+    }
+  });
+}
+
 } // namespace
 
 void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
@@ -407,6 +440,8 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
     return gemm(ctx, g, ins, outs[0].f32());
   if (g.M == 0 || g.N == 0)
     return;
+  if (epi == 4)
+    return geluGradEpilogue(ctx, g, ins, outs[0]);
   // The product goes where the epilogue can finish in place: aux (GELU),
   // an f32 D that is not the residual it still has to read, or scratch.
   const TensorRef &D = outs[0];

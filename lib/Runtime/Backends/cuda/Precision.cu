@@ -93,9 +93,9 @@ cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
 }
 
 /// A cuBLASLt epilogue: DEFAULT (none), BIAS with an f32 bias of D's rows
-/// (the plan's columns), or GELU_AUX_BIAS (D = gelu(t + bias), aux = t +
-/// bias in D's type, `auxLd` apart); C and D of type `cd` (f32, or bf16
-/// rounded on store).
+/// (the plan's columns), GELU_AUX_BIAS (D = gelu(t + bias), aux = t + bias
+/// in D's type, `auxLd` apart) or DGELU (D = gelu'(aux) t, aux read, no
+/// bias); C and D of type `cd` (f32, or bf16 rounded on store).
 struct LtEpilogue {
   cublasLtEpilogue_t mode = CUBLASLT_EPILOGUE_DEFAULT;
   const float *bias = nullptr;
@@ -106,9 +106,11 @@ struct LtEpilogue {
 
 /// Points the shared descriptor at this call's bias (and aux).
 void setEpiloguePointers(cublasLtMatmulDesc_t desc, const LtEpilogue &epi) {
-  checkLt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                         &epi.bias, sizeof epi.bias),
-          "cublasLtMatmulDescSetAttribute");
+  if (epi.bias)
+    checkLt(cublasLtMatmulDescSetAttribute(
+                desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &epi.bias,
+                sizeof epi.bias),
+            "cublasLtMatmulDescSetAttribute");
   if (epi.aux)
     checkLt(cublasLtMatmulDescSetAttribute(
                 desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &epi.aux,
@@ -142,10 +144,11 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
     }
     // A bf16 D would make the bias bf16 too; the plan's bias is f32.
     const int32_t biasType = CUDA_R_32F;
-    checkLt(cublasLtMatmulDescSetAttribute(
-                e.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType,
-                sizeof biasType),
-            "cublasLtMatmulDescSetAttribute");
+    if (epi.bias)
+      checkLt(cublasLtMatmulDescSetAttribute(
+                  e.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType,
+                  sizeof biasType),
+              "cublasLtMatmulDescSetAttribute");
   }
   checkLt(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA,
                                          &opB, sizeof opB),
@@ -219,7 +222,7 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
                          ldb,          sB,           lda, sA,  ldc,
                          sC,           count,        alB, alA, alC,
                          int64_t(epi.mode) | int64_t(epi.cd) << 32,
-                         withEpi ? int64_t(alignmentOf(epi.bias)) |
+                         withEpi ? int64_t(epi.bias ? alignmentOf(epi.bias) : 0) |
                                        (epi.aux ? int64_t(alignmentOf(epi.aux))
                                                       << 32
                                                 : 0)
@@ -384,6 +387,23 @@ __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
   }
 }
 
+/// Epilogue 4: D = gelu'(aux) t (EwOp::GeluGrad(aux, t)), aux f32 (auxF)
+/// or bf16 (auxH, widened), D f32 (Df) or bf16 (Dh). t may be Df.
+__global__ void geluGradEpilogueKernel(const float *t,
+                                       const float *__restrict__ auxF,
+                                       const __nv_bfloat16 *__restrict__ auxH,
+                                       float *Df, __nv_bfloat16 *Dh,
+                                       int64_t n) {
+  for (int64_t e = globalThread(); e < n; e += globalStride()) {
+    const float x = auxH ? __bfloat162float(auxH[e]) : auxF[e];
+    const float y = geluGrad(x, t[e]);
+    if (Dh)
+      Dh[e] = __float2bfloat16_rn(y);
+    else
+      Df[e] = y;
+  }
+}
+
 /// D = gelu(aux) after cuBLASLt wrote aux = t + bias.
 __global__ void geluKernel(const float *__restrict__ aux,
                            float *__restrict__ Df, __nv_bfloat16 *__restrict__ Dh,
@@ -440,6 +460,55 @@ void launchGelu(const Ctx &ctx, const float *aux, float *Df,
 
 } // namespace
 
+namespace {
+
+/// Epilogue 4, the GELU gradient at the pre-activation ins[2]: with bf16
+/// operands, D and aux, cuBLASLt's DGELU epilogue (its tanh GELU's
+/// derivative: the plan's formula, its own rounding); otherwise the plain
+/// product and geluGradEpilogueKernel.
+void geluGradEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
+                      const Refs &outs) {
+  const auto &i = in.i;
+  const int64_t M = i[1], N = i[2], K = i[3], n = M * N;
+  const bool ta = i[4] != 0, tb = i[5] != 0;
+  const int64_t lda = i[6], ldb = i[7];
+  const cublasOperation_t opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const bool bf16 = ins[0].value->dtype == DType::BF16;
+  const bool auxBf16 = ins[2].value->dtype == DType::BF16;
+  const bool dBf16 = outs[0].value->dtype == DType::BF16;
+  auto *auxH = auxBf16 ? static_cast<__nv_bfloat16 *>(ins[2].data) : nullptr;
+  const float *auxF = auxBf16 ? nullptr : ins[2].f32();
+  float *Df = dBf16 ? nullptr : outs[0].f32();
+  auto *Dh = dBf16 ? static_cast<__nv_bfloat16 *>(outs[0].data) : nullptr;
+  const float one = 1.0f, zero = 0.0f;
+  if (bf16 && auxH && Dh && K > 0 && aligned(auxH, 16) && N % 8 == 0 &&
+      ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
+             lda, 0, &zero, Dh, Dh, N, 0, 1,
+             LtEpilogue{CUBLASLT_EPILOGUE_DGELU, nullptr, CUDA_R_16BF, auxH,
+                        N}))
+    return;
+  float *t = Df ? Df : static_cast<float *>(ctx.ws->get(size_t(n) * 4));
+  if (K == 0) {
+    checkCuda(cudaMemsetAsync(t, 0, size_t(n) * 4, ctx.stream),
+              "cudaMemsetAsync (MatMul)");
+  } else if (!bf16 || !ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb,
+                              0, ins[0].data, lda, 0, &zero, t, t, N, 0, 1)) {
+    const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    checkBlas(cublasGemmStridedBatchedEx(
+                  ctx.blas, opB, opA, int(N), int(M), int(K), &one,
+                  ins[1].data, ab, int(ldb), 0, ins[0].data, ab, int(lda), 0,
+                  &zero, t, CUDA_R_32F, int(N), 0, 1, CUBLAS_COMPUTE_32F,
+                  CUBLAS_GEMM_DEFAULT),
+              "cublasGemmStridedBatchedEx (GELU gradient)");
+  }
+  geluGradEpilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
+      t, auxF, auxH, Df, Dh, n);
+  checkLaunch("MatMul (GELU gradient epilogue)");
+}
+
+} // namespace
+
 // Epilogue (i[12]: 1 bias, 2 bias + residual, 3 bias + GELU; check() has
 // proved batch 1, alpha 1, beta 0, ldc = N and the operands' sizes).
 // bf16 A and B: cuBLASLt's BIAS epilogue computes t + bias in the GEMM's
@@ -461,6 +530,8 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t epi = i[12];
   if (M == 0 || N == 0)
     return;
+  if (epi == 4)
+    return geluGradEpilogue(ctx, in, ins, outs);
   const float *bias = ins[2].f32();
   const float *R = epi == 2 ? ins[3].f32() : nullptr;
   const bool auxBf16 = epi == 3 && outs[1].value->dtype == DType::BF16;
