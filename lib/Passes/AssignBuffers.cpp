@@ -20,7 +20,8 @@
 //     that uses one (inclusive at both ends, so a kernel's outputs never
 //     share memory with its inputs).
 //  4b. In place: a result of a kernel that may overwrite an operand (the
-//     table kInPlace: CrossEntropyGrad's dlogits over its logits, whose
+//     table kInPlace: CrossEntropyGrad's (and CrossEntropyWithGrad's)
+//     dlogits over its logits, whose
 //     kernels and twin checks are written for it) takes that operand's
 //     buffer when the operand is a whole buffer of the same size that this
 //     op uses last (same shape and size: same dtype, so bf16 dlogits of bf16
@@ -77,6 +78,7 @@ struct InPlace {
 constexpr InPlace kInPlace[] = {
     {"CrossEntropyGrad", 0, 0},
     {"VocabCrossEntropyGrad", 0, 0},
+    {"CrossEntropyWithGrad", 2, 0},
 };
 
 struct ArenaStats {

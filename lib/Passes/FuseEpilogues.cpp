@@ -38,6 +38,8 @@
 // on the CPU, so a plan's bits do not change.
 //
 //===----------------------------------------------------------------------===//
+#include "KernelUtils.h"
+
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 #include "mega/Plan/Plan.h"
@@ -122,45 +124,6 @@ bool evaluate(ArrayRef<int64_t> i, SmallVectorImpl<Expr> &exprs,
 
 int64_t numel(Type t) { return cast<RankedTensorType>(t).getNumElements(); }
 
-/// `v` through views: the value whose memory it is.
-Value rootOf(Value v) {
-  while (auto view = v.getDefiningOp<ViewOp>())
-    v = view.getSource();
-  return v;
-}
-
-/// Two roots that may be one memory: the same value, or a parameter or
-/// state of one name and role (each mega.state op is a value of its own).
-bool sameMemory(Value a, Value b) {
-  if (a == b)
-    return true;
-  auto pa = a.getDefiningOp<ParamOp>(), pb = b.getDefiningOp<ParamOp>();
-  auto sa = a.getDefiningOp<StateOp>(), sb = b.getDefiningOp<StateOp>();
-  // A parameter's bytes are also its "param" state.
-  auto name = [](ParamOp p, StateOp s) -> std::optional<std::string> {
-    if (p)
-      return "param:" + p.getName().str();
-    if (s)
-      return (s.getRole() + ":" + s.getName()).str();
-    return std::nullopt;
-  };
-  auto na = name(pa, sa), nb = name(pb, sb);
-  return na && nb && *na == *nb;
-}
-
-/// `op` writes in place (mega.dests) into memory that `reader`'s operands
-/// may share.
-bool writesInto(Operation *op, Operation *reader) {
-  auto d = op->getAttrOfType<IntegerAttr>(kDestsAttr);
-  if (!d)
-    return false;
-  const unsigned first = op->getNumOperands() - unsigned(d.getInt());
-  for (unsigned k = first; k < op->getNumOperands(); ++k)
-    for (Value in : reader->getOperands())
-      if (sameMemory(rootOf(op->getOperand(k)), rootOf(in)))
-        return true;
-  return false;
-}
 
 bool isF32(Type t) {
   return cast<RankedTensorType>(t).getElementType().isF32();

@@ -35,6 +35,48 @@ bool isEwSupported(Operation *op) {
          llvm::all_of(op->getResultTypes(), ok);
 }
 
+namespace {
+
+/// `v` through views: the value whose memory it is.
+Value rootOf(Value v) {
+  while (auto view = v.getDefiningOp<ViewOp>())
+    v = view.getSource();
+  return v;
+}
+
+/// Two roots that may be one memory: the same value, or a parameter or
+/// state of one name and role (each mega.state op is a value of its own).
+bool sameMemory(Value a, Value b) {
+  if (a == b)
+    return true;
+  auto pa = a.getDefiningOp<ParamOp>(), pb = b.getDefiningOp<ParamOp>();
+  auto sa = a.getDefiningOp<StateOp>(), sb = b.getDefiningOp<StateOp>();
+  // A parameter's bytes are also its "param" state.
+  auto name = [](ParamOp p, StateOp s) -> std::optional<std::string> {
+    if (p)
+      return "param:" + p.getName().str();
+    if (s)
+      return (s.getRole() + ":" + s.getName()).str();
+    return std::nullopt;
+  };
+  auto na = name(pa, sa), nb = name(pb, sb);
+  return na && nb && *na == *nb;
+}
+
+} // namespace
+
+bool writesInto(Operation *op, Operation *reader) {
+  auto d = op->getAttrOfType<IntegerAttr>("mega.dests");
+  if (!d)
+    return false;
+  const unsigned first = op->getNumOperands() - unsigned(d.getInt());
+  for (unsigned k = first; k < op->getNumOperands(); ++k)
+    for (Value in : reader->getOperands())
+      if (sameMemory(rootOf(op->getOperand(k)), rootOf(in)))
+        return true;
+  return false;
+}
+
 std::optional<double> fillValue(Value v) {
   if (auto fill = v.getDefiningOp<FillOp>())
     return fill.getValue().convertToDouble();

@@ -58,6 +58,12 @@ bool isEwSupported(mlir::Operation *op);
 /// The value of `v` when it is produced by `mega.fill`.
 std::optional<double> fillValue(mlir::Value v);
 
+/// True when kernel `op` writes in place (mega.dests) into memory that one
+/// of `reader`'s operands may share: the same root through mega.view, or a
+/// parameter or state of one name and role (each mega.state op is a value
+/// of its own). Kernel-level fusions that move a reader past `op` ask this.
+bool writesInto(mlir::Operation *op, mlir::Operation *reader);
+
 /// Number of elements of a statically shaped tensor value.
 int64_t numElements(mlir::Value v);
 

@@ -218,6 +218,8 @@ Arity arityOf(Op op) {
     return {6, 3};
   case Op::AdamWMulti:
     return {-1, 0}; // 3 + 4n inputs, checked with i[0] below
+  case Op::CrossEntropyWithGrad:
+    return {3, 3};
   }
   return {0, 0};
 }

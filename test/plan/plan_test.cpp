@@ -189,7 +189,10 @@ int main() {
     printPlan(d, x);
     CHECK(x.str().find("AdamWMulti(%2, %2, %2, %1, %1, %1, %1) i=[1,1]") !=
           std::string::npos);
-    CHECK(!isCollective(Op::AdamWMulti) && kLastOp == Op::AdamWMulti);
+    CHECK(!isCollective(Op::AdamWMulti) &&
+          kLastOp == Op::CrossEntropyWithGrad &&
+          std::string(opName(Op::CrossEntropyWithGrad)) ==
+              "CrossEntropyWithGrad");
     auto broken = [&](auto edit) {
       Plan e = c;
       edit(e.programs[0].instrs.back());

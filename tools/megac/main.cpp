@@ -171,6 +171,12 @@ cl::opt<bool> fuseEpilogues(
              "epilogue (mega-fuse-epilogues; default on; the same bits on "
              "the CPU, =false keeps the Elementwise kernels to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> fuseLoss(
+    "fuse-loss",
+    cl::desc("CrossEntropy and its gradient run as one kernel that reads the "
+             "logits once (mega-fuse-loss; default on; the same bits, =false "
+             "keeps the two kernels to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> foldAttentionLayout(
     "fold-attention-layout",
     cl::desc("Attention reads q, k, v from the projection's layout and "
@@ -473,6 +479,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // Producers round on store instead of a separate Cast where they can.
   if (foldCasts)
     pm.addPass(mega::createMegaFoldCasts());
+  // The loss and its gradient in one pass over the logits.
+  if (fuseLoss)
+    pm.addPass(mega::createMegaFuseLoss());
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

@@ -555,6 +555,34 @@ def MegaFuseOptimizer : Pass<"mega-fuse-optimizer", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaFuseLoss : Pass<"mega-fuse-loss", "mlir::ModuleOp"> {
+  let summary = "CrossEntropy and its gradient as one CrossEntropyWithGrad kernel";
+  let description = [{
+    At kernel level, after mega-fold-casts and before mega-assign-buffers: a
+    CrossEntropyGrad that reads the lse, logits and targets of a
+    CrossEntropy in the same program, with its dloss ready before the
+    CrossEntropy and no in-place write between them into what they read,
+    becomes one CrossEntropyWithGrad (logits, targets, dloss) -> (loss, lse,
+    dlogits) at the CrossEntropy's place: each row of the logits (GPT's
+    largest tensor) is read from memory once instead of twice. The same
+    bits (docs/plan-format.md: the two kernels' results).
+
+    Before:
+    ```mlir
+    %loss, %lse = mega.kernel "CrossEntropy"(%z, %t) i [16, 64] f [] : ...
+    %dz = mega.kernel "CrossEntropyGrad"(%z, %t, %lse, %one) i [16, 64] f [] : ...
+    ```
+    After:
+    ```mlir
+    %r:3 = mega.kernel "CrossEntropyWithGrad"(%z, %t, %one) i [16, 64] f [] : ...
+    ```
+  }];
+  let options = [
+    Option<"enable", "enable", "bool", /*default=*/"true",
+           "Fuse (false: keep the two kernels)">,
+  ];
+}
+
 def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
   let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
   let description = [{

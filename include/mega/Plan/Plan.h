@@ -282,13 +282,21 @@ enum class Op : uint16_t {
   /// of mega.zero_grad it replaces). i = {n, zero_grads};
   /// f = {beta1, beta2, eps, wd_1..wd_n}.
   AdamWMulti = 33,
+  // Fused loss (mega-fuse-loss).
+  /// logits [rows, V] (F32 or BF16), targets I32 [rows], dloss F32 [] ->
+  /// loss F32 [], lse F32 [rows], dlogits [rows, V] (F32 or BF16): exactly
+  /// CrossEntropy (logits, targets) -> loss, lse followed by
+  /// CrossEntropyGrad (logits, targets, lse, dloss) -> dlogits, bit for bit,
+  /// reading the logits from memory once per row; dlogits may be the
+  /// logits' bytes when both have one dtype. i = {rows, V}.
+  CrossEntropyWithGrad = 34,
 };
 /// The opcodes by family, as X-macro lists, so that the plan library and
 /// every backend's dispatch name the same set: the plain kernels (0-16), the
 /// collectives (17-21 and 31-32, run through Backend::collective), the
 /// vocabulary-parallel kernels (22-27, which need the rank in their group)
-/// and the mixed-precision, fused-attention and fused-optimizer kernels
-/// (28-30 and 33, called like the plain ones).
+/// and the mixed-precision, fused-attention, fused-optimizer and fused-loss
+/// kernels (28-30, 33 and 34, called like the plain ones).
 #define MEGA_PLAN_BASE_KERNELS(X)                                              \
   X(Fill) X(Copy) X(MatMul) X(Elementwise) X(ReduceSum) X(LayerNorm)           \
   X(LayerNormGrad) X(Softmax) X(SoftmaxGrad) X(CrossEntropy)                   \
@@ -301,9 +309,9 @@ enum class Op : uint16_t {
   X(VocabEmbedding) X(VocabEmbeddingGrad) X(RowMax) X(VocabCrossEntropyStats)  \
   X(VocabCrossEntropy) X(VocabCrossEntropyGrad)
 #define MEGA_PLAN_FUSED_KERNELS(X)                                             \
-  X(Cast) X(Attention) X(AttentionGrad) X(AdamWMulti)
+  X(Cast) X(Attention) X(AttentionGrad) X(AdamWMulti) X(CrossEntropyWithGrad)
 /// The highest opcode this build knows.
-inline constexpr Op kLastOp = Op::AdamWMulti;
+inline constexpr Op kLastOp = Op::CrossEntropyWithGrad;
 /// True for AllReduce, AllGather, ReduceScatter, Send, Recv,
 /// AllReduceStart and AllReduceWait.
 inline bool isCollective(Op op) {

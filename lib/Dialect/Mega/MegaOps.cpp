@@ -593,7 +593,7 @@ LogicalResult KernelOp::verify() {
       "Send",         "Recv",          "VocabEmbedding", "VocabEmbeddingGrad",
       "RowMax",       "VocabCrossEntropyStats", "VocabCrossEntropy",
       "VocabCrossEntropyGrad", "Cast", "Attention", "AttentionGrad",
-      "AllReduceStart", "AllReduceWait", "AdamWMulti"};
+      "AllReduceStart", "AllReduceWait", "AdamWMulti", "CrossEntropyWithGrad"};
   if (!kKernels.contains(getKernel()))
     return emitOpError() << "unknown kernel '" << getKernel()
                          << "' (see enum class Op in mega/Plan/Plan.h)";

@@ -642,6 +642,17 @@ void crossEntropy(Rng &rng) {
       c.ins = {x, c.i32({rows}, t), c.f32({rows}, lse), c.f32({}, {0.7f})};
       c.outs = {inPlace ? c.same(x) : c.out({rows, V})};
       twin(c);
+      // Both in one kernel (mega-fuse-loss).
+      Case f = make("CrossEntropyWithGrad " +
+                        dims({{"rows", rows}, {"V", V}}) +
+                        (inPlace ? " in place" : ""),
+                    Op::CrossEntropyWithGrad, {rows, V});
+      int fx = inPlace ? f.inout({rows, V}, logits) : f.f32({rows, V}, logits);
+      f.ins = {fx, f.i32({rows}, t), f.f32({}, {0.7f})};
+      f.outs = {f.out({}), f.out({rows}), inPlace ? f.same(fx) : f.out({rows, V})};
+      twin(f);
+      if (rows == 1024 && inPlace)
+        deterministic(f);
     }
   }
   // V % 4 == 0 but the logits 4 bytes into their buffer: the element
@@ -679,6 +690,12 @@ void crossEntropy(Rng &rng) {
               badg.f32({7}, rng.vec(7)), badg.f32({}, {1.0f})};
   badg.outs = {badg.out({7, 17})};
   dataError(badg, "target -3 of row 4 is outside the vocabulary [0, 17)");
+  Case badf = make("CrossEntropyWithGrad target out of range",
+                   Op::CrossEntropyWithGrad, {7, 17});
+  badf.ins = {badf.f32({7, 17}, rng.vec(7 * 17)), badf.i32({7}, t),
+              badf.f32({}, {1.0f})};
+  badf.outs = {badf.out({}), badf.out({7}), badf.out({7, 17})};
+  dataError(badf, "target -3 of row 4 is outside the vocabulary [0, 17)");
 }
 
 void embedding(Rng &rng) {

@@ -215,6 +215,24 @@ void bf16Logits(Rng &rng) {
       c.tol = mode ? kBf16Tol : 1e-5;
       twin(c);
     }
+    // The loss and its gradient in one kernel (mega-fuse-loss): f32
+    // dlogits, and bf16 ones over the logits (GPT's bf16 step).
+    for (int mode : {0, 2}) {
+      Case c = make(std::string("CrossEntropyWithGrad bf16 logits, ") +
+                        (mode == 0 ? "f32 dlogits " : "bf16 dlogits in place ") +
+                        shape,
+                    Op::CrossEntropyWithGrad, {rows, V});
+      const int x = logitsIn(c);
+      c.ins = {x, c.i32({rows}, t), c.f32({}, {0.7f})};
+      if (mode == 2) {
+        c.compare.push_back(x);
+        c.outs = {c.out({}), c.out({rows}), c.same(x)};
+      } else {
+        c.outs = {c.out({}), c.out({rows}), c.out({rows, V})};
+      }
+      c.tol = mode ? kBf16Tol : 1e-5;
+      twin(c);
+    }
   }
 }
 

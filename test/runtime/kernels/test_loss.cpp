@@ -1,4 +1,4 @@
-//===- test_loss.cpp - CrossEntropy and CrossEntropyGrad ------------------===//
+//===- test_loss.cpp - CrossEntropy, CrossEntropyGrad, CrossEntropyWithGrad ===//
 #include "KernelTest.h"
 
 using namespace kt;
@@ -84,7 +84,37 @@ void testBadTargets(Harness &h, Rng &rng) {
     Tensor &tdl = h.f32({}, {1.0f}), &tdx = h.f32({rows, V});
     h.launchThrows((label + " grad").c_str(), make(Op::CrossEntropyGrad, {rows, V}),
                    {&tx, &tt, &lse, &tdl}, {&tdx}, "target");
+    h.launchThrows((label + " fused").c_str(),
+                   make(Op::CrossEntropyWithGrad, {rows, V}), {&tx, &tt, &tdl},
+                   {&loss, &lse, &tdx}, "CrossEntropyWithGrad: target");
   }
+}
+
+/// CrossEntropyWithGrad against CrossEntropy then CrossEntropyGrad: the
+/// same bits for loss, lse and dlogits, also with the gradient written over
+/// the logits.
+void testWithGrad(Harness &h, Rng &rng, int64_t rows, int64_t V, bool inPlace) {
+  const std::vector<float> x = rng.vec(rows * V, -6, 6);
+  std::vector<int32_t> t(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    t[size_t(r)] = int32_t((r * 7919) % V);
+  Tensor &tx = h.f32({rows, V}, x), &tt = h.i32({rows}, t);
+  Tensor &dl = h.f32({}, {0.7f});
+  Tensor &l1 = h.f32({}), &s1 = h.f32({rows}), &d1 = h.f32({rows, V});
+  if (!h.run(make(Op::CrossEntropy, {rows, V}), {&tx, &tt}, {&l1, &s1}) ||
+      !h.run(make(Op::CrossEntropyGrad, {rows, V}), {&tx, &tt, &s1, &dl}, {&d1}))
+    return;
+  Tensor &fx = h.f32({rows, V}, x);
+  Tensor &l2 = h.f32({}), &s2 = h.f32({rows});
+  Tensor &d2 = inPlace ? fx : h.f32({rows, V});
+  const std::string label = "with grad " + std::to_string(rows) + "x" +
+                            std::to_string(V) + (inPlace ? " in place" : "");
+  if (!h.run(make(Op::CrossEntropyWithGrad, {rows, V}), {&fx, &tt, &dl},
+             {&l2, &s2, &d2}))
+    return;
+  sameBits((label + " loss").c_str(), l2.f(), l1.f(), 1);
+  sameBits((label + " lse").c_str(), s2.f(), s1.f(), rows);
+  sameBits((label + " dlogits").c_str(), d2.f(), d1.f(), rows * V);
 }
 
 } // namespace
@@ -97,5 +127,7 @@ int main() {
   testCrossEntropy(h, rng, 5, 251, true, true);
   testCrossEntropy(h, rng, 64, 8192, false, false);
   testBadTargets(h, rng);
+  testWithGrad(h, rng, 33, 251, false);
+  testWithGrad(h, rng, 64, 8192, true);
   return finish("test_loss");
 }

@@ -175,6 +175,7 @@ MEGA_CPU_KERNEL(Cast)
 MEGA_CPU_KERNEL(Attention)
 MEGA_CPU_KERNEL(AttentionGrad)
 MEGA_CPU_KERNEL(AdamWMulti)
+MEGA_CPU_KERNEL(CrossEntropyWithGrad)
 #undef MEGA_CPU_KERNEL
 
 /// bfloat16 <-> float, as the GPU converts (__float2bfloat16_rn): round to

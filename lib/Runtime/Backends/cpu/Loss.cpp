@@ -93,7 +93,7 @@ void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
   const TensorRef &x = ins[0];
   const int32_t *t = ins[1].i32();
   float *loss = outs[0].f32(), *lse = outs[1].f32();
-  checkTargets(Op::CrossEntropy, t, rows, V);
+  checkTargets(in.op, t, rows, V);
   std::vector<double> rowLoss(static_cast<size_t>(rows));
   const bool bf16 = x.value->dtype == DType::BF16;
   parallelFor(ctx, rows, rowGrain(V), [&](int64_t r0, int64_t r1) {
@@ -145,7 +145,7 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t rows = in.i[0], V = in.i[1];
   const float *lse = ins[2].f32();
   const int32_t *t = ins[1].i32();
-  checkTargets(Op::CrossEntropyGrad, t, rows, V);
+  checkTargets(in.op, t, rows, V);
   if (rows == 0)
     return;
   const float scale = float(double(ins[3].f32()[0]) / double(rows));
@@ -210,6 +210,27 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
       dr[tr] = (pt - 1.0f) * sc;
     }
   });
+}
+
+// CrossEntropyWithGrad: CrossEntropy then CrossEntropyGrad, on the same
+// operands (the GPU's twin: its fused kernel gives these bits row by row).
+
+void checkCrossEntropyWithGrad(const Checker &c) {
+  c.operands(3, 3);
+  const Vals ceIns = {c.ins[0], c.ins[1]}, ceOuts = {c.outs[0], c.outs[1]};
+  checkCrossEntropy(Checker(c.instr, ceIns, ceOuts));
+  const Vals gradIns = {c.ins[0], c.ins[1], c.outs[1], c.ins[2]};
+  const Vals gradOuts = {c.outs[2]};
+  checkCrossEntropyGrad(Checker(c.instr, gradIns, gradOuts));
+  c.disjoint(c.outs[2], c.outs[0], "dlogits", "loss");
+  c.disjoint(c.outs[0], c.ins[2], "loss", "dloss");
+  c.disjoint(c.outs[1], c.ins[2], "lse", "dloss");
+}
+
+void runCrossEntropyWithGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                             const Refs &outs) {
+  runCrossEntropy(ctx, in, {ins[0], ins[1]}, {outs[0], outs[1]});
+  runCrossEntropyGrad(ctx, in, {ins[0], ins[1], outs[1], ins[2]}, {outs[2]});
 }
 
 } // namespace mega::rt::cpu

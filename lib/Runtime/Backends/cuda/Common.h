@@ -248,6 +248,7 @@ MEGA_CUDA_KERNEL(Cast)
 MEGA_CUDA_KERNEL(Attention)
 MEGA_CUDA_KERNEL(AttentionGrad)
 MEGA_CUDA_KERNEL(AdamWMulti)
+MEGA_CUDA_KERNEL(CrossEntropyWithGrad)
 /// GradNorm with shard flags (tensor, pipeline or data-parallel groups): the
 /// sums meet over `comm`'s groups on the host, as on the CPU.
 void runGradNormSharded(const Ctx &ctx, const plan::Instr &in,

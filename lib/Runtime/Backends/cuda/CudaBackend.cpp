@@ -558,6 +558,7 @@ private:
     Op op = Op(e->op);
     // The CPU backend's words for each kernel's data error.
     const bool target = op == Op::CrossEntropy || op == Op::CrossEntropyGrad ||
+                        op == Op::CrossEntropyWithGrad ||
                         op == Op::VocabCrossEntropyStats ||
                         op == Op::VocabCrossEntropyGrad;
     const bool vocab = target || op == Op::VocabEmbedding ||

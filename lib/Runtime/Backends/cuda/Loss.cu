@@ -34,18 +34,17 @@ __device__ inline void online(float v, float &m, double &s) {
   s += double(expf(v - m));
 }
 
-/// X = float or __nv_bfloat16 (the logits). V4: rows read as 4-vectors
-/// (V % 4 == 0, x aligned to one).
+/// One row's logsumexp (every thread of the block gets it) and, by thread
+/// 0, its lse and loss (or the bad target recorded). X = float or
+/// __nv_bfloat16 (the logits). V4: rows read as 4-vectors (V % 4 == 0, x
+/// aligned to one).
 template <typename X, bool V4>
-__global__ void crossEntropyRows(const X *__restrict__ x,
-                                 const int32_t *__restrict__ t, int64_t rows,
-                                 int64_t V, float *__restrict__ lse,
-                                 double *__restrict__ rowLoss,
-                                 DeviceError *err) {
-  __shared__ float shf[32];
-  __shared__ double shd[32];
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const X *xr = x + r * V;
+__device__ double crossEntropyRow(const X *xr, int32_t tr, int64_t r,
+                                  int64_t V, float *lse, double *rowLoss,
+                                  DeviceError *err, Op op, float *shf,
+                                  double *shd) {
+  __shared__ double rowLse;
+  {
     float m = load1(xr);
     double s = 0.0;
     if (V4) {
@@ -75,16 +74,33 @@ __global__ void crossEntropyRows(const X *__restrict__ x,
     s = blockSum(s == 0.0 ? 0.0 : s * double(expf(m - M)), shd);
     if (threadIdx.x == 0) {
       const double l = double(M) + log(s);
+      rowLse = l;
       lse[r] = float(l);
-      const int32_t tr = t[r];
       if (tr < 0 || tr >= V) {
-        reportBadIndex(err, Op::CrossEntropy, r, tr, V);
+        reportBadIndex(err, op, r, tr, V);
         rowLoss[r] = nan("");
       } else {
         rowLoss[r] = l - double(load1(xr + tr));
       }
     }
   }
+  __syncthreads();
+  const double l = rowLse;
+  __syncthreads(); // rowLse is written again for the next row
+  return l;
+}
+
+template <typename X, bool V4>
+__global__ void crossEntropyRows(const X *__restrict__ x,
+                                 const int32_t *__restrict__ t, int64_t rows,
+                                 int64_t V, float *__restrict__ lse,
+                                 double *__restrict__ rowLoss,
+                                 DeviceError *err) {
+  __shared__ float shf[32];
+  __shared__ double shd[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    crossEntropyRow<X, V4>(x + r * V, t[r], r, V, lse, rowLoss, err,
+                           Op::CrossEntropy, shf, shd);
 }
 
 __global__ void meanKernel(const double *__restrict__ v, int64_t n,
@@ -115,6 +131,29 @@ __device__ inline void storeGrad4(__nv_bfloat16 *p, float4 v) {
 /// x's bytes when X = T: each thread reads its elements before it writes
 /// them, and the target's probability is read before the first write. V4:
 /// rows of 4-vectors, x and dx aligned to them.
+/// One row's gradient (tr a valid target, l the row's lse, sc = dloss /
+/// rows), by the whole block.
+template <typename X, typename T, bool V4>
+__device__ void crossEntropyGradRow(const X *xr, T *dr, int32_t tr, float l,
+                                    float sc, int64_t V) {
+  const float pt = expf(load1(xr + tr) - l); // before dr overwrites xr
+  __syncthreads();
+  if (V4) {
+    for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+      const float4 a = load4(xr + 4 * j);
+      storeGrad4(dr + 4 * j,
+                 make_float4(expf(a.x - l) * sc, expf(a.y - l) * sc,
+                             expf(a.z - l) * sc, expf(a.w - l) * sc));
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
+      storeGrad(dr + j, expf(load1(xr + j) - l) * sc);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    storeGrad(dr + tr, (pt - 1.0f) * sc);
+}
+
 template <typename X, typename T, bool V4>
 __global__ void crossEntropyGradRows(const X *x,
                                      const int32_t *__restrict__ t,
@@ -130,25 +169,32 @@ __global__ void crossEntropyGradRows(const X *x,
         reportBadIndex(err, Op::CrossEntropyGrad, r, tr, V);
       continue;
     }
-    const X *xr = x + r * V;
-    T *dr = dx + r * V;
-    const float l = lse[r];
-    const float pt = expf(load1(xr + tr) - l); // before dr overwrites xr
-    __syncthreads();
-    if (V4) {
-      for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-        const float4 a = load4(xr + 4 * j);
-        storeGrad4(dr + 4 * j,
-                   make_float4(expf(a.x - l) * sc, expf(a.y - l) * sc,
-                               expf(a.z - l) * sc, expf(a.w - l) * sc));
-      }
-    } else {
-      for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        storeGrad(dr + j, expf(load1(xr + j) - l) * sc);
-    }
-    __syncthreads();
-    if (threadIdx.x == 0)
-      storeGrad(dr + tr, (pt - 1.0f) * sc);
+    crossEntropyGradRow<X, T, V4>(x + r * V, dx + r * V, tr, lse[r], sc, V);
+  }
+}
+
+/// CrossEntropyWithGrad: each row's statistics, then its gradient, by one
+/// block: the row is read from memory once (the second read hits the L2).
+/// The same device code as the two kernels, so the same bits.
+template <typename X, typename T, bool V4>
+__global__ void crossEntropyWithGradRows(const X *x,
+                                         const int32_t *__restrict__ t,
+                                         const float *__restrict__ dloss,
+                                         float *__restrict__ lse,
+                                         double *__restrict__ rowLoss, T *dx,
+                                         int64_t rows, int64_t V,
+                                         DeviceError *err) {
+  __shared__ float shf[32];
+  __shared__ double shd[32];
+  const float sc = float(double(dloss[0]) / double(rows));
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int32_t tr = t[r];
+    const double l = crossEntropyRow<X, V4>(x + r * V, tr, r, V, lse, rowLoss,
+                                            err, Op::CrossEntropyWithGrad,
+                                            shf, shd);
+    if (tr >= 0 && tr < V) // uniform over the block
+      crossEntropyGradRow<X, T, V4>(x + r * V, dx + r * V, tr, float(l), sc,
+                                    V);
   }
 }
 
@@ -197,6 +243,37 @@ void dispatchCrossEntropyGrad(const Ctx &ctx, const X *x, const Refs &ins,
     launchCrossEntropyGrad(ctx, x, ins, outs[0].f32(), rows, V);
 }
 
+template <typename X, typename T>
+void launchCrossEntropyWithGrad(const Ctx &ctx, const X *x, const Refs &ins,
+                                const Refs &outs, T *dx, double *rowLoss,
+                                int64_t rows, int64_t V) {
+  const bool v4 = V % 4 == 0 && aligned(x, 4 * sizeof(X)) &&
+                  aligned(dx, 4 * sizeof(T));
+  const unsigned grid = rowGrid(rows);
+  const int threads = rowThreads(v4 ? V / 4 : V, 512);
+  if (v4)
+    crossEntropyWithGradRows<X, T, true><<<grid, threads, 0, ctx.stream>>>(
+        x, ins[1].i32(), ins[2].f32(), outs[1].f32(), rowLoss, dx, rows, V,
+        ctx.err);
+  else
+    crossEntropyWithGradRows<X, T, false><<<grid, threads, 0, ctx.stream>>>(
+        x, ins[1].i32(), ins[2].f32(), outs[1].f32(), rowLoss, dx, rows, V,
+        ctx.err);
+}
+
+template <typename X>
+void dispatchCrossEntropyWithGrad(const Ctx &ctx, const X *x, const Refs &ins,
+                                  const Refs &outs, double *rowLoss,
+                                  int64_t rows, int64_t V) {
+  if (outs[2].value->dtype == DType::BF16)
+    launchCrossEntropyWithGrad(ctx, x, ins, outs,
+                               static_cast<__nv_bfloat16 *>(outs[2].data),
+                               rowLoss, rows, V);
+  else
+    launchCrossEntropyWithGrad(ctx, x, ins, outs, outs[2].f32(), rowLoss, rows,
+                               V);
+}
+
 } // namespace
 
 void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
@@ -230,6 +307,27 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   else
     dispatchCrossEntropyGrad(ctx, ins[0].f32(), ins, outs, rows, V);
   checkLaunch("CrossEntropyGrad");
+}
+
+void runCrossEntropyWithGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                             const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1];
+  Carve carve;
+  const size_t lossAt = carve.add(size_t(rows) * sizeof(double));
+  char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
+  double *rowLoss = reinterpret_cast<double *>(ws + lossAt);
+  if (rows > 0) {
+    if (ins[0].value->dtype == DType::BF16)
+      dispatchCrossEntropyWithGrad(
+          ctx, static_cast<const __nv_bfloat16 *>(ins[0].data), ins, outs,
+          rowLoss, rows, V);
+    else
+      dispatchCrossEntropyWithGrad(ctx, ins[0].f32(), ins, outs, rowLoss, rows,
+                                   V);
+    checkLaunch("CrossEntropyWithGrad");
+  }
+  meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, outs[0].f32());
+  checkLaunch("CrossEntropyWithGrad (mean)");
 }
 
 } // namespace mega::rt::gpu
