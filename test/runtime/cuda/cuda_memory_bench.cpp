@@ -260,6 +260,12 @@ int main(int argc, char **argv) {
                        instr(Op::CrossEntropyGrad, {R, V}),
                        {logitsB, targets, lse, dloss}, {t(BF, {R, V})},
                        4.0 * double(R * V)});
+      // Both in one kernel (mega-fuse-loss): the logits read once.
+      cases.push_back({"CrossEntropyWithGrad [16384,50304] bf16 -> bf16",
+                       instr(Op::CrossEntropyWithGrad, {R, V}),
+                       {logitsB, targets, dloss},
+                       {t(F, {}), t(F, {R}), t(BF, {R, V})},
+                       4.0 * double(R * V)});
     }
     std::printf("%-46s %10s %8s %10s %8s\n", "memory-bound kernels (GPT-2 small)",
                 "vector ms", "GB/s", "element ms", "GB/s");
