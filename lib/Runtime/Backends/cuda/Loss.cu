@@ -276,13 +276,22 @@ void dispatchCrossEntropyWithGrad(const Ctx &ctx, const X *x, const Refs &ins,
 
 } // namespace
 
-void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
-                     const Refs &outs) {
-  const int64_t rows = in.i[0], V = in.i[1];
+namespace {
+
+/// Scratch for the per-row losses the mean then sums in a fixed order.
+double *rowLossScratch(const Ctx &ctx, int64_t rows) {
   Carve carve;
   const size_t lossAt = carve.add(size_t(rows) * sizeof(double));
   char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
-  double *rowLoss = reinterpret_cast<double *>(ws + lossAt);
+  return reinterpret_cast<double *>(ws + lossAt);
+}
+
+} // namespace
+
+void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
+                     const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1];
+  double *rowLoss = rowLossScratch(ctx, rows);
   if (rows > 0) {
     if (ins[0].value->dtype == DType::BF16)
       launchCrossEntropy(ctx, static_cast<const __nv_bfloat16 *>(ins[0].data),
@@ -312,10 +321,7 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
 void runCrossEntropyWithGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                              const Refs &outs) {
   const int64_t rows = in.i[0], V = in.i[1];
-  Carve carve;
-  const size_t lossAt = carve.add(size_t(rows) * sizeof(double));
-  char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
-  double *rowLoss = reinterpret_cast<double *>(ws + lossAt);
+  double *rowLoss = rowLossScratch(ctx, rows);
   if (rows > 0) {
     if (ins[0].value->dtype == DType::BF16)
       dispatchCrossEntropyWithGrad(

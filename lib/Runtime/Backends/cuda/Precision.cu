@@ -462,6 +462,33 @@ void launchGelu(const Ctx &ctx, const float *aux, float *Df,
 
 namespace {
 
+/// t = op(A) op(B) [M, N] in f32, the product an epilogue kernel then
+/// finishes: zeros when K = 0, cuBLASLt for bf16 operands, cuBLAS otherwise
+/// (fp32 as MatMul.cu, no TF32; bf16 without a cuBLASLt algorithm).
+void plainProduct(const Ctx &ctx, const Instr &in, const Refs &ins, float *t,
+                  const char *what) {
+  const auto &i = in.i;
+  const int64_t M = i[1], N = i[2], K = i[3];
+  const cublasOperation_t opB = i[5] ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opA = i[4] ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int64_t lda = i[6], ldb = i[7];
+  const bool bf16 = ins[0].value->dtype == DType::BF16;
+  const float one = 1.0f, zero = 0.0f;
+  if (K == 0) {
+    checkCuda(cudaMemsetAsync(t, 0, size_t(M * N) * 4, ctx.stream),
+              "cudaMemsetAsync (MatMul)");
+  } else if (!bf16 || !ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb,
+                              0, ins[0].data, lda, 0, &zero, t, t, N, 0, 1)) {
+    const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    checkBlas(cublasGemmStridedBatchedEx(
+                  ctx.blas, opB, opA, int(N), int(M), int(K), &one,
+                  ins[1].data, ab, int(ldb), 0, ins[0].data, ab, int(lda), 0,
+                  &zero, t, CUDA_R_32F, int(N), 0, 1, CUBLAS_COMPUTE_32F,
+                  CUBLAS_GEMM_DEFAULT),
+              what);
+  }
+}
+
 /// Epilogue 4, the GELU gradient at the pre-activation ins[2]: with bf16
 /// operands, D and aux, cuBLASLt's DGELU epilogue (its tanh GELU's
 /// derivative: the plan's formula, its own rounding); otherwise the plain
@@ -489,19 +516,7 @@ void geluGradEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
                         N}))
     return;
   float *t = Df ? Df : static_cast<float *>(ctx.ws->get(size_t(n) * 4));
-  if (K == 0) {
-    checkCuda(cudaMemsetAsync(t, 0, size_t(n) * 4, ctx.stream),
-              "cudaMemsetAsync (MatMul)");
-  } else if (!bf16 || !ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb,
-                              0, ins[0].data, lda, 0, &zero, t, t, N, 0, 1)) {
-    const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    checkBlas(cublasGemmStridedBatchedEx(
-                  ctx.blas, opB, opA, int(N), int(M), int(K), &one,
-                  ins[1].data, ab, int(ldb), 0, ins[0].data, ab, int(lda), 0,
-                  &zero, t, CUDA_R_32F, int(N), 0, 1, CUBLAS_COMPUTE_32F,
-                  CUBLAS_GEMM_DEFAULT),
-              "cublasGemmStridedBatchedEx (GELU gradient)");
-  }
+  plainProduct(ctx, in, ins, t, "cublasGemmStridedBatchedEx (GELU gradient)");
   geluGradEpilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
       t, auxF, auxH, Df, Dh, n);
   checkLaunch("MatMul (GELU gradient epilogue)");
@@ -575,20 +590,7 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
              : (Df && static_cast<const void *>(Df) != R)
                  ? Df
                  : static_cast<float *>(ctx.ws->get(size_t(n) * 4));
-  if (K == 0) {
-    checkCuda(cudaMemsetAsync(t, 0, size_t(n) * 4, ctx.stream),
-              "cudaMemsetAsync (MatMul)");
-  } else if (!bf16 || !ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb,
-                              0, ins[0].data, lda, 0, &zero, t, t, N, 0, 1)) {
-    // fp32 as MatMul.cu (no TF32); bf16 without a cuBLASLt algorithm.
-    const cudaDataType ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    checkBlas(cublasGemmStridedBatchedEx(
-                  ctx.blas, opB, opA, int(N), int(M), int(K), &one,
-                  ins[1].data, ab, int(ldb), 0, ins[0].data, ab, int(lda), 0,
-                  &zero, t, CUDA_R_32F, int(N), 0, 1, CUBLAS_COMPUTE_32F,
-                  CUBLAS_GEMM_DEFAULT),
-              "cublasGemmStridedBatchedEx (epilogue)");
-  }
+  plainProduct(ctx, in, ins, t, "cublasGemmStridedBatchedEx (epilogue)");
   epilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
       t, bias, R, aux, auxH, Df, Dh, M, N, epi == 3);
   checkLaunch("MatMul (epilogue)");
