@@ -35,8 +35,9 @@
 //     its views become bf16 (byte offsets halved) and those kernels round
 //     on store.
 //  6. After the rounds: a Cast bf16 -> f32 whose every user, through views,
-//     reads it as an Elementwise input or as the pre-activation of a
-//     MatMul's GELU-gradient epilogue goes; those kernels read the bf16
+//     reads it as an Elementwise input, as the pre-activation of a MatMul's
+//     GELU-gradient epilogue or as a LayerNormGrad's dy goes; those kernels
+//     read the bf16
 //     source (through bf16 copies of the views) and widen it on load,
 //     which is exact (mega-mixed-precision's rounded values).
 //
@@ -204,7 +205,9 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
           views.push_back(view);
           work.push_back(view.getResult());
         } else if (k && ((k.getKernel() == "Elementwise" && !isDest(use)) ||
-                         (readsGeluAux(k) && use.getOperandNumber() == 2))) {
+                         (readsGeluAux(k) && use.getOperandNumber() == 2) ||
+                         (k.getKernel() == "LayerNormGrad" &&
+                          use.getOperandNumber() == 0 && !isDest(use)))) {
           reads.push_back(&use);
         } else {
           return;

@@ -34,7 +34,9 @@
 //     mega.accumulate_grad: the tied embedding's product half stays f32, as
 //     every gradient does), is rounded as autocast's bf16 GEMM output is: a cast to bf16 and one back to f32 in front of its
 //     readers; mega-fold-casts then lets the MatMul write bf16 and the
-//     Elementwise widen it on load: no Cast kernel is left. A GELU
+//     Elementwise widen it on load: no Cast kernel is left. A layer norm's
+//     gradient dy counts as such a reader (autocast hands the norm the
+//     bf16 gradient widened; LayerNormGrad widens on load). A GELU
 //     gradient's dy is the exception: mega-fuse-epilogues computes the
 //     gradient in the product's own epilogue, where the product is never
 //     stored (so GPT's MLP dX product is not rounded). Likewise the
@@ -145,8 +147,9 @@ struct MegaMixedPrecision
       if (!isBf16(m.getA()) || !isBf16(m.getB()) ||
           !type.getElementType().isF32() || r.use_empty() ||
           !llvm::all_of(r.getUsers(), [&](Operation *u) {
-            return readsWhole(u, type) &&
-                   !(isa<GeluGradOp>(u) && u->getOperand(1) == r);
+            return (readsWhole(u, type) &&
+                    !(isa<GeluGradOp>(u) && u->getOperand(1) == r)) ||
+                   (isa<LayerNormGradOp>(u) && u->getOperand(0) == r);
           }) ||
           feedsGradient(r))
         continue;

@@ -185,3 +185,24 @@ func.func @products(%x: tensor<8x64xf32>, %dy: tensor<8x32xf32>, %h: tensor<8x32
   mega.output "y", %y : tensor<8x64xf32>
   return
 }
+
+// -----
+
+// round-products: a layer norm's gradient reads the dX product as its dy
+// (autocast hands the norm the bf16 gradient widened): rounded too.
+// CHECK-LABEL: func.func @norm_dy
+// CHECK: %[[P:.*]] = mega.matmul %{{.*}} {transpose_b}
+// CHECK-NEXT: %[[PB:.*]] = mega.cast %[[P]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// CHECK-NEXT: %[[PW:.*]] = mega.cast %[[PB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// CHECK: mega.layer_norm_grad %[[PW]],
+// F32PROD-LABEL: func.func @norm_dy
+// F32PROD-NOT: tensor<16x8xbf16> -> tensor<16x8xf32>
+func.func @norm_dy(%dy: tensor<16x32xf32>, %x: tensor<16x8xf32>, %g: tensor<8xf32>, %mean: tensor<16xf32>, %rstd: tensor<16xf32>) {
+  %w = mega.param "w" [8, 32] init normal(0.02) : tensor<8x32xf32>
+  %p = mega.matmul %dy, %w {transpose_b} : tensor<16x32xf32>, tensor<8x32xf32> -> tensor<16x8xf32>
+  %dx, %dw, %db = mega.layer_norm_grad %p, %x, %g, %mean, %rstd : tensor<16x8xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32>
+  mega.output "dx", %dx : tensor<16x8xf32>
+  mega.output "dw", %dw : tensor<8xf32>
+  mega.output "db", %db : tensor<8xf32>
+  return
+}

@@ -512,6 +512,19 @@ void layerNorm(Rng &rng) {
         twin(c);
         if ((rows == 1024 || rows == 4096) && !acc && !inPlace)
           deterministic(c);
+        // dy in bf16 (a bf16 product's gradient, widened on load; never
+        // in place): the same values, so the f32 tolerance holds.
+        if (!inPlace) {
+          Case h = make("LayerNormGrad bf16 dy " +
+                            dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}),
+                        Op::LayerNormGrad, {rows, cols, acc});
+          h.ins = {h.bf16({rows, cols}, rng.vec(n)), h.f32({rows, cols}, x),
+                   h.f32({cols}, rng.vec(cols)), h.f32({rows}, mean),
+                   h.f32({rows}, rstd)};
+          h.outs = {acc ? h.inout({rows, cols}, rng.vec(n)) : h.out({rows, cols}),
+                    h.out({cols}), h.out({cols})};
+          twin(h);
+        }
       }
   }
   // A bf16 y (rounded on store; never in place): the warp kernel (768: 8-byte

@@ -11,6 +11,8 @@
 //  * ReduceSum of bf16: the bits of the f32 ReduceSum on the widened values.
 //  * Elementwise with bf16 inputs (whole, a broadcast row, a scalar): the
 //    bits of the same program on the widened values.
+//  * LayerNormGrad with a bf16 dy: the bits of the f32 kernel on the
+//    widened dy.
 //  * Attention: the naive formula in double over the whole [S, S] score
 //    matrix (softmax, then the weighted sum).
 //  * AttentionGrad: central finite differences (in double) of the naive
@@ -441,6 +443,37 @@ void testBf16Inputs(Harness &h, Harness &conv, Rng &rng, int64_t rows,
            {&xf, &inA, &rowb, &sb}, {&outA}, "an output overlaps a bf16 input");
 }
 
+/// LayerNormGrad reading a bf16 dy (a bf16 product's gradient): dx, dw and
+/// db are the f32 kernel's bits on the widened dy, with and without
+/// accumulating into dx.
+void testBf16LayerNormGrad(Harness &h, Harness &conv, Rng &rng, int64_t rows,
+                           int64_t cols, bool acc) {
+  const int64_t n = rows * cols;
+  const std::vector<float> dy = rng.vec(n), x = rng.vec(n, -2, 2),
+                           w = rng.vec(cols, 0.5, 1.5), dx0 = rng.vec(n);
+  std::vector<float> mean(size_t(rows), 0.1f), rstd(size_t(rows), 1.3f);
+  Tensor &dyb = bf16Tensor(h, {rows, cols}, dy, conv);
+  std::vector<float> wide(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k)
+    wide[size_t(k)] = widen(bitsBf16(dyb, k));
+  Tensor &dyf = h.f32({rows, cols}, wide), &tx = h.f32({rows, cols}, x);
+  Tensor &tw = h.f32({cols}, w), &tm = h.f32({rows}, mean),
+         &tr = h.f32({rows}, rstd);
+  Tensor &dx1 = h.f32({rows, cols}, dx0), &dw1 = h.f32({cols}),
+         &db1 = h.f32({cols});
+  Tensor &dx2 = h.f32({rows, cols}, dx0), &dw2 = h.f32({cols}),
+         &db2 = h.f32({cols});
+  const Instr in = make(Op::LayerNormGrad, {rows, cols, acc});
+  if (!h.run(in, {&dyb, &tx, &tw, &tm, &tr}, {&dx1, &dw1, &db1}) ||
+      !h.run(in, {&dyf, &tx, &tw, &tm, &tr}, {&dx2, &dw2, &db2}))
+    return;
+  const std::string what = "layer norm grad bf16 dy " + std::to_string(rows) +
+                           "x" + std::to_string(cols) + (acc ? " acc" : "");
+  sameBits((what + " dx").c_str(), dx1.f(), dx2.f(), n);
+  sameBits((what + " dw").c_str(), dw1.f(), dw2.f(), cols);
+  sameBits((what + " db").c_str(), db1.f(), db2.f(), cols);
+}
+
 int main() {
   Harness h(4), conv(1);
   Rng rng(23);
@@ -458,5 +491,7 @@ int main() {
   testBf16ReduceSum(h, conv, rng, 3, 1, false);
   testBf16Inputs(h, conv, rng, 700, 33);
   testBf16Inputs(h, conv, rng, 3, 1);
+  testBf16LayerNormGrad(h, conv, rng, 70, 96, false);
+  testBf16LayerNormGrad(h, conv, rng, 33, 17, true);
   return finish("test_precision");
 }

@@ -207,7 +207,8 @@ public:
         instr.op == Op::Attention || instr.op == Op::AttentionGrad ||
         instr.op == Op::Elementwise || instr.op == Op::Transpose ||
         instr.op == Op::CrossEntropy || instr.op == Op::CrossEntropyGrad ||
-        instr.op == Op::LayerNorm || instr.op == Op::ReduceSum ||
+        instr.op == Op::LayerNorm || instr.op == Op::LayerNormGrad ||
+        instr.op == Op::ReduceSum ||
         instr.op == Op::CrossEntropyWithGrad;
     for (const auto *list : {&ins, &outs})
       for (const Value *v : *list)

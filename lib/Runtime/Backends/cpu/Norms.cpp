@@ -113,7 +113,9 @@ void checkLayerNormGrad(const Checker &c) {
   int64_t cols = c.attr(1, 1, kBig, "cols");
   c.flag(2, "accumulate");
   const i128 n = i128(rows) * cols;
-  c.tensor(c.ins[0], DType::F32, n, "dy");
+  // dy may be bf16 (a bf16 product's gradient: widened, never dx's bytes).
+  const bool dyBf16 = c.ins[0]->dtype == DType::BF16;
+  c.tensor(c.ins[0], dyBf16 ? DType::BF16 : DType::F32, n, "dy");
   c.tensor(c.ins[1], DType::F32, n, "x");
   c.tensor(c.ins[2], DType::F32, cols, "w");
   c.tensor(c.ins[3], DType::F32, rows, "mean");
@@ -125,7 +127,7 @@ void checkLayerNormGrad(const Checker &c) {
   const char *out[] = {"dx", "dw", "db"};
   for (int o = 0; o < 3; ++o) {
     for (int k = 0; k < 5; ++k) {
-      if (o == 0 && k == 0)
+      if (o == 0 && k == 0 && !dyBf16)
         c.sameOrDisjoint(c.outs[0], c.ins[0], "dx", "dy"); // in place is fine
       else
         c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
@@ -170,9 +172,14 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                       const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const bool acc = in.i[2] != 0;
-  const float *dy = ins[0].f32(), *x = ins[1].f32(), *w = ins[2].f32();
+  const float *x = ins[1].f32(), *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
+  // A bf16 dy is widened whole first (exact): the f32 path then runs on it.
+  std::vector<float> wide;
+  const float *dy = ins[0].value->dtype == DType::BF16
+                        ? floatsOf(ins[0], rows * cols, wide)
+                        : ins[0].f32();
   // Fixed blocks of rows; each block leaves its dw/db partial sums (float
   // within the block's 32 rows, double across blocks).
   const int64_t nblocks = std::max<int64_t>(1, (rows + kLnRowBlock - 1) / kLnRowBlock);

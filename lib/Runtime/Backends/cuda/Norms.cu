@@ -176,8 +176,10 @@ void layerNormWarp(const Ctx &ctx, int nv, const float *x, const float *w,
 //===----------------------------------------------------------------------===//
 
 /// part[(2c) * cols + j] = sum over chunk c of dy * xhat, part[(2c+1) *
-/// cols + j] = sum of dy.
-__global__ void layerNormParamPartials(const float *__restrict__ dy,
+/// cols + j] = sum of dy. DY = float or __nv_bfloat16 (a bf16 product's
+/// gradient, widened on load) in these kernels.
+template <typename DY>
+__global__ void layerNormParamPartials(const DY *__restrict__ dy,
                                        const float *__restrict__ x,
                                        const float *__restrict__ mean,
                                        const float *__restrict__ rstd,
@@ -190,7 +192,7 @@ __global__ void layerNormParamPartials(const float *__restrict__ dy,
   const int64_t r0 = c * chunk, r1 = imin(rows, r0 + chunk);
   double pw = 0.0, pb = 0.0;
   for (int64_t r = r0; r < r1; ++r) {
-    const float d = dy[r * cols + j];
+    const float d = load1(dy + r * cols + j);
     const float xhat = (x[r * cols + j] - mean[r]) * rstd[r];
     pw += double(d) * double(xhat);
     pb += double(d);
@@ -199,20 +201,22 @@ __global__ void layerNormParamPartials(const float *__restrict__ dy,
   part[(2 * c + 1) * cols + j] = pb;
 }
 
-__global__ void layerNormDxKernel(const float *dy, const float *__restrict__ x,
+template <typename DY>
+__global__ void layerNormDxKernel(const DY *dy, const float *__restrict__ x,
                                   const float *__restrict__ w,
                                   const float *__restrict__ mean,
                                   const float *__restrict__ rstd, float *dx,
                                   int64_t rows, int64_t cols, bool acc) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *dyr = dy + r * cols, *xr = x + r * cols;
+    const DY *dyr = dy + r * cols;
+    const float *xr = x + r * cols;
     float *dxr = dx + r * cols;
     const float m = mean[r], s = rstd[r];
     double sg = 0.0, sgx = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       const float xhat = (xr[j] - m) * s;
-      const float g = dyr[j] * w[j];
+      const float g = load1(dyr + j) * w[j];
       sg += double(g);
       sgx += double(g) * double(xhat);
     }
@@ -222,7 +226,7 @@ __global__ void layerNormDxKernel(const float *dy, const float *__restrict__ x,
     const float c2 = float(sgx / double(cols));
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       const float xhat = (xr[j] - m) * s;
-      const float g = dyr[j] * w[j];
+      const float g = load1(dyr + j) * w[j];
       const float v = s * (g - c1 - xhat * c2);
       dxr[j] = acc ? dxr[j] + v : v;
     }
@@ -241,9 +245,9 @@ constexpr int kGradRowsPerWarp = kGradRows / kRowWarps;
 /// add up in warp order in shared memory.
 // Two blocks per multiprocessor where the registers allow it without more
 // than a few bytes of spill (NV <= 6: 128 registers, the GPT-2 width).
-template <int NV>
+template <int NV, typename DY>
 __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
-    layerNormGradWarpKernel(const float4 *dy, const float4 *__restrict__ x,
+    layerNormGradWarpKernel(const DY *dy, const float4 *__restrict__ x,
                             const float4 *__restrict__ w,
                             const float *__restrict__ mean,
                             const float *__restrict__ rstd, float4 *dx,
@@ -262,7 +266,8 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
     const int64_t r = r0 + k;
     if (r >= rows)
       break;
-    const float4 *dyr = dy + r * nvec, *xr = x + r * nvec;
+    const DY *dyr = dy + 4 * r * nvec;
+    const float4 *xr = x + r * nvec;
     const float m = mean[r], s = rstd[r];
     float4 d[NV], xh[NV];
     double sg = 0.0, sgx = 0.0;
@@ -270,7 +275,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
     for (int i = 0; i < NV; ++i) {
       const int64_t j = lane + 32 * i;
       if (j < nvec) {
-        d[i] = dyr[j];
+        d[i] = load4(dyr + 4 * j);
         const float4 xv = xr[j], ww = w[j];
         xh[i] = make_float4((xv.x - m) * s, (xv.y - m) * s, (xv.z - m) * s,
                             (xv.w - m) * s);
@@ -337,33 +342,34 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
     out[j] = sh[j / nvec][j % nvec];
 }
 
-template <int NV>
-void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks, const float *dy,
+template <int NV, typename DY>
+void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks, const DY *dy,
                              const float *x, const float *w, const float *mean,
                              const float *rstd, float *dx, int64_t rows,
                              int64_t cols, bool acc, float4 *part) {
-  layerNormGradWarpKernel<NV><<<blocks, kRowWarps * 32, 0, ctx.stream>>>(
-      reinterpret_cast<const float4 *>(dy), reinterpret_cast<const float4 *>(x),
+  layerNormGradWarpKernel<NV, DY><<<blocks, kRowWarps * 32, 0, ctx.stream>>>(
+      dy, reinterpret_cast<const float4 *>(x),
       reinterpret_cast<const float4 *>(w), mean, rstd,
       reinterpret_cast<float4 *>(dx), rows, cols / 4, acc, part);
 }
 
+template <typename DY>
 void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
-                       const float *dy, const float *x, const float *w,
+                       const DY *dy, const float *x, const float *w,
                        const float *mean, const float *rstd, float *dx,
                        int64_t rows, int64_t cols, bool acc, float4 *part) {
   switch (nv) {
   case 2:
-    return launchLayerNormGradWarp<2>(ctx, blocks, dy, x, w, mean, rstd, dx,
+    return launchLayerNormGradWarp<2, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
                                       rows, cols, acc, part);
   case 4:
-    return launchLayerNormGradWarp<4>(ctx, blocks, dy, x, w, mean, rstd, dx,
+    return launchLayerNormGradWarp<4, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
                                       rows, cols, acc, part);
   case 6:
-    return launchLayerNormGradWarp<6>(ctx, blocks, dy, x, w, mean, rstd, dx,
+    return launchLayerNormGradWarp<6, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
                                       rows, cols, acc, part);
   default:
-    return launchLayerNormGradWarp<8>(ctx, blocks, dy, x, w, mean, rstd, dx,
+    return launchLayerNormGradWarp<8, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
                                       rows, cols, acc, part);
   }
 }
@@ -459,16 +465,20 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
   checkLaunch("LayerNorm");
 }
 
-void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
-                      const Refs &outs) {
+namespace {
+
+/// LayerNormGrad with dy of type DY (f32, or bf16 widened on load).
+template <typename DY>
+void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
+                   const Refs &ins, const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const bool acc = in.i[2] != 0;
-  const float *dy = ins[0].f32(), *x = ins[1].f32(), *w = ins[2].f32();
+  const float *x = ins[1].f32(), *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
   const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
-  if (rows > 0 && nv && aligned(dy, 16) && aligned(x, 16) && aligned(w, 16) &&
-      aligned(dx, 16)) {
+  if (rows > 0 && nv && aligned(dy, 4 * sizeof(DY)) && aligned(x, 16) &&
+      aligned(w, 16) && aligned(dx, 16)) {
     // One pass: dx and each block's dw/db partials, then the blocks in order.
     const int64_t blocks = (rows + kGradRows - 1) / kGradRows;
     if (blocks > INT32_MAX)
@@ -507,6 +517,17 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   layerNormDxKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
       dy, x, w, mean, rstd, dx, rows, cols, acc);
   checkLaunch("LayerNormGrad (dx)");
+}
+
+} // namespace
+
+void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                      const Refs &outs) {
+  if (ins[0].value->dtype == DType::BF16)
+    layerNormGrad(ctx, in, static_cast<const __nv_bfloat16 *>(ins[0].data), ins,
+                  outs);
+  else
+    layerNormGrad(ctx, in, ins[0].f32(), ins, outs);
 }
 
 void runSoftmax(const Ctx &ctx, const Instr &in, const Refs &ins,
