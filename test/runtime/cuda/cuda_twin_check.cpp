@@ -666,6 +666,20 @@ void crossEntropy(Rng &rng) {
       twin(f);
       if (rows == 1024 && inPlace)
         deterministic(f);
+      // A row block of a batch of 3 rows + 2 (mega-chunk-loss), adding its
+      // share to the loss already there (acc 1) or not.
+      if (rows > 0) {
+        const int64_t acc = inPlace, meanRows = 3 * rows + 2;
+        Case b = make("CrossEntropyWithGrad row block " +
+                          dims({{"rows", rows}, {"V", V},
+                                {"mean_rows", meanRows}, {"acc", acc}}),
+                      Op::CrossEntropyWithGrad, {rows, V, meanRows, acc});
+        int bx = inPlace ? b.inout({rows, V}, logits) : b.f32({rows, V}, logits);
+        b.ins = {bx, b.i32({rows}, t), b.f32({}, {0.7f})};
+        b.outs = {acc ? b.inout({}, {2.5f}) : b.out({}), b.out({rows}),
+                  inPlace ? b.same(bx) : b.out({rows, V})};
+        twin(b);
+      }
     }
   }
   // V % 4 == 0 but the logits 4 bytes into their buffer: the element

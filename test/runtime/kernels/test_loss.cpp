@@ -117,6 +117,64 @@ void testWithGrad(Harness &h, Rng &rng, int64_t rows, int64_t V, bool inPlace) {
   sameBits((label + " dlogits").c_str(), d2.f(), d1.f(), rows * V);
 }
 
+/// CrossEntropyWithGrad over row blocks {rows/n, V, rows, acc} (what
+/// mega-chunk-loss emits) against one launch over all rows: lse and dlogits
+/// the same bits (each row's math, and the scale dloss / mean_rows, do not
+/// change); the loss within 2 ulp-ish of float (the blocks' shares are
+/// rounded to float as they are added: rel 1e-6), and exactly the
+/// one-launch bits when n == 1.
+void testRowBlocks(Harness &h, Rng &rng, int64_t rows, int64_t V, int64_t n) {
+  const std::vector<float> x = rng.vec(rows * V, -6, 6);
+  std::vector<int32_t> t(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    t[size_t(r)] = int32_t((r * 7919) % V);
+  Tensor &tx = h.f32({rows, V}, x), &tt = h.i32({rows}, t);
+  Tensor &dl = h.f32({}, {0.7f});
+  Tensor &l1 = h.f32({}), &s1 = h.f32({rows}), &d1 = h.f32({rows, V});
+  if (!h.run(make(Op::CrossEntropyWithGrad, {rows, V}), {&tx, &tt, &dl},
+             {&l1, &s1, &d1}))
+    return;
+  const int64_t r = rows / n;
+  const std::string label = "row blocks " + std::to_string(rows) + "x" +
+                            std::to_string(V) + " / " + std::to_string(n);
+  Tensor &loss = h.f32({}, {123.0f}); // accumulate 0 must overwrite it
+  for (int64_t c = 0; c < n; ++c) {
+    std::vector<float> xc(x.begin() + c * r * V, x.begin() + (c + 1) * r * V);
+    std::vector<int32_t> tc(t.begin() + c * r, t.begin() + (c + 1) * r);
+    Tensor &bx = h.f32({r, V}, xc), &bt = h.i32({r}, tc);
+    Tensor &bs = h.f32({r}), &bd = h.f32({r, V});
+    if (!h.run(make(Op::CrossEntropyWithGrad, {r, V, rows, c > 0}),
+               {&bx, &bt, &dl}, {&loss, &bs, &bd}))
+      return;
+    const std::string at = label + " block " + std::to_string(c);
+    sameBits((at + " lse").c_str(), bs.f(), s1.f() + c * r, r);
+    sameBits((at + " dlogits").c_str(), bd.f(), d1.f() + c * r * V, r * V);
+  }
+  if (n == 1)
+    sameBits((label + " loss").c_str(), loss.f(), l1.f(), 1);
+  const double want = l1.f()[0], got = loss.f()[0];
+  CHECK(std::fabs(got - want) <= 1e-6 * std::fabs(want),
+        "[%s] loss %.9g, one launch %.9g", label.c_str(), got, want);
+}
+
+/// The 4-attribute form's checks.
+void testRowBlockChecks(Harness &h, Rng &rng) {
+  const int64_t rows = 8, V = 16;
+  Tensor &x = h.f32({rows, V}, rng.vec(rows * V));
+  Tensor &t = h.i32({rows}, std::vector<int32_t>(size_t(rows), 3));
+  Tensor &dl = h.f32({}, {1.0f});
+  Tensor &loss = h.f32({}), &lse = h.f32({rows}), &d = h.f32({rows, V});
+  const auto ce = [&](std::vector<int64_t> i) {
+    return make(Op::CrossEntropyWithGrad, std::move(i));
+  };
+  h.reject("3 attributes", ce({rows, V, rows}), {&x, &t, &dl}, {&loss, &lse, &d},
+           "expects 2 or 4 integer attributes, got 3");
+  h.reject("mean_rows below rows", ce({rows, V, rows - 1, 0}), {&x, &t, &dl},
+           {&loss, &lse, &d}, "mean_rows = 7 is outside [8,");
+  h.reject("accumulate 2", ce({rows, V, 64, 2}), {&x, &t, &dl},
+           {&loss, &lse, &d}, "accumulate = 2");
+}
+
 } // namespace
 
 int main() {
@@ -129,5 +187,9 @@ int main() {
   testBadTargets(h, rng);
   testWithGrad(h, rng, 33, 251, false);
   testWithGrad(h, rng, 64, 8192, true);
+  testRowBlocks(h, rng, 64, 8192, 1);
+  testRowBlocks(h, rng, 64, 8192, 4);
+  testRowBlocks(h, rng, 96, 251, 3);
+  testRowBlockChecks(h, rng);
   return finish("test_loss");
 }

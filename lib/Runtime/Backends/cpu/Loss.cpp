@@ -87,13 +87,13 @@ void checkCrossEntropy(const Checker &c) {
   c.disjoint(c.outs[1], c.outs[0], "lse", "loss");
 }
 
-void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
-                     const Refs &outs) {
-  const int64_t rows = in.i[0], V = in.i[1];
-  const TensorRef &x = ins[0];
-  const int32_t *t = ins[1].i32();
-  float *loss = outs[0].f32(), *lse = outs[1].f32();
-  checkTargets(in.op, t, rows, V);
+namespace {
+
+/// Each row's lse into `lse`; returns the sum of the rows' losses, in row
+/// order, in double.
+double crossEntropyRows(const Ctx &ctx, Op op, int64_t rows, int64_t V,
+                        const TensorRef &x, const int32_t *t, float *lse) {
+  checkTargets(op, t, rows, V);
   std::vector<double> rowLoss(static_cast<size_t>(rows));
   const bool bf16 = x.value->dtype == DType::BF16;
   parallelFor(ctx, rows, rowGrain(V), [&](int64_t r0, int64_t r1) {
@@ -109,8 +109,18 @@ void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
   double s = 0;
   for (int64_t r = 0; r < rows; ++r)
     s += rowLoss[size_t(r)];
-  loss[0] = rows ? float(s / double(rows))
-                 : std::numeric_limits<float>::quiet_NaN();
+  return s;
+}
+
+} // namespace
+
+void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
+                     const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1];
+  const double s = crossEntropyRows(ctx, in.op, rows, V, ins[0], ins[1].i32(),
+                                    outs[1].f32());
+  outs[0].f32()[0] = rows ? float(s / double(rows))
+                          : std::numeric_limits<float>::quiet_NaN();
 }
 
 void checkCrossEntropyGrad(const Checker &c) {
@@ -140,15 +150,17 @@ void checkCrossEntropyGrad(const Checker &c) {
   c.disjoint(c.outs[0], c.ins[3], "dlogits", "dloss");
 }
 
-void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
-                         const Refs &outs) {
-  const int64_t rows = in.i[0], V = in.i[1];
+namespace {
+
+/// dlogits = (softmax - onehot) * scale, row by row (ins: logits, targets,
+/// lse).
+void crossEntropyGradRows(const Ctx &ctx, Op op, int64_t rows, int64_t V,
+                          const Refs &ins, const Refs &outs, float scale) {
   const float *lse = ins[2].f32();
   const int32_t *t = ins[1].i32();
-  checkTargets(in.op, t, rows, V);
+  checkTargets(op, t, rows, V);
   if (rows == 0)
     return;
-  const float scale = float(double(ins[3].f32()[0]) / double(rows));
   if (ins[0].value->dtype == DType::BF16) {
     // bf16 logits: each row widened before any of it is written (dlogits
     // may be its bytes), then the f32 path's expressions, stored f32 or
@@ -212,25 +224,60 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   });
 }
 
+} // namespace
+
+void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
+                         const Refs &outs) {
+  const int64_t rows = in.i[0], V = in.i[1];
+  crossEntropyGradRows(ctx, in.op, rows, V, ins, outs,
+                       float(double(ins[3].f32()[0]) / double(rows)));
+}
+
 // CrossEntropyWithGrad: CrossEntropy then CrossEntropyGrad, on the same
 // operands (the GPU's twin: its fused kernel gives these bits row by row).
+// With {rows, V, mean_rows, accumulate} it is one row block of a larger
+// batch (mega-chunk-loss): the mean and the gradient's scale divide by
+// mean_rows, and with accumulate the block's share is added to the loss.
 
 void checkCrossEntropyWithGrad(const Checker &c) {
   c.operands(3, 3);
+  if (c.instr.i.size() != 2 && c.instr.i.size() != 4)
+    c.fail("expects 2 or 4 integer attributes, got " +
+           std::to_string(c.instr.i.size()));
+  Instr base = c.instr;
+  base.i.resize(2);
   const Vals ceIns = {c.ins[0], c.ins[1]}, ceOuts = {c.outs[0], c.outs[1]};
-  checkCrossEntropy(Checker(c.instr, ceIns, ceOuts));
+  checkCrossEntropy(Checker(base, ceIns, ceOuts));
   const Vals gradIns = {c.ins[0], c.ins[1], c.outs[1], c.ins[2]};
   const Vals gradOuts = {c.outs[2]};
-  checkCrossEntropyGrad(Checker(c.instr, gradIns, gradOuts));
+  checkCrossEntropyGrad(Checker(base, gradIns, gradOuts));
   c.disjoint(c.outs[2], c.outs[0], "dlogits", "loss");
   c.disjoint(c.outs[0], c.ins[2], "loss", "dloss");
   c.disjoint(c.outs[1], c.ins[2], "lse", "dloss");
+  if (c.instr.i.size() == 4) {
+    const int64_t rows = c.attr(0, 0, kBig, "rows");
+    c.attr(2, std::max<int64_t>(rows, 1), kBig, "mean_rows");
+    c.flag(3, "accumulate");
+  }
 }
 
 void runCrossEntropyWithGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                              const Refs &outs) {
-  runCrossEntropy(ctx, in, {ins[0], ins[1]}, {outs[0], outs[1]});
-  runCrossEntropyGrad(ctx, in, {ins[0], ins[1], outs[1], ins[2]}, {outs[2]});
+  const int64_t rows = in.i[0], V = in.i[1];
+  const bool block = in.i.size() == 4;
+  const int64_t meanRows = block ? in.i[2] : rows;
+  const bool accumulate = block && in.i[3];
+  const double s = crossEntropyRows(ctx, in.op, rows, V, ins[0], ins[1].i32(),
+                                    outs[1].f32());
+  float *loss = outs[0].f32();
+  if (accumulate)
+    loss[0] = float(double(loss[0]) + s / double(meanRows));
+  else
+    loss[0] = meanRows ? float(s / double(meanRows))
+                       : std::numeric_limits<float>::quiet_NaN();
+  crossEntropyGradRows(ctx, in.op, rows, V, {ins[0], ins[1], outs[1], ins[2]},
+                       {outs[2]},
+                       float(double(ins[2].f32()[0]) / double(meanRows)));
 }
 
 } // namespace mega::rt::cpu

@@ -103,15 +103,22 @@ __global__ void crossEntropyRows(const X *__restrict__ x,
                            Op::CrossEntropy, shf, shd);
 }
 
+/// out = sum(v) / divisor, or out += that (accumulate: one row block of a
+/// larger batch, CrossEntropyWithGrad's {rows, V, mean_rows, 1}).
 __global__ void meanKernel(const double *__restrict__ v, int64_t n,
+                           int64_t divisor, bool accumulate,
                            float *__restrict__ out) {
   __shared__ double sh[32];
   double s = 0.0;
   for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
     s += v[k];
   s = blockSum(s, sh);
-  if (threadIdx.x == 0)
-    out[0] = n ? float(s / double(n)) : nanf("");
+  if (threadIdx.x == 0) {
+    if (accumulate)
+      out[0] = float(double(out[0]) + s / double(divisor));
+    else
+      out[0] = divisor ? float(s / double(divisor)) : nanf("");
+  }
 }
 
 __device__ inline void storeGrad(float *p, float v) { *p = v; }
@@ -183,10 +190,10 @@ __global__ void crossEntropyWithGradRows(const X *x,
                                          float *__restrict__ lse,
                                          double *__restrict__ rowLoss, T *dx,
                                          int64_t rows, int64_t V,
-                                         DeviceError *err) {
+                                         int64_t meanRows, DeviceError *err) {
   __shared__ float shf[32];
   __shared__ double shd[32];
-  const float sc = float(double(dloss[0]) / double(rows));
+  const float sc = float(double(dloss[0]) / double(meanRows));
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int32_t tr = t[r];
     const double l = crossEntropyRow<X, V4>(x + r * V, tr, r, V, lse, rowLoss,
@@ -246,7 +253,7 @@ void dispatchCrossEntropyGrad(const Ctx &ctx, const X *x, const Refs &ins,
 template <typename X, typename T>
 void launchCrossEntropyWithGrad(const Ctx &ctx, const X *x, const Refs &ins,
                                 const Refs &outs, T *dx, double *rowLoss,
-                                int64_t rows, int64_t V) {
+                                int64_t rows, int64_t V, int64_t meanRows) {
   const bool v4 = V % 4 == 0 && aligned(x, 4 * sizeof(X)) &&
                   aligned(dx, 4 * sizeof(T));
   const unsigned grid = rowGrid(rows);
@@ -254,24 +261,24 @@ void launchCrossEntropyWithGrad(const Ctx &ctx, const X *x, const Refs &ins,
   if (v4)
     crossEntropyWithGradRows<X, T, true><<<grid, threads, 0, ctx.stream>>>(
         x, ins[1].i32(), ins[2].f32(), outs[1].f32(), rowLoss, dx, rows, V,
-        ctx.err);
+        meanRows, ctx.err);
   else
     crossEntropyWithGradRows<X, T, false><<<grid, threads, 0, ctx.stream>>>(
         x, ins[1].i32(), ins[2].f32(), outs[1].f32(), rowLoss, dx, rows, V,
-        ctx.err);
+        meanRows, ctx.err);
 }
 
 template <typename X>
 void dispatchCrossEntropyWithGrad(const Ctx &ctx, const X *x, const Refs &ins,
                                   const Refs &outs, double *rowLoss,
-                                  int64_t rows, int64_t V) {
+                                  int64_t rows, int64_t V, int64_t meanRows) {
   if (outs[2].value->dtype == DType::BF16)
     launchCrossEntropyWithGrad(ctx, x, ins, outs,
                                static_cast<__nv_bfloat16 *>(outs[2].data),
-                               rowLoss, rows, V);
+                               rowLoss, rows, V, meanRows);
   else
     launchCrossEntropyWithGrad(ctx, x, ins, outs, outs[2].f32(), rowLoss, rows,
-                               V);
+                               V, meanRows);
 }
 
 } // namespace
@@ -300,7 +307,8 @@ void runCrossEntropy(const Ctx &ctx, const Instr &in, const Refs &ins,
       launchCrossEntropy(ctx, ins[0].f32(), ins, outs, rowLoss, rows, V);
     checkLaunch("CrossEntropy");
   }
-  meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, outs[0].f32());
+  meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, rows, false,
+                                         outs[0].f32());
   checkLaunch("CrossEntropy (mean)");
 }
 
@@ -320,19 +328,24 @@ void runCrossEntropyGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
 
 void runCrossEntropyWithGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                              const Refs &outs) {
+  // {rows, V} or one row block of a larger batch: {rows, V, mean_rows,
+  // accumulate} (the CPU twin's words in cpu/Loss.cpp).
   const int64_t rows = in.i[0], V = in.i[1];
+  const bool block = in.i.size() == 4;
+  const int64_t meanRows = block ? in.i[2] : rows;
   double *rowLoss = rowLossScratch(ctx, rows);
   if (rows > 0) {
     if (ins[0].value->dtype == DType::BF16)
       dispatchCrossEntropyWithGrad(
           ctx, static_cast<const __nv_bfloat16 *>(ins[0].data), ins, outs,
-          rowLoss, rows, V);
+          rowLoss, rows, V, meanRows);
     else
       dispatchCrossEntropyWithGrad(ctx, ins[0].f32(), ins, outs, rowLoss, rows,
-                                   V);
+                                   V, meanRows);
     checkLaunch("CrossEntropyWithGrad");
   }
-  meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, outs[0].f32());
+  meanKernel<<<1, 1024, 0, ctx.stream>>>(rowLoss, rows, meanRows,
+                                         block && in.i[3], outs[0].f32());
   checkLaunch("CrossEntropyWithGrad (mean)");
 }
 
