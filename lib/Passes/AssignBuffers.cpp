@@ -138,10 +138,16 @@ public:
     // Step 4b.
     for (auto k : block.getOps<KernelOp>())
       for (const InPlace &ip : kInPlace) {
-        if (k.getKernel() != ip.kernel || k->getNumResults() <= ip.result ||
+        // The table counts the plan's outputs: a kernel's first mega.dests
+        // outputs are its last operands, the rest its results.
+        auto d = k->getAttrOfType<IntegerAttr>("mega.dests");
+        const unsigned dests = d ? unsigned(d.getInt()) : 0;
+        if (k.getKernel() != ip.kernel || ip.result < dests ||
+            k->getNumResults() <= ip.result - dests ||
             k->getNumOperands() <= ip.operand)
           continue;
-        Value in = k->getOperand(ip.operand), out = k->getResult(ip.result);
+        Value in = k->getOperand(ip.operand),
+              out = k->getResult(ip.result - dests);
         auto [rin, offIn] = rootOf(in);
         auto [rout, offOut] = rootOf(out);
         auto bin = bufferOf.find(rin), bout = bufferOf.find(rout);

@@ -137,6 +137,29 @@ func.func @cross_entropy_grad_logits_live() {
 
 // -----
 
+// A row block of the loss (mega-chunk-loss): CrossEntropyWithGrad writes the
+// loss and lse into its two mega.dests operands, so its one result is plan
+// output 2, the dlogits: over the logits (1024 bytes at offset 0).
+// CHECK-LABEL: func.func @cross_entropy_with_grad_dests_in_place
+// CHECK: %[[Z:.*]] = mega.kernel "Copy"(%{{.*}}) i [] f [] {mega.offset = array<i64: 0>}
+// CHECK: "CrossEntropyWithGrad"(%[[Z]], {{.*}} {mega.dests = 2 : i64, mega.offset = array<i64: 0>}
+func.func @cross_entropy_with_grad_dests_in_place() {
+  %x = mega.input "x" [16, 16] : tensor<16x16xf32>
+  %t = mega.input "t" [16] : tensor<16xi32>
+  %dl = mega.input "dloss" [] : tensor<f32>
+  %loss = mega.empty : tensor<f32>
+  %lse = mega.empty : tensor<16xf32>
+  %z = mega.kernel "Copy"(%x) i [] f [] : (tensor<16x16xf32>) -> tensor<16x16xf32>
+  %g = mega.kernel "CrossEntropyWithGrad"(%z, %t, %dl, %loss, %lse) i [16, 16, 32, 0] f [] {mega.dests = 2 : i64} : (tensor<16x16xf32>, tensor<16xi32>, tensor<f32>, tensor<f32>, tensor<16xf32>) -> tensor<16x16xf32>
+  %y = mega.kernel "Copy"(%g) i [] f [] : (tensor<16x16xf32>) -> tensor<16x16xf32>
+  mega.output "y", %y : tensor<16x16xf32>
+  mega.output "loss", %loss : tensor<f32>
+  mega.output "lse", %lse : tensor<16xf32>
+  return
+}
+
+// -----
+
 // Mixed precision: bf16 dlogits over bf16 logits (the same bytes, 512 at
 // offset 0); bf16 dlogits of f32 logits are another size: their own buffer.
 // CHECK-LABEL: func.func @cross_entropy_grad_bf16_in_place

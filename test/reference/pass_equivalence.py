@@ -60,12 +60,18 @@ def compile_and_train(a, w, tag, args):
         return text, [json.loads(l) for l in f if '"lm_loss"' in l]
 
 
-def same_steps(label, on, off):
+def close(a, b, rtol):
+    return a == b if rtol == 0 else abs(a - b) <= rtol * abs(b)
+
+
+def same_steps(label, on, off, rtol=0):
     """Prints each step's loss and grad norm with the pass and without it;
-    True when there are STEPS of each and they are equal to the bit."""
+    True when there are STEPS of each and they are equal to the bit (rtol
+    0) or within rtol of each other."""
     ok = len(on) == len(off) == STEPS
     for c, g in zip(on, off):
-        same = c["lm_loss"] == g["lm_loss"] and c["grad_norm"] == g["grad_norm"]
+        same = (close(c["lm_loss"], g["lm_loss"], rtol) and
+                close(c["grad_norm"], g["grad_norm"], rtol))
         ok &= same
         print(f"{label} iter {c['iteration']}: loss {c['lm_loss']!r} vs "
               f"{g['lm_loss']!r}, grad norm {c['grad_norm']!r} vs "
@@ -73,11 +79,15 @@ def same_steps(label, on, off):
     return ok
 
 
-def main(flag, counts, precisions=("fp32", "bf16"), seed=5):
+def main(flag, counts, precisions=("fp32", "bf16"), seed=5, values=("true", "false"),
+         sizes=None, rtol=None):
     """The check of megac's `flag` (e.g. --fold-casts) at each precision.
     counts(precision, text_on, text_off) compares the two plan texts and
     returns (a summary line, None or what is wrong: the pass did nothing it
-    should). Exits 1 naming every failure, else prints PASS."""
+    should). `values`: the flag's value on and off; `sizes`: the model's
+    flags instead of SIZES; `rtol`: {precision: relative tolerance} for a
+    pass that changes rounding (default: the same bits). Exits 1 naming
+    every failure, else prints PASS."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--megac", required=True)
     ap.add_argument("--mega-run", required=True)
@@ -88,20 +98,23 @@ def main(flag, counts, precisions=("fp32", "bf16"), seed=5):
     w = lambda n: os.path.join(a.workdir, n)
 
     rng = random.Random(seed)
-    write_dataset(w("data"), [rng.randrange(97) for _ in range(4 * 16 * STEPS + 1)])
+    write_dataset(w("data"), [rng.randrange(97) for _ in range(4 * 64 * STEPS + 1)])
     failures = []
     for precision in precisions:
         runs = {}
-        for name, value in (("on", "true"), ("off", "false")):
-            args = [f"{flag}={value}", "--precision", precision] + SIZES
+        for name, value in zip(("on", "off"), values):
+            args = [f"{flag}={value}", "--precision", precision] + (sizes or SIZES)
             runs[name] = compile_and_train(a, w, f"{precision}-{name}", args)
         summary, wrong = counts(precision, runs["on"][0], runs["off"][0])
         print(f"{precision}: {summary}")
         if wrong:
             failures.append(f"{precision}: {wrong}")
-        if not same_steps(precision, runs["on"][1], runs["off"][1]):
+        tol = (rtol or {}).get(precision, 0)
+        if not same_steps(precision, runs["on"][1], runs["off"][1], tol):
             failures.append(f"{precision}: the losses or grad norms with "
-                            f"{flag}=true are not bit-identical to {flag}=false")
+                            f"{flag}={values[0]} are not " +
+                            (f"within {tol:g} of" if tol else "bit-identical to") +
+                            f" {flag}={values[1]}")
     if failures:
         sys.exit("FAIL: " + "; ".join(failures))
     print("PASS")

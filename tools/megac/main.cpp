@@ -177,6 +177,13 @@ cl::opt<bool> fuseLoss(
              "logits once (mega-fuse-loss; default on; the same bits, =false "
              "keeps the two kernels to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<double> maxLogitsMib(
+    "max-logits-mib", cl::value_desc("MiB"),
+    cl::desc("The output layer, its loss and their gradients run on row "
+             "blocks whose logits fit in this many MiB, so the arena holds "
+             "one block's (mega-chunk-loss; default 512; 0 computes all "
+             "rows at once)"),
+    cl::init(512), cl::cat(megacCat));
 cl::opt<bool> foldAttentionLayout(
     "fold-attention-layout",
     cl::desc("Attention reads q, k, v from the projection's layout and "
@@ -266,6 +273,9 @@ CompileOptions checkFlags() {
   if (o.pipelineMemoryLimitMb > 0 && o.pp == 1)
     fail("--pipeline-memory-limit " + num(o.pipelineMemoryLimitMb) +
          " needs --pp > 1");
+  if (!(maxLogitsMib >= 0) || std::isinf(maxLogitsMib))
+    fail("--max-logits-mib must be >= 0 MiB (0: all rows at once), got " +
+         num(maxLogitsMib));
   if (sequenceParallel && o.tp == 1)
     fail("--sequence-parallel needs --tp > 1");
   // The distributed optimizer shards the AdamW moments over the data ranks
@@ -482,6 +492,12 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // The loss and its gradient in one pass over the logits.
   if (fuseLoss)
     pm.addPass(mega::createMegaFuseLoss());
+  // The largest logits a row block at a time.
+  if (fuseLoss && maxLogitsMib > 0) {
+    mega::MegaChunkLossOptions chunk;
+    chunk.maxLogitsMib = maxLogitsMib;
+    pm.addPass(mega::createMegaChunkLoss(chunk));
+  }
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

@@ -583,6 +583,44 @@ def MegaFuseLoss : Pass<"mega-fuse-loss", "mlir::ModuleOp"> {
   ];
 }
 
+def MegaChunkLoss : Pass<"mega-chunk-loss", "mlir::ModuleOp"> {
+  let summary = "The output layer and its loss a row block at a time";
+  let description = [{
+    At kernel level, after mega-fuse-loss and before mega-assign-buffers: a
+    CrossEntropyWithGrad whose logits (the only result of a MatMul read by
+    it alone) are larger than `max-logits-mib`, and whose dlogits only
+    MatMuls read (the input gradient, by rows; the weight gradient, summed
+    over rows), runs with those MatMuls on row blocks: the smallest number
+    n of blocks dividing the rows with each block's logits within the
+    limit. Each block computes its logits, its loss share (added to the
+    loss: {r, V, rows, accumulate}, docs/plan-format.md opcode 34), its
+    dlogits over them, its rows of the input gradient, and adds its part of
+    the weight gradient; the arena then holds one block's logits instead of
+    all of them. The lse, dlogits and input-gradient rows keep their bits;
+    the loss and the weight gradient add n partial sums. Nothing between
+    the MatMul and the last reader but views, outputs and state.
+
+    Before (limit below the logits' bytes):
+    ```mlir
+    %z = mega.kernel "MatMul"(%x, %w) i [1, 8, 64, 4, 0, 1, 4, 4, 64, 0, 0, 0] f [1.0, 0.0] : ...
+    %r:3 = mega.kernel "CrossEntropyWithGrad"(%z, %t, %one) i [8, 64] f [] : ...
+    %dx = mega.kernel "MatMul"(%r#2, %w) i [1, 8, 4, 64, 0, 0, 64, 4, 4, 0, 0, 0] f [1.0, 0.0] : ...
+    ```
+    After (two blocks):
+    ```mlir
+    %loss = mega.empty : tensor<f32>
+    %z0 = mega.kernel "MatMul"(%x0, %w) i [1, 4, 64, 4, ...] f [1.0, 0.0] : ...
+    %d0 = mega.kernel "CrossEntropyWithGrad"(%z0, %t0, %one, %loss, %lse0) i [4, 64, 8, 0] f [] {mega.dests = 2} : ...
+    mega.kernel "MatMul"(%d0, %w, %dx0) i [1, 4, 4, 64, ...] f [1.0, 0.0] {mega.dests = 1} : ...
+    ... the same for block 1, with i [4, 64, 8, 1]
+    ```
+  }];
+  let options = [
+    Option<"maxLogitsMib", "max-logits-mib", "double", /*default=*/"0",
+           "Largest logits (MiB) computed at once (0: never split)">,
+  ];
+}
+
 def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
   let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
   let description = [{
