@@ -15,6 +15,9 @@
 #                               --bf16-products=false (the backward's bias sums, the
 #                               MLP's dX product and GELU's aux in f32): what those
 #                               two rules save, timed in the same run
+#   gpt2-small-bf16-whole-cuda.plan  the same with --max-logits-mib 0: the output layer
+#                               on all 16384 rows at once (1.65 GB of logits) instead of
+#                               4 row blocks: what the blocks cost in time, same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
 #                               distributed optimizer, and its one-process reference:
@@ -60,6 +63,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --precision bf16
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32bwd-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --bf16-reductions=false --bf16-products=false
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-whole-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --max-logits-mib 0
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
