@@ -93,14 +93,28 @@ void testBadTargets(Harness &h, Rng &rng) {
 /// CrossEntropyWithGrad against CrossEntropy then CrossEntropyGrad: the
 /// same bits for loss, lse and dlogits, also with the gradient written over
 /// the logits.
+/// Random logits in [-6, 6], spread targets, dloss 0.7, and the outputs of
+/// a first launch over all rows.
+struct LossCase {
+  LossCase(Harness &h, Rng &rng, int64_t rows, int64_t V)
+      : x(rng.vec(rows * V, -6, 6)), t(targets(rows, V)),
+        tx(h.f32({rows, V}, x)), tt(h.i32({rows}, t)), dl(h.f32({}, {0.7f})),
+        l1(h.f32({})), s1(h.f32({rows})), d1(h.f32({rows, V})) {}
+  static std::vector<int32_t> targets(int64_t rows, int64_t V) {
+    std::vector<int32_t> t(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      t[size_t(r)] = int32_t((r * 7919) % V);
+    return t;
+  }
+  const std::vector<float> x;
+  const std::vector<int32_t> t;
+  Tensor &tx, &tt, &dl, &l1, &s1, &d1;
+};
+
 void testWithGrad(Harness &h, Rng &rng, int64_t rows, int64_t V, bool inPlace) {
-  const std::vector<float> x = rng.vec(rows * V, -6, 6);
-  std::vector<int32_t> t(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r)
-    t[size_t(r)] = int32_t((r * 7919) % V);
-  Tensor &tx = h.f32({rows, V}, x), &tt = h.i32({rows}, t);
-  Tensor &dl = h.f32({}, {0.7f});
-  Tensor &l1 = h.f32({}), &s1 = h.f32({rows}), &d1 = h.f32({rows, V});
+  LossCase c(h, rng, rows, V);
+  const std::vector<float> &x = c.x;
+  Tensor &tx = c.tx, &tt = c.tt, &dl = c.dl, &l1 = c.l1, &s1 = c.s1, &d1 = c.d1;
   if (!h.run(make(Op::CrossEntropy, {rows, V}), {&tx, &tt}, {&l1, &s1}) ||
       !h.run(make(Op::CrossEntropyGrad, {rows, V}), {&tx, &tt, &s1, &dl}, {&d1}))
     return;
@@ -124,13 +138,11 @@ void testWithGrad(Harness &h, Rng &rng, int64_t rows, int64_t V, bool inPlace) {
 /// rounded to float as they are added: rel 1e-6), and exactly the
 /// one-launch bits when n == 1.
 void testRowBlocks(Harness &h, Rng &rng, int64_t rows, int64_t V, int64_t n) {
-  const std::vector<float> x = rng.vec(rows * V, -6, 6);
-  std::vector<int32_t> t(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r)
-    t[size_t(r)] = int32_t((r * 7919) % V);
-  Tensor &tx = h.f32({rows, V}, x), &tt = h.i32({rows}, t);
-  Tensor &dl = h.f32({}, {0.7f});
-  Tensor &l1 = h.f32({}), &s1 = h.f32({rows}), &d1 = h.f32({rows, V});
+  LossCase lc(h, rng, rows, V);
+  const std::vector<float> &x = lc.x;
+  const std::vector<int32_t> &t = lc.t;
+  Tensor &tx = lc.tx, &tt = lc.tt, &dl = lc.dl, &l1 = lc.l1, &s1 = lc.s1,
+         &d1 = lc.d1;
   if (!h.run(make(Op::CrossEntropyWithGrad, {rows, V}), {&tx, &tt, &dl},
              {&l1, &s1, &d1}))
     return;
