@@ -165,7 +165,7 @@ Arity arityOf(Op op) {
   case Op::LayerNorm:
     return {3, 3};
   case Op::LayerNormGrad:
-    return {5, 3};
+    return {5, -1}; // 3, or 4 with dx's bf16 copy: checked below
   case Op::Softmax:
     return {1, 1};
   case Op::SoftmaxGrad:
@@ -259,6 +259,14 @@ void validateAdamWMulti(const Program &p, size_t k, const Instr &in) {
     fail(p, k, "AdamWMulti over " + std::to_string(n) + " tensors takes " +
                    std::to_string(3 + n) + " float attributes, not " +
                    std::to_string(in.f.size()));
+}
+
+/// LayerNormGrad: dx, dw, db and optionally dx's bf16 copy; the backends
+/// check shapes, dtypes and the attributes.
+void validateLayerNormGrad(const Program &p, size_t k, const Instr &in) {
+  if (in.outputs.size() != 3 && in.outputs.size() != 4)
+    fail(p, k, "LayerNormGrad has " + std::to_string(in.outputs.size()) +
+                   " outputs, not 3 (dx, dw, db) or 4 (and dx in bf16)");
 }
 
 /// MatMul: 12 integer attributes, or 13 with the epilogue i[12] (0 none,
@@ -493,6 +501,8 @@ void validate(const Plan &plan) {
         validateAdamWMulti(p, k, in);
       if (in.op == Op::MatMul)
         validateMatMul(p, k, in);
+      if (in.op == Op::LayerNormGrad)
+        validateLayerNormGrad(p, k, in);
     }
   }
 }

@@ -215,6 +215,29 @@ int main() {
     }, "wrong operand count");
   }
 
+  // LayerNormGrad: dx, dw, db, and optionally dx's bf16 copy (4 outputs).
+  {
+    Plan c = samplePlan();
+    Program &prog = c.programs[0];
+    Instr x;
+    x.op = Op::LayerNormGrad;
+    x.inputs = {0, 0, 0, 0, 0};
+    x.outputs = {1, 1, 1, 1};
+    x.i = {1, 1, 1, 1};
+    prog.instrs.push_back(x);
+    validate(c); // 4 outputs pass; the backends check shapes and dtypes
+    expectError("layer norm grad 5 outputs", [&] {
+      Plan e = c;
+      e.programs[0].instrs.back().outputs.push_back(1);
+      validate(e);
+    }, "LayerNormGrad has 5 outputs, not 3 (dx, dw, db) or 4");
+    expectError("layer norm grad 2 outputs", [&] {
+      Plan e = c;
+      e.programs[0].instrs.back().outputs = {1, 1};
+      validate(e);
+    }, "LayerNormGrad has 2 outputs");
+  }
+
   // Collectives (opcodes 17-21): round trip, printing, validation.
   {
     Plan c = samplePlan();

@@ -158,8 +158,12 @@ enum class Op : uint16_t {
   /// rstd [rows]. i = {rows, cols}; f = {eps}. y may be BF16 (rounded on
   /// store; then not in place); everything else F32.
   LayerNorm = 5,
-  /// dy, x, w, mean, rstd -> dx, dw, db.  i = {rows, cols, accumulate}
-  /// (accumulate adds into dx; dw and db are always overwritten).
+  /// dy, x, w, mean, rstd -> dx, dw, db (, dx_bf16).  i = {rows, cols,
+  /// accumulate} or {rows, cols, accumulate, accumulate_wb}: accumulate adds
+  /// into dx (one f32 add per element); accumulate_wb adds the sums over
+  /// the rows, each rounded to f32 first, into dw and db (absent or 0: they
+  /// are overwritten). The optional 4th output is the final dx rounded to
+  /// BF16 as Cast rounds (mega-fuse-norm-grad).
   LayerNormGrad = 6,
   /// x [rows, cols] -> y = softmax(f[0] * x) along cols. i = {rows, cols,
   /// causal, seq}: causal masks column c of row r when c > r % seq.

@@ -441,6 +441,8 @@ void attention(Rng &rng);
 void graphs(Rng &rng);
 // MatMul with a bias / residual / GELU epilogue (cuda_twin_epilogue.cpp).
 void matmulEpilogue(Rng &rng);
+// LayerNormGrad's fused forms (cuda_twin_norm_grad.cpp).
+void normGradFused(Rng &rng);
 
 } // namespace twincheck
 

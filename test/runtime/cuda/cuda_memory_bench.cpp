@@ -1,7 +1,8 @@
 //===- cuda_memory_bench.cpp - Timing the memory-bound CUDA kernels ------===//
 //
-// Times Cast, Transpose, ReduceSum, LayerNorm, LayerNormGrad, CrossEntropy
-// and CrossEntropyGrad at GPT-2 small's shapes (micro-batch 16, seq 1024,
+// Times Cast, Transpose, ReduceSum, LayerNorm, LayerNormGrad (also fused
+// with the residual add it feeds), CrossEntropy and CrossEntropyGrad at
+// GPT-2 small's shapes (micro-batch 16, seq 1024,
 // hidden 768, 12 heads, vocab 50304) in the two forms each picks from:
 // "vector" (aligned operands: 16-byte accesses, the warp-per-row norms, the
 // one-read loss) and "element" (the first input one element late in its
@@ -235,6 +236,32 @@ int main(int argc, char **argv) {
                         t(F, {R}, 0.0f, 0.0f), t(F, {R}, 1.0f, 1.0f)},
                        {t(F, {R, H}), t(F, {H}), t(F, {H})},
                        12.0 * double(R * H)});
+    // What each of GPT-2's LayerNormGrads runs in the bf16 plan without
+    // mega-fuse-norm-grad (the norm with a bf16 dy, then the residual add
+    // with its bf16 copy; the two 768-float gradient adds are left out),
+    // and the one fused kernel that replaces them: dx added into the
+    // residual gradient, its bf16 copy, dw/db into the gradients.
+    if (wanted("LayerNormGrad")) {
+      Tensor *dyB = t(BF, {R, H}), *x = t(F, {R, H}), *w = t(F, {H});
+      Tensor *mean = t(F, {R}, 0.0f, 0.0f), *rstd = t(F, {R}, 1.0f, 1.0f);
+      Tensor *dx = t(F, {R, H}), *resid = t(F, {R, H}), *sum = t(F, {R, H});
+      Tensor *copy = t(BF, {R, H}), *dw = t(F, {H}), *db = t(F, {H});
+      cases.push_back({"LayerNormGrad [16384,768] bf16 dy",
+                       instr(Op::LayerNormGrad, {R, H, 0}),
+                       {dyB, x, w, mean, rstd}, {dx, dw, db},
+                       10.0 * double(R * H)});
+      // Elementwise: out0 = in0 + in1 (f32), out1 = the same rounded.
+      const int64_t n = R * H;
+      cases.push_back({"Elementwise residual add + bf16 copy",
+                       instr(Op::Elementwise,
+                             {n, 2, 2, n, n, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1,
+                              1, 0, 0, 0, 1, 0, 1, 0}),
+                       {resid, dx}, {sum, copy}, 14.0 * double(n)});
+      cases.push_back({"LayerNormGrad fused (acc, acc_wb, bf16 copy)",
+                       instr(Op::LayerNormGrad, {R, H, 1, 1}),
+                       {dyB, x, w, mean, rstd}, {resid, dw, db, copy},
+                       16.0 * double(R * H)});
+    }
     // The loss over GPT-2's padded vocabulary.
     if (wanted("CrossEntropy")) {
       Tensor *logits = t(F, {R, V}, -6.0f, 6.0f);

@@ -979,7 +979,8 @@ int main(int argc, char **argv) {
       {"vocab parallel", vocabParallel},
       {"refusals", refusals},       {"cast/bf16 matmul", castAndBf16MatMul},
       {"attention", attention},     {"graphs", graphs},
-      {"matmul epilogue", matmulEpilogue}};
+      {"matmul epilogue", matmulEpilogue},
+      {"layernorm grad fused", normGradFused}};
   for (const auto &[name, run] : groups) {
     try {
       run(rng);

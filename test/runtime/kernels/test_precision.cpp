@@ -13,6 +13,10 @@
 //    bits of the same program on the widened values.
 //  * LayerNormGrad with a bf16 dy: the bits of the f32 kernel on the
 //    widened dy.
+//  * LayerNormGrad's fused forms (accumulate into the residual gradient,
+//    accumulate_wb, the 4th bf16 output): the bits of the unfused sequence
+//    LayerNormGrad, Elementwise add (+ its bf16 copy), the two in-place
+//    Elementwise adds into dw/db, or a Cast.
 //  * Attention: the naive formula in double over the whole [S, S] score
 //    matrix (softmax, then the weighted sum).
 //  * AttentionGrad: central finite differences (in double) of the naive
@@ -380,6 +384,139 @@ void testBf16Outputs(Harness &h, Harness &conv, Rng &rng) {
   }
 }
 
+/// `bits` of an f32 tensor's element k.
+uint32_t bitsF32(const Tensor &t, int64_t k) {
+  uint32_t u;
+  std::memcpy(&u, &t.f()[k], 4);
+  return u;
+}
+
+/// Elementwise out... = in0 + in1 over n elements (a + b, both whole), the
+/// micro-code megac emits for a residual gradient add; with `copy` the sum
+/// is also stored to a second (bf16) output.
+Instr ewAdd(int64_t n, bool copy) {
+  std::vector<int64_t> i = {n, 2, copy ? 2 : 1, n, n, 0, 0, 0, 0, 0, 1, 1, 0,
+                            3, 0, 0, 1, 1, 0, 0, 0};
+  if (copy)
+    i.insert(i.end(), {1, 0, 1, 0});
+  return make(Op::Elementwise, i);
+}
+
+/// LayerNormGrad with accumulate (dx into a residual gradient r),
+/// accumulate_wb (dw, db into gradients) and the bf16 copy of dx, against
+/// the sequence mega-fuse-norm-grad replaces: the plain kernel, then
+/// Elementwise r + dx (and its bf16 copy) or a Cast of dx, then g = g + dw
+/// and g = g + db in place. Every result must have the same bits.
+void testFusedLayerNormGrad(Harness &h, Harness &conv, Rng &rng, int64_t rows,
+                            int64_t cols, bool dyBf16, bool acc, bool accWb,
+                            bool copy) {
+  const int64_t n = rows * cols;
+  const std::vector<float> dy = rng.vec(n), x = rng.vec(n, -2, 2),
+                           w = rng.vec(cols, 0.5, 1.5), r0 = rng.vec(n),
+                           gw0 = rng.vec(cols), gb0 = rng.vec(cols);
+  std::vector<float> mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
+  for (int64_t k = 0; k < rows; ++k) {
+    mean[size_t(k)] = 0.1f * float(k % 7) - 0.3f;
+    rstd[size_t(k)] = 0.8f + 0.05f * float(k % 11);
+  }
+  Tensor &tdy = dyBf16 ? bf16Tensor(h, {rows, cols}, dy, conv)
+                       : h.f32({rows, cols}, dy);
+  Tensor &tx = h.f32({rows, cols}, x), &tw = h.f32({cols}, w),
+         &tm = h.f32({rows}, mean), &tr = h.f32({rows}, rstd);
+  const std::string what =
+      "fused layer norm grad " + std::to_string(rows) + "x" +
+      std::to_string(cols) + (dyBf16 ? " bf16 dy" : "") + (acc ? " acc" : "") +
+      (accWb ? " acc_wb" : "") + (copy ? " bf16 copy" : "");
+  // The unfused sequence.
+  Tensor &dx1 = h.f32({rows, cols}), &dw1 = h.f32({cols}), &db1 = h.f32({cols});
+  Tensor &r1 = h.f32({rows, cols}, r0), &gw1 = h.f32({cols}, gw0),
+         &gb1 = h.f32({cols}, gb0);
+  Tensor &sum1 = h.f32({rows, cols}), &h1 = h.alloc(DType::BF16, {rows, cols});
+  if (!h.run(make(Op::LayerNormGrad, {rows, cols, 0}), {&tdy, &tx, &tw, &tm, &tr},
+             {&dx1, &dw1, &db1}))
+    return;
+  if (acc) {
+    std::vector<Tensor *> outs = {&sum1};
+    if (copy)
+      outs.push_back(&h1);
+    if (!h.run(ewAdd(n, copy), {&r1, &dx1}, outs))
+      return;
+  } else if (copy && !h.run(make(Op::Cast, {n}), {&dx1}, {&h1})) {
+    return;
+  }
+  if (accWb && (!h.run(ewAdd(cols, false), {&gw1, &dw1}, {&gw1}) ||
+                !h.run(ewAdd(cols, false), {&gb1, &db1}, {&gb1})))
+    return;
+  // The fused kernel: dx accumulates into r's bytes, dw/db into g's.
+  Tensor &dx2 = h.f32({rows, cols}, acc ? r0 : rng.vec(n));
+  Tensor &dw2 = h.f32({cols}, accWb ? gw0 : rng.vec(cols));
+  Tensor &db2 = h.f32({cols}, accWb ? gb0 : rng.vec(cols));
+  Tensor &h2 = h.alloc(DType::BF16, {rows, cols});
+  std::vector<int64_t> i = {rows, cols, acc};
+  if (accWb)
+    i.push_back(1);
+  std::vector<Tensor *> outs = {&dx2, &dw2, &db2};
+  if (copy)
+    outs.push_back(&h2);
+  if (!h.run(make(Op::LayerNormGrad, i), {&tdy, &tx, &tw, &tm, &tr}, outs))
+    return;
+  sameBits((what + " dx").c_str(), dx2.f(), acc ? sum1.f() : dx1.f(), size_t(n));
+  sameBits((what + " dw").c_str(), dw2.f(), accWb ? gw1.f() : dw1.f(),
+           size_t(cols));
+  sameBits((what + " db").c_str(), db2.f(), accWb ? gb1.f() : db1.f(),
+           size_t(cols));
+  if (copy)
+    for (int64_t k = 0; k < n; ++k)
+      if (bitsBf16(h2, k) != bitsBf16(h1, k)) {
+        CHECK(false, "%s dx_bf16: element %lld is %04x, want %04x",
+              what.c_str(), (long long)k, bitsBf16(h2, k), bitsBf16(h1, k));
+        break;
+      }
+  // The adds did something: a test that cannot fail is no test.
+  if (accWb)
+    CHECK(bitsF32(dw2, 0) != bitsF32(dw1, 0) || gw0[0] == 0.0f,
+          "%s: dw was not accumulated", what.c_str());
+}
+
+/// The operands a fused LayerNormGrad refuses: a dx_bf16 of the wrong dtype
+/// or size or overlapping another operand, a 5th output, a bad
+/// accumulate_wb, a 5th attribute.
+void testFusedLayerNormGradRefusals(Harness &h) {
+  const int64_t R = 4, C = 8, n = R * C;
+  Tensor &dy = h.f32({R, C}), &x = h.f32({R, C}), &w = h.f32({C}),
+         &m = h.f32({R}), &s = h.f32({R}), &dx = h.f32({R, C}),
+         &dw = h.f32({C}), &db = h.f32({C});
+  Tensor &hb = h.alloc(DType::BF16, {R, C});
+  const std::vector<Tensor *> ins = {&dy, &x, &w, &m, &s};
+  h.run(make(Op::LayerNormGrad, {R, C, 1, 1}), ins, {&dx, &dw, &db, &hb});
+  h.run(make(Op::LayerNormGrad, {R, C, 0, 0}), ins, {&dx, &dw, &db});
+  Tensor &hf = h.f32({R, C}), &hs = h.alloc(DType::BF16, {n + 1});
+  h.reject("layernorm grad f32 copy", make(Op::LayerNormGrad, {R, C, 0}), ins,
+           {&dx, &dw, &db, &hf}, "dx_bf16");
+  h.reject("layernorm grad copy size", make(Op::LayerNormGrad, {R, C, 0}), ins,
+           {&dx, &dw, &db, &hs}, "dx_bf16 has 33");
+  h.reject("layernorm grad accumulate_wb 2",
+           make(Op::LayerNormGrad, {R, C, 0, 2}), ins, {&dx, &dw, &db},
+           "accumulate_wb");
+  h.reject("layernorm grad 5 attributes",
+           make(Op::LayerNormGrad, {R, C, 0, 1, 0}), ins, {&dx, &dw, &db},
+           "integer attributes");
+  h.reject("layernorm grad 5 outputs", make(Op::LayerNormGrad, {R, C, 0}), ins,
+           {&dx, &dw, &db, &hb, &hb}, "3 or 4 outputs");
+  // The copy inside dx (arena bytes 0..127 are dx; the copy 64 bytes in).
+  Tensor &dxa = h.arena(0, {R, C}), &ha = h.arena(64, {R, C}, DType::BF16);
+  h.reject("layernorm grad copy inside dx", make(Op::LayerNormGrad, {R, C, 0}),
+           ins, {&dxa, &dw, &db, &ha}, "dx_bf16 overlaps dx");
+  // The copy over dy, and dw inside the copy.
+  Tensor &dya = h.arena(256, {R, C}), &hd = h.arena(256, {R, C}, DType::BF16);
+  h.reject("layernorm grad copy over dy", make(Op::LayerNormGrad, {R, C, 0}),
+           {&dya, &x, &w, &m, &s}, {&dx, &dw, &db, &hd}, "dx_bf16 overlaps dy");
+  Tensor &hw = h.arena(512, {R, C}, DType::BF16), &dwa = h.arena(544, {C});
+  h.reject("layernorm grad dw inside the copy",
+           make(Op::LayerNormGrad, {R, C, 0, 1}), ins, {&dx, &dwa, &db, &hw},
+           "dx_bf16 overlaps dw");
+}
+
 } // namespace
 
 /// A bias gradient summed from the gradient's bf16 copy: the widening is
@@ -493,5 +630,15 @@ int main() {
   testBf16Inputs(h, conv, rng, 3, 1);
   testBf16LayerNormGrad(h, conv, rng, 70, 96, false);
   testBf16LayerNormGrad(h, conv, rng, 33, 17, true);
+  // The fused forms: every combination, f32 and bf16 dy, GPT-2's width with
+  // rows that leave a last block of 32 short, and an odd width.
+  for (int dyBf16 : {0, 1})
+    for (int acc : {0, 1})
+      for (int accWb : {0, 1})
+        for (int copy : {0, 1}) {
+          testFusedLayerNormGrad(h, conv, rng, 70, 768, dyBf16, acc, accWb, copy);
+          testFusedLayerNormGrad(h, conv, rng, 33, 17, dyBf16, acc, accWb, copy);
+        }
+  testFusedLayerNormGradRefusals(h);
   return finish("test_precision");
 }

@@ -107,11 +107,18 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
 //===----------------------------------------------------------------------===//
 
 void checkLayerNormGrad(const Checker &c) {
-  c.operands(5, 3);
-  c.attrs(3, 0);
+  // A 4th output (dx's bf16 copy) and a 4th attribute (accumulate_wb) are
+  // optional: plans without them keep their meaning.
+  if (c.ins.size() != 5 || (c.outs.size() != 3 && c.outs.size() != 4))
+    c.fail("expects 5 inputs and 3 or 4 outputs, got " +
+           std::to_string(c.ins.size()) + " and " +
+           std::to_string(c.outs.size()));
+  c.attrs(c.instr.i.size() == 4 ? 4 : 3, 0);
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t cols = c.attr(1, 1, kBig, "cols");
   c.flag(2, "accumulate");
+  if (c.instr.i.size() == 4)
+    c.flag(3, "accumulate_wb");
   const i128 n = i128(rows) * cols;
   // dy may be bf16 (a bf16 product's gradient: widened, never dx's bytes).
   const bool dyBf16 = c.ins[0]->dtype == DType::BF16;
@@ -123,16 +130,18 @@ void checkLayerNormGrad(const Checker &c) {
   c.tensor(c.outs[0], DType::F32, n, "dx");
   c.tensor(c.outs[1], DType::F32, cols, "dw");
   c.tensor(c.outs[2], DType::F32, cols, "db");
+  if (c.outs.size() == 4)
+    c.tensor(c.outs[3], DType::BF16, n, "dx_bf16");
   const char *in[] = {"dy", "x", "w", "mean", "rstd"};
-  const char *out[] = {"dx", "dw", "db"};
-  for (int o = 0; o < 3; ++o) {
+  const char *out[] = {"dx", "dw", "db", "dx_bf16"};
+  for (size_t o = 0; o < c.outs.size(); ++o) {
     for (int k = 0; k < 5; ++k) {
       if (o == 0 && k == 0 && !dyBf16)
         c.sameOrDisjoint(c.outs[0], c.ins[0], "dx", "dy"); // in place is fine
       else
         c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
     }
-    for (int k = 0; k < o; ++k)
+    for (size_t k = 0; k < o; ++k)
       c.disjoint(c.outs[o], c.outs[k], out[o], out[k]);
   }
 }
@@ -155,15 +164,28 @@ void lnGradRowStats(const float *__restrict dyr, const float *__restrict xr,
   }
 }
 
-void lnGradRowDx(float *__restrict dxr, const float *__restrict xhat,
-                 const float *__restrict g, float s, float c1, float c2, bool acc,
-                 int64_t cols) {
+/// dx of one row without accumulating. Out of line, so that the
+/// accumulating form adds the very values the plain form stores: an add
+/// into dx must not be contracted with the product into an FMA (the bits
+/// of LayerNormGrad followed by an Elementwise add).
+[[gnu::noinline]] void lnGradRowDx(float *__restrict dxr,
+                                   const float *__restrict xhat,
+                                   const float *__restrict g, float s, float c1,
+                                   float c2, int64_t cols) {
+  for (int64_t j = 0; j < cols; ++j)
+    dxr[j] = s * (g[j] - c1 - xhat[j] * c2);
+}
+
+/// dx += v (f32 adds, as Elementwise's Add) and, when wanted, dx's bf16
+/// copy (rounded as Cast rounds).
+void lnGradRowFinish(float *__restrict dxr, const float *__restrict v,
+                     uint16_t *__restrict hr, bool acc, int64_t cols) {
   if (acc)
     for (int64_t j = 0; j < cols; ++j)
-      dxr[j] += s * (g[j] - c1 - xhat[j] * c2);
-  else
+      dxr[j] = dxr[j] + v[j];
+  if (hr)
     for (int64_t j = 0; j < cols; ++j)
-      dxr[j] = s * (g[j] - c1 - xhat[j] * c2);
+      hr[j] = floatToBf16(dxr[j]);
 }
 
 } // namespace
@@ -172,9 +194,13 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                       const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const bool acc = in.i[2] != 0;
+  // accumulate_wb: dw, db += the sums over the rows (each sum rounded to
+  // f32 first, then one f32 add: the bits of an Elementwise add after).
+  const bool accWb = in.i.size() > 3 && in.i[3] != 0;
   const float *x = ins[1].f32(), *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
+  uint16_t *dxh = outs.size() > 3 ? outs[3].bf16() : nullptr;
   // A bf16 dy is widened whole first (exact): the f32 path then runs on it.
   std::vector<float> wide;
   const float *dy = ins[0].value->dtype == DType::BF16
@@ -186,8 +212,9 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   std::vector<double> part(size_t(nblocks * cols * 2));
   const int64_t blockGrain = std::max<int64_t>(1, rowGrain(cols) / kLnRowBlock);
   parallelFor(ctx, nblocks, blockGrain, [&](int64_t b0, int64_t b1) {
-    std::vector<float> scratch(static_cast<size_t>(4 * cols));
+    std::vector<float> scratch(static_cast<size_t>(5 * cols));
     float *xhat = scratch.data(), *g = xhat + cols, *fw = g + cols, *fb = fw + cols;
+    float *v = fb + cols;
     for (int64_t blk = b0; blk < b1; ++blk) {
       std::fill(fw, fw + 2 * cols, 0.0f);
       const int64_t r1 = std::min(rows, (blk + 1) * kLnRowBlock);
@@ -197,7 +224,15 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
         // (dx may be dy).
         const float c1 = float(sumD(g, cols) / double(cols));
         const float c2 = float(dotD(g, xhat, cols) / double(cols));
-        lnGradRowDx(dx + r * cols, xhat, g, rstd[r], c1, c2, acc, cols);
+        float *dxr = dx + r * cols;
+        uint16_t *hr = dxh ? dxh + r * cols : nullptr;
+        if (!acc) {
+          lnGradRowDx(dxr, xhat, g, rstd[r], c1, c2, cols);
+          lnGradRowFinish(dxr, nullptr, hr, false, cols);
+        } else {
+          lnGradRowDx(v, xhat, g, rstd[r], c1, c2, cols);
+          lnGradRowFinish(dxr, v, hr, true, cols);
+        }
       }
       double *pw = &part[size_t(blk * cols * 2)], *pb = pw + cols;
       for (int64_t j = 0; j < cols; ++j) {
@@ -213,8 +248,13 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
         sw += part[size_t(blk * cols * 2 + j)];
         sb += part[size_t(blk * cols * 2 + cols + j)];
       }
-      dw[j] = float(sw);
-      db[j] = float(sb);
+      if (accWb) {
+        dw[j] = dw[j] + float(sw);
+        db[j] = db[j] + float(sb);
+      } else {
+        dw[j] = float(sw);
+        db[j] = float(sb);
+      }
     }
   });
 }

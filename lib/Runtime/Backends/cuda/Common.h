@@ -212,16 +212,24 @@ inline int rowThreads(int64_t cols, int maxThreads = 256) {
   return int(t < 32 ? 32 : t);
 }
 
+/// How sumChunks stores a column's sum s (a double) into its output y.
+enum class SumInto {
+  Overwrite,  ///< y = float(s)
+  AddWide,    ///< y = float(y + s) in double (ReduceSum's accumulate)
+  AddRounded, ///< y = y + float(s) in f32: the bits of an Elementwise add of
+              ///< the overwritten sum (LayerNormGrad's accumulate_wb)
+};
+
 /// Column sums of part[chunks][width] down the chunks, in a fixed order (the
 /// second pass of ReduceSum and of LayerNormGrad's dw/db, Misc.cu): columns
-/// [0, split) into out0, [split, width) into out1[j - split]; acc adds to
-/// what the output holds.
+/// [0, split) into out0, [split, width) into out1[j - split], stored as
+/// `into` says.
 void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
-               bool acc);
+               SumInto into);
 void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
-               bool acc);
+               SumInto into);
 
 // Per-opcode run functions (one file per concern).
 #define MEGA_CUDA_KERNEL(NAME)                                                 \

@@ -123,11 +123,11 @@ __global__ void __launch_bounds__(kRsCols *kRsLanes)
 /// Column j < width of part[chunks][width], summed over the chunks in a
 /// fixed tree: 8 warps each take chunks w, w + 8, ... in order, then the
 /// warps in order. Columns [0, split) go to out0, [split, width) to out1
-/// (LayerNorm's dw and db); acc adds the sum to what out holds.
+/// (LayerNorm's dw and db), stored as `into` says.
 template <typename P>
 __global__ void __launch_bounds__(256)
     chunkSumKernel(const P *__restrict__ part, int64_t chunks, int64_t width,
-                   int64_t split, float *out0, float *out1, bool acc) {
+                   int64_t split, float *out0, float *out1, SumInto into) {
   __shared__ double sh[8][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t j = int64_t(blockIdx.x) * 32 + lane;
@@ -142,20 +142,25 @@ __global__ void __launch_bounds__(256)
   for (int w = 1; w < 8; ++w)
     s += sh[w][lane];
   float *y = j < split ? out0 + j : out1 + (j - split);
-  *y = acc ? float(double(*y) + s) : float(s);
+  if (into == SumInto::AddWide)
+    *y = float(double(*y) + s);
+  else if (into == SumInto::AddRounded)
+    *y = __fadd_rn(*y, float(s)); // never contracted: Elementwise's Add
+  else
+    *y = float(s);
 }
 
 /// Launches chunkSumKernel over `width` columns (one block per 32).
 template <typename P>
 void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
                     int64_t width, int64_t split, float *out0, float *out1,
-                    bool acc) {
+                    SumInto into) {
   const int64_t blocks = (width + 31) / 32;
   if (blocks > INT32_MAX)
     throw Error("cuda: a column sum over " + std::to_string(width) +
                 " columns is too wide for the kernel");
   chunkSumKernel<P><<<unsigned(blocks), 256, 0, ctx.stream>>>(
-      part, chunks, width, split, out0, out1, acc);
+      part, chunks, width, split, out0, out1, into);
   checkLaunch("column sums of the chunks");
 }
 
@@ -163,13 +168,13 @@ void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
 
 void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
-               bool acc) {
-  launchChunkSum(ctx, part, chunks, width, split, out0, out1, acc);
+               SumInto into) {
+  launchChunkSum(ctx, part, chunks, width, split, out0, out1, into);
 }
 void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
-               bool acc) {
-  launchChunkSum(ctx, part, chunks, width, split, out0, out1, acc);
+               SumInto into) {
+  launchChunkSum(ctx, part, chunks, width, split, out0, out1, into);
 }
 
 namespace {
@@ -202,7 +207,7 @@ void reduceSum(const Ctx &ctx, const X *x, int64_t outer, int64_t inner,
                           ctx.stream>>>(x, outer, inner, chunk, part);
   checkLaunch("ReduceSum (partials)");
   sumChunks(ctx, static_cast<const double *>(part), chunks, inner, inner, y, y,
-            acc);
+            acc ? SumInto::AddWide : SumInto::Overwrite);
 }
 
 } // namespace

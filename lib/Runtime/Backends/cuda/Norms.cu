@@ -8,6 +8,13 @@
 // over rows in two passes: per-chunk partials, then the chunks in order
 // (sumChunks; no atomics, same bits every run).
 //
+// LayerNormGrad's optional forms (mega-fuse-norm-grad): accumulate adds dx
+// into what dx holds (__fadd_rn, never contracted into an FMA, so the bits
+// are those of an Elementwise add after the plain kernel); a 4th output
+// takes dx's final value rounded to bf16 (Cast's rounding); accumulate_wb
+// adds the finished dw/db column sums, each rounded to f32 first, into dw
+// and db (sumChunks' SumInto::AddRounded).
+//
 // In place (y = x, dx = dy, dx = y): every row kernel reads the whole row
 // for its statistics before it writes (the warp forms hold it in
 // registers; the block forms pass a block-wide barrier), and afterwards
@@ -206,6 +213,7 @@ __global__ void layerNormDxKernel(const DY *dy, const float *__restrict__ x,
                                   const float *__restrict__ w,
                                   const float *__restrict__ mean,
                                   const float *__restrict__ rstd, float *dx,
+                                  __nv_bfloat16 *__restrict__ dxh,
                                   int64_t rows, int64_t cols, bool acc) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -227,8 +235,12 @@ __global__ void layerNormDxKernel(const DY *dy, const float *__restrict__ x,
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       const float xhat = (xr[j] - m) * s;
       const float g = load1(dyr + j) * w[j];
-      const float v = s * (g - c1 - xhat * c2);
-      dxr[j] = acc ? dxr[j] + v : v;
+      float v = s * (g - c1 - xhat * c2);
+      if (acc)
+        v = __fadd_rn(dxr[j], v);
+      dxr[j] = v;
+      if (dxh)
+        dxh[r * cols + j] = __float2bfloat16_rn(v);
     }
   }
 }
@@ -251,7 +263,8 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
                             const float4 *__restrict__ w,
                             const float *__restrict__ mean,
                             const float *__restrict__ rstd, float4 *dx,
-                            int64_t rows, int64_t nvec, bool acc,
+                            Bf16x4 *__restrict__ dxh, int64_t rows,
+                            int64_t nvec, bool acc,
                             float4 *__restrict__ part) {
   __shared__ float4 sh[2][8 * 32]; // nvec <= 8 * 32
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -311,9 +324,12 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
                                s * (d[i].w * ww.w - c1 - xh[i].w * c2));
         if (acc) {
           const float4 o = dxr[j];
-          v = make_float4(o.x + v.x, o.y + v.y, o.z + v.z, o.w + v.w);
+          v = make_float4(__fadd_rn(o.x, v.x), __fadd_rn(o.y, v.y),
+                          __fadd_rn(o.z, v.z), __fadd_rn(o.w, v.w));
         }
         dxr[j] = v;
+        if (dxh)
+          put4(dxh + r * nvec + j, v);
       }
     }
   }
@@ -345,32 +361,34 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
 template <int NV, typename DY>
 void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks, const DY *dy,
                              const float *x, const float *w, const float *mean,
-                             const float *rstd, float *dx, int64_t rows,
-                             int64_t cols, bool acc, float4 *part) {
+                             const float *rstd, float *dx, Bf16x4 *dxh,
+                             int64_t rows, int64_t cols, bool acc,
+                             float4 *part) {
   layerNormGradWarpKernel<NV, DY><<<blocks, kRowWarps * 32, 0, ctx.stream>>>(
       dy, reinterpret_cast<const float4 *>(x),
       reinterpret_cast<const float4 *>(w), mean, rstd,
-      reinterpret_cast<float4 *>(dx), rows, cols / 4, acc, part);
+      reinterpret_cast<float4 *>(dx), dxh, rows, cols / 4, acc, part);
 }
 
 template <typename DY>
 void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
                        const DY *dy, const float *x, const float *w,
                        const float *mean, const float *rstd, float *dx,
-                       int64_t rows, int64_t cols, bool acc, float4 *part) {
+                       Bf16x4 *dxh, int64_t rows, int64_t cols, bool acc,
+                       float4 *part) {
   switch (nv) {
   case 2:
     return launchLayerNormGradWarp<2, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                      rows, cols, acc, part);
+                                          dxh, rows, cols, acc, part);
   case 4:
     return launchLayerNormGradWarp<4, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                      rows, cols, acc, part);
+                                          dxh, rows, cols, acc, part);
   case 6:
     return launchLayerNormGradWarp<6, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                      rows, cols, acc, part);
+                                          dxh, rows, cols, acc, part);
   default:
     return launchLayerNormGradWarp<8, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                      rows, cols, acc, part);
+                                          dxh, rows, cols, acc, part);
   }
 }
 
@@ -473,12 +491,15 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
                    const Refs &ins, const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const bool acc = in.i[2] != 0;
+  const SumInto into = in.i.size() > 3 && in.i[3] != 0 ? SumInto::AddRounded
+                                                       : SumInto::Overwrite;
   const float *x = ins[1].f32(), *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
+  void *dxh = outs.size() > 3 ? outs[3].data : nullptr;
   const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
   if (rows > 0 && nv && aligned(dy, 4 * sizeof(DY)) && aligned(x, 16) &&
-      aligned(w, 16) && aligned(dx, 16)) {
+      aligned(w, 16) && aligned(dx, 16) && (!dxh || aligned(dxh, 8))) {
     // One pass: dx and each block's dw/db partials, then the blocks in order.
     const int64_t blocks = (rows + kGradRows - 1) / kGradRows;
     if (blocks > INT32_MAX)
@@ -489,10 +510,10 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
     char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
     float4 *part = reinterpret_cast<float4 *>(ws + partAt);
     layerNormGradWarp(ctx, nv, unsigned(blocks), dy, x, w, mean, rstd, dx,
-                      rows, cols, acc, part);
+                      static_cast<Bf16x4 *>(dxh), rows, cols, acc, part);
     checkLaunch("LayerNormGrad");
     sumChunks(ctx, reinterpret_cast<const float *>(part), blocks, 2 * cols,
-              cols, dw, db, false);
+              cols, dw, db, into);
     return;
   }
   const int64_t chunk = chunkRows(rows);
@@ -511,11 +532,12 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
                                          part);
   checkLaunch("LayerNormGrad (partials)");
   sumChunks(ctx, static_cast<const double *>(part), chunks, 2 * cols, cols, dw,
-            db, false);
+            db, into);
   if (rows == 0)
     return;
   layerNormDxKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
-      dy, x, w, mean, rstd, dx, rows, cols, acc);
+      dy, x, w, mean, rstd, dx, static_cast<__nv_bfloat16 *>(dxh), rows, cols,
+      acc);
   checkLaunch("LayerNormGrad (dx)");
 }
 

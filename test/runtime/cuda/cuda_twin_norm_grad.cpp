@@ -1,0 +1,140 @@
+//===- cuda_twin_norm_grad.cpp - Twins of the fused LayerNormGrad forms ---===//
+//
+// LayerNormGrad as mega-fuse-norm-grad emits it: dx accumulated into a
+// residual gradient (accumulate), dw and db accumulated into the parameter
+// gradients (accumulate_wb: the finished column sums added once), and dx's
+// bf16 copy as a 4th output, in every combination, with f32 and bf16 dy,
+// dx in place over an f32 dy, at shapes that take each CUDA path: the
+// warp-per-row kernel (cols % 4 == 0 up to 1024: 96 two float4s a lane,
+// 516 the last lane's sixth one empty, 768 GPT-2's six, 1024 eight) and
+// the block-per-row kernels (17, 251, 1028 columns; a bf16 copy that is
+// not 8-byte aligned). Rows not a multiple of 32 leave the warp kernel's
+// last block short. GPT-2 small's [16384, 768] runs the forms its plan
+// uses, also twice for determinism. The f32 results (dx, dw, db) are
+// compared at rel 1e-5; the bf16 copy in a second comparison at rel 1e-2.
+//
+//===----------------------------------------------------------------------===//
+#include "TwinHarness.h"
+
+namespace twincheck {
+
+namespace {
+
+struct F {
+  int64_t rows, cols;
+  bool dyBf16, acc, accWb, copy;
+  bool inPlace = false;  ///< dx is dy's bytes (f32 dy only)
+  bool copyLate = false; ///< the copy starts one element late (2 bytes)
+};
+
+/// The case of `f`; `copyOnly`: compare the bf16 copy alone (else every
+/// f32 output, the copy still written).
+Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
+  const int64_t rows = f.rows, cols = f.cols, n = rows * cols;
+  std::vector<int64_t> i = {rows, cols, f.acc};
+  if (f.accWb)
+    i.push_back(1);
+  Case c = make("LayerNormGrad fused " +
+                    dims({{"rows", rows},
+                          {"cols", cols},
+                          {"acc", f.acc},
+                          {"acc_wb", f.accWb}}) +
+                    (f.dyBf16 ? " bf16 dy" : "") +
+                    (f.inPlace ? " dx=dy" : "") +
+                    (f.copy ? (f.copyLate ? " bf16 copy+1" : " bf16 copy") : "") +
+                    (copyOnly ? " [copy]" : ""),
+                Op::LayerNormGrad, i);
+  // mean/rstd consistent with x, as the forward leaves them.
+  std::vector<float> x = rng.vec(n, -2, 2);
+  std::vector<float> mean(static_cast<size_t>(rows));
+  std::vector<float> rstd(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    double s1 = 0, s2 = 0;
+    for (int64_t k = 0; k < cols; ++k) {
+      const double v = x[size_t(r * cols + k)];
+      s1 += v;
+      s2 += v * v;
+    }
+    const double mu = s1 / double(cols);
+    const double var = std::max(0.0, s2 / double(cols) - mu * mu);
+    mean[size_t(r)] = float(mu);
+    rstd[size_t(r)] = float(1.0 / std::sqrt(var + 1e-5));
+  }
+  // The residual gradient (or dy itself in place) dx starts from.
+  int dy, dx;
+  if (f.inPlace) {
+    dy = c.inout({rows, cols}, rng.vec(n));
+    dx = c.same(dy);
+  } else {
+    dy = f.dyBf16 ? c.bf16({rows, cols}, rng.vec(n))
+                  : c.f32({rows, cols}, rng.vec(n));
+    dx = f.acc ? c.inout({rows, cols}, rng.vec(n)) : c.out({rows, cols});
+  }
+  c.ins = {dy, c.f32({rows, cols}, x), c.f32({cols}, rng.vec(cols, 0.5, 1.5)),
+           c.f32({rows}, mean), c.f32({rows}, rstd)};
+  // dw, db: gradients that already hold a sum (accumulate_wb), else
+  // poisoned outputs.
+  const int dw = f.accWb ? c.inout({cols}, rng.vec(cols)) : c.out({cols});
+  const int db = f.accWb ? c.inout({cols}, rng.vec(cols)) : c.out({cols});
+  c.outs = {dx, dw, db};
+  if (f.copy) {
+    const int64_t late = f.copyLate ? 1 : 0;
+    const int whole = c.out({n + late}, DType::BF16);
+    const int copy = c.view(whole, {rows, cols});
+    c.ts[size_t(copy)].v.offset = 2 * late;
+    c.outs.push_back(copy);
+    // Compared: the copy alone, or every output but the copy.
+    std::vector<int> keep;
+    for (int t : c.compare)
+      if ((t == whole) == copyOnly)
+        keep.push_back(t);
+    c.compare = keep;
+  }
+  if (copyOnly)
+    c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
+  return c;
+}
+
+void run(const F &f, Rng &rng, bool determinism = false) {
+  Case c = fusedCase(f, rng, false);
+  twin(c);
+  if (determinism)
+    deterministic(c);
+  if (f.copy)
+    twin(fusedCase(f, rng, true));
+}
+
+} // namespace
+
+void normGradFused(Rng &rng) {
+  const int64_t shapes[][2] = {{7, 17},  {33, 251}, {17, 96}, {65, 768},
+                               {9, 1024}, {3, 516}, {5, 1028}};
+  for (const auto &s : shapes)
+    for (int dyBf16 : {0, 1})
+      for (int acc : {0, 1})
+        for (int accWb : {0, 1})
+          for (int copy : {0, 1}) {
+            run({s[0], s[1], bool(dyBf16), bool(acc), bool(accWb), bool(copy)},
+                rng);
+            if (!dyBf16) {
+              F f{s[0], s[1], false, bool(acc), bool(accWb), bool(copy)};
+              f.inPlace = true;
+              run(f, rng);
+            }
+          }
+  // A copy 2 bytes into its buffer: not 8-byte aligned, so cols = 768 runs
+  // the block kernels; 17 columns do anyway.
+  for (int64_t cols : {768, 17}) {
+    F f{65, cols, true, true, true, true};
+    f.copyLate = true;
+    run(f, rng);
+  }
+  // GPT-2 small: ln_1/ln_2 in the bf16 plan (bf16 dy, dx into the residual
+  // gradient with its bf16 copy, dw/db into the gradients), ln_f (a fresh
+  // dx and its copy), and the fp32 plan's (f32 dy, no copy).
+  run({16384, 768, true, true, true, true}, rng, true);
+  run({16384, 768, true, false, true, true}, rng);
+  run({16384, 768, false, true, true, false}, rng, true);
+}
+
+} // namespace twincheck
