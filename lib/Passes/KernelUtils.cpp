@@ -77,6 +77,10 @@ bool writesInto(Operation *op, Operation *reader) {
   return false;
 }
 
+bool mayShareMemory(Value a, Value b) {
+  return sameMemory(rootOf(a), rootOf(b));
+}
+
 std::optional<double> fillValue(Value v) {
   if (auto fill = v.getDefiningOp<FillOp>())
     return fill.getValue().convertToDouble();

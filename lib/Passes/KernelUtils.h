@@ -64,6 +64,10 @@ std::optional<double> fillValue(mlir::Value v);
 /// of its own). Kernel-level fusions that move a reader past `op` ask this.
 bool writesInto(mlir::Operation *op, mlir::Operation *reader);
 
+/// True when `a` and `b` may be one memory: the same root through
+/// mega.view, or a parameter or state of one name and role.
+bool mayShareMemory(mlir::Value a, mlir::Value b);
+
 /// Number of elements of a statically shaped tensor value.
 int64_t numElements(mlir::Value v);
 

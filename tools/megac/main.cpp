@@ -177,6 +177,13 @@ cl::opt<bool> fuseLoss(
              "logits once (mega-fuse-loss; default on; the same bits, =false "
              "keeps the two kernels to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> fuseNormGrad(
+    "fuse-norm-grad",
+    cl::desc("LayerNormGrad adds dx into the residual gradient, writes its "
+             "bf16 copy and adds dw/db into the gradients itself "
+             "(mega-fuse-norm-grad; default on; the same bits, =false keeps "
+             "the Elementwise and Cast kernels to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<double> maxLogitsMib(
     "max-logits-mib", cl::value_desc("MiB"),
     cl::desc("The output layer, its loss and their gradients run on row "
@@ -498,6 +505,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
     chunk.maxLogitsMib = maxLogitsMib;
     pm.addPass(mega::createMegaChunkLoss(chunk));
   }
+  // Each norm's gradient adds into the residual gradient and the weight
+  // and bias gradients itself.
+  if (fuseNormGrad)
+    pm.addPass(mega::createMegaFuseNormGrad());
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

@@ -621,6 +621,38 @@ def MegaChunkLoss : Pass<"mega-chunk-loss", "mlir::ModuleOp"> {
   ];
 }
 
+def MegaFuseNormGrad : Pass<"mega-fuse-norm-grad", "mlir::ModuleOp"> {
+  let summary = "The residual add, the dx cast and the dw/db adds into LayerNormGrad";
+  let description = [{
+    At kernel level, after mega-fold-casts, mega-fuse-loss and
+    mega-chunk-loss, before mega-assign-buffers: the Elementwise that adds a LayerNormGrad's dx to
+    the residual gradient r (and stores the sum's bf16 copy) goes when
+    nothing after the norm reads r's old value; the norm accumulates into
+    r's bytes (accumulate) and writes the copy as its 4th result. A Cast of
+    dx to bf16 becomes that 4th result too. The two in-place Elementwise
+    adds of dw and db into the parameter gradients go when nothing between
+    touches those gradients: the norm adds its finished sums into them
+    (accumulate_wb). The same bits (docs/plan-format.md, opcode 6).
+
+    Before:
+    ```mlir
+    %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [16, 8, 0] f [] : ...
+    %s:2 = mega.kernel "Elementwise"(%r, %d#0) i [128, 2, 2, 128, 128, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0] f [] : ...
+    mega.kernel "Elementwise"(%gw, %d#1, %gw) i [8, 2, 1, 8, 8, ...] f [] {mega.dests = 1 : i64} : ...
+    mega.kernel "Elementwise"(%gb, %d#2, %gb) i [8, 2, 1, 8, 8, ...] f [] {mega.dests = 1 : i64} : ...
+    ```
+    After:
+    ```mlir
+    %h = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s, %r, %gw, %gb) i [16, 8, 1, 1] f [] {mega.dests = 3 : i64} : ... -> tensor<16x8xbf16>
+    ```
+    (%r then holds the sum, %h its bf16 copy.)
+  }];
+  let options = [
+    Option<"enable", "enable", "bool", /*default=*/"true",
+           "Fuse (false: keep the separate kernels)">,
+  ];
+}
+
 def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
   let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
   let description = [{

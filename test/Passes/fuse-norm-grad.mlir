@@ -1,0 +1,271 @@
+// RUN: mega-opt %s -split-input-file -mega-fuse-norm-grad | FileCheck %s
+// RUN: mega-opt %s -split-input-file -mega-fuse-norm-grad=enable=false | FileCheck %s --check-prefix=OFF
+
+// A block's norm in the bf16 backward: dx added to the residual gradient
+// %r (the sum and its bf16 copy), dw and db added into their gradients.
+// One LayerNormGrad accumulates into %r's bytes and both gradients (named
+// again before it), its result the copy; what read the sum reads %r.
+// CHECK-LABEL: func.func @residual
+// CHECK: %[[R:.*]] = mega.kernel "Fill"
+// CHECK: %[[GW:.*]] = mega.state "ln.weight" {role = "grad"}
+// CHECK: %[[GB:.*]] = mega.state "ln.bias" {role = "grad"}
+// CHECK: %[[H:.*]] = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[R]], %[[GW]], %[[GB]]) i [4, 8, 1, 1] f [] {mega.dests = 3 : i64} : (tensor<4x8xbf16>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xbf16>
+// CHECK-NOT: "Elementwise"
+// CHECK: mega.kernel "ReduceSum"(%[[H]],
+// CHECK: mega.kernel "Cast"(%[[R]])
+// OFF-LABEL: func.func @residual
+// OFF: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// OFF-COUNT-3: "Elementwise"
+func.func @residual(%dy: tensor<4x8xbf16>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xbf16>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e:2 = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 2, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xbf16>)
+  %gb = mega.state "ln.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gb, %d#2, %gb) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gw = mega.state "ln.weight" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%d#1, %gw, %gw) i [8, 2, 1, 8, 8, 0, 1, 0, 0, 0, 0, 1, 0, 3, 1, 1, 0, 1, 1, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gs = mega.state "proj.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%e#1, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  %p = mega.kernel "Cast"(%e#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "p", %p : tensor<4x8xbf16>
+  return
+}
+
+// -----
+
+// The final norm: its dx starts the residual gradient, and a Cast makes its
+// bf16 copy. The dx goes into a mega.empty passed as the first destination,
+// the Cast becomes the 4th result.
+// CHECK-LABEL: func.func @final_norm
+// CHECK: %[[E:.*]] = mega.empty : tensor<4x8xf32>
+// CHECK: %[[H:.*]] = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[E]], %{{.*}}, %{{.*}}) i [4, 8, 0, 1] f [] {mega.dests = 3 : i64}
+// CHECK-NOT: "Cast"
+// CHECK-NOT: "Elementwise"
+// CHECK: mega.kernel "ReduceSum"(%[[H]],
+// CHECK: mega.output "dx", %[[E]]
+func.func @final_norm(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %gb = mega.state "ln_f.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gb, %d#2, %gb) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gw = mega.state "ln_f.weight" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gw, %d#1, %gw) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gs = mega.state "b" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%c, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+// fp32: the residual add has no bf16 copy, and dw, db are read elsewhere:
+// only dx accumulates (one destination; dw and db stay results).
+// CHECK-LABEL: func.func @fp32_residual
+// CHECK: %[[R:.*]] = mega.kernel "Fill"
+// CHECK: %[[D:.*]]:2 = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[R]]) i [4, 8, 1] f [] {mega.dests = 1 : i64} : ({{.*}}) -> (tensor<8xf32>, tensor<8xf32>)
+// CHECK-NOT: "Elementwise"
+// CHECK: mega.kernel "ReduceSum"(%[[R]],
+// CHECK: mega.output "dw", %[[D]]#0
+// CHECK: mega.output "db", %[[D]]#1
+func.func @fp32_residual(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%d#0, %r) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %gs = mega.state "wpe" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%e, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xf32>, tensor<8xf32>) -> ()
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// fp32: r is also read through a view, before the norm (the weight
+// gradient's product): that reads its old value, so the add still fuses.
+// CHECK-LABEL: func.func @view_read_before
+// CHECK: %[[R:.*]] = mega.kernel "Fill"
+// CHECK: mega.kernel "Cast"(%{{.*}}) i [32]
+// CHECK: mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[R]]) i [4, 8, 1] f [] {mega.dests = 1 : i64}
+// CHECK-NOT: "Elementwise"
+func.func @view_read_before(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %v = mega.view %r offset 0 : tensor<4x8xf32> -> tensor<32xf32>
+  %t = mega.kernel "Cast"(%v) i [32] f [] : (tensor<32xf32>) -> tensor<32xbf16>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "t", %t : tensor<32xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// A Cast alone: the copy is a 4th result, dx, dw and db stay results.
+// CHECK-LABEL: func.func @cast_only
+// CHECK: %[[D:.*]]:4 = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4) i [4, 8, 0] f [] : ({{.*}}) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xbf16>)
+// CHECK-NOT: "Cast"
+// CHECK: mega.output "copy", %[[D]]#3
+// CHECK: mega.output "dx", %[[D]]#0
+func.func @cast_only(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "copy", %c : tensor<4x8xbf16>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// Must not fuse the residual add: r's old value is read after the norm
+// (@read_later), r is a function argument, not arena memory (@r_argument),
+// a kernel between writes in place into r (@written_between), r is read
+// through a view after the norm (@r_viewed), the sum goes to an output port
+// (@sum_to_port), the program is not one add (@not_an_add: r - dx;
+// @add_twice: (r + dx) + r), or dx has another reader (@dx_read_twice).
+// CHECK-LABEL: func.func @read_later
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @r_argument
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @written_between
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @r_viewed
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @sum_to_port
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @not_an_add
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @add_twice
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+// CHECK-LABEL: func.func @dx_read_twice
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+func.func @read_later(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %t = mega.kernel "Cast"(%r) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "t", %t : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @r_argument(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>, %r: tensor<4x8xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @written_between(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  mega.kernel "Fill"(%r) i [] f [0.0] {mega.dests = 1 : i64} : (tensor<4x8xf32>) -> ()
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @r_viewed(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %v = mega.view %r offset 0 : tensor<4x8xf32> -> tensor<32xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %t = mega.kernel "Cast"(%v) i [32] f [] : (tensor<32xf32>) -> tensor<32xbf16>
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "t", %t : tensor<32xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @sum_to_port(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  mega.output "sum", %e : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @not_an_add(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 4, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @add_twice(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 1, 0, 1, 3, 1, 1, 0, 1, 1, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @dx_read_twice(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %r = mega.kernel "Fill"() i [] f [1.0] : () -> tensor<4x8xf32>
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %k = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "k", %k : tensor<4x8xbf16>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// Must not accumulate dw and db: a kernel between the norm and the bias
+// gradient's add reads that gradient (@grad_read_between), or only one of
+// the two is added into a gradient (@one_grad). The Elementwise adds stay
+// and the norm has no accumulate_wb.
+// CHECK-LABEL: func.func @grad_read_between
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK-COUNT-2: "Elementwise"
+// CHECK-LABEL: func.func @one_grad
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "Elementwise"
+func.func @grad_read_between(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %gb0 = mega.state "ln.bias" {role = "grad"} : tensor<8xf32>
+  %c = mega.kernel "Cast"(%gb0) i [8] f [] : (tensor<8xf32>) -> tensor<8xbf16>
+  %gb = mega.state "ln.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gb, %d#2, %gb) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gw = mega.state "ln.weight" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gw, %d#1, %gw) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  mega.output "c", %c : tensor<8xbf16>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  return
+}
+func.func @one_grad(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %gw = mega.state "ln.weight" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gw, %d#1, %gw) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""A plan whose LayerNormGrads add dx into the residual gradient, write its
+bf16 copy and add dw/db into the gradients themselves (megac's
+mega-fuse-norm-grad) trains to the same bits on the CPU as the plan with the
+separate Elementwise adds and Cast (--fuse-norm-grad=false): the fused
+kernel computes the same values in the same order. Checked for fp32 and bf16
+plans.
+
+  check_fuse_norm_grad.py --megac M --mega-run R --model gpt.mlir --workdir DIR
+"""
+import re
+
+import pass_equivalence as pe
+
+# A LayerNormGrad's integer attributes: rows, cols, accumulate(, acc_wb).
+NORM = re.compile(r"= LayerNormGrad\([^)]*\) i=\[(\d+),(\d+),(\d)(?:,(\d))?\]")
+
+
+def norms(text):
+    """(norms, accumulating into dx, accumulating dw/db) of the plan text."""
+    found = NORM.findall(text)
+    return (len(found), sum(f[2] == "1" for f in found),
+            sum(f[3] == "1" for f in found))
+
+
+def counts(precision, fused, plain):
+    f, p = norms(fused), norms(plain)
+    ew = (pe.kernels(fused, "Elementwise"), pe.kernels(plain, "Elementwise"))
+    # Two layers: ln_1, ln_2 twice and ln_f, in each train program. Every
+    # norm adds its dw/db (2 Elementwise kernels each go); all but ln_f add
+    # dx into the residual gradient (one more each).
+    n = f[0]
+    wrong = (n < 5 or p[0] != n or f[2] != n or f[1] != n - n // 5 or
+             p[1] != 0 or p[2] != 0 or ew[1] - ew[0] != 2 * n + f[1])
+    return (f"LayerNormGrad (all, acc, acc_wb) {f} fused, {p} with "
+            f"--fuse-norm-grad=false; Elementwise kernels {ew[0]} vs {ew[1]}",
+            "the norms' gradients were not fused" if wrong else None)
+
+
+if __name__ == "__main__":
+    pe.main("--fuse-norm-grad", counts, seed=13)
