@@ -5,10 +5,11 @@
 // odd shapes (every transpose), at GPT-2 small's Linear shapes, with the
 // residual in place (D = R), a misaligned bias (bf16: not cuBLASLt's
 // epilogue but the plain product and the epilogue kernel), a misaligned D
-// (GELU's element kernel) and K = 0; GELU's aux f32 or bf16. The CUDA
-// paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass), its
-// GELU_AUX_BIAS epilogue (D and aux bf16), and the plain product (cuBLAS
-// fp32, cuBLASLt bf16) + the epilogue kernel.
+// (GELU's element kernel) and K = 0; GELU's aux f32 or bf16; the GELU
+// gradient (4) likewise, with aux or D off the alignment DGELU wants. The
+// CUDA paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass),
+// its GELU_AUX_BIAS epilogue (D and aux bf16), its DGELU epilogue, and the
+// plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel.
 // fp32 operands and f32 outputs at rel 1e-5, anything bf16 at rel 1e-2.
 //
 //===----------------------------------------------------------------------===//
@@ -91,15 +92,20 @@ void epilogueCase(const E &e, Rng &rng) {
     deterministic(c);
 }
 
-/// Epilogue 4: D = gelu'(aux) * (A B), aux an input (the pre-activation).
+/// Epilogue 4: D = gelu'(aux) * (A B), aux an input (the pre-activation);
+/// aux and D may start `auxOff` and `dOff` elements late in their buffers
+/// (off the alignment cuBLASLt's DGELU path asks for).
 void geluGradCase(int64_t M, int64_t N, int64_t K, int ta, int tb, DType ab,
-                  DType aux, DType d, Rng &rng, bool twice = false) {
+                  DType aux, DType d, Rng &rng, bool twice = false,
+                  int64_t auxOff = 0, int64_t dOff = 0) {
   const int64_t aRows = ta ? K : M, aCols = ta ? M : K;
   const int64_t bRows = tb ? N : K, bCols = tb ? K : N;
   const int64_t mn = M * N;
   Case c = make(std::string("MatMul gelu-grad ab=") + name(ab) +
                     " aux=" + name(aux) + " D=" + name(d) + " " +
-                    dims({{"M", M}, {"N", N}, {"K", K}, {"tA", ta}, {"tB", tb}}),
+                    dims({{"M", M}, {"N", N}, {"K", K}, {"tA", ta}, {"tB", tb}}) +
+                    (auxOff ? " aux+" + std::to_string(auxOff) : "") +
+                    (dOff ? " D+" + std::to_string(dOff) : ""),
                 Op::MatMul,
                 {1, M, N, K, ta, tb, std::max<int64_t>(1, aCols),
                  std::max<int64_t>(1, bCols), N, 0, 0, 0, 4},
@@ -108,9 +114,20 @@ void geluGradCase(int64_t M, int64_t N, int64_t K, int ta, int tb, DType ab,
     std::vector<float> x = rng.vec(n, lo, hi);
     return t == DType::BF16 ? c.bf16({n}, x) : c.f32({n}, x);
   };
-  c.ins = {in(ab, aRows * aCols, -1, 1), in(ab, bRows * bCols, -1, 1),
-           in(aux, mn, -4, 4)};
-  c.outs = {c.out({mn}, d)};
+  auto bytes = [](DType t) { return t == DType::BF16 ? 2 : 4; };
+  const int a = in(ab, aRows * aCols, -1, 1), b = in(ab, bRows * bCols, -1, 1);
+  int x = in(aux, mn + auxOff, -4, 4);
+  if (auxOff) {
+    x = c.view(x, {mn});
+    c.ts[size_t(x)].v.offset = auxOff * bytes(aux);
+  }
+  c.ins = {a, b, x};
+  int y = c.out({mn + dOff}, d); // compared whole: the skipped head stays NaN
+  if (dOff) {
+    y = c.view(y, {mn});
+    c.ts[size_t(y)].v.offset = dOff * bytes(d);
+  }
+  c.outs = {y};
   c.tol = ab == DType::BF16 || d == DType::BF16 || aux == DType::BF16 ? 1e-2
                                                                       : 1e-5;
   twin(c);
@@ -191,6 +208,23 @@ void matmulEpilogue(Rng &rng) {
   late.aux = H;
   late.auxLate = true;
   epilogueCase(late, rng);
+  // Off the cuBLASLt epilogues' alignment at shapes they would take: bf16
+  // aux 2 and 8 bytes late (DGELU wants 16: the plain product + kernel), a
+  // bf16 D 2 bytes late (DGELU, GELU_AUX_BIAS and BIAS told so, or the
+  // kernel), and a bias 4 bytes late under GELU with D and aux bf16.
+  geluGradCase(256, 384, 64, 0, 1, H, H, H, rng, false, 1, 0);
+  geluGradCase(256, 384, 64, 0, 1, H, H, H, rng, false, 4, 0);
+  geluGradCase(256, 384, 64, 0, 1, H, H, H, rng, false, 0, 1);
+  for (int64_t epi : {1, 3}) {
+    E dl{256, 384, 64, 0, 0, epi, H, H};
+    dl.aux = H;
+    dl.dLate = true;
+    epilogueCase(dl, rng);
+  }
+  E bl{256, 384, 64, 0, 0, 3, H, H};
+  bl.aux = H;
+  bl.biasOff = 1;
+  epilogueCase(bl, rng);
   epilogueCase({4096, 2304, 768, 0, 0, 1, H, H}, rng);
   epilogueCase({2048, 3072, 768, 0, 0, 3, F, F}, rng);
 }
