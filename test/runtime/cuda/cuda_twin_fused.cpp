@@ -8,8 +8,10 @@
 // when S is a multiple of 64 and the head dim 16/32/64/128, otherwise the
 // plain ones on widened inputs), also in the strided layouts that read
 // q, k, v from the packed projection output and write o, dq, dk, dv in
-// place. Inputs random and non-zero, outputs poisoned first
-// (TwinHarness.h).
+// place (dq|dk|dv f32 or bf16); the kernels that read bf16 or round on
+// store (Elementwise, Transpose, the cross entropies, each dtype pair and
+// off their vector alignment). Inputs random and non-zero, outputs
+// poisoned first (TwinHarness.h).
 //
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
@@ -216,10 +218,13 @@ void bf16Logits(Rng &rng) {
       twin(c);
     }
     // The loss and its gradient in one kernel (mega-fuse-loss): f32
-    // dlogits, and bf16 ones over the logits (GPT's bf16 step).
-    for (int mode : {0, 2}) {
+    // dlogits, bf16 ones of their own, and bf16 ones over the logits (GPT's
+    // bf16 step).
+    for (int mode : {0, 1, 2}) {
       Case c = make(std::string("CrossEntropyWithGrad bf16 logits, ") +
-                        (mode == 0 ? "f32 dlogits " : "bf16 dlogits in place ") +
+                        (mode == 0   ? "f32 dlogits "
+                         : mode == 1 ? "bf16 dlogits "
+                                     : "bf16 dlogits in place ") +
                         shape,
                     Op::CrossEntropyWithGrad, {rows, V});
       const int x = logitsIn(c);
@@ -228,7 +233,8 @@ void bf16Logits(Rng &rng) {
         c.compare.push_back(x);
         c.outs = {c.out({}), c.out({rows}), c.same(x)};
       } else {
-        c.outs = {c.out({}), c.out({rows}), c.out({rows, V})};
+        c.outs = {c.out({}), c.out({rows}),
+                  c.out({rows, V}, mode ? DType::BF16 : DType::F32)};
       }
       c.tol = mode ? kBf16Tol : 1e-5;
       twin(c);
@@ -316,6 +322,55 @@ void bf16Outputs(Rng &rng) {
              c.f32({1}, std::vector<float>{0.75f})};
     c.outs = {c.out({rows, V}, DType::BF16)};
     c.tol = kBf16Tol;
+    twin(c);
+  }
+  // CrossEntropyWithGrad with f32 logits and bf16 dlogits (V % 4 == 0:
+  // 8-byte stores; 8191: the element stores), and with only the dlogits
+  // off their vector's alignment (f32 4 bytes, bf16 2 bytes late; the
+  // logits aligned): the element kernel, not 16- or 8-byte stores.
+  struct W {
+    int64_t rows, V;
+    DType x, d;
+    int64_t dOff; ///< elements dlogits start late in their buffer
+  };
+  const DType F = DType::F32, H = DType::BF16;
+  for (const W &w : {W{64, 8192, F, H, 0}, W{7, 8191, F, H, 0},
+                     W{9, 8192, F, F, 1}, W{9, 8192, H, H, 1},
+                     W{9, 8192, H, F, 1}}) {
+    const int64_t n = w.rows * w.V;
+    Case c = make(std::string("CrossEntropyWithGrad ") + name(w.x) +
+                      " logits, " + name(w.d) + " dlogits " +
+                      dims({{"rows", w.rows}, {"V", w.V}}) +
+                      (w.dOff ? " dlogits+" + std::to_string(w.dOff) : ""),
+                  Op::CrossEntropyWithGrad, {w.rows, w.V});
+    c.ins = {input(c, w.x, {w.rows, w.V}, rng, -4, 4),
+             c.i32({w.rows}, rng.ids(w.rows, w.V)), c.f32({}, {0.7f})};
+    int d = c.out({n + w.dOff}, w.d); // compared whole: the head stays NaN
+    if (w.dOff) {
+      d = c.view(d, {w.rows, w.V});
+      c.ts[size_t(d)].v.offset = w.dOff * (w.d == H ? 2 : 4);
+    }
+    c.outs = {c.out({}), c.out({w.rows}), d};
+    c.tol = w.d == H ? kBf16Tol : 1e-5;
+    twin(c);
+  }
+  // Elementwise reading bf16 off 16-byte alignment: 2 bytes late (the
+  // scalar kernel: no 8-byte loads) and 8 bytes late (enough for the
+  // vector kernel's 8-byte bf16 loads), next to an aligned f32 input.
+  for (int64_t off : {1, 4}) {
+    using E = plan::EwOp;
+    const int64_t n = 4096;
+    Case c = make("Elementwise bf16 input +" + std::to_string(2 * off) +
+                      "B " + dims({{"n", n}}),
+                  Op::Elementwise,
+                  {n, 2, 1, n, n, int64_t(E::Load), 0, 0, 0, int64_t(E::Load),
+                   1, 1, 0, int64_t(E::GeluGrad), 2, 0, 1, int64_t(E::Store), 2,
+                   0, 0});
+    const int whole = c.bf16({n + off}, rng.vec(n + off));
+    const int dy = c.view(whole, {n});
+    c.ts[size_t(dy)].v.offset = 2 * off;
+    c.ins = {c.f32({n}, rng.vec(n, -4, 4)), dy};
+    c.outs = {c.out({n})};
     twin(c);
   }
   bf16Logits(rng);
@@ -408,10 +463,13 @@ void attentionStrided(Rng &rng) {
       const int gl = g.f32(rows, lse);
       const int gd = input(g, t, oShape, rng);
       g.ins = {gqkv[0], gqkv[1], gqkv[2], go, gl, gd};
-      // dq | dk | dv into an f32 buffer; with bf16 inputs also into a bf16
-      // one (mega-fold-casts folds the gradients' Cast into the kernel).
+      // dq | dk | dv into an f32 buffer, and into a bf16 one
+      // (mega-fold-casts folds the gradients' Cast into the kernel): with
+      // bf16 inputs, and with f32 inputs at the small sizes (a plan may
+      // have them, megac does not: the plain kernels' float reads with
+      // bf16 stores).
       for (DType gt : {DType::F32, DType::BF16}) {
-        if (gt == DType::BF16 && t != DType::BF16)
+        if (gt == DType::BF16 && t != DType::BF16 && a.seq >= 1024)
           continue;
         Case c = g;
         if (gt == DType::BF16)
@@ -423,7 +481,7 @@ void attentionStrided(Rng &rng) {
           c.ts[size_t(grads[j])].v.offset = j * HD * (gt == DType::BF16 ? 2 : 4);
         }
         c.outs = {grads[0], grads[1], grads[2]};
-        c.tol = t == DType::BF16 ? kBf16Tol : 1e-5;
+        c.tol = t == DType::BF16 || gt == DType::BF16 ? kBf16Tol : 1e-5;
         twin(c);
         if (a.seq == 128)
           deterministic(c);
