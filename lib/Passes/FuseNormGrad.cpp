@@ -1,12 +1,12 @@
 //===- FuseNormGrad.cpp - Residual and dw/db adds into LayerNormGrad ------===//
 //
 // `mega-fuse-norm-grad`, at kernel level (after mega-fold-casts,
-// mega-fuse-loss and mega-chunk-loss, before mega-assign-buffers). In a pre-norm block's
-// backward every LayerNormGrad's dx is added to the residual gradient by an
-// Elementwise (which, in a bf16 plan, also stores the sum's bf16 copy), and
-// its dw and db are added into the parameters' gradients by two in-place
-// Elementwise kernels of `cols` elements; the final norm's dx is cast to
-// bf16 by a Cast. LayerNormGrad's `accumulate` (dx += ...), `accumulate_wb`
+// mega-fuse-loss and mega-chunk-loss, before mega-assign-buffers). In a
+// pre-norm block's backward every LayerNormGrad's dx is added to the residual
+// gradient by an Elementwise (which, in a bf16 plan, also stores the sum's bf16
+// copy), and its dw and db are added into the parameters' gradients by two
+// in-place Elementwise kernels of `cols` elements; the final norm's dx is cast
+// to bf16 by a Cast. LayerNormGrad's `accumulate` (dx += ...), `accumulate_wb`
 // (dw, db += the finished column sums) and its optional bf16 4th output
 // (docs/plan-format.md, opcode 6) compute the same bits in the norm's one
 // pass, so those kernels go: the residual gradient is read and written
@@ -180,16 +180,17 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
       return {};
     // E's outputs: the f32 sum, and maybe its bf16 copy.
     const unsigned nout = e->getNumResults();
-    if (nout == 1 ? !isF32(e->getResult(0), n)
-                  : nout != 2 || !((isF32(e->getResult(0), n) &&
-                                    isBf16(e->getResult(1), n)) ||
-                                   (isBf16(e->getResult(0), n) &&
-                                    isF32(e->getResult(1), n))))
+    if (nout == 1
+            ? !isF32(e->getResult(0), n)
+            : nout != 2 ||
+                  !((isF32(e->getResult(0), n) && isBf16(e->getResult(1), n)) ||
+                    (isBf16(e->getResult(0), n) && isF32(e->getResult(1), n))))
       return {};
     // r: its own root, in the arena, defined before L.
     Operation *def = r.getDefiningOp();
-    if (!def || !isa<KernelOp, EmptyOp>(def) || def->getBlock() != l->getBlock() ||
-        !def->isBeforeInBlock(l) || place.rootOf(r).first != r)
+    if (!def || !isa<KernelOp, EmptyOp>(def) ||
+        def->getBlock() != l->getBlock() || !def->isBeforeInBlock(l) ||
+        place.rootOf(r).first != r)
       return {};
     // No output port over r or the sum (through views): their bytes would
     // be the port's.
@@ -202,9 +203,8 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
         return {};
     }
     auto touchesR = [&](Operation *op) {
-      return llvm::any_of(op->getOperands(), [&](Value v) {
-        return place.rootOf(v).first == r;
-      });
+      return llvm::any_of(op->getOperands(),
+                          [&](Value v) { return place.rootOf(v).first == r; });
     };
     if (llvm::any_of(l->getOperands(),
                      [&](Value v) { return place.rootOf(v).first == r; }))
@@ -225,12 +225,11 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
       auto c = dyn_cast<KernelOp>(user);
       if (!c || !isKernel(c, "Cast") || c->hasAttr(kDestsAttr) ||
           c->getBlock() != l->getBlock() || c->getNumOperands() != 1 ||
-          c->getNumResults() != 1 || c.getI().size() != 1 ||
-          c.getI()[0] != n || !isBf16(c->getResult(0), n))
+          c->getNumResults() != 1 || c.getI().size() != 1 || c.getI()[0] != n ||
+          !isBf16(c->getResult(0), n))
         continue;
-      if (llvm::any_of(between(l, c), [&](Operation *op) {
-            return writesInto(op, c);
-          }))
+      if (llvm::any_of(between(l, c),
+                       [&](Operation *op) { return writesInto(op, c); }))
         continue;
       return c;
     }
@@ -248,8 +247,7 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
         g->getBlock() != l->getBlock() || !isOneAdd(g.getI(), cols, 1))
       return {};
     Value acc = g->getOperand(2);
-    Value other = g->getOperand(0) == acc ? g->getOperand(1)
-                                          : g->getOperand(0);
+    Value other = g->getOperand(0) == acc ? g->getOperand(1) : g->getOperand(0);
     if (other != d || (g->getOperand(0) != acc && g->getOperand(1) != acc) ||
         !isF32(acc, cols))
       return {};

@@ -34,16 +34,16 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
   std::vector<int64_t> i = {rows, cols, f.acc};
   if (f.accWb)
     i.push_back(1);
-  Case c = make("LayerNormGrad fused " +
-                    dims({{"rows", rows},
-                          {"cols", cols},
-                          {"acc", f.acc},
-                          {"acc_wb", f.accWb}}) +
-                    (f.dyBf16 ? " bf16 dy" : "") +
-                    (f.inPlace ? " dx=dy" : "") +
-                    (f.copy ? (f.copyLate ? " bf16 copy+1" : " bf16 copy") : "") +
-                    (copyOnly ? " [copy]" : ""),
-                Op::LayerNormGrad, i);
+  Case c =
+      make("LayerNormGrad fused " +
+               dims({{"rows", rows},
+                     {"cols", cols},
+                     {"acc", f.acc},
+                     {"acc_wb", f.accWb}}) +
+               (f.dyBf16 ? " bf16 dy" : "") + (f.inPlace ? " dx=dy" : "") +
+               (f.copy ? (f.copyLate ? " bf16 copy+1" : " bf16 copy") : "") +
+               (copyOnly ? " [copy]" : ""),
+           Op::LayerNormGrad, i);
   // mean/rstd consistent with x, as the forward leaves them.
   std::vector<float> x = rng.vec(n, -2, 2);
   std::vector<float> mean(static_cast<size_t>(rows));
@@ -107,8 +107,8 @@ void run(const F &f, Rng &rng, bool determinism = false) {
 } // namespace
 
 void normGradFused(Rng &rng) {
-  const int64_t shapes[][2] = {{7, 17},  {33, 251}, {17, 96}, {65, 768},
-                               {9, 1024}, {3, 516}, {5, 1028}};
+  const int64_t shapes[][2] = {{7, 17},   {33, 251}, {17, 96}, {65, 768},
+                               {9, 1024}, {3, 516},  {5, 1028}};
   for (const auto &s : shapes)
     for (int dyBf16 : {0, 1})
       for (int acc : {0, 1})
