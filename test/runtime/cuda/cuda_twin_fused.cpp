@@ -241,23 +241,28 @@ void bf16Logits(Rng &rng) {
     }
     // One row block of a batch of 4 rows + 1 (mega-chunk-loss): the mean
     // and the gradient's scale divide by that; acc 1 adds the block's share
-    // to a loss already there.
-    for (int acc : {0, 1}) {
-      if (rows == 0)
-        continue;
-      const int64_t meanRows = 4 * rows + 1;
-      Case c = make(std::string("CrossEntropyWithGrad bf16 logits, bf16 "
-                                "dlogits in place, row block ") +
-                        dims({{"mean_rows", meanRows}, {"acc", acc}}) + " " +
-                        shape,
-                    Op::CrossEntropyWithGrad, {rows, V, meanRows, acc});
-      const int x = logitsIn(c);
-      c.compare.push_back(x);
-      c.ins = {x, c.i32({rows}, t), c.f32({}, {0.7f})};
-      c.outs = {acc ? c.inout({}, {2.5f}) : c.out({}), c.out({rows}), c.same(x)};
-      c.tol = kBf16Tol;
-      twin(c);
-    }
+    // to a loss already there. bf16 dlogits in place, and f32 ones (so that
+    // the loss and lse are held to the f32 tolerance too: a case has one).
+    for (int acc : {0, 1})
+      for (bool inPlace : {true, false}) {
+        if (rows == 0)
+          continue;
+        const int64_t meanRows = 4 * rows + 1;
+        Case c = make(std::string("CrossEntropyWithGrad bf16 logits, ") +
+                          (inPlace ? "bf16 dlogits in place" : "f32 dlogits") +
+                          ", row block " +
+                          dims({{"mean_rows", meanRows}, {"acc", acc}}) + " " +
+                          shape,
+                      Op::CrossEntropyWithGrad, {rows, V, meanRows, acc});
+        const int x = logitsIn(c);
+        if (inPlace)
+          c.compare.push_back(x);
+        c.ins = {x, c.i32({rows}, t), c.f32({}, {0.7f})};
+        c.outs = {acc ? c.inout({}, {2.5f}) : c.out({}), c.out({rows}),
+                  inPlace ? c.same(x) : c.out({rows, V})};
+        c.tol = inPlace ? kBf16Tol : 1e-5;
+        twin(c);
+      }
   }
 }
 
