@@ -12,6 +12,9 @@
 // last block short. GPT-2 small's [16384, 768] runs the forms its plan
 // uses, also twice for determinism. The f32 results (dx, dw, db) are
 // compared at rel 1e-5; the bf16 copy in a second comparison at rel 1e-2.
+// Then, on the CUDA backend alone, the fused kernel against the unfused
+// sequence it replaces (LayerNormGrad, the Elementwise adds, the Cast): the
+// same bits, as megac --fuse-norm-grad=false promises.
 //
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
@@ -104,6 +107,88 @@ void run(const F &f, Rng &rng, bool determinism = false) {
     twin(fusedCase(f, rng, true));
 }
 
+/// The fused forms on the CUDA backend alone against the sequence they
+/// replace, run on the same backend: the plain LayerNormGrad, then the
+/// Elementwise residual add with its bf16 copy (acc) or a Cast of dx, and
+/// the two in-place gradient adds. Every result must have the same bits, so
+/// a fused add that rounds otherwise (dw added in double, an add contracted
+/// into an FMA) shows where the CPU twin's tolerance would hide it.
+void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
+                       Rng &rng) {
+  const int64_t n = rows * cols;
+  if (gQuick && n > (int64_t(1) << 18))
+    return;
+  const std::vector<float> dy = rng.vec(n), x = rng.vec(n, -2, 2),
+                           w = rng.vec(cols, 0.5, 1.5), r0 = rng.vec(n),
+                           gw0 = rng.vec(cols), gb0 = rng.vec(cols);
+  std::vector<float> mean(static_cast<size_t>(rows), 0.0f);
+  std::vector<float> rstd(static_cast<size_t>(rows), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    mean[size_t(r)] = 0.1f * float(r % 7) - 0.3f;
+    rstd[size_t(r)] = 0.8f + 0.05f * float(r % 11);
+  }
+  const std::string label =
+      "LayerNormGrad fused = unfused on cuda " +
+      dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}) +
+      (dyBf16 ? " bf16 dy" : "");
+  auto inputs = [&](Case &c) {
+    c.ins = {dyBf16 ? c.bf16({rows, cols}, dy) : c.f32({rows, cols}, dy),
+             c.f32({rows, cols}, x), c.f32({cols}, w), c.f32({rows}, mean),
+             c.f32({rows}, rstd)};
+  };
+  try {
+    Case p = make(label, Op::LayerNormGrad, {rows, cols, 0});
+    inputs(p);
+    p.outs = {p.out({rows, cols}), p.out({cols}), p.out({cols})};
+    const Result plain = runOn(*gCuda, p);
+    // dx's final value and its bf16 copy: r + dx (Elementwise) or a Cast.
+    Result last;
+    if (acc) {
+      Case a =
+          make(label, Op::Elementwise, {n, 2, 2, n, n, 0, 0, 0, 0, 0, 1, 1, 0,
+                                        3, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0});
+      a.ins = {a.f32({rows, cols}, r0),
+               a.add(DType::F32, {rows, cols}, plain[0])};
+      a.outs = {a.out({rows, cols}), a.out({rows, cols}, DType::BF16)};
+      last = runOn(*gCuda, a);
+    } else {
+      Case k = make(label, Op::Cast, {n});
+      k.ins = {k.add(DType::F32, {rows, cols}, plain[0])};
+      k.outs = {k.out({rows, cols}, DType::BF16)};
+      last = {plain[0], runOn(*gCuda, k)[0]};
+    }
+    // g = g + d in place (mega.dests), as megac emits it.
+    auto gradAdd = [&](const std::vector<float> &g0,
+                       const std::vector<uint32_t> &d) {
+      Case g = make(label, Op::Elementwise,
+                    {cols, 2, 1, cols, cols, 0, 0, 0, 0, 0, 1,
+                     1,    0, 3, 0,    0,    1, 1, 0, 0, 0});
+      const int sum = g.inout({cols}, g0);
+      g.ins = {sum, g.add(DType::F32, {cols}, d)};
+      g.outs = {g.same(sum)};
+      return runOn(*gCuda, g)[0];
+    };
+    const std::vector<uint32_t> gw = gradAdd(gw0, plain[1]);
+    const std::vector<uint32_t> gb = gradAdd(gb0, plain[2]);
+    Case f = make(label, Op::LayerNormGrad, {rows, cols, acc, 1});
+    inputs(f);
+    f.outs = {acc ? f.inout({rows, cols}, r0) : f.out({rows, cols}),
+              f.inout({cols}, gw0), f.inout({cols}, gb0),
+              f.out({rows, cols}, DType::BF16)};
+    const Result fused = runOn(*gCuda, f);
+    std::string differ;
+    const char *names[] = {"dx", "dw", "db", "dx_bf16"};
+    const std::vector<uint32_t> *want[] = {&last[0], &gw, &gb, &last[1]};
+    for (int t = 0; t < 4; ++t)
+      if (fused[size_t(t)] != *want[t])
+        differ += std::string(differ.empty() ? "" : ", ") + names[t];
+    report(differ.empty(), label,
+           differ.empty() ? "bit-identical" : "differ: " + differ);
+  } catch (const std::exception &e) {
+    report(false, label, std::string("threw: ") + e.what());
+  }
+}
+
 } // namespace
 
 void normGradFused(Rng &rng) {
@@ -135,6 +220,13 @@ void normGradFused(Rng &rng) {
   run({16384, 768, true, true, true, true}, rng, true);
   run({16384, 768, true, false, true, true}, rng);
   run({16384, 768, false, true, true, false}, rng, true);
+  // The CUDA kernel against the CUDA sequence it replaces, bit for bit: the
+  // warp kernel (768), the block kernels (251), GPT-2's shape.
+  const int64_t exact[][2] = {{65, 768}, {33, 251}, {16384, 768}};
+  for (const auto &s : exact)
+    for (int dyBf16 : {0, 1})
+      for (int acc : {0, 1})
+        sameBitsAsUnfused(s[0], s[1], bool(dyBf16), bool(acc), rng);
 }
 
 } // namespace twincheck
