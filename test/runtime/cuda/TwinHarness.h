@@ -443,6 +443,8 @@ void graphs(Rng &rng);
 void matmulEpilogue(Rng &rng);
 // LayerNormGrad's fused forms (cuda_twin_norm_grad.cpp).
 void normGradFused(Rng &rng);
+// AdamWMulti writing the weights' bf16 copies (cuda_twin_weight_copies.cpp).
+void weightCopies(Rng &rng);
 
 } // namespace twincheck
 

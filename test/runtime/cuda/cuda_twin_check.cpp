@@ -980,7 +980,8 @@ int main(int argc, char **argv) {
       {"refusals", refusals},       {"cast/bf16 matmul", castAndBf16MatMul},
       {"attention", attention},     {"graphs", graphs},
       {"matmul epilogue", matmulEpilogue},
-      {"layernorm grad fused", normGradFused}};
+      {"layernorm grad fused", normGradFused},
+      {"weight copies", weightCopies}};
   for (const auto &[name, run] : groups) {
     try {
       run(rng);

@@ -207,6 +207,93 @@ void testAdamWMulti(Harness &h, Rng &rng) {
            {&s0, &s1, &s2, &a, &b, &c, &d, &e, &b, &f2, &g2}, {}, "overlap");
 }
 
+/// AdamWMulti with copy flags: param, m, v and grads bit for bit those of
+/// the instruction without them, and each flagged tensor's bf16 output the
+/// bits Cast gives of the updated parameter (of the unchanged one on a NaN
+/// coef); the outputs are poisoned before every step.
+void testAdamWMultiCopies(Harness &h, Rng &rng) {
+  const std::vector<int64_t> sizes = {7, 70001, 1, 33 * 17, 40000};
+  const std::vector<int64_t> flags = {1, 0, 1, 1, 0};
+  const int64_t n = int64_t(sizes.size());
+  std::vector<float> f = {0.9f, 0.95f, 1e-8f};
+  for (int64_t k = 0; k < n; ++k)
+    f.push_back(k % 2 ? 0.0f : 0.05f * float(k + 1));
+  std::vector<int64_t> iCopies = {n, 1};
+  iCopies.insert(iCopies.end(), flags.begin(), flags.end());
+  std::vector<Tensor *> plain[4], with[4], copies, casts;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const int64_t sz = sizes[k];
+    std::vector<float> init[4] = {rng.vec(sz, -2, 2), {},
+                                  rng.vec(sz, -0.1, 0.1), rng.vec(sz, 0, 0.01)};
+    for (int r = 0; r < 4; ++r) {
+      plain[r].push_back(&h.f32({sz}, init[r]));
+      with[r].push_back(&h.f32({sz}, init[r]));
+    }
+    if (flags[k]) {
+      copies.push_back(&h.alloc(DType::BF16, {sz}));
+      casts.push_back(&h.alloc(DType::BF16, {sz}));
+    }
+  }
+  Tensor &tlr = h.f32({}, {1e-2f}), &tstep = h.f32({}), &tcoef = h.f32({});
+  for (int step = 1; step <= 3; ++step) {
+    tstep.f()[0] = float(step);
+    tcoef.f()[0] = step == 2 ? std::nanf("") : 0.8f;
+    std::vector<Tensor *> insPlain = {&tlr, &tstep, &tcoef},
+                          insWith = {&tlr, &tstep, &tcoef};
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      std::vector<float> g = rng.vec(sizes[k], -0.5, 0.5);
+      plain[1][k]->set(g);
+      with[1][k]->set(g);
+      for (int r = 0; r < 4; ++r) {
+        insPlain.push_back(plain[r][k]);
+        insWith.push_back(with[r][k]);
+      }
+    }
+    for (Tensor *c : copies)
+      std::memset(c->data, 0xff, size_t(c->v.bytes()));
+    if (!h.run(make(Op::AdamWMulti, {n, 1}, f), insPlain, {}) ||
+        !h.run(make(Op::AdamWMulti, iCopies, f), insWith, copies))
+      return;
+    const std::string at = " step " + std::to_string(step);
+    for (size_t k = 0, c = 0; k < sizes.size(); ++k) {
+      const std::string t = " tensor " + std::to_string(k) + at;
+      for (int r = 0; r < 4; ++r)
+        sameBits(("adamw multi copies state " + std::to_string(r) + t).c_str(),
+                 with[r][k]->f(), plain[r][k]->f(), sizes[k]);
+      if (!flags[k])
+        continue;
+      if (!h.run(make(Op::Cast, {sizes[k]}), {plain[0][k]}, {casts[c]}))
+        return;
+      CHECK(std::memcmp(copies[c]->data, casts[c]->data,
+                        size_t(sizes[k]) * 2) == 0,
+            "[adamw multi copy%s] differs from Cast of the parameter",
+            t.c_str());
+      ++c;
+    }
+  }
+  // Refusals: copies that do not match the flags, a copy of the wrong
+  // dtype or size, a copy on an operand's bytes.
+  Tensor &a = h.f32({5}), &b = h.f32({5}), &c = h.f32({5}), &d = h.f32({5});
+  Tensor &s0 = h.f32({}), &s1 = h.f32({}), &s2 = h.f32({});
+  Tensor &cb = h.alloc(DType::BF16, {5}), &cf = h.f32({5});
+  Tensor &cshort = h.alloc(DType::BF16, {4});
+  const std::vector<float> f1 = {0.9f, 0.9f, 1e-8f, 0};
+  h.reject("adamw multi copy count", make(Op::AdamWMulti, {1, 0, 1}, f1),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {}, "expects 7 inputs and 1");
+  h.reject("adamw multi copy flags", make(Op::AdamWMulti, {1, 0, 1, 1}, f1),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {&cb}, "integer attributes");
+  h.reject("adamw multi copy flag value", make(Op::AdamWMulti, {1, 0, 2}, f1),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {&cb}, "copy flag");
+  h.reject("adamw multi copy dtype", make(Op::AdamWMulti, {1, 0, 1}, f1),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {&cf}, "copy");
+  h.reject("adamw multi copy size", make(Op::AdamWMulti, {1, 0, 1}, f1),
+           {&s0, &s1, &s2, &a, &b, &c, &d}, {&cshort}, "copy");
+  Tensor &over = h.arena(0, {5}, DType::BF16), &p2 = h.arena(0, {5});
+  h.reject("adamw multi copy on the parameter",
+           make(Op::AdamWMulti, {1, 0, 1}, f1),
+           {&s0, &s1, &s2, &p2, &b, &c, &d}, {&over}, "overlap");
+}
+
 } // namespace
 
 int main() {
@@ -220,5 +307,6 @@ int main() {
   testSgd(h, rng, 40001, 0.01f, 0.5f);
   testSkip(h, rng);
   testAdamWMulti(h, rng);
+  testAdamWMultiCopies(h, rng);
   return finish("test_optimizer");
 }

@@ -209,7 +209,8 @@ public:
         instr.op == Op::CrossEntropy || instr.op == Op::CrossEntropyGrad ||
         instr.op == Op::LayerNorm || instr.op == Op::LayerNormGrad ||
         instr.op == Op::ReduceSum ||
-        instr.op == Op::CrossEntropyWithGrad;
+        instr.op == Op::CrossEntropyWithGrad ||
+        instr.op == Op::AdamWMulti; // the weights' bf16 copies
     for (const auto *list : {&ins, &outs})
       for (const Value *v : *list)
         if (v->dtype != DType::F32 && v->dtype != DType::I32 &&

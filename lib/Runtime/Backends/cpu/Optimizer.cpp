@@ -271,15 +271,28 @@ void runAdamW(const Ctx &ctx, const Instr &in, const Refs &ins,
 }
 
 void checkAdamWMulti(const Checker &c) {
-  // i = {n, zero_grads}; inputs lr, step, coef, then (param, grad, m, v)
-  // per tensor; f = {beta1, beta2, eps, wd_1..wd_n}.
-  if (c.instr.i.size() != 2)
+  // i = {n, zero_grads} or {n, zero_grads, c_1..c_n}; inputs lr, step,
+  // coef, then (param, grad, m, v) per tensor; outputs the bf16 copies of
+  // the tensors with c_k = 1; f = {beta1, beta2, eps, wd_1..wd_n}.
+  if (c.instr.i.size() < 2)
     c.fail("expects 2 integer attributes (n, zero_grads), got " +
            std::to_string(c.instr.i.size()));
   const int64_t n = c.attr(0, 1, int64_t(1) << 24, "n");
   c.flag(1, "zero_grads");
-  c.operands(size_t(3 + 4 * n), 0);
-  c.attrs(2, 3 + n);
+  const bool withCopies = c.instr.i.size() > 2;
+  size_t copies = 0;
+  if (withCopies) {
+    if (c.instr.i.size() != size_t(2 + n))
+      c.fail("expects 2 or " + std::to_string(2 + n) +
+             " integer attributes (n, zero_grads, a copy flag per tensor), "
+             "got " + std::to_string(c.instr.i.size()));
+    for (int64_t t = 0; t < n; ++t) {
+      c.flag(size_t(2 + t), "copy flag");
+      copies += size_t(c.instr.i[size_t(2 + t)]);
+    }
+  }
+  c.operands(size_t(3 + 4 * n), copies);
+  c.attrs(withCopies ? size_t(2 + n) : 2, 3 + n);
   static const char *const scalars[] = {"lr", "step", "coef"};
   for (int k = 0; k < 3; ++k)
     c.tensor(c.ins[size_t(k)], DType::F32, 1, scalars[k]);
@@ -300,10 +313,25 @@ void checkAdamWMulti(const Checker &c) {
   for (size_t a = 3; a < c.ins.size(); ++a)
     for (size_t b = 3; b < a; ++b)
       c.disjoint(c.ins[a], c.ins[b], names[(a - 3) % 4], names[(b - 3) % 4]);
+  // Each copy: bf16 of its parameter's size, written in the same pass as
+  // every operand is read or updated, so it shares a byte with none.
+  size_t out = 0;
+  for (int64_t t = 0; withCopies && t < n; ++t) {
+    if (!c.instr.i[size_t(2 + t)])
+      continue;
+    const Value *copy = c.outs[out];
+    c.tensor(copy, DType::BF16, c.numel(c.ins[size_t(3 + 4 * t)], "param"),
+             "copy");
+    for (const Value *v : c.ins)
+      c.disjoint(copy, v, "copy", "an operand");
+    for (size_t o = 0; o < out; ++o)
+      c.disjoint(copy, c.outs[o], "copy", "copy");
+    ++out;
+  }
 }
 
 void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
-                   const Refs &) {
+                   const Refs &outs) {
   const int64_t n = in.i[0];
   const bool zero = in.i[1] != 0;
   // Non-finite gradient norm: no update, but the gradients are still
@@ -313,9 +341,13 @@ void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
   // is tensor t, so a thread's range may cover many small tensors.
   std::vector<int64_t> first(size_t(n) + 1, 0);
   std::vector<AdamScalars> sc(static_cast<size_t>(n));
-  for (int64_t t = 0; t < n; ++t) {
+  // Tensor t's bf16 copy (its c_t = 1), or nullptr.
+  std::vector<uint16_t *> copy(static_cast<size_t>(n), nullptr);
+  for (int64_t t = 0, o = 0; t < n; ++t) {
     first[size_t(t) + 1] = first[size_t(t)] + ins[size_t(3 + 4 * t)].numel();
     sc[size_t(t)] = adamScalars(in, ins, 0, in.f[size_t(3 + t)]);
+    if (in.i.size() > 2 && in.i[size_t(2 + t)])
+      copy[size_t(t)] = outs[size_t(o++)].bf16();
   }
   parallelFor(ctx, first.back(), kGrain, [&](int64_t b, int64_t e) {
     const auto after = std::upper_bound(first.begin(), first.end(), b);
@@ -327,6 +359,11 @@ void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
       float *p = q[0].f32(), *g = q[1].f32();
       if (!skip)
         adamwElements(sc[size_t(t)], g, q[2].f32(), q[3].f32(), p, p, lo, hi);
+      // The copy from the new value (the old one when skipped): the Cast
+      // the next step's programs would otherwise do.
+      if (uint16_t *cp = copy[size_t(t)])
+        for (int64_t k = lo; k < hi; ++k)
+          cp[k] = floatToBf16(p[k]);
       if (zero)
         std::memset(g + lo, 0, size_t(hi - lo) * sizeof(float));
     }

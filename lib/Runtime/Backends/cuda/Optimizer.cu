@@ -15,7 +15,9 @@
 // tensor is cut into chunks of kAdamChunk elements; a table of (pointers,
 // size, weight decay, first chunk) per tensor lives in device memory,
 // uploaded at the instruction's first launch (TableCache), and the blocks
-// walk the chunks of all tensors.
+// walk the chunks of all tensors. A tensor with a bf16 copy (the copy flags
+// of mega-bf16-weight-copies) gets it written from the updated value in the
+// same pass, rounded as Cast rounds (__float2bfloat16_rn).
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
@@ -175,6 +177,7 @@ constexpr int kAdamThreads = 256;
 /// One tensor of an AdamWMulti (the device table's row).
 struct AdamTensor {
   float *p, *g, *m, *v;
+  __nv_bfloat16 *copy; ///< the parameter's bf16 copy, or nullptr
   int64_t n;
   int64_t firstChunk; ///< chunks of tensor k: [first[k], first[k+1])
   double wd;
@@ -213,11 +216,16 @@ __global__ void __launch_bounds__(kAdamThreads)
     float *__restrict__ g = t.g;
     float *__restrict__ m = t.m;
     float *__restrict__ v = t.v;
+    __nv_bfloat16 *__restrict__ copy = t.copy;
     // As the single AdamW: the decay of this tensor, rounded to float.
     const float dc = float(1.0 - lrShared * t.wd);
     for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
       if (update)
         adamElement(p, p, g, m, v, k, sc, dc, eps);
+      // From the new value (the old one when skipped): the Cast the next
+      // step's programs would otherwise do. This thread wrote p[k].
+      if (copy)
+        copy[k] = __float2bfloat16_rn(p[k]);
       if (zeroGrads)
         g[k] = 0.0f; // the Fill of mega.zero_grad, after the update
     }
@@ -380,10 +388,11 @@ void runAdamWShard(const Ctx &ctx, const GroupPlace &place, const Instr &in,
 }
 
 void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
-                   const Refs &) {
+                   const Refs &outs) {
   const int64_t n = in.i[0];
   std::vector<AdamTensor> table(static_cast<size_t>(n));
   int64_t chunks = 0;
+  size_t copies = 0; // outputs used: one per copy flag set, in order
   for (int64_t k = 0; k < n; ++k) {
     const TensorRef *q = &ins[size_t(3 + 4 * k)];
     AdamTensor &t = table[size_t(k)];
@@ -391,6 +400,9 @@ void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
     t.g = q[1].f32();
     t.m = q[2].f32();
     t.v = q[3].f32();
+    t.copy = in.i.size() > 2 && in.i[size_t(2 + k)]
+                 ? static_cast<__nv_bfloat16 *>(outs[copies++].data)
+                 : nullptr;
     t.n = q[0].numel();
     t.firstChunk = chunks;
     t.wd = double(in.f[size_t(3 + k)]);
