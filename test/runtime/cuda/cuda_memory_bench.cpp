@@ -1,7 +1,8 @@
 //===- cuda_memory_bench.cpp - Timing the memory-bound CUDA kernels ------===//
 //
 // Times Cast, Transpose, ReduceSum, LayerNorm, LayerNormGrad (also fused
-// with the residual add it feeds), CrossEntropy and CrossEntropyGrad at
+// with the residual add it feeds and the bias gradient summed from its
+// copy), CrossEntropy and CrossEntropyGrad at
 // GPT-2 small's shapes (micro-batch 16, seq 1024,
 // hidden 768, 12 heads, vocab 50304) in the two forms each picks from:
 // "vector" (aligned operands: 16-byte accesses, the warp-per-row norms, the
@@ -260,6 +261,21 @@ int main(int argc, char **argv) {
       cases.push_back({"LayerNormGrad fused (acc, acc_wb, bf16 copy)",
                        instr(Op::LayerNormGrad, {R, H, 1, 1}),
                        {dyB, x, w, mean, rstd}, {resid, dw, db, copy},
+                       16.0 * double(R * H)});
+      // The Linear bias gradient summed from that copy (a ReduceSum
+      // accumulating into it), and the fused kernel that also sums it (the
+      // copy read back from L2 by the block that wrote it: the norm's bytes
+      // from memory, no more).
+      Tensor *bias = t(F, {H});
+      cases.push_back({"ReduceSum [16384,768] bf16 copy (acc)",
+                       instr(Op::ReduceSum, {R, H, 1}),
+                       {copy},
+                       {bias},
+                       2.0 * double(R * H)});
+      cases.push_back({"LayerNormGrad fused + dsum (acc, acc_wb, copy)",
+                       instr(Op::LayerNormGrad, {R, H, 1, 1, 1}),
+                       {dyB, x, w, mean, rstd},
+                       {resid, dw, db, copy, bias},
                        16.0 * double(R * H)});
     }
     // The loss over GPT-2's padded vocabulary.

@@ -12,9 +12,18 @@
 // last block short. GPT-2 small's [16384, 768] runs the forms its plan
 // uses, also twice for determinism. The f32 results (dx, dw, db) are
 // compared at rel 1e-5; the bf16 copy in a second comparison at rel 1e-2.
+// The copy's column sums (dsum, a 5th output: fresh or accumulating) run
+// with the copy at every shape; as sums of bf16 values that may round the
+// other way on the two backends they are compared with the copy (rel
+// 1e-2). To hold dsum to rel 1e-5 too, "exact" cases zero w: then dx is the
+// residual gradient r exactly (or 0), both backends store the same copy,
+// and only the summation's double rounding may differ. Those run at every
+// shape class, GPT-2's [16384, 768] (twice for determinism) and 70000 rows
+// (ReduceSum's chunk 96 rows: three 32-row blocks per CUDA block).
 // Then, on the CUDA backend alone, the fused kernel against the unfused
-// sequence it replaces (LayerNormGrad, the Elementwise adds, the Cast): the
-// same bits, as megac --fuse-norm-grad=false promises.
+// sequence it replaces (LayerNormGrad, the Elementwise adds, the Cast, the
+// ReduceSum of the copy): the same bits, as megac --fuse-norm-grad=false
+// promises.
 //
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
@@ -28,6 +37,8 @@ struct F {
   bool dyBf16, acc, accWb, copy;
   bool inPlace = false;  ///< dx is dy's bytes (f32 dy only)
   bool copyLate = false; ///< the copy starts one element late (2 bytes)
+  int dsum = 0;          ///< the copy's column sums: 1 fresh, 2 accumulating
+  bool zeroW = false;    ///< w = 0: dx is r (or 0) exactly on both backends
 };
 
 /// The case of `f`; `copyOnly`: compare the bf16 copy alone (else every
@@ -35,8 +46,10 @@ struct F {
 Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
   const int64_t rows = f.rows, cols = f.cols, n = rows * cols;
   std::vector<int64_t> i = {rows, cols, f.acc};
-  if (f.accWb)
-    i.push_back(1);
+  if (f.accWb || f.dsum)
+    i.push_back(f.accWb);
+  if (f.dsum)
+    i.push_back(f.dsum == 2);
   Case c =
       make("LayerNormGrad fused " +
                dims({{"rows", rows},
@@ -45,7 +58,10 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
                      {"acc_wb", f.accWb}}) +
                (f.dyBf16 ? " bf16 dy" : "") + (f.inPlace ? " dx=dy" : "") +
                (f.copy ? (f.copyLate ? " bf16 copy+1" : " bf16 copy") : "") +
-               (copyOnly ? " [copy]" : ""),
+               (f.dsum == 1   ? " dsum"
+                : f.dsum == 2 ? " dsum acc"
+                              : "") +
+               (f.zeroW ? " w=0" : "") + (copyOnly ? " [copy]" : ""),
            Op::LayerNormGrad, i);
   // mean/rstd consistent with x, as the forward leaves them.
   std::vector<float> x = rng.vec(n, -2, 2);
@@ -73,7 +89,9 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
                   : c.f32({rows, cols}, rng.vec(n));
     dx = f.acc ? c.inout({rows, cols}, rng.vec(n)) : c.out({rows, cols});
   }
-  c.ins = {dy, c.f32({rows, cols}, x), c.f32({cols}, rng.vec(cols, 0.5, 1.5)),
+  c.ins = {dy, c.f32({rows, cols}, x),
+           c.f32({cols}, f.zeroW ? std::vector<float>(size_t(cols), 0.0f)
+                                 : rng.vec(cols, 0.5, 1.5)),
            c.f32({rows}, mean), c.f32({rows}, rstd)};
   // dw, db: gradients that already hold a sum (accumulate_wb), else
   // poisoned outputs.
@@ -86,10 +104,16 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
     const int copy = c.view(whole, {rows, cols});
     c.ts[size_t(copy)].v.offset = 2 * late;
     c.outs.push_back(copy);
+    // dsum goes with the copy it sums, unless the copy is exact (w = 0).
+    const int ds = !f.dsum       ? -1
+                   : f.dsum == 2 ? c.inout({cols}, rng.vec(cols))
+                                 : c.out({cols});
+    if (f.dsum)
+      c.outs.push_back(ds);
     // Compared: the copy alone, or every output but the copy.
     std::vector<int> keep;
     for (int t : c.compare)
-      if ((t == whole) == copyOnly)
+      if ((t == whole || (t == ds && !f.zeroW)) == copyOnly)
         keep.push_back(t);
     c.compare = keep;
   }
@@ -119,8 +143,20 @@ void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
   if (gQuick && n > (int64_t(1) << 18))
     return;
   const std::vector<float> dy = rng.vec(n), x = rng.vec(n, -2, 2),
-                           w = rng.vec(cols, 0.5, 1.5), r0 = rng.vec(n),
-                           gw0 = rng.vec(cols), gb0 = rng.vec(cols);
+                           w = rng.vec(cols, 0.5, 1.5), gw0 = rng.vec(cols),
+                           gb0 = rng.vec(cols), s0 = rng.vec(cols);
+  // r: each column also holds +2^40 and -2^40 in two rows (a pseudo-random
+  // pair): they cancel in the copy's column sum, but the small values
+  // summed between them are rounded to 2^-12 on the way, so a summation
+  // order other than ReduceSum's shows in dsum's f32 bits.
+  std::vector<float> r0 = rng.vec(n);
+  if (rows > 1)
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t a = (j * 7919 + 13) % rows;
+      const int64_t b = (a + 1 + (j * 104729 + 5) % (rows - 1)) % rows;
+      r0[size_t(a * cols + j)] = 1099511627776.0f; // 2^40
+      r0[size_t(b * cols + j)] = -1099511627776.0f;
+    }
   std::vector<float> mean(static_cast<size_t>(rows), 0.0f);
   std::vector<float> rstd(static_cast<size_t>(rows), 0.0f);
   for (int64_t r = 0; r < rows; ++r) {
@@ -170,18 +206,38 @@ void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
     };
     const std::vector<uint32_t> gw = gradAdd(gw0, plain[1]);
     const std::vector<uint32_t> gb = gradAdd(gb0, plain[2]);
-    Case f = make(label, Op::LayerNormGrad, {rows, cols, acc, 1});
-    inputs(f);
-    f.outs = {acc ? f.inout({rows, cols}, r0) : f.out({rows, cols}),
-              f.inout({cols}, gw0), f.inout({cols}, gb0),
-              f.out({rows, cols}, DType::BF16)};
-    const Result fused = runOn(*gCuda, f);
+    // The bias gradient summed from the copy: ReduceSum into s0 (acc), or
+    // fresh.
+    Case rs = make(label, Op::ReduceSum, {rows, cols, acc});
+    std::vector<float> copy(last[1].size()); // read back widened
+    for (size_t k = 0; k < copy.size(); ++k)
+      copy[k] = floatOf(last[1][k]);
+    rs.ins = {rs.bf16({rows, cols}, copy)}; // bf16 values: stored exactly
+    rs.outs = {acc ? rs.inout({cols}, s0) : rs.out({cols})};
+    const std::vector<uint32_t> sum = runOn(*gCuda, rs)[0];
+    // The fused kernel with 4 outputs, then with dsum as a 5th (its
+    // accumulate = acc).
     std::string differ;
-    const char *names[] = {"dx", "dw", "db", "dx_bf16"};
-    const std::vector<uint32_t> *want[] = {&last[0], &gw, &gb, &last[1]};
-    for (int t = 0; t < 4; ++t)
-      if (fused[size_t(t)] != *want[t])
-        differ += std::string(differ.empty() ? "" : ", ") + names[t];
+    for (int withSum : {0, 1}) {
+      std::vector<int64_t> fi = {rows, cols, acc, 1};
+      if (withSum)
+        fi.push_back(acc);
+      Case f = make(label, Op::LayerNormGrad, fi);
+      inputs(f);
+      f.outs = {acc ? f.inout({rows, cols}, r0) : f.out({rows, cols}),
+                f.inout({cols}, gw0), f.inout({cols}, gb0),
+                f.out({rows, cols}, DType::BF16)};
+      if (withSum)
+        f.outs.push_back(acc ? f.inout({cols}, s0) : f.out({cols}));
+      const Result fused = runOn(*gCuda, f);
+      const char *names[] = {"dx", "dw", "db", "dx_bf16", "dsum"};
+      const std::vector<uint32_t> *want[] = {&last[0], &gw, &gb, &last[1],
+                                             &sum};
+      for (size_t t = 0; t < fused.size(); ++t)
+        if (fused[t] != *want[t])
+          differ += std::string(differ.empty() ? "" : ", ") + names[t] +
+                    (withSum ? " (with dsum)" : "");
+    }
     report(differ.empty(), label,
            differ.empty() ? "bit-identical" : "differ: " + differ);
   } catch (const std::exception &e) {
@@ -220,9 +276,53 @@ void normGradFused(Rng &rng) {
   run({16384, 768, true, true, true, true}, rng, true);
   run({16384, 768, true, false, true, true}, rng);
   run({16384, 768, false, true, true, false}, rng, true);
+  // The copy's column sums, fresh and accumulating, with every other form,
+  // at every shape (compared with the copy), and the exact cases (w = 0:
+  // dx is r, compared at rel 1e-5), also with the copy 2 bytes late (the
+  // block kernels and ReduceSum's element form).
+  for (const auto &s : shapes)
+    for (int dyBf16 : {0, 1})
+      for (int acc : {0, 1})
+        for (int dsum : {1, 2}) {
+          F f{s[0], s[1], bool(dyBf16), bool(acc), bool(dsum == 2), true};
+          f.dsum = dsum;
+          run(f, rng);
+          if (acc) {
+            f.zeroW = true;
+            run(f, rng);
+          }
+        }
+  for (int64_t cols : {768, 17}) {
+    F f{65, cols, true, true, true, true};
+    f.copyLate = true;
+    f.dsum = 2;
+    f.zeroW = true;
+    run(f, rng);
+  }
+  // GPT-2 small's bf16 plan with the bias gradients summed by the norms:
+  // ln_1/ln_2 (accumulating into the residual gradient) and ln_f (fresh).
+  // 70000 rows: ReduceSum's chunks of 96 rows, the last one 16 rows.
+  for (bool zeroW : {false, true}) {
+    F f{16384, 768, true, true, true, true};
+    f.dsum = 2;
+    f.zeroW = zeroW;
+    run(f, rng, true);
+    F g{16384, 768, true, false, true, true};
+    g.dsum = 2;
+    g.zeroW = zeroW;
+    run(g, rng);
+  }
+  {
+    F f{70000, 64, true, true, false, true};
+    f.dsum = 1;
+    f.zeroW = true;
+    run(f, rng, true);
+  }
   // The CUDA kernel against the CUDA sequence it replaces, bit for bit: the
-  // warp kernel (768), the block kernels (251), GPT-2's shape.
-  const int64_t exact[][2] = {{65, 768}, {33, 251}, {16384, 768}};
+  // warp kernel (768; 65 rows: two of ReduceSum's chunks, the last short),
+  // the block kernels (251), GPT-2's shape, 70000 rows (ReduceSum's chunk
+  // 96 rows, three 32-row blocks a CUDA block).
+  const int64_t exact[][2] = {{65, 768}, {33, 251}, {16384, 768}, {70000, 64}};
   for (const auto &s : exact)
     for (int dyBf16 : {0, 1})
       for (int acc : {0, 1})

@@ -406,14 +406,26 @@ Instr ewAdd(int64_t n, bool copy) {
 /// accumulate_wb (dw, db into gradients) and the bf16 copy of dx, against
 /// the sequence mega-fuse-norm-grad replaces: the plain kernel, then
 /// Elementwise r + dx (and its bf16 copy) or a Cast of dx, then g = g + dw
-/// and g = g + db in place. Every result must have the same bits.
+/// and g = g + db in place, and with dsum (1 fresh, 2 accumulating; with
+/// the copy only) ReduceSum of the copy. Every result must have the same
+/// bits. `wide`: each column of r also holds +2^40 and -2^40 in two random
+/// rows; they cancel in the copy's column sum, and the small values added
+/// between them are rounded to 2^-12, so the summation order shows in the
+/// sum's f32 bits.
 void testFusedLayerNormGrad(Harness &h, Harness &conv, Rng &rng, int64_t rows,
                             int64_t cols, bool dyBf16, bool acc, bool accWb,
-                            bool copy) {
+                            bool copy, int dsum = 0, bool wide = false) {
   const int64_t n = rows * cols;
   const std::vector<float> dy = rng.vec(n), x = rng.vec(n, -2, 2),
-                           w = rng.vec(cols, 0.5, 1.5), r0 = rng.vec(n),
-                           gw0 = rng.vec(cols), gb0 = rng.vec(cols);
+                           w = rng.vec(cols, 0.5, 1.5), gw0 = rng.vec(cols),
+                           gb0 = rng.vec(cols), s0 = rng.vec(cols);
+  std::vector<float> r0 = rng.vec(n);
+  if (wide)
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t a = rng.index(rows), b = (a + 1 + rng.index(rows - 1)) % rows;
+      r0[size_t(a * cols + j)] = std::ldexp(1.0f, 40);
+      r0[size_t(b * cols + j)] = -std::ldexp(1.0f, 40);
+    }
   std::vector<float> mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
   for (int64_t k = 0; k < rows; ++k) {
     mean[size_t(k)] = 0.1f * float(k % 7) - 0.3f;
@@ -426,7 +438,11 @@ void testFusedLayerNormGrad(Harness &h, Harness &conv, Rng &rng, int64_t rows,
   const std::string what =
       "fused layer norm grad " + std::to_string(rows) + "x" +
       std::to_string(cols) + (dyBf16 ? " bf16 dy" : "") + (acc ? " acc" : "") +
-      (accWb ? " acc_wb" : "") + (copy ? " bf16 copy" : "");
+      (accWb ? " acc_wb" : "") + (copy ? " bf16 copy" : "") +
+      (dsum == 1   ? " dsum"
+       : dsum == 2 ? " dsum acc"
+                   : "") +
+      (wide ? " wide r" : "");
   // The unfused sequence.
   Tensor &dx1 = h.f32({rows, cols}), &dw1 = h.f32({cols}), &db1 = h.f32({cols});
   Tensor &r1 = h.f32({rows, cols}, r0), &gw1 = h.f32({cols}, gw0),
@@ -447,17 +463,26 @@ void testFusedLayerNormGrad(Harness &h, Harness &conv, Rng &rng, int64_t rows,
   if (accWb && (!h.run(ewAdd(cols, false), {&gw1, &dw1}, {&gw1}) ||
                 !h.run(ewAdd(cols, false), {&gb1, &db1}, {&gb1})))
     return;
+  Tensor &s1 = h.f32({cols}, s0);
+  if (dsum &&
+      !h.run(make(Op::ReduceSum, {rows, cols, dsum == 2}), {&h1}, {&s1}))
+    return;
   // The fused kernel: dx accumulates into r's bytes, dw/db into g's.
   Tensor &dx2 = h.f32({rows, cols}, acc ? r0 : rng.vec(n));
   Tensor &dw2 = h.f32({cols}, accWb ? gw0 : rng.vec(cols));
   Tensor &db2 = h.f32({cols}, accWb ? gb0 : rng.vec(cols));
   Tensor &h2 = h.alloc(DType::BF16, {rows, cols});
+  Tensor &s2 = h.f32({cols}, dsum == 2 ? s0 : rng.vec(cols));
   std::vector<int64_t> i = {rows, cols, acc};
-  if (accWb)
-    i.push_back(1);
+  if (accWb || dsum)
+    i.push_back(accWb);
+  if (dsum)
+    i.push_back(dsum == 2);
   std::vector<Tensor *> outs = {&dx2, &dw2, &db2};
   if (copy)
     outs.push_back(&h2);
+  if (dsum)
+    outs.push_back(&s2);
   if (!h.run(make(Op::LayerNormGrad, i), {&tdy, &tx, &tw, &tm, &tr}, outs))
     return;
   sameBits((what + " dx").c_str(), dx2.f(), acc ? sum1.f() : dx1.f(), size_t(n));
@@ -472,7 +497,10 @@ void testFusedLayerNormGrad(Harness &h, Harness &conv, Rng &rng, int64_t rows,
               what.c_str(), (long long)k, bitsBf16(h2, k), bitsBf16(h1, k));
         break;
       }
-  // The adds did something: a test that cannot fail is no test.
+  if (dsum)
+    sameBits((what + " dsum").c_str(), s2.f(), s1.f(), size_t(cols));
+  // The adds did something: a test that cannot fail is no test. (dsum's
+  // s2 starts as s0, or random: only the sum itself matches s1.)
   if (accWb)
     CHECK(bitsF32(dw2, 0) != bitsF32(dw1, 0) || gw0[0] == 0.0f,
           "%s: dw was not accumulated", what.c_str());
@@ -502,7 +530,31 @@ void testFusedLayerNormGradRefusals(Harness &h) {
            make(Op::LayerNormGrad, {R, C, 0, 1, 0}), ins, {&dx, &dw, &db},
            "integer attributes");
   h.reject("layernorm grad 5 outputs", make(Op::LayerNormGrad, {R, C, 0}), ins,
-           {&dx, &dw, &db, &hb, &hb}, "3 or 4 outputs");
+           {&dx, &dw, &db, &hb, &dw}, "5th output (dsum) comes with the 5th");
+  // dsum: the copy's column sums (5 outputs with 5 attributes).
+  Tensor &ds = h.f32({C}), &dsb = h.alloc(DType::BF16, {C}),
+         &dsl = h.f32({C + 1});
+  h.run(make(Op::LayerNormGrad, {R, C, 0, 0, 1}), ins,
+        {&dx, &dw, &db, &hb, &ds});
+  h.reject("layernorm grad 6 outputs", make(Op::LayerNormGrad, {R, C, 0, 0, 1}),
+           ins, {&dx, &dw, &db, &hb, &ds, &ds}, "3, 4 or 5 outputs");
+  h.reject("layernorm grad dsum without its attribute",
+           make(Op::LayerNormGrad, {R, C, 0, 0}), ins,
+           {&dx, &dw, &db, &hb, &ds}, "5th output (dsum)");
+  h.reject("layernorm grad dsum accumulate 2",
+           make(Op::LayerNormGrad, {R, C, 0, 0, 2}), ins,
+           {&dx, &dw, &db, &hb, &ds}, "dsum accumulate");
+  h.reject("layernorm grad bf16 dsum", make(Op::LayerNormGrad, {R, C, 0, 0, 0}),
+           ins, {&dx, &dw, &db, &hb, &dsb}, "dsum");
+  h.reject("layernorm grad dsum size", make(Op::LayerNormGrad, {R, C, 0, 0, 0}),
+           ins, {&dx, &dw, &db, &hb, &dsl}, "dsum has 9");
+  h.reject("layernorm grad dsum is db",
+           make(Op::LayerNormGrad, {R, C, 0, 0, 0}), ins,
+           {&dx, &dw, &db, &hb, &db}, "dsum overlaps db");
+  Tensor &hc = h.arena(1024, {R, C}, DType::BF16), &dsc = h.arena(1040, {C});
+  h.reject("layernorm grad dsum inside the copy",
+           make(Op::LayerNormGrad, {R, C, 0, 0, 1}), ins,
+           {&dx, &dw, &db, &hc, &dsc}, "dsum overlaps dx_bf16");
   // The copy inside dx (arena bytes 0..127 are dx; the copy 64 bytes in).
   Tensor &dxa = h.arena(0, {R, C}), &ha = h.arena(64, {R, C}, DType::BF16);
   h.reject("layernorm grad copy inside dx", make(Op::LayerNormGrad, {R, C, 0}),
@@ -639,6 +691,27 @@ int main() {
           testFusedLayerNormGrad(h, conv, rng, 70, 768, dyBf16, acc, accWb, copy);
           testFusedLayerNormGrad(h, conv, rng, 33, 17, dyBf16, acc, accWb, copy);
         }
+  // The copy's column sums (ReduceSum's bits): fresh and accumulating,
+  // with every other form, over rows that leave ReduceSum's last block of
+  // 256 rows short (600), a single short block (70, 33) and an odd width.
+  for (int dsum : {1, 2})
+    for (int acc : {0, 1})
+      for (int accWb : {0, 1}) {
+        testFusedLayerNormGrad(h, conv, rng, 600, 768, dsum == 2, acc, accWb,
+                               true, dsum);
+        testFusedLayerNormGrad(h, conv, rng, 70, 96, dsum == 1, acc, accWb,
+                               true, dsum);
+        testFusedLayerNormGrad(h, conv, rng, 33, 17, false, acc, accWb, true,
+                               dsum);
+      }
+  // r with cancelling +-2^40 in each column: the copy's sums round, so only
+  // ReduceSum's order gives their bits.
+  for (int dsum : {1, 2}) {
+    testFusedLayerNormGrad(h, conv, rng, 1000, 64, true, true, true, true, dsum,
+                           true);
+    testFusedLayerNormGrad(h, conv, rng, 300, 7, false, true, false, true, dsum,
+                           true);
+  }
   testFusedLayerNormGradRefusals(h);
   return finish("test_precision");
 }

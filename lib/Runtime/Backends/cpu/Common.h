@@ -194,6 +194,32 @@ inline float bf16ToFloat(uint16_t b) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+/// ReduceSum's summation order (Misc.cpp), shared with LayerNormGrad's
+/// column sums of its bf16 copy (Norms.cpp) so that the two give the same
+/// bits: each block of kSumRowBlock rows sums every column in double, row
+/// after row from 0 (columnSumAddRow); the blocks' sums are then added in
+/// block order from 0 and rounded once (columnSumFinish).
+constexpr int64_t kSumRowBlock = 256;
+inline void columnSumAddRow(double *__restrict s, const float *__restrict row,
+                            int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    s[j] += double(row[j]);
+}
+inline void columnSumAddRow(double *__restrict s,
+                            const uint16_t *__restrict row, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    s[j] += double(bf16ToFloat(row[j]));
+}
+/// Column j's sum from part[b * stride] (b < blocks): the value stored, or
+/// with acc added to `old` in double and rounded once.
+inline float columnSumFinish(const double *part, int64_t blocks, int64_t stride,
+                             float old, bool acc) {
+  double s = 0;
+  for (int64_t b = 0; b < blocks; ++b)
+    s += part[size_t(b * stride)];
+  return acc ? float(double(old) + s) : float(s);
+}
+
 /// An F32 or BF16 operand as floats (BF16 widened into `scratch`).
 const float *floatsOf(const TensorRef &t, int64_t n, std::vector<float> &scratch);
 

@@ -67,37 +67,29 @@ void checkReduceSum(const Checker &c) {
 }
 
 namespace {
-constexpr int64_t kRowBlock = 256; // rows per partial sum (fixed: determinism)
 constexpr int64_t kColBlock = 256;
 
-inline double widen(float v) { return double(v); }
-inline double widen(uint16_t v) { return double(bf16ToFloat(v)); }
-
+// The order is kSumRowBlock's (Common.h): LayerNormGrad's column sums of its
+// bf16 copy reuse it, bit for bit.
 template <typename T>
 void reduceSum(const Ctx &ctx, const T *x, int64_t outer, int64_t inner,
                bool acc, float *y) {
-  const int64_t nrb = std::max<int64_t>(1, (outer + kRowBlock - 1) / kRowBlock);
+  const int64_t nrb =
+      std::max<int64_t>(1, (outer + kSumRowBlock - 1) / kSumRowBlock);
   const int64_t ncb = (inner + kColBlock - 1) / kColBlock;
   std::vector<double> part(size_t(nrb * inner));
   parallelForEach(ctx, nrb * ncb, [&](int64_t task) {
     int64_t rb = task / ncb, cb = task % ncb;
-    int64_t r0 = rb * kRowBlock, r1 = std::min(outer, r0 + kRowBlock);
+    int64_t r0 = rb * kSumRowBlock, r1 = std::min(outer, r0 + kSumRowBlock);
     int64_t c0 = cb * kColBlock, c1 = std::min(inner, c0 + kColBlock);
     double s[kColBlock] = {};
-    for (int64_t r = r0; r < r1; ++r) {
-      const T *row = x + r * inner + c0;
-      for (int64_t j = 0; j < c1 - c0; ++j)
-        s[j] += widen(row[j]);
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      columnSumAddRow(s, x + r * inner + c0, c1 - c0);
     std::memcpy(&part[size_t(rb * inner + c0)], s, sizeof(double) * (c1 - c0));
   });
   parallelFor(ctx, inner, 1024, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      double s = 0;
-      for (int64_t rb = 0; rb < nrb; ++rb)
-        s += part[size_t(rb * inner + j)];
-      y[j] = acc ? float(double(y[j]) + s) : float(s);
-    }
+    for (int64_t j = b; j < e; ++j)
+      y[j] = columnSumFinish(&part[size_t(j)], nrb, inner, y[j], acc);
   });
 }
 } // namespace

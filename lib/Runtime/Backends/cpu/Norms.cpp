@@ -107,18 +107,27 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
 //===----------------------------------------------------------------------===//
 
 void checkLayerNormGrad(const Checker &c) {
-  // A 4th output (dx's bf16 copy) and a 4th attribute (accumulate_wb) are
+  // A 4th output (dx's bf16 copy), a 5th (the copy's column sums) and the
+  // attributes accumulate_wb (i[3]) and dsum accumulate (i[4]) are
   // optional: plans without them keep their meaning.
-  if (c.ins.size() != 5 || (c.outs.size() != 3 && c.outs.size() != 4))
-    c.fail("expects 5 inputs and 3 or 4 outputs, got " +
+  if (c.ins.size() != 5 || c.outs.size() < 3 || c.outs.size() > 5)
+    c.fail("expects 5 inputs and 3, 4 or 5 outputs, got " +
            std::to_string(c.ins.size()) + " and " +
            std::to_string(c.outs.size()));
-  c.attrs(c.instr.i.size() == 4 ? 4 : 3, 0);
+  const size_t na = c.instr.i.size();
+  c.attrs(na == 4 || na == 5 ? int(na) : 3, 0);
+  if ((c.outs.size() == 5) != (na == 5))
+    c.fail("has " + std::to_string(c.outs.size()) + " outputs and " +
+           std::to_string(na) +
+           " integer attributes: the 5th output (dsum) comes with the 5th "
+           "attribute (its accumulate) and only with it");
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t cols = c.attr(1, 1, kBig, "cols");
   c.flag(2, "accumulate");
-  if (c.instr.i.size() == 4)
+  if (na >= 4)
     c.flag(3, "accumulate_wb");
+  if (na == 5)
+    c.flag(4, "dsum accumulate");
   const i128 n = i128(rows) * cols;
   // dy may be bf16 (a bf16 product's gradient: widened, never dx's bytes).
   const bool dyBf16 = c.ins[0]->dtype == DType::BF16;
@@ -130,10 +139,12 @@ void checkLayerNormGrad(const Checker &c) {
   c.tensor(c.outs[0], DType::F32, n, "dx");
   c.tensor(c.outs[1], DType::F32, cols, "dw");
   c.tensor(c.outs[2], DType::F32, cols, "db");
-  if (c.outs.size() == 4)
+  if (c.outs.size() >= 4)
     c.tensor(c.outs[3], DType::BF16, n, "dx_bf16");
+  if (c.outs.size() == 5)
+    c.tensor(c.outs[4], DType::F32, cols, "dsum");
   const char *in[] = {"dy", "x", "w", "mean", "rstd"};
-  const char *out[] = {"dx", "dw", "db", "dx_bf16"};
+  const char *out[] = {"dx", "dw", "db", "dx_bf16", "dsum"};
   for (size_t o = 0; o < c.outs.size(); ++o) {
     for (int k = 0; k < 5; ++k) {
       if (o == 0 && k == 0 && !dyBf16)
@@ -201,44 +212,66 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
   uint16_t *dxh = outs.size() > 3 ? outs[3].bf16() : nullptr;
+  // dsum: the copy's column sums, ReduceSum's bits (its kSumRowBlock-row
+  // blocks, Common.h), summed from each row of the copy as it is written.
+  float *dsum = outs.size() > 4 ? outs[4].f32() : nullptr;
+  const bool dsumAcc = in.i.size() > 4 && in.i[4] != 0;
   // A bf16 dy is widened whole first (exact): the f32 path then runs on it.
   std::vector<float> wide;
   const float *dy = ins[0].value->dtype == DType::BF16
                         ? floatsOf(ins[0], rows * cols, wide)
                         : ins[0].f32();
   // Fixed blocks of rows; each block leaves its dw/db partial sums (float
-  // within the block's 32 rows, double across blocks).
+  // within the block's 32 rows, double across blocks). With dsum the
+  // threads take whole groups of kSumRowBlock rows (ReduceSum's blocks),
+  // which leaves the dw/db sums alone (they are per 32-row block whoever
+  // computes them); without, groups of one block.
+  static_assert(kSumRowBlock % kLnRowBlock == 0, "a group is whole blocks");
+  const int64_t groupBlocks = dsum ? kSumRowBlock / kLnRowBlock : 1;
   const int64_t nblocks = std::max<int64_t>(1, (rows + kLnRowBlock - 1) / kLnRowBlock);
+  const int64_t ngroups = (nblocks + groupBlocks - 1) / groupBlocks;
   std::vector<double> part(size_t(nblocks * cols * 2));
-  const int64_t blockGrain = std::max<int64_t>(1, rowGrain(cols) / kLnRowBlock);
-  parallelFor(ctx, nblocks, blockGrain, [&](int64_t b0, int64_t b1) {
+  std::vector<double> dpart(dsum ? size_t(ngroups * cols) : 0);
+  const int64_t groupGrain =
+      std::max<int64_t>(1, rowGrain(cols) / (kLnRowBlock * groupBlocks));
+  parallelFor(ctx, ngroups, groupGrain, [&](int64_t g0, int64_t g1) {
     std::vector<float> scratch(static_cast<size_t>(5 * cols));
+    std::vector<double> ds(dsum ? size_t(cols) : 0);
     float *xhat = scratch.data(), *g = xhat + cols, *fw = g + cols, *fb = fw + cols;
     float *v = fb + cols;
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      std::fill(fw, fw + 2 * cols, 0.0f);
-      const int64_t r1 = std::min(rows, (blk + 1) * kLnRowBlock);
-      for (int64_t r = blk * kLnRowBlock; r < r1; ++r) {
-        lnGradRowStats(dy + r * cols, x + r * cols, w, mean[r], rstd[r], xhat, g, fw, fb, cols);
-        // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); dy is dead now
-        // (dx may be dy).
-        const float c1 = float(sumD(g, cols) / double(cols));
-        const float c2 = float(dotD(g, xhat, cols) / double(cols));
-        float *dxr = dx + r * cols;
-        uint16_t *hr = dxh ? dxh + r * cols : nullptr;
-        if (!acc) {
-          lnGradRowDx(dxr, xhat, g, rstd[r], c1, c2, cols);
-          lnGradRowFinish(dxr, nullptr, hr, false, cols);
-        } else {
-          lnGradRowDx(v, xhat, g, rstd[r], c1, c2, cols);
-          lnGradRowFinish(dxr, v, hr, true, cols);
+    for (int64_t grp = g0; grp < g1; ++grp) {
+      std::fill(ds.begin(), ds.end(), 0.0);
+      const int64_t blkEnd = std::min(nblocks, (grp + 1) * groupBlocks);
+      for (int64_t blk = grp * groupBlocks; blk < blkEnd; ++blk) {
+        std::fill(fw, fw + 2 * cols, 0.0f);
+        const int64_t r1 = std::min(rows, (blk + 1) * kLnRowBlock);
+        for (int64_t r = blk * kLnRowBlock; r < r1; ++r) {
+          lnGradRowStats(dy + r * cols, x + r * cols, w, mean[r], rstd[r], xhat,
+                         g, fw, fb, cols);
+          // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); dy is dead now
+          // (dx may be dy).
+          const float c1 = float(sumD(g, cols) / double(cols));
+          const float c2 = float(dotD(g, xhat, cols) / double(cols));
+          float *dxr = dx + r * cols;
+          uint16_t *hr = dxh ? dxh + r * cols : nullptr;
+          if (!acc) {
+            lnGradRowDx(dxr, xhat, g, rstd[r], c1, c2, cols);
+            lnGradRowFinish(dxr, nullptr, hr, false, cols);
+          } else {
+            lnGradRowDx(v, xhat, g, rstd[r], c1, c2, cols);
+            lnGradRowFinish(dxr, v, hr, true, cols);
+          }
+          if (dsum)
+            columnSumAddRow(ds.data(), hr, cols);
+        }
+        double *pw = &part[size_t(blk * cols * 2)], *pb = pw + cols;
+        for (int64_t j = 0; j < cols; ++j) {
+          pw[j] = double(fw[j]);
+          pb[j] = double(fb[j]);
         }
       }
-      double *pw = &part[size_t(blk * cols * 2)], *pb = pw + cols;
-      for (int64_t j = 0; j < cols; ++j) {
-        pw[j] = double(fw[j]);
-        pb[j] = double(fb[j]);
-      }
+      if (dsum)
+        std::copy(ds.begin(), ds.end(), dpart.begin() + grp * cols);
     }
   });
   parallelFor(ctx, cols, 256, [&](int64_t j0, int64_t j1) {
@@ -255,6 +288,9 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
         dw[j] = float(sw);
         db[j] = float(sb);
       }
+      if (dsum)
+        dsum[j] =
+            columnSumFinish(&dpart[size_t(j)], ngroups, cols, dsum[j], dsumAcc);
     }
   });
 }

@@ -231,6 +231,20 @@ void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
                SumInto into);
 
+/// ReduceSum's chunk of rows (Misc.cu): at least 64 and a multiple of 32,
+/// so that LayerNormGrad's 32-row blocks tile it (its column sums of its
+/// bf16 copy use ReduceSum's chunks), with at most 1024 chunks.
+inline int64_t reduceSumChunkRows(int64_t outer) {
+  const int64_t least = (outer + 1023) / 1024;
+  const int64_t chunk = least > 64 ? least : 64;
+  return (chunk + 31) / 32 * 32;
+}
+
+/// ReduceSum of a bf16 [outer, inner] into y (Misc.cu): LayerNormGrad's
+/// block-per-row form sums its copy with it.
+void reduceSumBf16(const Ctx &ctx, const void *x, int64_t outer, int64_t inner,
+                   bool acc, float *y);
+
 // Per-opcode run functions (one file per concern).
 #define MEGA_CUDA_KERNEL(NAME)                                                 \
   void run##NAME(const Ctx &ctx, const Instr &in, const Refs &ins,             \

@@ -61,6 +61,67 @@ __device__ inline void put4(Bf16x4 *y, float4 v) {
   *y = Bf16x4{__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
 }
 
+/// Four bf16 at p (8-byte aligned) read through L2, never the read-only
+/// path: for a kernel reading back what its own block wrote (after a
+/// barrier).
+__device__ inline float4 load4Cg(const __nv_bfloat16 *p) {
+  const uint2 u = __ldcg(reinterpret_cast<const uint2 *>(p));
+  __nv_bfloat162 lo, hi;
+  memcpy(&lo, &u.x, sizeof lo);
+  memcpy(&hi, &u.y, sizeof hi);
+  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+/// ReduceSum's vector form (Misc.cu) sums column vector v (4 columns) of
+/// a chunk of rows [r0, r1) of x (rows of nvec float4s) with kRsLanes row
+/// lanes: lane ty sums rows r0 + ty, r0 + ty + kRsLanes, ... in double, from
+/// 0, in row order (colLaneSum); lane 0 then adds lanes 1, 2, 3 in order.
+/// LayerNormGrad's column sums of its bf16 copy (Norms.cu) follow the same
+/// order, so the two give the same bits.
+constexpr int kRsCols = 64, kRsLanes = 4;
+
+/// Adds rows from, from + kRsLanes, ... < to of column vector v into s
+/// (one lane's running sums, continued across calls whose `from` keep the
+/// lane's phase). `load` reads four elements as a float4.
+template <typename X, typename Load>
+__device__ inline void colLaneSum(const X *x, int64_t from, int64_t to,
+                                  int64_t nvec, int64_t v, double (&s)[4],
+                                  Load load) {
+#pragma unroll 4
+  for (int64_t r = from; r < to; r += kRsLanes) {
+    const float4 a = load(x + 4 * (r * nvec + v));
+    s[0] += double(a.x);
+    s[1] += double(a.y);
+    s[2] += double(a.z);
+    s[3] += double(a.w);
+  }
+}
+
+/// ReduceSum's chunk partial: run by kRsCols x kRsLanes threads (tx, ty),
+/// all of them (one barrier inside); column vector v < nvec's four sums go
+/// to out[4 v ..].
+template <typename X, typename Load>
+__device__ inline void colChunkPartialVec(const X *x, int64_t r0, int64_t r1,
+                                          int64_t nvec, int64_t v, int tx,
+                                          int ty, double (*sh)[kRsCols][4],
+                                          double *out, Load load) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  if (v < nvec)
+    colLaneSum(x, r0 + ty, r1, nvec, v, s, load);
+  if (ty > 0)
+    for (int c = 0; c < 4; ++c)
+      sh[ty - 1][tx][c] = s[c];
+  __syncthreads();
+  if (ty > 0 || v >= nvec)
+    return;
+  for (int l = 0; l < kRsLanes - 1; ++l)
+    for (int c = 0; c < 4; ++c)
+      s[c] += sh[l][tx][c];
+  for (int c = 0; c < 4; ++c)
+    out[4 * v + c] = s[c];
+}
+
 /// Records the first bad id/target of a launch; the host reports it.
 __device__ inline void reportBadIndex(DeviceError *e, Op op, long long row,
                                       long long value, long long limit) {

@@ -74,50 +74,20 @@ __global__ void colPartialKernel(const X *__restrict__ x, int64_t outer,
 }
 
 /// The vector form: inner % 4 == 0, x aligned to 4 elements (16 bytes f32,
-/// 8 bf16). Block (64, 4): thread (tx, ty) sums column vector
-/// blockIdx.x * 64 + tx over rows r0 + ty, r0 + ty + 4, ... of chunk
-/// blockIdx.y; the four row lanes meet in shared memory in lane order.
-constexpr int kRsCols = 64, kRsLanes = 4;
+/// 8 bf16). Block (kRsCols, kRsLanes) = (64, 4): column vector
+/// blockIdx.x * 64 + tx of chunk blockIdx.y, colChunkPartialVec's order
+/// (DeviceUtil.cuh; LayerNormGrad's column sums of its copy share it).
 template <typename X>
 __global__ void __launch_bounds__(kRsCols *kRsLanes)
     colPartialVecKernel(const X *__restrict__ x, int64_t outer, int64_t nvec,
                         int64_t chunk, double *__restrict__ part) {
   __shared__ double sh[kRsLanes - 1][kRsCols][4];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t v = int64_t(blockIdx.x) * kRsCols + tx;
   const int64_t c = blockIdx.y;
   const int64_t r0 = c * chunk, r1 = imin(outer, r0 + chunk);
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-  if (v < nvec) {
-#pragma unroll 4
-    for (int64_t r = r0 + ty; r < r1; r += kRsLanes) {
-      const float4 a = load4(x + 4 * (r * nvec + v));
-      s0 += double(a.x);
-      s1 += double(a.y);
-      s2 += double(a.z);
-      s3 += double(a.w);
-    }
-  }
-  if (ty > 0) {
-    sh[ty - 1][tx][0] = s0;
-    sh[ty - 1][tx][1] = s1;
-    sh[ty - 1][tx][2] = s2;
-    sh[ty - 1][tx][3] = s3;
-  }
-  __syncthreads();
-  if (ty > 0 || v >= nvec)
-    return;
-  for (int l = 0; l < kRsLanes - 1; ++l) {
-    s0 += sh[l][tx][0];
-    s1 += sh[l][tx][1];
-    s2 += sh[l][tx][2];
-    s3 += sh[l][tx][3];
-  }
-  double *out = part + c * (4 * nvec) + 4 * v;
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
+  colChunkPartialVec(
+      x, r0, r1, nvec, int64_t(blockIdx.x) * kRsCols + threadIdx.x,
+      int(threadIdx.x), int(threadIdx.y), sh, part + c * (4 * nvec),
+      [](const X *p) { return load4(p); });
 }
 
 /// Column j < width of part[chunks][width], summed over the chunks in a
@@ -183,10 +153,10 @@ template <typename X>
 void reduceSum(const Ctx &ctx, const X *x, int64_t outer, int64_t inner,
                bool acc, float *y) {
   const bool vec = inner % 4 == 0 && aligned(x, 4 * sizeof(X));
-  // Chunks of at least 64 rows, at most 1024 chunks (so the partials stay
-  // small and grid.y in range). Vector form: 64 column vectors per block;
-  // element form: 256 columns per block.
-  const int64_t chunk = std::max<int64_t>(64, (outer + 1023) / 1024);
+  // Chunks of reduceSumChunkRows (Common.h): the partials stay small and
+  // grid.y in range. Vector form: 64 column vectors per block; element
+  // form: 256 columns per block.
+  const int64_t chunk = reduceSumChunkRows(outer);
   const int64_t chunks = std::max<int64_t>(1, (outer + chunk - 1) / chunk);
   const int64_t nvec = inner / 4;
   const int64_t colBlocks =
@@ -211,6 +181,12 @@ void reduceSum(const Ctx &ctx, const X *x, int64_t outer, int64_t inner,
 }
 
 } // namespace
+
+void reduceSumBf16(const Ctx &ctx, const void *x, int64_t outer, int64_t inner,
+                   bool acc, float *y) {
+  if (inner > 0)
+    reduceSum(ctx, static_cast<const __nv_bfloat16 *>(x), outer, inner, acc, y);
+}
 
 void runReduceSum(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {

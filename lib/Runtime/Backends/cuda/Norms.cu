@@ -13,7 +13,11 @@
 // are those of an Elementwise add after the plain kernel); a 4th output
 // takes dx's final value rounded to bf16 (Cast's rounding); accumulate_wb
 // adds the finished dw/db column sums, each rounded to f32 first, into dw
-// and db (sumChunks' SumInto::AddRounded).
+// and db (sumChunks' SumInto::AddRounded); a 5th output takes the column
+// sums of the copy, ReduceSum's bits: the warp form sums each of ReduceSum's
+// chunks of rows in ReduceSum's order from the copy its block has just
+// written (each 32 rows read back right after they are stored: from L2, not
+// memory), the block form runs ReduceSum's kernels.
 //
 // In place (y = x, dx = dy, dx = y): every row kernel reads the whole row
 // for its statistics before it writes (the warp forms hold it in
@@ -251,10 +255,19 @@ constexpr int kGradRows = 32;
 constexpr int kGradRowsPerWarp = kGradRows / kRowWarps;
 
 /// The one-pass LayerNormGrad (warp per row, as layerNormWarpKernel): dx
-/// of block c's rows [32c, 32c + 32), and the block's dw/db partials,
-/// part[c][0][nvec] (sum of dy * xhat) and part[c][1][nvec] (sum of dy) in
-/// float4s: each lane sums its columns over its warp's rows, then the warps
-/// add up in warp order in shared memory.
+/// of each 32-row block b's rows [32b, 32b + 32), and the block's dw/db
+/// partials, part[b][0][nvec] (sum of dy * xhat) and part[b][1][nvec] (sum
+/// of dy) in float4s: each lane sums its columns over its warp's rows, then
+/// the warps add up in warp order in shared memory. A CUDA block takes
+/// `subBlocks` consecutive 32-row blocks in turn (the same partials however
+/// many it takes). With dpart (the copy's column sums; then subBlocks * 32
+/// is ReduceSum's chunk of rows and CUDA block c its chunk c), after each
+/// 32-row block the block reads those rows of the copy back (its own
+/// stores, past a barrier, still in L2) into ReduceSum's lane sums, kept in
+/// dynamic shared memory lanes[kRsLanes][nvec][4] (thread (tx, ty) = lane
+/// ty of vectors tx, tx + 64, ...: the lane's rows in row order, as
+/// colLaneSum continues them), and at the end leaves ReduceSum's chunk
+/// partials (lane 0 + lane 1 + lane 2 + lane 3) at dpart[c][cols].
 // Two blocks per multiprocessor where the registers allow it without more
 // than a few bytes of spill (NV <= 6: 128 registers, the GPT-2 width).
 template <int NV, typename DY>
@@ -263,132 +276,183 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
                             const float4 *__restrict__ w,
                             const float *__restrict__ mean,
                             const float *__restrict__ rstd, float4 *dx,
-                            Bf16x4 *__restrict__ dxh, int64_t rows,
-                            int64_t nvec, bool acc,
-                            float4 *__restrict__ part) {
+                            Bf16x4 *dxh, int64_t rows, int64_t nvec, bool acc,
+                            int64_t subBlocks, float4 *__restrict__ part,
+                            double *__restrict__ dpart) {
+  static_assert(kRsCols * kRsLanes == kRowWarps * 32, "one thread each");
   __shared__ float4 sh[2][8 * 32]; // nvec <= 8 * 32
+  extern __shared__ double lanes[]; // with dpart: [kRsLanes][nvec][4]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int tx = threadIdx.x % kRsCols, ty = threadIdx.x / kRsCols;
+  const __nv_bfloat16 *copy = reinterpret_cast<const __nv_bfloat16 *>(dxh);
   const int64_t cols = 4 * nvec;
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float4 fw[NV], fb[NV];
-#pragma unroll
-  for (int i = 0; i < NV; ++i)
-    fw[i] = fb[i] = zero;
-  const int64_t r0 = int64_t(blockIdx.x) * kGradRows + warp * kGradRowsPerWarp;
-  for (int k = 0; k < kGradRowsPerWarp; ++k) {
-    const int64_t r = r0 + k;
-    if (r >= rows)
+  for (int64_t sb = 0; sb < subBlocks; ++sb) {
+    // The same for every thread of the block: the barriers below are safe.
+    const int64_t blk = int64_t(blockIdx.x) * subBlocks + sb;
+    if (blk * kGradRows >= rows)
       break;
-    const DY *dyr = dy + 4 * r * nvec;
-    const float4 *xr = x + r * nvec;
-    const float m = mean[r], s = rstd[r];
-    float4 d[NV], xh[NV];
-    double sg = 0.0, sgx = 0.0;
+    float4 fw[NV], fb[NV];
 #pragma unroll
-    for (int i = 0; i < NV; ++i) {
-      const int64_t j = lane + 32 * i;
-      if (j < nvec) {
-        d[i] = load4(dyr + 4 * j);
-        const float4 xv = xr[j], ww = w[j];
-        xh[i] = make_float4((xv.x - m) * s, (xv.y - m) * s, (xv.z - m) * s,
-                            (xv.w - m) * s);
-        const float g0 = d[i].x * ww.x, g1 = d[i].y * ww.y,
-                    g2 = d[i].z * ww.z, g3 = d[i].w * ww.w;
-        sg += (double(g0) + double(g1)) + (double(g2) + double(g3));
-        sgx += (double(g0) * double(xh[i].x) + double(g1) * double(xh[i].y)) +
-               (double(g2) * double(xh[i].z) + double(g3) * double(xh[i].w));
-        fw[i].x += d[i].x * xh[i].x;
-        fw[i].y += d[i].y * xh[i].y;
-        fw[i].z += d[i].z * xh[i].z;
-        fw[i].w += d[i].w * xh[i].w;
-        fb[i].x += d[i].x;
-        fb[i].y += d[i].y;
-        fb[i].z += d[i].z;
-        fb[i].w += d[i].w;
-      }
-    }
-    sg = warpSum(sg);
-    sgx = warpSum(sgx);
-    const float c1 = float(sg / double(cols));
-    const float c2 = float(sgx / double(cols));
-    // The row's dy is in registers: dx may be dy.
-    float4 *dxr = dx + r * nvec;
-#pragma unroll
-    for (int i = 0; i < NV; ++i) {
-      const int64_t j = lane + 32 * i;
-      if (j < nvec) {
-        const float4 ww = w[j];
-        float4 v = make_float4(s * (d[i].x * ww.x - c1 - xh[i].x * c2),
-                               s * (d[i].y * ww.y - c1 - xh[i].y * c2),
-                               s * (d[i].z * ww.z - c1 - xh[i].z * c2),
-                               s * (d[i].w * ww.w - c1 - xh[i].w * c2));
-        if (acc) {
-          const float4 o = dxr[j];
-          v = make_float4(__fadd_rn(o.x, v.x), __fadd_rn(o.y, v.y),
-                          __fadd_rn(o.z, v.z), __fadd_rn(o.w, v.w));
-        }
-        dxr[j] = v;
-        if (dxh)
-          put4(dxh + r * nvec + j, v);
-      }
-    }
-  }
-  // The warps' partials in warp order (warp 0 stores, the others add).
-  for (int wv = 0; wv < kRowWarps; ++wv) {
-    if (warp == wv) {
+    for (int i = 0; i < NV; ++i)
+      fw[i] = fb[i] = zero;
+    const int64_t r0 = blk * kGradRows + warp * kGradRowsPerWarp;
+    for (int k = 0; k < kGradRowsPerWarp; ++k) {
+      const int64_t r = r0 + k;
+      if (r >= rows)
+        break;
+      const DY *dyr = dy + 4 * r * nvec;
+      const float4 *xr = x + r * nvec;
+      const float m = mean[r], s = rstd[r];
+      float4 d[NV], xh[NV];
+      double sg = 0.0, sgx = 0.0;
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int64_t j = lane + 32 * i;
         if (j < nvec) {
-          float4 a = fw[i], c = fb[i];
-          if (wv > 0) {
-            const float4 pa = sh[0][j], pc = sh[1][j];
-            a = make_float4(pa.x + a.x, pa.y + a.y, pa.z + a.z, pa.w + a.w);
-            c = make_float4(pc.x + c.x, pc.y + c.y, pc.z + c.z, pc.w + c.w);
+          d[i] = load4(dyr + 4 * j);
+          const float4 xv = xr[j], ww = w[j];
+          xh[i] = make_float4((xv.x - m) * s, (xv.y - m) * s, (xv.z - m) * s,
+                              (xv.w - m) * s);
+          const float g0 = d[i].x * ww.x, g1 = d[i].y * ww.y,
+                      g2 = d[i].z * ww.z, g3 = d[i].w * ww.w;
+          sg += (double(g0) + double(g1)) + (double(g2) + double(g3));
+          sgx += (double(g0) * double(xh[i].x) + double(g1) * double(xh[i].y)) +
+                 (double(g2) * double(xh[i].z) + double(g3) * double(xh[i].w));
+          fw[i].x += d[i].x * xh[i].x;
+          fw[i].y += d[i].y * xh[i].y;
+          fw[i].z += d[i].z * xh[i].z;
+          fw[i].w += d[i].w * xh[i].w;
+          fb[i].x += d[i].x;
+          fb[i].y += d[i].y;
+          fb[i].z += d[i].z;
+          fb[i].w += d[i].w;
+        }
+      }
+      sg = warpSum(sg);
+      sgx = warpSum(sgx);
+      const float c1 = float(sg / double(cols));
+      const float c2 = float(sgx / double(cols));
+      // The row's dy is in registers: dx may be dy.
+      float4 *dxr = dx + r * nvec;
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int64_t j = lane + 32 * i;
+        if (j < nvec) {
+          const float4 ww = w[j];
+          float4 v = make_float4(s * (d[i].x * ww.x - c1 - xh[i].x * c2),
+                                 s * (d[i].y * ww.y - c1 - xh[i].y * c2),
+                                 s * (d[i].z * ww.z - c1 - xh[i].z * c2),
+                                 s * (d[i].w * ww.w - c1 - xh[i].w * c2));
+          if (acc) {
+            const float4 o = dxr[j];
+            v = make_float4(__fadd_rn(o.x, v.x), __fadd_rn(o.y, v.y),
+                            __fadd_rn(o.z, v.z), __fadd_rn(o.w, v.w));
           }
-          sh[0][j] = a;
-          sh[1][j] = c;
+          dxr[j] = v;
+          if (dxh)
+            put4(dxh + r * nvec + j, v);
         }
       }
     }
-    __syncthreads();
+    // The warps' partials in warp order (warp 0 stores, the others add).
+    for (int wv = 0; wv < kRowWarps; ++wv) {
+      if (warp == wv) {
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+          const int64_t j = lane + 32 * i;
+          if (j < nvec) {
+            float4 a = fw[i], c = fb[i];
+            if (wv > 0) {
+              const float4 pa = sh[0][j], pc = sh[1][j];
+              a = make_float4(pa.x + a.x, pa.y + a.y, pa.z + a.z, pa.w + a.w);
+              c = make_float4(pc.x + c.x, pc.y + c.y, pc.z + c.z, pc.w + c.w);
+            }
+            sh[0][j] = a;
+            sh[1][j] = c;
+          }
+        }
+      }
+      __syncthreads();
+    }
+    float4 *out = part + blk * 2 * nvec;
+    for (int64_t j = threadIdx.x; j < 2 * nvec; j += blockDim.x)
+      out[j] = sh[j / nvec][j % nvec];
+    // The copy's rows of this block, stored before the barriers above, into
+    // the lane sums: rows 32 blk + ty, + 4, ... (blocks start at multiples
+    // of 4 from the chunk's first row: each lane keeps its phase). Each
+    // thread owns its lanes' slots.
+    if (dpart) {
+      const int64_t b0 = blk * kGradRows, b1 = imin(rows, b0 + kGradRows);
+      for (int64_t v = tx; v < nvec; v += kRsCols) {
+        double *slot = lanes + (ty * nvec + v) * 4;
+        double s4[4] = {0.0, 0.0, 0.0, 0.0};
+        if (sb > 0)
+          for (int c = 0; c < 4; ++c)
+            s4[c] = slot[c];
+        colLaneSum(copy, b0 + ty, b1, nvec, v, s4,
+                   [](const __nv_bfloat16 *p) { return load4Cg(p); });
+        for (int c = 0; c < 4; ++c)
+          slot[c] = s4[c];
+      }
+    }
+    __syncthreads(); // sh is written again by the next 32 rows
   }
-  float4 *out = part + int64_t(blockIdx.x) * 2 * nvec;
-  for (int64_t j = threadIdx.x; j < 2 * nvec; j += blockDim.x)
-    out[j] = sh[j / nvec][j % nvec];
+  if (!dpart)
+    return;
+  // ReduceSum's chunk partial of chunk blockIdx.x: lane 0 adds lanes 1, 2,
+  // 3 in order (every lane's slots were written before the last barrier).
+  double *pout = dpart + int64_t(blockIdx.x) * cols;
+  if (ty == 0)
+    for (int64_t v = tx; v < nvec; v += kRsCols)
+      for (int c = 0; c < 4; ++c) {
+        double s = lanes[v * 4 + c];
+        for (int l = 1; l < kRsLanes; ++l)
+          s += lanes[(l * nvec + v) * 4 + c];
+        pout[4 * v + c] = s;
+      }
 }
 
+/// What one launch of layerNormGradWarpKernel is given.
+template <typename DY> struct GradWarpArgs {
+  const DY *dy;
+  const float *x, *w, *mean, *rstd;
+  float *dx;
+  Bf16x4 *dxh;
+  int64_t rows, cols;
+  bool acc;
+  int64_t subBlocks; ///< 32-row blocks per CUDA block
+  float4 *part;
+  double *dpart; ///< null: no column sums of the copy
+};
+
 template <int NV, typename DY>
-void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks, const DY *dy,
-                             const float *x, const float *w, const float *mean,
-                             const float *rstd, float *dx, Bf16x4 *dxh,
-                             int64_t rows, int64_t cols, bool acc,
-                             float4 *part) {
-  layerNormGradWarpKernel<NV, DY><<<blocks, kRowWarps * 32, 0, ctx.stream>>>(
-      dy, reinterpret_cast<const float4 *>(x),
-      reinterpret_cast<const float4 *>(w), mean, rstd,
-      reinterpret_cast<float4 *>(dx), dxh, rows, cols / 4, acc, part);
+void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks,
+                             const GradWarpArgs<DY> &a) {
+  // The lane sums of the copy's columns (dpart): 32 KiB at most (nvec <=
+  // 256), under the default 48 KiB.
+  const size_t lanesBytes =
+      a.dpart ? size_t(kRsLanes) * size_t(a.cols) * sizeof(double) : 0;
+  layerNormGradWarpKernel<NV, DY>
+      <<<blocks, kRowWarps * 32, lanesBytes, ctx.stream>>>(
+      a.dy, reinterpret_cast<const float4 *>(a.x),
+      reinterpret_cast<const float4 *>(a.w), a.mean, a.rstd,
+      reinterpret_cast<float4 *>(a.dx), a.dxh, a.rows, a.cols / 4, a.acc,
+      a.subBlocks, a.part, a.dpart);
 }
 
 template <typename DY>
 void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
-                       const DY *dy, const float *x, const float *w,
-                       const float *mean, const float *rstd, float *dx,
-                       Bf16x4 *dxh, int64_t rows, int64_t cols, bool acc,
-                       float4 *part) {
+                       const GradWarpArgs<DY> &a) {
   switch (nv) {
   case 2:
-    return launchLayerNormGradWarp<2, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                          dxh, rows, cols, acc, part);
+    return launchLayerNormGradWarp<2, DY>(ctx, blocks, a);
   case 4:
-    return launchLayerNormGradWarp<4, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                          dxh, rows, cols, acc, part);
+    return launchLayerNormGradWarp<4, DY>(ctx, blocks, a);
   case 6:
-    return launchLayerNormGradWarp<6, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                          dxh, rows, cols, acc, part);
+    return launchLayerNormGradWarp<6, DY>(ctx, blocks, a);
   default:
-    return launchLayerNormGradWarp<8, DY>(ctx, blocks, dy, x, w, mean, rstd, dx,
-                                          dxh, rows, cols, acc, part);
+    return launchLayerNormGradWarp<8, DY>(ctx, blocks, a);
   }
 }
 
@@ -497,23 +561,40 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
   void *dxh = outs.size() > 3 ? outs[3].data : nullptr;
+  // dsum: the copy's column sums, ReduceSum's bits (its chunks, its order).
+  float *dsum = outs.size() > 4 ? outs[4].f32() : nullptr;
+  const SumInto dsumInto =
+      in.i.size() > 4 && in.i[4] != 0 ? SumInto::AddWide : SumInto::Overwrite;
   const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
   if (rows > 0 && nv && aligned(dy, 4 * sizeof(DY)) && aligned(x, 16) &&
       aligned(w, 16) && aligned(dx, 16) && (!dxh || aligned(dxh, 8))) {
     // One pass: dx and each block's dw/db partials, then the blocks in order.
     const int64_t blocks = (rows + kGradRows - 1) / kGradRows;
-    if (blocks > INT32_MAX)
+    // With dsum a CUDA block takes one of ReduceSum's chunks (a whole
+    // number of 32-row blocks: reduceSumChunkRows), which ReduceSum's vector
+    // form (cols % 4 == 0, the copy 8-byte aligned, as here) sums.
+    const int64_t subBlocks = dsum ? reduceSumChunkRows(rows) / kGradRows : 1;
+    const int64_t grid = (blocks + subBlocks - 1) / subBlocks;
+    if (grid > INT32_MAX)
       throw Error("LayerNormGrad: rows = " + std::to_string(rows) +
                   " is too many for the cuda kernel");
     Carve carve;
     const size_t partAt = carve.add(size_t(2 * blocks * cols) * sizeof(float));
+    const size_t dpartAt =
+        carve.add(dsum ? size_t(grid * cols) * sizeof(double) : 0);
     char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
     float4 *part = reinterpret_cast<float4 *>(ws + partAt);
-    layerNormGradWarp(ctx, nv, unsigned(blocks), dy, x, w, mean, rstd, dx,
-                      static_cast<Bf16x4 *>(dxh), rows, cols, acc, part);
+    double *dpart = dsum ? reinterpret_cast<double *>(ws + dpartAt) : nullptr;
+    layerNormGradWarp(ctx, nv, unsigned(grid),
+                      GradWarpArgs<DY>{dy, x, w, mean, rstd, dx,
+                                       static_cast<Bf16x4 *>(dxh), rows, cols,
+                                       acc, subBlocks, part, dpart});
     checkLaunch("LayerNormGrad");
     sumChunks(ctx, reinterpret_cast<const float *>(part), blocks, 2 * cols,
               cols, dw, db, into);
+    if (dsum)
+      sumChunks(ctx, static_cast<const double *>(dpart), grid, cols, cols, dsum,
+                dsum, dsumInto);
     return;
   }
   const int64_t chunk = chunkRows(rows);
@@ -533,12 +614,16 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
   checkLaunch("LayerNormGrad (partials)");
   sumChunks(ctx, static_cast<const double *>(part), chunks, 2 * cols, cols, dw,
             db, into);
-  if (rows == 0)
-    return;
-  layerNormDxKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
-      dy, x, w, mean, rstd, dx, static_cast<__nv_bfloat16 *>(dxh), rows, cols,
-      acc);
-  checkLaunch("LayerNormGrad (dx)");
+  if (rows > 0) {
+    layerNormDxKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
+        dy, x, w, mean, rstd, dx, static_cast<__nv_bfloat16 *>(dxh), rows, cols,
+        acc);
+    checkLaunch("LayerNormGrad (dx)");
+  }
+  // This form sums the copy after writing it, with ReduceSum's own kernels
+  // (the forms and bits a ReduceSum of the copy would pick).
+  if (dsum)
+    reduceSumBf16(ctx, dxh, rows, cols, dsumInto == SumInto::AddWide, dsum);
 }
 
 } // namespace
