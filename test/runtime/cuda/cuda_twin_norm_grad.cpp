@@ -299,8 +299,9 @@ void normGradFused(Rng &rng) {
     f.zeroW = true;
     run(f, rng);
   }
-  // GPT-2 small's bf16 plan with the bias gradients summed by the norms:
-  // ln_1/ln_2 (accumulating into the residual gradient) and ln_f (fresh).
+  // GPT-2 small's bf16 plan with the bias gradients summed by the norms
+  // (into the c_proj bias gradients: dsum accumulates): ln_1/ln_2 (dx into
+  // the residual gradient) and ln_f (a fresh dx).
   // 70000 rows: ReduceSum's chunks of 96 rows, the last one 16 rows.
   for (bool zeroW : {false, true}) {
     F f{16384, 768, true, true, true, true};
