@@ -43,6 +43,20 @@
 //     holds, then 1 when 3 holds}. E's f32 result becomes r (its bf16 one
 //     the copy), the Cast's result the copy, L's dx the mega.empty; E, the
 //     Cast and the G go.
+//  5. (the bias gradient) Then, for every LayerNormGrad L with the bf16 copy
+//     as its 4th output (and no 5th): a ReduceSum R in the block whose input
+//     is exactly that copy, whole (i = {rows, cols, a}), either writing a
+//     fresh f32 result (a = 0) or adding into an f32 g of `cols` elements in
+//     place (mega.dests = 1, a = 1: a Linear's bias gradient), with no kernel
+//     between L and R writing into what R reads. For the in-place form g is
+//     nameable before L (as in 3), shares no memory with L's operands or the
+//     copy, and no op between L and R touches it (the add now happens at L's
+//     place). The copy's column sums become L's 5th output (i[4] = a; i[3]
+//     = 0 when L had no accumulate_wb): a new result, or for the in-place
+//     form g as a 5th destination (every output before it a destination
+//     too: L's remaining results go to new mega.empty buffers before L, read
+//     in their place). R goes: the copy is no longer read again just to sum
+//     its columns.
 // The kernel computes the values these kernels computed, in their order
 // (the CPU's bits are the unfused plan's: `megac --fuse-norm-grad=false`).
 //
@@ -151,12 +165,137 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
       });
       for (KernelOp l : norms)
         tryFuse(l);
+      norms.clear();
+      func.walk([&](KernelOp k) {
+        if (isKernel(k, "LayerNormGrad"))
+          norms.push_back(k);
+      });
+      for (KernelOp l : norms)
+        fuseCopySum(l);
     }
+  }
+
+  /// A value naming what `acc` names, usable before L: `acc` itself, or a
+  /// clone of its persistent tensor reference (recorded in `refs`) before L.
+  static Value nameBefore(OpBuilder &b, KernelOp l, Value acc,
+                          SmallVectorImpl<Operation *> &refs) {
+    Operation *def = acc.getDefiningOp();
+    if (!def || def->getBlock() != l->getBlock() || def->isBeforeInBlock(l))
+      return acc;
+    refs.push_back(def);
+    return b.clone(*def)->getResult(0);
+  }
+
+  /// True when `acc` can be named before L and nothing from L up to `upTo`
+  /// (not included) reads or writes its bytes, nor is it L's operand.
+  static bool movableAcc(KernelOp l, Operation *upTo, Value acc) {
+    if (Operation *def = acc.getDefiningOp())
+      if (def->getBlock() == l->getBlock() && !def->isBeforeInBlock(l) &&
+          !isa<StateOp, ParamOp>(def))
+        return false;
+    for (Value v : l->getOperands())
+      if (mayShareMemory(acc, v))
+        return false;
+    for (Operation *op : between(l, upTo))
+      for (Value v : op->getOperands())
+        if (mayShareMemory(acc, v))
+          return false;
+    return true;
+  }
+
+  /// Step 5: the ReduceSum of L's copy, or null; `into` is its in-place form.
+  KernelOp copySum(KernelOp l, Value copy, int64_t rows, int64_t cols,
+                   bool &into) {
+    for (Operation *user : copy.getUsers()) {
+      auto rs = dyn_cast<KernelOp>(user);
+      if (!rs || !isKernel(rs, "ReduceSum") ||
+          rs->getBlock() != l->getBlock() || rs->getOperand(0) != copy)
+        continue;
+      ArrayRef<int64_t> ri = rs.getI();
+      if (ri.size() != 3 || ri[0] != rows || ri[1] != cols ||
+          (ri[2] != 0 && ri[2] != 1))
+        continue;
+      auto dests = rs->getAttrOfType<IntegerAttr>(kDestsAttr);
+      into = dests != nullptr;
+      if (into
+              ? dests.getInt() != 1 || ri[2] != 1 ||
+                    rs->getNumOperands() != 2 || rs->getNumResults() != 0 ||
+                    rs->getOperand(1) == copy || !isF32(rs->getOperand(1), cols)
+              : ri[2] != 0 || rs->getNumOperands() != 1 ||
+                    rs->getNumResults() != 1 || !isF32(rs->getResult(0), cols))
+        continue;
+      if (llvm::any_of(between(l, rs),
+                       [&](Operation *op) { return writesInto(op, rs); }))
+        continue;
+      if (into && (mayShareMemory(rs->getOperand(1), copy) ||
+                   !movableAcc(l, rs, rs->getOperand(1))))
+        continue;
+      return rs;
+    }
+    return {};
+  }
+
+  void fuseCopySum(KernelOp l) {
+    ArrayRef<int64_t> li = l.getI();
+    auto dattr = l->getAttrOfType<IntegerAttr>(kDestsAttr);
+    const int64_t nd = dattr ? dattr.getInt() : 0;
+    const int64_t nres = l->getNumResults();
+    if (nd < 0 || nres < 1 || nd + nres != 4 ||
+        int64_t(l->getNumOperands()) != 5 + nd ||
+        (li.size() != 3 && li.size() != 4))
+      return;
+    const int64_t rows = li[0], cols = li[1];
+    Value copy = l->getResult(nres - 1);
+    if (!isBf16(copy, rows * cols))
+      return;
+    bool into = false;
+    KernelOp rs = copySum(l, copy, rows, cols, into);
+    if (!rs)
+      return;
+    OpBuilder b(l);
+    Location loc = l.getLoc();
+    SmallVector<Value> operands(l->getOperands());
+    SmallVector<Value> now(l->getResults()); // what reads L's results reads
+    SmallVector<Type> types;
+    SmallVector<Operation *> refs;
+    if (into) {
+      for (int64_t k = 0; k < nres; ++k) {
+        now[k] = b.create<EmptyOp>(loc, l->getResult(k).getType());
+        operands.push_back(now[k]);
+      }
+      operands.push_back(nameBefore(b, l, rs->getOperand(1), refs));
+    } else {
+      for (Value v : l->getResults())
+        types.push_back(v.getType());
+      types.push_back(rs->getResult(0).getType());
+    }
+    SmallVector<int64_t> i(li);
+    if (i.size() == 3)
+      i.push_back(0); // accumulate_wb
+    i.push_back(rs.getI()[2]);
+    auto fused = b.create<KernelOp>(loc, types, l.getKernelAttr(), operands,
+                                    b.getDenseI64ArrayAttr(i), l.getFAttr());
+    for (NamedAttribute a : l->getDiscardableAttrs())
+      fused->setAttr(a.getName(), a.getValue());
+    if (into)
+      fused->setAttr(kDestsAttr, b.getI64IntegerAttr(5));
+    else
+      for (int64_t k = 0; k < nres; ++k)
+        now[k] = fused->getResult(k);
+    for (int64_t k = 0; k < nres; ++k)
+      l->getResult(k).replaceAllUsesWith(now[k]);
+    if (!into)
+      rs->getResult(0).replaceAllUsesWith(fused->getResult(nres));
+    rs->erase();
+    for (Operation *ref : refs)
+      if (ref->use_empty())
+        ref->erase();
+    l->erase();
   }
 
   /// Ops strictly after `from` up to (not including) `to`, or to the end of
   /// the block when `to` is null.
-  static auto between(Operation *from, Operation *to) {
+  static SmallVector<Operation *> between(Operation *from, Operation *to) {
     SmallVector<Operation *> ops;
     for (Operation *op = from->getNextNode(); op && op != to;
          op = op->getNextNode())

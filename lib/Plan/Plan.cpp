@@ -52,6 +52,8 @@ const char *roleName(Role r) {
     return "adam_m";
   case Role::AdamV:
     return "adam_v";
+  case Role::ParamCopy:
+    return "param_copy";
   }
   return "?";
 }
@@ -165,7 +167,7 @@ Arity arityOf(Op op) {
   case Op::LayerNorm:
     return {3, 3};
   case Op::LayerNormGrad:
-    return {5, -1}; // 3, or 4 with dx's bf16 copy: checked below
+    return {5, -1}; // 3, 4 with dx's bf16 copy, 5 with its sums: below
   case Op::Softmax:
     return {1, 1};
   case Op::SoftmaxGrad:
@@ -217,7 +219,7 @@ Arity arityOf(Op op) {
   case Op::AttentionGrad:
     return {6, 3};
   case Op::AdamWMulti:
-    return {-1, 0}; // 3 + 4n inputs, checked with i[0] below
+    return {-1, -1}; // 3 + 4n inputs, the copies: checked with i below
   case Op::CrossEntropyWithGrad:
     return {3, 3};
   }
@@ -239,10 +241,11 @@ int64_t numelOf(const std::vector<int64_t> &shape) {
   return n;
 }
 
-/// AdamWMulti: i = {n, zero_grads}, 3 + 4n inputs, f = {beta1, beta2, eps,
-/// wd_1..wd_n}. The backends check shapes and dtypes.
+/// AdamWMulti: i = {n, zero_grads} or {n, zero_grads, c_1..c_n}, 3 + 4n
+/// inputs, one output per c_k = 1, f = {beta1, beta2, eps, wd_1..wd_n}. The
+/// backends check shapes and dtypes.
 void validateAdamWMulti(const Program &p, size_t k, const Instr &in) {
-  if (in.i.size() != 2)
+  if (in.i.size() < 2)
     fail(p, k, "AdamWMulti takes 2 integer attributes (n, zero_grads)");
   const int64_t n = in.i[0];
   if (n < 1 || n > (int64_t(1) << 24))
@@ -255,18 +258,35 @@ void validateAdamWMulti(const Program &p, size_t k, const Instr &in) {
   if (in.i[1] != 0 && in.i[1] != 1)
     fail(p, k, "AdamWMulti zero_grads " + std::to_string(in.i[1]) +
                    " is neither 0 nor 1");
+  // The bf16 copies: a flag per tensor, an output per flag set.
+  if (in.i.size() != 2 && in.i.size() != size_t(2 + n))
+    fail(p, k, "AdamWMulti over " + std::to_string(n) + " tensors takes 2 or " +
+                   std::to_string(2 + n) + " integer attributes, not " +
+                   std::to_string(in.i.size()));
+  size_t copies = 0;
+  for (size_t t = 2; t < in.i.size(); ++t) {
+    if (in.i[t] != 0 && in.i[t] != 1)
+      fail(p, k, "AdamWMulti copy flag " + std::to_string(in.i[t]) +
+                     " is neither 0 nor 1");
+    copies += size_t(in.i[t]);
+  }
+  if (in.outputs.size() != copies)
+    fail(p, k, "AdamWMulti writes " + std::to_string(copies) +
+                   " bf16 copies but has " + std::to_string(in.outputs.size()) +
+                   " outputs");
   if (in.f.size() != size_t(3 + n))
     fail(p, k, "AdamWMulti over " + std::to_string(n) + " tensors takes " +
                    std::to_string(3 + n) + " float attributes, not " +
                    std::to_string(in.f.size()));
 }
 
-/// LayerNormGrad: dx, dw, db and optionally dx's bf16 copy; the backends
-/// check shapes, dtypes and the attributes.
+/// LayerNormGrad: dx, dw, db, optionally dx's bf16 copy and then that
+/// copy's column sums; the backends check shapes, dtypes and the attributes.
 void validateLayerNormGrad(const Program &p, size_t k, const Instr &in) {
-  if (in.outputs.size() != 3 && in.outputs.size() != 4)
+  if (in.outputs.size() < 3 || in.outputs.size() > 5)
     fail(p, k, "LayerNormGrad has " + std::to_string(in.outputs.size()) +
-                   " outputs, not 3 (dx, dw, db) or 4 (and dx in bf16)");
+                   " outputs, not 3 (dx, dw, db), 4 (and dx in bf16) or 5 "
+                   "(and its column sums)");
 }
 
 /// MatMul: 12 integer attributes, or 13 with the epilogue i[12] (0 none,
@@ -435,8 +455,16 @@ void validate(const Plan &plan) {
     bool dataShard = (t.role == Role::AdamM || t.role == Role::AdamV) &&
                      t.shardDim == 0 && t.shardGroup == 1 &&
                      param.shardGroup != 1 && t.fullShape == param.shape;
+    // A parameter's bf16 copy: BF16 of an F32 parameter, same shard.
+    const bool copy = t.role == Role::ParamCopy;
+    const DType want = copy ? DType::BF16 : param.dtype;
     if (t.role != Role::Param &&
-        ((param.shape != t.shape && !dataShard) || param.dtype != t.dtype))
+        ((param.shape != t.shape && !dataShard) || want != t.dtype ||
+         (copy && (param.dtype != DType::F32 ||
+                   param.shardDim != t.shardDim ||
+                   param.shardGroups != t.shardGroups ||
+                   param.shardGroup != t.shardGroup ||
+                   param.fullShape != t.fullShape))))
       throw PlanError("invalid plan: " + std::string(roleName(t.role)) +
                       " of '" + t.name +
                       "' differs in shape or dtype from its parameter");
@@ -709,7 +737,7 @@ Plan deserialize(const uint8_t *data, size_t size) {
     Persistent t;
     t.name = r.str();
     uint8_t role = r.pod<uint8_t>();
-    checkEnum(role <= uint8_t(Role::AdamV), "tensor role");
+    checkEnum(role <= uint8_t(Role::ParamCopy), "tensor role");
     t.role = Role(role);
     uint8_t dt = r.pod<uint8_t>();
     checkEnum(dt <= uint8_t(DType::BF16), "dtype");

@@ -287,6 +287,8 @@ LoadResult loadCheckpoint(const std::string &path, const plan::Plan &plan,
     params[memory.info(k).name] = k;
   SafetensorsReader model(result.source);
   loadInto(model, memory, params, "parameter");
+  // The bf16 copies follow the parameters (they are never in a file).
+  memory.refreshParamCopies();
   if (!result.resumed)
     return result;
 

@@ -274,6 +274,29 @@ void Memory::initialize(uint64_t seed) {
     }
     fromFullHost(k, host.data());
   }
+  refreshParamCopies();
+}
+
+void Memory::refreshParamCopies() {
+  std::vector<float> param;
+  std::vector<uint16_t> copy;
+  for (size_t k : withRole(plan::Role::ParamCopy)) {
+    if (!resident(k))
+      continue; // another pipeline rank's
+    const size_t p = size_t(info(k).param);
+    // A rank that reads the copy runs the optimizer that updates the
+    // parameter, so the parameter is here too (or the plan is wrong).
+    if (!resident(p) || info(p).dtype != plan::DType::F32 ||
+        bytes(k) * 2 != bytes(p))
+      throw Error("persistent '" + info(k).name +
+                  "': a bf16 parameter copy without its f32 parameter here");
+    param.resize(bytes(p) / 4);
+    copy.resize(param.size());
+    toHost(p, param.data());
+    for (size_t e = 0; e < param.size(); ++e)
+      copy[e] = toBF16(param[e]);
+    fromHost(k, copy.data());
+  }
 }
 
 void Memory::zero(size_t k) {

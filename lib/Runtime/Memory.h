@@ -83,6 +83,10 @@ public:
   /// tensor from the same stream and keeps its shard, so every tensor-
   /// parallel degree starts from the same full weights.
   void initialize(uint64_t seed);
+  /// Every resident parameter copy (plan::Role::ParamCopy) set to its
+  /// parameter rounded to bf16 as Cast rounds. initialize() and
+  /// loadCheckpoint() call it; the optimizer keeps the copies in step.
+  void refreshParamCopies();
 
   // Tensor-parallel shards (plan::Persistent::shardDim).
   bool sharded(size_t k) const { return info(k).shardDim >= 0; }

@@ -2,16 +2,19 @@
 // RUN: mega-opt %s -split-input-file -mega-fuse-norm-grad=enable=false | FileCheck %s --check-prefix=OFF
 
 // A block's norm in the bf16 backward: dx added to the residual gradient
-// %r (the sum and its bf16 copy), dw and db added into their gradients.
-// One LayerNormGrad accumulates into %r's bytes and both gradients (named
-// again before it), its result the copy; what read the sum reads %r.
+// %r (the sum and its bf16 copy), dw and db added into their gradients,
+// the copy's columns summed into a bias gradient. One LayerNormGrad
+// accumulates into %r's bytes and the three gradients (named again before
+// it); its copy goes to a mega.empty; what read the sum reads %r.
 // CHECK-LABEL: func.func @residual
 // CHECK: %[[R:.*]] = mega.kernel "Fill"
 // CHECK: %[[GW:.*]] = mega.state "ln.weight" {role = "grad"}
 // CHECK: %[[GB:.*]] = mega.state "ln.bias" {role = "grad"}
-// CHECK: %[[H:.*]] = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[R]], %[[GW]], %[[GB]]) i [4, 8, 1, 1] f [] {mega.dests = 3 : i64} : (tensor<4x8xbf16>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xbf16>
+// CHECK: %[[C:.*]] = mega.empty : tensor<4x8xbf16>
+// CHECK: %[[GS:.*]] = mega.state "proj.bias" {role = "grad"}
+// CHECK: mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[R]], %[[GW]], %[[GB]], %[[C]], %[[GS]]) i [4, 8, 1, 1, 1] f [] {mega.dests = 5 : i64} : (tensor<4x8xbf16>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xbf16>, tensor<8xf32>) -> ()
 // CHECK-NOT: "Elementwise"
-// CHECK: mega.kernel "ReduceSum"(%[[H]],
+// CHECK-NOT: "ReduceSum"
 // CHECK: mega.kernel "Cast"(%[[R]])
 // OFF-LABEL: func.func @residual
 // OFF: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
@@ -38,10 +41,12 @@ func.func @residual(%dy: tensor<4x8xbf16>, %x: tensor<4x8xf32>, %w: tensor<8xf32
 // the Cast becomes the 4th result.
 // CHECK-LABEL: func.func @final_norm
 // CHECK: %[[E:.*]] = mega.empty : tensor<4x8xf32>
-// CHECK: %[[H:.*]] = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[E]], %{{.*}}, %{{.*}}) i [4, 8, 0, 1] f [] {mega.dests = 3 : i64}
+// CHECK: %[[C:.*]] = mega.empty : tensor<4x8xbf16>
+// CHECK: %[[GS:.*]] = mega.state "b" {role = "grad"}
+// CHECK: mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[E]], %{{.*}}, %{{.*}}, %[[C]], %[[GS]]) i [4, 8, 0, 1, 1] f [] {mega.dests = 5 : i64}
 // CHECK-NOT: "Cast"
 // CHECK-NOT: "Elementwise"
-// CHECK: mega.kernel "ReduceSum"(%[[H]],
+// CHECK-NOT: "ReduceSum"
 // CHECK: mega.output "dx", %[[E]]
 func.func @final_norm(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
   %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
@@ -266,6 +271,135 @@ func.func @one_grad(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>
   %gw = mega.state "ln.weight" {role = "grad"} : tensor<8xf32>
   mega.kernel "Elementwise"(%gw, %d#1, %gw) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
   mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// The copy's column sums as a fresh result (ReduceSum without accumulate):
+// a 5th result, i[3] = 0 (no accumulate_wb), i[4] = 0.
+// CHECK-LABEL: func.func @sum_fresh
+// CHECK: %[[D:.*]]:5 = mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4) i [4, 8, 0, 0, 0] f [] : ({{.*}}) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xbf16>, tensor<8xf32>)
+// CHECK-NOT: "ReduceSum"
+// CHECK: mega.output "sum", %[[D]]#4
+// CHECK: mega.output "copy", %[[D]]#3
+// CHECK: mega.output "dx", %[[D]]#0
+// OFF-LABEL: func.func @sum_fresh
+// OFF: "ReduceSum"
+func.func @sum_fresh(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %b = mega.kernel "ReduceSum"(%c) i [4, 8, 0] f [] : (tensor<4x8xbf16>) -> tensor<8xf32>
+  mega.output "sum", %b : tensor<8xf32>
+  mega.output "copy", %c : tensor<4x8xbf16>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// Summed into a gradient in place while dx, dw and db stay results: every
+// output becomes a destination, the four results new mega.empty buffers
+// read in their place.
+// CHECK-LABEL: func.func @sum_into
+// CHECK: %[[DX:.*]] = mega.empty : tensor<4x8xf32>
+// CHECK: %[[DW:.*]] = mega.empty : tensor<8xf32>
+// CHECK: %[[DB:.*]] = mega.empty : tensor<8xf32>
+// CHECK: %[[C:.*]] = mega.empty : tensor<4x8xbf16>
+// CHECK: %[[GS:.*]] = mega.state "proj.bias" {role = "grad"}
+// CHECK: mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[DX]], %[[DW]], %[[DB]], %[[C]], %[[GS]]) i [4, 8, 0, 0, 1] f [] {mega.dests = 5 : i64} : ({{.*}}) -> ()
+// CHECK-NOT: "ReduceSum"
+// CHECK: mega.output "copy", %[[C]]
+// CHECK: mega.output "dx", %[[DX]]
+// CHECK: mega.output "dw", %[[DW]]
+// CHECK: mega.output "db", %[[DB]]
+func.func @sum_into(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %gs = mega.state "proj.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%c, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  mega.output "copy", %c : tensor<4x8xbf16>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
+// Must not fold the ReduceSum: the gradient is read between the norm and
+// the sum (@sum_grad_read_between) or written there (@sum_grad_written),
+// it is one of the norm's operands (@sum_grad_operand), the sum is over
+// another shape of the copy (@sum_reshaped: outer 2, inner 16), or it sums
+// dx, not the copy (@sum_of_dx).
+// CHECK-LABEL: func.func @sum_grad_read_between
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "ReduceSum"
+// CHECK-LABEL: func.func @sum_grad_written
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "ReduceSum"
+// CHECK-LABEL: func.func @sum_grad_operand
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "ReduceSum"
+// CHECK-LABEL: func.func @sum_reshaped
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "ReduceSum"
+// CHECK-LABEL: func.func @sum_of_dx
+// CHECK: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+// CHECK: "ReduceSum"
+func.func @sum_grad_read_between(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %gs = mega.state "proj.bias" {role = "grad"} : tensor<8xf32>
+  %t = mega.kernel "Cast"(%gs) i [8] f [] : (tensor<8xf32>) -> tensor<8xbf16>
+  mega.kernel "ReduceSum"(%c, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  mega.output "t", %t : tensor<8xbf16>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @sum_grad_written(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %g0 = mega.state "proj.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Fill"(%g0) i [] f [0.0] {mega.dests = 1 : i64} : (tensor<8xf32>) -> ()
+  %gs = mega.state "proj.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%c, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @sum_grad_operand(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.kernel "ReduceSum"(%c, %w) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @sum_reshaped(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %b = mega.kernel "ReduceSum"(%c) i [2, 16, 0] f [] : (tensor<4x8xbf16>) -> tensor<16xf32>
+  mega.output "sum", %b : tensor<16xf32>
+  mega.output "dx", %d#0 : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+func.func @sum_of_dx(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %c = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %b = mega.kernel "ReduceSum"(%d#0) i [4, 8, 0] f [] : (tensor<4x8xf32>) -> tensor<8xf32>
+  mega.output "sum", %b : tensor<8xf32>
+  mega.output "copy", %c : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
   mega.output "db", %d#2 : tensor<8xf32>
   return
 }

@@ -212,10 +212,67 @@ int main() {
     }, "takes 4 float attributes, not 3");
     expectError("adamw multi outputs", [&] {
       broken([](Instr &in) { in.outputs = {2}; });
-    }, "wrong operand count");
+    }, "writes 0 bf16 copies but has 1 outputs");
+    // The copy flags (mega-bf16-weight-copies): one per tensor, an output
+    // per flag set.
+    {
+      Plan e = c;
+      Instr &m = e.programs[0].instrs.back();
+      m.i = {1, 1, 1};
+      m.outputs = {2};
+      validate(e);
+      std::vector<uint8_t> eb = serialize(e);
+      Plan f = deserialize(eb.data(), eb.size());
+      CHECK(f.programs[0].instrs.back().i == m.i &&
+            f.programs[0].instrs.back().outputs == m.outputs);
+    }
+    expectError("adamw multi copy missing", [&] {
+      broken([](Instr &in) { in.i = {1, 1, 1}; });
+    }, "writes 1 bf16 copies but has 0 outputs");
+    expectError("adamw multi copy flag", [&] {
+      broken([](Instr &in) { in.i = {1, 1, 2}; in.outputs = {2}; });
+    }, "copy flag 2 is neither 0 nor 1");
+    expectError("adamw multi copy flags", [&] {
+      broken([](Instr &in) { in.i = {1, 1, 1, 0}; });
+    }, "takes 2 or 3 integer attributes, not 4");
   }
 
-  // LayerNormGrad: dx, dw, db, and optionally dx's bf16 copy (4 outputs).
+  // A parameter's bf16 copy (role 4): BF16, its parameter's shape and
+  // shard; it round-trips and prints.
+  {
+    Plan c = samplePlan();
+    Persistent k = c.persistents[0];
+    k.role = Role::ParamCopy;
+    k.dtype = DType::BF16;
+    k.init = Init::Zeros;
+    k.param = 0;
+    c.persistents.push_back(k);
+    validate(c);
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    CHECK(d.persistents.back().role == Role::ParamCopy &&
+          d.persistents.back().dtype == DType::BF16);
+    std::ostringstream x;
+    printPlan(d, x);
+    CHECK(x.str().find("%p2 param_copy \"w\" 4x3xbf16 of %p0") !=
+          std::string::npos);
+    // f32, another shape, another shard than its parameter's.
+    for (int bad = 0; bad < 3; ++bad)
+      expectError("param copy", [&] {
+        Plan e = c;
+        Persistent &t = e.persistents.back();
+        if (bad == 0)
+          t.dtype = DType::F32;
+        else if (bad == 1)
+          t.shape = {3, 4};
+        else
+          t.shardDim = 0, t.fullShape = {8, 3};
+        validate(e);
+      }, "param_copy of 'w' differs in shape or dtype");
+  }
+
+  // LayerNormGrad: dx, dw, db, optionally dx's bf16 copy (4 outputs) and
+  // its column sums (5).
   {
     Plan c = samplePlan();
     Program &prog = c.programs[0];
@@ -226,11 +283,21 @@ int main() {
     x.i = {1, 1, 1, 1};
     prog.instrs.push_back(x);
     validate(c); // 4 outputs pass; the backends check shapes and dtypes
-    expectError("layer norm grad 5 outputs", [&] {
-      Plan e = c;
+    {
+      Plan e = c; // and 5 (the copy's column sums)
       e.programs[0].instrs.back().outputs.push_back(1);
+      e.programs[0].instrs.back().i.push_back(0);
       validate(e);
-    }, "LayerNormGrad has 5 outputs, not 3 (dx, dw, db) or 4");
+    }
+    expectError(
+        "layer norm grad 6 outputs",
+        [&] {
+          Plan e = c;
+          e.programs[0].instrs.back().outputs.push_back(1);
+          e.programs[0].instrs.back().outputs.push_back(1);
+          validate(e);
+        },
+        "LayerNormGrad has 6 outputs, not 3 (dx, dw, db), 4");
     expectError("layer norm grad 2 outputs", [&] {
       Plan e = c;
       e.programs[0].instrs.back().outputs = {1, 1};

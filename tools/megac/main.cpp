@@ -184,6 +184,13 @@ cl::opt<bool> fuseNormGrad(
              "(mega-fuse-norm-grad; default on; the same bits, =false keeps "
              "the Elementwise and Cast kernels to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> bf16WeightCopies(
+    "bf16-weight-copies",
+    cl::desc("bf16: the optimizer keeps each AdamW-updated weight's bf16 "
+             "copy and the programs read it instead of casting the weight "
+             "at every use (mega-bf16-weight-copies; default on; the same "
+             "bits, =false keeps the Casts to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<double> maxLogitsMib(
     "max-logits-mib", cl::value_desc("MiB"),
     cl::desc("The output layer, its loss and their gradients run on row "
@@ -509,6 +516,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // and bias gradients itself.
   if (fuseNormGrad)
     pm.addPass(mega::createMegaFuseNormGrad());
+  // The weights' bf16 copies kept by the optimizer, not cast at each use.
+  if (bf16WeightCopies && precision == "bf16")
+    pm.addPass(mega::createMegaBf16WeightCopies());
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

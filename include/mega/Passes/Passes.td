@@ -622,7 +622,7 @@ def MegaChunkLoss : Pass<"mega-chunk-loss", "mlir::ModuleOp"> {
 }
 
 def MegaFuseNormGrad : Pass<"mega-fuse-norm-grad", "mlir::ModuleOp"> {
-  let summary = "The residual add, the dx cast and the dw/db adds into LayerNormGrad";
+  let summary = "The residual add, the dx cast, the dw/db adds and the copy's bias sum into LayerNormGrad";
   let description = [{
     At kernel level, after mega-fold-casts, mega-fuse-loss and
     mega-chunk-loss, before mega-assign-buffers: the Elementwise that adds a LayerNormGrad's dx to
@@ -632,7 +632,10 @@ def MegaFuseNormGrad : Pass<"mega-fuse-norm-grad", "mlir::ModuleOp"> {
     dx to bf16 becomes that 4th result too. The two in-place Elementwise
     adds of dw and db into the parameter gradients go when nothing between
     touches those gradients: the norm adds its finished sums into them
-    (accumulate_wb). The same bits (docs/plan-format.md, opcode 6).
+    (accumulate_wb). A ReduceSum of the whole copy (a Linear's bias
+    gradient, in place or fresh) then becomes the norm's 5th output, dsum,
+    when nothing between writes what it reads and nothing between touches
+    the gradient. The same bits (docs/plan-format.md, opcode 6).
 
     Before:
     ```mlir
@@ -751,6 +754,40 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
            "Also LayerNorm's y, Attention's o and bf16 -> bf16 Transposes "
            "(off for a backend without those forms)">,
   ];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
+def MegaBf16WeightCopies : Pass<"mega-bf16-weight-copies", "mlir::ModuleOp"> {
+  let summary = "The optimizer keeps each weight's bf16 copy; no weight Casts";
+  let description = [{
+    At kernel level, after mega-fuse-optimizer and before
+    mega-assign-buffers: every parameter whose every update is one
+    AdamWMulti slot per optimizer function, or one AllGather into the whole
+    parameter (the distributed optimizer's), on each pipeline rank that
+    casts it (not Sgd, not a plain AdamW) gets a persistent bf16 copy,
+    `mega.state "name" {role = "param_copy"}`. Its Casts (f32 mega.param
+    -> bf16, whole) in every program read the copy instead; the AdamWMulti
+    writes it from the updated value in the same pass (i = {n, zero_grads,
+    c_1..c_n}, the copies as mega.dests in slot order), or a Cast into it
+    follows the AllGather: the same bits, computed once per step instead of
+    at every use (Megatron's bf16 model params beside the fp32 main
+    params).
+
+    Before:
+    ```mlir
+    %w = mega.param "w" [16, 32] init normal(0.02) : tensor<16x32xf32>
+    %c = mega.kernel "Cast"(%w) i [512] f [] : (tensor<16x32xf32>) -> tensor<16x32xbf16>
+    ...
+    mega.kernel "AdamWMulti"(%lr, %step, %coef, %w, %g, %m, %v) i [1, 1] f [...] : ...
+    ```
+    After:
+    ```mlir
+    %c = mega.state "w" {role = "param_copy"} : tensor<16x32xbf16>
+    ...
+    %wc = mega.state "w" {role = "param_copy"} : tensor<16x32xbf16>
+    mega.kernel "AdamWMulti"(%lr, %step, %coef, %w, %g, %m, %v, %wc) i [1, 1, 1] f [...] {mega.dests = 1 : i64} : ...
+    ```
+  }];
   let dependentDialects = ["mega::MegaDialect"];
 }
 

@@ -55,6 +55,13 @@ enum class Role : uint8_t {
   Grad = 1,  ///< gradient accumulator of `param`
   AdamM = 2, ///< AdamW first moment of `param`
   AdamV = 3, ///< AdamW second moment of `param`
+  /// The bf16 copy of `param` that the bf16 programs read instead of a Cast
+  /// of it (Megatron's bf16 model params beside the fp32 main params):
+  /// BF16, the parameter's shape and shard fields. The runtime computes it
+  /// (Cast's rounding) after initialising or loading the parameters; the
+  /// AdamWMulti that updates the parameter rewrites it. Never saved, loaded
+  /// or dumped.
+  ParamCopy = 4,
 };
 const char *roleName(Role r);
 
@@ -70,7 +77,7 @@ struct Persistent {
   Init init = Init::Zeros;
   float initStd = 0.0f;    ///< for Init::Normal (mean 0)
   bool weightDecay = false; ///< parameters only: decoupled weight decay applies
-  int32_t param = -1;       ///< for Grad/AdamM/AdamV: index of the parameter
+  int32_t param = -1;       ///< for Grad/AdamM/AdamV/ParamCopy: its parameter
   /// Tensor-parallel shard (version 2). shardDim < 0: every rank holds the
   /// whole tensor. Otherwise the full tensor has `fullShape`; its dim
   /// shardDim (size F) is seen as shardGroups consecutive chunks of
@@ -163,7 +170,10 @@ enum class Op : uint16_t {
   /// into dx (one f32 add per element); accumulate_wb adds the sums over
   /// the rows, each rounded to f32 first, into dw and db (absent or 0: they
   /// are overwritten). The optional 4th output is the final dx rounded to
-  /// BF16 as Cast rounds (mega-fuse-norm-grad).
+  /// BF16 as Cast rounds (mega-fuse-norm-grad). An optional 5th output (with
+  /// the 4th only, and i = {rows, cols, accumulate, accumulate_wb,
+  /// dsum_accumulate}) is the F32 column sums of the 4th, exactly ReduceSum
+  /// {rows, cols, dsum_accumulate} on it, bit for bit.
   LayerNormGrad = 6,
   /// x [rows, cols] -> y = softmax(f[0] * x) along cols. i = {rows, cols,
   /// causal, seq}: causal masks column c of row r when c > r % seq.
@@ -285,6 +295,11 @@ enum class Op : uint16_t {
   /// to 0 (also when coef is NaN and the updates are skipped, as the Fill
   /// of mega.zero_grad it replaces). i = {n, zero_grads};
   /// f = {beta1, beta2, eps, wd_1..wd_n}.
+  /// With i = {n, zero_grads, c_1..c_n} (c_k 0 or 1, mega-bf16-weight-copies)
+  /// the outputs are the BF16 copies of the tensors with c_k = 1, in order:
+  /// each is written, in the same pass, with param_k after its update
+  /// rounded as Cast rounds (so it is Cast(param_k) afterwards, also when
+  /// coef is NaN and param_k is unchanged). Without them, no outputs.
   AdamWMulti = 33,
   // Fused loss (mega-fuse-loss).
   /// logits [rows, V] (F32 or BF16), targets I32 [rows], dloss F32 [] ->

@@ -512,9 +512,17 @@ LogicalResult StateOp::verify() {
     return failure();
   // state_c2
   StringRef role = getRole();
-  if (role != "grad" && role != "adam_m" && role != "adam_v")
-    return emitOpError() << "role must be grad, adam_m or adam_v, not '"
+  if (role != "grad" && role != "adam_m" && role != "adam_v" &&
+      role != "param_copy")
+    return emitOpError() << "role must be grad, adam_m, adam_v or "
+                            "param_copy, not '"
                          << role << "'";
+  // state_c3: the parameter copy is bf16, everything else f32.
+  Type el = getType().getElementType();
+  if ((role == "param_copy") != el.isBF16())
+    return emitOpError() << "role '" << role << "' needs element type "
+                         << (role == "param_copy" ? "bf16" : "f32")
+                         << ", not " << el;
   return success();
 }
 

@@ -8,7 +8,8 @@
 //     wins; a second one with another shape is an error; `mega.sharding` and
 //     `mega.shard_groups` give the tensor-parallel shard fields), then add a
 //     Grad per parameter and, for adam, AdamM and AdamV per parameter (they
-//     copy the parameter's shard fields).
+//     copy the parameter's shard fields), and a ParamCopy per parameter
+//     that a `mega.state {role = "param_copy"}` reads.
 //  3. Programs, one per function (train, optimizer, eval, predict first):
 //     a. ports: each distinct `mega.input` name is an input port, each
 //        `mega.output` an output port;
@@ -31,6 +32,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
+
+#include <set>
 
 using namespace mlir;
 
@@ -199,6 +202,26 @@ private:
           t.fullShape = t.shape;
           t.shape[0] /= mesh[axis.getInt()];
         }
+    }
+    // The bf16 copies that mega-bf16-weight-copies gave some parameters:
+    // the parameter's shape and shard, in parameter order.
+    std::set<size_t> copied;
+    module.walk([&](StateOp st) {
+      auto param = paramIndex.find(st.getName());
+      if (st.getRole() == "param_copy" && param != paramIndex.end())
+        copied.insert(param->second); // (else reported where it is read)
+    });
+    for (size_t k : copied) {
+      std::string key = "param_copy:" + result.persistents[k].name;
+      plan::Persistent t = result.persistents[k];
+      t.role = plan::Role::ParamCopy;
+      t.dtype = plan::DType::BF16;
+      t.init = plan::Init::Zeros;
+      t.initStd = 0;
+      t.weightDecay = false;
+      t.param = int32_t(k);
+      stateIndex[key] = int32_t(result.persistents.size());
+      result.persistents.push_back(std::move(t));
     }
   }
 

@@ -746,8 +746,25 @@ func.func @state_c1() {
 
 // state_c2
 func.func @state_c2() {
-  // expected-error @+1 {{'mega.state' op role must be grad, adam_m or adam_v, not 'momentum'}}
+  // expected-error @+1 {{'mega.state' op role must be grad, adam_m, adam_v or param_copy, not 'momentum'}}
   %0 = mega.state "w" {role = "momentum"} : tensor<4xf32>
+  return
+}
+
+// -----
+
+// state_c3
+func.func @state_c3_copy() {
+  // expected-error @+1 {{'mega.state' op role 'param_copy' needs element type bf16, not 'f32'}}
+  %0 = mega.state "w" {role = "param_copy"} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @state_c3_grad() {
+  // expected-error @+1 {{'mega.state' op role 'grad' needs element type f32, not 'bf16'}}
+  %0 = mega.state "w" {role = "grad"} : tensor<4xbf16>
   return
 }
 

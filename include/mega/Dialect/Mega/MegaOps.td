@@ -811,14 +811,14 @@ def Mega_StateOp : Mega_Op<"state",
   let description = [{
     Reads the gradient accumulator (`role = "grad"`) or an AdamW moment
     (`"adam_m"`, `"adam_v"`) of parameter `name`; the result type is the
-    parameter's (static).
+    parameter's (static). `"param_copy"`: its bf16 copy (bf16 of its shape).
 
     ```mlir
     %g = mega.state "wte.weight" {role = "grad"} : tensor<256x64xf32>
     ```
   }];
   let arguments = (ins StrAttr:$name, StrAttr:$role);
-  let results = (outs Mega_F32Tensor:$result);
+  let results = (outs Mega_FloatTensor:$result);
   let assemblyFormat = "$name attr-dict `:` type($result)";
   let hasVerifier = 1;
 }
