@@ -58,70 +58,6 @@ namespace {
 
 constexpr StringLiteral kDestsAttr = "mega.dests";
 
-/// A symbolic value of the Elementwise program.
-struct Expr {
-  enum Kind { Input, Add, Gelu, GeluGrad } kind;
-  int64_t a = -1, b = -1; ///< Input: the input; Add/Gelu: operand exprs
-};
-
-/// The Elementwise's outputs as expressions over its inputs; false when the
-/// program uses anything but Load, Add, Gelu and Store, stores an output
-/// other than exactly once, or reads an undefined register.
-bool evaluate(ArrayRef<int64_t> i, SmallVectorImpl<Expr> &exprs,
-              SmallVectorImpl<int64_t> &outputs, SmallVectorImpl<bool> &read) {
-  using plan::EwOp;
-  if (i.size() < 3)
-    return false;
-  const int64_t nin = i[1], nout = i[2], begin = 3 + nin;
-  if (nin < 1 || nout < 1 || int64_t(i.size()) < begin ||
-      (int64_t(i.size()) - begin) % 4 != 0)
-    return false;
-  SmallVector<int64_t> reg(plan::kEwRegisters, -1);
-  outputs.assign(nout, -1);
-  read.assign(nin, false);
-  auto regOk = [](int64_t r) { return r >= 0 && r < plan::kEwRegisters; };
-  for (int64_t at = begin; at < int64_t(i.size()); at += 4) {
-    const int64_t op = i[at], dst = i[at + 1], a = i[at + 2], b = i[at + 3];
-    if (!regOk(dst))
-      return false;
-    switch (EwOp(op)) {
-    case EwOp::Load:
-      if (a < 0 || a >= nin)
-        return false;
-      read[a] = true;
-      exprs.push_back({Expr::Input, a, -1});
-      reg[dst] = int64_t(exprs.size()) - 1;
-      break;
-    case EwOp::Store:
-      if (a < 0 || a >= nout || outputs[a] >= 0 || reg[dst] < 0)
-        return false;
-      outputs[a] = reg[dst];
-      break;
-    case EwOp::Add:
-      if (!regOk(a) || !regOk(b) || reg[a] < 0 || reg[b] < 0)
-        return false;
-      exprs.push_back({Expr::Add, reg[a], reg[b]});
-      reg[dst] = int64_t(exprs.size()) - 1;
-      break;
-    case EwOp::Gelu:
-      if (!regOk(a) || reg[a] < 0)
-        return false;
-      exprs.push_back({Expr::Gelu, reg[a], -1});
-      reg[dst] = int64_t(exprs.size()) - 1;
-      break;
-    case EwOp::GeluGrad:
-      if (!regOk(a) || !regOk(b) || reg[a] < 0 || reg[b] < 0)
-        return false;
-      exprs.push_back({Expr::GeluGrad, reg[a], reg[b]});
-      reg[dst] = int64_t(exprs.size()) - 1;
-      break;
-    default:
-      return false;
-    }
-  }
-  return llvm::all_of(outputs, [](int64_t e) { return e >= 0; });
-}
-
 int64_t numel(Type t) { return cast<RankedTensorType>(t).getNumElements(); }
 
 
@@ -171,10 +107,10 @@ struct MegaFuseEpilogues
         return;
     // Step 2.
     ArrayRef<int64_t> ei = ew.getI();
-    SmallVector<Expr> exprs;
+    SmallVector<EwExpr> exprs;
     SmallVector<int64_t> outs;
     SmallVector<bool> read;
-    if (!evaluate(ei, exprs, outs, read) || ei[0] != n ||
+    if (!evaluateEw(ei, exprs, outs, read) || ei[0] != n ||
         int64_t(ew.getInputs().size()) != ei[1] ||
         int64_t(ew->getNumResults()) != ei[2] ||
         !llvm::all_of(read, [](bool r) { return r; }))
@@ -184,18 +120,18 @@ struct MegaFuseEpilogues
     auto input = [&](int64_t k) { return ew.getInputs()[k]; };
     auto period = [&](int64_t k) { return ei[3 + k]; };
     auto isT = [&](int64_t e) {
-      return exprs[e].kind == Expr::Input && input(exprs[e].a) == t &&
+      return exprs[e].kind == EwExpr::Input && input(exprs[e].a) == t &&
              period(exprs[e].a) == n;
     };
     auto isBias = [&](int64_t e) {
-      if (exprs[e].kind != Expr::Input)
+      if (exprs[e].kind != EwExpr::Input)
         return false;
       const int64_t k = exprs[e].a;
       return input(k) != t && period(k) == N && isF32(input(k).getType()) &&
              numel(input(k).getType()) == N;
     };
     auto isResidual = [&](int64_t e) {
-      if (exprs[e].kind != Expr::Input)
+      if (exprs[e].kind != EwExpr::Input)
         return false;
       const int64_t k = exprs[e].a;
       return input(k) != t && period(k) == n && isF32(input(k).getType()) &&
@@ -204,7 +140,7 @@ struct MegaFuseEpilogues
     // x + y in either order, x matching `p`, y matching `q`; the input
     // expression y matched is returned in `other`.
     auto sum = [&](int64_t e, auto p, auto q, int64_t &other) {
-      if (exprs[e].kind != Expr::Add)
+      if (exprs[e].kind != EwExpr::Add)
         return false;
       for (auto [x, y] : {std::pair{exprs[e].a, exprs[e].b},
                           std::pair{exprs[e].b, exprs[e].a}})
@@ -216,7 +152,7 @@ struct MegaFuseEpilogues
     };
     // The pre-activation the GELU gradient reads (f32 or bf16).
     auto isPre = [&](int64_t e) {
-      if (exprs[e].kind != Expr::Input)
+      if (exprs[e].kind != EwExpr::Input)
         return false;
       const int64_t k = exprs[e].a;
       auto el = cast<RankedTensorType>(input(k).getType()).getElementType();
@@ -225,7 +161,7 @@ struct MegaFuseEpilogues
     };
     int64_t biasE = -1, resE = -1, epi = 0, dOut = 0, auxOut = -1;
     auto biasSum = [&](int64_t e) { return sum(e, isT, isBias, biasE); };
-    if (outs.size() == 1 && exprs[outs[0]].kind == Expr::GeluGrad &&
+    if (outs.size() == 1 && exprs[outs[0]].kind == EwExpr::GeluGrad &&
         isPre(exprs[outs[0]].a) && isT(exprs[outs[0]].b)) {
       epi = 4;
       biasE = exprs[outs[0]].a; // the aux input takes the bias's place
@@ -236,7 +172,7 @@ struct MegaFuseEpilogues
     } else if (outs.size() == 2) {
       for (int64_t pre = 0; pre < 2 && !epi; ++pre) {
         const int64_t act = 1 - pre;
-        if (biasSum(outs[pre]) && exprs[outs[act]].kind == Expr::Gelu &&
+        if (biasSum(outs[pre]) && exprs[outs[act]].kind == EwExpr::Gelu &&
             exprs[outs[act]].a == outs[pre]) {
           epi = 3;
           dOut = act;

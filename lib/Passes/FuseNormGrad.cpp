@@ -107,46 +107,27 @@ bool isBf16(Value v, int64_t n) {
 /// else. (Add's operands may come in either order: f32 addition is
 /// commutative, so the bits are the same.)
 bool isOneAdd(ArrayRef<int64_t> i, int64_t n, int64_t nout) {
-  using plan::EwOp;
-  const int64_t begin = 3 + 2;
-  if (int64_t(i.size()) < begin || i[0] != n || i[1] != 2 || i[2] != nout ||
-      i[3] != n || i[4] != n || (int64_t(i.size()) - begin) % 4 != 0)
+  if (i.size() < 5 || i[0] != n || i[1] != 2 || i[2] != nout || i[3] != n ||
+      i[4] != n)
     return false;
-  // A register holds input 0 or 1 (0, 1), the sum (2), or nothing (-1).
-  SmallVector<int64_t> reg(plan::kEwRegisters, -1);
-  SmallVector<bool> stored(nout, false);
-  bool loaded[2] = {false, false};
-  int adds = 0;
-  auto regOk = [](int64_t r) { return r >= 0 && r < plan::kEwRegisters; };
-  for (int64_t at = begin; at < int64_t(i.size()); at += 4) {
-    const int64_t op = i[at], dst = i[at + 1], a = i[at + 2], b = i[at + 3];
-    if (!regOk(dst))
+  SmallVector<EwExpr> exprs;
+  SmallVector<int64_t> outs;
+  SmallVector<bool> read;
+  if (!evaluateEw(i, exprs, outs, read) || !read[0] || !read[1])
+    return false;
+  // Loads and exactly one Add of input 0 and input 1, stored everywhere.
+  int64_t sum = -1;
+  for (auto [k, e] : llvm::enumerate(exprs)) {
+    if (e.kind == EwExpr::Input)
+      continue;
+    if (e.kind != EwExpr::Add || sum >= 0)
       return false;
-    switch (EwOp(op)) {
-    case EwOp::Load:
-      if (a < 0 || a > 1)
-        return false;
-      loaded[a] = true;
-      reg[dst] = a;
-      break;
-    case EwOp::Add:
-      if (!regOk(a) || !regOk(b) || adds > 0 || reg[a] < 0 || reg[b] < 0 ||
-          reg[a] == 2 || reg[b] == 2 || reg[a] == reg[b])
-        return false;
-      ++adds;
-      reg[dst] = 2;
-      break;
-    case EwOp::Store:
-      if (a < 0 || a >= nout || stored[a] || reg[dst] != 2)
-        return false;
-      stored[a] = true;
-      break;
-    default:
+    const EwExpr &x = exprs[e.a], &y = exprs[e.b];
+    if (x.kind != EwExpr::Input || y.kind != EwExpr::Input || x.a == y.a)
       return false;
-    }
+    sum = int64_t(k);
   }
-  return adds == 1 && loaded[0] && loaded[1] &&
-         llvm::all_of(stored, [](bool s) { return s; });
+  return sum >= 0 && llvm::all_of(outs, [&](int64_t o) { return o == sum; });
 }
 
 struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {

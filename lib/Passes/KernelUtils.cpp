@@ -87,6 +87,61 @@ std::optional<double> fillValue(Value v) {
   return std::nullopt;
 }
 
+bool evaluateEw(ArrayRef<int64_t> i, SmallVectorImpl<EwExpr> &exprs,
+                SmallVectorImpl<int64_t> &outputs, SmallVectorImpl<bool> &read) {
+  using plan::EwOp;
+  if (i.size() < 3)
+    return false;
+  const int64_t nin = i[1], nout = i[2], begin = 3 + nin;
+  if (nin < 1 || nout < 1 || int64_t(i.size()) < begin ||
+      (int64_t(i.size()) - begin) % 4 != 0)
+    return false;
+  SmallVector<int64_t> reg(plan::kEwRegisters, -1);
+  outputs.assign(nout, -1);
+  read.assign(nin, false);
+  auto regOk = [](int64_t r) { return r >= 0 && r < plan::kEwRegisters; };
+  for (int64_t at = begin; at < int64_t(i.size()); at += 4) {
+    const int64_t op = i[at], dst = i[at + 1], a = i[at + 2], b = i[at + 3];
+    if (!regOk(dst))
+      return false;
+    switch (EwOp(op)) {
+    case EwOp::Load:
+      if (a < 0 || a >= nin)
+        return false;
+      read[a] = true;
+      exprs.push_back({EwExpr::Input, a, -1});
+      reg[dst] = int64_t(exprs.size()) - 1;
+      break;
+    case EwOp::Store:
+      if (a < 0 || a >= nout || outputs[a] >= 0 || reg[dst] < 0)
+        return false;
+      outputs[a] = reg[dst];
+      break;
+    case EwOp::Add:
+      if (!regOk(a) || !regOk(b) || reg[a] < 0 || reg[b] < 0)
+        return false;
+      exprs.push_back({EwExpr::Add, reg[a], reg[b]});
+      reg[dst] = int64_t(exprs.size()) - 1;
+      break;
+    case EwOp::Gelu:
+      if (!regOk(a) || reg[a] < 0)
+        return false;
+      exprs.push_back({EwExpr::Gelu, reg[a], -1});
+      reg[dst] = int64_t(exprs.size()) - 1;
+      break;
+    case EwOp::GeluGrad:
+      if (!regOk(a) || !regOk(b) || reg[a] < 0 || reg[b] < 0)
+        return false;
+      exprs.push_back({EwExpr::GeluGrad, reg[a], reg[b]});
+      reg[dst] = int64_t(exprs.size()) - 1;
+      break;
+    default:
+      return false;
+    }
+  }
+  return llvm::all_of(outputs, [](int64_t e) { return e >= 0; });
+}
+
 int64_t numElements(Value v) {
   return cast<RankedTensorType>(v.getType()).getNumElements();
 }

@@ -68,6 +68,22 @@ bool writesInto(mlir::Operation *op, mlir::Operation *reader);
 /// mega.view, or a parameter or state of one name and role.
 bool mayShareMemory(mlir::Value a, mlir::Value b);
 
+/// A symbolic value of an Elementwise micro-op program.
+struct EwExpr {
+  enum Kind { Input, Add, Gelu, GeluGrad } kind;
+  int64_t a = -1, b = -1; ///< Input: the input; otherwise operand exprs
+};
+
+/// The Elementwise attributes `i`' outputs as expressions over its inputs
+/// (`exprs` in program order, `outputs` the expr each output stores, `read`
+/// the inputs loaded); false when the program uses anything but Load, Add,
+/// Gelu, GeluGrad and Store, stores an output other than exactly once, or
+/// reads an undefined register. Shared by the kernel-level fusions that
+/// recognise what an Elementwise computes.
+bool evaluateEw(llvm::ArrayRef<int64_t> i, llvm::SmallVectorImpl<EwExpr> &exprs,
+                llvm::SmallVectorImpl<int64_t> &outputs,
+                llvm::SmallVectorImpl<bool> &read);
+
 /// Number of elements of a statically shaped tensor value.
 int64_t numElements(mlir::Value v);
 
