@@ -14,7 +14,8 @@
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
 #              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
-#              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2);
+#              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2),
+#              on cuDNN's fused attention and on mega's (--attention-backend local);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
@@ -28,8 +29,9 @@
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
-#              small ms/step in fp32 and bf16 (also without CUDA graphs, and with
-#              the backward's bf16 rules off), beside torch's modes of step 4
+#              small ms/step in fp32 and bf16 (also without CUDA graphs, with
+#              mega's attention kernels instead of cuDNN's, and with the
+#              backward's bf16 rules off), beside torch's modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
@@ -84,6 +86,19 @@ step() {
   fi
 }
 
+# cuDNN for the fused attention: mega-run opens libcudnn.so.9 at run time.
+# Where the system has none, PyTorch's wheel may (nvidia/cudnn/lib).
+find_cudnn() {
+  ldconfig -p 2>/dev/null | grep -q "libcudnn.so.9 " && return 0
+  local d
+  d=$("$PY" -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2>/dev/null) || return 0
+  if [ -f "$d/lib/libcudnn.so.9" ]; then
+    export LD_LIBRARY_PATH="$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    note "libcudnn.so.9 from $d/lib"
+  fi
+}
+find_cudnn
+
 do_build() {
   local gen=() cuda=()
   command -v ninja >/dev/null && gen=(-G Ninja)
@@ -97,7 +112,8 @@ do_build() {
     tail -40 "$LOGS/configure.log"
     return 1
   fi
-  grep -E "CUDA compiler identification|without the CUDA backend" "$LOGS/configure.log"
+  grep -E "CUDA compiler identification|without the CUDA backend|cuDNN attention" \
+    "$LOGS/configure.log"
   if ! timeout 600 cmake --build "$BUILD" -j "$JOBS" --target mega-run cuda_twin_check \
       >"$LOGS/build.log" 2>&1; then
     grep -E -A8 "error|Error" "$LOGS/build.log" | head -80
@@ -112,6 +128,9 @@ do_build() {
 do_twin() {
   TWIN=$(locate cuda_twin_check test/runtime/cuda)
   [ -x "$TWIN" ] || { echo "no $TWIN (build failed?)"; return 1; }
+  local c
+  c=$(locate cudnn_attention_test test/runtime/cuda)
+  [ -x "$c" ] && { timeout 60 "$c" 2>&1 | tail -3; }
   timeout 400 "$TWIN" 2>&1 | tee "$LOGS/twin.log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 77 ] && echo "the twin check found no GPU: counted as a failure here"
@@ -184,6 +203,13 @@ do_train() {
     run_mega small-bf16-cpu "$PLANS/gpt-small-bf16-cpu.plan" cpu "$LOGS/data/small" 20 "${load[@]}" || rc=1
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-cuda.jsonl" --rtol 1e-2 \
       | tee "$LOGS/compare-bf16.txt" || rc=1
+    grep -h "mega-run: attention:" "$LOGS/small-bf16-cuda.log"
+    # mega's own attention kernels on the same plan (the run above used
+    # cuDNN's where it could).
+    run_mega small-bf16-cuda-local "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 \
+      "${load[@]}" --attention-backend local || rc=1
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-cuda-local.jsonl" \
+      --rtol 1e-2 | tail -1 || rc=1
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
@@ -258,8 +284,13 @@ do_mega_timing() {
   "$PY" "$TOOLS" data "$LOGS/data/gpt2" --vocab "$GPT2_VOCAB" --tokens "$GPT2_TOKENS" || return 1
   local rc=0 runs=()
   run_mega gpt2-bf16 "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 || rc=1
-  grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/gpt2-bf16.log"
+  grep -h "replayed as a CUDA graph\|runs kernel by kernel\|mega-run: attention:" \
+    "$LOGS/gpt2-bf16.log"
   runs+=("bf16=$LOGS/gpt2-bf16.jsonl")
+  # mega's own attention kernels instead of cuDNN's.
+  run_mega gpt2-bf16-local "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
+    --attention-backend local || rc=1
+  runs+=("bf16-localattn=$LOGS/gpt2-bf16-local.jsonl")
   # The same without CUDA graphs: what the launches cost.
   run_mega gpt2-bf16-nograph "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
     --no-cuda-graph || rc=1

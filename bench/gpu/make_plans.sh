@@ -23,11 +23,19 @@
 #                               distributed optimizer, and its one-process reference:
 #                               run on MPI ranks sharing the GPU, losses compared
 #   plans.env                   the vocab sizes check.sh draws its random tokens from
+# It also readies build-deps/ for the GPU machine's build (carry it too): the cuDNN
+# frontend's headers (scripts/fetch_cudnn_frontend.sh) and, in build-deps/cudnn/include,
+# this toolkit's cudnn*.h, used there when the machine has no cudnn.h of its own.
 set -eu
 cd "$(dirname "$0")/../.." || exit 1
 MEGAC=${1:-build/bin/megac}
 OUT=bench/gpu/plans
 mkdir -p "$OUT"
+scripts/fetch_cudnn_frontend.sh
+if ls /usr/local/cuda/include/cudnn*.h >/dev/null 2>&1; then
+  mkdir -p build-deps/cudnn/include
+  cp /usr/local/cuda/include/cudnn*.h build-deps/cudnn/include/
+fi
 SMALL=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=128
        --micro-batch-size 8 --global-batch-size 8 --optimizer adam --weight-decay 0.01
        --clip-grad 1.0 --lr 1e-3)

@@ -7,19 +7,20 @@ namespace mega::rt {
 
 #ifndef MEGA_HAVE_CUDA
 // Built without a CUDA toolkit: no build of this mega-run can use a GPU.
-std::unique_ptr<Backend> createCudaBackend(int) {
+std::unique_ptr<Backend> createCudaBackend(int, const CudaOptions &) {
   throw Error("this mega-run was built without the CUDA backend; use "
               "--device cpu");
 }
 #endif
 
-std::unique_ptr<Backend> createBackend(const std::string &device, int threads) {
+std::unique_ptr<Backend> createBackend(const std::string &device, int threads,
+                                       const CudaOptions &cuda) {
   if (device == "cpu")
     return createCpuBackend(threads);
   if (device == "cuda") {
     // One rank, one GPU: device 0 of those CUDA_VISIBLE_DEVICES shows.
     try {
-      return createCudaBackend(0);
+      return createCudaBackend(0, cuda);
     } catch (const Error &e) {
       throw Error(std::string("--device cuda: ") + e.what());
     }

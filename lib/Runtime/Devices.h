@@ -10,8 +10,10 @@
 
 namespace mega::rt {
 
-/// "cpu" or "cuda". Throws Error when this build or machine cannot run it.
-std::unique_ptr<Backend> createBackend(const std::string &device, int threads);
+/// "cpu" or "cuda" (`cuda`: that backend's options). Throws Error when this
+/// build or machine cannot run it.
+std::unique_ptr<Backend> createBackend(const std::string &device, int threads,
+                                       const CudaOptions &cuda = {});
 
 /// The device a plan was compiled for: its "train" (else first) program's
 /// target, "cpu" for an empty plan.

@@ -50,6 +50,11 @@ both:
                                through MPI)
   --comm-timeout S           seconds any NCCL operation may take before the
                                job ends with an error (default 300)
+  --attention-backend auto|fused|local
+                             cuda: fused = cuDNN's fused attention for bf16,
+                               local = mega's kernels (deterministic run to
+                               run); auto (default): fused where cuDNN is
+                               loaded and accepts the problem, else local
 parallel plans (tp*pp*dp ranks): mpirun -np N mega-run PLAN ...
 )";
 }
@@ -171,6 +176,20 @@ Options parseOptions(int argc, char **argv) {
            o.comm = rt::CommPath::Host;
          else
            throw Error(f + " must be 'auto', 'nccl' or 'host', not '" + v +
+                       "'");
+       }},
+      {{"--attention-backend"},
+       B,
+       true,
+       [&](const std::string &f, const std::string &v) {
+         if (v == "auto")
+           o.attention = rt::AttentionBackend::Auto;
+         else if (v == "fused")
+           o.attention = rt::AttentionBackend::Fused;
+         else if (v == "local")
+           o.attention = rt::AttentionBackend::Local;
+         else
+           throw Error(f + " must be 'auto', 'fused' or 'local', not '" + v +
                        "'");
        }},
       {{"--comm-timeout"},

@@ -25,6 +25,7 @@ struct Options {
   int threads = 0;
   bool cudaGraph = true; ///< --no-cuda-graph turns it off
   rt::CommPath comm = rt::CommPath::Auto; ///< --comm
+  rt::AttentionBackend attention = rt::AttentionBackend::Auto; ///< cuda
   double commTimeout = 300;               ///< --comm-timeout, seconds
   rt::TrainOptions train;
   // --generate

@@ -101,13 +101,21 @@ int realMain(int argc, char **argv) {
   std::unique_ptr<rt::Communicator> comm = rt::createCommunicator(
       int(launch.rank), int(launch.worldSize), int(plan.getInt("tp", 1)),
       int(plan.getInt("dp", 1)), int(plan.getInt("pp", 1)));
-  std::unique_ptr<rt::Backend> backend = rt::createBackend(device, o.threads);
+  rt::CudaOptions cudaOptions;
+  cudaOptions.attention = o.attention;
+  std::unique_ptr<rt::Backend> backend =
+      rt::createBackend(device, o.threads, cudaOptions);
   // Before the engine loads the plan: the gradient buckets are placed by
   // what this chooses (device spans or host staging).
   std::string commLine =
       backend->setupCollectives(*comm, o.comm, o.commTimeout);
   if (!commLine.empty() && comm->worldRank() == 0 && !o.generate) {
     std::printf("mega-run: %s\n", commLine.c_str());
+    std::fflush(stdout);
+  }
+  std::string kernels = backend->kernelChoices();
+  if (!kernels.empty() && comm->worldRank() == 0 && !o.generate) {
+    std::printf("mega-run: %s\n", kernels.c_str());
     std::fflush(stdout);
   }
   rt::Engine engine(plan, *backend, device, comm.get());

@@ -214,6 +214,9 @@ class Backend {
 public:
   virtual ~Backend() = default;
   virtual const char *name() const = 0;
+  /// One line for the log on which kernel implementations this backend
+  /// picked where it had a choice ("" when it had none).
+  virtual std::string kernelChoices() const { return ""; }
   /// Device memory (host memory for the CPU), zero-filled, 64-byte aligned.
   virtual void *allocate(size_t bytes) = 0;
   virtual void release(void *ptr) = 0;
@@ -398,11 +401,23 @@ std::unique_ptr<Communicator> createCommunicator(int rank, int worldSize,
 /// threads <= 0 means "as the environment says" (OMP_NUM_THREADS).
 std::unique_ptr<Backend> createCpuBackend(int threads);
 
-/// The CUDA backend on `device` (fp32; cuBLAS for MatMul). Throws Error
+/// Which kernels run a plan's bf16 Attention and AttentionGrad on CUDA
+/// (mega-run --attention-backend, Megatron's names): Auto takes cuDNN's
+/// fused attention where cuDNN is loaded and accepts the problem, else
+/// mega's own kernels; Fused demands cuDNN (an Error where it cannot run);
+/// Local keeps mega's kernels (deterministic run to run).
+enum class AttentionBackend { Auto, Fused, Local };
+
+struct CudaOptions {
+  AttentionBackend attention = AttentionBackend::Auto;
+};
+
+/// The CUDA backend on `device` (cuBLAS/cuBLASLt for MatMul). Throws Error
 /// ("no CUDA device available (cudaGetDeviceCount: ...)") when there is no
 /// usable GPU, and ("this mega-run was built without the CUDA backend")
 /// when the build has no CUDA toolkit (MEGA_HAVE_CUDA undefined).
-std::unique_ptr<Backend> createCudaBackend(int device);
+std::unique_ptr<Backend> createCudaBackend(int device,
+                                           const CudaOptions &options = {});
 
 } // namespace mega::rt
 

@@ -317,6 +317,9 @@ inline double compareTensor(const Case &c, size_t t, const std::vector<uint32_t>
 inline Backend *gCpu = nullptr;
 inline Backend *gCuda = nullptr;
 inline bool gQuick = false; ///< --quick: only the small cases (for compute-sanitizer)
+/// gCuda runs bf16 attention on cuDNN, whose backward is not bitwise
+/// deterministic (float atomics): its cases skip the run-twice check.
+inline bool gCudnnAttention = false;
 
 /// Under --quick, cases with more than 2^18 elements in all are skipped.
 inline bool skipped(const Case &c) {

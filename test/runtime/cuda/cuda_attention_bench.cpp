@@ -2,7 +2,8 @@
 //
 // Times the CUDA backend's Attention and AttentionGrad on one shape (by
 // default GPT-2 small's: BH 192 = 16 x 12 heads, S 1024, head dim 64,
-// causal, bf16) and prints the median of 20 runs in ms and TFLOP/s. FLOPs
+// causal, bf16), on mega's kernels and (bf16) on cuDNN's fused attention,
+// and prints the median of 20 runs in ms and TFLOP/s. FLOPs
 // by convention: forward 4 BH S^2 hd (halved when causal), backward 2.5x
 // the forward. Each run is one launch between two synchronisations (the
 // backend's stream is its own), so a launch's host overhead, some
@@ -138,45 +139,60 @@ int main(int argc, char **argv) {
     std::printf("SKIP: no CUDA device (%s)\n", reason.c_str());
     return 77;
   }
-  try {
-    auto be = rt::createCudaBackend(0);
-    std::mt19937 g(7);
-    const std::vector<int64_t> x = {bh, seq, hd}, rows = {bh, seq};
-    const float scale = float(1.0 / std::sqrt(double(hd)));
-    Tensor q = make(*be, dt, x, 0, g, -2, 2), k = make(*be, dt, x, 1, g, -2, 2),
-           v = make(*be, dt, x, 2, g, -1, 1);
-    Tensor o = make(*be, DType::F32, x, 3, g, 0, 0),
-           lse = make(*be, DType::F32, rows, 4, g, 0, 0);
-    Instr fwd;
-    fwd.op = Op::Attention;
-    fwd.i = {bh, seq, hd, causal};
-    fwd.f = {scale};
-    const double fms = timeIt(*be, fwd, {&q, &k, &v}, {&o, &lse}, 20);
-    // The backward's o in the operands' dtype (random: only the time counts).
-    Tensor ob = make(*be, dt, x, 5, g, -1, 1),
-           dout = make(*be, dt, x, 6, g, -1, 1);
-    Tensor dq = make(*be, DType::F32, x, 7, g, 0, 0),
-           dk = make(*be, DType::F32, x, 8, g, 0, 0),
-           dv = make(*be, DType::F32, x, 9, g, 0, 0);
-    Instr bwd = fwd;
-    bwd.op = Op::AttentionGrad;
-    const double bms =
-        timeIt(*be, bwd, {&q, &k, &v, &ob, &lse, &dout}, {&dq, &dk, &dv}, 20);
-    const double flops = 4.0 * double(bh) * double(seq) * double(seq) *
-                         double(hd) * (causal ? 0.5 : 1.0);
-    std::printf("attention %s BH=%lld S=%lld hd=%lld causal=%lld (median of "
-                "20)\n",
-                dt == DType::BF16 ? "bf16" : "f32", (long long)bh,
-                (long long)seq, (long long)hd, (long long)causal);
-    std::printf("  Attention      %8.3f ms  %7.1f TFLOP/s\n", fms,
-                flops / (fms * 1e-3) / 1e12);
-    std::printf("  AttentionGrad  %8.3f ms  %7.1f TFLOP/s\n", bms,
-                2.5 * flops / (bms * 1e-3) / 1e12);
-    for (Tensor *t : {&q, &k, &v, &o, &lse, &ob, &dout, &dq, &dk, &dv})
-      be->release(t->data);
-  } catch (const std::exception &e) {
-    std::printf("error: %s\n", e.what());
-    return 1;
+  // mega's kernels, then (bf16) cuDNN's fused attention, on the same
+  // operands: o and the gradients in the operands' dtype, as megac's plans
+  // have them.
+  std::vector<rt::AttentionBackend> impls = {rt::AttentionBackend::Local};
+  if (dt == DType::BF16)
+    impls.push_back(rt::AttentionBackend::Fused);
+  std::printf("attention %s BH=%lld S=%lld hd=%lld causal=%lld (median of "
+              "20)\n",
+              dt == DType::BF16 ? "bf16" : "f32", (long long)bh,
+              (long long)seq, (long long)hd, (long long)causal);
+  for (rt::AttentionBackend impl : impls) {
+    const char *label = impl == rt::AttentionBackend::Local ? "mega" : "cuDNN";
+    std::unique_ptr<rt::Backend> be;
+    try {
+      rt::CudaOptions options;
+      options.attention = impl;
+      be = rt::createCudaBackend(0, options);
+    } catch (const std::exception &e) {
+      std::printf("  %-5s unavailable: %s\n", label, e.what());
+      continue;
+    }
+    try {
+      std::mt19937 g(7);
+      const std::vector<int64_t> x = {bh, seq, hd}, rows = {bh, seq};
+      const float scale = float(1.0 / std::sqrt(double(hd)));
+      Tensor q = make(*be, dt, x, 0, g, -2, 2),
+             k = make(*be, dt, x, 1, g, -2, 2), v = make(*be, dt, x, 2, g, -1, 1);
+      Tensor o = make(*be, dt, x, 3, g, 0, 0),
+             lse = make(*be, DType::F32, rows, 4, g, 0, 0);
+      Instr fwd;
+      fwd.op = Op::Attention;
+      fwd.i = {bh, seq, hd, causal};
+      fwd.f = {scale};
+      const double fms = timeIt(*be, fwd, {&q, &k, &v}, {&o, &lse}, 20);
+      // The backward from the forward's own o and lse.
+      Tensor dout = make(*be, dt, x, 6, g, -1, 1);
+      Tensor dq = make(*be, dt, x, 7, g, 0, 0), dk = make(*be, dt, x, 8, g, 0, 0),
+             dv = make(*be, dt, x, 9, g, 0, 0);
+      Instr bwd = fwd;
+      bwd.op = Op::AttentionGrad;
+      const double bms =
+          timeIt(*be, bwd, {&q, &k, &v, &o, &lse, &dout}, {&dq, &dk, &dv}, 20);
+      const double flops = 4.0 * double(bh) * double(seq) * double(seq) *
+                           double(hd) * (causal ? 0.5 : 1.0);
+      std::printf("  %-5s Attention      %8.3f ms  %7.1f TFLOP/s\n", label, fms,
+                  flops / (fms * 1e-3) / 1e12);
+      std::printf("  %-5s AttentionGrad  %8.3f ms  %7.1f TFLOP/s\n", label, bms,
+                  2.5 * flops / (bms * 1e-3) / 1e12);
+      for (Tensor *t : {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv})
+        be->release(t->data);
+    } catch (const std::exception &e) {
+      std::printf("error: %s: %s\n", label, e.what());
+      return 1;
+    }
   }
   return 0;
 }

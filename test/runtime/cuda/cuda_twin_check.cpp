@@ -969,6 +969,13 @@ int main(int argc, char **argv) {
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
     std::printf("cuda_twin_check on %s (sm_%d%d)\n", prop.name, prop.major,
                 prop.minor);
+  // By default bf16 attention runs on cuDNN where it can; mega's own
+  // kernels then get the attention group again below.
+  const std::string choice = cuda->kernelChoices();
+  std::printf("%s\n", choice.c_str());
+  const bool viaCudnn = choice.find("cuDNN") != std::string::npos &&
+                        choice.find("mega's kernels (") == std::string::npos;
+  gCudnnAttention = viaCudnn;
   Rng rng(20240601);
   const std::pair<const char *, std::function<void(Rng &)>> groups[] = {
       {"fill/copy", fillAndCopy},   {"matmul", matmul},
@@ -987,6 +994,23 @@ int main(int argc, char **argv) {
       run(rng);
     } catch (const std::exception &e) {
       report(false, std::string("group ") + name,
+             std::string("threw: ") + e.what());
+    }
+  }
+  if (viaCudnn) {
+    std::printf("attention again on mega's kernels (--attention-backend "
+                "local)\n");
+    try {
+      rt::CudaOptions local;
+      local.attention = rt::AttentionBackend::Local;
+      std::unique_ptr<Backend> own = rt::createCudaBackend(0, local);
+      gCuda = own.get();
+      gCudnnAttention = false;
+      attention(rng);
+      gCuda = cuda.get();
+    } catch (const std::exception &e) {
+      gCuda = cuda.get();
+      report(false, "group attention (local)",
              std::string("threw: ") + e.what());
     }
   }

@@ -270,6 +270,11 @@ def case_cli_errors():
     expect_error(base + ["--comm", "mpi"], "--comm must be 'auto', 'nccl' or 'host', not 'mpi'")
     expect_error(base + ["--comm-timeout", "0"], "--comm-timeout must be a number of seconds")
     expect_error(base + ["--comm-timeout", "soon"], "--comm-timeout expects a number")
+    expect_error(base + ["--attention-backend", "flash"],
+                 "--attention-backend must be 'auto', 'fused' or 'local', not 'flash'")
+    # A cuda option: the CPU backend has one attention and says nothing of it.
+    p = run(base + ["--attention-backend", "fused"], expect_rc=0)
+    check("attention:" not in p.stdout, f"the cpu run spoke of attention: {p.stdout!r}")
     expect_error(base + ["--comm", "nccl", "--device", "cpu"],
                  "--comm nccl needs the cuda backend (this run uses cpu)")
     # --comm host is always possible; one rank says nothing about it.

@@ -8,7 +8,8 @@
 // per block of keys (dk, dv: it owns those rows) and one per block of
 // queries (dq), each summing over the other side in a fixed order.
 //
-// Two implementations, picked per launch:
+// bf16 problems go to cuDNN's fused attention first when the backend has
+// loaded it (CudnnAttention.h); mega's own two implementations otherwise:
 //  * tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation) when q, k, v
 //    are bf16, the head dim is 16, 32, 64 or 128, S is a multiple of 64, BH
 //    at most 65535 and every pointer 16-byte aligned. Blocks of 64 rows,
@@ -33,6 +34,7 @@
 // (16-byte rows for cp.async and the vector stores).
 //
 //===----------------------------------------------------------------------===//
+#include "CudnnAttention.h"
 #include "DeviceUtil.cuh"
 
 #include <cuda_bf16.h>
@@ -907,12 +909,27 @@ void plainGradAny(const Ctx &ctx, const Shape &s, const Refs &ins,
   }
 }
 
+/// The problem as cuDNN's SDPA sees it: [B, H, S, hd] with the plan's
+/// strides (the contiguous form's H = 1 gets its batch stride for the
+/// size-1 dimension).
+SdpaProblem sdpaProblem(const Shape &s) {
+  auto strides = [&](const Layout &l) {
+    return SdpaStrides{l.sB, s.heads == 1 ? l.sB : l.sH, l.sS};
+  };
+  return SdpaProblem{s.bh / s.heads, s.heads,          s.seq,
+                     s.hd,           s.causal,         s.scale,
+                     strides(s.qkv), strides(s.o),     strides(s.dout),
+                     strides(s.g)};
+}
+
 } // namespace
 
 void runAttention(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {
   const Shape s = shapeOf(in);
   if (s.bh == 0)
+    return;
+  if (ctx.cudnn && runSdpa(ctx, in, sdpaProblem(s), ins, outs))
     return;
   if (tensorCores(s, ins, outs)) {
     switch (s.hd) { // tensorCores() admits 16, 32, 64, 128
@@ -940,6 +957,8 @@ void runAttentionGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                       const Refs &outs) {
   const Shape s = shapeOf(in);
   if (s.bh == 0)
+    return;
+  if (ctx.cudnn && runSdpa(ctx, in, sdpaProblem(s), ins, outs))
     return;
   // D = rowsum(dout * o) first, into the scratch.
   const int64_t rows = s.bh * s.seq;

@@ -172,6 +172,7 @@ private:
 };
 
 class EwJit;
+class CudnnAttention;
 
 /// What a kernel needs to know about the backend.
 struct Ctx {
@@ -186,6 +187,10 @@ struct Ctx {
   DeviceError *err = nullptr; ///< the device's error record
   int sms = 1;                ///< multiprocessors, for grid sizes
   EwJit *ewJit = nullptr;     ///< generated Elementwise kernels (Jit.h)
+  /// cuDNN's fused attention (CudnnAttention.h), when loaded and chosen;
+  /// `cudnnRequired`: a problem it refuses is an Error, not a fallback.
+  CudnnAttention *cudnn = nullptr;
+  bool cudnnRequired = false;
 };
 
 /// Blocks for a grid-stride loop over n items with `threads` per block.

@@ -19,6 +19,7 @@
 #ifdef MEGA_HAVE_NCCL
 #include "Nccl.h"
 #endif
+#include "CudnnAttention.h"
 
 #include <cstdio>
 #include <cstring>
@@ -174,7 +175,7 @@ private:
 
 class CudaBackend final : public Backend {
 public:
-  explicit CudaBackend(int device) {
+  CudaBackend(int device, const CudaOptions &options) {
     checker_ = createCpuBackend(1); // first: it may refuse this CPU
     checkCuda(cudaSetDevice(device), "cudaSetDevice");
     checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
@@ -225,6 +226,7 @@ public:
     ctx_.sms = sms > 0 ? sms : 1;
     ewJit_ = std::make_unique<EwJit>(device);
     ctx_.ewJit = ewJit_.get();
+    chooseAttention(options.attention);
   }
 
   ~CudaBackend() override {
@@ -236,6 +238,7 @@ public:
       cudaStreamSynchronize(stream_);
     ws_.reset();
     ewJit_.reset(); // unloads the generated kernels (the stream is drained)
+    cudnn_.reset();
     tables_.reset();
     ltPlans_.reset(); // before the handle its descriptors belong to
     if (blas_)
@@ -440,6 +443,8 @@ public:
   }
   void synchronize() override { syncAndReport(); }
 
+  std::string kernelChoices() const override { return attentionLine_; }
+
   bool capturable(const plan::Instr &instr) const override {
     // GradNorm with shard flags brings its sums to the host and meets the
     // other ranks; every other kernel only enqueues work on the stream with
@@ -499,6 +504,26 @@ public:
   }
 
 private:
+  /// Loads cuDNN for the bf16 attention unless told not to (Common.h, Ctx).
+  void chooseAttention(AttentionBackend want) {
+    if (want == AttentionBackend::Local) {
+      attentionLine_ = "attention: mega's kernels (--attention-backend local)";
+      return;
+    }
+    std::string why;
+    cudnn_ = CudnnAttention::load(why);
+    if (!cudnn_) {
+      if (want == AttentionBackend::Fused)
+        throw Error("--attention-backend fused: cuDNN cannot be used: " + why);
+      attentionLine_ = "attention: mega's kernels (cuDNN: " + why + ")";
+      return;
+    }
+    ctx_.cudnn = cudnn_.get();
+    ctx_.cudnnRequired = want == AttentionBackend::Fused;
+    attentionLine_ = "attention: " + cudnn_->version() +
+                     " fused attention for bf16, mega's kernels elsewhere";
+  }
+
   /// `place`: this process's place in the group the instruction names
   /// (groupPlace, Backend.h).
   void run(const plan::Instr &instr, const std::vector<TensorRef> &ins,
@@ -592,6 +617,8 @@ private:
   Ctx ctx_;
   std::unique_ptr<Backend> checker_;
   std::unique_ptr<EwJit> ewJit_;
+  std::unique_ptr<CudnnAttention> cudnn_; ///< null: mega's attention kernels
+  std::string attentionLine_;
 #ifdef MEGA_HAVE_NCCL
   std::unique_ptr<NcclCollectives> nccl_; ///< set by setupCollectives
 #endif
@@ -616,7 +643,8 @@ int deviceCount(std::string &reason) {
 
 namespace mega::rt {
 
-std::unique_ptr<Backend> createCudaBackend(int device) {
+std::unique_ptr<Backend> createCudaBackend(int device,
+                                           const CudaOptions &options) {
   std::string reason;
   int n = gpu::deviceCount(reason);
   if (n <= 0)
@@ -624,7 +652,7 @@ std::unique_ptr<Backend> createCudaBackend(int device) {
   if (device < 0 || device >= n)
     throw Error("CUDA device " + std::to_string(device) + " does not exist (" +
                 std::to_string(n) + " visible)");
-  return std::make_unique<gpu::CudaBackend>(device);
+  return std::make_unique<gpu::CudaBackend>(device, options);
 }
 
 } // namespace mega::rt
