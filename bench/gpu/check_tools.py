@@ -155,6 +155,10 @@ def cmd_report(a):
                 if m:
                     print(f"memory mega  {name:14s} planned        {int(m.group(1)) / 2**30:7.2f} GiB"
                           f"  ({line.split('(', 1)[-1].strip().rstrip(')')})")
+                m = re.search(r"(\d+) bytes of device memory held", line)
+                if m:
+                    print(f"memory mega  {name:14s} held at the end {int(m.group(1)) / 2**30:6.2f} GiB"
+                          f"  ({line.split('(', 1)[-1].strip().rstrip(')')})")
     times = dict(rows)
     for m in [n for n in times if n.startswith("mega ")]:
         for t in [n for n in times if n.startswith("torch ")]:

@@ -526,6 +526,12 @@ void Trainer::run() {
   if (!opts_.save.empty() && lastSaved != iteration_)
     save(iteration_);
   logger_->finish();
+  // The device memory actually held after the run, beside the plan's figure
+  // logged at the start (kernel scratch and library workspaces are not in
+  // the plan).
+  const std::string held = engine_.backend().memoryHeld();
+  if (!held.empty() && opts_.rank == 0)
+    logger_->info("mega-run: " + held);
   if (pipeline_) {
     // Every rank reports its own activation memory (1F1B keeps at most
     // pp - rank micro-batches in flight on a rank, GPipe all of them).

@@ -217,6 +217,10 @@ public:
   /// One line for the log on which kernel implementations this backend
   /// picked where it had a choice ("" when it had none).
   virtual std::string kernelChoices() const { return ""; }
+  /// One line for the log on the device memory this backend holds now (what
+  /// the plan allocated, kernel scratch, library workspaces), measured, to
+  /// stand beside the plan's figure ("" for host memory).
+  virtual std::string memoryHeld() const { return ""; }
   /// Device memory (host memory for the CPU), zero-filled, 64-byte aligned.
   virtual void *allocate(size_t bytes) = 0;
   virtual void release(void *ptr) = 0;

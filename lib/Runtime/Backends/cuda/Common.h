@@ -86,6 +86,7 @@ public:
   /// Counts the moves of the buffer: a graph recorded at another value
   /// holds a freed address.
   uint64_t generation() const { return generation_; }
+  size_t capacity() const { return capacity_; }
 
 private:
   cudaStream_t stream_;

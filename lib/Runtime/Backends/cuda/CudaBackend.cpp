@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <unordered_map>
 
 namespace mega::rt::gpu {
 
@@ -351,6 +352,8 @@ public:
       cudaFree(p);
       fail("cudaMemsetAsync", e);
     }
+    sizes_[p] = rounded;
+    allocated_ += rounded;
     return p;
   }
 
@@ -361,6 +364,21 @@ public:
       return;
     cudaStreamSynchronize(stream_);
     cudaFree(ptr);
+    auto it = sizes_.find(ptr);
+    if (it != sizes_.end()) {
+      allocated_ -= it->second;
+      sizes_.erase(it);
+    }
+  }
+
+  std::string memoryHeld() const override {
+    const size_t scratch = ws_->capacity();
+    return std::to_string(allocated_ + scratch + kLtWorkspaceBytes) +
+           " bytes of device memory held by the cuda backend (allocated for "
+           "the plan " +
+           std::to_string(allocated_) + ", kernel scratch " +
+           std::to_string(scratch) + ", cuBLASLt workspace " +
+           std::to_string(kLtWorkspaceBytes) + ")";
   }
 
   void copyToDevice(void *dst, const void *src, size_t bytes) override {
@@ -619,6 +637,8 @@ private:
   std::unique_ptr<EwJit> ewJit_;
   std::unique_ptr<CudnnAttention> cudnn_; ///< null: mega's attention kernels
   std::string attentionLine_;
+  std::unordered_map<void *, size_t> sizes_; ///< allocate()'s blocks
+  size_t allocated_ = 0;
 #ifdef MEGA_HAVE_NCCL
   std::unique_ptr<NcclCollectives> nccl_; ///< set by setupCollectives
 #endif
