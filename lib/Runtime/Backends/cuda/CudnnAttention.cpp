@@ -3,9 +3,10 @@
 // Per distinct problem, one cuDNN frontend graph:
 //   1. tensors Q, K, V (and O, dO, lse for the backward) with the plan's
 //      dims [B, H, S, hd] and element strides, each given a fixed uid;
-//   2. the SDPA node (forward: O and the softmax stats; backward: dQ, dK,
-//      dV) with the plan's scale and causal mask (top-left diagonal, as the
-//      CPU twin masks key j > query i);
+//   2. the SDPA node (forward: O and the softmax stats, natural-log
+//      logsumexp of the scaled scores as the plan's lse; backward: dQ, dK,
+//      dV) with the plan's scale and causal mask (diagonal band aligned top
+//      left, right bound 0: key j > query i masked, as the CPU twin does);
 //   3. build: validate, lower to cuDNN's operation graph, heuristics A,
 //      support check, plan; its workspace size kept with it.
 // A launch looks the graph up (building it the first time), takes the
@@ -151,8 +152,10 @@ struct CudnnAttention::Impl {
       auto opts = fe::graph::SDPA_attributes()
                       .set_name("attention")
                       .set_generate_stats(true)
-                      .set_attn_scale(p.scale)
-                      .set_causal_mask(p.causal);
+                      .set_attn_scale(p.scale);
+      if (p.causal) // key j > query i masked, as the CPU twin does
+        opts.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
+            .set_diagonal_band_right_bound(0);
       auto [o, stats] = g->sdpa(q, k, v, opts);
       output(o, kO, p, p.o);
       stats->set_output(true)
@@ -171,8 +174,10 @@ struct CudnnAttention::Impl {
                                .set_data_type(fe::DataType_t::FLOAT));
       auto opts = fe::graph::SDPA_backward_attributes()
                       .set_name("attention_grad")
-                      .set_attn_scale(p.scale)
-                      .set_causal_mask(p.causal);
+                      .set_attn_scale(p.scale);
+      if (p.causal)
+        opts.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
+            .set_diagonal_band_right_bound(0);
       auto [dq, dk, dv] = g->sdpa_backward(q, k, v, o, dout, lse, opts);
       output(dq, kDq, p, p.grad);
       output(dk, kDk, p, p.grad);
