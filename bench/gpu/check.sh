@@ -30,8 +30,9 @@
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
 #              small ms/step in fp32 and bf16 (also without CUDA graphs, with
-#              mega's attention kernels instead of cuDNN's, and with the
-#              backward's bf16 rules off), beside torch's modes of step 4
+#              mega's attention kernels instead of cuDNN's, with the bias
+#              gradients as ReduceSums, and with the backward's bf16 rules
+#              off), beside torch's modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
@@ -302,6 +303,12 @@ do_mega_timing() {
     runs+=("bf16-f32bwd=$LOGS/gpt2-bf16-f32bwd.jsonl")
   fi
   # The output layer on all rows at once (no row blocks: 1.24 GB more arena).
+  # The bias gradients as ReduceSums (no cuBLASLt bias-gradient epilogue).
+  if [ -f "$PLANS/gpt2-small-bf16-nobgrad-cuda.plan" ]; then
+    run_mega gpt2-bf16-nobgrad "$PLANS/gpt2-small-bf16-nobgrad-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 12 || rc=1
+    runs+=("bf16-nobgrad=$LOGS/gpt2-bf16-nobgrad.jsonl")
+  fi
   if [ -f "$PLANS/gpt2-small-bf16-whole-cuda.plan" ]; then
     run_mega gpt2-bf16-whole "$PLANS/gpt2-small-bf16-whole-cuda.plan" cuda \
       "$LOGS/data/gpt2" 12 || rc=1

@@ -18,6 +18,9 @@
 #   gpt2-small-bf16-whole-cuda.plan  the same with --max-logits-mib 0: the output layer
 #                               on all 16384 rows at once (1.65 GB of logits) instead of
 #                               4 row blocks: what the blocks cost in time, same run
+#   gpt2-small-bf16-nobgrad-cuda.plan  the same with --fuse-bias-grad=false: c_fc's and
+#                               c_attn's bias gradients as ReduceSums instead of cuBLASLt's
+#                               bias-gradient epilogue on the weight gradient: timed, same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
 #                               distributed optimizer, and its one-process reference:
@@ -73,6 +76,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --bf16-reductions=false --bf16-products=false
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-whole-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --max-logits-mib 0
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-nobgrad-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --fuse-bias-grad=false
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"

@@ -58,8 +58,6 @@ using namespace mega;
 
 namespace {
 
-constexpr StringLiteral kDestsAttr = "mega.dests";
-
 // MatMul integer attributes (docs/plan-format.md, opcode 2).
 enum MM { kBatch, kM, kN, kK, kTransA, kTransB, kLda, kLdb, kLdc, kEpilogue = 12 };
 

@@ -56,8 +56,6 @@ using namespace mega;
 
 namespace {
 
-constexpr StringLiteral kDestsAttr = "mega.dests";
-
 int64_t numel(Type t) { return cast<RankedTensorType>(t).getNumElements(); }
 
 

@@ -39,8 +39,6 @@ using namespace mega;
 
 namespace {
 
-constexpr StringLiteral kDestsAttr = "mega.dests";
-
 bool isKernel(Operation *op, StringRef name) {
   auto k = dyn_cast_or_null<KernelOp>(op);
   return k && k.getKernel() == name && !k->hasAttr(kDestsAttr);

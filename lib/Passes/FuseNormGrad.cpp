@@ -80,13 +80,6 @@ using namespace mega;
 
 namespace {
 
-constexpr StringLiteral kDestsAttr = "mega.dests";
-
-bool isKernel(Operation *op, StringRef name) {
-  auto k = dyn_cast_or_null<KernelOp>(op);
-  return k && k.getKernel() == name;
-}
-
 RankedTensorType tensorType(Value v) {
   return cast<RankedTensorType>(v.getType());
 }
@@ -141,14 +134,14 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
         continue;
       SmallVector<KernelOp> norms;
       func.walk([&](KernelOp k) {
-        if (isKernel(k, "LayerNormGrad"))
+        if (isKernelOp(k, "LayerNormGrad"))
           norms.push_back(k);
       });
       for (KernelOp l : norms)
         tryFuse(l);
       norms.clear();
       func.walk([&](KernelOp k) {
-        if (isKernel(k, "LayerNormGrad"))
+        if (isKernelOp(k, "LayerNormGrad"))
           norms.push_back(k);
       });
       for (KernelOp l : norms)
@@ -189,7 +182,7 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
                    bool &into) {
     for (Operation *user : copy.getUsers()) {
       auto rs = dyn_cast<KernelOp>(user);
-      if (!rs || !isKernel(rs, "ReduceSum") ||
+      if (!rs || !isKernelOp(rs, "ReduceSum") ||
           rs->getBlock() != l->getBlock() || rs->getOperand(0) != copy)
         continue;
       ArrayRef<int64_t> ri = rs.getI();
@@ -291,7 +284,7 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
     if (!dx.hasOneUse())
       return {};
     auto e = dyn_cast<KernelOp>(*dx.getUsers().begin());
-    if (!e || !isKernel(e, "Elementwise") || e->hasAttr(kDestsAttr) ||
+    if (!e || !isKernelOp(e, "Elementwise") || e->hasAttr(kDestsAttr) ||
         e->getBlock() != l->getBlock() || e->getNumOperands() != 2 ||
         !isOneAdd(e.getI(), n, e->getNumResults()))
       return {};
@@ -343,7 +336,7 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
     Value dx = l->getResult(0);
     for (Operation *user : dx.getUsers()) {
       auto c = dyn_cast<KernelOp>(user);
-      if (!c || !isKernel(c, "Cast") || c->hasAttr(kDestsAttr) ||
+      if (!c || !isKernelOp(c, "Cast") || c->hasAttr(kDestsAttr) ||
           c->getBlock() != l->getBlock() || c->getNumOperands() != 1 ||
           c->getNumResults() != 1 || c.getI().size() != 1 || c.getI()[0] != n ||
           !isBf16(c->getResult(0), n))
@@ -362,7 +355,7 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
       return {};
     auto g = dyn_cast<KernelOp>(*d.getUsers().begin());
     auto dests = g ? g->getAttrOfType<IntegerAttr>(kDestsAttr) : nullptr;
-    if (!g || !isKernel(g, "Elementwise") || !dests || dests.getInt() != 1 ||
+    if (!g || !isKernelOp(g, "Elementwise") || !dests || dests.getInt() != 1 ||
         g->getNumOperands() != 3 || g->getNumResults() != 0 ||
         g->getBlock() != l->getBlock() || !isOneAdd(g.getI(), cols, 1))
       return {};

@@ -24,6 +24,11 @@ using namespace mlir;
 
 namespace mega {
 
+bool isKernelOp(Operation *op, llvm::StringRef name) {
+  auto k = dyn_cast_or_null<KernelOp>(op);
+  return k && k.getKernel() == name;
+}
+
 bool isEwSupported(Operation *op) {
   if (!isa<AddOp, SubOp, MulOp, ScaleOp, GeluOp, GeluGradOp>(op))
     return false;
@@ -66,7 +71,7 @@ bool sameMemory(Value a, Value b) {
 } // namespace
 
 bool writesInto(Operation *op, Operation *reader) {
-  auto d = op->getAttrOfType<IntegerAttr>("mega.dests");
+  auto d = op->getAttrOfType<IntegerAttr>(kDestsAttr);
   if (!d)
     return false;
   const unsigned first = op->getNumOperands() - unsigned(d.getInt());

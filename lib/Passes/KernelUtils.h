@@ -13,11 +13,19 @@
 #include "mlir/IR/Value.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
 
 #include <cstdint>
 #include <optional>
 
 namespace mega {
+
+/// The attribute that marks a kernel's last N operands as outputs written
+/// in place.
+inline constexpr llvm::StringLiteral kDestsAttr = "mega.dests";
+
+/// True when `op` is the kernel (mega.kernel) `name`.
+bool isKernelOp(mlir::Operation *op, llvm::StringRef name);
 
 /// Registers of the plan's Elementwise interpreter (plan::kEwRegisters).
 inline constexpr int kEwRegisterCount = 16;

@@ -89,8 +89,6 @@ using namespace mega;
 namespace {
 
 /// Name of the discardable attribute of a destination-passing kernel.
-constexpr StringLiteral kDestsAttr = "mega.dests";
-
 RankedTensorType tensorType(Value v) {
   return cast<RankedTensorType>(v.getType());
 }

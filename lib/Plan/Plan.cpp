@@ -291,19 +291,24 @@ void validateLayerNormGrad(const Program &p, size_t k, const Instr &in) {
 
 /// MatMul: 12 integer attributes, or 13 with the epilogue i[12] (0 none,
 /// 1 bias, 2 bias + residual, 3 bias + GELU with the pre-activation as a
-/// second output, 4 the GELU gradient at a pre-activation input), whose
-/// operand counts follow from it. The backends check shapes and dtypes.
+/// second output, 4 the GELU gradient at a pre-activation input), or 14
+/// with epilogue 5 (B's column sums as a second output, i[13] accumulate),
+/// whose operand counts follow from it. The backends check shapes and
+/// dtypes.
 void validateMatMul(const Program &p, size_t k, const Instr &in) {
-  if (in.i.size() != 12 && in.i.size() != 13)
-    fail(p, k, "MatMul takes 12 integer attributes, or 13 with an epilogue, "
-               "not " + std::to_string(in.i.size()));
-  const int64_t epi = in.i.size() == 13 ? in.i[12] : 0;
-  if (epi < 0 || epi > 4)
+  if (in.i.size() < 12 || in.i.size() > 14)
+    fail(p, k, "MatMul takes 12 integer attributes, 13 with an epilogue or "
+               "14 with epilogue 5, not " + std::to_string(in.i.size()));
+  const int64_t epi = in.i.size() >= 13 ? in.i[12] : 0;
+  if (epi < 0 || epi > 5)
     fail(p, k, "MatMul epilogue " + std::to_string(epi) +
                    " is not 0 (none), 1 (bias), 2 (bias + residual), 3 "
-                   "(bias + GELU) or 4 (GELU gradient)");
-  const size_t nin = epi == 0 ? 2 : epi == 2 ? 4 : 3;
-  const size_t nout = epi == 3 ? 2 : 1;
+                   "(bias + GELU), 4 (GELU gradient) or 5 (bias gradient)");
+  if ((epi == 5) != (in.i.size() == 14))
+    fail(p, k, "MatMul epilogue 5 (bias gradient) and only it takes a 14th "
+               "integer attribute (accumulate)");
+  const size_t nin = epi == 0 || epi == 5 ? 2 : epi == 2 ? 4 : 3;
+  const size_t nout = epi == 3 || epi == 5 ? 2 : 1;
   if (in.inputs.size() != nin || in.outputs.size() != nout)
     fail(p, k, "MatMul with epilogue " + std::to_string(epi) + " takes " +
                    std::to_string(nin) + " inputs and " +

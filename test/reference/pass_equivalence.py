@@ -80,13 +80,14 @@ def same_steps(label, on, off, rtol=0):
 
 
 def main(flag, counts, precisions=("fp32", "bf16"), seed=5, values=("true", "false"),
-         sizes=None, rtol=None):
+         sizes=None, rtol=None, extra=()):
     """The check of megac's `flag` (e.g. --fold-casts) at each precision.
     counts(precision, text_on, text_off) compares the two plan texts and
     returns (a summary line, None or what is wrong: the pass did nothing it
     should). `values`: the flag's value on and off; `sizes`: the model's
     flags instead of SIZES; `rtol`: {precision: relative tolerance} for a
-    pass that changes rounding (default: the same bits). Exits 1 naming
+    pass that changes rounding (default: the same bits); `extra`: megac
+    flags for both plans (another pass held still). Exits 1 naming
     every failure, else prints PASS."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--megac", required=True)
@@ -103,7 +104,8 @@ def main(flag, counts, precisions=("fp32", "bf16"), seed=5, values=("true", "fal
     for precision in precisions:
         runs = {}
         for name, value in zip(("on", "off"), values):
-            args = [f"{flag}={value}", "--precision", precision] + (sizes or SIZES)
+            args = ([f"{flag}={value}", "--precision", precision] + list(extra) +
+                    (sizes or SIZES))
             runs[name] = compile_and_train(a, w, f"{precision}-{name}", args)
         summary, wrong = counts(precision, runs["on"][0], runs["off"][0])
         print(f"{precision}: {summary}")

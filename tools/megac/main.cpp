@@ -184,6 +184,13 @@ cl::opt<bool> fuseNormGrad(
              "(mega-fuse-norm-grad; default on; the same bits, =false keeps "
              "the Elementwise and Cast kernels to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> fuseBiasGrad(
+    "fuse-bias-grad",
+    cl::desc("A Linear's bias gradient is summed by its weight gradient's "
+             "MatMul (epilogue 5) instead of a ReduceSum that reads the "
+             "output gradient again (mega-fuse-bias-grad; default on; the "
+             "same bits on the CPU, =false keeps the ReduceSum kernels)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> bf16WeightCopies(
     "bf16-weight-copies",
     cl::desc("bf16: the optimizer keeps each AdamW-updated weight's bf16 "
@@ -516,6 +523,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // and bias gradients itself.
   if (fuseNormGrad)
     pm.addPass(mega::createMegaFuseNormGrad());
+  // The rest of the bias gradients summed by their weight gradient's
+  // MatMul as it reads the output gradient.
+  if (fuseBiasGrad)
+    pm.addPass(mega::createMegaFuseBiasGrad());
   // The weights' bf16 copies kept by the optimizer, not cast at each use.
   if (bf16WeightCopies && precision == "bf16")
     pm.addPass(mega::createMegaBf16WeightCopies());

@@ -656,6 +656,35 @@ def MegaFuseNormGrad : Pass<"mega-fuse-norm-grad", "mlir::ModuleOp"> {
   ];
 }
 
+def MegaFuseBiasGrad : Pass<"mega-fuse-bias-grad", "mlir::ModuleOp"> {
+  let summary = "A Linear's bias gradient into its weight gradient's MatMul";
+  let description = [{
+    At kernel level, after mega-fuse-norm-grad, before mega-assign-buffers:
+    a ReduceSum adding the column sums of a Linear's output gradient dy
+    into the bias gradient in place goes into the MatMul that adds x^T dy
+    into the weight gradient (dy its B operand, not transposed, batch 1,
+    alpha 1), as the MatMul's epilogue 5 (B's column sums into a second
+    destination; docs/plan-format.md), when nothing between the two writes
+    what they read or touches the bias gradient. On the GPU cuBLASLt's
+    bias-gradient epilogue sums dy while the product reads it. Same bits on
+    the CPU.
+
+    Before:
+    ```mlir
+    mega.kernel "ReduceSum"(%dy, %gb) i [16, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<16x8xbf16>, tensor<8xf32>) -> ()
+    mega.kernel "MatMul"(%x, %dy, %gw) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0] f [1.0, 1.0] {mega.dests = 1 : i64} : ...
+    ```
+    After:
+    ```mlir
+    mega.kernel "MatMul"(%x, %dy, %gw, %gb) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0, 5, 1] f [1.0, 1.0] {mega.dests = 2 : i64} : ...
+    ```
+  }];
+  let options = [
+    Option<"enable", "enable", "bool", /*default=*/"true",
+           "Fuse (false: keep the ReduceSum kernels)">,
+  ];
+}
+
 def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
   let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
   let description = [{

@@ -145,6 +145,12 @@ enum class Op : uint16_t {
   ///                    form, EwOp::Gelu, of the unrounded value)
   ///   4 GELU gradient: A, B, aux -> D.     D = gelu'(aux[m, n]) * t
   ///                    (EwOp::GeluGrad(aux, t)); aux F32 or BF16 (widened)
+  ///   5 bias gradient: A, B -> C, g, with i[13] = accumulate: C as without
+  ///                    an epilogue (any alpha, beta; C F32), then g[n]
+  ///                    (+)= the sum over k of B[k, n], exactly ReduceSum
+  ///                    {K, N, accumulate} of B (batch 1, B not transposed,
+  ///                    ldb = N; g F32 [N], disjoint from A, B and C).
+  ///                    The rules below are for epilogues 1-4.
   /// With an epilogue: batch 1, alpha 1, beta 0, ldc = N; bias F32 [N];
   /// R F32 and aux F32 or BF16 of M*N elements; D F32 or BF16 (rounded on
   /// store) of M*N elements, disjoint from A, B, bias and aux; D may be R

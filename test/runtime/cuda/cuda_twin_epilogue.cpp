@@ -9,7 +9,8 @@
 // gradient (4) likewise, with aux or D off the alignment DGELU wants. The
 // CUDA paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass),
 // its GELU_AUX_BIAS epilogue (D and aux bf16), its DGELU epilogue, and the
-// plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel.
+// plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel. The
+// bias gradient (5): cuBLASLt's BGRADA, or the product and ReduceSum.
 // fp32 operands and f32 outputs at rel 1e-5, anything bf16 at rel 1e-2.
 //
 //===----------------------------------------------------------------------===//
@@ -135,6 +136,45 @@ void geluGradCase(int64_t M, int64_t N, int64_t K, int ta, int tb, DType ab,
     deterministic(c);
 }
 
+/// Epilogue 5: C = op(A) B + beta C and g (+)= the column sums of B
+/// [K, N] (acc); bf16 operands take cuBLASLt's BGRADA (into g, or into
+/// scratch then added into g), f32 ones the plain product and the ReduceSum
+/// kernel; g may start `gOff` elements late (off the alignment BGRADA is
+/// given: the plain path).
+void biasGradCase(int64_t M, int64_t N, int64_t K, int ta, DType ab,
+                  float beta, int acc, Rng &rng, int64_t gOff = 0) {
+  const int64_t aRows = ta ? K : M, aCols = ta ? M : K;
+  const int64_t mn = M * N;
+  Case c = make(std::string("MatMul bias-grad ab=") + name(ab) + " " +
+                    dims({{"M", M},
+                          {"N", N},
+                          {"K", K},
+                          {"tA", ta},
+                          {"beta", int64_t(beta)},
+                          {"acc", acc}}) +
+                    (gOff ? " g+" + std::to_string(gOff) : ""),
+                Op::MatMul,
+                {1, M, N, K, ta, 0, std::max<int64_t>(1, aCols),
+                 std::max<int64_t>(1, N), std::max<int64_t>(1, N), 0, 0, 0, 5,
+                 acc},
+                {1.0f, beta});
+  auto in = [&](int64_t n) {
+    std::vector<float> x = rng.vec(n);
+    return ab == DType::BF16 ? c.bf16({n}, x) : c.f32({n}, x);
+  };
+  c.ins = {in(aRows * aCols), in(K * N)};
+  const int C = beta != 0.0f ? c.inout({mn}, rng.vec(mn)) : c.out({mn});
+  // g compared whole: a skipped head stays as it was on both sides.
+  int g = acc ? c.inout({N + gOff}, rng.vec(N + gOff)) : c.out({N + gOff});
+  if (gOff) {
+    g = c.view(g, {N});
+    c.ts[size_t(g)].v.offset = gOff * 4;
+  }
+  c.outs = {C, g};
+  c.tol = ab == DType::BF16 ? 1e-2 : 1e-5;
+  twin(c);
+}
+
 } // namespace
 
 void matmulEpilogue(Rng &rng) {
@@ -227,6 +267,23 @@ void matmulEpilogue(Rng &rng) {
   epilogueCase(bl, rng);
   epilogueCase({4096, 2304, 768, 0, 0, 1, H, H}, rng);
   epilogueCase({2048, 3072, 768, 0, 0, 3, F, F}, rng);
+  // The bias gradient (epilogue 5): both operand types, A transposed or
+  // not, beta 0 and 1, fresh and accumulated sums at odd sizes; g off
+  // alignment; K = 0 (no rows to sum) and M = 0 (sums without a product);
+  // GPT-2 small's c_fc and c_attn weight gradients as megac's bf16 plans
+  // have them (x^T dy added into the f32 gradient, dy bf16).
+  for (DType ab : {F, H})
+    for (int ta : {0, 1})
+      for (float beta : {0.0f, 1.0f})
+        for (int acc : {0, 1})
+          biasGradCase(ta ? 33 : 7, 40, 17, ta, ab, beta, acc, rng);
+  biasGradCase(64, 96, 40, 1, H, 1.0f, 1, rng, 1);
+  biasGradCase(64, 96, 40, 1, H, 1.0f, 0, rng, 1);
+  biasGradCase(5, 9, 0, 1, H, 1.0f, 1, rng);
+  biasGradCase(0, 24, 16, 1, H, 1.0f, 1, rng);
+  biasGradCase(0, 24, 16, 1, F, 0.0f, 0, rng);
+  biasGradCase(768, 3072, 16384, 1, H, 1.0f, 1, rng);
+  biasGradCase(768, 2304, 16384, 1, H, 1.0f, 1, rng);
 }
 
 } // namespace twincheck

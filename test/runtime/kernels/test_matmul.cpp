@@ -171,6 +171,78 @@ void geluGradCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
         dType == DType::BF16 ? "bf16" : "f32");
 }
 
+/// Epilogue 5 against the plain MatMul followed by the ReduceSum of B it
+/// replaces: C and the bias gradient g with the same bits, g fresh or
+/// accumulated, A and B f32 or bf16 (rounded by an Elementwise copy).
+void biasGradCase(Harness &h, Rng &rng, int64_t M, int64_t N, int64_t K,
+                  DType ab, float beta, int acc) {
+  using mega::plan::EwOp;
+  auto operand = [&](int64_t n) -> Tensor * {
+    Tensor &x = h.f32({n}, rng.vec(size_t(n)));
+    if (ab == DType::F32)
+      return &x;
+    if (n == 0)
+      return &h.alloc(DType::BF16, {0});
+    Tensor *y = &h.alloc(DType::BF16, {n});
+    const std::vector<int64_t> copy = {n, 1, 1, n, int64_t(EwOp::Load), 0, 0, 0,
+                                       int64_t(EwOp::Store), 0, 0, 0};
+    return h.run(make(Op::Elementwise, copy, {}), {&x}, {y}) ? y : nullptr;
+  };
+  Tensor *A = operand(K * M), *B = operand(K * N);
+  if (!A || !B)
+    return;
+  const std::vector<float> c0 = rng.vec(size_t(M * N)), g0 = rng.vec(size_t(N));
+  Tensor &C = h.f32({M * N}, c0), &Cref = h.f32({M * N}, c0);
+  Tensor &g = h.f32({N}, g0), &gref = h.f32({N}, g0);
+  const std::vector<int64_t> mm = {1, M, N, K, 1, 0, std::max<int64_t>(1, M),
+                                   std::max<int64_t>(1, N),
+                                   std::max<int64_t>(1, N), 0, 0, 0};
+  std::vector<int64_t> i = mm;
+  i.push_back(5);
+  i.push_back(acc);
+  if (!h.run(make(Op::MatMul, mm, {1.0f, beta}), {A, B}, {&Cref}) ||
+      !h.run(make(Op::ReduceSum, {K, N, acc}, {}), {B}, {&gref}) ||
+      !h.run(make(Op::MatMul, i, {1.0f, beta}), {A, B}, {&C, &g}))
+    return;
+  CHECK(std::memcmp(C.data, Cref.data, size_t(M * N) * 4) == 0 &&
+            std::memcmp(g.data, gref.data, size_t(N) * 4) == 0,
+        "epilogue 5 M=%lld N=%lld K=%lld %s beta %g acc %d: differs from "
+        "MatMul + ReduceSum",
+        (long long)M, (long long)N, (long long)K,
+        ab == DType::BF16 ? "bf16" : "f32", double(beta), acc);
+}
+
+/// Epilogue 5's refusals: B transposed, batch 2, g of the wrong size or
+/// overlapping C, a 14th attribute without epilogue 5 and none with it.
+void biasGradRefusals(Harness &h, Rng &rng) {
+  Tensor &A = h.f32({16 * 4}, rng.vec(64)), &B = h.f32({16 * 8}, rng.vec(128));
+  Tensor &C = h.f32({4 * 8}), &g = h.f32({8}), &g7 = h.f32({7});
+  const std::vector<int64_t> ok = {1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0, 5, 1};
+  auto with = [&](std::initializer_list<std::pair<size_t, int64_t>> kv) {
+    std::vector<int64_t> i = ok;
+    for (auto [k, v] : kv)
+      i[k] = v;
+    return make(Op::MatMul, i, {1.0f, 1.0f});
+  };
+  Tensor &C2 = h.f32({2 * 4 * 8});
+  h.reject("transB", with({{5, 1}, {7, 16}}), {&A, &B}, {&C, &g},
+           "B not transposed");
+  h.reject("batch 2", with({{0, 2}, {11, 32}}), {&A, &B}, {&C2, &g},
+           "batch 1");
+  h.reject("g of 7", make(Op::MatMul, ok, {1.0f, 1.0f}), {&A, &B}, {&C, &g7},
+           "bias gradient");
+  h.reject("g is C", make(Op::MatMul, ok, {1.0f, 1.0f}), {&A, &B}, {&C, &C},
+           "bias gradient");
+  std::vector<int64_t> no5 = ok;
+  no5[12] = 1;
+  h.reject("14 attributes, epilogue 1", make(Op::MatMul, no5, {1.0f, 0.0f}),
+           {&A, &B}, {&C, &g}, "only epilogue 5");
+  std::vector<int64_t> short5(ok.begin(), ok.end() - 1);
+  h.reject("epilogue 5 without accumulate",
+           make(Op::MatMul, short5, {1.0f, 1.0f}), {&A, &B}, {&C, &g},
+           "14th attribute");
+}
+
 } // namespace
 
 int main() {
@@ -226,5 +298,14 @@ int main() {
       geluGradCase(h, rng, 3, 5, 0, aux, d);
     }
   }
+  // The bias gradient (epilogue 5): the bits of MatMul + ReduceSum.
+  for (DType ab : {DType::F32, DType::BF16})
+    for (int acc : {0, 1}) {
+      biasGradCase(h, rng, 7, 17, 33, ab, 1.0f, acc);
+      biasGradCase(h, rng, 96, 190, 257, ab, acc ? 1.0f : 0.0f, acc);
+    }
+  biasGradCase(h, rng, 5, 9, 0, DType::F32, 1.0f, 1);
+  biasGradCase(h, rng, 0, 9, 5, DType::BF16, 1.0f, 1);
+  biasGradRefusals(h, rng);
   return finish("test_matmul");
 }

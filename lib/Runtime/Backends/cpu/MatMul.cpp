@@ -100,11 +100,18 @@ void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
 void checkMatMul(const Checker &c) {
   // i[12], when present, is the epilogue (Plan.h): 0 none, 1 bias, 2 bias +
   // residual, 3 bias + GELU (D and the pre-activation aux), 4 the GELU
-  // gradient at the pre-activation aux (an input).
-  const bool hasEpi = c.instr.i.size() == 13;
-  c.attrs(hasEpi ? 13 : 12, 2);
-  const int64_t epi = hasEpi ? c.attr(12, 0, 4, "epilogue") : 0;
-  c.operands(epi == 0 ? 2 : epi == 2 ? 4 : 3, epi == 3 ? 2 : 1);
+  // gradient at the pre-activation aux (an input), 5 B's column sums (the
+  // bias gradient) into a second output, i[13] accumulate.
+  const size_t nattr = c.instr.i.size();
+  const bool hasEpi = nattr >= 13;
+  c.attrs(nattr == 14 ? 14 : hasEpi ? 13 : 12, 2);
+  const int64_t epi = hasEpi ? c.attr(12, 0, 5, "epilogue") : 0;
+  if (epi == 5 && nattr != 14)
+    c.fail("epilogue 5 (bias gradient) needs a 14th attribute, accumulate");
+  if (epi != 5 && nattr == 14)
+    c.fail("only epilogue 5 takes a 14th attribute");
+  c.operands(epi == 0 || epi == 5 ? 2 : epi == 2 ? 4 : 3,
+             epi == 3 || epi == 5 ? 2 : 1);
   const int64_t big = int64_t(1) << 48;
   int64_t batch = c.attr(0, 0, big, "batch");
   int64_t M = c.attr(1, 0, INT_MAX, "M");
@@ -139,7 +146,7 @@ void checkMatMul(const Checker &c) {
     if (ldc != N || (batch > 1 && sC != M * N))
       c.fail("a bf16 C must be contiguous (ldc = N, strideC = M*N), got "
              "ldc " + std::to_string(ldc) + ", strideC " + std::to_string(sC));
-  } else if (epi == 0) {
+  } else if (epi == 0 || epi == 5) {
     c.dtype(c.outs[0], DType::F32, "C");
   }
   // A and B are read only when alpha != 0 and K > 0 (BLAS convention).
@@ -162,8 +169,20 @@ void checkMatMul(const Checker &c) {
            " makes the batch items of C overlap");
   c.disjoint(c.outs[0], c.ins[0], "C", "A");
   c.disjoint(c.outs[0], c.ins[1], "C", "B");
-  if (epi != 0)
+  if (epi == 5) {
+    // The bias gradient of the weight gradient's product: g[n] (+)= the sum
+    // over k of B[k, n], ReduceSum's bits: B one contiguous K x N block.
+    c.flag(13, "accumulate");
+    if (batch != 1 || tb || ldb != std::max<int64_t>(1, N))
+      c.fail("epilogue 5 needs batch 1, B not transposed and ldb = N (" +
+             std::to_string(N) + ")");
+    c.tensor(c.outs[1], DType::F32, N, "bias gradient");
+    c.disjoint(c.outs[1], c.ins[0], "bias gradient", "A");
+    c.disjoint(c.outs[1], c.ins[1], "bias gradient", "B");
+    c.disjoint(c.outs[1], c.outs[0], "bias gradient", "C");
+  } else if (epi != 0) {
     checkEpilogue(c, epi, M, N);
+  }
 }
 
 namespace {
@@ -438,6 +457,15 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
   }
   if (epi == 0)
     return gemm(ctx, g, ins, outs[0].f32());
+  if (epi == 5) {
+    // The product, then B's column sums exactly as the ReduceSum this
+    // replaces (mega-fuse-bias-grad): the same bits as the two kernels.
+    gemm(ctx, g, ins, outs[0].f32());
+    Instr sum;
+    sum.op = Op::ReduceSum;
+    sum.i = {g.K, g.N, in.i[13]};
+    return runReduceSum(ctx, sum, {ins[1]}, {outs[1]});
+  }
   if (g.M == 0 || g.N == 0)
     return;
   if (epi == 4)

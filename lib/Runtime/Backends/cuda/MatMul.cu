@@ -45,6 +45,9 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t lda = i[6], ldb = i[7], ldc = i[8];
   const int64_t sA = i[9], sB = i[10], sC = i[11];
   const float alpha = in.f[0], beta = in.f[1];
+  // The bias gradient (epilogue 5) is due even when the product is empty.
+  if (i.size() > 12 && i[12] == 5)
+    return runMatMulEpilogue(ctx, in, ins, outs); // Precision.cu
   if (batch == 0 || M == 0 || N == 0)
     return;
   if (i.size() > 12 && i[12] != 0)

@@ -536,6 +536,58 @@ void geluGradEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
 // bf16 tolerance). Otherwise (fp32 operands, a bf16 D with a residual, a
 // misaligned bias or aux, no algorithm, K = 0) the plain product goes to
 // an f32 aux, to D or to scratch, and one kernel applies the epilogue.
+namespace {
+
+__global__ void addInto(float *__restrict__ y, const float *__restrict__ x,
+                        int64_t n) {
+  for (int64_t k = globalThread(); k < n; k += globalStride())
+    y[k] += x[k];
+}
+
+/// Epilogue 5, the weight gradient's product with its bias gradient g[n]
+/// (+)= sum over k of B[k, n]: with bf16 A and B, cuBLASLt's BGRADA (the
+/// first operand of its column-major view is the plan's B, summed over k)
+/// writes the sums into g, or into scratch that one small kernel adds into
+/// g when accumulating (cuBLASLt only overwrites). Its f32 sums are in
+/// cuBLASLt's order, not ReduceSum's (the twin check's bf16 tolerance).
+/// Otherwise (f32 operands, no algorithm, a misaligned g) the plain product
+/// and the ReduceSum kernel, the two kernels this replaces.
+void biasGradEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
+                      const Refs &outs) {
+  const auto &i = in.i;
+  const int64_t M = i[1], N = i[2], K = i[3];
+  const bool ta = i[4] != 0, acc = i[13] != 0;
+  const int64_t lda = i[6], ldb = i[7], ldc = i[8];
+  const float alpha = in.f[0], beta = in.f[1];
+  float *g = outs[1].f32();
+  if (ins[0].value->dtype == DType::BF16 && M > 0 && N > 0 && K > 0 &&
+      alpha == 1.0f) {
+    float *sums =
+        acc ? static_cast<float *>(ctx.ws->get(size_t(N) * 4)) : g;
+    float *C = outs[0].f32();
+    if (aligned(sums, 16) &&
+        ltGemm(ctx, CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+               &alpha, ins[1].data, ldb, 0, ins[0].data, lda, 0, &beta, C, C,
+               ldc, 0, 1,
+               LtEpilogue{CUBLASLT_EPILOGUE_BGRADA, sums, CUDA_R_32F})) {
+      if (acc) {
+        addInto<<<gridFor(ctx, N, 256), 256, 0, ctx.stream>>>(g, sums, N);
+        checkLaunch("MatMul (bias gradient)");
+      }
+      return;
+    }
+  }
+  Instr product = in;
+  product.i.resize(12);
+  runMatMul(ctx, product, ins, {outs[0]});
+  Instr sum;
+  sum.op = Op::ReduceSum;
+  sum.i = {K, N, acc ? 1 : 0};
+  runReduceSum(ctx, sum, {ins[1]}, {outs[1]});
+}
+
+} // namespace
+
 void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
                        const Refs &outs) {
   const auto &i = in.i;
@@ -543,6 +595,8 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
   const bool ta = i[4] != 0, tb = i[5] != 0;
   const int64_t lda = i[6], ldb = i[7];
   const int64_t epi = i[12];
+  if (epi == 5)
+    return biasGradEpilogue(ctx, in, ins, outs);
   if (M == 0 || N == 0)
     return;
   if (epi == 4)
