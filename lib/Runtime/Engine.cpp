@@ -303,7 +303,8 @@ void ProgramRunner::run(Tracer *tracer) {
 }
 
 Engine::Engine(const plan::Plan &plan, Backend &backend,
-               const std::string &device, Communicator *comm)
+               const std::string &device, Communicator *comm,
+               const std::vector<std::string> &skip)
     : plan_(plan), backend_(backend),
       ownComm_(comm ? nullptr : createSingleProcessCommunicator()),
       comm_(comm ? comm : ownComm_.get()),
@@ -330,6 +331,8 @@ Engine::Engine(const plan::Plan &plan, Backend &backend,
     // stage s lives on pipeline rank s mod pp; the optimizer's stage is the
     // rank); without a pipeline only stage 0 exists.
     if (p.stage < 0 || p.stage % pp != pipelineRank)
+      continue;
+    if (std::find(skip.begin(), skip.end(), p.name) != skip.end())
       continue;
     mine.push_back(&p);
     arenaBytes = std::max(arenaBytes, size_t(p.arenaBytes));

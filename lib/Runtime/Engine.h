@@ -121,11 +121,15 @@ private:
 /// each of the plan's programs for this device.
 class Engine {
 public:
-  /// `device` selects the programs whose target it is ("cpu", "cuda").
+  /// `device` selects the programs whose target it is ("cpu", "cuda");
+  /// those named in `skip` are not loaded (their ports are not allocated
+  /// and their arena needs do not count: a training run has no use for
+  /// "predict", a generation none for "train").
   /// The plan, backend and communicator must outlive the engine; without a
   /// communicator the engine runs single-process (every group of size 1).
   Engine(const plan::Plan &plan, Backend &backend, const std::string &device,
-         Communicator *comm = nullptr);
+         Communicator *comm = nullptr,
+         const std::vector<std::string> &skip = {});
   ~Engine();
 
   const plan::Plan &plan() const { return plan_; }

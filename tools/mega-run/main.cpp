@@ -118,7 +118,13 @@ int realMain(int argc, char **argv) {
     std::printf("mega-run: %s\n", kernels.c_str());
     std::fflush(stdout);
   }
-  rt::Engine engine(plan, *backend, device, comm.get());
+  // Training never runs "predict" (its logits port alone is a sequence's
+  // [S, V] floats); a generation runs nothing else (the train arena is the
+  // plan's largest).
+  const std::vector<std::string> skip =
+      o.generate ? std::vector<std::string>{"train", "optimizer", "eval"}
+                 : std::vector<std::string>{"predict"};
+  rt::Engine engine(plan, *backend, device, comm.get(), skip);
   if (o.generate)
     return generate(engine, o);
 

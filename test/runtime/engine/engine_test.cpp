@@ -372,6 +372,27 @@ void testEngineAndCheckpoint() {
         e.has("predict"));
   expectError(
       "no program", [&] { e.program("finetune"); }, "'finetune'");
+  {
+    // Programs left out: no runner, no ports, no say in the arena.
+    auto portBytes = [&](const char *name) {
+      int64_t n = 0;
+      const plan::Program *p = plan.findProgram(name);
+      for (const auto *ports : {&p->inputs, &p->outputs})
+        for (const plan::Port &port : *ports)
+          n += port.bytes();
+      return size_t(n);
+    };
+    Engine training(plan, *backend, "cpu", nullptr, {"predict"});
+    CHECK(training.has("train") && !training.has("predict"));
+    CHECK(training.plannedBytes().ports ==
+          e.plannedBytes().ports - portBytes("predict"));
+    Engine generating(plan, *backend, "cpu", nullptr,
+                      {"train", "optimizer", "eval"});
+    CHECK(generating.has("predict") && !generating.has("train"));
+    CHECK(generating.plannedBytes().arena ==
+          size_t(plan.findProgram("predict")->arenaBytes));
+    CHECK(generating.plannedBytes().arena < e.plannedBytes().arena);
+  }
   Memory &mem = e.memory();
   CHECK(mem.parameterCount() == 16 * 8 + 8 * 16 + 16);
   mem.initialize(1);
