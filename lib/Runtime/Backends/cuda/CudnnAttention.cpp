@@ -195,8 +195,19 @@ struct CudnnAttention::Impl {
     return e;
   }
 
-  /// The graph of the problem, built the first time; nullptr when refused.
-  const Entry &find(bool backward, const SdpaProblem &p) {
+  /// Tells once per problem that cuDNN will not run it (as the JIT tells
+  /// of its kernels).
+  static void refused(bool backward, const SdpaProblem &p,
+                      const char *what, const std::string &why) {
+    std::fprintf(stderr, "cuda: cuDNN %s %s B %lld H %lld S %lld hd %lld%s: %s\n",
+                 what, backward ? "AttentionGrad" : "Attention",
+                 (long long)p.batch, (long long)p.heads, (long long)p.seq,
+                 (long long)p.hd, p.causal ? " causal" : "", why.c_str());
+  }
+
+  /// The graph of the problem, built the first time; its graph is null
+  /// when refused.
+  Entry &find(bool backward, const SdpaProblem &p) {
     const Key key = keyOf(backward, p);
     auto it = graphs.find(key);
     if (it == graphs.end()) {
@@ -207,35 +218,39 @@ struct CudnnAttention::Impl {
         e = Entry{};
         e.why = x.what();
       }
-      if (!e.graph) // once per problem, as the JIT tells of its kernels
-        std::fprintf(stderr,
-                     "cuda: cuDNN has no plan for %s B %lld H %lld S %lld hd "
-                     "%lld%s: %s\n",
-                     backward ? "AttentionGrad" : "Attention",
-                     (long long)p.batch, (long long)p.heads, (long long)p.seq,
-                     (long long)p.hd, p.causal ? " causal" : "",
-                     e.why.c_str());
+      if (!e.graph)
+        refused(backward, p, "has no plan for", e.why);
       it = graphs.emplace(key, std::move(e)).first;
     }
     return it->second;
   }
 
+  /// A graph cuDNN built but then fails to launch (a variant pack it
+  /// refuses, say) is dropped like a refused one: the caller runs mega's
+  /// kernels, which write every output whole.
   bool run(cudaStream_t s, Workspace &ws, bool backward, const SdpaProblem &p,
            std::unordered_map<int64_t, void *> &pack, std::string &why) {
     if (!bind(s, why))
       return false;
-    const Entry &e = find(backward, p);
+    Entry &e = find(backward, p);
     if (!e.graph) {
       why = e.why;
       return false;
     }
     void *scratch = e.workspace > 0 ? ws.get(size_t(e.workspace)) : nullptr;
-    fe::error_t st = e.graph->execute(handle, pack, scratch);
-    if (st.is_bad())
-      throw Error(std::string("cudnn: ") +
-                  (backward ? "AttentionGrad" : "Attention") + ": " +
-                  st.get_message());
-    return true;
+    fe::error_t st;
+    try {
+      st = e.graph->execute(handle, pack, scratch);
+    } catch (const std::exception &x) {
+      st = fe::error_t{fe::error_code_t::CUDNN_BACKEND_API_FAILED, x.what()};
+    }
+    if (st.is_good())
+      return true;
+    e.graph.reset();
+    e.why = "launch failed: " + st.get_message();
+    refused(backward, p, "failed on", e.why);
+    why = e.why;
+    return false;
   }
 };
 

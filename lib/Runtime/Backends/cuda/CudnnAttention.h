@@ -76,8 +76,9 @@ public:
   std::string version() const;
 
   /// Enqueues the problem on `stream` and returns true, or returns false
-  /// with `why` set when cuDNN has no plan for it (nothing enqueued).
-  /// Throws Error when cuDNN fails on a problem it accepted.
+  /// with `why` set when cuDNN has no plan for it or fails to launch the
+  /// one it built (then dropped for good): the caller's kernels then write
+  /// every output whole.
   bool forward(cudaStream_t stream, Workspace &ws, const SdpaProblem &p,
                const SdpaForwardArgs &a, std::string &why);
   bool backward(cudaStream_t stream, Workspace &ws, const SdpaProblem &p,
