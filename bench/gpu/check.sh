@@ -10,6 +10,8 @@
 #   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared (fp32
 #              rel 1e-5; Cast, bf16 MatMul and bf16 Attention rel 1e-2), outputs
 #              poisoned first, random non-zero inputs
+#   2a. kernels cuda_attention_bench (mega's attention kernels and cuDNN's at GPT-2
+#              small's layer) and cuda_memory_bench (the memory-bound kernels)
 #   3. train   if bench/gpu/plans/gpt-small-{cpu,cuda}.plan exist (make_plans.sh):
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
@@ -135,6 +137,19 @@ do_twin() {
   timeout 400 "$TWIN" 2>&1 | tee "$LOGS/twin.log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 77 ] && echo "the twin check found no GPU: counted as a failure here"
+  return "$rc"
+}
+
+# The attention and memory-bound kernels alone at GPT-2 small's shapes
+# (cuda_attention_bench: mega's kernels and cuDNN's; cuda_memory_bench: the
+# vector and element forms, with their GB/s).
+do_kernels() {
+  local a m rc=0
+  a=$(locate cuda_attention_bench test/runtime/cuda)
+  m=$(locate cuda_memory_bench test/runtime/cuda)
+  [ -x "$a" ] && [ -x "$m" ] || { echo "no $a or $m (build failed?)"; return 1; }
+  timeout 120 "$a" 2>&1 | tee "$LOGS/attention-bench.log" || rc=1
+  timeout 180 "$m" 2>&1 | tee "$LOGS/memory-bench.log" || rc=1
   return "$rc"
 }
 
@@ -339,6 +354,7 @@ else
 fi
 step build do_build
 step twin do_twin
+step kernels do_kernels
 step train do_train
 step nccl do_nccl
 step ranks do_ranks
