@@ -1,4 +1,5 @@
-//===- FuseBiasGrad.cpp - A Linear's bias gradient into its weight gradient -===//
+//===- FuseBiasGrad.cpp - A Linear's bias gradient into its weight gradient
+//-===//
 //
 // `mega-fuse-bias-grad`, at kernel level (after mega-fuse-norm-grad, before
 // mega-assign-buffers). A Linear's backward reads its output gradient dy
@@ -73,8 +74,7 @@ SmallVector<Operation *> between(Operation *a, Operation *b) {
   return ops;
 }
 
-struct MegaFuseBiasGrad
-    : mega::impl::MegaFuseBiasGradBase<MegaFuseBiasGrad> {
+struct MegaFuseBiasGrad : mega::impl::MegaFuseBiasGradBase<MegaFuseBiasGrad> {
   using MegaFuseBiasGradBase::MegaFuseBiasGradBase;
 
   void runOnOperation() override {
@@ -101,13 +101,13 @@ struct MegaFuseBiasGrad
       ArrayRef<int64_t> i = m.getI();
       ArrayRef<float> f = m.getF();
       // batch 1, B [K, N] not transposed with ldb = N, no epilogue, alpha 1.
-      if (i.size() != 12 || i[0] != 1 || i[2] != N || i[3] != K ||
-          i[5] != 0 || i[7] != N || f.size() != 2 || f[0] != 1.0f)
+      if (i.size() != 12 || i[0] != 1 || i[2] != N || i[3] != K || i[5] != 0 ||
+          i[7] != N || f.size() != 2 || f[0] != 1.0f)
         continue;
       Value b = m->getOperand(1);
       auto [broot, boffset] = rootOf(b);
-      if (broot != root || boffset != offset ||
-          elementOf(b) != elementOf(x) || numElements(b) < K * N)
+      if (broot != root || boffset != offset || elementOf(b) != elementOf(x) ||
+          numElements(b) < K * N)
         continue;
       return m;
     }
@@ -163,9 +163,9 @@ struct MegaFuseBiasGrad
     SmallVector<int64_t> i(m.getI());
     i.push_back(5); // epilogue: B's column sums
     i.push_back(1); // added into g
-    auto fused = b.create<KernelOp>(m.getLoc(), TypeRange{}, m.getKernelAttr(),
-                                    operands, b.getDenseI64ArrayAttr(i),
-                                    m.getFAttr());
+    auto fused =
+        b.create<KernelOp>(m.getLoc(), TypeRange{}, m.getKernelAttr(), operands,
+                           b.getDenseI64ArrayAttr(i), m.getFAttr());
     for (NamedAttribute a : m->getDiscardableAttrs())
       fused->setAttr(a.getName(), a.getValue());
     fused->setAttr(kDestsAttr, b.getI64IntegerAttr(2));

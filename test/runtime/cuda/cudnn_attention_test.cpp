@@ -62,8 +62,8 @@ struct Problem {
   /// The operands (built per call: a copied Problem's refs point at its own
   /// values); q starts `qShift` bytes late.
   Refs ins() const {
-    return {{at(0x10000 + qShift), &qkv}, {at(0x10080), &qkv},
-            {at(0x10100), &qkv}};
+    return {
+        {at(0x10000 + qShift), &qkv}, {at(0x10080), &qkv}, {at(0x10100), &qkv}};
   }
   Refs outs() const { return {{at(0x20000), &o}, {at(0x30000), &lse}}; }
   static void *at(uintptr_t a) { return reinterpret_cast<void *>(a); }
@@ -77,7 +77,7 @@ struct Problem {
 std::string outcome(const Ctx &ctx, const Problem &pr) {
   try {
     return runSdpa(ctx, pr.instr, pr.p, pr.ins(), pr.outs()) ? "ran"
-                                                              : "fallback";
+                                                             : "fallback";
   } catch (const rt::Error &e) {
     return e.what();
   }

@@ -53,15 +53,15 @@ using Key = std::array<int64_t, 19>;
 Key keyOf(bool backward, const SdpaProblem &p) {
   uint32_t scaleBits;
   std::memcpy(&scaleBits, &p.scale, 4);
-  return {backward,   p.batch,     p.heads,     p.seq,       p.hd,
-          p.causal,   scaleBits,   p.qkv.sB,    p.qkv.sH,    p.qkv.sS,
-          p.o.sB,     p.o.sH,      p.o.sS,      p.dout.sB,   p.dout.sH,
-          p.dout.sS,  p.grad.sB,   p.grad.sH,   p.grad.sS};
+  return {backward,  p.batch,   p.heads,   p.seq,     p.hd,
+          p.causal,  scaleBits, p.qkv.sB,  p.qkv.sH,  p.qkv.sS,
+          p.o.sB,    p.o.sH,    p.o.sS,    p.dout.sB, p.dout.sH,
+          p.dout.sS, p.grad.sB, p.grad.sH, p.grad.sS};
 }
 
 std::string versionText(size_t v) { // 91900 -> 9.19.0
-  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) +
-         "." + std::to_string(v % 100);
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
+         std::to_string(v % 100);
 }
 
 } // namespace
@@ -98,8 +98,8 @@ struct CudnnAttention::Impl {
       st = fe::detail::create_handle(&handle);
       if (st != CUDNN_STATUS_SUCCESS) {
         handle = nullptr;
-        unusable = "cudnnCreate failed (status " + std::to_string(int(st)) +
-                   ")";
+        unusable =
+            "cudnnCreate failed (status " + std::to_string(int(st)) + ")";
       }
     }
     if (handle && stream != s) {
@@ -107,8 +107,8 @@ struct CudnnAttention::Impl {
       if (st == CUDNN_STATUS_SUCCESS)
         stream = s;
       else
-        unusable = "cudnnSetStream failed (status " +
-                   std::to_string(int(st)) + ")";
+        unusable =
+            "cudnnSetStream failed (status " + std::to_string(int(st)) + ")";
     }
     why = unusable;
     return unusable.empty();
@@ -124,8 +124,8 @@ struct CudnnAttention::Impl {
                         .set_stride({l.sB, l.sH, l.sS, 1})
                         .set_data_type(fe::DataType_t::BFLOAT16));
   }
-  static void output(const std::shared_ptr<Tensor_attributes> &t,
-                     int64_t uid, const SdpaProblem &p, const SdpaStrides &l) {
+  static void output(const std::shared_ptr<Tensor_attributes> &t, int64_t uid,
+                     const SdpaProblem &p, const SdpaStrides &l) {
     t->set_output(true)
         .set_uid(uid)
         .set_dim({p.batch, p.heads, p.seq, p.hd})
@@ -197,12 +197,13 @@ struct CudnnAttention::Impl {
 
   /// Tells once per problem that cuDNN will not run it (as the JIT tells
   /// of its kernels).
-  static void refused(bool backward, const SdpaProblem &p,
-                      const char *what, const std::string &why) {
-    std::fprintf(stderr, "cuda: cuDNN %s %s B %lld H %lld S %lld hd %lld%s: %s\n",
-                 what, backward ? "AttentionGrad" : "Attention",
-                 (long long)p.batch, (long long)p.heads, (long long)p.seq,
-                 (long long)p.hd, p.causal ? " causal" : "", why.c_str());
+  static void refused(bool backward, const SdpaProblem &p, const char *what,
+                      const std::string &why) {
+    std::fprintf(stderr,
+                 "cuda: cuDNN %s %s B %lld H %lld S %lld hd %lld%s: %s\n", what,
+                 backward ? "AttentionGrad" : "Attention", (long long)p.batch,
+                 (long long)p.heads, (long long)p.seq, (long long)p.hd,
+                 p.causal ? " causal" : "", why.c_str());
   }
 
   /// The graph of the problem, built the first time; its graph is null
@@ -302,10 +303,11 @@ std::string CudnnAttention::version() const {
 bool CudnnAttention::forward(cudaStream_t stream, Workspace &ws,
                              const SdpaProblem &p, const SdpaForwardArgs &a,
                              std::string &why) {
-  std::unordered_map<int64_t, void *> pack = {
-      {kQ, const_cast<void *>(a.q)}, {kK, const_cast<void *>(a.k)},
-      {kV, const_cast<void *>(a.v)}, {kO, a.o},
-      {kLse, a.lse}};
+  std::unordered_map<int64_t, void *> pack = {{kQ, const_cast<void *>(a.q)},
+                                              {kK, const_cast<void *>(a.k)},
+                                              {kV, const_cast<void *>(a.v)},
+                                              {kO, a.o},
+                                              {kLse, a.lse}};
   return impl_->run(stream, ws, false, p, pack, why);
 }
 
