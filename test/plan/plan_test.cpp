@@ -305,6 +305,40 @@ int main() {
     }, "LayerNormGrad has 2 outputs");
   }
 
+  // MatMul epilogue 5 (the bias gradient): 14 integer attributes and two
+  // outputs; the 14th attribute belongs to it alone.
+  {
+    Plan c = samplePlan();
+    Instr x;
+    x.op = Op::MatMul;
+    x.inputs = {0, 0};
+    x.outputs = {1, 1};
+    x.i = {1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 5, 1};
+    x.f = {1.0f, 1.0f};
+    c.programs[0].instrs.push_back(x);
+    validate(c);
+    auto with = [&](auto edit) {
+      Plan e = c;
+      edit(e.programs[0].instrs.back());
+      validate(e);
+    };
+    expectError(
+        "epilogue 5 without accumulate",
+        [&] { with([](Instr &in) { in.i.pop_back(); }); },
+        "MatMul epilogue 5 (bias gradient) and only it takes a 14th");
+    expectError(
+        "epilogue 1 with a 14th attribute",
+        [&] { with([](Instr &in) { in.i[12] = 1; }); },
+        "MatMul epilogue 5 (bias gradient) and only it takes a 14th");
+    expectError(
+        "epilogue 5 with one output",
+        [&] { with([](Instr &in) { in.outputs.pop_back(); }); },
+        "MatMul with epilogue 5 takes 2 inputs and 2 outputs, not 2 and 1");
+    expectError(
+        "epilogue 6", [&] { with([](Instr &in) { in.i[12] = 6; }); },
+        "MatMul epilogue 6 is not 0 (none)");
+  }
+
   // Collectives (opcodes 17-21): round trip, printing, validation.
   {
     Plan c = samplePlan();
