@@ -18,7 +18,8 @@ std::unique_ptr<Backend> createBackend(const std::string &device, int threads,
   if (device == "cpu")
     return createCpuBackend(threads);
   if (device == "cuda") {
-    // One rank, one GPU: device 0 of those CUDA_VISIBLE_DEVICES shows.
+    // One rank, one GPU: device 0 of those CUDA_VISIBLE_DEVICES shows, or
+    // with a local rank, that rank mod the visible count (cuda.localRank).
     try {
       return createCudaBackend(0, cuda);
     } catch (const Error &e) {
@@ -55,13 +56,16 @@ bool envInt(const char *name, int64_t &out, bool allowZero) {
 
 LaunchInfo launchInfo() {
   LaunchInfo l;
-  const char *pairs[][2] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
-                            {"SLURM_NTASKS", "SLURM_PROCID"},
-                            {"WORLD_SIZE", "RANK"}};
-  for (const auto &p : pairs)
-    if (envInt(p[0], l.worldSize, false)) {
-      l.source = p[0];
-      envInt(p[1], l.rank, true);
+  const char *vars[][3] = {
+      {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
+       "OMPI_COMM_WORLD_LOCAL_RANK"},
+      {"SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"},
+      {"WORLD_SIZE", "RANK", "LOCAL_RANK"}};
+  for (const auto &v : vars)
+    if (envInt(v[0], l.worldSize, false)) {
+      l.source = v[0];
+      envInt(v[1], l.rank, true);
+      envInt(v[2], l.localRank, true);
       break;
     }
   return l;

@@ -25,6 +25,10 @@ struct LaunchInfo {
   int64_t rank = 0;
   int64_t worldSize = 1;
   std::string source; ///< the variable the world size came from, or ""
+  /// This process's rank on its node, from the same launcher
+  /// (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, LOCAL_RANK); -1 when it
+  /// does not say. A cuda run takes GPU localRank mod the visible count.
+  int64_t localRank = -1;
 };
 /// Throws Error for a variable that is not a positive integer.
 LaunchInfo launchInfo();

@@ -103,6 +103,7 @@ int realMain(int argc, char **argv) {
       int(plan.getInt("dp", 1)), int(plan.getInt("pp", 1)));
   rt::CudaOptions cudaOptions;
   cudaOptions.attention = o.attention;
+  cudaOptions.localRank = launch.localRank;
   std::unique_ptr<rt::Backend> backend =
       rt::createBackend(device, o.threads, cudaOptions);
   // Before the engine loads the plan: the gradient buckets are placed by

@@ -414,6 +414,11 @@ enum class AttentionBackend { Auto, Fused, Local };
 
 struct CudaOptions {
   AttentionBackend attention = AttentionBackend::Auto;
+  /// The process's rank on its node (the launcher's LOCAL_RANK), or -1:
+  /// with one, the backend takes GPU localRank mod the visible count instead
+  /// of the device asked for, so that the ranks of a node spread over its
+  /// GPUs as Megatron's do.
+  int64_t localRank = -1;
 };
 
 /// The CUDA backend on `device` (cuBLAS/cuBLASLt for MatMul). Throws Error

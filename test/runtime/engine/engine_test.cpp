@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 #include "Checkpoint.h"
 #include "DataLoader.h"
+#include "Devices.h"
 #include "Engine.h"
 #include "FileUtil.h"
 #include "Generator.h"
@@ -766,6 +767,44 @@ void testPartialMemory() {
 
 } // namespace
 
+/// The launchers' variables: world size, rank and the rank on the node
+/// (which picks a cuda run's GPU) from one launcher at a time.
+void testLaunchInfo() {
+  const char *all[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
+                       "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_NTASKS",
+                       "SLURM_PROCID", "SLURM_LOCALID", "WORLD_SIZE", "RANK",
+                       "LOCAL_RANK"};
+  auto clear = [&] {
+    for (const char *v : all)
+      ::unsetenv(v);
+  };
+  clear();
+  LaunchInfo none = launchInfo();
+  CHECK(none.worldSize == 1 && none.rank == 0 && none.localRank == -1 &&
+        none.source.empty());
+  ::setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  ::setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  ::setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);
+  ::setenv("LOCAL_RANK", "7", 1); // another launcher's: not read
+  LaunchInfo mpi = launchInfo();
+  CHECK(mpi.worldSize == 4 && mpi.rank == 3 && mpi.localRank == 1 &&
+        mpi.source == "OMPI_COMM_WORLD_SIZE");
+  clear();
+  ::setenv("SLURM_NTASKS", "8", 1);
+  ::setenv("SLURM_PROCID", "5", 1);
+  ::setenv("SLURM_LOCALID", "1", 1);
+  CHECK(launchInfo().localRank == 1 && launchInfo().rank == 5);
+  clear();
+  ::setenv("WORLD_SIZE", "2", 1);
+  ::setenv("RANK", "1", 1);
+  CHECK(launchInfo().localRank == -1);
+  ::setenv("LOCAL_RANK", "0", 1);
+  CHECK(launchInfo().localRank == 0);
+  ::setenv("LOCAL_RANK", "x", 1);
+  expectError("bad LOCAL_RANK", [] { launchInfo(); }, "LOCAL_RANK='x'");
+  clear();
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: runtime_engine_test SCRATCH_DIR\n");
@@ -785,7 +824,8 @@ int main(int argc, char **argv) {
                {"shards", testShards},
                {"partial memory", testPartialMemory},
                {"sampling", testSampling},
-               {"log lines", testLogLines}};
+               {"log lines", testLogLines},
+               {"launch", testLaunchInfo}};
   for (auto &t : tests) {
     int before = failures;
     try {

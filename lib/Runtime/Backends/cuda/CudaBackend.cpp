@@ -669,6 +669,8 @@ std::unique_ptr<Backend> createCudaBackend(int device,
   int n = gpu::deviceCount(reason);
   if (n <= 0)
     throw Error("no CUDA device available (" + reason + ")");
+  if (options.localRank >= 0)
+    device = int(options.localRank % n);
   if (device < 0 || device >= n)
     throw Error("CUDA device " + std::to_string(device) + " does not exist (" +
                 std::to_string(n) + " visible)");
