@@ -271,6 +271,29 @@ void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
                       bytes);
 }
 
+void ProgramRunner::copyOutputOnDevice(const std::string &name,
+                                       void *dst) const {
+  int k = portIndex(program_.outputs, name);
+  if (k < 0)
+    throw Error("plan program '" + program_.name + "' has no output '" + name +
+                "'");
+  const DeviceBuffer &buf = outputs_[size_t(k)];
+  backend_.copyOnDevice(dst, buf.data(), buf.bytes());
+}
+
+void ProgramRunner::setInputOnDevice(const std::string &name, const void *src,
+                                     size_t bytes) {
+  int k = portIndex(program_.inputs, name);
+  if (k < 0)
+    throw Error("plan program '" + program_.name + "' has no input '" + name +
+                "'");
+  if (bytes != inputs_[size_t(k)].bytes())
+    throw Error("plan program '" + program_.name + "' input '" + name +
+                "' takes " + std::to_string(inputs_[size_t(k)].bytes()) +
+                " bytes, got " + std::to_string(bytes));
+  backend_.copyOnDevice(inputs_[size_t(k)].data(), src, bytes);
+}
+
 void ProgramRunner::run(Tracer *tracer) {
   // Timing each kernel needs each kernel launched on its own.
   const bool graph = graphOn_ && !(tracer && tracer->kernels());

@@ -56,6 +56,11 @@ public:
   /// Copies `bytes` from an output port starting at byte `offset`.
   void getOutput(const std::string &name, void *dst, size_t bytes,
                  size_t offset = 0) const;
+  /// The same on the device: a whole output port into device memory `dst`
+  /// (of the port's size), and device memory into a whole input port.
+  void copyOutputOnDevice(const std::string &name, void *dst) const;
+  void setInputOnDevice(const std::string &name, const void *src,
+                        size_t bytes);
   /// Convenience for scalar ports.
   void setScalar(const std::string &name, float v) {
     setInput(name, &v, sizeof v);

@@ -33,6 +33,8 @@ size_t PipelineExecutor::Buffers::bytes() const {
   size_t n = 0;
   for (const auto &[name, b] : ports)
     n += b.size();
+  for (const auto &[name, b] : device)
+    n += b.bytes();
   return n;
 }
 
@@ -166,8 +168,21 @@ std::string PipelineExecutor::stagesText() const {
   return (chunks_.size() > 1 ? "stages " : "stage ") + s;
 }
 
+DeviceBuffer PipelineExecutor::take(size_t bytes) {
+  auto it = pool_.find(bytes);
+  if (it == pool_.end())
+    return DeviceBuffer(engine_.backend(), bytes);
+  DeviceBuffer b = std::move(it->second);
+  pool_.erase(it);
+  return b;
+}
+
 void PipelineExecutor::feed(ProgramRunner &p, const Buffers &from) {
   for (const plan::Port &in : p.program().inputs) {
+    if (auto it = from.device.find(in.name); it != from.device.end()) {
+      p.setInputOnDevice(in.name, it->second.data(), it->second.bytes());
+      continue;
+    }
     // A backward reads the micro-batch's tokens from its stash.
     if (auto it = from.ports.find(in.name); it != from.ports.end()) {
       p.setInput(in.name, it->second.data(), it->second.size());
@@ -221,8 +236,13 @@ void PipelineExecutor::runForward(const Fetch &fetch, int64_t mb, int c,
     else if (auto it = in.ports.find(t.port); it != in.ports.end())
       b = it->second;
     else {
-      b.resize(t.bytes);
-      ch.forward->getOutput(t.port, b.data(), b.size());
+      // The forward's own output: kept on the device, no host round trip.
+      stash.ports.erase(t.port);
+      DeviceBuffer d = take(t.bytes);
+      ch.forward->copyOutputOnDevice(t.port, d.data());
+      stashBytes_ += int64_t(d.bytes());
+      stash.device[t.port] = std::move(d);
+      continue;
     }
     stashBytes_ += int64_t(b.size());
   }
@@ -248,12 +268,19 @@ void PipelineExecutor::runBackward(int64_t mb, int c) {
   stashBytes_ -= int64_t(st->second.bytes()); // before its buffers move
   for (auto &[name, b] : st->second.ports)
     in.ports[name] = std::move(b);
+  for (auto &[name, b] : st->second.device)
+    in.device[name] = std::move(b);
   stash_.erase(st);
   TraceScope t(tracer_,
                "B" + std::to_string(mb) +
                    (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
                "backward", Tracer::Programs);
   feed(*ch.backward, in);
+  // Fed (the copies are ordered before anything that reuses the buffers):
+  // the stash's device buffers go back to the pool.
+  for (auto &[name, b] : in.device)
+    pool_.emplace(b.bytes(), std::move(b));
+  in.device.clear();
   // The data-parallel buckets start during the last micro-batch's backward.
   engine_.buckets().setStarting(startBuckets_ && mb + 1 == microbatches_);
   ch.backward->run(nullptr);

@@ -8,10 +8,11 @@
 //    next pipeline rank into host buffers;
 //  - Forward: feeds tokens / targets (the micro-batch's, from the data
 //    loader) and the received activations, runs, keeps the loss (last
-//    stage), stashes what backward s reads (its own outputs and inputs) and
-//    holds the activations it sends;
-//  - Backward: feeds the stash and the received gradients, runs, drops the
-//    stash;
+//    stage), stashes what backward s reads (its own outputs, copied on the
+//    device into buffers of a pool, and its inputs, which arrived in host
+//    memory) and holds the activations it sends;
+//  - Backward: feeds the stash (device to device for the outputs) and the
+//    received gradients, runs, gives the stash's buffers back to the pool;
 //  - SendForward / SendBackward: non-blocking sends (Communicator::isend);
 //    the buffers live until the optimizer step waits for them, so a rank
 //    never blocks on a send and every schedule that the simulator runs
@@ -95,10 +96,14 @@ private:
   };
   struct Buffers {
     std::map<std::string, std::vector<char>> ports;
+    /// Forward outputs stashed for the backward, in device memory.
+    std::map<std::string, DeviceBuffer> device;
     size_t bytes() const;
   };
   int tag(int64_t mb, int stage, int dir, size_t port) const;
   void feed(ProgramRunner &p, const Buffers &from);
+  /// A device buffer of `bytes` from the pool (or a new one).
+  DeviceBuffer take(size_t bytes);
   void runForward(const Fetch &fetch, int64_t mb, int c, double &loss);
   void runBackward(int64_t mb, int c);
 
@@ -124,6 +129,9 @@ private:
   std::vector<std::vector<char>> sending_; ///< alive until waitSends
   std::map<std::pair<int64_t, int>, Buffers> toSend_;
   std::vector<int32_t> tokens_, targets_;
+  /// Stash buffers given back by backwards, by size: the next forwards
+  /// reuse them (as many as the most micro-batches in flight).
+  std::multimap<size_t, DeviceBuffer> pool_;
   int64_t peakStashed_ = 0, peakBytes_ = 0, stashBytes_ = 0;
 };
 

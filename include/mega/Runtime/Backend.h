@@ -226,6 +226,14 @@ public:
   virtual void release(void *ptr) = 0;
   virtual void copyToDevice(void *dst, const void *src, size_t bytes) = 0;
   virtual void copyToHost(void *dst, const void *src, size_t bytes) = 0;
+  /// Device memory to device memory, ordered after the work already
+  /// enqueued (the CUDA backend's stream); the default goes through host
+  /// memory.
+  virtual void copyOnDevice(void *dst, const void *src, size_t bytes) {
+    std::vector<char> host(bytes);
+    copyToHost(host.data(), src, bytes);
+    copyToDevice(dst, host.data(), bytes);
+  }
   /// Checks once, when a plan is loaded, that an instruction's attributes
   /// agree with its operands' sizes, so that launch() can never touch memory
   /// outside them. Throws Error naming the problem.

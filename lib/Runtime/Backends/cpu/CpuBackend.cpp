@@ -190,6 +190,10 @@ public:
     if (bytes)
       std::memmove(dst, src, bytes);
   }
+  void copyOnDevice(void *dst, const void *src, size_t bytes) override {
+    if (bytes)
+      std::memmove(dst, src, bytes);
+  }
 
   void check(const plan::Instr &instr, const std::vector<const Value *> &ins,
              const std::vector<const Value *> &outs) override {

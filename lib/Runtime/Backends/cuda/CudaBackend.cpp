@@ -390,6 +390,13 @@ public:
     syncAndReport();
   }
 
+  void copyOnDevice(void *dst, const void *src, size_t bytes) override {
+    if (bytes)
+      checkCuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                                stream_),
+                "cudaMemcpyAsync (on device)");
+  }
+
   void copyToHost(void *dst, const void *src, size_t bytes) override {
     if (!bytes)
       return;
