@@ -225,6 +225,16 @@ void PipelineExecutor::runForward(const Fetch &fetch, int64_t mb, int c,
   // The stash: what backward reads of this forward's inputs and outputs.
   Buffers &stash = stash_[key];
   for (const Transfer &t : ch.stash) {
+    auto received = in.ports.find(t.port);
+    if (t.port != "tokens" && t.port != "targets" &&
+        received == in.ports.end()) {
+      // The forward's own output: kept on the device, no host round trip.
+      DeviceBuffer d = take(t.bytes);
+      ch.forward->copyOutputOnDevice(t.port, d.data());
+      stashBytes_ += int64_t(d.bytes());
+      stash.device[t.port] = std::move(d);
+      continue;
+    }
     std::vector<char> &b = stash.ports[t.port];
     if (t.port == "tokens")
       b.assign(reinterpret_cast<const char *>(tokens_.data()),
@@ -233,17 +243,8 @@ void PipelineExecutor::runForward(const Fetch &fetch, int64_t mb, int c,
       b.assign(reinterpret_cast<const char *>(targets_.data()),
                reinterpret_cast<const char *>(targets_.data() +
                                               targets_.size()));
-    else if (auto it = in.ports.find(t.port); it != in.ports.end())
-      b = it->second;
-    else {
-      // The forward's own output: kept on the device, no host round trip.
-      stash.ports.erase(t.port);
-      DeviceBuffer d = take(t.bytes);
-      ch.forward->copyOutputOnDevice(t.port, d.data());
-      stashBytes_ += int64_t(d.bytes());
-      stash.device[t.port] = std::move(d);
-      continue;
-    }
+    else
+      b = received->second;
     stashBytes_ += int64_t(b.size());
   }
   peakStashed_ = std::max(peakStashed_, int64_t(stash_.size()));
