@@ -40,6 +40,8 @@
 //     destination).
 //
 //===----------------------------------------------------------------------===//
+#include "KernelUtils.h"
+
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 
@@ -59,7 +61,6 @@ using namespace mega;
 
 namespace {
 
-constexpr StringLiteral kDestsAttr = "mega.dests";
 constexpr StringLiteral kCopyRole = "param_copy";
 
 /// The parameter `v` is (through views), or null.

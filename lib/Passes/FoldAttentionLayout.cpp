@@ -43,6 +43,8 @@
 // untouched by the pass keeps its 4 integer attributes.
 //
 //===----------------------------------------------------------------------===//
+#include "KernelUtils.h"
+
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 
@@ -64,8 +66,6 @@ using namespace mega;
 namespace {
 
 using Strides = std::array<int64_t, 3>; // (sB, sH, sS)
-
-constexpr StringLiteral kDestsAttr = "mega.dests";
 
 /// The operand groups of the strided form (docs/plan-format.md).
 enum Group { kQkv = 0, kO = 1, kDout = 2, kGrads = 3 };

@@ -32,6 +32,8 @@
 //     are disjoint. A group of one without a Fill to fold stays an AdamW.
 //
 //===----------------------------------------------------------------------===//
+#include "KernelUtils.h"
+
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 
@@ -51,8 +53,6 @@ using namespace mlir;
 using namespace mega;
 
 namespace {
-
-constexpr StringLiteral kDestsAttr = "mega.dests";
 
 /// A plain AdamW: in place, no group (the distributed optimizer's has
 /// i = {group} and the updated block as a result).

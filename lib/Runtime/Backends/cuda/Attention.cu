@@ -760,10 +760,6 @@ template <int HD> constexpr size_t gradQSmem() {
   return size_t(6) * tileElems<HD>() * 2; // q, dout, {k, v} x 2
 }
 
-bool aligned16(const void *p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 /// The tensor-core path applies: bf16 q, k, v (and o, dout), head dim 16,
 /// 32, 64 or 128, S a multiple of 64, BH within a grid's y (65535), every
 /// pointer 16-byte aligned and every stride a multiple of 8 elements
@@ -778,7 +774,7 @@ bool tensorCores(const Shape &s, const Refs &ins, const Refs &outs) {
       return false;
   for (const auto *list : {&ins, &outs})
     for (const TensorRef &t : *list)
-      if (!aligned16(t.data))
+      if (!aligned(t.data, 16))
         return false;
   return true;
 }

@@ -56,6 +56,11 @@ struct DeviceError {
   long long limit; ///< the valid range is [0, limit)
 };
 
+/// True when `p` is a multiple of `bytes` (a vector access's alignment).
+inline bool aligned(const void *p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
 /// Throws Error("cuda: <api>: <error string> (<error name>)").
 [[noreturn]] void fail(const char *api, cudaError_t e);
 [[noreturn]] void failBlas(const char *api, cublasStatus_t s);

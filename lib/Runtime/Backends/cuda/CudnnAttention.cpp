@@ -369,10 +369,6 @@ namespace mega::rt::gpu {
 
 namespace {
 
-bool aligned16(const void *p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 /// Why cuDNN's SDPA cannot take these operands ("" when it may). `lseIn`,
 /// `lseOut`: the position of the float lse among the inputs or outputs.
 std::string sdpaMisfit(const SdpaProblem &p, const Refs &ins, const Refs &outs,
@@ -382,7 +378,7 @@ std::string sdpaMisfit(const SdpaProblem &p, const Refs &ins, const Refs &outs,
       const bool lse = list == &ins ? k == lseIn : k == lseOut;
       if ((*list)[k].value->dtype != (lse ? DType::F32 : DType::BF16))
         return "its operands are not bf16 (and a float lse)";
-      if (!aligned16((*list)[k].data))
+      if (!aligned((*list)[k].data, 16))
         return "an operand is not 16-byte aligned";
     }
   if (p.hd % 8 != 0 || p.hd > 128)

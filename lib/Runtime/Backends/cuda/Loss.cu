@@ -205,10 +205,6 @@ __global__ void crossEntropyWithGradRows(const X *x,
   }
 }
 
-bool aligned(const void *p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 template <typename X, typename T>
 void launchCrossEntropyGrad(const Ctx &ctx, const X *x, const Refs &ins,
                             T *dx, int64_t rows, int64_t V) {

@@ -53,10 +53,6 @@ void runCopy(const Ctx &ctx, const Instr &, const Refs &ins, const Refs &outs) {
 
 namespace {
 
-bool aligned(const void *p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 /// part[c * inner + j] = sum of rows [c*chunk, (c+1)*chunk) of column j.
 template <typename X>
 __global__ void colPartialKernel(const X *__restrict__ x, int64_t outer,

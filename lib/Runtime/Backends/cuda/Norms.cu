@@ -134,10 +134,6 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   }
 }
 
-bool aligned(const void *p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 /// Lane registers (float4s) a warp-per-row kernel needs for a row of nvec
 /// float4s: 2, 4, 6 or 8; 0 when the row is too long for the warp form.
 int warpVectors(int64_t nvec) {

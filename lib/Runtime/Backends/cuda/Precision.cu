@@ -60,10 +60,6 @@ __global__ void toF32VecKernel(const Bf16x4 *__restrict__ x,
     ys[k] = __bfloat162float(xs[k]);
 }
 
-bool aligned(const void *p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 /// Largest power of two (at most 256) dividing the address.
 uint32_t alignmentOf(const void *p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);

@@ -28,10 +28,6 @@ namespace mega::rt::gpu {
 
 namespace {
 
-bool aligned(const void *p, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 /// The columns of this rank's shard that are part of the vocabulary
 /// (global index start + v < V).
 int64_t ownColumns(int64_t V, int64_t start, int64_t Vl) {
