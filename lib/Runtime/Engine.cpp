@@ -244,8 +244,8 @@ const plan::Port &ProgramRunner::requireOutput(const std::string &name) const {
               "'");
 }
 
-void ProgramRunner::setInput(const std::string &name, const void *src,
-                             size_t bytes) {
+DeviceBuffer &ProgramRunner::inputBuffer(const std::string &name,
+                                         size_t bytes) {
   int k = portIndex(program_.inputs, name);
   if (k < 0)
     throw Error("plan program '" + program_.name + "' has no input '" + name +
@@ -254,16 +254,30 @@ void ProgramRunner::setInput(const std::string &name, const void *src,
     throw Error("plan program '" + program_.name + "' input '" + name +
                 "' takes " + std::to_string(inputs_[size_t(k)].bytes()) +
                 " bytes, got " + std::to_string(bytes));
-  backend_.copyToDevice(inputs_[size_t(k)].data(), src, bytes);
+  return inputs_[size_t(k)];
 }
 
-void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
-                              size_t offset) const {
+const DeviceBuffer &ProgramRunner::outputBuffer(const std::string &name) const {
   int k = portIndex(program_.outputs, name);
   if (k < 0)
     throw Error("plan program '" + program_.name + "' has no output '" + name +
                 "'");
-  const DeviceBuffer &buf = outputs_[size_t(k)];
+  return outputs_[size_t(k)];
+}
+
+void ProgramRunner::setInput(const std::string &name, const void *src,
+                             size_t bytes) {
+  backend_.copyToDevice(inputBuffer(name, bytes).data(), src, bytes);
+}
+
+void ProgramRunner::setInputOnDevice(const std::string &name, const void *src,
+                                     size_t bytes) {
+  backend_.copyOnDevice(inputBuffer(name, bytes).data(), src, bytes);
+}
+
+void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
+                              size_t offset) const {
+  const DeviceBuffer &buf = outputBuffer(name);
   if (offset > buf.bytes() || bytes > buf.bytes() - offset)
     throw Error("plan program '" + program_.name + "' output '" + name +
                 "' is smaller than the bytes asked for");
@@ -273,25 +287,8 @@ void ProgramRunner::getOutput(const std::string &name, void *dst, size_t bytes,
 
 void ProgramRunner::copyOutputOnDevice(const std::string &name,
                                        void *dst) const {
-  int k = portIndex(program_.outputs, name);
-  if (k < 0)
-    throw Error("plan program '" + program_.name + "' has no output '" + name +
-                "'");
-  const DeviceBuffer &buf = outputs_[size_t(k)];
+  const DeviceBuffer &buf = outputBuffer(name);
   backend_.copyOnDevice(dst, buf.data(), buf.bytes());
-}
-
-void ProgramRunner::setInputOnDevice(const std::string &name, const void *src,
-                                     size_t bytes) {
-  int k = portIndex(program_.inputs, name);
-  if (k < 0)
-    throw Error("plan program '" + program_.name + "' has no input '" + name +
-                "'");
-  if (bytes != inputs_[size_t(k)].bytes())
-    throw Error("plan program '" + program_.name + "' input '" + name +
-                "' takes " + std::to_string(inputs_[size_t(k)].bytes()) +
-                " bytes, got " + std::to_string(bytes));
-  backend_.copyOnDevice(inputs_[size_t(k)].data(), src, bytes);
 }
 
 void ProgramRunner::run(Tracer *tracer) {

@@ -101,6 +101,10 @@ private:
     else
       backend_.launch(*s.instr, s.inputs, s.outputs, comm_);
   }
+  /// An input port's buffer, checked to hold exactly `bytes`, and an output
+  /// port's; Error naming the program and port otherwise.
+  DeviceBuffer &inputBuffer(const std::string &name, size_t bytes);
+  const DeviceBuffer &outputBuffer(const std::string &name) const;
   int portIndex(const std::vector<plan::Port> &ports,
                 const std::string &name) const;
   void runSteps();

@@ -165,34 +165,26 @@ std::vector<Case> graphCases(Rng &rng) {
   {
     // Its table is uploaded by the warm launch and read by the replays;
     // every operand updated in place (so each replay starts from a refill).
+    // The same with bf16 weight copies (their pointers are in the table).
     const std::vector<int64_t> sizes = {7, 8193, 262144};
     const int64_t n = int64_t(sizes.size());
-    std::vector<float> f = {0.9f, 0.95f, 1e-8f, 0.1f, 0.0f, 0.1f};
-    Case c = make("AdamWMulti " + dims({{"tensors", n}, {"zero_grads", 1}}),
-                  Op::AdamWMulti, {n, 1}, f);
-    c.ins = {c.f32({}, {3e-4f}), c.f32({}, {7.0f}), c.f32({}, {0.5f})};
-    for (int64_t sz : sizes) {
-      c.ins.push_back(c.inout({sz}, rng.vec(sz)));
-      c.ins.push_back(c.inout({sz}, rng.vec(sz)));
-      c.ins.push_back(c.inout({sz}, rng.vec(sz, -0.1, 0.1)));
-      c.ins.push_back(c.inout({sz}, rng.vec(sz, 0, 0.01)));
-    }
-    cs.push_back(std::move(c));
-  }
-  {
-    // The same with bf16 weight copies: their pointers are in the table.
-    const std::vector<int64_t> sizes = {7, 8193, 262144};
-    const int64_t n = int64_t(sizes.size());
-    std::vector<float> f = {0.9f, 0.95f, 1e-8f, 0.1f, 0.0f, 0.1f};
-    Case c = make("AdamWMulti copies " + dims({{"tensors", n}, {"copies", 2}}),
-                  Op::AdamWMulti, {n, 1, 1, 0, 1}, f);
-    c.ins = {c.f32({}, {3e-4f}), c.f32({}, {7.0f}), c.f32({}, {0.5f})};
-    for (int64_t sz : sizes) {
-      c.ins.push_back(c.inout({sz}, rng.vec(sz)));
-      c.ins.push_back(c.inout({sz}, rng.vec(sz)));
-      c.ins.push_back(c.inout({sz}, rng.vec(sz, -0.1, 0.1)));
-      c.ins.push_back(c.inout({sz}, rng.vec(sz, 0, 0.01)));
-    }
+    const std::vector<float> f = {0.9f, 0.95f, 1e-8f, 0.1f, 0.0f, 0.1f};
+    auto adam = [&](const std::string &label, std::vector<int64_t> i) {
+      Case c = make(label, Op::AdamWMulti, std::move(i), f);
+      c.ins = {c.f32({}, {3e-4f}), c.f32({}, {7.0f}), c.f32({}, {0.5f})};
+      for (int64_t sz : sizes) {
+        c.ins.push_back(c.inout({sz}, rng.vec(sz)));
+        c.ins.push_back(c.inout({sz}, rng.vec(sz)));
+        c.ins.push_back(c.inout({sz}, rng.vec(sz, -0.1, 0.1)));
+        c.ins.push_back(c.inout({sz}, rng.vec(sz, 0, 0.01)));
+      }
+      return c;
+    };
+    cs.push_back(adam("AdamWMulti " + dims({{"tensors", n}, {"zero_grads", 1}}),
+                      {n, 1}));
+    Case c = adam("AdamWMulti copies " +
+                      dims({{"tensors", n}, {"copies", 2}}),
+                  {n, 1, 1, 0, 1});
     c.outs = {c.out({sizes[0]}, DType::BF16), c.out({sizes[2]}, DType::BF16)};
     cs.push_back(std::move(c));
   }
