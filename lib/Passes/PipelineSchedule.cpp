@@ -1,6 +1,6 @@
 //===- PipelineSchedule.cpp - Pipeline-parallel schedules -----------------===//
 //
-// The algorithm (steps 1-5) and its formulas are in
+// The algorithm (steps 1-6) and its formulas are in
 // include/mega/Passes/PipelineSchedule.h. The interleaved order follows the
 // rules of Megatron-LM's forward_backward_pipelining_with_interleaving
 // (warm-up count, chunk and micro-batch of the k-th step), written from
@@ -104,6 +104,7 @@ std::vector<Step> oneFOneB(const ScheduleConfig &c, int64_t rank) {
     steps.push_back(at(k, true));
   for (int64_t i = 0; i < total - warmup; ++i) {
     steps.push_back(at(warmup + i, true));
+    steps.back().paired = interleaved;
     steps.push_back(at(i, false));
   }
   for (int64_t k = total - warmup; k < total; ++k)
@@ -126,6 +127,42 @@ std::vector<std::vector<Step>> buildSchedule(const ScheduleConfig &c) {
     }
   }
   return ranks;
+}
+
+std::vector<std::vector<plan::ScheduleStep>>
+planSteps(const ScheduleConfig &c) {
+  using plan::StepKind;
+  std::vector<std::vector<plan::ScheduleStep>> out;
+  std::vector<std::vector<Step>> steps = buildSchedule(c);
+  for (int64_t r = 0; r < c.ranks; ++r) {
+    auto &rank = out.emplace_back();
+    auto add = [&](StepKind k, const Step &st) {
+      rank.push_back({k, int32_t(st.microbatch), int32_t(st.chunk)});
+    };
+    const std::vector<Step> &mine = steps[size_t(r)];
+    std::vector<Step> sends; // of the unit before, for the next exchange
+    for (size_t i = 0; i < mine.size();) {
+      size_t n = mine[i].paired && i + 1 < mine.size() ? 2 : 1;
+      // The exchange: the last unit's sends, this unit's receives.
+      for (const Step &st : sends)
+        add(st.forward ? StepKind::SendForward : StepKind::SendBackward, st);
+      sends.clear();
+      for (size_t k = i; k < i + n; ++k)
+        if (mine[k].recvFrom(c, r) >= 0)
+          add(mine[k].forward ? StepKind::RecvForward : StepKind::RecvBackward,
+              mine[k]);
+      for (size_t k = i; k < i + n; ++k) {
+        add(mine[k].forward ? StepKind::Forward : StepKind::Backward, mine[k]);
+        if (mine[k].sendTo(c, r) >= 0)
+          sends.push_back(mine[k]);
+      }
+      i += n;
+    }
+    for (const Step &st : sends)
+      add(st.forward ? StepKind::SendForward : StepKind::SendBackward, st);
+    rank.push_back({StepKind::Optimizer, 0, 0});
+  }
+  return out;
 }
 
 Timeline simulate(const ScheduleConfig &c,

@@ -558,41 +558,6 @@ std::map<std::string, std::string> planConfig(const CompileOptions &o,
           {"schedule", mega::pipeline::scheduleName(o.schedule)}};
 }
 
-/// The per-rank steps of the pipeline schedule (plan version 3): each
-/// forward and backward with its receive before and send after.
-std::vector<std::vector<mega::plan::ScheduleStep>>
-planSchedule(const CompileOptions &o) {
-  namespace pl = mega::pipeline;
-  using mega::plan::StepKind;
-  pl::ScheduleConfig config{o.schedule, o.pp, o.vpp, o.microbatches};
-  std::vector<std::vector<mega::plan::ScheduleStep>> out;
-  std::vector<std::vector<pl::Step>> steps = pl::buildSchedule(config);
-  for (int64_t r = 0; r < o.pp; ++r) {
-    auto &rank = out.emplace_back();
-    auto add = [&](StepKind k, const pl::Step &st) {
-      rank.push_back({k, int32_t(st.microbatch), int32_t(st.chunk)});
-    };
-    for (const pl::Step &st : steps[size_t(r)]) {
-      bool from = st.recvFrom(config, r) >= 0, to = st.sendTo(config, r) >= 0;
-      if (st.forward) {
-        if (from)
-          add(StepKind::RecvForward, st);
-        add(StepKind::Forward, st);
-        if (to)
-          add(StepKind::SendForward, st);
-      } else {
-        if (from)
-          add(StepKind::RecvBackward, st);
-        add(StepKind::Backward, st);
-        if (to)
-          add(StepKind::SendBackward, st);
-      }
-    }
-    rank.push_back({StepKind::Optimizer, 0, 0});
-  }
-  return out;
-}
-
 std::unique_ptr<llvm::ToolOutputFile> openOutput() {
   std::string error;
   auto out = openOutputFile(
@@ -764,7 +729,8 @@ int main(int argc, char **argv) {
   if (failed(plan))
     return 1;
   if (options.pp > 1) {
-    plan->schedule = planSchedule(options);
+    plan->schedule = mega::pipeline::planSteps(
+        {options.schedule, options.pp, options.vpp, options.microbatches});
     // Which layers each virtual stage holds (mega-pipeline-stages' cut).
     std::string cut;
     if (auto layers =

@@ -2,8 +2,9 @@
 //
 // The order in which each pipeline rank runs the forward and backward steps of
 // one optimizer step's micro-batches, for GPipe, 1F1B and Megatron's
-// interleaved (virtual-pipeline) schedule, and a unit-cost simulator that
-// gives the timeline and its bubble. No MLIR types: `megac --emit
+// interleaved (virtual-pipeline) schedule, the plan's steps with their
+// transfers, and a unit-cost simulator that gives the timeline and its
+// bubble. No MLIR types: `megac --emit
 // schedule-text|schedule-svg` uses it without compiling a model, and the
 // pipeline pass will use it to order the per-rank program.
 // Implementation: lib/Passes/PipelineSchedule.cpp; docs/compiler.md,
@@ -32,14 +33,27 @@
 //    to rank (s+1) mod P. Before B(mb, s) with s < S-1 it receives the
 //    gradient from rank (s+1) mod P; after it, with s > 0, it sends to rank
 //    (s-1) mod P. `Step::recvFrom/sendTo` give the peers.
-// 5. Simulation (unit model): a forward step costs 1, a backward 2. Each rank
+// 5. Exchanges (planSteps): the plan runs each rank's transfers in
+//    exchanges, runs of consecutive Send/Recv steps whose transfers progress
+//    together, each send waiting for its receive as NCCL's does
+//    (lib/Runtime/PipelineTraffic.h checks a plan against that rule). Before
+//    each unit of computation comes one exchange: the sends of the unit
+//    before and the receives of this one. A unit is one step, except in the
+//    interleaved steady state, where F(w+i) and B(i) form one (Step::paired),
+//    as in Megatron's send_forward_backward_recv_forward_backward: with one
+//    step per unit, P=2 V=2 m=4 would hang (rank 0 sends B0's gradients to
+//    rank 1, which first sends B1's). For GPipe and 1F1B the exchanges are
+//    Megatron's send_forward_recv_backward and send_backward_recv_forward.
+// 6. Simulation (unit model): a forward step costs 1, a backward 2. Each rank
 //    runs its steps in order; F(mb, s) starts after F(mb, s-1) ended, B(mb, s)
 //    after B(mb, s+1) and F(mb, s) ended. bubble = idle / (P * makespan).
-//    For GPipe and 1F1B this is (P-1)/(m+P-1).
+//    For GPipe and 1F1B this is (P-1)/(m+P-1). (Transfers cost nothing.)
 //
 //===----------------------------------------------------------------------===//
 #ifndef MEGA_PASSES_PIPELINESCHEDULE_H
 #define MEGA_PASSES_PIPELINESCHEDULE_H
+
+#include "mega/Plan/Plan.h"
 
 #include <cstdint>
 #include <optional>
@@ -70,6 +84,9 @@ struct Step {
   bool forward = true;
   int64_t microbatch = 0;
   int64_t chunk = 0;
+  /// A forward of the interleaved steady state: it and the backward after
+  /// it are one unit of step 5.
+  bool paired = false;
   /// The virtual stage this step runs on rank `rank`.
   int64_t stage(const ScheduleConfig &c, int64_t rank) const {
     return chunk * c.ranks + rank;
@@ -84,6 +101,11 @@ struct Step {
 /// checkSchedule.
 std::vector<std::vector<Step>> buildSchedule(const ScheduleConfig &config);
 
+/// The plan's schedule (version 3): per rank, the steps of buildSchedule
+/// with their transfers in exchanges (step 5), then the optimizer.
+std::vector<std::vector<plan::ScheduleStep>>
+planSteps(const ScheduleConfig &config);
+
 struct TimedStep {
   Step step;
   int64_t start = 0, end = 0;
@@ -97,7 +119,7 @@ struct Timeline {
   std::string deadlock; ///< non-empty when the order cannot run
 };
 
-/// Step 5: unit-cost start/end times of `steps` (from buildSchedule).
+/// Step 6: unit-cost start/end times of `steps` (from buildSchedule).
 Timeline simulate(const ScheduleConfig &config,
                   const std::vector<std::vector<Step>> &steps);
 
