@@ -63,7 +63,7 @@ def bubble(trace, pp):
             if e["cat"] == "optimizer":
                 iters.append(cur)
                 cur = []
-            elif e["cat"] in ("forward", "backward", "recv", "send"):
+            elif e["cat"] in ("forward", "backward", "exchange"):
                 cur.append(e)
         per_rank.append(iters)
     n = min(len(i) for i in per_rank)

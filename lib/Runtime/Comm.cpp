@@ -3,8 +3,9 @@
 // 1. checkCollective: a collective's operands against the group sizes, once
 //    at load time (launch then trusts them, as for kernels).
 // 2. The single-process communicator: every group has size 1, so AllReduce,
-//    AllGather and ReduceScatter are copies (nothing when in == out) and
-//    point-to-point is an error. World size 1 never touches MPI.
+//    AllGather and ReduceScatter are copies (nothing when in == out),
+//    send/recv are errors, and an exchange pairs its sends to rank 0 (this
+//    process) with its receives in order. World size 1 never touches MPI.
 // 3. createCommunicator: the single-process one for world size 1, MPI
 //    (CommMpi.cpp) otherwise, or a one-line refusal in a build without MPI.
 //
@@ -96,6 +97,29 @@ public:
   }
   void recv(const ProcessGroup &, int, int, void *, size_t) override {
     throw Error("recv in a single-process run");
+  }
+  void exchange(const ProcessGroup &,
+                const std::vector<PeerTransfer> &transfers) override {
+    // The k-th send meets the k-th receive, as between two ranks.
+    std::vector<const PeerTransfer *> sends, recvs;
+    for (const PeerTransfer &t : transfers) {
+      if (t.peer != 0)
+        throw Error("exchange with rank " + std::to_string(t.peer) +
+                    " in a single-process run");
+      (t.send ? sends : recvs).push_back(&t);
+    }
+    if (sends.size() != recvs.size())
+      throw Error("exchange in a single-process run: " +
+                  std::to_string(sends.size()) + " sends but " +
+                  std::to_string(recvs.size()) + " receives");
+    for (size_t k = 0; k < sends.size(); ++k) {
+      if (sends[k]->bytes != recvs[k]->bytes)
+        throw Error("exchange in a single-process run: a send of " +
+                    std::to_string(sends[k]->bytes) +
+                    " bytes meets a receive of " +
+                    std::to_string(recvs[k]->bytes));
+      std::memmove(recvs[k]->data, sends[k]->data, sends[k]->bytes);
+    }
   }
 
 private:

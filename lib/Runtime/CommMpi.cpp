@@ -7,19 +7,20 @@
 //    rank within it, so MPI's group rank is GroupLayout::rankIn.
 // 3. Collectives map one to one: MPI_Allreduce (MPI_IN_PLACE when in ==
 //    out), MPI_Allgather, MPI_Reduce_scatter_block, MPI_Send/MPI_Recv.
-// 4. Non-blocking sends (the pipeline's) are moved on by a progress thread
-//    while this rank computes: a large message goes in fragments that the
-//    sender must push, so without it an activation sent before a long
-//    forward would reach the next stage only when this rank next calls MPI.
-//    MPI runs at MPI_THREAD_SERIALIZED: every call holds `mutex_`, and the
-//    thread, woken only while sends are pending, calls MPI_Testall every
-//    50 us (a blocking call of the main thread progresses them itself).
+// 4. An exchange (the pipeline's transfers) posts its receives, then its
+//    sends as MPI_Issend, which completes only once the receive is posted,
+//    as NCCL's send does, and waits for all of them. It runs on a duplicate
+//    of the group's communicator with one tag, so it never matches
+//    send()/recv() and its messages meet in posting order, as NCCL's do: a
+//    schedule whose order or grouping would hang on NCCL hangs here too, in
+//    the CPU tests.
 //    The data-parallel gradient buckets' non-blocking all-reduces
 //    (startAllReduce, MPI_Iallreduce in place) are moved on by progress(),
 //    which the engine calls between the instructions of a program while a
 //    bucket is in flight: MPI_Iallreduce advances only inside MPI calls, and
 //    a thread polling beside the compute (two ranks on two cores) costs the
-//    kernels more than it saves.
+//    kernels more than it saves. Every MPI call holds `mutex_`
+//    (MPI_THREAD_SERIALIZED).
 // 5. The destructor frees the groups and calls MPI_Finalize, except while an
 //    exception unwinds (a failing rank must not wait in MPI_Finalize for
 //    ranks that wait in a collective for it: it exits, and mpirun ends the
@@ -33,13 +34,10 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
-#include <chrono>
 #include <climits>
-#include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace mega::rt {
@@ -99,25 +97,17 @@ public:
       MPI_Comm_size(comms_[k], &s);
       if (r != g.rank || s != g.size)
         throw Error("MPI: group split disagrees with the rank layout");
+      check(MPI_Comm_dup(comms_[k], &exchanges_[k]), "MPI_Comm_dup");
     }
-    if (provided >= MPI_THREAD_SERIALIZED)
-      progress_ = std::thread([this] { progressLoop(); });
   }
 
   ~MpiCommunicator() override {
-    if (progress_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stop_ = true;
-      }
-      wake_.notify_all();
-      progress_.join();
-    }
     if (std::uncaught_exceptions() > 0)
       return;
-    for (MPI_Comm &c : comms_)
-      if (c != MPI_COMM_NULL)
-        MPI_Comm_free(&c);
+    for (MPI_Comm *set : {comms_, exchanges_})
+      for (int k = 0; k < 3; ++k)
+        if (set[k] != MPI_COMM_NULL)
+          MPI_Comm_free(&set[k]);
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (ownsInit_ && !finalized)
@@ -168,15 +158,43 @@ public:
                    MPI_STATUS_IGNORE),
           "MPI_Recv");
   }
-  void isend(const ProcessGroup &g, int peer, int tag, const void *data,
-             size_t bytes) override {
+  void exchange(const ProcessGroup &g,
+                const std::vector<PeerTransfer> &transfers) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    MPI_Request request;
-    check(MPI_Isend(data, count(bytes), MPI_BYTE, peer, tag, comm(g),
-                    &request),
-          "MPI_Isend");
-    pending_.push_back(request);
-    wake_.notify_one();
+    MPI_Comm c = comm(g, exchanges_);
+    const size_t n = transfers.size();
+    std::vector<MPI_Request> requests(n, MPI_REQUEST_NULL);
+    for (int pass = 0; pass < 2; ++pass) // receives first, then sends
+      for (size_t k = 0; k < n; ++k) {
+        const PeerTransfer &t = transfers[k];
+        if (t.send != (pass == 1))
+          continue;
+        if (t.peer < 0 || t.peer >= g.size)
+          throw Error("MPI: exchange with rank " + std::to_string(t.peer) +
+                      " of " + std::to_string(g.size));
+        if (t.send)
+          check(MPI_Issend(t.data, count(t.bytes), MPI_BYTE, t.peer,
+                           kExchangeTag, c, &requests[k]),
+                "MPI_Issend");
+        else
+          check(MPI_Irecv(t.data, count(t.bytes), MPI_BYTE, t.peer,
+                          kExchangeTag, c, &requests[k]),
+                "MPI_Irecv");
+      }
+    std::vector<MPI_Status> status(n);
+    check(MPI_Waitall(int(n), requests.data(), status.data()),
+          "MPI_Waitall (exchange)");
+    for (size_t k = 0; k < n; ++k) {
+      if (transfers[k].send)
+        continue;
+      int got = 0;
+      MPI_Get_count(&status[k], MPI_BYTE, &got);
+      if (size_t(got) != transfers[k].bytes)
+        throw Error("MPI: exchange: " + std::to_string(got) +
+                    " bytes came from rank " +
+                    std::to_string(transfers[k].peer) + " where " +
+                    std::to_string(transfers[k].bytes) + " were expected");
+    }
   }
   int startAllReduce(const ProcessGroup &g, float *data, size_t n,
                      plan::ReduceOp op) override {
@@ -205,58 +223,30 @@ public:
     std::lock_guard<std::mutex> lock(mutex_);
     if (size_t(handle) >= reductions_.size())
       throw Error("MPI: wait for an all-reduce that was never started");
-    // A request the progress thread saw complete is MPI_REQUEST_NULL, for
-    // which MPI_Wait returns at once.
+    // A request progress() saw complete is MPI_REQUEST_NULL, for which
+    // MPI_Wait returns at once.
     check(MPI_Wait(&reductions_[size_t(handle)], MPI_STATUS_IGNORE),
           "MPI_Wait (all-reduce)");
   }
-  void waitSends() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (pending_.empty())
-      return;
-    check(MPI_Waitall(int(pending_.size()), pending_.data(),
-                      MPI_STATUSES_IGNORE),
-          "MPI_Waitall");
-    pending_.clear();
-  }
 
 private:
-  /// Step 4.
-  void progressLoop() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!stop_) {
-      if (pending_.empty()) {
-        wake_.wait(lock);
-        continue;
-      }
-      int done = 0;
-      if (!pending_.empty() &&
-          (MPI_Testall(int(pending_.size()), pending_.data(), &done,
-                       MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
-           done))
-        pending_.clear(); // an error shows again in waitSends' MPI_Waitall
-      lock.unlock();
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-      lock.lock();
-    }
-  }
+  static constexpr int kExchangeTag = 0;
 
-  MPI_Comm comm(const ProcessGroup &g) const {
+  MPI_Comm comm(const ProcessGroup &g) const { return comm(g, comms_); }
+  static MPI_Comm comm(const ProcessGroup &g, const MPI_Comm *set) {
     if (g.handle < 0 || g.handle > 2)
       throw Error("MPI: a process group of another communicator");
-    return comms_[g.handle];
+    return set[g.handle];
   }
   int rank_ = 0, size_ = 1;
-  std::vector<MPI_Request> pending_; ///< isends not yet waited for
   /// startAllReduce's requests by handle (MPI_REQUEST_NULL: free slot).
   std::vector<MPI_Request> reductions_;
-  std::mutex mutex_;                 ///< held by every MPI call
-  std::condition_variable wake_;     ///< an isend for the progress thread
-  std::thread progress_;
-  bool stop_ = false;
+  std::mutex mutex_; ///< held by every MPI call
   bool ownsInit_ = false;
   ProcessGroup groups_[3];
   MPI_Comm comms_[3] = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
+  /// Duplicates of comms_ for exchange() (its own matching context).
+  MPI_Comm exchanges_[3] = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
 };
 
 } // namespace

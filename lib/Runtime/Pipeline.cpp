@@ -1,6 +1,7 @@
 //===- Pipeline.cpp - Running a pipeline rank's schedule -----------------===//
 #include "Pipeline.h"
 
+#include "PipelineTraffic.h"
 #include "Trace.h"
 
 #include <algorithm>
@@ -26,6 +27,27 @@ const plan::Port *findPort(const std::vector<plan::Port> &ports,
 }
 
 bool isPipePort(const std::string &name) { return name.rfind("pipe.", 0) == 0; }
+
+/// What forward `f` receives from the stage before: its pipe inputs, in
+/// input order (the order of the transfers on both ends).
+std::vector<const plan::Port *> forwardReceives(const plan::Program &f) {
+  std::vector<const plan::Port *> r;
+  for (const plan::Port &in : f.inputs)
+    if (isPipePort(in.name))
+      r.push_back(&in);
+  return r;
+}
+
+/// What backward `b` receives from the stage after: its inputs that its
+/// forward `f` neither reads nor writes (those are stashed), in input order.
+std::vector<const plan::Port *> backwardReceives(const plan::Program &f,
+                                                 const plan::Program &b) {
+  std::vector<const plan::Port *> r;
+  for (const plan::Port &in : b.inputs)
+    if (!findPort(f.inputs, in.name) && !findPort(f.outputs, in.name))
+      r.push_back(&in);
+  return r;
+}
 
 } // namespace
 
@@ -53,7 +75,11 @@ PipelineExecutor::PipelineExecutor(Engine &engine, Tracer *tracer)
                 " but this run's pipeline group has " +
                 std::to_string(group_.size) + " ranks");
   rank_ = group_.rank;
-  steps_ = &plan.schedule.at(size_t(rank_));
+  if (plan.schedule.size() != size_t(pp_))
+    throw Error("the plan's schedule has steps for " +
+                std::to_string(plan.schedule.size()) + " pipeline ranks, not " +
+                std::to_string(pp_));
+  steps_ = &plan.schedule[size_t(rank_)];
   optimizer_ = engine.find("optimizer", rank_);
   if (!optimizer_)
     throw Error("the plan has no optimizer program for pipeline rank " +
@@ -79,59 +105,69 @@ PipelineExecutor::PipelineExecutor(Engine &engine, Tracer *tracer)
                                : nullptr;
     const plan::Program *prevB =
         ch.stage > 0 ? findProgram(plan, "backward", ch.stage - 1) : nullptr;
-    auto need = [&](const plan::Program *p, const std::string &port,
-                    const char *what) {
-      if (!p || !findPort(p->outputs, port))
-        throw Error("pipeline stage " + std::to_string(ch.stage) + ": " +
-                    what + " port '" + port + "' has no sender");
+    // A transfer's ports, in the receiver's order, each written by the
+    // sending program with the size the receiver reads.
+    auto transfers = [&](const std::vector<const plan::Port *> &ports,
+                         const plan::Program *sender, int receiver,
+                         const char *what) {
+      std::vector<Transfer> out;
+      for (const plan::Port *in : ports) {
+        const plan::Port *from =
+            sender ? findPort(sender->outputs, in->name) : nullptr;
+        if (!from || from->bytes() != in->bytes())
+          throw Error("pipeline stage " + std::to_string(receiver) + ": " +
+                      what + " port '" + in->name + "' has no sender" +
+                      (from ? " of its size" : ""));
+        out.push_back({in->name, size_t(in->bytes())});
+      }
+      return out;
     };
     for (const plan::Port &in : f.inputs) {
       if (in.name == "tokens")
         ch.tokens = true;
       else if (in.name == "targets")
         ch.targets = true;
-      else if (isPipePort(in.name)) {
-        need(prevF, in.name, "forward input");
-        ch.recvForward.push_back({in.name, size_t(in.bytes())});
-      } else
+      else if (!isPipePort(in.name))
         throw Error("pipeline forward program of stage " +
                     std::to_string(ch.stage) + " has an unknown input '" +
                     in.name + "'");
     }
-    for (const plan::Port &out : f.outputs)
-      if (nextF && findPort(nextF->inputs, out.name))
-        ch.sendForward.push_back({out.name, size_t(out.bytes())});
     for (const plan::Port &in : b.inputs) {
       if (in.name == "tokens")
         ch.tokens = true;
       else if (in.name == "targets")
         ch.targets = true;
-      if (findPort(f.inputs, in.name) || findPort(f.outputs, in.name)) {
+      if (findPort(f.inputs, in.name) || findPort(f.outputs, in.name))
         ch.stash.push_back({in.name, size_t(in.bytes())});
-      } else {
-        need(nextB, in.name, "backward input");
-        ch.recvBackward.push_back({in.name, size_t(in.bytes())});
-      }
     }
-    for (const plan::Port &out : b.outputs)
-      if (prevB && findPort(prevB->inputs, out.name))
-        ch.sendBackward.push_back({out.name, size_t(out.bytes())});
+    const int s = ch.stage;
+    ch.recvForward = transfers(forwardReceives(f), prevF, s, "forward input");
+    ch.recvBackward =
+        transfers(backwardReceives(f, b), nextB, s, "backward input");
+    // What this stage sends, as the receiving stage's programs see it.
+    if (nextF)
+      ch.sendForward =
+          transfers(forwardReceives(*nextF), &f, s + 1, "forward input");
+    if (prevF && prevB)
+      ch.sendBackward = transfers(backwardReceives(*prevF, *prevB), &b, s - 1,
+                                  "backward input");
     if (ch.stage == stages_ - 1) {
       if (!findPort(f.outputs, "loss"))
         throw Error("the last pipeline stage's forward has no 'loss' output");
       lastStage_ = true;
     }
-    maxPorts_ = std::max({maxPorts_, ch.recvForward.size(),
-                          ch.recvBackward.size()});
     chunks_.push_back(std::move(ch));
   }
-  // Ports per transfer are the same on both sides: the largest of any stage.
-  for (const plan::Program &p : plan.programs)
-    maxPorts_ = std::max(maxPorts_, p.inputs.size());
-  if (int64_t(tag(microbatches_ - 1, stages_ - 1, 1, maxPorts_ - 1)) > 32767)
-    throw Error("pipeline: " + std::to_string(microbatches_) +
-                " micro-batches x " + std::to_string(stages_) +
-                " stages need more message tags than MPI guarantees (32767)");
+  // Every rank checks the whole plan's traffic, so all refuse alike.
+  std::vector<std::vector<plan::ScheduleStep>> eval;
+  for (int r = 0; r < pp_; ++r)
+    eval.push_back(evalSteps(r, pp_, vpp_));
+  evalSteps_ = eval[size_t(rank_)];
+  for (const auto &schedule : {plan.schedule, eval}) {
+    std::string why = checkPipeExchanges(pipeExchanges(schedule, pp_, vpp_));
+    if (!why.empty())
+      throw Error(why);
+  }
   if (seq_ <= 0)
     throw Error("pipelined plan has no 'seq' in its config");
   tokens_.resize(size_t(micro_ * seq_));
@@ -156,11 +192,6 @@ PipelineExecutor::PipelineExecutor(Engine &engine, Tracer *tracer)
                   "' is on no pipeline rank");
 }
 
-int PipelineExecutor::tag(int64_t mb, int stage, int dir, size_t port) const {
-  return int(((mb * stages_ + stage) * 2 + dir) * int64_t(maxPorts_) +
-             int64_t(port));
-}
-
 std::string PipelineExecutor::stagesText() const {
   std::string s;
   for (const Chunk &c : chunks_)
@@ -177,35 +208,42 @@ DeviceBuffer PipelineExecutor::take(size_t bytes) {
   return b;
 }
 
+void PipelineExecutor::give(DeviceBuffer b) {
+  size_t bytes = b.bytes();
+  pool_.emplace(bytes, std::move(b));
+}
+
 void PipelineExecutor::feed(ProgramRunner &p, const Buffers &from) {
   for (const plan::Port &in : p.program().inputs) {
-    if (auto it = from.device.find(in.name); it != from.device.end()) {
+    if (auto it = from.device.find(in.name); it != from.device.end())
       p.setInputOnDevice(in.name, it->second.data(), it->second.bytes());
-      continue;
-    }
-    // A backward reads the micro-batch's tokens from its stash.
-    if (auto it = from.ports.find(in.name); it != from.ports.end()) {
-      p.setInput(in.name, it->second.data(), it->second.size());
-      continue;
-    }
-    if (in.name == "tokens") {
+    else if (auto h = from.ports.find(in.name); h != from.ports.end())
+      p.setInput(in.name, h->second.data(), h->second.size()); // stashed
+    else if (in.name == "tokens")
       p.setInput("tokens", tokens_.data(), tokens_.size() * 4);
-      continue;
-    }
-    if (in.name == "targets") {
+    else if (in.name == "targets")
       p.setInput("targets", targets_.data(), targets_.size() * 4);
-      continue;
-    }
-    auto it = from.ports.find(in.name);
-    if (it == from.ports.end())
+    else
       throw Error("pipeline: no data for input '" + in.name + "' of " +
                   p.name() + " stage " + std::to_string(p.program().stage));
-    p.setInput(in.name, it->second.data(), it->second.size());
+  }
+}
+
+void PipelineExecutor::keepSends(ProgramRunner &p,
+                                 const std::vector<Transfer> &ports,
+                                 std::pair<int64_t, int> key) {
+  if (ports.empty())
+    return;
+  Buffers &out = toSend_[key];
+  for (const Transfer &t : ports) {
+    DeviceBuffer d = take(t.bytes);
+    p.copyOutputOnDevice(t.port, d.data());
+    out.device[t.port] = std::move(d);
   }
 }
 
 void PipelineExecutor::runForward(const Fetch &fetch, int64_t mb, int c,
-                                  double &loss) {
+                                  bool train, double &loss) {
   Chunk &ch = chunks_[size_t(c)];
   auto key = std::make_pair(mb, c);
   Buffers in = std::move(received_[key]);
@@ -214,47 +252,41 @@ void PipelineExecutor::runForward(const Fetch &fetch, int64_t mb, int c,
     fetch(mb, tokens_.data(), targets_.data());
   // The step's event covers its port copies too (the stash and the outgoing
   // activations are this rank's work, not waiting).
-  TraceScope t(tracer_,
-               "F" + std::to_string(mb) +
-                   (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
-               "forward", Tracer::Programs);
+  std::string name =
+      train ? "F" + std::to_string(mb) +
+                  (vpp_ > 1 ? "." + std::to_string(c) : std::string())
+            : "eval F" + std::to_string(ch.stage);
+  TraceScope t(tracer_, name, "forward", Tracer::Programs);
   feed(*ch.forward, in);
   ch.forward->run(nullptr);
   if (ch.stage == stages_ - 1)
     loss += double(ch.forward->getScalar("loss"));
-  // The stash: what backward reads of this forward's inputs and outputs.
-  Buffers &stash = stash_[key];
-  for (const Transfer &t : ch.stash) {
-    auto received = in.ports.find(t.port);
-    if (t.port != "tokens" && t.port != "targets" &&
-        received == in.ports.end()) {
-      // The forward's own output: kept on the device, no host round trip.
-      DeviceBuffer d = take(t.bytes);
-      ch.forward->copyOutputOnDevice(t.port, d.data());
-      stashBytes_ += int64_t(d.bytes());
-      stash.device[t.port] = std::move(d);
-      continue;
+  if (train) {
+    // The stash: what backward reads of this forward's inputs and outputs.
+    Buffers &stash = stash_[key];
+    for (const Transfer &t : ch.stash) {
+      if (t.port == "tokens" || t.port == "targets") {
+        const std::vector<int32_t> &v = t.port == "tokens" ? tokens_ : targets_;
+        const char *p = reinterpret_cast<const char *>(v.data());
+        stash.ports[t.port].assign(p, p + v.size() * 4);
+      } else if (auto r = in.device.find(t.port); r != in.device.end()) {
+        stash.device[t.port] = std::move(r->second); // as it arrived
+        in.device.erase(r);
+      } else {
+        // The forward's own output, copied on the device.
+        DeviceBuffer d = take(t.bytes);
+        ch.forward->copyOutputOnDevice(t.port, d.data());
+        stash.device[t.port] = std::move(d);
+      }
     }
-    std::vector<char> &b = stash.ports[t.port];
-    if (t.port == "tokens")
-      b.assign(reinterpret_cast<const char *>(tokens_.data()),
-               reinterpret_cast<const char *>(tokens_.data() + tokens_.size()));
-    else if (t.port == "targets")
-      b.assign(reinterpret_cast<const char *>(targets_.data()),
-               reinterpret_cast<const char *>(targets_.data() +
-                                              targets_.size()));
-    else
-      b = received->second;
-    stashBytes_ += int64_t(b.size());
+    stashBytes_ += int64_t(stash.bytes());
+    peakStashed_ = std::max(peakStashed_, int64_t(stash_.size()));
+    peakBytes_ = std::max(peakBytes_, stashBytes_);
   }
-  peakStashed_ = std::max(peakStashed_, int64_t(stash_.size()));
-  peakBytes_ = std::max(peakBytes_, stashBytes_);
-  Buffers &out = toSend_[key];
-  for (const Transfer &t : ch.sendForward) {
-    std::vector<char> &b = out.ports[t.port];
-    b.resize(t.bytes);
-    ch.forward->getOutput(t.port, b.data(), b.size());
-  }
+  // Fed (copies ordered before anything that reuses the buffers).
+  for (auto &[port, b] : in.device)
+    give(std::move(b));
+  keepSends(*ch.forward, ch.sendForward, key);
 }
 
 void PipelineExecutor::runBackward(int64_t mb, int c) {
@@ -277,136 +309,104 @@ void PipelineExecutor::runBackward(int64_t mb, int c) {
                    (vpp_ > 1 ? "." + std::to_string(c) : std::string()),
                "backward", Tracer::Programs);
   feed(*ch.backward, in);
-  // Fed (the copies are ordered before anything that reuses the buffers):
-  // the stash's device buffers go back to the pool.
   for (auto &[name, b] : in.device)
-    pool_.emplace(b.bytes(), std::move(b));
+    give(std::move(b));
   in.device.clear();
   // The data-parallel buckets start during the last micro-batch's backward.
   engine_.buckets().setStarting(startBuckets_ && mb + 1 == microbatches_);
   ch.backward->run(nullptr);
   engine_.buckets().setStarting(false);
-  Buffers &out = toSend_[std::make_pair(mb, c + vpp_)];
-  for (const Transfer &t : ch.sendBackward) {
-    std::vector<char> &b = out.ports[t.port];
-    b.resize(t.bytes);
-    ch.backward->getOutput(t.port, b.data(), b.size());
+  keepSends(*ch.backward, ch.sendBackward, std::make_pair(mb, c + vpp_));
+}
+
+void PipelineExecutor::exchange(const std::vector<plan::ScheduleStep> &steps) {
+  if (steps.empty())
+    return;
+  std::vector<PeerTransfer> transfers;
+  std::vector<DeviceBuffer> sent;
+  std::string name;
+  for (const plan::ScheduleStep &st : steps) {
+    const Chunk &ch = chunks_.at(size_t(st.chunk));
+    const PipeTransfer pt = stepTransfer(st, rank_, pp_, vpp_);
+    const bool fwd = !pt.message.gradient;
+    name += std::string(name.empty() ? "" : " ") +
+            (pt.send ? "send " : "recv ") + (fwd ? "F" : "B") +
+            std::to_string(st.microbatch);
+    if (!pt.send) {
+      Buffers &b = received_[std::make_pair(int64_t(st.microbatch), st.chunk)];
+      for (const Transfer &t : fwd ? ch.recvForward : ch.recvBackward) {
+        DeviceBuffer d = take(t.bytes);
+        transfers.push_back({false, pt.peer, d.data(), t.bytes});
+        b.device[t.port] = std::move(d);
+      }
+      continue;
+    }
+    const std::vector<Transfer> &ports = fwd ? ch.sendForward : ch.sendBackward;
+    if (ports.empty())
+      continue;
+    auto key = std::make_pair(int64_t(st.microbatch),
+                              fwd ? st.chunk : st.chunk + vpp_);
+    auto it = toSend_.find(key);
+    if (it == toSend_.end())
+      throw Error("pipeline schedule: rank " + std::to_string(rank_) +
+                  " sends " + pt.message.text() + " before computing it");
+    for (const Transfer &t : ports) {
+      DeviceBuffer &d = it->second.device.at(t.port);
+      transfers.push_back({true, pt.peer, d.data(), t.bytes});
+      sent.push_back(std::move(d));
+    }
+    toSend_.erase(it);
   }
+  TraceScope t(tracer_, name, "exchange", Tracer::Host);
+  engine_.backend().exchange(group_, transfers, comm_);
+  for (DeviceBuffer &d : sent)
+    give(std::move(d));
+}
+
+double PipelineExecutor::runSteps(const std::vector<plan::ScheduleStep> &steps,
+                                  const Fetch &fetch, bool train) {
+  double loss = 0;
+  std::vector<plan::ScheduleStep> open; // consecutive Send/Recv steps
+  for (const plan::ScheduleStep &st : steps) {
+    switch (st.kind) {
+    case plan::StepKind::RecvForward:
+    case plan::StepKind::SendForward:
+    case plan::StepKind::RecvBackward:
+    case plan::StepKind::SendBackward:
+      open.push_back(st);
+      continue;
+    default:
+      break;
+    }
+    exchange(open);
+    open.clear();
+    switch (st.kind) {
+    case plan::StepKind::Forward:
+      runForward(fetch, st.microbatch, st.chunk, train, loss);
+      break;
+    case plan::StepKind::Backward:
+      runBackward(st.microbatch, st.chunk);
+      break;
+    default: // the optimizer: runOptimizer
+      return loss;
+    }
+  }
+  exchange(open);
+  return loss;
 }
 
 double PipelineExecutor::runMicrobatches(const Fetch &fetch,
                                          bool startBuckets) {
   startBuckets_ = startBuckets;
-  double loss = 0;
-  int next = (rank_ + 1) % pp_, prev = (rank_ + pp_ - 1) % pp_;
-  for (const plan::ScheduleStep &st : *steps_) {
-    int c = st.chunk;
-    int64_t mb = st.microbatch;
-    const Chunk &ch = chunks_.at(size_t(c));
-    auto key = std::make_pair(mb, c);
-    switch (st.kind) {
-    case plan::StepKind::RecvForward:
-    case plan::StepKind::RecvBackward: {
-      bool fwd = st.kind == plan::StepKind::RecvForward;
-      TraceScope t(tracer_, fwd ? "recv F" : "recv B", "recv", Tracer::Host);
-      Buffers &b = received_[key];
-      const auto &ports = fwd ? ch.recvForward : ch.recvBackward;
-      for (size_t j = 0; j < ports.size(); ++j) {
-        std::vector<char> &buf = b.ports[ports[j].port];
-        buf.resize(ports[j].bytes);
-        comm_.recv(group_, fwd ? prev : next, tag(mb, ch.stage, fwd ? 0 : 1, j),
-                   buf.data(), buf.size());
-      }
-      break;
-    }
-    case plan::StepKind::Forward:
-      runForward(fetch, mb, c, loss);
-      break;
-    case plan::StepKind::Backward:
-      runBackward(mb, c);
-      break;
-    case plan::StepKind::SendForward:
-    case plan::StepKind::SendBackward: {
-      bool fwd = st.kind == plan::StepKind::SendForward;
-      TraceScope t(tracer_, fwd ? "send F" : "send B", "send", Tracer::Host);
-      auto k = std::make_pair(mb, fwd ? c : c + vpp_);
-      Buffers &b = toSend_[k];
-      const auto &ports = fwd ? ch.sendForward : ch.sendBackward;
-      // The receiver's ports are in its own input order; match by name.
-      const plan::Plan &plan = engine_.plan();
-      int peerStage = fwd ? ch.stage + 1 : ch.stage - 1;
-      const plan::Program *peer =
-          findProgram(plan, fwd ? "forward" : "backward", peerStage);
-      std::vector<std::string> order;
-      for (const plan::Port &in : peer->inputs)
-        for (const Transfer &t2 : ports)
-          if (t2.port == in.name)
-            order.push_back(in.name);
-      for (size_t j = 0; j < order.size(); ++j) {
-        sending_.push_back(std::move(b.ports[order[j]]));
-        const std::vector<char> &buf = sending_.back();
-        comm_.isend(group_, fwd ? next : prev,
-                    tag(mb, peerStage, fwd ? 0 : 1, j), buf.data(),
-                    buf.size());
-      }
-      toSend_.erase(k);
-      break;
-    }
-    case plan::StepKind::Optimizer:
-      return loss;
-    }
-  }
-  return loss;
+  return runSteps(*steps_, fetch, true);
 }
 
 double PipelineExecutor::runForwardOnly(const Fetch &fetch) {
-  // Stages run one after another: the receiver of stage s+1 is blocked in
-  // its receive for exactly that stage (its earlier stages are done), so
-  // blocking sends cannot deadlock, with or without interleaving.
-  double loss = 0;
-  int next = (rank_ + 1) % pp_, prev = (rank_ + pp_ - 1) % pp_;
-  const plan::Plan &plan = engine_.plan();
-  for (Chunk &ch : chunks_) {
-    Buffers in;
-    for (size_t j = 0; j < ch.recvForward.size(); ++j) {
-      std::vector<char> &buf = in.ports[ch.recvForward[j].port];
-      buf.resize(ch.recvForward[j].bytes);
-      comm_.recv(group_, prev, tag(0, ch.stage, 0, j), buf.data(), buf.size());
-    }
-    if (ch.tokens || ch.targets)
-      fetch(0, tokens_.data(), targets_.data());
-    {
-      TraceScope t(tracer_, "eval F" + std::to_string(ch.stage), "forward",
-                   Tracer::Programs);
-      feed(*ch.forward, in);
-      ch.forward->run(nullptr);
-    }
-    if (ch.stage == stages_ - 1) {
-      loss += double(ch.forward->getScalar("loss"));
-      continue;
-    }
-    // In the receiver's input order, as runMicrobatches sends.
-    const plan::Program *peer = findProgram(plan, "forward", ch.stage + 1);
-    size_t j = 0;
-    for (const plan::Port &port : peer->inputs)
-      for (const Transfer &t : ch.sendForward)
-        if (t.port == port.name) {
-          std::vector<char> buf(t.bytes);
-          ch.forward->getOutput(t.port, buf.data(), buf.size());
-          comm_.send(group_, next, tag(0, ch.stage + 1, 0, j++), buf.data(),
-                     buf.size());
-        }
-  }
-  return loss;
+  return runSteps(evalSteps_, fetch, false);
 }
 
 double PipelineExecutor::runOptimizer(float lr, float step) {
-  {
-    TraceScope t(tracer_, "wait sends", "wait", Tracer::Host);
-    comm_.waitSends();
-    sending_.clear();
-  }
-  if (!stash_.empty() || !received_.empty())
+  if (!stash_.empty() || !received_.empty() || !toSend_.empty())
     throw Error("pipeline: the schedule left micro-batches unfinished");
   TraceScope t(tracer_, "optimizer", "optimizer", Tracer::Programs);
   optimizer_->setScalar("lr", lr);

@@ -4,21 +4,21 @@
 // a "forward" and a "backward" program, and per pipeline rank an "optimizer"
 // (docs/plan-format.md §3.4). This rank runs the steps of its schedule in
 // order:
-//  - RecvForward / RecvBackward: blocking receives from the previous /
-//    next pipeline rank into host buffers;
+//  - Send/Recv steps: a run of consecutive ones is one exchange
+//    (Backend::exchange: NCCL on device memory where the pipeline group has
+//    a communicator, else staged through host memory and MPI), under NCCL's
+//    rules: no tags, each send waits for its receive. The executor checks
+//    the whole plan's schedule against them when it loads (PipelineTraffic.h),
+//    so a schedule that could hang is refused on every rank. What arrives
+//    lands in device buffers of a pool;
 //  - Forward: feeds tokens / targets (the micro-batch's, from the data
 //    loader) and the received activations, runs, keeps the loss (last
-//    stage), stashes what backward s reads (its own outputs, copied on the
-//    device into buffers of a pool, and its inputs, which arrived in host
-//    memory) and holds the activations it sends;
-//  - Backward: feeds the stash (device to device for the outputs) and the
-//    received gradients, runs, gives the stash's buffers back to the pool;
-//  - SendForward / SendBackward: non-blocking sends (Communicator::isend);
-//    the buffers live until the optimizer step waits for them, so a rank
-//    never blocks on a send and every schedule that the simulator runs
-//    (include/mega/Passes/PipelineSchedule.h) runs here too.
-// Messages are tagged by (micro-batch, receiving stage, direction, port), so
-// they can never be matched to the wrong step.
+//    stage), stashes what backward s reads (the received buffers as they
+//    are, its own outputs copied on the device into pool buffers) and copies
+//    on the device the activations it sends;
+//  - Backward: feeds the stash and the received gradients, runs, gives the
+//    buffers back to the pool, copies the gradients it sends.
+// The transfers of a step go in the receiving program's input order.
 //
 //===----------------------------------------------------------------------===//
 #ifndef MEGA_RUNTIME_PIPELINE_H
@@ -50,11 +50,11 @@ public:
   /// data-parallel gradient buckets (AllReduceStart).
   double runMicrobatches(const Fetch &fetch, bool startBuckets = true);
   /// Evaluation: one micro-batch through every stage's forward program, in
-  /// stage order (receive, run, send), nothing stashed. Returns its loss on
-  /// the rank holding the last stage, else 0. Call between iterations only
-  /// (after runOptimizer): its messages reuse micro-batch 0's tags.
+  /// stage order (receive, run, send: evalSteps), nothing stashed. Returns
+  /// its loss on the rank holding the last stage, else 0. Call between
+  /// iterations only (after runOptimizer).
   double runForwardOnly(const Fetch &fetch);
-  /// Waits for the sends, runs this rank's optimizer; returns its grad_norm.
+  /// Runs this rank's optimizer; returns its grad_norm.
   double runOptimizer(float lr, float step);
 
   int pipelineRank() const { return rank_; }
@@ -95,16 +95,26 @@ private:
     bool tokens = false, targets = false; ///< forward or backward reads them
   };
   struct Buffers {
+    /// Host memory: the tokens and targets a backward reads (stashed).
     std::map<std::string, std::vector<char>> ports;
-    /// Forward outputs stashed for the backward, in device memory.
+    /// Device memory: received, stashed or to be sent.
     std::map<std::string, DeviceBuffer> device;
     size_t bytes() const;
   };
-  int tag(int64_t mb, int stage, int dir, size_t port) const;
   void feed(ProgramRunner &p, const Buffers &from);
   /// A device buffer of `bytes` from the pool (or a new one).
   DeviceBuffer take(size_t bytes);
-  void runForward(const Fetch &fetch, int64_t mb, int c, double &loss);
+  void give(DeviceBuffer b);
+  /// Device copies of `p`'s outputs `ports` into toSend_[key].
+  void keepSends(ProgramRunner &p, const std::vector<Transfer> &ports,
+                 std::pair<int64_t, int> key);
+  /// Runs `steps`; `train` stashes for the backward (runMicrobatches).
+  double runSteps(const std::vector<plan::ScheduleStep> &steps,
+                  const Fetch &fetch, bool train);
+  /// One exchange: the transfers of consecutive Send/Recv `steps`.
+  void exchange(const std::vector<plan::ScheduleStep> &steps);
+  void runForward(const Fetch &fetch, int64_t mb, int c, bool train,
+                  double &loss);
   void runBackward(int64_t mb, int c);
 
   Engine &engine_;
@@ -114,7 +124,6 @@ private:
   Tracer *tracer_;
   int rank_ = 0, pp_ = 1, vpp_ = 1, stages_ = 1;
   int64_t microbatches_ = 1, micro_ = 1, seq_ = 1;
-  size_t maxPorts_ = 1;
   bool lastStage_ = false;
   std::vector<Chunk> chunks_;
   std::vector<std::vector<int>> holders_;
@@ -123,14 +132,15 @@ private:
   static constexpr int kCollectTag = 32767;
   ProgramRunner *optimizer_ = nullptr;
   const std::vector<plan::ScheduleStep> *steps_ = nullptr;
+  std::vector<plan::ScheduleStep> evalSteps_; ///< runForwardOnly's
 
   // Per-iteration state, keyed by (micro-batch, chunk).
   std::map<std::pair<int64_t, int>, Buffers> received_, stash_;
-  std::vector<std::vector<char>> sending_; ///< alive until waitSends
+  /// Outputs to send, by (micro-batch, chunk; chunk + vpp for backward's).
   std::map<std::pair<int64_t, int>, Buffers> toSend_;
   std::vector<int32_t> tokens_, targets_;
-  /// Stash buffers given back by backwards, by size: the next forwards
-  /// reuse them (as many as the most micro-batches in flight).
+  /// Device buffers for stashes and transfers, by size: given back once
+  /// used, taken again by the next ones (as many as in flight at once).
   std::multimap<size_t, DeviceBuffer> pool_;
   int64_t peakStashed_ = 0, peakBytes_ = 0, stashBytes_ = 0;
 };

@@ -4,8 +4,9 @@
 // fills buffers with values that depend on its world rank, runs each
 // collective over each group, and checks the result against the closed
 // form (sums of small integers: exact in f32). Also checks the rank layout
-// (tensor fastest, then data, then pipeline) and runs the collectives as
-// plan instructions through Backend::collective. Prints "ok" on rank 0.
+// (tensor fastest, then data, then pipeline), runs the collectives as
+// plan instructions through Backend::collective and a grouped exchange
+// (Backend::exchange) around each group's ring. Prints "ok" on rank 0.
 //
 //===----------------------------------------------------------------------===//
 #include "Comm.h"
@@ -89,6 +90,41 @@ void checkGroup(Communicator &comm, plan::ParallelGroup kind, int w,
       comm.send(g, next, 7, &token, 4);
     }
     expect(got == float(g.worldRanks[size_t(prev)]), name + " send/recv", w);
+    // One exchange per rank: two messages to the next rank and two from the
+    // previous one. Each send waits for its receive, so this completes only
+    // because the four transfers are one group; the two messages from one
+    // peer arrive in the order sent (no tags).
+    std::vector<float> out[2], in[2];
+    for (int k = 0; k < 2; ++k) {
+      out[k].assign(size_t(3 + 1000 * k), float(w * 10 + k));
+      in[k].assign(out[k].size(), -1.0f);
+    }
+    backend.exchange(g,
+                     {{true, next, out[0].data(), out[0].size() * 4},
+                      {false, prev, in[0].data(), in[0].size() * 4},
+                      {false, prev, in[1].data(), in[1].size() * 4},
+                      {true, next, out[1].data(), out[1].size() * 4}},
+                     comm);
+    float from = float(g.worldRanks[size_t(prev)]);
+    for (int k = 0; k < 2; ++k)
+      for (float x : in[k])
+        expect(x == from * 10 + float(k),
+               name + " exchange message " + std::to_string(k), w);
+    // A receive that expects more than its peer sends: one Error naming
+    // the sizes on the receiving rank (the sender's completes).
+    std::vector<float> small(2, float(w)), large(3, -1.0f);
+    std::string why;
+    try {
+      backend.exchange(g,
+                       {{true, next, small.data(), 8},
+                        {false, prev, large.data(), 12}},
+                       comm);
+    } catch (const Error &e) {
+      why = e.what();
+    }
+    expect(why.find("8 bytes came from rank " + std::to_string(prev) +
+                    " where 12 were expected") != std::string::npos,
+           name + " exchange size mismatch: '" + why + "'", w);
   }
   // As plan instructions through the backend (AllReduce in place).
   plan::Value v;

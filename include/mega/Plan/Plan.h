@@ -400,15 +400,16 @@ struct Program {
 /// an output of forward s that forward s+1 reads is sent there, one that
 /// backward s reads is stashed for the micro-batch (as are forward s's
 /// inputs that backward s reads); an output of backward s that backward s-1
-/// reads is sent there.
+/// reads is sent there. A run of consecutive Send/Recv steps is one exchange
+/// (docs/plan-format.md §3.4).
 enum class StepKind : uint8_t {
   RecvForward = 0,  ///< receive forward s's activations from rank - 1
   Forward = 1,      ///< run forward s for the micro-batch
-  SendForward = 2,  ///< send its activations to rank + 1 (non-blocking)
+  SendForward = 2,  ///< send its activations to rank + 1
   RecvBackward = 3, ///< receive backward s's gradients from rank + 1
   Backward = 4,     ///< run backward s (and drop the micro-batch's stash)
-  SendBackward = 5, ///< send its input gradients to rank - 1 (non-blocking)
-  Optimizer = 6,    ///< wait for the sends, run "optimizer" of stage = rank
+  SendBackward = 5, ///< send its input gradients to rank - 1
+  Optimizer = 6,    ///< run "optimizer" of stage = rank
 };
 const char *stepKindName(StepKind k);
 

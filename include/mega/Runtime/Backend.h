@@ -47,6 +47,15 @@ struct ProcessGroup {
   int handle = -1;             ///< the communicator's own index for it
 };
 
+/// One transfer of an exchange (Communicator::exchange, Backend::exchange):
+/// `bytes` at `data` sent to, or received from, group rank `peer`.
+struct PeerTransfer {
+  bool send = false;
+  int peer = 0;
+  void *data = nullptr;
+  size_t bytes = 0;
+};
+
 /// Collectives over host memory (f32), for the backends and the trainer.
 /// One instance per process, created for the program run and passed down
 /// explicitly (Engine -> ProgramRunner -> Backend::collective).
@@ -74,15 +83,16 @@ public:
                     size_t bytes) = 0;
   virtual void recv(const ProcessGroup &g, int peer, int tag, void *data,
                     size_t bytes) = 0;
-  /// A send that may return before the peer receives (the pipeline's sends,
-  /// so that no schedule can deadlock): `data` must stay untouched until
-  /// waitSends(). The default is the blocking send.
-  virtual void isend(const ProcessGroup &g, int peer, int tag,
-                     const void *data, size_t bytes) {
-    send(g, peer, tag, data, bytes);
-  }
-  /// Returns when every isend so far has completed.
-  virtual void waitSends() {}
+  /// Runs `transfers` (host memory) with the ranks of `g` as one group and
+  /// returns when every one has completed. Every implementation keeps
+  /// NCCL's rules, so that a run behaves alike on every path: no tags (the
+  /// k-th send from rank a to rank b is b's k-th receive from a), and a send
+  /// completes only once its receive is posted. Ranks must therefore agree
+  /// on the order of their transfers and put into one group the ones that
+  /// would otherwise wait for each other (PipelineTraffic.h checks a
+  /// pipeline schedule for both). These transfers never match send()/recv().
+  virtual void exchange(const ProcessGroup &g,
+                        const std::vector<PeerTransfer> &transfers) = 0;
   /// Starts data[k] = op over the group of data[k] (in place, n elements)
   /// and returns a handle for waitAllReduce(); `data` must stay untouched
   /// until then. The default reduces now and returns -1.
@@ -272,6 +282,16 @@ public:
                           Communicator &comm) {
     runCollectiveStaged(*this, instr, inputs, outputs, comm);
   }
+  /// Communicator::exchange with `transfers` in device memory, ordered after
+  /// the work enqueued so far; what it receives is there for the work
+  /// enqueued after it returns. The default stages through host memory (the
+  /// CPU passes its pointers straight through); a GPU backend may run it on
+  /// NCCL.
+  virtual void exchange(const ProcessGroup &g,
+                        const std::vector<PeerTransfer> &transfers,
+                        Communicator &comm) {
+    runExchangeStaged(*this, g, transfers, comm);
+  }
   /// Chooses how collective() and the gradient buckets move data for
   /// `comm`'s groups; called once per run, before the engine loads the
   /// plan, by every rank at the same point (a device path meets the other
@@ -387,6 +407,28 @@ protected:
     }
     if (!host && !outputs.empty())
       backend.copyToDevice(outputs[0].data, outBuf.data(), outN * 4);
+  }
+  /// The default exchange(): host pointers straight through when
+  /// hostMemory(), else the sends copied to host buffers first and the
+  /// receives copied to the device after.
+  static void runExchangeStaged(Backend &backend, const ProcessGroup &g,
+                                const std::vector<PeerTransfer> &transfers,
+                                Communicator &comm) {
+    if (backend.hostMemory())
+      return comm.exchange(g, transfers);
+    std::vector<std::vector<char>> staging(transfers.size());
+    std::vector<PeerTransfer> host = transfers;
+    for (size_t k = 0; k < transfers.size(); ++k) {
+      staging[k].resize(transfers[k].bytes);
+      host[k].data = staging[k].data();
+      if (transfers[k].send)
+        backend.copyToHost(host[k].data, transfers[k].data, transfers[k].bytes);
+    }
+    comm.exchange(g, host);
+    for (size_t k = 0; k < transfers.size(); ++k)
+      if (!transfers[k].send)
+        backend.copyToDevice(transfers[k].data, host[k].data,
+                             transfers[k].bytes);
   }
 };
 

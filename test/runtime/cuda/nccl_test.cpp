@@ -5,9 +5,9 @@
 // process, bootstrapped through the single-process communicator), every
 // plan collective through Backend::collective against the host-staged path
 // of a second backend (outputs poisoned first, bits compared; an output
-// overlapping its input), the gradient
-// buckets on their own stream (contiguous and scattered), a send to itself,
-// and the two ways a collective ends badly: an invalid argument and a
+// overlapping its input), the gradient buckets on their own stream
+// (contiguous and scattered), an exchange with itself (two sends and two
+// receives in one group), and the two ways a collective ends badly: an invalid argument and a
 // receive that nothing ever matches (the watchdog's deadline), each one
 // Error naming the operation and the group, never a hang.
 //
@@ -226,36 +226,52 @@ void checkBuckets(rt::Backend &nccl, rt::Communicator &comm) {
   }
 }
 
-void checkSendToSelf(rt::Communicator &comm) {
+/// One exchange of two sends to this rank and two receives from it (the
+/// pipeline's grouped transfers): NCCL matches them in order, the first
+/// send with the first receive.
+void checkExchangeWithSelf(rt::Communicator &comm) {
   const rt::ProcessGroup &g = comm.group(plan::ParallelGroup::Pipeline);
   try {
     rt::gpu::NcclComms comms(30);
     comms.join(comm, g);
-    const size_t n = 12345;
-    std::vector<float> v = randomVec(n, 21), poison(n, std::nanf(""));
-    float *src = nullptr, *dst = nullptr;
+    const size_t n[2] = {12345, 77};
+    std::vector<float> v[2] = {randomVec(n[0], 21), randomVec(n[1], 22)};
+    float *src[2] = {}, *dst[2] = {};
     cudaStream_t s = nullptr;
     cudaEvent_t done = nullptr;
-    if (cudaMalloc(&src, n * 4) || cudaMalloc(&dst, n * 4) ||
-        cudaStreamCreate(&s) || cudaEventCreate(&done))
+    for (int k = 0; k < 2; ++k) {
+      std::vector<float> poison(n[k], std::nanf(""));
+      if (cudaMalloc(&src[k], n[k] * 4) || cudaMalloc(&dst[k], n[k] * 4))
+        throw rt::Error("cudaMalloc failed");
+      cudaMemcpy(src[k], v[k].data(), n[k] * 4, cudaMemcpyHostToDevice);
+      cudaMemcpy(dst[k], poison.data(), n[k] * 4, cudaMemcpyHostToDevice);
+    }
+    if (cudaStreamCreate(&s) || cudaEventCreate(&done))
       throw rt::Error("cuda set-up failed");
-    cudaMemcpy(src, v.data(), n * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(dst, poison.data(), n * 4, cudaMemcpyHostToDevice);
-    comms.sendRecv(g, src, n * 4, 0, dst, n * 4, 0, s);
+    comms.exchange(g,
+                   {{false, 0, dst[0], n[0] * 4},
+                    {true, 0, src[0], n[0] * 4},
+                    {true, 0, src[1], n[1] * 4},
+                    {false, 0, dst[1], n[1] * 4}},
+                   s, "exchange");
     cudaEventRecord(done, s);
-    comms.wait(g, done, "Send/Recv");
-    std::vector<float> got(n);
-    cudaMemcpy(got.data(), dst, n * 4, cudaMemcpyDeviceToHost);
-    if (!sameBits(got, v))
-      fail("send to itself: the received bytes differ");
-    else
-      std::printf("ok   send to itself (%zu floats)\n", n);
+    comms.wait(g, done, "exchange");
+    for (int k = 0; k < 2; ++k) {
+      std::vector<float> got(n[k]);
+      cudaMemcpy(got.data(), dst[k], n[k] * 4, cudaMemcpyDeviceToHost);
+      if (!sameBits(got, v[k]))
+        fail("exchange with itself: transfer " + std::to_string(k) +
+             "'s received bytes differ");
+      else
+        std::printf("ok   exchange with itself: transfer %d (%zu floats)\n",
+                    k, n[k]);
+      cudaFree(src[k]);
+      cudaFree(dst[k]);
+    }
     cudaEventDestroy(done);
     cudaStreamDestroy(s);
-    cudaFree(src);
-    cudaFree(dst);
   } catch (const std::exception &e) {
-    fail(std::string("send to itself: ") + e.what());
+    fail(std::string("exchange with itself: ") + e.what());
   }
 }
 
@@ -312,7 +328,7 @@ void checkErrors(rt::Communicator &comm) {
               [&] {
                 rt::gpu::NcclComms comms(30);
                 comms.join(comm, g);
-                comms.sendRecv(g, buf, 16, 5, nullptr, 0, 0, s);
+                comms.exchange(g, {{true, 5, buf, 16}}, s, "Send");
               });
   // A receive no send ever matches: the wait's deadline (2 s) ends it and
   // the abort stops the kernel, so the stream drains afterwards. (Should
@@ -325,7 +341,7 @@ void checkErrors(rt::Communicator &comm) {
               [&] {
                 rt::gpu::NcclComms comms(2);
                 comms.join(comm, g);
-                comms.sendRecv(g, nullptr, 0, 0, buf, 16, 0, s);
+                comms.exchange(g, {{false, 0, buf, 16}}, s, "Recv");
                 cudaEventRecord(done, s);
                 comms.wait(g, done, "Recv");
               });
@@ -376,7 +392,7 @@ int main() {
     checkCollectives(*nccl, *host, *comm);
     checkOverlap(*nccl, *host, *comm);
     checkBuckets(*nccl, *comm);
-    checkSendToSelf(*comm);
+    checkExchangeWithSelf(*comm);
     checkErrors(*comm);
   } catch (const std::exception &e) {
     fail(std::string("unexpected: ") + e.what());

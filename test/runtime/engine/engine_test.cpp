@@ -580,6 +580,10 @@ public:
   void recv(const ProcessGroup &, int, int, void *, size_t) override {
     throw Error("unused");
   }
+  void exchange(const ProcessGroup &,
+                const std::vector<PeerTransfer> &) override {
+    throw Error("unused");
+  }
   std::vector<std::vector<float>> parts;
 
 private:

@@ -319,6 +319,13 @@ public:
       return nccl_->run(instr, ins, outs, g);
     runCollectiveStaged(*this, instr, ins, outs, comm);
   }
+  void exchange(const ProcessGroup &g,
+                const std::vector<PeerTransfer> &transfers,
+                Communicator &comm) override {
+    if (nccl_ && nccl_->has(g))
+      return nccl_->exchange(g, transfers);
+    runExchangeStaged(*this, g, transfers, comm);
+  }
   bool deviceBuckets(const ProcessGroup &g) const override {
     return nccl_ && nccl_->has(g);
   }

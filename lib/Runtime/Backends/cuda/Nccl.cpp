@@ -225,20 +225,18 @@ void NcclComms::allReduceParts(const ProcessGroup &g,
   settle(e, first != ncclSuccess ? first : end, what);
 }
 
-void NcclComms::sendRecv(const ProcessGroup &g, const void *sendBuf,
-                         size_t sendBytes, int sendPeer, void *recvBuf,
-                         size_t recvBytes, int recvPeer, cudaStream_t s) {
-  const char *what = sendBuf && recvBuf ? "Send/Recv"
-                     : sendBuf          ? "Send"
-                                        : "Recv";
+void NcclComms::exchange(const ProcessGroup &g,
+                         const std::vector<PeerTransfer> &transfers,
+                         cudaStream_t s, const char *what) {
   Entry &e = entry(g, what);
+  // One group: its sends and receives progress together, so the pairs that
+  // would wait for each other (1F1B's send-forward / receive-backward) meet.
   settle(e, ncclGroupStart(), what);
   ncclResult_t first = ncclSuccess;
-  if (sendBuf)
-    first = ncclSend(sendBuf, sendBytes, ncclChar, sendPeer, e.comm, s);
-  if (recvBuf) {
+  for (const PeerTransfer &t : transfers) {
     ncclResult_t r =
-        ncclRecv(recvBuf, recvBytes, ncclChar, recvPeer, e.comm, s);
+        t.send ? ncclSend(t.data, t.bytes, ncclChar, t.peer, e.comm, s)
+               : ncclRecv(t.data, t.bytes, ncclChar, t.peer, e.comm, s);
     if (first == ncclSuccess)
       first = r;
   }
@@ -418,10 +416,12 @@ void NcclCollectives::run(const plan::Instr &instr,
     comms_.reduceScatter(g, in, outs[0].f32(), outN, compute_);
     break;
   case Op::Send:
-    comms_.sendRecv(g, in, inN * 4, peer(), nullptr, 0, 0, compute_);
+    comms_.exchange(g, {{true, peer(), const_cast<float *>(in), inN * 4}},
+                    compute_, name);
     break;
   case Op::Recv:
-    comms_.sendRecv(g, nullptr, 0, 0, outs[0].data, outN * 4, peer(), compute_);
+    comms_.exchange(g, {{false, peer(), outs[0].data, outN * 4}}, compute_,
+                    name);
     break;
   default:
     throw Error(std::string(name ? name : "opcode") +
@@ -429,6 +429,14 @@ void NcclCollectives::run(const plan::Instr &instr,
   }
   checkCuda(cudaEventRecord(done_, compute_), "cudaEventRecord");
   comms_.wait(g, done_, name);
+}
+
+void NcclCollectives::exchange(const ProcessGroup &g,
+                               const std::vector<PeerTransfer> &transfers) {
+  const char *what = "the pipeline's Send/Recv";
+  comms_.exchange(g, transfers, compute_, what);
+  checkCuda(cudaEventRecord(done_, compute_), "cudaEventRecord");
+  comms_.wait(g, done_, what);
 }
 
 int NcclCollectives::startBuckets(const ProcessGroup &g,

@@ -60,12 +60,12 @@ public:
   /// In-place sums of every parts[k] (counts[k] floats), one group call.
   void allReduceParts(const ProcessGroup &g, const std::vector<void *> &parts,
                       const std::vector<size_t> &counts, cudaStream_t s);
-  /// One group call of a send of `sendBytes` to group rank `sendPeer` and a
-  /// receive of `recvBytes` from `recvPeer`; a null buffer leaves that half
-  /// out. NCCL matches sends to receives by order, not by tag.
-  void sendRecv(const ProcessGroup &g, const void *sendBuf, size_t sendBytes,
-                int sendPeer, void *recvBuf, size_t recvBytes, int recvPeer,
-                cudaStream_t s);
+  /// The sends and receives of `transfers` (device memory, bytes) in one
+  /// group call, named `what` in errors. NCCL matches sends to receives by
+  /// order, not by tag.
+  void exchange(const ProcessGroup &g,
+                const std::vector<PeerTransfer> &transfers, cudaStream_t s,
+                const char *what);
   /// Returns once `done`, recorded after `g`'s NCCL work `what`, has
   /// completed. On an asynchronous NCCL error or at the deadline: aborts
   /// the communicator and throws.
@@ -118,6 +118,10 @@ public:
   /// Recv) on device pointers over `g`; returns when it has completed.
   void run(const plan::Instr &instr, const std::vector<TensorRef> &ins,
            const std::vector<TensorRef> &outs, const ProcessGroup &g);
+  /// Backend::exchange on the compute stream; returns when it has
+  /// completed (waited for with the deadline).
+  void exchange(const ProcessGroup &g,
+                const std::vector<PeerTransfer> &transfers);
   int startBuckets(const ProcessGroup &g, const std::vector<void *> &parts,
                    const std::vector<size_t> &counts);
   void waitBuckets(int handle);

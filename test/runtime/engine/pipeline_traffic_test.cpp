@@ -1,0 +1,226 @@
+//===- pipeline_traffic_test.cpp - Pipeline schedules under NCCL's rules --===//
+//
+// Every schedule megac can write (GPipe, 1F1B, interleaved; 2-8 ranks, up to
+// 4 chunks, 1-32 micro-batches) and its evaluation order must pass the
+// pipeline executor's load-time check (PipelineTraffic.h): ranks agree on
+// the order of their messages, and no rank waits forever when each send
+// waits for its receive. Then the check must refuse what would hang or
+// mismatch: the interleaved schedule with one exchange per step (which
+// hangs at P=2 V=2 m=4), two sends swapped, a receive left out, a transfer
+// on a stage that has no neighbour. Last, the single-process
+// communicator's exchange.
+//
+//===----------------------------------------------------------------------===//
+#include "PipelineTraffic.h"
+
+#include "mega/Passes/PipelineSchedule.h"
+#include "mega/Runtime/Backend.h"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+using namespace mega;
+using namespace mega::rt;
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string &what) {
+  if (!ok) {
+    std::fprintf(stderr, "FAIL %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+using Schedule = std::vector<std::vector<plan::ScheduleStep>>;
+
+std::string check(const Schedule &s, int pp, int vpp) {
+  try {
+    return checkPipeExchanges(pipeExchanges(s, pp, vpp));
+  } catch (const Error &e) {
+    return std::string("Error: ") + e.what();
+  }
+}
+
+void expectRefused(const Schedule &s, int pp, int vpp, const std::string &want,
+                   const std::string &what) {
+  std::string why = check(s, pp, vpp);
+  expect(why.find(want) != std::string::npos,
+         what + ": wanted '" + want + "', got '" + why + "'");
+  if (!why.empty())
+    std::printf("ok   refused %s: %s\n", what.c_str(), why.c_str());
+}
+
+void sweep() {
+  int configs = 0;
+  for (auto kind :
+       {pipeline::ScheduleKind::GPipe, pipeline::ScheduleKind::OneFOneB,
+        pipeline::ScheduleKind::Interleaved}) {
+    bool interleaved = kind == pipeline::ScheduleKind::Interleaved;
+    for (int pp = 2; pp <= 8; ++pp)
+      for (int vpp = interleaved ? 2 : 1; vpp <= (interleaved ? 4 : 1); ++vpp)
+        for (int m = 1; m <= 32; ++m) {
+          pipeline::ScheduleConfig c{kind, pp, vpp, m};
+          if (!pipeline::checkSchedule(c).empty())
+            continue;
+          std::string name = std::string(pipeline::scheduleName(kind)) +
+                             " P=" + std::to_string(pp) +
+                             " V=" + std::to_string(vpp) +
+                             " m=" + std::to_string(m);
+          std::string why = check(pipeline::planSteps(c), pp, vpp);
+          expect(why.empty(), name + ": " + why);
+          Schedule eval;
+          for (int r = 0; r < pp; ++r)
+            eval.push_back(evalSteps(r, pp, vpp));
+          why = check(eval, pp, vpp);
+          expect(why.empty(), name + " evaluation: " + why);
+          ++configs;
+        }
+  }
+  expect(configs > 300, "the sweep ran " + std::to_string(configs));
+  std::printf("ok   %d schedules and their evaluation orders pass\n", configs);
+}
+
+/// Each step with its own receive before and send after (one exchange per
+/// step, nothing paired).
+Schedule unpaired(const pipeline::ScheduleConfig &c) {
+  using plan::StepKind;
+  Schedule out;
+  auto steps = pipeline::buildSchedule(c);
+  for (int64_t r = 0; r < c.ranks; ++r) {
+    auto &rank = out.emplace_back();
+    for (const pipeline::Step &st : steps[size_t(r)]) {
+      auto add = [&](StepKind k) {
+        rank.push_back({k, int32_t(st.microbatch), int32_t(st.chunk)});
+      };
+      if (st.recvFrom(c, r) >= 0)
+        add(st.forward ? StepKind::RecvForward : StepKind::RecvBackward);
+      add(st.forward ? StepKind::Forward : StepKind::Backward);
+      if (st.sendTo(c, r) >= 0)
+        add(st.forward ? StepKind::SendForward : StepKind::SendBackward);
+    }
+    rank.push_back({StepKind::Optimizer, 0, 0});
+  }
+  return out;
+}
+
+bool same(const Schedule &a, const Schedule &b) {
+  if (a.size() != b.size())
+    return false;
+  for (size_t r = 0; r < a.size(); ++r) {
+    if (a[r].size() != b[r].size())
+      return false;
+    for (size_t k = 0; k < a[r].size(); ++k)
+      if (a[r][k].kind != b[r][k].kind ||
+          a[r][k].microbatch != b[r][k].microbatch ||
+          a[r][k].chunk != b[r][k].chunk)
+        return false;
+  }
+  return true;
+}
+
+void refusals() {
+  using plan::StepKind;
+  const auto interleaved = pipeline::ScheduleKind::Interleaved;
+  // The same order with one exchange per step hangs: rank 0 sends B0's
+  // gradients to rank 1 alone, while rank 1 sends B1's first.
+  expectRefused(unpaired({interleaved, 2, 2, 4}), 2, 2,
+                "hangs when each send waits for its receive (as NCCL's do): "
+                "rank 0 waits to send micro-batch 0's gradients for stage 1 "
+                "to rank 1",
+                "interleaved P=2 V=2 m=4 with one exchange per step");
+  // 1F1B and GPipe with one exchange per step are planSteps' own order.
+  for (auto kind :
+       {pipeline::ScheduleKind::GPipe, pipeline::ScheduleKind::OneFOneB}) {
+    pipeline::ScheduleConfig c{kind, 4, 1, 8};
+    expect(same(unpaired(c), pipeline::planSteps(c)),
+           std::string(pipeline::scheduleName(kind)) +
+               ": planSteps is one exchange per step");
+  }
+
+  const pipeline::ScheduleConfig oneF{pipeline::ScheduleKind::OneFOneB, 2, 1,
+                                      2};
+  // Rank 0 sends micro-batch 1's activations before micro-batch 0's.
+  Schedule swapped = pipeline::planSteps(oneF);
+  std::vector<plan::ScheduleStep *> sends;
+  for (plan::ScheduleStep &st : swapped[0])
+    if (st.kind == StepKind::SendForward)
+      sends.push_back(&st);
+  expect(sends.size() == 2, "1F1B P=2 m=2: rank 0 sends twice forward");
+  if (sends.size() == 2) {
+    std::swap(sends[0]->microbatch, sends[1]->microbatch);
+    expectRefused(swapped, 2, 1,
+                  "rank 0 sends rank 1 micro-batch 1's activations for stage "
+                  "1 where it expects micro-batch 0's activations for stage 1",
+                  "two sends swapped");
+  }
+  // Rank 0 never receives micro-batch 1's gradients.
+  Schedule dropped = pipeline::planSteps(oneF);
+  for (size_t k = 0; k < dropped[0].size(); ++k)
+    if (dropped[0][k].kind == StepKind::RecvBackward &&
+        dropped[0][k].microbatch == 1) {
+      dropped[0].erase(dropped[0].begin() + long(k));
+      break;
+    }
+  expectRefused(dropped, 2, 1,
+                "rank 1 sends rank 0 micro-batch 1's gradients for stage 0, "
+                "which rank 0 never receives",
+                "a receive left out");
+  // Stage 0 receives nothing.
+  Schedule stray = pipeline::planSteps(oneF);
+  stray[0].insert(stray[0].begin(), {StepKind::RecvForward, 0, 0});
+  expectRefused(stray, 2, 1,
+                "Error: pipeline schedule: rank 0 has recv-forward on stage 0, "
+                "which has no stage before it",
+                "a receive on stage 0");
+  // Steps that are not transfers in an exchange, or chunks out of range.
+  Schedule chunk = pipeline::planSteps(oneF);
+  chunk[1][0].chunk = 1;
+  expectRefused(chunk, 2, 1, "Error: pipeline schedule: rank 1 has no chunk 1",
+                "a chunk the rank does not have");
+}
+
+void singleProcessExchange() {
+  auto comm = createSingleProcessCommunicator();
+  const ProcessGroup &g = comm->group(plan::ParallelGroup::Pipeline);
+  float a[3] = {1, 2, 3}, b[2] = {4, 5}, x[3] = {}, y[2] = {};
+  comm->exchange(
+      g,
+      {{false, 0, x, 12}, {true, 0, a, 12}, {true, 0, b, 8}, {false, 0, y, 8}});
+  expect(x[0] == 1 && x[2] == 3 && y[0] == 4 && y[1] == 5,
+         "single process: sends meet receives in order");
+  std::string why;
+  try {
+    comm->exchange(g, {{true, 0, a, 12}, {false, 0, y, 8}});
+  } catch (const Error &e) {
+    why = e.what();
+  }
+  expect(why == "exchange in a single-process run: a send of 12 bytes meets "
+                "a receive of 8",
+         "single process: size mismatch: '" + why + "'");
+  why.clear();
+  try {
+    comm->exchange(g, {{true, 1, a, 12}});
+  } catch (const Error &e) {
+    why = e.what();
+  }
+  expect(why == "exchange with rank 1 in a single-process run",
+         "single process: another rank: '" + why + "'");
+  std::printf("ok   single-process exchange\n");
+}
+
+} // namespace
+
+int main() {
+  sweep();
+  refusals();
+  singleProcessExchange();
+  if (failures) {
+    std::fprintf(stderr, "%d failures\n", failures);
+    return 1;
+  }
+  std::printf("pipeline_traffic_test: all passed\n");
+  return 0;
+}
