@@ -6,7 +6,8 @@
 //    AllGather and ReduceScatter are copies (nothing when in == out),
 //    send/recv are errors, and an exchange pairs its sends to rank 0 (this
 //    process) with its receives in order. World size 1 never touches MPI.
-// 3. createCommunicator: the single-process one for world size 1, MPI
+// 3. checkSamePlan: every rank's plan hash against its groups'.
+// 4. createCommunicator: the single-process one for world size 1, MPI
 //    (CommMpi.cpp) otherwise, or a one-line refusal in a build without MPI.
 //
 //===----------------------------------------------------------------------===//
@@ -181,6 +182,32 @@ int GroupLayout::color(plan::ParallelGroup kind) const {
     return t + tp * d;
   }
   return 0;
+}
+
+void checkSamePlan(const plan::Plan &plan, Communicator &comm) {
+  if (comm.worldSize() == 1)
+    return;
+  uint64_t h = 1469598103934665603ull; // FNV-1a, 64 bits
+  for (uint8_t b : plan::serialize(plan)) {
+    h ^= b;
+    h *= 1099511628211ull;
+  }
+  float mine[4]; // 16 bits each: exact in f32
+  for (int k = 0; k < 4; ++k)
+    mine[k] = float((h >> (16 * k)) & 0xffff);
+  for (int kind = 0; kind < 3; ++kind) {
+    const ProcessGroup &g = comm.group(plan::ParallelGroup(kind));
+    if (g.size == 1)
+      continue;
+    std::vector<float> all(4 * size_t(g.size));
+    comm.allGather(g, mine, all.data(), 4);
+    for (int r = 0; r < g.size; ++r)
+      if (std::memcmp(&all[4 * size_t(r)], mine, sizeof mine) != 0)
+        throw Error("world rank " + std::to_string(g.worldRanks[size_t(r)]) +
+                    " loaded another plan than world rank " +
+                    std::to_string(comm.worldRank()) +
+                    " (every rank must run the same plan file)");
+  }
 }
 
 #ifndef MEGA_HAVE_MPI

@@ -35,6 +35,13 @@ struct GroupLayout {
   int color(plan::ParallelGroup kind) const;
 };
 
+/// Throws Error on every rank of a group when its ranks were given different
+/// plans (a hash of the serialized plan, gathered over the tensor, data and
+/// pipeline groups in turn, which together reach every rank): each rank
+/// checks only its own copy, and ranks that disagree on the plan would hang
+/// or compute nonsense together. Nothing to do at world size 1.
+void checkSamePlan(const plan::Plan &plan, Communicator &comm);
+
 /// MPI_Init (once per process) and one MPI communicator per group. Throws
 /// Error when MPI's rank/size disagree with the launcher's variables.
 std::unique_ptr<Communicator> createMpiCommunicator(int rank, int worldSize,

@@ -226,6 +226,16 @@ def errors():
     p = dp.run([dp.ARGS.mega_run, plan, "--data", data, "--steps", 1], np_=3, expect_rc=None)
     dp.check(p.returncode != 0 and "world size" in (p.stdout + p.stderr),
              f"a 3-rank launch of a pp=2 plan must be refused: {p.stdout}{p.stderr}")
+    # Two ranks given different plans (the same layout, another schedule):
+    # each refuses in one line, before any step could hang or mix them.
+    other = compile_plan(dp.scratch("pp2-gpipe.plan"), 2, 256,
+                         ["--pp", "2", "--schedule", "gpipe"])
+    p = dp.run([dp.ARGS.mega_run, plan, "--data", data, "--steps", 1, ":", "-np", 1,
+                dp.ARGS.mega_run, other, "--data", data, "--steps", 1], expect_rc=None)
+    lines = [l for l in p.stderr.splitlines() if "error:" in l]
+    dp.check(p.returncode != 0 and lines and all(
+        "loaded another plan than world rank" in l and "same plan file" in l for l in lines),
+        f"ranks with different plans must be refused in one line each: {p.stdout}{p.stderr}")
     # --generate needs a predict program, which pipelined plans do not have.
     p = dp.run([dp.ARGS.mega_run, plan, "--generate", "--prompt", "x", "--tokenizer-model",
                 dp.scratch("none.model"), "--load",

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Checkpoint.h"
+#include "Comm.h"
 #include "Devices.h"
 #include "Engine.h"
 #include "FileUtil.h"
@@ -101,6 +102,7 @@ int realMain(int argc, char **argv) {
   std::unique_ptr<rt::Communicator> comm = rt::createCommunicator(
       int(launch.rank), int(launch.worldSize), int(plan.getInt("tp", 1)),
       int(plan.getInt("dp", 1)), int(plan.getInt("pp", 1)));
+  rt::checkSamePlan(plan, *comm);
   rt::CudaOptions cudaOptions;
   cudaOptions.attention = o.attention;
   cudaOptions.localRank = launch.localRank;
