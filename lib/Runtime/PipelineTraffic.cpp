@@ -4,6 +4,8 @@
 #include "mega/Runtime/Backend.h"
 
 #include <map>
+#include <set>
+#include <tuple>
 
 namespace mega::rt {
 
@@ -55,15 +57,48 @@ PipeTransfer stepTransfer(const plan::ScheduleStep &step, int rank, int pp,
 std::vector<std::vector<std::vector<PipeTransfer>>>
 pipeExchanges(const std::vector<std::vector<plan::ScheduleStep>> &schedule,
               int pp, int vpp) {
+  using plan::StepKind;
   std::vector<std::vector<std::vector<PipeTransfer>>> out(schedule.size());
   for (size_t r = 0; r < schedule.size(); ++r) {
     bool open = false; // the last step was a Send/Recv
+    // (backward?, micro-batch, chunk) received, and computed.
+    std::set<std::tuple<bool, int32_t, int32_t>> received, computed;
+    auto fail = [&](const plan::ScheduleStep &st, const char *why) {
+      throw Error("pipeline schedule: rank " + std::to_string(r) + " has " +
+                  plan::stepKindName(st.kind) + " of micro-batch " +
+                  std::to_string(st.microbatch) + " on chunk " +
+                  std::to_string(st.chunk) + " " + why);
+    };
     for (const plan::ScheduleStep &st : schedule[r]) {
-      bool moves = st.kind == plan::StepKind::RecvForward ||
-                   st.kind == plan::StepKind::SendForward ||
-                   st.kind == plan::StepKind::RecvBackward ||
-                   st.kind == plan::StepKind::SendBackward;
-      if (!moves) {
+      const bool backward = st.kind == StepKind::RecvBackward ||
+                            st.kind == StepKind::Backward ||
+                            st.kind == StepKind::SendBackward;
+      const auto id = std::make_tuple(backward, st.microbatch, st.chunk);
+      switch (st.kind) {
+      case StepKind::RecvForward:
+      case StepKind::RecvBackward:
+        if (computed.count(id))
+          fail(st, "after its computation");
+        received.insert(id);
+        break;
+      case StepKind::SendForward:
+      case StepKind::SendBackward:
+        if (!computed.count(id))
+          fail(st, "before its computation");
+        break;
+      case StepKind::Forward:
+      case StepKind::Backward: {
+        // What needs a receive first: a forward past the first stage, a
+        // backward before the last.
+        int stage = st.chunk * pp + int(r);
+        bool needs = backward ? stage + 1 < pp * vpp : stage > 0;
+        if (needs && !received.count(id))
+          fail(st, "without a receive before it");
+        computed.insert(id);
+        open = false;
+        continue;
+      }
+      default:
         open = false;
         continue;
       }

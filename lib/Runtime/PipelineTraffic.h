@@ -58,7 +58,10 @@ PipeTransfer stepTransfer(const plan::ScheduleStep &step, int rank, int pp,
                           int vpp);
 
 /// Per rank, its exchanges in order: runs of consecutive Send/Recv steps
-/// of `schedule` (one list of steps per rank).
+/// of `schedule` (one list of steps per rank). Throws Error (stepTransfer's,
+/// or naming the step) for a receive after the forward or backward it feeds,
+/// a send before the one it sends from, or a forward or backward with
+/// nothing received before it where its stage needs it.
 std::vector<std::vector<std::vector<PipeTransfer>>>
 pipeExchanges(const std::vector<std::vector<plan::ScheduleStep>> &schedule,
               int pp, int vpp);

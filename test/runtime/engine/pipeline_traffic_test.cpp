@@ -6,8 +6,9 @@
 // the order of their messages, and no rank waits forever when each send
 // waits for its receive. Then the check must refuse what would hang or
 // mismatch: the interleaved schedule with one exchange per step (which
-// hangs at P=2 V=2 m=4), two sends swapped, a receive left out, a transfer
-// on a stage that has no neighbour. Last, the single-process
+// hangs at P=2 V=2 m=4), two sends swapped, a receive left out or late, a
+// send nobody receives or before its computation, a transfer on a stage
+// that has no neighbour. Last, the single-process
 // communicator's exchange.
 //
 //===----------------------------------------------------------------------===//
@@ -142,21 +143,20 @@ void refusals() {
 
   const pipeline::ScheduleConfig oneF{pipeline::ScheduleKind::OneFOneB, 2, 1,
                                       2};
-  // Rank 0 sends micro-batch 1's activations before micro-batch 0's.
-  Schedule swapped = pipeline::planSteps(oneF);
-  std::vector<plan::ScheduleStep *> sends;
-  for (plan::ScheduleStep &st : swapped[0])
-    if (st.kind == StepKind::SendForward)
-      sends.push_back(&st);
-  expect(sends.size() == 2, "1F1B P=2 m=2: rank 0 sends twice forward");
-  if (sends.size() == 2) {
-    std::swap(sends[0]->microbatch, sends[1]->microbatch);
-    expectRefused(swapped, 2, 1,
-                  "rank 0 sends rank 1 micro-batch 1's activations for stage "
-                  "1 where it expects micro-batch 0's activations for stage 1",
-                  "two sends swapped");
-  }
-  // Rank 0 never receives micro-batch 1's gradients.
+  // Rank 0 runs both forwards, then sends micro-batch 1's activations
+  // before micro-batch 0's, which rank 1 receives first.
+  Schedule swapped =
+      pipeline::planSteps({pipeline::ScheduleKind::GPipe, 2, 1, 2});
+  swapped[0] = {{StepKind::Forward, 0, 0},      {StepKind::Forward, 1, 0},
+                {StepKind::SendForward, 1, 0},  {StepKind::SendForward, 0, 0},
+                {StepKind::RecvBackward, 0, 0}, {StepKind::Backward, 0, 0},
+                {StepKind::RecvBackward, 1, 0}, {StepKind::Backward, 1, 0},
+                {StepKind::Optimizer, 0, 0}};
+  expectRefused(swapped, 2, 1,
+                "rank 0 sends rank 1 micro-batch 1's activations for stage 1 "
+                "where it expects micro-batch 0's activations for stage 1",
+                "two sends swapped");
+  // Rank 0 runs micro-batch 1's backward without receiving its gradients.
   Schedule dropped = pipeline::planSteps(oneF);
   for (size_t k = 0; k < dropped[0].size(); ++k)
     if (dropped[0][k].kind == StepKind::RecvBackward &&
@@ -165,9 +165,35 @@ void refusals() {
       break;
     }
   expectRefused(dropped, 2, 1,
-                "rank 1 sends rank 0 micro-batch 1's gradients for stage 0, "
-                "which rank 0 never receives",
+                "Error: pipeline schedule: rank 0 has backward of micro-batch "
+                "1 on chunk 0 without a receive before it",
                 "a receive left out");
+  // Rank 0 sends micro-batch 1's activations a second time, at the end.
+  Schedule extra = pipeline::planSteps(oneF);
+  extra[0].insert(extra[0].end() - 1, {StepKind::SendForward, 1, 0});
+  expectRefused(extra, 2, 1,
+                "rank 0 sends rank 1 micro-batch 1's activations for stage 1, "
+                "which rank 1 never receives",
+                "a send nobody receives");
+  // Rank 1 sends micro-batch 0's gradients before computing them.
+  Schedule early = pipeline::planSteps(oneF);
+  early[1].insert(early[1].begin(), {StepKind::SendBackward, 0, 0});
+  expectRefused(early, 2, 1,
+                "Error: pipeline schedule: rank 1 has send-backward of "
+                "micro-batch 0 on chunk 0 before its computation",
+                "a send before its computation");
+  // Rank 1 receives micro-batch 1's activations after its forward.
+  Schedule late = pipeline::planSteps(oneF);
+  for (size_t k = 0; k < late[1].size(); ++k)
+    if (late[1][k].kind == StepKind::RecvForward &&
+        late[1][k].microbatch == 1) {
+      std::swap(late[1][k], late[1][k + 1]);
+      break;
+    }
+  expectRefused(late, 2, 1,
+                "Error: pipeline schedule: rank 1 has forward of micro-batch 1 "
+                "on chunk 0 without a receive before it",
+                "a receive after its forward");
   // Stage 0 receives nothing.
   Schedule stray = pipeline::planSteps(oneF);
   stray[0].insert(stray[0].begin(), {StepKind::RecvForward, 0, 0});
