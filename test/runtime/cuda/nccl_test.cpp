@@ -226,52 +226,40 @@ void checkBuckets(rt::Backend &nccl, rt::Communicator &comm) {
   }
 }
 
-/// One exchange of two sends to this rank and two receives from it (the
-/// pipeline's grouped transfers): NCCL matches them in order, the first
-/// send with the first receive.
-void checkExchangeWithSelf(rt::Communicator &comm) {
+/// The pipeline's exchange (Backend::exchange) with this rank: two sends
+/// and two receives in one group, through `nccl` (one ncclGroupStart/End,
+/// waited for with the deadline) and `host` (staged through the
+/// single-process communicator). Sends meet receives in order, the first
+/// with the first, so both must deliver each source bit for bit.
+void checkExchangeWithSelf(rt::Backend &nccl, rt::Backend &host,
+                           rt::Communicator &comm) {
   const rt::ProcessGroup &g = comm.group(plan::ParallelGroup::Pipeline);
-  try {
-    rt::gpu::NcclComms comms(30);
-    comms.join(comm, g);
-    const size_t n[2] = {12345, 77};
-    std::vector<float> v[2] = {randomVec(n[0], 21), randomVec(n[1], 22)};
-    float *src[2] = {}, *dst[2] = {};
-    cudaStream_t s = nullptr;
-    cudaEvent_t done = nullptr;
-    for (int k = 0; k < 2; ++k) {
-      std::vector<float> poison(n[k], std::nanf(""));
-      if (cudaMalloc(&src[k], n[k] * 4) || cudaMalloc(&dst[k], n[k] * 4))
-        throw rt::Error("cudaMalloc failed");
-      cudaMemcpy(src[k], v[k].data(), n[k] * 4, cudaMemcpyHostToDevice);
-      cudaMemcpy(dst[k], poison.data(), n[k] * 4, cudaMemcpyHostToDevice);
-    }
-    if (cudaStreamCreate(&s) || cudaEventCreate(&done))
-      throw rt::Error("cuda set-up failed");
-    comms.exchange(g,
-                   {{false, 0, dst[0], n[0] * 4},
-                    {true, 0, src[0], n[0] * 4},
-                    {true, 0, src[1], n[1] * 4},
-                    {false, 0, dst[1], n[1] * 4}},
-                   s, "exchange");
-    cudaEventRecord(done, s);
-    comms.wait(g, done, "exchange");
-    for (int k = 0; k < 2; ++k) {
-      std::vector<float> got(n[k]);
-      cudaMemcpy(got.data(), dst[k], n[k] * 4, cudaMemcpyDeviceToHost);
-      if (!sameBits(got, v[k]))
-        fail("exchange with itself: transfer " + std::to_string(k) +
-             "'s received bytes differ");
+  for (rt::Backend *b : {&nccl, &host}) {
+    const char *path = b == &nccl ? "nccl" : "host-staged";
+    try {
+      const size_t n[2] = {12345, 77};
+      std::vector<float> v[2] = {randomVec(n[0], 21), randomVec(n[1], 22)};
+      Buf src0(*b, n[0]), src1(*b, n[1]), dst0(*b, n[0]), dst1(*b, n[1]);
+      src0.put(v[0]);
+      src1.put(v[1]);
+      dst0.put(std::vector<float>(n[0], std::nanf("")));
+      dst1.put(std::vector<float>(n[1], std::nanf("")));
+      b->exchange(g,
+                  {{false, 0, dst0.ptr, n[0] * 4},
+                   {true, 0, src0.ptr, n[0] * 4},
+                   {true, 0, src1.ptr, n[1] * 4},
+                   {false, 0, dst1.ptr, n[1] * 4}},
+                  comm);
+      bool ok0 = sameBits(dst0.get(), v[0]), ok1 = sameBits(dst1.get(), v[1]);
+      if (!ok0 || !ok1)
+        fail(std::string("exchange with itself (") + path +
+             "): the received bytes differ");
       else
-        std::printf("ok   exchange with itself: transfer %d (%zu floats)\n",
-                    k, n[k]);
-      cudaFree(src[k]);
-      cudaFree(dst[k]);
+        std::printf("ok   exchange with itself (%s): %zu and %zu floats\n",
+                    path, n[0], n[1]);
+    } catch (const std::exception &e) {
+      fail(std::string("exchange with itself (") + path + "): " + e.what());
     }
-    cudaEventDestroy(done);
-    cudaStreamDestroy(s);
-  } catch (const std::exception &e) {
-    fail(std::string("exchange with itself: ") + e.what());
   }
 }
 
@@ -392,7 +380,7 @@ int main() {
     checkCollectives(*nccl, *host, *comm);
     checkOverlap(*nccl, *host, *comm);
     checkBuckets(*nccl, *comm);
-    checkExchangeWithSelf(*comm);
+    checkExchangeWithSelf(*nccl, *host, *comm);
     checkErrors(*comm);
   } catch (const std::exception &e) {
     fail(std::string("unexpected: ") + e.what());
