@@ -6,10 +6,11 @@
 // plan collective through Backend::collective against the host-staged path
 // of a second backend (outputs poisoned first, bits compared; an output
 // overlapping its input), the gradient buckets on their own stream
-// (contiguous and scattered), an exchange with itself (two sends and two
-// receives in one group), and the two ways a collective ends badly: an invalid argument and a
-// receive that nothing ever matches (the watchdog's deadline), each one
-// Error naming the operation and the group, never a hang.
+// (contiguous and scattered), the pipeline's exchange with itself (two
+// sends and two receives in one group, through both backends), and the two
+// ways a collective ends badly: an invalid argument and a receive that
+// nothing ever matches (the watchdog's deadline), each one Error naming the
+// operation and the group, never a hang.
 //
 // Exit 0: passed; 1: failed; 77: no GPU (ctest reports it as skipped).
 //
