@@ -44,6 +44,10 @@
 //    step per unit, P=2 V=2 m=4 would hang (rank 0 sends B0's gradients to
 //    rank 1, which first sends B1's). For GPipe and 1F1B the exchanges are
 //    Megatron's send_forward_recv_backward and send_backward_recv_forward.
+//    In step 6's unit model the exchanges delay nothing: with every send
+//    waiting for its receive, each schedule megac writes (2-8 ranks, up to
+//    4 chunks, 1-32 micro-batches) has the makespan of sends that never
+//    wait (test/runtime/engine/pipeline_traffic_test.cpp).
 // 6. Simulation (unit model): a forward step costs 1, a backward 2. Each rank
 //    runs its steps in order; F(mb, s) starts after F(mb, s-1) ended, B(mb, s)
 //    after B(mb, s+1) and F(mb, s) ended. bubble = idle / (P * makespan).

@@ -4,12 +4,15 @@
 // 4 chunks, 1-32 micro-batches) and its evaluation order must pass the
 // pipeline executor's load-time check (PipelineTraffic.h): ranks agree on
 // the order of their messages, and no rank waits forever when each send
-// waits for its receive. Then the check must refuse what would hang or
+// waits for its receive; in the unit-cost model (forward 1, backward 2) the
+// exchanges cost no time, the makespan being that of pipeline::simulate,
+// whose sends never wait. Then the check must refuse what would hang or
 // mismatch: the interleaved schedule with one exchange per step (which
 // hangs at P=2 V=2 m=4), two sends swapped, a receive left out or late, a
 // send nobody receives or before its computation, a transfer on a stage
-// that has no neighbour. Last, the single-process
-// communicator's exchange.
+// that has no neighbour; and the timed model must tell a late schedule (1F1B
+// receiving a backward's gradients before the forward it could run first).
+// Last, the single-process communicator's exchange.
 //
 //===----------------------------------------------------------------------===//
 #include "PipelineTraffic.h"
@@ -17,8 +20,11 @@
 #include "mega/Passes/PipelineSchedule.h"
 #include "mega/Runtime/Backend.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace mega;
@@ -54,6 +60,80 @@ void expectRefused(const Schedule &s, int pp, int vpp, const std::string &want,
     std::printf("ok   refused %s: %s\n", what.c_str(), why.c_str());
 }
 
+/// The unit-cost makespan of `s` (a forward costs 1, a backward 2) when
+/// every transfer of an exchange starts once both ends have reached their
+/// exchanges and an exchange ends with its last transfer: the step model of
+/// pipeline::simulate with each send waiting for its receive. -1 when some
+/// rank never finishes.
+int64_t exchangeMakespan(const Schedule &s, int pp, int vpp) {
+  using plan::StepKind;
+  struct Item {
+    int64_t cost = 0;                ///< a computation
+    std::vector<PipeTransfer> moves; ///< or an exchange
+  };
+  std::vector<std::vector<Item>> items(s.size());
+  for (size_t r = 0; r < s.size(); ++r)
+    for (const plan::ScheduleStep &st : s[r]) {
+      if (st.kind == StepKind::Forward || st.kind == StepKind::Backward) {
+        items[r].push_back({st.kind == StepKind::Forward ? 1 : 2, {}});
+      } else if (st.kind != StepKind::Optimizer) {
+        if (items[r].empty() || items[r].back().moves.empty())
+          items[r].push_back({});
+        items[r].back().moves.push_back(stepTransfer(st, int(r), pp, vpp));
+      }
+    }
+  // Where each end of each message waits: (send?, mb, stage, gradient).
+  using Id = std::tuple<bool, int64_t, int, bool>;
+  std::map<Id, size_t> where;
+  for (size_t r = 0; r < s.size(); ++r)
+    for (size_t i = 0; i < items[r].size(); ++i)
+      for (const PipeTransfer &t : items[r][i].moves)
+        where[{t.send, t.message.microbatch, t.message.stage,
+               t.message.gradient}] = i;
+  std::vector<size_t> at(s.size(), 0);
+  std::vector<int64_t> now(s.size(), 0); // when the rank reached items[at]
+  std::map<Id, int64_t> moved;           // a send's message: when it moved
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (size_t r = 0; r < s.size(); ++r)
+      while (at[r] < items[r].size()) {
+        const Item &it = items[r][at[r]];
+        int64_t end = now[r] + it.cost;
+        bool ready = true;
+        for (const PipeTransfer &t : it.moves) {
+          Id send{true, t.message.microbatch, t.message.stage,
+                  t.message.gradient};
+          if (auto m = moved.find(send); m != moved.end()) {
+            end = std::max(end, m->second);
+            continue;
+          }
+          Id other{!t.send, t.message.microbatch, t.message.stage,
+                   t.message.gradient};
+          size_t peer = size_t(t.peer);
+          if (at[peer] != where.at(other)) {
+            ready = false;
+            break;
+          }
+          int64_t when = std::max(now[r], now[peer]);
+          moved[send] = when;
+          end = std::max(end, when);
+        }
+        if (!ready)
+          break;
+        now[r] = end;
+        ++at[r];
+        progress = true;
+      }
+  }
+  int64_t makespan = 0;
+  for (size_t r = 0; r < s.size(); ++r) {
+    if (at[r] != items[r].size())
+      return -1;
+    makespan = std::max(makespan, now[r]);
+  }
+  return makespan;
+}
+
 void sweep() {
   int configs = 0;
   for (auto kind :
@@ -77,11 +157,23 @@ void sweep() {
             eval.push_back(evalSteps(r, pp, vpp));
           why = check(eval, pp, vpp);
           expect(why.empty(), name + " evaluation: " + why);
+          // The exchanges cost no time in the unit model: the makespan
+          // equals the one with sends that never wait.
+          int64_t buffered =
+              pipeline::simulate(c, pipeline::buildSchedule(c)).makespan;
+          int64_t rendezvous =
+              exchangeMakespan(pipeline::planSteps(c), pp, vpp);
+          expect(rendezvous == buffered,
+                 name + ": makespan " + std::to_string(rendezvous) +
+                     " with exchanges, " + std::to_string(buffered) +
+                     " with sends that never wait");
           ++configs;
         }
   }
   expect(configs > 300, "the sweep ran " + std::to_string(configs));
-  std::printf("ok   %d schedules and their evaluation orders pass\n", configs);
+  std::printf("ok   %d schedules and their evaluation orders pass, each with "
+              "the unit-model makespan of sends that never wait\n",
+              configs);
 }
 
 /// Each step with its own receive before and send after (one exchange per
@@ -132,6 +224,20 @@ void refusals() {
                 "rank 0 waits to send micro-batch 0's gradients for stage 1 "
                 "to rank 1",
                 "interleaved P=2 V=2 m=4 with one exchange per step");
+  expect(exchangeMakespan(unpaired({interleaved, 2, 2, 4}), 2, 2) == -1,
+         "the unpaired interleaved order never finishes in the timed model");
+  // 1F1B P=2 m=2 with rank 0 receiving B0's gradients before F1 (as a pair
+  // would) waits for rank 1's B0 first: 12 units instead of 9.
+  Schedule eager =
+      pipeline::planSteps({pipeline::ScheduleKind::OneFOneB, 2, 1, 2});
+  eager[0] = {{StepKind::Forward, 0, 0},      {StepKind::SendForward, 0, 0},
+              {StepKind::RecvBackward, 0, 0}, {StepKind::Forward, 1, 0},
+              {StepKind::Backward, 0, 0},     {StepKind::SendForward, 1, 0},
+              {StepKind::RecvBackward, 1, 0}, {StepKind::Backward, 1, 0},
+              {StepKind::Optimizer, 0, 0}};
+  int64_t slow = exchangeMakespan(eager, 2, 1);
+  expect(slow == 12, "1F1B with an eager receive: makespan " +
+                         std::to_string(slow) + ", not 12");
   // 1F1B and GPipe with one exchange per step are planSteps' own order.
   for (auto kind :
        {pipeline::ScheduleKind::GPipe, pipeline::ScheduleKind::OneFOneB}) {
