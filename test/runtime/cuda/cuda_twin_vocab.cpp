@@ -20,6 +20,8 @@
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
 
+#include "../PlacedComm.h"
+
 #include <algorithm>
 
 namespace twincheck {
@@ -28,52 +30,7 @@ namespace {
 
 /// Every group of the run has `size` ranks and this process is `rank` of
 /// each; no collectives.
-class Place final : public rt::Communicator {
-public:
-  Place(int rank, int size) {
-    for (int k = 0; k < 3; ++k) {
-      groups_[k].kind = plan::ParallelGroup(k);
-      groups_[k].rank = rank;
-      groups_[k].size = size;
-      for (int r = 0; r < size; ++r)
-        groups_[k].worldRanks.push_back(r);
-    }
-  }
-  const char *name() const override { return "place"; }
-  int worldRank() const override { return groups_[0].rank; }
-  int worldSize() const override { return groups_[0].size; }
-  const rt::ProcessGroup &group(plan::ParallelGroup kind) const override {
-    return groups_[int(kind)];
-  }
-  void allReduce(const rt::ProcessGroup &, const float *, float *, size_t,
-                 plan::ReduceOp) override {
-    none();
-  }
-  void allGather(const rt::ProcessGroup &, const float *, float *,
-                 size_t) override {
-    none();
-  }
-  void reduceScatter(const rt::ProcessGroup &, const float *, float *,
-                     size_t) override {
-    none();
-  }
-  void send(const rt::ProcessGroup &, int, int, const void *, size_t) override {
-    none();
-  }
-  void recv(const rt::ProcessGroup &, int, int, void *, size_t) override {
-    none();
-  }
-  void exchange(const rt::ProcessGroup &,
-                const std::vector<rt::PeerTransfer> &) override {
-    none();
-  }
-
-private:
-  [[noreturn]] static void none() {
-    throw rt::Error("a kernel called a collective of the twin communicator");
-  }
-  rt::ProcessGroup groups_[3];
-};
+using Place = mega::test::PlacedComm;
 
 std::string where(int rank, int size) {
   return " rank " + std::to_string(rank) + "/" + std::to_string(size);

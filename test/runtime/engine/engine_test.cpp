@@ -20,6 +20,8 @@
 #include "Schedule.h"
 #include "TestPlans.h"
 
+#include "../PlacedComm.h"
+
 #include "mega/Data/IndexedDataset.h"
 
 #include <algorithm>
@@ -547,22 +549,9 @@ void testEngineAndCheckpoint() {
 
 /// Every group of size `size` with this process at `rank`; allGather
 /// returns `parts` (what each rank would contribute) concatenated.
-class ShardComm final : public Communicator {
+class ShardComm final : public test::PlacedComm {
 public:
-  ShardComm(int rank, int size) {
-    for (int k = 0; k < 3; ++k)
-      groups[k] = {plan::ParallelGroup(k), rank, size, {}, k};
-  }
-  const char *name() const override { return "shard-test"; }
-  int worldRank() const override { return groups[0].rank; }
-  int worldSize() const override { return groups[0].size; }
-  const ProcessGroup &group(plan::ParallelGroup kind) const override {
-    return groups[int(kind)];
-  }
-  void allReduce(const ProcessGroup &, const float *, float *, size_t,
-                 plan::ReduceOp) override {
-    throw Error("unused");
-  }
+  using PlacedComm::PlacedComm;
   void allGather(const ProcessGroup &g, const float *in, float *out,
                  size_t n) override {
     CHECK(parts.size() == size_t(g.size));
@@ -570,24 +559,7 @@ public:
     for (size_t r = 0; r < parts.size(); ++r)
       std::memcpy(out + r * n, parts[r].data(), n * 4);
   }
-  void reduceScatter(const ProcessGroup &, const float *, float *,
-                     size_t) override {
-    throw Error("unused");
-  }
-  void send(const ProcessGroup &, int, int, const void *, size_t) override {
-    throw Error("unused");
-  }
-  void recv(const ProcessGroup &, int, int, void *, size_t) override {
-    throw Error("unused");
-  }
-  void exchange(const ProcessGroup &,
-                const std::vector<PeerTransfer> &) override {
-    throw Error("unused");
-  }
   std::vector<std::vector<float>> parts;
-
-private:
-  ProcessGroup groups[3];
 };
 
 void testShards() {

@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "KernelTest.h"
 
+#include "../PlacedComm.h"
+
 #include <algorithm>
 #include <limits>
 
@@ -20,54 +22,22 @@ using mega::rt::ProcessGroup;
 
 namespace {
 
-/// Every group of size `size`, this process at `rank`; no communication.
-class FakeComm final : public Communicator {
+/// Every group of size `size`, this process at `rank`; the only
+/// communication is allReduce's sum with what the other ranks would add.
+class FakeComm final : public mega::test::PlacedComm {
 public:
-  FakeComm(int rank, int size) {
-    for (int k = 0; k < 3; ++k) {
-      groups[k].kind = ParallelGroup(k);
-      groups[k].rank = rank;
-      groups[k].size = size;
-    }
-  }
-  const char *name() const override { return "fake"; }
-  int worldRank() const override { return groups[0].rank; }
-  int worldSize() const override { return groups[0].size; }
-  const ProcessGroup &group(ParallelGroup kind) const override {
-    return groups[int(kind)];
-  }
+  using PlacedComm::PlacedComm;
   /// Sum: in + `others` (what the other ranks would contribute).
   void allReduce(const ProcessGroup &, const float *in, float *out, size_t n,
                  ReduceOp op) override {
     if (op != ReduceOp::Sum || others.size() != n)
-      unused();
+      none("allReduce other than a sum of `others`");
     for (size_t k = 0; k < n; ++k)
       out[k] = in[k] + others[k];
     ++reductions;
   }
   std::vector<float> others;
   int reductions = 0;
-  void allGather(const ProcessGroup &, const float *, float *, size_t) override {
-    unused();
-  }
-  void reduceScatter(const ProcessGroup &, const float *, float *,
-                     size_t) override { unused(); }
-  void send(const ProcessGroup &, int, int, const void *, size_t) override {
-    unused();
-  }
-  void recv(const ProcessGroup &, int, int, void *, size_t) override {
-    unused();
-  }
-  void exchange(const ProcessGroup &,
-                const std::vector<mega::rt::PeerTransfer> &) override {
-    unused();
-  }
-
-private:
-  [[noreturn]] static void unused() {
-    throw Error("FakeComm has no communication");
-  }
-  ProcessGroup groups[3];
 };
 
 /// Columns [c0, c0 + n) of a [rows, cols] matrix.
