@@ -46,8 +46,7 @@ public:
                      size_t) override {
     none("reduceScatter");
   }
-  void send(const rt::ProcessGroup &, int, int, const void *,
-            size_t) override {
+  void send(const rt::ProcessGroup &, int, int, const void *, size_t) override {
     none("send");
   }
   void recv(const rt::ProcessGroup &, int, int, void *, size_t) override {
@@ -60,8 +59,7 @@ public:
 
 protected:
   [[noreturn]] static void none(const char *what) {
-    throw rt::Error(std::string("the test communicator was asked to ") +
-                    what);
+    throw rt::Error(std::string("the test communicator was asked to ") + what);
   }
 
 private:
