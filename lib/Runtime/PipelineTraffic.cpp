@@ -207,7 +207,9 @@ std::string checkPipeExchanges(
              std::to_string(r) + " waits to " +
              (t.send ? "send " : "receive ") + t.message.text() +
              (t.send ? " to rank " : " from rank ") + std::to_string(t.peer) +
-             ", which waits in an exchange it runs before that one";
+             ", which waits in an exchange it runs before that one (megac "
+             "groups a schedule's transfers so that none can hang: a plan "
+             "from before that needs compiling again)";
     }
   }
   return "";
