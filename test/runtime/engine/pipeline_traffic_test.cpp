@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
@@ -214,6 +215,18 @@ bool same(const Schedule &a, const Schedule &b) {
   return true;
 }
 
+/// The index of the step of `kind` for `microbatch` in `steps`; the test's
+/// schedules always have it (a missing one ends the test).
+size_t stepAt(const std::vector<plan::ScheduleStep> &steps, plan::StepKind kind,
+              int32_t microbatch) {
+  for (size_t k = 0; k < steps.size(); ++k)
+    if (steps[k].kind == kind && steps[k].microbatch == microbatch)
+      return k;
+  std::fprintf(stderr, "FAIL the schedule has no %s of micro-batch %d\n",
+               plan::stepKindName(kind), int(microbatch));
+  std::exit(1);
+}
+
 void refusals() {
   using plan::StepKind;
   const auto interleaved = pipeline::ScheduleKind::Interleaved;
@@ -264,12 +277,8 @@ void refusals() {
                 "two sends swapped");
   // Rank 0 runs micro-batch 1's backward without receiving its gradients.
   Schedule dropped = pipeline::planSteps(oneF);
-  for (size_t k = 0; k < dropped[0].size(); ++k)
-    if (dropped[0][k].kind == StepKind::RecvBackward &&
-        dropped[0][k].microbatch == 1) {
-      dropped[0].erase(dropped[0].begin() + long(k));
-      break;
-    }
+  dropped[0].erase(dropped[0].begin() +
+                   long(stepAt(dropped[0], StepKind::RecvBackward, 1)));
   expectRefused(dropped, 2, 1,
                 "Error: pipeline schedule: rank 0 has backward of micro-batch "
                 "1 on chunk 0 without a receive before it",
@@ -290,12 +299,8 @@ void refusals() {
                 "a send before its computation");
   // Rank 1 receives micro-batch 1's activations after its forward.
   Schedule late = pipeline::planSteps(oneF);
-  for (size_t k = 0; k < late[1].size(); ++k)
-    if (late[1][k].kind == StepKind::RecvForward &&
-        late[1][k].microbatch == 1) {
-      std::swap(late[1][k], late[1][k + 1]);
-      break;
-    }
+  size_t recv = stepAt(late[1], StepKind::RecvForward, 1);
+  std::swap(late[1][recv], late[1][recv + 1]);
   expectRefused(late, 2, 1,
                 "Error: pipeline schedule: rank 1 has forward of micro-batch 1 "
                 "on chunk 0 without a receive before it",
@@ -307,7 +312,7 @@ void refusals() {
                 "Error: pipeline schedule: rank 0 has recv-forward on stage 0, "
                 "which has no stage before it",
                 "a receive on stage 0");
-  // Steps that are not transfers in an exchange, or chunks out of range.
+  // A chunk out of range.
   Schedule chunk = pipeline::planSteps(oneF);
   chunk[1][0].chunk = 1;
   expectRefused(chunk, 2, 1, "Error: pipeline schedule: rank 1 has no chunk 1",
