@@ -210,6 +210,69 @@ void testAttentionRefusals(Harness &h) {
            "o");
 }
 
+/// The residual stream in bf16 (megac --bf16-residual): LayerNorm's x,
+/// LayerNormGrad's x and the residual of MatMul epilogue 2 may be bf16,
+/// widened on load, so every output has the bits the f32 kernel gives for
+/// the widened values; in place only at one width.
+void testBf16Residual(Harness &h, Harness &conv, Rng &rng) {
+  const int64_t r = 9, c = 37, n = r * c;
+  Tensor &xb = bf16Tensor(h, {r, c}, rng.vec(n, -2, 2), conv);
+  std::vector<float> wide(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k)
+    wide[size_t(k)] = widen(bitsBf16(xb, k));
+  Tensor &xf = h.f32({r, c}, wide);
+  Tensor &w = h.f32({c}, rng.vec(c, 0.5, 1.5)), &b = h.f32({c}, rng.vec(c));
+  Tensor &y1 = h.f32({r, c}), &m1 = h.f32({r}), &s1 = h.f32({r});
+  Tensor &y2 = h.f32({r, c}), &m2 = h.f32({r}), &s2 = h.f32({r});
+  const Instr ln = make(Op::LayerNorm, {r, c}, {1e-5f});
+  if (h.run(ln, {&xf, &w, &b}, {&y1, &m1, &s1}) &&
+      h.run(ln, {&xb, &w, &b}, {&y2, &m2, &s2})) {
+    sameBits("layernorm bf16 x: y", y2.f(), y1.f(), size_t(n));
+    sameBits("layernorm bf16 x: mean", m2.f(), m1.f(), size_t(r));
+    sameBits("layernorm bf16 x: rstd", s2.f(), s1.f(), size_t(r));
+  }
+  // In place over a bf16 x only with a bf16 y.
+  {
+    Tensor &ax = h.arena(0, {r, c}, DType::BF16), &ay = h.arena(0, {r, c});
+    h.reject("layernorm f32 y over bf16 x", ln, {&ax, &w, &b}, {&ay, &m1, &s1},
+             "y overlaps x");
+  }
+  // LayerNormGrad with a bf16 x (and a bf16 dy), accumulating into dx.
+  Tensor &dy = bf16Tensor(h, {r, c}, rng.vec(n), conv);
+  const std::vector<float> start = rng.vec(n);
+  Tensor &dx1 = h.f32({r, c}, start), &dx2 = h.f32({r, c}, start);
+  Tensor &dw1 = h.f32({c}), &db1 = h.f32({c}), &dw2 = h.f32({c}),
+         &db2 = h.f32({c});
+  const Instr lng = make(Op::LayerNormGrad, {r, c, 1});
+  if (h.run(lng, {&dy, &xf, &w, &m1, &s1}, {&dx1, &dw1, &db1}) &&
+      h.run(lng, {&dy, &xb, &w, &m1, &s1}, {&dx2, &dw2, &db2})) {
+    sameBits("layernorm grad bf16 x: dx", dx2.f(), dx1.f(), size_t(n));
+    sameBits("layernorm grad bf16 x: dw", dw2.f(), dw1.f(), size_t(c));
+    sameBits("layernorm grad bf16 x: db", db2.f(), db1.f(), size_t(c));
+  }
+  // MatMul epilogue 2 (bias + residual) with a bf16 residual, D f32 and
+  // bf16, and in place (D = R, both bf16).
+  const int64_t M = r, N = c, K = 5;
+  Tensor &A = h.f32({M, K}, rng.vec(M * K)), &B = h.f32({K, N}, rng.vec(K * N));
+  const Instr mm =
+      make(Op::MatMul, {1, M, N, K, 0, 0, K, N, N, 0, 0, 0, 2}, {1.0f, 0.0f});
+  Tensor &d1 = h.f32({M, N}), &d2 = h.f32({M, N});
+  if (h.run(mm, {&A, &B, &b, &xf}, {&d1}) &&
+      h.run(mm, {&A, &B, &b, &xb}, {&d2}))
+    sameBits("epilogue bf16 residual: D f32", d2.f(), d1.f(), size_t(n));
+  Tensor &dh = h.alloc(DType::BF16, {M, N});
+  Tensor &rb = bf16Tensor(h, {M, N}, wide, conv);
+  if (h.run(mm, {&A, &B, &b, &xb}, {&dh}) &&
+      h.run(mm, {&A, &B, &b, &rb}, {&rb}))
+    for (int64_t k = 0; k < n; ++k)
+      CHECK(bitsBf16(rb, k) == bitsBf16(dh, k),
+            "epilogue bf16 residual in place: element %lld differs",
+            (long long)k);
+  Tensor &ar = h.arena(0, {M, N}, DType::BF16), &ad = h.arena(0, {M, N});
+  h.reject("epilogue f32 D over a bf16 residual", mm, {&A, &B, &b, &ar}, {&ad},
+           "residual");
+}
+
 /// Kernels that write a bf16 output themselves (mega-fold-casts): the bits
 /// are those of Cast applied to their f32 output.
 void testBf16Outputs(Harness &h, Harness &conv, Rng &rng) {
@@ -293,9 +356,7 @@ void testBf16Outputs(Harness &h, Harness &conv, Rng &rng) {
   // Only those outputs may be bf16; the inputs and statistics stay f32.
   h.reject("transpose bf16 in, f32 out", back, {&tb}, {&tf2},
            "a bf16 in needs a bf16 out, not f32");
-  Tensor &lxB = h.alloc(DType::BF16, {lr, lc});
-  h.reject("layernorm bf16 x", ln, {&lxB, &lw, &lb}, {&yF, &m1, &s1},
-           "x must be f32, not bf16");
+  testBf16Residual(h, conv, rng);
   Tensor &mB = h.alloc(DType::BF16, {lr});
   h.reject("layernorm bf16 mean", ln, {&lx, &lw, &lb}, {&yB, &mB, &s1},
            "mean must be f32, not bf16");

@@ -46,9 +46,10 @@ i128 extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t s) {
 }
 
 /// The epilogue's constraints (Plan.h): one plain product (batch 1, alpha
-/// 1, beta 0, D contiguous), bias f32 [N], residual f32 [M*N], aux and D f32
-/// or bf16 [M*N] (for the GELU gradient aux is the third input, in place of
-/// the bias); D may be the residual itself, nothing else may overlap.
+/// 1, beta 0, D contiguous), bias f32 [N], residual f32 or bf16 (widened)
+/// [M*N], aux and D f32 or bf16 [M*N] (for the GELU gradient aux is the third
+/// input, in place of the bias); D may be the residual itself, nothing else may
+/// overlap.
 void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   const auto &i = c.instr.i;
   if (i[0] != 1)
@@ -79,7 +80,10 @@ void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   c.tensor(c.ins[2], DType::F32, N, "bias");
   c.disjoint(D, c.ins[2], "D", "bias");
   if (epi == 2) {
-    c.tensor(c.ins[3], DType::F32, mn, "residual");
+    // A bf16 residual (the stream stored in bf16) is widened on load.
+    const Value *R = c.ins[3];
+    c.tensor(R, R->dtype == DType::BF16 ? DType::BF16 : DType::F32, mn,
+             "residual");
     c.sameOrDisjoint(D, c.ins[3], "D", "residual");
   }
   if (epi == 3) {
@@ -377,8 +381,8 @@ void gemm(const Ctx &ctx, const Gemm &g, const Refs &ins, float *C) {
 /// itself (f32): it is overwritten with the pre-activation; with a bf16
 /// aux (`auxBf16`) t is scratch and aux gets the pre-activation rounded.
 void epilogue(const Ctx &ctx, int64_t epi, int64_t M, int64_t N, float *t,
-              const float *bias, const float *R, const TensorRef &D,
-              uint16_t *auxBf16) {
+              const float *bias, const float *R, const uint16_t *Rh,
+              const TensorRef &D, uint16_t *auxBf16) {
   float *df = D.value->dtype == DType::F32 ? D.f32() : nullptr;
   uint16_t *dh = df ? nullptr : D.bf16();
   parallelForEach(ctx, M, [&](int64_t m) {
@@ -389,6 +393,9 @@ void epilogue(const Ctx &ctx, int64_t epi, int64_t M, int64_t N, float *t,
     if (rr)
       for (int64_t j = 0; j < N; ++j)
         tr[j] = tr[j] + rr[j];
+    if (Rh) // widened (exact), then the same f32 add
+      for (int64_t j = 0; j < N; ++j)
+        tr[j] = tr[j] + bf16ToFloat(Rh[m * N + j]);
     if (auxBf16)
       for (int64_t j = 0; j < N; ++j)
         auxBf16[m * N + j] = floatToBf16(tr[j]);
@@ -473,7 +480,9 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
   // The product goes where the epilogue can finish in place: aux (GELU),
   // an f32 D that is not the residual it still has to read, or scratch.
   const TensorRef &D = outs[0];
-  const float *R = epi == 2 ? ins[3].f32() : nullptr;
+  const bool rBf16 = epi == 2 && ins[3].value->dtype == DType::BF16;
+  const float *R = epi == 2 && !rBf16 ? ins[3].f32() : nullptr;
+  const uint16_t *Rh = rBf16 ? ins[3].bf16() : nullptr;
   std::vector<float> scratch;
   float *t;
   uint16_t *auxBf16 = epi == 3 && outs[1].value->dtype == DType::BF16
@@ -481,14 +490,14 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
                           : nullptr;
   if (epi == 3 && !auxBf16)
     t = outs[1].f32();
-  else if (D.value->dtype == DType::F32 && (!R || D.data != ins[3].data))
+  else if (D.value->dtype == DType::F32 && (epi != 2 || D.data != ins[3].data))
     t = D.f32();
   else {
     scratch.resize(size_t(g.M * g.N));
     t = scratch.data();
   }
   gemm(ctx, g, ins, t);
-  epilogue(ctx, epi, g.M, g.N, t, ins[2].f32(), R, D, auxBf16);
+  epilogue(ctx, epi, g.M, g.N, t, ins[2].f32(), R, Rh, D, auxBf16);
 }
 
 } // namespace mega::rt::cpu

@@ -31,7 +31,9 @@ void checkLayerNorm(const Checker &c) {
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t cols = c.attr(1, 1, kBig, "cols");
   c.finite(0, "eps");
-  c.tensor(c.ins[0], DType::F32, i128(rows) * cols, "x");
+  // x may be bf16 (the residual stream stored in bf16: widened on load).
+  const DType xt = c.ins[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  c.tensor(c.ins[0], xt, i128(rows) * cols, "x");
   c.tensor(c.ins[1], DType::F32, cols, "w");
   c.tensor(c.ins[2], DType::F32, cols, "b");
   // y may be bf16 (a cast folded into the norm: rounded on store); mean
@@ -43,7 +45,7 @@ void checkLayerNorm(const Checker &c) {
   const char *in[] = {"x", "w", "b"}, *out[] = {"y", "mean", "rstd"};
   for (int o = 0; o < 3; ++o) {
     for (int k = 0; k < 3; ++k) {
-      if (o == 0 && k == 0 && yt == DType::F32)
+      if (o == 0 && k == 0 && yt == xt)
         c.sameOrDisjoint(c.outs[0], c.ins[0], "y", "x"); // in place is fine
       else
         c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
@@ -70,7 +72,11 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const double eps = in.f[0];
-  const float *x = ins[0].f32(), *w = ins[1].f32(), *b = ins[2].f32();
+  const float *w = ins[1].f32(), *b = ins[2].f32();
+  // A bf16 x is widened row by row (exact): the f32 path runs on the row.
+  const bool xBf16 = ins[0].value->dtype == DType::BF16;
+  const float *x = xBf16 ? nullptr : ins[0].f32();
+  const uint16_t *xh = xBf16 ? ins[0].bf16() : nullptr;
   float *mean = outs[1].f32(), *rstd = outs[2].f32();
   // A bf16 y: each row in floats, then rounded (the GPU's twin).
   const bool bf16 = outs[0].value->dtype == DType::BF16;
@@ -78,8 +84,12 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
   uint16_t *yh = bf16 ? outs[0].bf16() : nullptr;
   parallelFor(ctx, rows, rowGrain(cols), [&](int64_t r0, int64_t r1) {
     std::vector<float> row(bf16 ? size_t(cols) : 0);
+    std::vector<float> xrow(xBf16 ? size_t(cols) : 0);
     for (int64_t r = r0; r < r1; ++r) {
-      const float *xr = x + r * cols;
+      const float *xr = x ? x + r * cols : xrow.data();
+      if (xh)
+        for (int64_t k = 0; k < cols; ++k)
+          xrow[size_t(k)] = bf16ToFloat(xh[r * cols + k]);
       // One pass: E[x^2] - E[x]^2 in double loses nothing that matters for
       // float data (relative error ~1e-16 (mean/std)^2).
       double sum, sumSq;
@@ -132,7 +142,9 @@ void checkLayerNormGrad(const Checker &c) {
   // dy may be bf16 (a bf16 product's gradient: widened, never dx's bytes).
   const bool dyBf16 = c.ins[0]->dtype == DType::BF16;
   c.tensor(c.ins[0], dyBf16 ? DType::BF16 : DType::F32, n, "dy");
-  c.tensor(c.ins[1], DType::F32, n, "x");
+  // x may be bf16 too (the residual stream stored in bf16: widened).
+  c.tensor(c.ins[1], c.ins[1]->dtype == DType::BF16 ? DType::BF16 : DType::F32,
+           n, "x");
   c.tensor(c.ins[2], DType::F32, cols, "w");
   c.tensor(c.ins[3], DType::F32, rows, "mean");
   c.tensor(c.ins[4], DType::F32, rows, "rstd");
@@ -208,8 +220,11 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   // accumulate_wb: dw, db += the sums over the rows (each sum rounded to
   // f32 first, then one f32 add: the bits of an Elementwise add after).
   const bool accWb = in.i.size() > 3 && in.i[3] != 0;
-  const float *x = ins[1].f32(), *w = ins[2].f32();
+  const float *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
+  // A bf16 x is widened row by row (exact).
+  const float *x = ins[1].value->dtype == DType::BF16 ? nullptr : ins[1].f32();
+  const uint16_t *xh = x ? nullptr : ins[1].bf16();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
   uint16_t *dxh = outs.size() > 3 ? outs[3].bf16() : nullptr;
   // dsum: the copy's column sums, ReduceSum's bits (its kSumRowBlock-row
@@ -235,10 +250,10 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t groupGrain =
       std::max<int64_t>(1, rowGrain(cols) / (kLnRowBlock * groupBlocks));
   parallelFor(ctx, ngroups, groupGrain, [&](int64_t g0, int64_t g1) {
-    std::vector<float> scratch(static_cast<size_t>(5 * cols));
+    std::vector<float> scratch(static_cast<size_t>((xh ? 6 : 5) * cols));
     std::vector<double> ds(dsum ? size_t(cols) : 0);
     float *xhat = scratch.data(), *g = xhat + cols, *fw = g + cols, *fb = fw + cols;
-    float *v = fb + cols;
+    float *v = fb + cols, *xw = v + cols;
     for (int64_t grp = g0; grp < g1; ++grp) {
       std::fill(ds.begin(), ds.end(), 0.0);
       const int64_t blkEnd = std::min(nblocks, (grp + 1) * groupBlocks);
@@ -246,8 +261,11 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
         std::fill(fw, fw + 2 * cols, 0.0f);
         const int64_t r1 = std::min(rows, (blk + 1) * kLnRowBlock);
         for (int64_t r = blk * kLnRowBlock; r < r1; ++r) {
-          lnGradRowStats(dy + r * cols, x + r * cols, w, mean[r], rstd[r], xhat,
-                         g, fw, fb, cols);
+          if (xh)
+            for (int64_t j = 0; j < cols; ++j)
+              xw[j] = bf16ToFloat(xh[r * cols + j]);
+          lnGradRowStats(dy + r * cols, xh ? xw : x + r * cols, w, mean[r],
+                         rstd[r], xhat, g, fw, fb, cols);
           // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); dy is dead now
           // (dx may be dy).
           const float c1 = float(sumD(g, cols) / double(cols));
