@@ -433,6 +433,15 @@ inline std::string dims(std::initializer_list<std::pair<const char *, int64_t>> 
   return s;
 }
 
+/// A view of n elements starting `off` elements into a buffer of random
+/// values (off = 1: not 16-byte aligned, so the element kernels run).
+inline int misalignedInput(Case &c, Rng &rng, int64_t n, int64_t off,
+                           double lo = -1, double hi = 1) {
+  int whole = c.f32({n + off}, rng.vec(n + off, lo, hi));
+  int v = c.view(whole, {n});
+  c.ts[size_t(v)].v.offset = 4 * off;
+  return v;
+}
 
 // The vocabulary-parallel kernels and the distributed optimizer's AdamW on
 // ranks of a group (cuda_twin_vocab.cpp).
@@ -444,6 +453,8 @@ void attention(Rng &rng);
 void graphs(Rng &rng);
 // MatMul with a bias / residual / GELU epilogue (cuda_twin_epilogue.cpp).
 void matmulEpilogue(Rng &rng);
+// LayerNorm and LayerNormGrad, x f32 or bf16 (cuda_twin_layernorm.cpp).
+void layerNorm(Rng &rng);
 // LayerNormGrad's fused forms (cuda_twin_norm_grad.cpp).
 void normGradFused(Rng &rng);
 // AdamWMulti writing the weights' bf16 copies (cuda_twin_weight_copies.cpp).

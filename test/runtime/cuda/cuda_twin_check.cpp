@@ -21,7 +21,12 @@
 //
 // One line per case; on a failure, the worst element. Exit code 0 when all
 // pass, 1 on any failure, 77 (ctest: skipped) when there is no CUDA device.
-// --quick runs only the small cases (to run under compute-sanitizer).
+// --quick runs only the small cases (to run under compute-sanitizer);
+// --only G1,G2 only the named groups (a rerun of the failed ones).
+// --cases-on-cpu runs the cases with the CPU backend on both sides: no GPU
+// needed, nothing learnt of the CUDA kernels, but every case is shown to be
+// one the plan checker takes and the CPU runs (ctest runtime.cuda.twin_cases,
+// with --only for the groups that launch nothing but instructions).
 //
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
@@ -394,16 +399,6 @@ void elementwise(Rng &rng) {
   elementwiseVariants(rng, " (interpreter)");
 }
 
-/// A view of n elements starting `off` elements into a buffer of random
-/// values (off = 1: not 16-byte aligned, so the element kernels run).
-int misalignedInput(Case &c, Rng &rng, int64_t n, int64_t off, double lo = -1,
-                    double hi = 1) {
-  int whole = c.f32({n + off}, rng.vec(n + off, lo, hi));
-  int v = c.view(whole, {n});
-  c.ts[size_t(v)].v.offset = 4 * off;
-  return v;
-}
-
 void reduceSum(Rng &rng) {
   // inner % 4 == 0 runs the float4 kernel (768, 2304 and 3072: GPT-2's
   // bias gradients; 12: fewer vectors than a block's columns; 36 with 251
@@ -454,118 +449,6 @@ void reduceSum(Rng &rng) {
     c.ins = {v};
     c.outs = {c.out({inner})};
     twin(c);
-  }
-}
-
-void layerNorm(Rng &rng) {
-  // The warp-per-row kernels take cols % 4 == 0 up to 1024 (96 and 256: two
-  // float4s a lane; 516: 129 float4s, the last lane's sixth one empty; 768:
-  // GPT-2, six; 1024: eight); 17, 251, 3000 and 1028 run the block-per-row
-  // kernels. Rows not a multiple of 32 leave LayerNormGrad's last block
-  // with idle warps.
-  const int64_t shapes[][2] = {{7, 17},    {33, 251},  {17, 96},
-                               {1024, 256}, {5, 3000}, {4096, 768},
-                               {9, 1024},   {3, 516},  {5, 1028}};
-  for (const auto &s : shapes) {
-    const int64_t rows = s[0], cols = s[1], n = rows * cols;
-    for (int inPlace : {0, 1}) {
-      Case c = make("LayerNorm " + dims({{"rows", rows}, {"cols", cols}}) +
-                        (inPlace ? " in place" : ""),
-                    Op::LayerNorm, {rows, cols}, {1e-5f});
-      // An offset mean (cancellation in E[x^2] - E[x]^2).
-      int x = inPlace ? c.inout({rows, cols}, rng.vec(n, 2.0, 4.0))
-                      : c.f32({rows, cols}, rng.vec(n, 2.0, 4.0));
-      c.ins = {x, c.f32({cols}, rng.vec(cols, 0.5, 1.5)),
-               c.f32({cols}, rng.vec(cols))};
-      c.outs = {inPlace ? c.same(x) : c.out({rows, cols}), c.out({rows}),
-                c.out({rows})};
-      twin(c);
-    }
-    for (int acc : {0, 1})
-      for (int inPlace : {0, 1}) {
-        Case c = make("LayerNormGrad " +
-                          dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}) +
-                          (inPlace ? " in place" : ""),
-                      Op::LayerNormGrad, {rows, cols, acc});
-        // mean/rstd consistent with x, as the forward leaves them.
-        std::vector<float> x = rng.vec(n, -2, 2);
-        std::vector<float> mean(static_cast<size_t>(rows));
-        std::vector<float> rstd(static_cast<size_t>(rows));
-        for (int64_t r = 0; r < rows; ++r) {
-          double s1 = 0, s2 = 0;
-          for (int64_t k = 0; k < cols; ++k) {
-            s1 += x[size_t(r * cols + k)];
-            s2 += double(x[size_t(r * cols + k)]) * x[size_t(r * cols + k)];
-          }
-          double mu = s1 / cols, var = std::max(0.0, s2 / cols - mu * mu);
-          mean[size_t(r)] = float(mu);
-          rstd[size_t(r)] = float(1.0 / std::sqrt(var + 1e-5));
-        }
-        int dy = (inPlace || acc) ? c.inout({rows, cols}, rng.vec(n))
-                                  : c.f32({rows, cols}, rng.vec(n));
-        c.ins = {dy, c.f32({rows, cols}, x), c.f32({cols}, rng.vec(cols)),
-                 c.f32({rows}, mean), c.f32({rows}, rstd)};
-        int dx = inPlace ? c.same(dy)
-                 : acc   ? c.inout({rows, cols}, rng.vec(n))
-                         : c.out({rows, cols});
-        c.outs = {dx, c.out({cols}), c.out({cols})};
-        twin(c);
-        if ((rows == 1024 || rows == 4096) && !acc && !inPlace)
-          deterministic(c);
-        // dy in bf16 (a bf16 product's gradient, widened on load; never
-        // in place): the same values, so the f32 tolerance holds.
-        if (!inPlace) {
-          Case h = make("LayerNormGrad bf16 dy " +
-                            dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}),
-                        Op::LayerNormGrad, {rows, cols, acc});
-          h.ins = {h.bf16({rows, cols}, rng.vec(n)), h.f32({rows, cols}, x),
-                   h.f32({cols}, rng.vec(cols)), h.f32({rows}, mean),
-                   h.f32({rows}, rstd)};
-          h.outs = {acc ? h.inout({rows, cols}, rng.vec(n)) : h.out({rows, cols}),
-                    h.out({cols}), h.out({cols})};
-          twin(h);
-        }
-      }
-  }
-  // A bf16 y (rounded on store; never in place): the warp kernel (768: 8-byte
-  // stores), the block kernel (251 columns; y 2 bytes late, so not 8-byte
-  // aligned).
-  const int64_t bf16Shapes[][3] = {{4096, 768, 0}, {33, 251, 0}, {65, 768, 1}};
-  for (const auto &b : bf16Shapes) {
-    const int64_t rows = b[0], cols = b[1], late = b[2], n = rows * cols;
-    Case c = make("LayerNorm bf16 y " + dims({{"rows", rows}, {"cols", cols}}) +
-                      (late ? " y+1" : ""),
-                  Op::LayerNorm, {rows, cols}, {1e-5f});
-    c.ins = {c.f32({rows, cols}, rng.vec(n, 2.0, 4.0)),
-             c.f32({cols}, rng.vec(cols, 0.5, 1.5)), c.f32({cols}, rng.vec(cols))};
-    int y = c.out({n + late}, DType::BF16);
-    int yv = c.view(y, {rows, cols});
-    c.ts[size_t(yv)].v.offset = 2 * late;
-    c.outs = {yv, c.out({rows}), c.out({rows})};
-    c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
-    twin(c);
-  }
-  // cols = 768 but x (and dy) 4 bytes into their buffers: the block-per-row
-  // kernels.
-  {
-    const int64_t rows = 65, cols = 768, n = rows * cols;
-    Case c = make("LayerNorm misaligned x " +
-                      dims({{"rows", rows}, {"cols", cols}}),
-                  Op::LayerNorm, {rows, cols}, {1e-5f});
-    c.ins = {misalignedInput(c, rng, n, 1, 2.0, 4.0),
-             c.f32({cols}, rng.vec(cols, 0.5, 1.5)), c.f32({cols}, rng.vec(cols))};
-    c.outs = {c.out({rows, cols}), c.out({rows}), c.out({rows})};
-    twin(c);
-    Case g = make("LayerNormGrad misaligned dy " +
-                      dims({{"rows", rows}, {"cols", cols}}),
-                  Op::LayerNormGrad, {rows, cols, 0});
-    std::vector<float> mean(static_cast<size_t>(rows), 0.1f);
-    std::vector<float> rstd(static_cast<size_t>(rows), 1.7f);
-    g.ins = {misalignedInput(g, rng, n, 1), g.f32({rows, cols}, rng.vec(n)),
-             g.f32({cols}, rng.vec(cols)), g.f32({rows}, mean),
-             g.f32({rows}, rstd)};
-    g.outs = {g.out({rows, cols}), g.out({cols}), g.out({cols})};
-    twin(g);
   }
 }
 
@@ -942,40 +825,59 @@ void refusals(Rng &rng) {
 } // namespace
 
 int main(int argc, char **argv) {
+  bool casesOnCpu = false;
+  std::string only; // ",g1,g2,": the groups to run; empty: all
   for (int k = 1; k < argc; ++k) {
-    if (std::string(argv[k]) == "--quick") {
+    const std::string a = argv[k];
+    if (a == "--quick") {
       gQuick = true;
+    } else if (a == "--cases-on-cpu") {
+      casesOnCpu = true;
+    } else if (a == "--only" && k + 1 < argc) {
+      only = "," + std::string(argv[++k]) + ",";
     } else {
-      std::printf("usage: cuda_twin_check [--quick]\n");
+      std::printf("usage: cuda_twin_check [--quick] [--cases-on-cpu] "
+                  "[--only GROUP[,GROUP...]]\n");
       return 2;
     }
   }
-  std::string reason;
-  if (rt::gpu::deviceCount(reason) <= 0) {
-    std::printf("SKIP: no CUDA device (%s)\n", reason.c_str());
-    return 77;
-  }
   std::unique_ptr<Backend> cpu, cuda;
-  try {
+  bool viaCudnn = false;
+  if (casesOnCpu) {
     cpu = rt::createCpuBackend(0);
-    cuda = rt::createCudaBackend(0);
-  } catch (const std::exception &e) {
-    std::printf("FAIL  creating the backends: %s\n", e.what());
-    return 1;
+    cuda = rt::createCpuBackend(0);
+    std::printf("cuda_twin_check --cases-on-cpu: the CPU backend on both "
+                "sides (the cases, not the CUDA kernels)\n");
+  } else {
+    std::string reason;
+    if (rt::gpu::deviceCount(reason) <= 0) {
+      std::printf("SKIP: no CUDA device (%s)\n", reason.c_str());
+      return 77;
+    }
+    try {
+      cpu = rt::createCpuBackend(0);
+      cuda = rt::createCudaBackend(0);
+    } catch (const std::exception &e) {
+      std::printf("FAIL  creating the backends: %s\n", e.what());
+      return 1;
+    }
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+      std::printf("cuda_twin_check on %s (sm_%d%d)\n", prop.name, prop.major,
+                  prop.minor);
+    // By default bf16 attention runs on cuDNN where it can; mega's own
+    // kernels then get the attention group again below.
+    const std::string choice = cuda->kernelChoices();
+    std::printf("%s\n", choice.c_str());
+    viaCudnn = choice.find("cuDNN") != std::string::npos &&
+               choice.find("mega's kernels (") == std::string::npos;
   }
   gCpu = cpu.get();
   gCuda = cuda.get();
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
-    std::printf("cuda_twin_check on %s (sm_%d%d)\n", prop.name, prop.major,
-                prop.minor);
-  // By default bf16 attention runs on cuDNN where it can; mega's own
-  // kernels then get the attention group again below.
-  const std::string choice = cuda->kernelChoices();
-  std::printf("%s\n", choice.c_str());
-  const bool viaCudnn = choice.find("cuDNN") != std::string::npos &&
-                        choice.find("mega's kernels (") == std::string::npos;
   gCudnnAttention = viaCudnn;
+  auto wanted = [&](const std::string &g) {
+    return only.empty() || only.find("," + g + ",") != std::string::npos;
+  };
   Rng rng(20240601);
   const std::pair<const char *, std::function<void(Rng &)>> groups[] = {
       {"fill/copy", fillAndCopy},   {"matmul", matmul},
@@ -990,6 +892,8 @@ int main(int argc, char **argv) {
       {"layernorm grad fused", normGradFused},
       {"weight copies", weightCopies}};
   for (const auto &[name, run] : groups) {
+    if (!wanted(name))
+      continue;
     try {
       run(rng);
     } catch (const std::exception &e) {
@@ -997,7 +901,7 @@ int main(int argc, char **argv) {
              std::string("threw: ") + e.what());
     }
   }
-  if (viaCudnn) {
+  if (viaCudnn && wanted("attention")) {
     std::printf("attention again on mega's kernels (--attention-backend "
                 "local)\n");
     try {

@@ -7,6 +7,8 @@
 // epilogue but the plain product and the epilogue kernel), a misaligned D
 // (GELU's element kernel) and K = 0; GELU's aux f32 or bf16; the GELU
 // gradient (4) likewise, with aux or D off the alignment DGELU wants. The
+// residual f32 or bf16 (the stream of a --bf16-residual plan: cuBLASLt's
+// C when D is bf16 too, else widened by the epilogue kernel). The
 // CUDA paths: cuBLASLt's BIAS epilogue into f32 D or aux (+ the GELU pass),
 // its GELU_AUX_BIAS epilogue (D and aux bf16), its DGELU epilogue, and the
 // plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel. The
@@ -35,6 +37,7 @@ struct E {
   bool dLate = false;   ///< D starts one element late in its buffer
   DType aux = DType::F32; ///< GELU's pre-activation
   bool auxLate = false;   ///< aux starts one element late in its buffer
+  DType res = DType::F32; ///< the residual (epilogue 2)
 };
 
 void epilogueCase(const E &e, Rng &rng) {
@@ -48,6 +51,7 @@ void epilogueCase(const E &e, Rng &rng) {
                           {"K", e.K},
                           {"tA", e.ta},
                           {"tB", e.tb}}) +
+                    (e.epi == 2 ? std::string(" R=") + name(e.res) : "") +
                     (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : "") +
                     (e.dLate ? " D+1" : "") +
                     (e.epi == 3 ? std::string(" aux=") + name(e.aux) : "") +
@@ -67,7 +71,14 @@ void epilogueCase(const E &e, Rng &rng) {
   c.ins = {a, b, bias};
   int d;
   if (e.epi == 2) {
-    int r = e.inPlace ? c.inout({mn}, rng.vec(mn)) : c.f32({mn}, rng.vec(mn));
+    int r;
+    if (e.res == DType::BF16) {
+      r = c.bf16({mn}, rng.vec(mn));
+      if (e.inPlace)
+        c.compare.push_back(r);
+    } else {
+      r = e.inPlace ? c.inout({mn}, rng.vec(mn)) : c.f32({mn}, rng.vec(mn));
+    }
     c.ins.push_back(r);
     d = e.inPlace ? c.same(r) : c.out({mn}, e.d);
   } else if (e.dLate) {
@@ -267,6 +278,40 @@ void matmulEpilogue(Rng &rng) {
   epilogueCase(bl, rng);
   epilogueCase({4096, 2304, 768, 0, 0, 1, H, H}, rng);
   epilogueCase({2048, 3072, 768, 0, 0, 3, F, F}, rng);
+  // A bf16 residual (widened on load): every transpose, operand type and D
+  // at odd sizes (bf16 everything: cuBLASLt's BIAS epilogue with the
+  // residual as C; otherwise the epilogue kernel), in place (D = R, both
+  // bf16) for both operand types, a misaligned bias (the kernel), K = 0,
+  // and GPT-2 small's attention and MLP projections as a --bf16-residual
+  // plan has them (bf16 everything, in place), the first twice.
+  for (DType ab : {F, H})
+    for (DType d : {F, H})
+      for (int t = 0; t < 4; ++t) {
+        E o{t < 2 ? 7 : 33, t < 2 ? 33 : 17, t == 3 ? 8 : 17, t & 1,
+            (t >> 1) & 1, 2, ab, d};
+        o.res = H;
+        epilogueCase(o, rng);
+      }
+  for (DType ab : {F, H}) {
+    E r{64, 96, 40, 0, 1, 2, ab, H};
+    r.res = H;
+    r.inPlace = true;
+    epilogueCase(r, rng);
+  }
+  E rb{256, 384, 64, 0, 0, 2, H, H};
+  rb.res = H;
+  rb.biasOff = 1;
+  epilogueCase(rb, rng);
+  E rk{5, 9, 0, 0, 0, 2, H, H};
+  rk.res = H;
+  epilogueCase(rk, rng);
+  for (int64_t K : {768, 3072}) {
+    E p{16384, 768, K, 0, 0, 2, H, H};
+    p.res = H;
+    p.inPlace = true;
+    p.twice = K == 768;
+    epilogueCase(p, rng);
+  }
   // The bias gradient (epilogue 5): both operand types, A transposed or
   // not, beta 0 and 1, fresh and accumulated sums at odd sizes; g off
   // alignment; K = 0 (no rows to sum) and M = 0 (sums without a product);

@@ -39,6 +39,7 @@ struct F {
   bool copyLate = false; ///< the copy starts one element late (2 bytes)
   int dsum = 0;          ///< the copy's column sums: 1 fresh, 2 accumulating
   bool zeroW = false;    ///< w = 0: dx is r (or 0) exactly on both backends
+  bool xBf16 = false;    ///< x in bf16 (the residual stream stored in bf16)
 };
 
 /// The case of `f`; `copyOnly`: compare the bf16 copy alone (else every
@@ -61,10 +62,16 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
                (f.dsum == 1   ? " dsum"
                 : f.dsum == 2 ? " dsum acc"
                               : "") +
-               (f.zeroW ? " w=0" : "") + (copyOnly ? " [copy]" : ""),
+               (f.zeroW ? " w=0" : "") + (f.xBf16 ? " bf16 x" : "") +
+               (copyOnly ? " [copy]" : ""),
            Op::LayerNormGrad, i);
   // mean/rstd consistent with x, as the forward leaves them.
   std::vector<float> x = rng.vec(n, -2, 2);
+  if (f.xBf16) // the values a bf16 x holds: the statistics are of those
+    for (float &v : x) {
+      const uint32_t u = uint32_t(toBf16Bits(v)) << 16;
+      std::memcpy(&v, &u, 4);
+    }
   std::vector<float> mean(static_cast<size_t>(rows));
   std::vector<float> rstd(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) {
@@ -89,7 +96,7 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
                   : c.f32({rows, cols}, rng.vec(n));
     dx = f.acc ? c.inout({rows, cols}, rng.vec(n)) : c.out({rows, cols});
   }
-  c.ins = {dy, c.f32({rows, cols}, x),
+  c.ins = {dy, f.xBf16 ? c.bf16({rows, cols}, x) : c.f32({rows, cols}, x),
            c.f32({cols}, f.zeroW ? std::vector<float>(size_t(cols), 0.0f)
                                  : rng.vec(cols, 0.5, 1.5)),
            c.f32({rows}, mean), c.f32({rows}, rstd)};
@@ -318,6 +325,21 @@ void normGradFused(Rng &rng) {
     f.dsum = 1;
     f.zeroW = true;
     run(f, rng, true);
+  }
+  // x in bf16 (a --bf16-residual plan's norms: widened on load) with the
+  // forms its plan uses, at every shape class, and GPT-2 small's ln_1/ln_2
+  // and ln_f (with the bias-gradient sums), the first twice.
+  for (const auto &s : shapes)
+    for (int acc : {0, 1}) {
+      F f{s[0], s[1], true, bool(acc), true, true};
+      f.xBf16 = true;
+      run(f, rng);
+    }
+  for (int acc : {1, 0}) {
+    F f{16384, 768, true, bool(acc), true, true};
+    f.dsum = 2;
+    f.xBf16 = true;
+    run(f, rng, acc == 1);
   }
   // The CUDA kernel against the CUDA sequence it replaces, bit for bit: the
   // warp kernel (768; 65 rows: two of ReduceSum's chunks, the last short),

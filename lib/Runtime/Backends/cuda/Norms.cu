@@ -19,6 +19,9 @@
 // written (each 32 rows read back right after they are stored: from L2, not
 // memory), the block form runs ReduceSum's kernels.
 //
+// x may be bf16 in LayerNorm and LayerNormGrad (the residual stream stored
+// in bf16), widened on load like a bf16 dy.
+//
 // In place (y = x, dx = dy, dx = y): every row kernel reads the whole row
 // for its statistics before it writes (the warp forms hold it in
 // registers; the block forms pass a block-wide barrier), and afterwards
@@ -48,21 +51,23 @@ __device__ inline void put(__nv_bfloat16 *y, float v) {
   *y = __float2bfloat16_rn(v);
 }
 
-/// The block-per-row form; Y = float or __nv_bfloat16 (a cast folded into
-/// the norm: the f32 value rounded on store, never in place).
-template <typename Y>
-__global__ void layerNormKernel(const float *x, const float *__restrict__ w,
+/// The block-per-row form; X = float or __nv_bfloat16 (the residual stream
+/// stored in bf16, widened on load); Y = float or __nv_bfloat16 (a cast
+/// folded into the norm: the f32 value rounded on store, in place only
+/// when X is Y).
+template <typename X, typename Y>
+__global__ void layerNormKernel(const X *x, const float *__restrict__ w,
                                 const float *__restrict__ b, Y *y,
                                 float *__restrict__ mean,
                                 float *__restrict__ rstd, int64_t rows,
                                 int64_t cols, double eps) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *xr = x + r * cols;
+    const X *xr = x + r * cols;
     Y *yr = y + r * cols;
     double s = 0.0, q = 0.0;
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
-      const double v = double(xr[k]);
+      const double v = double(load1(xr + k));
       s += v;
       q += v * v;
     }
@@ -77,7 +82,7 @@ __global__ void layerNormKernel(const float *x, const float *__restrict__ w,
       rstd[r] = sc;
     }
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x)
-      put(yr + k, (xr[k] - m) * sc * w[k] + b[k]);
+      put(yr + k, (load1(xr + k) - m) * sc * w[k] + b[k]);
   }
 }
 
@@ -85,10 +90,11 @@ __global__ void layerNormKernel(const float *x, const float *__restrict__ w,
 constexpr int kRowWarps = 8;
 
 /// The warp-per-row form: nvec = cols / 4 float4s per row, lane l holding
-/// vectors l, l + 32, ..., (at most NV of them). Y4 = float4 or Bf16x4.
-template <int NV, typename Y4>
+/// vectors l, l + 32, ..., (at most NV of them). X = float or
+/// __nv_bfloat16 (widened on load), Y4 = float4 or Bf16x4.
+template <int NV, typename X, typename Y4>
 __global__ void __launch_bounds__(kRowWarps * 32)
-    layerNormWarpKernel(const float4 *x, const float4 *__restrict__ w,
+    layerNormWarpKernel(const X *x, const float4 *__restrict__ w,
                         const float4 *__restrict__ b, Y4 *y,
                         float *__restrict__ mean, float *__restrict__ rstd,
                         int64_t rows, int64_t nvec, double eps) {
@@ -96,14 +102,14 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   const int64_t cols = 4 * nvec;
   for (int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
        r < rows; r += int64_t(gridDim.x) * kRowWarps) {
-    const float4 *xr = x + r * nvec;
+    const X *xr = x + r * cols;
     float4 v[NV];
     double s = 0.0, q = 0.0;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
       if (k < nvec) {
-        v[i] = xr[k];
+        v[i] = load4(xr + 4 * k);
         const double a = v[i].x, bb = v[i].y, c = v[i].z, d = v[i].w;
         s += (a + bb) + (c + d);
         q += (a * a + bb * bb) + (c * c + d * d);
@@ -150,20 +156,19 @@ unsigned warpRowGrid(int64_t rows) {
   return unsigned(want < 1 ? 1 : (want > cap ? cap : want));
 }
 
-template <int NV, typename Y4>
-void launchLayerNormWarp(const Ctx &ctx, const float *x, const float *w,
+template <int NV, typename X, typename Y4>
+void launchLayerNormWarp(const Ctx &ctx, const X *x, const float *w,
                          const float *b, Y4 *y, float *mean, float *rstd,
                          int64_t rows, int64_t cols, double eps) {
-  layerNormWarpKernel<NV, Y4>
+  layerNormWarpKernel<NV, X, Y4>
       <<<warpRowGrid(rows), kRowWarps * 32, 0, ctx.stream>>>(
-          reinterpret_cast<const float4 *>(x),
-          reinterpret_cast<const float4 *>(w),
+          x, reinterpret_cast<const float4 *>(w),
           reinterpret_cast<const float4 *>(b), y, mean, rstd, rows, cols / 4,
           eps);
 }
 
-template <typename Y4>
-void layerNormWarp(const Ctx &ctx, int nv, const float *x, const float *w,
+template <typename X, typename Y4>
+void layerNormWarp(const Ctx &ctx, int nv, const X *x, const float *w,
                    const float *b, Y4 *y, float *mean, float *rstd,
                    int64_t rows, int64_t cols, double eps) {
   switch (nv) {
@@ -184,10 +189,11 @@ void layerNormWarp(const Ctx &ctx, int nv, const float *x, const float *w,
 
 /// part[(2c) * cols + j] = sum over chunk c of dy * xhat, part[(2c+1) *
 /// cols + j] = sum of dy. DY = float or __nv_bfloat16 (a bf16 product's
-/// gradient, widened on load) in these kernels.
-template <typename DY>
+/// gradient, widened on load) in these kernels, and X likewise (the
+/// residual stream stored in bf16).
+template <typename DY, typename X>
 __global__ void layerNormParamPartials(const DY *__restrict__ dy,
-                                       const float *__restrict__ x,
+                                       const X *__restrict__ x,
                                        const float *__restrict__ mean,
                                        const float *__restrict__ rstd,
                                        int64_t rows, int64_t cols,
@@ -200,7 +206,7 @@ __global__ void layerNormParamPartials(const DY *__restrict__ dy,
   double pw = 0.0, pb = 0.0;
   for (int64_t r = r0; r < r1; ++r) {
     const float d = load1(dy + r * cols + j);
-    const float xhat = (x[r * cols + j] - mean[r]) * rstd[r];
+    const float xhat = (load1(x + r * cols + j) - mean[r]) * rstd[r];
     pw += double(d) * double(xhat);
     pb += double(d);
   }
@@ -208,8 +214,8 @@ __global__ void layerNormParamPartials(const DY *__restrict__ dy,
   part[(2 * c + 1) * cols + j] = pb;
 }
 
-template <typename DY>
-__global__ void layerNormDxKernel(const DY *dy, const float *__restrict__ x,
+template <typename DY, typename X>
+__global__ void layerNormDxKernel(const DY *dy, const X *__restrict__ x,
                                   const float *__restrict__ w,
                                   const float *__restrict__ mean,
                                   const float *__restrict__ rstd, float *dx,
@@ -218,12 +224,12 @@ __global__ void layerNormDxKernel(const DY *dy, const float *__restrict__ x,
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const DY *dyr = dy + r * cols;
-    const float *xr = x + r * cols;
+    const X *xr = x + r * cols;
     float *dxr = dx + r * cols;
     const float m = mean[r], s = rstd[r];
     double sg = 0.0, sgx = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float xhat = (xr[j] - m) * s;
+      const float xhat = (load1(xr + j) - m) * s;
       const float g = load1(dyr + j) * w[j];
       sg += double(g);
       sgx += double(g) * double(xhat);
@@ -233,7 +239,7 @@ __global__ void layerNormDxKernel(const DY *dy, const float *__restrict__ x,
     const float c1 = float(sg / double(cols));
     const float c2 = float(sgx / double(cols));
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float xhat = (xr[j] - m) * s;
+      const float xhat = (load1(xr + j) - m) * s;
       const float g = load1(dyr + j) * w[j];
       float v = s * (g - c1 - xhat * c2);
       if (acc)
@@ -266,9 +272,9 @@ constexpr int kGradRowsPerWarp = kGradRows / kRowWarps;
 /// partials (lane 0 + lane 1 + lane 2 + lane 3) at dpart[c][cols].
 // Two blocks per multiprocessor where the registers allow it without more
 // than a few bytes of spill (NV <= 6: 128 registers, the GPT-2 width).
-template <int NV, typename DY>
+template <int NV, typename DY, typename X>
 __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
-    layerNormGradWarpKernel(const DY *dy, const float4 *__restrict__ x,
+    layerNormGradWarpKernel(const DY *dy, const X *__restrict__ x,
                             const float4 *__restrict__ w,
                             const float *__restrict__ mean,
                             const float *__restrict__ rstd, float4 *dx,
@@ -298,7 +304,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
       if (r >= rows)
         break;
       const DY *dyr = dy + 4 * r * nvec;
-      const float4 *xr = x + r * nvec;
+      const X *xr = x + 4 * r * nvec;
       const float m = mean[r], s = rstd[r];
       float4 d[NV], xh[NV];
       double sg = 0.0, sgx = 0.0;
@@ -307,7 +313,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
         const int64_t j = lane + 32 * i;
         if (j < nvec) {
           d[i] = load4(dyr + 4 * j);
-          const float4 xv = xr[j], ww = w[j];
+          const float4 xv = load4(xr + 4 * j), ww = w[j];
           xh[i] = make_float4((xv.x - m) * s, (xv.y - m) * s, (xv.z - m) * s,
                               (xv.w - m) * s);
           const float g0 = d[i].x * ww.x, g1 = d[i].y * ww.y,
@@ -410,9 +416,10 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
 }
 
 /// What one launch of layerNormGradWarpKernel is given.
-template <typename DY> struct GradWarpArgs {
+template <typename DY, typename X> struct GradWarpArgs {
   const DY *dy;
-  const float *x, *w, *mean, *rstd;
+  const X *x;
+  const float *w, *mean, *rstd;
   float *dx;
   Bf16x4 *dxh;
   int64_t rows, cols;
@@ -422,33 +429,33 @@ template <typename DY> struct GradWarpArgs {
   double *dpart; ///< null: no column sums of the copy
 };
 
-template <int NV, typename DY>
+template <int NV, typename DY, typename X>
 void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks,
-                             const GradWarpArgs<DY> &a) {
+                             const GradWarpArgs<DY, X> &a) {
   // The lane sums of the copy's columns (dpart): 32 KiB at most (nvec <=
   // 256), under the default 48 KiB.
   const size_t lanesBytes =
       a.dpart ? size_t(kRsLanes) * size_t(a.cols) * sizeof(double) : 0;
-  layerNormGradWarpKernel<NV, DY>
+  layerNormGradWarpKernel<NV, DY, X>
       <<<blocks, kRowWarps * 32, lanesBytes, ctx.stream>>>(
-      a.dy, reinterpret_cast<const float4 *>(a.x),
+      a.dy, a.x,
       reinterpret_cast<const float4 *>(a.w), a.mean, a.rstd,
       reinterpret_cast<float4 *>(a.dx), a.dxh, a.rows, a.cols / 4, a.acc,
       a.subBlocks, a.part, a.dpart);
 }
 
-template <typename DY>
+template <typename DY, typename X>
 void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
-                       const GradWarpArgs<DY> &a) {
+                       const GradWarpArgs<DY, X> &a) {
   switch (nv) {
   case 2:
-    return launchLayerNormGradWarp<2, DY>(ctx, blocks, a);
+    return launchLayerNormGradWarp<2>(ctx, blocks, a);
   case 4:
-    return launchLayerNormGradWarp<4, DY>(ctx, blocks, a);
+    return launchLayerNormGradWarp<4>(ctx, blocks, a);
   case 6:
-    return launchLayerNormGradWarp<6, DY>(ctx, blocks, a);
+    return launchLayerNormGradWarp<6>(ctx, blocks, a);
   default:
-    return launchLayerNormGradWarp<8, DY>(ctx, blocks, a);
+    return launchLayerNormGradWarp<8>(ctx, blocks, a);
   }
 }
 
@@ -514,18 +521,20 @@ __global__ void softmaxGradKernel(const float *y, const float *dy, float *dx,
 
 } // namespace
 
-void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
-                  const Refs &outs) {
+namespace {
+
+/// LayerNorm with x of type X (f32, or bf16 widened on load).
+template <typename X>
+void layerNorm(const Ctx &ctx, const Instr &in, const X *x, const Refs &ins,
+               const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
-  if (rows == 0)
-    return;
-  const float *x = ins[0].f32(), *w = ins[1].f32(), *b = ins[2].f32();
+  const float *w = ins[1].f32(), *b = ins[2].f32();
   float *mean = outs[1].f32(), *rstd = outs[2].f32();
   const double eps = double(in.f[0]);
   const bool bf16 = outs[0].value->dtype == DType::BF16;
   void *y = outs[0].data;
   const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
-  if (nv && aligned(x, 16) && aligned(w, 16) && aligned(b, 16) &&
+  if (nv && aligned(x, 4 * sizeof(X)) && aligned(w, 16) && aligned(b, 16) &&
       aligned(y, bf16 ? 8 : 16)) {
     if (bf16)
       layerNormWarp(ctx, nv, x, w, b, static_cast<Bf16x4 *>(y), mean, rstd,
@@ -543,17 +552,32 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
   checkLaunch("LayerNorm");
 }
 
+} // namespace
+
+void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
+                  const Refs &outs) {
+  const int64_t rows = in.i[0];
+  if (rows == 0)
+    return;
+  if (ins[0].value->dtype == DType::BF16)
+    layerNorm(ctx, in, static_cast<const __nv_bfloat16 *>(ins[0].data), ins,
+              outs);
+  else
+    layerNorm(ctx, in, ins[0].f32(), ins, outs);
+}
+
 namespace {
 
-/// LayerNormGrad with dy of type DY (f32, or bf16 widened on load).
-template <typename DY>
-void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
+/// LayerNormGrad with dy of type DY and x of type X (each f32, or bf16
+/// widened on load).
+template <typename DY, typename X>
+void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
                    const Refs &ins, const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
   const bool acc = in.i[2] != 0;
   const SumInto into = in.i.size() > 3 && in.i[3] != 0 ? SumInto::AddRounded
                                                        : SumInto::Overwrite;
-  const float *x = ins[1].f32(), *w = ins[2].f32();
+  const float *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
   float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
   void *dxh = outs.size() > 3 ? outs[3].data : nullptr;
@@ -562,7 +586,8 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
   const SumInto dsumInto =
       in.i.size() > 4 && in.i[4] != 0 ? SumInto::AddWide : SumInto::Overwrite;
   const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
-  if (rows > 0 && nv && aligned(dy, 4 * sizeof(DY)) && aligned(x, 16) &&
+  if (rows > 0 && nv && aligned(dy, 4 * sizeof(DY)) &&
+      aligned(x, 4 * sizeof(X)) &&
       aligned(w, 16) && aligned(dx, 16) && (!dxh || aligned(dxh, 8))) {
     // One pass: dx and each block's dw/db partials, then the blocks in order.
     const int64_t blocks = (rows + kGradRows - 1) / kGradRows;
@@ -582,7 +607,7 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
     float4 *part = reinterpret_cast<float4 *>(ws + partAt);
     double *dpart = dsum ? reinterpret_cast<double *>(ws + dpartAt) : nullptr;
     layerNormGradWarp(ctx, nv, unsigned(grid),
-                      GradWarpArgs<DY>{dy, x, w, mean, rstd, dx,
+                      GradWarpArgs<DY, X>{dy, x, w, mean, rstd, dx,
                                        static_cast<Bf16x4 *>(dxh), rows, cols,
                                        acc, subBlocks, part, dpart});
     checkLaunch("LayerNormGrad");
@@ -624,13 +649,25 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy,
 
 } // namespace
 
+namespace {
+template <typename DY>
+void layerNormGradX(const Ctx &ctx, const Instr &in, const DY *dy,
+                    const Refs &ins, const Refs &outs) {
+  if (ins[1].value->dtype == DType::BF16)
+    layerNormGrad(ctx, in, dy, static_cast<const __nv_bfloat16 *>(ins[1].data),
+                  ins, outs);
+  else
+    layerNormGrad(ctx, in, dy, ins[1].f32(), ins, outs);
+}
+} // namespace
+
 void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                       const Refs &outs) {
   if (ins[0].value->dtype == DType::BF16)
-    layerNormGrad(ctx, in, static_cast<const __nv_bfloat16 *>(ins[0].data), ins,
-                  outs);
+    layerNormGradX(ctx, in, static_cast<const __nv_bfloat16 *>(ins[0].data),
+                   ins, outs);
   else
-    layerNormGrad(ctx, in, ins[0].f32(), ins, outs);
+    layerNormGradX(ctx, in, ins[0].f32(), ins, outs);
 }
 
 void runSoftmax(const Ctx &ctx, const Instr &in, const Refs &ins,

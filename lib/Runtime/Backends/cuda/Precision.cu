@@ -353,13 +353,14 @@ void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
 namespace {
 
 /// The whole epilogue after a plain product t [M, N] (docs/plan-format.md):
-/// x = (t + bias[j]) (+ R), in that order, in f32; GELU: aux = x (f32 in
-/// auxF, or rounded in auxH) and D = gelu(x) of the unrounded x; else
-/// D = x; D f32 (Df) or bf16 (Dh). t may be auxF or D (each element is read
-/// before it is written, by the same thread) and R may be D, so none of
-/// these is __restrict__.
+/// x = (t + bias[j]) (+ R), in that order, in f32 (R f32, or bf16 in Rh,
+/// widened); GELU: aux = x (f32 in auxF, or rounded in auxH) and D =
+/// gelu(x) of the unrounded x; else D = x; D f32 (Df) or bf16 (Dh). t may
+/// be auxF or D (each element is read before it is written, by the same
+/// thread) and R may be D, so none of these is __restrict__.
 __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
-                               const float *R, float *auxF,
+                               const float *R, const __nv_bfloat16 *Rh,
+                               float *auxF,
                                __nv_bfloat16 *auxH, float *Df,
                                __nv_bfloat16 *Dh, int64_t M, int64_t N,
                                bool withGelu) {
@@ -368,6 +369,8 @@ __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
     float x = t[e] + bias[e % N];
     if (R)
       x = x + R[e];
+    else if (Rh)
+      x = x + __bfloat162float(Rh[e]);
     float y = x;
     if (withGelu) {
       if (auxH)
@@ -524,13 +527,15 @@ void geluGradEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
 // proved batch 1, alpha 1, beta 0, ldc = N and the operands' sizes).
 // bf16 A and B: cuBLASLt's BIAS epilogue computes t + bias in the GEMM's
 // own epilogue, with the residual as C (beta 1), straight into D (f32, or
-// bf16 without a residual), or for GELU with an f32 aux into aux, which one
+// bf16 without a residual or with a bf16 one), or for GELU with an f32 aux
+// into aux, which one
 // more pass turns into D. GELU with D and aux both bf16 (what megac emits
 // in bf16 plans) is cuBLASLt's GELU_AUX_BIAS: D = gelu(t + bias) and aux =
 // t + bias, both rounded from the f32 value, in the GEMM itself (its tanh
 // GELU is the plan's formula, its own rounding of it: within the twins'
-// bf16 tolerance). Otherwise (fp32 operands, a bf16 D with a residual, a
-// misaligned bias or aux, no algorithm, K = 0) the plain product goes to
+// bf16 tolerance). Otherwise (fp32 operands, D and the residual of
+// different types, a misaligned bias or aux, no algorithm, K = 0) the
+// plain product goes to
 // an f32 aux, to D or to scratch, and one kernel applies the epilogue.
 namespace {
 
@@ -598,7 +603,11 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (epi == 4)
     return geluGradEpilogue(ctx, in, ins, outs);
   const float *bias = ins[2].f32();
-  const float *R = epi == 2 ? ins[3].f32() : nullptr;
+  // The residual: f32 (R), or bf16 (Rh: the stream stored in bf16).
+  const bool rBf16 = epi == 2 && ins[3].value->dtype == DType::BF16;
+  const float *R = epi == 2 && !rBf16 ? ins[3].f32() : nullptr;
+  const auto *Rh =
+      rBf16 ? static_cast<const __nv_bfloat16 *>(ins[3].data) : nullptr;
   const bool auxBf16 = epi == 3 && outs[1].value->dtype == DType::BF16;
   float *aux = epi == 3 && !auxBf16 ? outs[1].f32() : nullptr;
   auto *auxH = auxBf16 ? static_cast<__nv_bfloat16 *>(outs[1].data) : nullptr;
@@ -618,18 +627,20 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
              LtEpilogue{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias, CUDA_R_16BF,
                         auxH, N}))
     return;
-  // cuBLASLt's epilogue (a 16-byte aligned bias): into an f32 aux (GELU), into an
-  // f32 D (the residual as C), or into a bf16 D without a residual (C is D,
-  // beta 0: a bf16 C cannot hold the f32 residual).
-  void *ltOut = epi == 3                ? static_cast<void *>(aux)
-                : Df                    ? static_cast<void *>(Df)
-                : epi == 1              ? static_cast<void *>(Dh)
-                                        : nullptr;
+  // cuBLASLt's epilogue (a 16-byte aligned bias): into an f32 aux (GELU),
+  // into D with the residual of D's type as C (beta 1), or into D without
+  // a residual (C is D, beta 0). C and D share a type: an f32 residual
+  // cannot be the C of a bf16 D, nor a bf16 one of an f32 D.
+  const void *resid = R ? static_cast<const void *>(R) : Rh;
+  void *ltOut = epi == 3               ? static_cast<void *>(aux)
+                : Df && !Rh            ? static_cast<void *>(Df)
+                : Dh && (epi == 1 || Rh) ? static_cast<void *>(Dh)
+                                         : nullptr;
   const cudaDataType cd = epi != 3 && Dh ? CUDA_R_16BF : CUDA_R_32F;
   if (bf16 && K > 0 && ltOut && !auxH && aligned(bias, 16) &&
       ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
-             lda, 0, R ? &one : &zero, R ? static_cast<const void *>(R) : ltOut,
-             ltOut, N, 0, 1, LtEpilogue{CUBLASLT_EPILOGUE_BIAS, bias, cd})) {
+             lda, 0, resid ? &one : &zero, resid ? resid : ltOut, ltOut, N, 0,
+             1, LtEpilogue{CUBLASLT_EPILOGUE_BIAS, bias, cd})) {
     if (epi == 3)
       launchGelu(ctx, aux, Df, Dh, n);
     return;
@@ -642,7 +653,7 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
                  : static_cast<float *>(ctx.ws->get(size_t(n) * 4));
   plainProduct(ctx, in, ins, t, "cublasGemmStridedBatchedEx (epilogue)");
   epilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
-      t, bias, R, aux, auxH, Df, Dh, M, N, epi == 3);
+      t, bias, R, Rh, aux, auxH, Df, Dh, M, N, epi == 3);
   checkLaunch("MatMul (epilogue)");
 }
 
