@@ -5,8 +5,9 @@
 // to bf16 with its own Cast kernel: a full read of the f32 value and a write
 // of the copy. Where its producer can round on store (the bf16-output forms
 // of docs/plan-format.md, listed in kProducers; a MatMul with an epilogue,
-// or a bf16 product with beta 0), it writes the bf16 copy itself. Rounding commutes with moving elements, so a Transpose of the
-// value into bf16 may read the bf16 copy instead (bf16 -> bf16, same bits).
+// or a bf16 product with beta 0), it writes the bf16 copy itself. Rounding
+// commutes with moving elements, so a Transpose of the value into bf16 may read
+// the bf16 copy instead (bf16 -> bf16, same bits).
 //
 // Algorithm, per Cast kernel (f32 -> bf16), last first (a Transpose's own
 // cast folds before its producer's; see step 2), in rounds until no cast
@@ -36,10 +37,11 @@
 //     on store.
 //  6. After the rounds: a Cast bf16 -> f32 whose every user, through views,
 //     reads it as an Elementwise input, as the pre-activation of a MatMul's
-//     GELU-gradient epilogue or as a LayerNormGrad's dy goes; those kernels
-//     read the bf16
-//     source (through bf16 copies of the views) and widen it on load,
-//     which is exact (mega-mixed-precision's rounded values).
+//     GELU-gradient epilogue, as the residual of its bias + residual
+//     epilogue, as a LayerNorm's x or as a LayerNormGrad's dy or x goes;
+//     those kernels read the bf16 source (through bf16 copies of the views)
+//     and widen it on load, which is exact (mega-mixed-precision's rounded
+//     values).
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -112,11 +114,21 @@ bool roundsAux(KernelOp k) {
   return k.getKernel() == "MatMul" && i.size() == 13 && i[12] == 3;
 }
 
-/// A MatMul with the GELU-gradient epilogue (4): its third input, the
-/// pre-activation, may be bf16 (widened on load).
-bool readsGeluAux(KernelOp k) {
+/// Operand `idx` of `k` may be bf16, widened on load (docs/plan-format.md):
+/// an Elementwise input, epilogue 4's pre-activation, epilogue 2's
+/// residual, a LayerNorm's x, a LayerNormGrad's dy or x.
+bool widensOnLoad(KernelOp k, unsigned idx) {
+  StringRef name = k.getKernel();
   ArrayRef<int64_t> i = k.getI();
-  return k.getKernel() == "MatMul" && i.size() == 13 && i[12] == 4;
+  if (name == "Elementwise")
+    return true;
+  if (name == "MatMul" && i.size() == 13)
+    return (i[12] == 4 && idx == 2) || (i[12] == 2 && idx == 3);
+  if (name == "LayerNorm")
+    return idx == 0;
+  if (name == "LayerNormGrad")
+    return idx == 0 || idx == 1;
+  return false;
 }
 
 /// The CUDA Elementwise kernel's parameter limits (kEwMaxOutputs and
@@ -204,10 +216,8 @@ struct MegaFoldCasts : mega::impl::MegaFoldCastsBase<MegaFoldCasts> {
         if (auto view = dyn_cast<ViewOp>(user)) {
           views.push_back(view);
           work.push_back(view.getResult());
-        } else if (k && ((k.getKernel() == "Elementwise" && !isDest(use)) ||
-                         (readsGeluAux(k) && use.getOperandNumber() == 2) ||
-                         (k.getKernel() == "LayerNormGrad" &&
-                          use.getOperandNumber() == 0 && !isDest(use)))) {
+        } else if (k && !isDest(use) &&
+                   widensOnLoad(k, use.getOperandNumber())) {
           reads.push_back(&use);
         } else {
           return;

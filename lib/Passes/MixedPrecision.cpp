@@ -32,18 +32,27 @@
 //     bias, and so does mega-fuse-epilogues), and that is no parameter's
 //     gradient (nothing it flows into through elementwise ops is a
 //     mega.accumulate_grad: the tied embedding's product half stays f32, as
-//     every gradient does), is rounded as autocast's bf16 GEMM output is: a cast to bf16 and one back to f32 in front of its
-//     readers; mega-fold-casts then lets the MatMul write bf16 and the
-//     Elementwise widen it on load: no Cast kernel is left. A layer norm's
-//     gradient dy counts as such a reader (autocast hands the norm the
-//     bf16 gradient widened; LayerNormGrad widens on load). A GELU
-//     gradient's dy is the exception: mega-fuse-epilogues computes the
-//     gradient in the product's own epilogue, where the product is never
-//     stored (so GPT's MLP dX product is not rounded). Likewise the
+//     every gradient does), is rounded as autocast's bf16 GEMM output is: a
+//     cast to bf16 and one back to f32 in front of its readers; mega-fold-casts
+//     then lets the MatMul write bf16 and the Elementwise widen it on load: no
+//     Cast kernel is left. A layer norm's gradient dy counts as such a reader
+//     (autocast hands the norm the bf16 gradient widened; LayerNormGrad widens
+//     on load). A GELU gradient's dy is the exception: mega-fuse-epilogues
+//     computes the gradient in the product's own epilogue, where the product is
+//     never stored (so GPT's MLP dX product is not rounded). Likewise the
 //     pre-activation a gelu_grad reads (autocast keeps the Linear's output
 //     in bf16 for the backward) goes through a cast to bf16 and back; the
 //     forward GELU keeps reading it unrounded, so mega-fuse-epilogues'
 //     MatMul computes D from the f32 value and stores aux in bf16.
+//  6. With round-residual: every f32 value a mega.layer_norm normalises (a
+//     pre-norm model's residual stream: the embeddings' sum, each residual
+//     add, the last one ln_f reads) goes through a cast to bf16 and one back
+//     right after its definition, and every reader (the norm, its gradient,
+//     the next residual add, a pipeline send) takes the rounded value, as
+//     Megatron keeps the stream in bf16 unless --fp32-residual-connection.
+//     After mega-autodiff, so the gradients stay f32. mega-fold-casts then
+//     lets the producer (the MatMul whose epilogue adds the residual) write
+//     bf16 and the readers widen it on load.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -52,6 +61,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SetVector.h"
 
 #include <functional>
 
@@ -83,6 +93,8 @@ struct MegaMixedPrecision
       castFunction(func);
       if (roundProducts)
         roundProductsOf(func);
+      if (roundResidual)
+        roundResidualOf(func);
     }
   }
 
@@ -180,6 +192,29 @@ struct MegaMixedPrecision
       }
       g->setOperand(0, w);
     });
+  }
+
+  /// Step 6.
+  void roundResidualOf(func::FuncOp func) {
+    llvm::SetVector<Value> stream;
+    func.walk([&](LayerNormOp n) {
+      Value x = n.getX();
+      if (cast<RankedTensorType>(x.getType()).getElementType().isF32())
+        stream.insert(x);
+    });
+    for (Value x : stream) {
+      auto type = cast<RankedTensorType>(x.getType());
+      OpBuilder b(func.getContext());
+      if (Operation *def = x.getDefiningOp())
+        b.setInsertionPointAfter(def);
+      else
+        b.setInsertionPointToStart(cast<BlockArgument>(x).getOwner());
+      auto rounded = b.create<CastOp>(
+          x.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
+          x);
+      auto widened = b.create<CastOp>(x.getLoc(), type, rounded);
+      x.replaceAllUsesExcept(widened, rounded);
+    }
   }
 
   /// `v` reaches a mega.accumulate_grad through elementwise ops.

@@ -311,3 +311,31 @@ func.func @widening_kept(%r: tensor<8x64xbf16>) {
   mega.output "w", %w : tensor<8x64xf32>
   return
 }
+
+// -----
+
+// Step 6 with the residual stream in bf16 (mega-mixed-precision's
+// round-residual): the MatMul whose epilogue adds the residual writes bf16
+// (the first Cast folds), and the Cast back goes: the next product's
+// residual (epilogue 2's R), the LayerNorm's x and the LayerNormGrad's x
+// read the bf16 value and widen it on load.
+// CHECK-LABEL: func.func @residual_stream
+// CHECK: %[[D:.*]] = mega.kernel "MatMul"(%arg0, %arg1, %arg2, %arg3) {{.*}} -> tensor<8x16xbf16>
+// CHECK-NEXT: %[[Y:.*]]:3 = mega.kernel "LayerNorm"(%[[D]], %arg4, %arg5) {{.*}} : (tensor<8x16xbf16>, tensor<16xf32>, tensor<16xf32>) -> (tensor<8x16xbf16>, tensor<8xf32>, tensor<8xf32>)
+// CHECK-NEXT: %[[E:.*]] = mega.kernel "MatMul"(%arg0, %arg1, %arg2, %[[D]]) {{.*}} : (tensor<8x16xbf16>, tensor<16x16xbf16>, tensor<16xf32>, tensor<8x16xbf16>) -> tensor<8x16xf32>
+// CHECK-NEXT: mega.kernel "LayerNormGrad"(%arg6, %[[D]], %arg4, %[[Y]]#1, %[[Y]]#2) {{.*}} : (tensor<8x16xf32>, tensor<8x16xbf16>,
+// CHECK-NOT: "Cast"
+// OFF-LABEL: func.func @residual_stream
+func.func @residual_stream(%a: tensor<8x16xbf16>, %b: tensor<16x16xbf16>, %bias: tensor<16xf32>, %r: tensor<8x16xf32>, %w: tensor<16xf32>, %nb: tensor<16xf32>, %dy: tensor<8x16xf32>) {
+  %d = mega.kernel "MatMul"(%a, %b, %bias, %r) i [1, 8, 16, 16, 0, 0, 16, 16, 16, 0, 0, 0, 2] f [1.0, 0.0] : (tensor<8x16xbf16>, tensor<16x16xbf16>, tensor<16xf32>, tensor<8x16xf32>) -> tensor<8x16xf32>
+  %h = mega.kernel "Cast"(%d) i [128] f [] : (tensor<8x16xf32>) -> tensor<8x16xbf16>
+  %x = mega.kernel "Cast"(%h) i [128] f [] : (tensor<8x16xbf16>) -> tensor<8x16xf32>
+  %y:3 = mega.kernel "LayerNorm"(%x, %w, %nb) i [8, 16] f [1.0e-05] : (tensor<8x16xf32>, tensor<16xf32>, tensor<16xf32>) -> (tensor<8x16xf32>, tensor<8xf32>, tensor<8xf32>)
+  %yh = mega.kernel "Cast"(%y#0) i [128] f [] : (tensor<8x16xf32>) -> tensor<8x16xbf16>
+  %e = mega.kernel "MatMul"(%a, %b, %bias, %x) i [1, 8, 16, 16, 0, 0, 16, 16, 16, 0, 0, 0, 2] f [1.0, 0.0] : (tensor<8x16xbf16>, tensor<16x16xbf16>, tensor<16xf32>, tensor<8x16xf32>) -> tensor<8x16xf32>
+  %g:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %y#1, %y#2) i [8, 16, 0] f [] : (tensor<8x16xf32>, tensor<8x16xf32>, tensor<16xf32>, tensor<8xf32>, tensor<8xf32>) -> (tensor<8x16xf32>, tensor<16xf32>, tensor<16xf32>)
+  mega.output "y", %yh : tensor<8x16xbf16>
+  mega.output "e", %e : tensor<8x16xf32>
+  mega.output "dx", %g#0 : tensor<8x16xf32>
+  return
+}

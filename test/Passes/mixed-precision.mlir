@@ -2,6 +2,7 @@
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=precision=fp32 | FileCheck %s --check-prefix=FP32
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=reduce-bf16=false | FileCheck %s --check-prefix=F32SUM
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=round-products=false | FileCheck %s --check-prefix=F32PROD
+// RUN: mega-opt %s -split-input-file -mega-mixed-precision=round-residual=true | FileCheck %s --check-prefix=RESID
 
 // Both operands of a matmul are read in bf16; the product stays f32. One cast
 // per value: the weight's copy serves the forward and the backward product.
@@ -204,5 +205,37 @@ func.func @norm_dy(%dy: tensor<16x32xf32>, %x: tensor<16x8xf32>, %g: tensor<8xf3
   mega.output "dx", %dx : tensor<16x8xf32>
   mega.output "dw", %dw : tensor<8xf32>
   mega.output "db", %db : tensor<8xf32>
+  return
+}
+
+// -----
+
+// round-residual (off by default): every value a layer norm normalises is
+// rounded to bf16 right after its definition, and every reader (the norm,
+// its gradient, the next residual add) takes the rounded value; once per
+// value. Without the option the stream stays f32.
+// RESID-LABEL: func.func @residual
+// RESID: %[[S:.*]] = mega.add %arg0, %arg1
+// RESID-NEXT: %[[SB:.*]] = mega.cast %[[S]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RESID-NEXT: %[[SW:.*]] = mega.cast %[[SB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RESID-NEXT: %[[Y:.*]], %[[M:.*]], %[[R:.*]] = mega.layer_norm %[[SW]],
+// RESID: %[[T:.*]] = mega.add %[[SW]], %[[Y]]
+// RESID-NEXT: %[[TB:.*]] = mega.cast %[[T]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RESID-NEXT: %[[TW:.*]] = mega.cast %[[TB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RESID-NEXT: mega.layer_norm %[[TW]],
+// RESID: mega.layer_norm_grad %arg2, %[[SW]],
+// RESID-NOT: mega.cast
+// CHECK-LABEL: func.func @residual
+// CHECK-NOT: tensor<16x8xbf16>
+func.func @residual(%x: tensor<16x8xf32>, %p: tensor<16x8xf32>, %dy: tensor<16x8xf32>) {
+  %g = mega.param "g" [8] init ones : tensor<8xf32>
+  %b = mega.param "b" [8] init zeros : tensor<8xf32>
+  %s = mega.add %x, %p : tensor<16x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+  %y, %mean, %rstd = mega.layer_norm %s, %g, %b {eps = 1.0e-05 : f64} : tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<16x8xf32>, tensor<16xf32>, tensor<16xf32>
+  %t = mega.add %s, %y : tensor<16x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+  %z, %mean2, %rstd2 = mega.layer_norm %t, %g, %b {eps = 1.0e-05 : f64} : tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<16x8xf32>, tensor<16xf32>, tensor<16xf32>
+  %dx, %dw, %db = mega.layer_norm_grad %dy, %s, %g, %mean, %rstd : tensor<16x8xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32>
+  mega.output "z", %z : tensor<16x8xf32>
+  mega.output "dx", %dx : tensor<16x8xf32>
   return
 }

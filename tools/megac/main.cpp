@@ -159,6 +159,13 @@ cl::opt<bool> bf16Products(
              "(mega-mixed-precision{round-products}; default on; =false "
              "keeps it f32)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> bf16Residual(
+    "bf16-residual",
+    cl::desc("bf16: the residual stream (what the layer norms read) is "
+             "stored in bf16, as Megatron's bf16 training without "
+             "--fp32-residual-connection (mega-mixed-precision"
+             "{round-residual}; default off: f32, as under autocast)"),
+    cl::init(false), cl::cat(megacCat));
 cl::opt<bool> foldCasts(
     "fold-casts",
     cl::desc("bf16: kernels write the bf16 copy of their result instead of a "
@@ -493,6 +500,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.precision = precision;
   mixed.reduceBf16 = bf16Reductions;
   mixed.roundProducts = bf16Products;
+  mixed.roundResidual = bf16Residual;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

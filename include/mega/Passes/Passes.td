@@ -180,7 +180,12 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
     bf16 and back in front of its readers, which mega-fold-casts turns into
     a bf16 MatMul result that the Elementwise widens on load; so is the
     pre-activation a gelu_grad reads (autocast keeps a Linear's output in
-    bf16 for the backward). `precision=fp32` changes nothing. Run after
+    bf16 for the backward). With `round-residual` (off by default: autocast
+    keeps the residual stream in f32) every value a layer_norm normalises
+    (a pre-norm model's residual stream) is rounded to bf16 right after its
+    definition, for all its readers, as in Megatron's bf16 training without
+    `--fp32-residual-connection`; the gradients stay f32. `precision=fp32`
+    changes nothing. Run after
     mega-autodiff and mega-optimizer.
 
     Before:
@@ -202,6 +207,10 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
     Option<"roundProducts", "round-products", "bool", /*default=*/"true",
            "A bf16 product read only by elementwise ops (no bias) is "
            "rounded to bf16, as autocast's GEMM output">,
+    Option<"roundResidual", "round-residual", "bool", /*default=*/"false",
+           "The residual stream (every value a layer_norm normalises) is "
+           "stored in bf16: Megatron's bf16 default, where "
+           "--fp32-residual-connection keeps it f32">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }
