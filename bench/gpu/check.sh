@@ -17,7 +17,8 @@
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
 #              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
 #              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2),
-#              on cuDNN's fused attention and on mega's (--attention-backend local);
+#              on cuDNN's fused attention and on mega's (--attention-backend local),
+#              and gpt-small-bf16res-{cpu,cuda}.plan (--bf16-residual, rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
@@ -33,8 +34,9 @@
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
 #              small ms/step in fp32 and bf16 (also without CUDA graphs, with
 #              mega's attention kernels instead of cuDNN's, with the bias
-#              gradients as ReduceSums, and with the backward's bf16 rules
-#              off), beside torch's modes of step 4
+#              gradients as ReduceSums, with the backward's bf16 rules
+#              off, and with the residual stream in bf16), beside torch's
+#              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
@@ -230,6 +232,17 @@ do_train() {
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
   fi
+  # The residual stream in bf16 (--bf16-residual): the norms and the
+  # residual epilogue read it in bf16 on both devices.
+  if [ -f "$PLANS/gpt-small-bf16res-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16res-cpu.plan" ]; then
+    run_mega small-bf16res-cuda "$PLANS/gpt-small-bf16res-cuda.plan" cuda "$LOGS/data/small" 20 \
+      "${load[@]}" || rc=1
+    run_mega small-bf16res-cpu "$PLANS/gpt-small-bf16res-cpu.plan" cpu "$LOGS/data/small" 20 \
+      "${load[@]}" || rc=1
+    printf 'bf16 residual: '
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16res-cpu.jsonl" "$LOGS/small-bf16res-cuda.jsonl" \
+      --rtol 1e-2 | tee "$LOGS/compare-bf16res.txt" | tail -1 || rc=1
+  fi
   return "$rc"
 }
 
@@ -323,6 +336,12 @@ do_mega_timing() {
     run_mega gpt2-bf16-nobgrad "$PLANS/gpt2-small-bf16-nobgrad-cuda.plan" cuda \
       "$LOGS/data/gpt2" 12 || rc=1
     runs+=("bf16-nobgrad=$LOGS/gpt2-bf16-nobgrad.jsonl")
+  fi
+  # The residual stream in bf16 (--bf16-residual, Megatron's bf16 default).
+  if [ -f "$PLANS/gpt2-small-bf16-res-cuda.plan" ]; then
+    run_mega gpt2-bf16-res "$PLANS/gpt2-small-bf16-res-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 12 || rc=1
+    runs+=("bf16-residual=$LOGS/gpt2-bf16-res.jsonl")
   fi
   if [ -f "$PLANS/gpt2-small-bf16-whole-cuda.plan" ]; then
     run_mega gpt2-bf16-whole "$PLANS/gpt2-small-bf16-whole-cuda.plan" cuda \

@@ -8,6 +8,8 @@
 #                               vocab 8192, seq 128, micro-batch 8), AdamW, clip 1.0:
 #                               trained on both devices and the losses compared
 #   gpt-small-bf16-{cpu,cuda}.plan  the same in --precision bf16 (the CPU emulates bf16)
+#   gpt-small-bf16res-{cpu,cuda}.plan  the same with --bf16-residual (the residual
+#                               stream stored in bf16)
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
@@ -21,6 +23,8 @@
 #   gpt2-small-bf16-nobgrad-cuda.plan  the same with --fuse-bias-grad=false: c_fc's and
 #                               c_attn's bias gradients as ReduceSums instead of cuBLASLt's
 #                               bias-gradient epilogue on the weight gradient: timed, same run
+#   gpt2-small-bf16-res-cuda.plan  the same with --bf16-residual (the residual stream in
+#                               bf16, Megatron's bf16 default): timed, same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
 #                               distributed optimizer, and its one-process reference:
@@ -49,6 +53,8 @@ for t in cpu cuda; do
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-$t.plan" "${SMALL[@]}" --target "$t"
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16-$t.plan" "${SMALL[@]}" --target "$t" \
     --precision bf16
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16res-$t.plan" "${SMALL[@]}" --target "$t" \
+    --precision bf16 --bf16-residual
 done
 # Several MPI ranks sharing the GPU (the collectives go through host memory):
 # data parallelism with overlapped buckets, 1F1B, both, and interleaved, each
@@ -78,6 +84,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --max-logits-mib 0
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-nobgrad-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --fuse-bias-grad=false
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-res-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --bf16-residual
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
