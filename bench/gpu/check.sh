@@ -17,7 +17,8 @@
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
 #              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
 #              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2),
-#              on cuDNN's fused attention and on mega's (--attention-backend local),
+#              on cuDNN's fused attention and on mega's (--attention-backend local;
+#              also with --no-cuda-graph: bitwise the same losses),
 #              and gpt-small-bf16res-{cpu,cuda}.plan (--bf16-residual, rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
@@ -139,6 +140,9 @@ do_twin() {
   timeout 400 "$TWIN" 2>&1 | tee "$LOGS/twin.log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 77 ] && echo "the twin check found no GPU: counted as a failure here"
+  # The fused paths that fell back (the twins pass either way).
+  echo "fallbacks told: $(grep -c "^cuda: cu" "$LOGS/twin.log")"
+  grep "^cuda: cu" "$LOGS/twin.log" | sort | uniq -c | sort -rn | head -20
   return "$rc"
 }
 
@@ -228,6 +232,15 @@ do_train() {
       "${load[@]}" --attention-backend local || rc=1
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-cuda-local.jsonl" \
       --rtol 1e-2 | tail -1 || rc=1
+    # The bf16 step's fused kernels (the bias-gradient epilogue, the fused
+    # norm gradients, the loss's row blocks) replayed as a graph against
+    # launched one by one: the same bits (mega's attention, which is
+    # deterministic; cuDNN's backward is not).
+    run_mega small-bf16-cuda-local-nograph "$PLANS/gpt-small-bf16-cuda.plan" cuda \
+      "$LOGS/data/small" 20 "${load[@]}" --attention-backend local --no-cuda-graph || rc=1
+    printf 'bf16 graph vs --no-cuda-graph (exact): '
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-nograph.jsonl" \
+      "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
@@ -315,6 +328,8 @@ do_mega_timing() {
   run_mega gpt2-bf16 "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 || rc=1
   grep -h "replayed as a CUDA graph\|runs kernel by kernel\|mega-run: attention:" \
     "$LOGS/gpt2-bf16.log"
+  # What fell back from cuBLASLt's epilogues or cuDNN in the timed step.
+  grep -h "^cuda: cu" "$LOGS/gpt2-bf16.log" | sort | uniq -c
   runs+=("bf16=$LOGS/gpt2-bf16.jsonl")
   # mega's own attention kernels instead of cuDNN's.
   run_mega gpt2-bf16-local "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \

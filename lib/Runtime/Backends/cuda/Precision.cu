@@ -20,6 +20,8 @@
 
 #include <cuda_bf16.h>
 
+#include <cstdio>
+
 namespace mega::rt::gpu {
 
 namespace {
@@ -193,6 +195,36 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
     e.algo = result.algo;
 }
 
+/// The name of a cuBLASLt epilogue mega asks for.
+const char *epilogueName(cublasLtEpilogue_t mode) {
+  switch (mode) {
+  case CUBLASLT_EPILOGUE_BIAS:
+    return "BIAS";
+  case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
+    return "GELU_AUX_BIAS";
+  case CUBLASLT_EPILOGUE_DGELU:
+    return "DGELU";
+  case CUBLASLT_EPILOGUE_BGRADA:
+    return "BGRADA";
+  default:
+    return "an epilogue";
+  }
+}
+
+/// Tells once per GEMM that cuBLASLt will not run its epilogue (as cuDNN's
+/// refusals are told): the result is the same, from the plain product and
+/// mega's epilogue kernel, but the fusion's time is lost.
+void refusedEpilogue(const LtEpilogue &epi, int64_t N, int64_t M, int64_t K,
+                     const char *why) {
+  std::fprintf(stderr,
+               "cuda: cuBLASLt %s the %s epilogue (D %s) of the %lld x %lld "
+               "x %lld product: the plain product and mega's epilogue kernel "
+               "run instead\n",
+               why, epilogueName(epi.mode),
+               epi.cd == CUDA_R_16BF ? "bf16" : "f32", (long long)M,
+               (long long)N, (long long)K);
+}
+
 /// One cuBLASLt call of up to 65535 batch items; false when no algorithm
 /// fits (the caller falls back to cublasGemmStridedBatchedEx). The
 /// descriptors and the algorithm are made at the first call of each
@@ -229,6 +261,8 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
     auto fresh = std::make_unique<LtGemmPlan>();
     planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
                count, alB, alA, alC, epi);
+    if (!fresh->found && withEpi)
+      refusedEpilogue(epi, N, M, K, "has no algorithm for");
     e = &ctx.ltPlans->add(key, std::move(fresh));
   }
   if (!e->found)
@@ -245,6 +279,7 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
       ctx.lt, e->desc, alpha, B, e->a, A, e->b, beta, C, e->c, D, e->c,
       &e->algo, ctx.ltWorkspace, ctx.ltWorkspaceBytes, ctx.stream);
   if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
+    refusedEpilogue(epi, N, M, K, "refused");
     ctx.ltPlans->add(key, std::make_unique<LtGemmPlan>()); // found = false
     return false;
   }
