@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""megac --bf16-residual (the residual stream stored in bf16) on MPI ranks
+(ctest parallel.res_*; builds with megac).
+
+A small GPT (layers 2, hidden 64, heads 4, vocab 256) compiled with
+--precision bf16 --bf16-residual trains on the CPU, --no-shuffle, the same
+--seed, against the one-process plan with the same flags: losses and grad
+norms within rel 1e-3 (tp splits products' sums and dp sums the gradients
+over ranks, so a bf16 rounding of an f32 value that differs in its last bits
+may go the other way, as in parallel.wc_*).
+
+res_tp_sp   tp=2 with --sequence-parallel: each rank's block of the stream's
+            rows is rounded where the norms read it, after the
+            reduce-scatter (every norm reads bf16, as with dp)
+res_pp      pp=2 (1F1B): the stream crosses the stage boundary in f32 and is
+            rounded in the stage whose norm reads it; a rounded value the
+            forward also hands its backward program goes out through an f32
+            port (ports are f32), so there a Cast widens it and that norm
+            reads the f32 copy: only some norms read bf16
+res_dp      dp=2
+"""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_dp as dp  # noqa: E402  (shared helpers: run, compare, datasets)
+import test_tp as tp  # noqa: E402  (compile_plan, plan_text)
+import test_weight_copies as wc  # noqa: E402  (data, train)
+
+TOL = 1e-3
+FLAGS = ["--precision", "bf16", "--bf16-residual"]
+
+
+def norm_inputs(text):
+    """(LayerNorms reading a bf16 x, LayerNorms) over every program."""
+    bf16_x = norms = 0
+    for body in re.findall(r'^program "[^\n]*\{\n(.*?)^\}', text, re.M | re.S):
+        types = dict(re.findall(r"^\s*%(\d+) = \S+ : \S+x(\w+)$", body, re.M))
+        for x in re.findall(r"= LayerNorm\(%(\d+),", body):
+            norms += 1
+            bf16_x += types.get(x) == "bf16"
+    return bf16_x, norms
+
+
+def layout(tag, tpsize, dpsize, flags, ranks, staged=False):
+    d = wc.data()
+    ref = tp.compile_plan(dp.scratch("ref.plan"), wc.VOCAB, 1, 1, 2, 4, FLAGS)
+    plan = tp.compile_plan(dp.scratch(f"{tag}.plan"), wc.VOCAB, tpsize, dpsize, 2,
+                           4, FLAGS + list(flags))
+    text = tp.plan_text(wc.sets(["--bf16-residual", "--tp", str(tpsize), "--dp",
+                                 str(dpsize)] + list(flags)))
+    bf16_x, norms = norm_inputs(text)
+    print(f"{tag}: {bf16_x} of {norms} LayerNorms read a bf16 x")
+    dp.check(norms > 0 and bf16_x >= (1 if staged else norms),
+             f"{tag}: {bf16_x} of {norms} LayerNorms read a bf16 x")
+    l0, n0 = wc.train(ref, d, "ref", 0)
+    l1, n1 = wc.train(plan, d, tag, ranks)
+    dp.check(len(l1) == wc.STEPS, f"{tag}: {len(l1)} logged steps")
+    dp.compare(f"{tag}: losses against one process", l0, l1, TOL)
+    dp.compare(f"{tag}: grad norms against one process", n0, n1, TOL)
+    print(f"{tag}: losses {l1} (one process {l0})")
+
+
+CASES = ["res_tp_sp", "res_pp", "res_dp"]
+
+
+def main():
+    args = dp.setup_gpt_script(CASES)
+    {"res_tp_sp": lambda: layout("tp2sp", 2, 1, ["--sequence-parallel"], 2),
+     "res_pp": lambda: layout("pp2", 1, 1, ["--pp", "2"], 2, staged=True),
+     "res_dp": lambda: layout("dp2", 1, 2, [], 2)}[args.case]()
+    print("PASS " + args.case)
+
+
+if __name__ == "__main__":
+    main()
