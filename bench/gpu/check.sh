@@ -6,7 +6,10 @@
 # Steps (each one's failure is recorded and the later steps still run; the exit
 # status is 1 when any step failed):
 #   1. build   configure + build the runtime alone (-DMEGA_BUILD_COMPILER=OFF,
-#              -DCMAKE_CUDA_ARCHITECTURES=90) with all cores into build-gpu/
+#              -DCMAKE_CUDA_ARCHITECTURES=90) with all cores into build-gpu/, or
+#              take bench/gpu/prebuilt/bin (bench/gpu/prebuild.sh, run where
+#              megac is) when it was built from these sources and its
+#              libraries resolve here
 #   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared (fp32
 #              rel 1e-5; Cast, bf16 MatMul and bf16 Attention rel 1e-2), outputs
 #              poisoned first, random non-zero inputs
@@ -105,8 +108,34 @@ find_cudnn() {
 }
 find_cudnn
 
+# Executables built beforehand by bench/gpu/prebuild.sh, when they were built
+# from these very sources and every library they need resolves here.
+use_prebuilt() {
+  local pre=$ROOT/bench/gpu/prebuilt b
+  [ -f "$pre/SOURCES" ] && [ -x "$pre/bin/mega-run" ] || return 1
+  if [ "$(cat "$pre/SOURCES")" != "$("$ROOT/bench/gpu/source_hash.sh")" ]; then
+    echo "bench/gpu/prebuilt is of other sources: building here"
+    return 1
+  fi
+  for b in "$pre"/bin/*; do
+    if ldd "$b" 2>&1 | grep -q "not found"; then
+      echo "bench/gpu/prebuilt/bin/$(basename "$b") misses libraries here: building here"
+      ldd "$b" | grep "not found" | head -5
+      return 1
+    fi
+  done
+  mkdir -p "$BUILD/bin"
+  cp "$pre"/bin/* "$BUILD/bin/"
+  echo "using the executables of bench/gpu/prebuilt (sources $(cat "$pre/SOURCES"))"
+}
+
 do_build() {
   local gen=() cuda=()
+  if use_prebuilt; then
+    MEGA_RUN=$(locate mega-run tools/mega-run)
+    TWIN=$(locate cuda_twin_check test/runtime/cuda)
+    return 0
+  fi
   command -v ninja >/dev/null && gen=(-G Ninja)
   if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
     cuda=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
