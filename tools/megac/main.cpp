@@ -198,6 +198,13 @@ cl::opt<bool> fuseBiasGrad(
              "output gradient again (mega-fuse-bias-grad; default on; the "
              "same bits on the CPU, =false keeps the ReduceSum kernels)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> overwriteGrads(
+    "overwrite-grads",
+    cl::desc("With one micro-batch per step, the first kernel to add into a "
+             "gradient overwrites it and the optimizer no longer clears "
+             "the gradients (mega-overwrite-grads; default on; the same "
+             "bits, =false keeps the clearing)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> bf16WeightCopies(
     "bf16-weight-copies",
     cl::desc("bf16: the optimizer keeps each AdamW-updated weight's bf16 "
@@ -538,6 +545,12 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // The weights' bf16 copies kept by the optimizer, not cast at each use.
   if (bf16WeightCopies && precision == "bf16")
     pm.addPass(mega::createMegaBf16WeightCopies());
+  // One train run per step: each gradient's first write overwrites it.
+  if (overwriteGrads && o.pp == 1) {
+    mega::MegaOverwriteGradsOptions overwrite;
+    overwrite.microbatches = o.microbatches;
+    pm.addPass(mega::createMegaOverwriteGrads(overwrite));
+  }
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

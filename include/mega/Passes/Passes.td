@@ -694,6 +694,36 @@ def MegaFuseBiasGrad : Pass<"mega-fuse-bias-grad", "mlir::ModuleOp"> {
   ];
 }
 
+def MegaOverwriteGrads : Pass<"mega-overwrite-grads", "mlir::ModuleOp"> {
+  let summary = "The first kernel to add into a gradient in a step overwrites it";
+  let description = [{
+    At kernel level, last before mega-assign-buffers, when the train program
+    runs once per step (`microbatches=1`: one micro-batch, no pipeline): the
+    first use of each gradient in @train, when it is a kernel adding into
+    the whole gradient (a MatMul's C with beta 1, its bias-gradient
+    epilogue's g, a ReduceSum, an EmbeddingGrad, a LayerNormGrad's dw and db
+    or its dsum), becomes the same kernel overwriting it; in @optimizer the
+    Fill 0 of such a gradient goes, and an AdamWMulti whose gradients are
+    all overwritten no longer clears them (zero_grads 0). The zeros are
+    neither written nor read (PyTorch's zero_grad(set_to_none=True)); the
+    bits are the same. Any other value of `microbatches` changes nothing.
+
+    Before:
+    ```mlir
+    %g = mega.state "w" {role = "grad"} : tensor<4x8xf32>
+    mega.kernel "MatMul"(%x, %dy, %g) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0] f [1.0, 1.0] {mega.dests = 1 : i64} : ...
+    ```
+    After:
+    ```mlir
+    mega.kernel "MatMul"(%x, %dy, %g) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0] f [1.0, 0.0] {mega.dests = 1 : i64} : ...
+    ```
+  }];
+  let options = [
+    Option<"microbatches", "microbatches", "int64_t", /*default=*/"0",
+           "Runs of the train program per step (only 1 changes anything)">,
+  ];
+}
+
 def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
   let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
   let description = [{
