@@ -14,40 +14,6 @@
 
 namespace twincheck {
 
-namespace {
-
-/// Each row's mean and 1 / sqrt(var + 1e-5), as the forward leaves them.
-void rowStats(const std::vector<float> &x, int64_t rows, int64_t cols,
-              std::vector<float> &mean, std::vector<float> &rstd) {
-  mean.assign(size_t(rows), 0.0f);
-  rstd.assign(size_t(rows), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    double s1 = 0, s2 = 0;
-    for (int64_t k = 0; k < cols; ++k) {
-      const double v = x[size_t(r * cols + k)];
-      s1 += v;
-      s2 += v * v;
-    }
-    const double mu = s1 / double(cols);
-    const double var = std::max(0.0, s2 / double(cols) - mu * mu);
-    mean[size_t(r)] = float(mu);
-    rstd[size_t(r)] = float(1.0 / std::sqrt(var + 1e-5));
-  }
-}
-
-/// `x` rounded to bf16 (nearest even) and widened back: the values a bf16
-/// tensor of `x` holds.
-std::vector<float> roundedToBf16(const std::vector<float> &x) {
-  std::vector<float> r(x.size());
-  for (size_t k = 0; k < x.size(); ++k) {
-    const uint32_t u = uint32_t(toBf16Bits(x[k])) << 16;
-    std::memcpy(&r[k], &u, 4);
-  }
-  return r;
-}
-
-} // namespace
-
 void layerNorm(Rng &rng) {
   // The warp-per-row kernels take cols % 4 == 0 up to 1024 (96 and 256: two
   // float4s a lane; 516: 129 float4s, the last lane's sixth one empty; 768:

@@ -66,26 +66,10 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
                (copyOnly ? " [copy]" : ""),
            Op::LayerNormGrad, i);
   // mean/rstd consistent with x, as the forward leaves them.
-  std::vector<float> x = rng.vec(n, -2, 2);
+  std::vector<float> x = rng.vec(n, -2, 2), mean, rstd;
   if (f.xBf16) // the values a bf16 x holds: the statistics are of those
-    for (float &v : x) {
-      const uint32_t u = uint32_t(toBf16Bits(v)) << 16;
-      std::memcpy(&v, &u, 4);
-    }
-  std::vector<float> mean(static_cast<size_t>(rows));
-  std::vector<float> rstd(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    double s1 = 0, s2 = 0;
-    for (int64_t k = 0; k < cols; ++k) {
-      const double v = x[size_t(r * cols + k)];
-      s1 += v;
-      s2 += v * v;
-    }
-    const double mu = s1 / double(cols);
-    const double var = std::max(0.0, s2 / double(cols) - mu * mu);
-    mean[size_t(r)] = float(mu);
-    rstd[size_t(r)] = float(1.0 / std::sqrt(var + 1e-5));
-  }
+    x = roundedToBf16(x);
+  rowStats(x, rows, cols, mean, rstd);
   // The residual gradient (or dy itself in place) dx starts from.
   int dy, dx;
   if (f.inPlace) {
