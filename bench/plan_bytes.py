@@ -4,7 +4,10 @@
 is touched once (a lower bound on memory traffic for the memory-bound
 kernels; a GEMM moves more). Attention and AttentionGrad operands are
 counted as their [BH, S, hd] rows (the strided form's values span more
-bytes than they touch); lse as [BH, S] f32.
+bytes than they touch); lse as [BH, S] f32. With --rw, what a kernel adds
+into in place is counted as read too (a MatMul's C with beta != 0, the
+accumulate flags of ReduceSum, EmbeddingGrad and LayerNormGrad, AdamWMulti's
+parameters, moments and, when it clears them, gradients).
 
   megac models/gpt.mlir --precision bf16 --micro-batch-size 16 --emit plan-text \\
       | bench/plan_bytes.py [--program train]
@@ -15,6 +18,41 @@ import re
 import sys
 
 
+def reread(op, ins, outs, iattr, fattr, values):
+    """--rw: the bytes of what `op` reads back from the values it adds into
+    (docs/plan-format.md's accumulate forms), beyond the one touch each
+    operand already counts."""
+    i = [int(x) for x in iattr.split(",")] if iattr else []
+    f = [float(x) for x in fattr.split(",")] if fattr else []
+    size = lambda v: values.get(v, (0, 4))[0] * values.get(v, (0, 4))[1]
+    if op == "MatMul":
+        extra = size(outs[0]) if outs and len(f) > 1 and f[1] != 0 else 0
+        if len(i) == 14 and i[13] and len(outs) > 1:
+            extra += size(outs[1])  # the bias gradient added into
+        return extra
+    if op == "ReduceSum" and len(i) > 2 and i[2] and outs:
+        return size(outs[0])
+    if op in ("EmbeddingGrad", "VocabEmbeddingGrad") and len(i) > 3 and i[3] and outs:
+        return size(outs[0])
+    if op == "LayerNormGrad":
+        # dx (accumulate), dw and db (accumulate_wb), dsum (its accumulate).
+        extra = size(outs[0]) if len(i) > 2 and i[2] and outs else 0
+        if len(i) > 3 and i[3] and len(outs) > 2:
+            extra += size(outs[1]) + size(outs[2])
+        if len(i) > 4 and i[4] and len(outs) > 4:
+            extra += size(outs[4])
+        return extra
+    if op == "AdamWMulti" and len(i) > 1:
+        # lr, step, coef, then (param, grad, m, v) per tensor, in place:
+        # param, m and v written back, the gradient too when cleared.
+        extra = 0
+        for t in range(i[0]):
+            p, g, m, v = ins[3 + 4 * t:7 + 4 * t]
+            extra += size(p) + size(m) + size(v) + (size(g) if i[1] else 0)
+        return extra
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("plan_text", nargs="?", default="-",
@@ -22,6 +60,10 @@ def main():
     ap.add_argument("--program", default="train")
     ap.add_argument("--bytes", action="store_true",
                     help="print bytes instead of GB")
+    ap.add_argument("--rw", action="store_true",
+                    help="also count the reads of what a kernel adds into in "
+                         "place (a MatMul's C with beta != 0, accumulate "
+                         "flags, AdamW's parameters, moments and gradients)")
     a = ap.parse_args()
     text = sys.stdin.read() if a.plan_text == "-" else open(a.plan_text).read()
     m = re.search(r'^program "%s"[^\n]*\{\n(.*?)^\}' % re.escape(a.program), text,
@@ -39,8 +81,8 @@ def main():
     launches = collections.Counter()
     nbytes = collections.Counter()
     for k in re.finditer(r"^\s*(?:(%[\d, %]+) = )?([A-Za-z]+)\(([^)]*)\)"
-                         r"(?: i=\[([^\]]*)\])?", body, re.M):
-        outs, op, ins, iattr = k.groups()
+                         r"(?: i=\[([^\]]*)\])?(?: f=\[([^\]]*)\])?", body, re.M):
+        outs, op, ins, iattr, fattr = k.groups()
         operands = re.findall(r"%(\d+)", ins or "") + re.findall(r"%(\d+)", outs or "")
         total = 0
         if op in ("Attention", "AttentionGrad") and iattr:
@@ -52,6 +94,9 @@ def main():
             for v in operands:
                 n, size = values.get(v, (0, 4))
                 total += n * size
+        if a.rw:
+            total += reread(op, re.findall(r"%(\d+)", ins or ""),
+                            re.findall(r"%(\d+)", outs or ""), iattr, fattr, values)
         launches[op] += 1
         nbytes[op] += total
     unit = "bytes" if a.bytes else "GB"
