@@ -325,6 +325,9 @@ CompileOptions checkFlags() {
     fail("--target " + target + ": expected cpu or cuda");
   if (precision != "fp32" && precision != "bf16")
     fail("--precision " + precision + ": expected fp32 or bf16");
+  if (bf16Residual && precision != "bf16")
+    fail("--bf16-residual needs --precision bf16 (in fp32 the residual "
+         "stream is f32 like everything else)");
 
   // Batch.
   o.microBatch =
