@@ -59,34 +59,28 @@ void layerNorm(Rng &rng) {
         if ((rows == 1024 || rows == 4096) && !acc && !inPlace)
           deterministic(c);
         // dy in bf16 (a bf16 product's gradient, widened on load; never
-        // in place): the same values, so the f32 tolerance holds.
-        if (!inPlace) {
-          Case h =
-              make("LayerNormGrad bf16 dy " +
-                       dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}),
-                   Op::LayerNormGrad, {rows, cols, acc});
-          h.ins = {h.bf16({rows, cols}, rng.vec(n)), h.f32({rows, cols}, x),
-                   h.f32({cols}, rng.vec(cols)), h.f32({rows}, mean),
-                   h.f32({rows}, rstd)};
+        // in place): the same values, so the f32 tolerance holds. Then x in
+        // bf16 too (the residual stream stored in bf16, widened on load):
+        // x's values rounded, mean and rstd of the rounded x.
+        for (bool xBf16 : {false, true}) {
+          if (inPlace)
+            break;
+          Case h = make(
+              std::string("LayerNormGrad bf16 dy ") + (xBf16 ? "bf16 x " : "") +
+                  dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}),
+              Op::LayerNormGrad, {rows, cols, acc});
+          std::vector<float> xr = xBf16 ? roundedToBf16(x) : x, mr = mean,
+                             sr = rstd;
+          if (xBf16)
+            rowStats(xr, rows, cols, mr, sr);
+          h.ins = {h.bf16({rows, cols}, rng.vec(n)),
+                   xBf16 ? h.bf16({rows, cols}, xr) : h.f32({rows, cols}, xr),
+                   h.f32({cols}, rng.vec(cols)), h.f32({rows}, mr),
+                   h.f32({rows}, sr)};
           h.outs = {acc ? h.inout({rows, cols}, rng.vec(n))
                         : h.out({rows, cols}),
                     h.out({cols}), h.out({cols})};
           twin(h);
-          // x in bf16 too (the residual stream stored in bf16, widened on
-          // load): x's values rounded, mean and rstd of the rounded x.
-          Case r =
-              make("LayerNormGrad bf16 dy bf16 x " +
-                       dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}),
-                   Op::LayerNormGrad, {rows, cols, acc});
-          std::vector<float> xr = roundedToBf16(x), mr, sr;
-          rowStats(xr, rows, cols, mr, sr);
-          r.ins = {r.bf16({rows, cols}, rng.vec(n)), r.bf16({rows, cols}, xr),
-                   r.f32({cols}, rng.vec(cols)), r.f32({rows}, mr),
-                   r.f32({rows}, sr)};
-          r.outs = {acc ? r.inout({rows, cols}, rng.vec(n))
-                        : r.out({rows, cols}),
-                    r.out({cols}), r.out({cols})};
-          twin(r);
         }
       }
   }
