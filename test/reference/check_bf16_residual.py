@@ -38,4 +38,4 @@ def counts(precision, folded, casts):
 
 if __name__ == "__main__":
     pe.main("--fold-casts", counts, precisions=("bf16",), seed=7,
-            extra=("--bf16-residual",))
+            extra=("--bf16-residual", "--bf16-bias=false"))

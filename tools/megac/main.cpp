@@ -205,6 +205,14 @@ cl::opt<bool> overwriteGrads(
              "the gradients (mega-overwrite-grads; default on; the same "
              "bits, =false keeps the clearing)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> bf16Bias(
+    "bf16-bias",
+    cl::desc("bf16: a Linear whose output (or GELU pre-activation) is stored "
+             "in bf16 reads its bias in bf16, as autocast's Linear and as "
+             "cuBLASLt's bias epilogue take it (mega-bf16-bias; default on; "
+             "=false keeps the f32 bias, which the GPU then adds in a "
+             "kernel of its own)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> bf16WeightCopies(
     "bf16-weight-copies",
     cl::desc("bf16: the optimizer keeps each AdamW-updated weight's bf16 "
@@ -528,6 +536,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // Producers round on store instead of a separate Cast where they can.
   if (foldCasts)
     pm.addPass(mega::createMegaFoldCasts());
+  // A Linear storing its bias sum in bf16 reads the bias in bf16.
+  if (bf16Bias && precision == "bf16")
+    pm.addPass(mega::createMegaBf16Bias());
   // The loss and its gradient in one pass over the logits.
   if (fuseLoss)
     pm.addPass(mega::createMegaFuseLoss());

@@ -825,6 +825,35 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaBf16Bias : Pass<"mega-bf16-bias", "mlir::ModuleOp"> {
+  let summary = "A MatMul that stores its bias sum in bf16 reads the bias in bf16";
+  let description = [{
+    At kernel level, after mega-fold-casts and before
+    mega-bf16-weight-copies: a MatMul whose epilogue adds an f32 bias into a
+    value it stores in bf16 (D of the bias and bias + residual epilogues,
+    aux of bias + GELU) reads a bf16 Cast of the bias instead (one per bias
+    per function, right after its definition, or an existing Cast that
+    dominates it). cuBLASLt's bias epilogue takes the bias only in the type
+    of the matrix it writes, and PyTorch's autocast rounds a Linear's bias
+    too; the bias is widened on load and added in f32 as before. A
+    parameter's Cast then becomes the optimizer's bf16 copy
+    (mega-bf16-weight-copies).
+
+    Before:
+    ```mlir
+    %b = mega.param "fc.bias" [8] init zeros : tensor<8xf32>
+    %d = mega.kernel "MatMul"(%x, %w, %b) i [1, 4, 8, 16, 0, 0, 16, 8, 8, 0, 0, 0, 1] f [1.0, 0.0] : (tensor<4x16xbf16>, tensor<16x8xbf16>, tensor<8xf32>) -> tensor<4x8xbf16>
+    ```
+    After:
+    ```mlir
+    %b = mega.param "fc.bias" [8] init zeros : tensor<8xf32>
+    %c = mega.kernel "Cast"(%b) i [8] f [] : (tensor<8xf32>) -> tensor<8xbf16>
+    %d = mega.kernel "MatMul"(%x, %w, %c) i [1, 4, 8, 16, 0, 0, 16, 8, 8, 0, 0, 0, 1] f [1.0, 0.0] : (tensor<4x16xbf16>, tensor<16x8xbf16>, tensor<8xbf16>) -> tensor<4x8xbf16>
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaBf16WeightCopies : Pass<"mega-bf16-weight-copies", "mlir::ModuleOp"> {
   let summary = "The optimizer keeps each weight's bf16 copy; no weight Casts";
   let description = [{

@@ -13,7 +13,9 @@
 // its GELU_AUX_BIAS epilogue (D and aux bf16), its DGELU epilogue, and the
 // plain product (cuBLAS fp32, cuBLASLt bf16) + the epilogue kernel. The
 // bias gradient (5): cuBLASLt's BGRADA, or the product and ReduceSum.
-// fp32 operands and f32 outputs at rel 1e-5, anything bf16 at rel 1e-2.
+// The bias f32 or bf16 (mega-bf16-bias: cuBLASLt's epilogues take it only
+// in the type of what they write). fp32 operands and f32 outputs at rel
+// 1e-5, anything bf16 at rel 1e-2.
 //
 //===----------------------------------------------------------------------===//
 #include "TwinHarness.h"
@@ -38,6 +40,7 @@ struct E {
   DType aux = DType::F32; ///< GELU's pre-activation
   bool auxLate = false;   ///< aux starts one element late in its buffer
   DType res = DType::F32; ///< the residual (epilogue 2)
+  DType bias = DType::F32; ///< the bias (widened on load when bf16)
 };
 
 void epilogueCase(const E &e, Rng &rng) {
@@ -55,7 +58,8 @@ void epilogueCase(const E &e, Rng &rng) {
                     (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : "") +
                     (e.dLate ? " D+1" : "") +
                     (e.epi == 3 ? std::string(" aux=") + name(e.aux) : "") +
-                    (e.auxLate ? " aux+1" : ""),
+                    (e.auxLate ? " aux+1" : "") +
+                    (e.bias == DType::BF16 ? " bias=bf16" : ""),
                 Op::MatMul,
                 {1, e.M, e.N, e.K, e.ta, e.tb, std::max<int64_t>(1, aCols),
                  std::max<int64_t>(1, bCols), e.N, 0, 0, 0, e.epi},
@@ -65,9 +69,12 @@ void epilogueCase(const E &e, Rng &rng) {
     return e.ab == DType::BF16 ? c.bf16({n}, x) : c.f32({n}, x);
   };
   const int a = in(aRows * aCols), b = in(bRows * bCols);
-  const int biasBuf = c.f32({e.N + e.biasOff}, rng.vec(e.N + e.biasOff));
+  const bool biasH = e.bias == DType::BF16;
+  const int biasBuf = biasH
+                          ? c.bf16({e.N + e.biasOff}, rng.vec(e.N + e.biasOff))
+                          : c.f32({e.N + e.biasOff}, rng.vec(e.N + e.biasOff));
   const int bias = c.view(biasBuf, {e.N});
-  c.ts[size_t(bias)].v.offset = e.biasOff * 4;
+  c.ts[size_t(bias)].v.offset = e.biasOff * (biasH ? 2 : 4);
   c.ins = {a, b, bias};
   int d;
   if (e.epi == 2) {
@@ -96,9 +103,10 @@ void epilogueCase(const E &e, Rng &rng) {
   } else if (e.epi == 3) {
     c.outs.push_back(c.out({mn}, e.aux));
   }
-  c.tol = e.ab == DType::BF16 || e.d == DType::BF16 || e.aux == DType::BF16
-              ? 1e-2
-              : 1e-5;
+  c.tol =
+      e.ab == DType::BF16 || e.d == DType::BF16 || e.aux == DType::BF16 || biasH
+          ? 1e-2
+          : 1e-5;
   twin(c);
   if (e.twice)
     deterministic(c);
@@ -302,6 +310,52 @@ void matmulEpilogue(Rng &rng) {
     p.res = H;
     p.inPlace = true;
     p.twice = K == 768;
+    epilogueCase(p, rng);
+  }
+  // A bf16 bias (mega-bf16-bias): every form, operand type and D at odd
+  // shapes (cuBLASLt's epilogues where D, or GELU's aux, is bf16, else the
+  // epilogue kernel widening it), 2 bytes late (the kernel), and GPT-2
+  // small's Linears as megac's bf16 plans have them: c_attn (BIAS, bf16
+  // D), c_fc (GELU_AUX_BIAS), both twice, and the projections of a
+  // --bf16-residual plan.
+  for (DType ab : {F, H})
+    for (DType d : {F, H})
+      for (int64_t epi : {1, 2, 3})
+        for (int t = 0; t < 4; ++t) {
+          E o{t < 2 ? 7 : 33,
+              t < 2 ? 33 : 17,
+              t == 3 ? 8 : 17,
+              t & 1,
+              (t >> 1) & 1,
+              epi,
+              ab,
+              d};
+          o.bias = H;
+          (epi == 2 ? o.res : o.aux) = d;
+          epilogueCase(o, rng);
+        }
+  for (int64_t epi : {1, 2, 3}) {
+    E o{256, 384, 64, 0, 0, epi, H, H};
+    o.bias = H;
+    (epi == 2 ? o.res : o.aux) = H;
+    epilogueCase(o, rng);
+    o.biasOff = 1;
+    epilogueCase(o, rng);
+  }
+  E qkv{16384, 2304, 768, 0, 0, 1, H, H};
+  qkv.bias = H;
+  qkv.twice = true;
+  epilogueCase(qkv, rng);
+  E fcH{16384, 3072, 768, 0, 0, 3, H, H};
+  fcH.aux = H;
+  fcH.bias = H;
+  fcH.twice = true;
+  epilogueCase(fcH, rng);
+  for (int64_t K : {768, 3072}) {
+    E p{16384, 768, K, 0, 0, 2, H, H};
+    p.res = H;
+    p.inPlace = true;
+    p.bias = H;
     epilogueCase(p, rng);
   }
   // The bias gradient (epilogue 5): both operand types, A transposed or

@@ -46,10 +46,10 @@ i128 extent(int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t s) {
 }
 
 /// The epilogue's constraints (Plan.h): one plain product (batch 1, alpha
-/// 1, beta 0, D contiguous), bias f32 [N], residual f32 or bf16 (widened)
-/// [M*N], aux and D f32 or bf16 [M*N] (for the GELU gradient aux is the third
-/// input, in place of the bias); D may be the residual itself, nothing else may
-/// overlap.
+/// 1, beta 0, D contiguous), bias f32 or bf16 (widened) [N], residual f32
+/// or bf16 (widened) [M*N], aux and D f32 or bf16 [M*N] (for the GELU
+/// gradient aux is the third input, in place of the bias); D may be the
+/// residual itself, nothing else may overlap.
 void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
   const auto &i = c.instr.i;
   if (i[0] != 1)
@@ -77,7 +77,11 @@ void checkEpilogue(const Checker &c, int64_t epi, int64_t M, int64_t N) {
     c.disjoint(D, aux, "D", "aux");
     return;
   }
-  c.tensor(c.ins[2], DType::F32, N, "bias");
+  // A bf16 bias (mega-bf16-bias: the sum is stored in bf16) is widened on
+  // load.
+  const Value *bias = c.ins[2];
+  c.tensor(bias, bias->dtype == DType::BF16 ? DType::BF16 : DType::F32, N,
+           "bias");
   c.disjoint(D, c.ins[2], "D", "bias");
   if (epi == 2) {
     // A bf16 residual (the stream stored in bf16) is widened on load.
@@ -497,7 +501,18 @@ void runMatMul(const Ctx &ctx, const Instr &in, const Refs &ins,
     t = scratch.data();
   }
   gemm(ctx, g, ins, t);
-  epilogue(ctx, epi, g.M, g.N, t, ins[2].f32(), R, Rh, D, auxBf16);
+  // A bf16 bias widened (exact) once: the same f32 adds after.
+  std::vector<float> wide;
+  const float *bias =
+      ins[2].value->dtype == DType::F32 ? ins[2].f32() : nullptr;
+  if (!bias) {
+    wide.resize(size_t(g.N));
+    const uint16_t *h = ins[2].bf16();
+    for (int64_t j = 0; j < g.N; ++j)
+      wide[size_t(j)] = bf16ToFloat(h[j]);
+    bias = wide.data();
+  }
+  epilogue(ctx, epi, g.M, g.N, t, bias, R, Rh, D, auxBf16);
 }
 
 } // namespace mega::rt::cpu

@@ -90,16 +90,20 @@ cublasLtMatrixLayout_t layout(cudaDataType t, int64_t rows, int64_t cols,
   return l;
 }
 
-/// A cuBLASLt epilogue: DEFAULT (none), BIAS with an f32 bias of D's rows
-/// (the plan's columns), GELU_AUX_BIAS (D = gelu(t + bias), aux = t + bias
-/// in D's type, `auxLd` apart) or DGELU (D = gelu'(aux) t, aux read, no
-/// bias); C and D of type `cd` (f32, or bf16 rounded on store).
+/// A cuBLASLt epilogue: DEFAULT (none), BIAS with a bias of D's rows (the
+/// plan's columns), GELU_AUX_BIAS (D = gelu(t + bias), aux = t + bias in
+/// D's type, `auxLd` apart), DGELU (D = gelu'(aux) t, aux read, no bias)
+/// or BGRADA (the f32 bias gradient into `bias`); C and D of type `cd`
+/// (f32, or bf16 rounded on store). cuBLASLt takes a bias only of D's type
+/// (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE): `biasType` says what
+/// the plan's is, and a mismatch finds no algorithm.
 struct LtEpilogue {
   cublasLtEpilogue_t mode = CUBLASLT_EPILOGUE_DEFAULT;
-  const float *bias = nullptr;
+  const void *bias = nullptr;
   cudaDataType cd = CUDA_R_32F;
   void *aux = nullptr;
   int64_t auxLd = 0;
+  cudaDataType biasType = CUDA_R_32F;
 };
 
 /// Points the shared descriptor at this call's bias (and aux).
@@ -140,8 +144,8 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
                   e.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld),
               "cublasLtMatmulDescSetAttribute");
     }
-    // A bf16 D would make the bias bf16 too; the plan's bias is f32.
-    const int32_t biasType = CUDA_R_32F;
+    // The bias's own type (the default would be D's).
+    const int32_t biasType = epi.biasType;
     if (epi.bias)
       checkLt(cublasLtMatmulDescSetAttribute(
                   e.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType,
@@ -217,12 +221,16 @@ const char *epilogueName(cublasLtEpilogue_t mode) {
 void refusedEpilogue(const LtEpilogue &epi, int64_t N, int64_t M, int64_t K,
                      const char *why) {
   std::fprintf(stderr,
-               "cuda: cuBLASLt %s the %s epilogue (D %s) of the %lld x %lld "
-               "x %lld product: the plain product and mega's epilogue kernel "
-               "run instead\n",
+               "cuda: cuBLASLt %s the %s epilogue (D %s%s) of the %lld x "
+               "%lld x %lld product: the plain product and mega's epilogue "
+               "kernel run instead\n",
                why, epilogueName(epi.mode),
-               epi.cd == CUDA_R_16BF ? "bf16" : "f32", (long long)M,
-               (long long)N, (long long)K);
+               epi.cd == CUDA_R_16BF ? "bf16" : "f32",
+               !epi.bias || epi.mode == CUBLASLT_EPILOGUE_BGRADA
+                   ? ""
+                   : epi.biasType == CUDA_R_16BF ? ", bias bf16"
+                                                  : ", bias f32",
+               (long long)M, (long long)N, (long long)K);
 }
 
 /// One cuBLASLt call of up to 65535 batch items; false when no algorithm
@@ -249,7 +257,8 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
   const LtGemmKey key = {int64_t(opB), int64_t(opA), N,   M,   K,
                          ldb,          sB,           lda, sA,  ldc,
                          sC,           count,        alB, alA, alC,
-                         int64_t(epi.mode) | int64_t(epi.cd) << 32,
+                         int64_t(epi.mode) | int64_t(epi.cd) << 32 |
+                             int64_t(epi.biasType) << 40,
                          withEpi ? int64_t(epi.bias ? alignmentOf(epi.bias) : 0) |
                                        (epi.aux ? int64_t(alignmentOf(epi.aux))
                                                       << 32
@@ -388,12 +397,13 @@ void runMatMulBf16(const Ctx &ctx, const Instr &in, const Refs &ins,
 namespace {
 
 /// The whole epilogue after a plain product t [M, N] (docs/plan-format.md):
-/// x = (t + bias[j]) (+ R), in that order, in f32 (R f32, or bf16 in Rh,
-/// widened); GELU: aux = x (f32 in auxF, or rounded in auxH) and D =
+/// x = (t + bias[j]) (+ R), in that order, in f32 (the bias f32, or bf16 in
+/// biasH, widened; R f32, or bf16 in Rh, widened); GELU: aux = x (f32 in auxF, or rounded in auxH) and D =
 /// gelu(x) of the unrounded x; else D = x; D f32 (Df) or bf16 (Dh). t may
 /// be auxF or D (each element is read before it is written, by the same
 /// thread) and R may be D, so none of these is __restrict__.
 __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
+                               const __nv_bfloat16 *__restrict__ biasH,
                                const float *R, const __nv_bfloat16 *Rh,
                                float *auxF,
                                __nv_bfloat16 *auxH, float *Df,
@@ -401,7 +411,8 @@ __global__ void epilogueKernel(const float *t, const float *__restrict__ bias,
                                bool withGelu) {
   const int64_t n = M * N;
   for (int64_t e = globalThread(); e < n; e += globalStride()) {
-    float x = t[e] + bias[e % N];
+    const int64_t j = e % N;
+    float x = t[e] + (bias ? bias[j] : __bfloat162float(biasH[j]));
     if (R)
       x = x + R[e];
     else if (Rh)
@@ -637,7 +648,10 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
     return;
   if (epi == 4)
     return geluGradEpilogue(ctx, in, ins, outs);
-  const float *bias = ins[2].f32();
+  // The bias: f32, or bf16 (mega-bf16-bias: the sum is stored in bf16).
+  const bool biasBf16 = ins[2].value->dtype == DType::BF16;
+  const void *bias = ins[2].data;
+  const cudaDataType biasType = biasBf16 ? CUDA_R_16BF : CUDA_R_32F;
   // The residual: f32 (R), or bf16 (Rh: the stream stored in bf16).
   const bool rBf16 = epi == 2 && ins[3].value->dtype == DType::BF16;
   const float *R = epi == 2 && !rBf16 ? ins[3].f32() : nullptr;
@@ -660,7 +674,7 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
       ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
              lda, 0, &zero, Dh, Dh, N, 0, 1,
              LtEpilogue{CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias, CUDA_R_16BF,
-                        auxH, N}))
+                        auxH, N, biasType}))
     return;
   // cuBLASLt's epilogue (a 16-byte aligned bias): into an f32 aux (GELU),
   // into D with the residual of D's type as C (beta 1), or into D without
@@ -675,7 +689,8 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
   if (bf16 && K > 0 && ltOut && !auxH && aligned(bias, 16) &&
       ltGemm(ctx, opB, opA, N, M, K, &one, ins[1].data, ldb, 0, ins[0].data,
              lda, 0, resid ? &one : &zero, resid ? resid : ltOut, ltOut, N, 0,
-             1, LtEpilogue{CUBLASLT_EPILOGUE_BIAS, bias, cd})) {
+             1, LtEpilogue{CUBLASLT_EPILOGUE_BIAS, bias, cd, nullptr, 0,
+                           biasType})) {
     if (epi == 3)
       launchGelu(ctx, aux, Df, Dh, n);
     return;
@@ -688,7 +703,9 @@ void runMatMulEpilogue(const Ctx &ctx, const Instr &in, const Refs &ins,
                  : static_cast<float *>(ctx.ws->get(size_t(n) * 4));
   plainProduct(ctx, in, ins, t, "cublasGemmStridedBatchedEx (epilogue)");
   epilogueKernel<<<gridFor(ctx, n, 256), 256, 0, ctx.stream>>>(
-      t, bias, R, Rh, aux, auxH, Df, Dh, M, N, epi == 3);
+      t, biasBf16 ? nullptr : static_cast<const float *>(bias),
+      biasBf16 ? static_cast<const __nv_bfloat16 *>(bias) : nullptr, R, Rh,
+      aux, auxH, Df, Dh, M, N, epi == 3);
   checkLaunch("MatMul (epilogue)");
 }
 
