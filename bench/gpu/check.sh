@@ -39,7 +39,9 @@
 #              small ms/step in fp32 and bf16 (also without CUDA graphs, with
 #              mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules
-#              off, and with the residual stream in bf16), beside torch's
+#              off, with the biases in f32, with cuBLASLt's candidates
+#              timed (--gemm-autotune), and with the residual stream
+#              in bf16), beside torch's
 #              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
@@ -386,6 +388,19 @@ do_mega_timing() {
     run_mega gpt2-bf16-res "$PLANS/gpt2-small-bf16-res-cuda.plan" cuda \
       "$LOGS/data/gpt2" 12 || rc=1
     runs+=("bf16-residual=$LOGS/gpt2-bf16-res.jsonl")
+  fi
+  # cuBLASLt's candidates timed at each GEMM's first call (mega-run
+  # --gemm-autotune) instead of its heuristic's first.
+  run_mega gpt2-bf16-tuned "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
+    --gemm-autotune || rc=1
+  grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"
+  runs+=("bf16-autotune=$LOGS/gpt2-bf16-tuned.jsonl")
+  # The biases in f32 (--bf16-bias=false): c_attn's and c_fc's products
+  # without cuBLASLt's bias epilogues (the plain product + mega's kernel).
+  if [ -f "$PLANS/gpt2-small-bf16-f32bias-cuda.plan" ]; then
+    run_mega gpt2-bf16-f32bias "$PLANS/gpt2-small-bf16-f32bias-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 12 || rc=1
+    runs+=("bf16-f32bias=$LOGS/gpt2-bf16-f32bias.jsonl")
   fi
   if [ -f "$PLANS/gpt2-small-bf16-whole-cuda.plan" ]; then
     run_mega gpt2-bf16-whole "$PLANS/gpt2-small-bf16-whole-cuda.plan" cuda \

@@ -25,6 +25,9 @@
 #                               bias-gradient epilogue on the weight gradient: timed, same run
 #   gpt2-small-bf16-res-cuda.plan  the same with --bf16-residual (the residual stream in
 #                               bf16, Megatron's bf16 default): timed, same run
+#   gpt2-small-bf16-f32bias-cuda.plan  the same with --bf16-bias=false: the f32 biases
+#                               that cuBLASLt's bias epilogues refuse with a bf16 D (the
+#                               plain product and mega's epilogue kernel): timed, same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
 #                               distributed optimizer, and its one-process reference:
@@ -86,6 +89,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --fuse-bias-grad=false
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-res-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --bf16-residual
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32bias-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --bf16-bias=false
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"

@@ -55,6 +55,11 @@ both:
                                local = mega's kernels (deterministic run to
                                run); auto (default): fused where cuDNN is
                                loaded and accepts the problem, else local
+  --gemm-autotune            cuda: time cuBLASLt's candidate algorithms for
+                               each distinct bf16 GEMM at its first call and
+                               keep the fastest (default: the heuristic's
+                               first; tuned runs may differ in the last bits
+                               from run to run)
 parallel plans (tp*pp*dp ranks): mpirun -np N mega-run PLAN ...
 )";
 }
@@ -161,7 +166,9 @@ Options parseOptions(int argc, char **argv) {
       {{"--no-shuffle"}, T, false, [&](auto &, auto &) { t.shuffle = false; }},
       {{"--dump-grads"}, T, true, str(t.dumpGrads)},
       {{"--trace"}, T, true, str(t.trace)},
-      {{"--no-cuda-graph"}, T, false,
+      {{"--no-cuda-graph"},
+       T,
+       false,
        [&](auto &, auto &) { o.cudaGraph = false; }},
       {{"--device"}, B, true, str(o.device)},
       {{"--comm"},
@@ -192,6 +199,10 @@ Options parseOptions(int argc, char **argv) {
            throw Error(f + " must be 'auto', 'fused' or 'local', not '" + v +
                        "'");
        }},
+      {{"--gemm-autotune"},
+       B,
+       false,
+       [&](auto &, auto &) { o.gemmAutotune = true; }},
       {{"--comm-timeout"},
        B,
        true,

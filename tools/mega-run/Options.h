@@ -26,6 +26,7 @@ struct Options {
   bool cudaGraph = true; ///< --no-cuda-graph turns it off
   rt::CommPath comm = rt::CommPath::Auto; ///< --comm
   rt::AttentionBackend attention = rt::AttentionBackend::Auto; ///< cuda
+  bool gemmAutotune = false;              ///< --gemm-autotune (cuda)
   double commTimeout = 300;               ///< --comm-timeout, seconds
   rt::TrainOptions train;
   // --generate

@@ -105,6 +105,7 @@ int realMain(int argc, char **argv) {
   rt::checkSamePlan(plan, *comm);
   rt::CudaOptions cudaOptions;
   cudaOptions.attention = o.attention;
+  cudaOptions.gemmAutotune = o.gemmAutotune;
   cudaOptions.localRank = launch.localRank;
   std::unique_ptr<rt::Backend> backend =
       rt::createBackend(device, o.threads, cudaOptions);

@@ -464,6 +464,10 @@ enum class AttentionBackend { Auto, Fused, Local };
 
 struct CudaOptions {
   AttentionBackend attention = AttentionBackend::Auto;
+  /// mega-run --gemm-autotune: each distinct bf16 GEMM's cuBLASLt algorithm
+  /// is the fastest of the heuristic's candidates, timed at its first call
+  /// outside a graph capture, instead of the heuristic's first.
+  bool gemmAutotune = false;
   /// The process's rank on its node (the launcher's LOCAL_RANK), or -1:
   /// with one, the backend takes GPU localRank mod the visible count instead
   /// of the device asked for, so that the ranks of a node spread over its

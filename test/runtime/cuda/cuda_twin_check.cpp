@@ -927,6 +927,28 @@ int main(int argc, char **argv) {
              std::string("threw: ") + e.what());
     }
   }
+  // The bf16 products again with each GEMM's algorithm the fastest of
+  // cuBLASLt's candidates, timed on the call itself (mega-run
+  // --gemm-autotune): every candidate tried must leave the same result.
+  if (!casesOnCpu &&
+      (wanted("matmul epilogue") || wanted("cast/bf16 matmul"))) {
+    std::printf("bf16 products again with --gemm-autotune\n");
+    try {
+      rt::CudaOptions tuned;
+      tuned.gemmAutotune = true;
+      std::unique_ptr<Backend> own = rt::createCudaBackend(0, tuned);
+      gCuda = own.get();
+      if (wanted("cast/bf16 matmul"))
+        castAndBf16MatMul(rng);
+      if (wanted("matmul epilogue"))
+        matmulEpilogue(rng);
+      gCuda = cuda.get();
+    } catch (const std::exception &e) {
+      gCuda = cuda.get();
+      report(false, "bf16 products (--gemm-autotune)",
+             std::string("threw: ") + e.what());
+    }
+  }
   std::printf("cuda_twin_check: %d passed, %d failed\n", totals.pass,
               totals.fail);
   return totals.fail ? 1 : 0;

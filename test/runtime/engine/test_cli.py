@@ -277,6 +277,10 @@ def case_cli_errors():
     check("attention:" not in p.stdout, f"the cpu run spoke of attention: {p.stdout!r}")
     expect_error(base + ["--comm", "nccl", "--device", "cpu"],
                  "--comm nccl needs the cuda backend (this run uses cpu)")
+    # Another cuda option the CPU backend has nothing to do with.
+    p = run(base + ["--gemm-autotune"], expect_rc=0)
+    check("autotune" not in p.stdout + p.stderr,
+          f"the cpu run spoke of autotuning: {p.stdout!r} {p.stderr!r}")
     # --comm host is always possible; one rank says nothing about it.
     p = run(base + ["--comm", "host", "--comm-timeout", "5"], expect_rc=0)
     check("collectives:" not in p.stdout, f"one rank logged its collectives: {p.stdout!r}")

@@ -147,6 +147,9 @@ struct LtGemmPlan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
+  /// With CudaOptions::gemmAutotune: the heuristic's candidates, best
+  /// first (algo is the first until timed).
+  std::vector<cublasLtMatmulAlgo_t> candidates;
 };
 
 /// The backend's LtGemmPlans, made at each GEMM's first call and kept for
@@ -197,6 +200,8 @@ struct Ctx {
   /// `cudnnRequired`: a problem it refuses is an Error, not a fallback.
   CudnnAttention *cudnn = nullptr;
   bool cudnnRequired = false;
+  /// Time cuBLASLt's candidates at a GEMM's first call (CudaOptions).
+  bool gemmAutotune = false;
 };
 
 /// Blocks for a grid-stride loop over n items with `threads` per block.

@@ -228,6 +228,7 @@ public:
     ewJit_ = std::make_unique<EwJit>(device);
     ctx_.ewJit = ewJit_.get();
     chooseAttention(options.attention);
+    ctx_.gemmAutotune = options.gemmAutotune;
   }
 
   ~CudaBackend() override {

@@ -120,14 +120,17 @@ void setEpiloguePointers(cublasLtMatmulDesc_t desc, const LtEpilogue &epi) {
             "cublasLtMatmulDescSetAttribute");
 }
 
+/// Candidates timed per GEMM with CudaOptions::gemmAutotune.
+constexpr int kTuneCandidates = 8;
+
 /// Builds `e` for one GEMM: its descriptors, and the heuristic's first
 /// algorithm for them under the operands' alignment classes (e.found false
-/// when there is none).
+/// when there is none); with `want` > 1 also its first `want` candidates.
 void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
                 cublasOperation_t opA, int64_t N, int64_t M, int64_t K,
                 int64_t ldb, int64_t sB, int64_t lda, int64_t sA, int64_t ldc,
                 int64_t sC, int count, uint32_t alB, uint32_t alA,
-                uint32_t alC, const LtEpilogue &epi) {
+                uint32_t alC, const LtEpilogue &epi, int want) {
   checkLt(cublasLtMatmulDescCreate(&e.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
           "cublasLtMatmulDescCreate");
   if (epi.mode != CUBLASLT_EPILOGUE_DEFAULT) {
@@ -189,14 +192,20 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     checkLt(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alC, sizeof alC),
             "cublasLtMatmulPreferenceSetAttribute");
-  cublasLtMatmulHeuristicResult_t result;
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates];
+  want = std::max(1, std::min(want, kTuneCandidates));
   int found = 0;
   e.found = cublasLtMatmulAlgoGetHeuristic(ctx.lt, e.desc, e.a, e.b, e.c, e.c,
-                                           pref, 1, &result,
+                                           pref, want, results,
                                            &found) == CUBLAS_STATUS_SUCCESS &&
             found > 0;
-  if (e.found)
-    e.algo = result.algo;
+  if (!e.found)
+    return;
+  e.algo = results[0].algo;
+  if (want > 1)
+    for (int k = 0; k < found; ++k)
+      if (results[k].state == CUBLAS_STATUS_SUCCESS)
+        e.candidates.push_back(results[k].algo);
 }
 
 /// The name of a cuBLASLt epilogue mega asks for.
@@ -231,6 +240,71 @@ void refusedEpilogue(const LtEpilogue &epi, int64_t N, int64_t M, int64_t K,
                    : epi.biasType == CUDA_R_16BF ? ", bias bf16"
                                                   : ", bias f32",
                (long long)M, (long long)N, (long long)K);
+}
+
+/// mega-run --gemm-autotune: times each of `e`'s candidates on this very
+/// call (one launch to warm up, then kTuneReps) and makes the fastest
+/// `e.algo`. Only where repeating the call changes nothing it reads: C is
+/// not D or is not read (beta 0); every output is write-only then (the
+/// plan's check keeps D off A, B, the bias and aux). A candidate the call
+/// refuses is skipped. Tells the choice on stderr when it is not the
+/// heuristic's first.
+void tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
+                const void *B, const void *A, const float *beta,
+                const void *C, void *D, int64_t N, int64_t M, int64_t K,
+                const LtEpilogue &epi) {
+  constexpr int kTuneReps = 3;
+  cudaEvent_t t0 = nullptr, t1 = nullptr;
+  checkCuda(cudaEventCreate(&t0), "cudaEventCreate");
+  checkCuda(cudaEventCreate(&t1), "cudaEventCreate");
+  struct EventGuard {
+    cudaEvent_t a, b;
+    ~EventGuard() {
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  } guard{t0, t1};
+  float best = 0.0f, first = -1.0f;
+  size_t bestAt = 0;
+  bool any = false;
+  for (size_t k = 0; k < e.candidates.size(); ++k) {
+    const cublasLtMatmulAlgo_t &algo = e.candidates[k];
+    auto launch = [&] {
+      return cublasLtMatmul(ctx.lt, e.desc, alpha, B, e.a, A, e.b, beta, C,
+                            e.c, D, e.c, &algo, ctx.ltWorkspace,
+                            ctx.ltWorkspaceBytes, ctx.stream);
+    };
+    if (launch() != CUBLAS_STATUS_SUCCESS)
+      continue;
+    checkCuda(cudaEventRecord(t0, ctx.stream), "cudaEventRecord");
+    for (int r = 0; r < kTuneReps; ++r)
+      checkLt(launch(), "cublasLtMatmul (autotune)");
+    checkCuda(cudaEventRecord(t1, ctx.stream), "cudaEventRecord");
+    checkCuda(cudaEventSynchronize(t1), "cudaEventSynchronize");
+    float ms = 0.0f;
+    checkCuda(cudaEventElapsedTime(&ms, t0, t1), "cudaEventElapsedTime");
+    ms /= kTuneReps;
+    if (k == 0)
+      first = ms;
+    if (!any || ms < best) {
+      best = ms;
+      bestAt = k;
+      any = true;
+    }
+  }
+  if (!any)
+    return;
+  e.algo = e.candidates[bestAt];
+  if (bestAt != 0)
+    std::fprintf(stderr,
+                 "cuda: autotune: the %lld x %lld x %lld product (%s) takes "
+                 "candidate %zu of %zu: %.1f us, the heuristic's first "
+                 "%.1f us\n",
+                 (long long)M, (long long)N, (long long)K,
+                 epi.mode == CUBLASLT_EPILOGUE_DEFAULT ? "no epilogue"
+                                                       : epilogueName(epi.mode),
+                 bestAt + 1, e.candidates.size(), 1e3 * best,
+                 first < 0 ? -1.0 : 1e3 * first);
 }
 
 /// One cuBLASLt call of up to 65535 batch items; false when no algorithm
@@ -268,10 +342,23 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
   if (!e) {
     // Kept only once whole: a failure part way leaves no half-made entry.
     auto fresh = std::make_unique<LtGemmPlan>();
+    // Tuned only where the call may be repeated (tuneLtGemm) and is not
+    // being captured into a graph (a capture runs nothing).
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    checkCuda(cudaStreamIsCapturing(ctx.stream, &capturing),
+              "cudaStreamIsCapturing");
+    const bool tune = ctx.gemmAutotune &&
+                      capturing == cudaStreamCaptureStatusNone &&
+                      (*beta == 0.0f || C != D);
     planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
-               count, alB, alA, alC, epi);
+               count, alB, alA, alC, epi, tune ? kTuneCandidates : 1);
     if (!fresh->found && withEpi)
       refusedEpilogue(epi, N, M, K, "has no algorithm for");
+    if (fresh->found && tune && fresh->candidates.size() > 1) {
+      if (withEpi)
+        setEpiloguePointers(fresh->desc, epi);
+      tuneLtGemm(ctx, *fresh, alpha, B, A, beta, C, D, N, M, K, epi);
+    }
     e = &ctx.ltPlans->add(key, std::move(fresh));
   }
   if (!e->found)
