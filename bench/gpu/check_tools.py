@@ -197,6 +197,29 @@ def cmd_breakdown(a):
     for name in sorted(total, key=total.get, reverse=True)[:a.top]:
         print(f"{name:24s} {total[name]:9.2f} {100 * total[name] / whole:6.1f}% {count[name]:9d}")
     print(f"{'all kernels':24s} {whole:9.2f}")
+    # The MatMuls by shape (the events' args: the instruction's i), the
+    # costliest first, with their rate (2 M N K per batch item).
+    shapes = {}
+    for e in events:
+        if (e.get("cat") != "kernel" or e.get("name") != "MatMul" or
+                not any(lo <= e["ts"] <= hi for lo, hi, _ in windows)):
+            continue
+        i = (e.get("args") or {}).get("i") or []
+        if len(i) < 12:
+            continue
+        epi = i[12] if len(i) > 12 else 0
+        key = (i[1], i[2], i[3], i[4], i[5], epi, i[0])
+        t, n = shapes.get(key, (0.0, 0))
+        shapes[key] = (t + float(e.get("dur", 0)) / 1000.0, n + 1)
+    if shapes:
+        print(f"MatMul by shape ({'M':>5s} x {'N':>5s} x {'K':>5s}, transposes, epilogue):"
+              f" {'ms':>7s} {'calls':>5s} {'us/call':>8s} {'TFLOP/s':>8s}")
+        for key in sorted(shapes, key=lambda k: shapes[k][0], reverse=True)[:a.top]:
+            M, N, K, ta, tb, epi, batch = key
+            t, n = shapes[key]
+            rate = 2.0 * M * N * K * max(batch, 1) * n / (t * 1e-3) / 1e12 if t else 0.0
+            print(f"  {M:5d} x {N:5d} x {K:5d}  tA {ta} tB {tb} epi {epi}  "
+                  f"{t:7.2f} {n:5d} {1e3 * t / n:8.1f} {rate:8.1f}")
     return 0
 
 

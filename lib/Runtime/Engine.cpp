@@ -9,6 +9,17 @@ namespace mega::rt {
 
 namespace {
 
+/// A kernel event's args: the instruction's first integer attributes (a
+/// MatMul's shape, transposes and epilogue; check_tools.py breakdown
+/// groups the MatMuls by them).
+std::string traceArgs(const plan::Instr &in) {
+  constexpr size_t kMaxAttrs = 16;
+  std::string out = "{\"i\":[";
+  for (size_t k = 0; k < in.i.size() && k < kMaxAttrs; ++k)
+    out += (k ? "," : "") + std::to_string(in.i[k]);
+  return out + "]}";
+}
+
 /// Which persistents this process allocates. Without a pipeline: all of
 /// them. On pipeline rank r: those that a program this rank runs (a stage
 /// s with s mod pp == r, or its optimizer) references; one that no program
@@ -312,7 +323,7 @@ void ProgramRunner::run(Tracer *tracer) {
         comm_.progress();
       backend_.synchronize();
       tracer->complete(plan::opName(s.instr->op), "kernel", Tracer::Kernels, t0,
-                       tracer->now());
+                       tracer->now(), traceArgs(*s.instr));
     }
   } else {
     runSteps();

@@ -244,11 +244,12 @@ void refusedEpilogue(const LtEpilogue &epi, int64_t N, int64_t M, int64_t K,
 
 /// mega-run --gemm-autotune: times each of `e`'s candidates on this very
 /// call (one launch to warm up, then kTuneReps) and makes the fastest
-/// `e.algo`. Only where repeating the call changes nothing it reads: C is
-/// not D or is not read (beta 0); every output is write-only then (the
-/// plan's check keeps D off A, B, the bias and aux). A candidate the call
-/// refuses is skipped. Tells the choice on stderr when it is not the
-/// heuristic's first.
+/// `e.algo`. Repeating the call must change nothing it reads: `D` is the
+/// call's own D when C is not D or is not read (beta 0), else scratch of
+/// D's layout (ltGemm); every output is write-only then (the plan's check
+/// keeps D off A, B, the bias and aux). A candidate the call refuses is
+/// skipped. Tells the choice on stderr when it is not the heuristic's
+/// first.
 void tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
                 const void *B, const void *A, const float *beta,
                 const void *C, void *D, int64_t N, int64_t M, int64_t K,
@@ -342,14 +343,17 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
   if (!e) {
     // Kept only once whole: a failure part way leaves no half-made entry.
     auto fresh = std::make_unique<LtGemmPlan>();
-    // Tuned only where the call may be repeated (tuneLtGemm) and is not
-    // being captured into a graph (a capture runs nothing).
+    // Tuned where the call is not being captured into a graph (a capture
+    // runs nothing). A call that reads D as C (beta != 0) is timed into
+    // scratch (tuneLtGemm), except BGRADA's: its sums may already be
+    // scratch that growing the workspace would move.
     cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
     checkCuda(cudaStreamIsCapturing(ctx.stream, &capturing),
               "cudaStreamIsCapturing");
+    const bool readsD = *beta != 0.0f && C == D;
     const bool tune = ctx.gemmAutotune &&
                       capturing == cudaStreamCaptureStatusNone &&
-                      (*beta == 0.0f || C != D);
+                      !(readsD && epi.mode == CUBLASLT_EPILOGUE_BGRADA);
     planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
                count, alB, alA, alC, epi, tune ? kTuneCandidates : 1);
     if (!fresh->found && withEpi)
@@ -357,7 +361,13 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
     if (fresh->found && tune && fresh->candidates.size() > 1) {
       if (withEpi)
         setEpiloguePointers(fresh->desc, epi);
-      tuneLtGemm(ctx, *fresh, alpha, B, A, beta, C, D, N, M, K, epi);
+      void *tuneD = D;
+      if (readsD) {
+        const size_t elems = size_t(count - 1) * size_t(sC) +
+                             size_t(M - 1) * size_t(ldc) + size_t(N);
+        tuneD = ctx.ws->get(elems * (epi.cd == CUDA_R_16BF ? 2 : 4));
+      }
+      tuneLtGemm(ctx, *fresh, alpha, B, A, beta, C, tuneD, N, M, K, epi);
     }
     e = &ctx.ltPlans->add(key, std::move(fresh));
   }
