@@ -121,7 +121,7 @@ void setEpiloguePointers(cublasLtMatmulDesc_t desc, const LtEpilogue &epi) {
 }
 
 /// Candidates timed per GEMM with CudaOptions::gemmAutotune.
-constexpr int kTuneCandidates = 8;
+constexpr int kTuneCandidates = 16;
 
 /// Builds `e` for one GEMM: its descriptors, and the heuristic's first
 /// algorithm for them under the operands' alignment classes (e.found false
