@@ -22,7 +22,8 @@
 #              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2),
 #              on cuDNN's fused attention and on mega's (--attention-backend local;
 #              also with --no-cuda-graph: bitwise the same losses),
-#              and gpt-small-bf16res-{cpu,cuda}.plan (--bf16-residual, rel 1e-2);
+#              and gpt-small-bf16f32res-{cpu,cuda}.plan (--fp32-residual-connection,
+#              rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
@@ -41,7 +42,7 @@
 #              gradients as ReduceSums, with the backward's bf16 rules
 #              off, with the biases in f32, with cuBLASLt's candidates
 #              timed (--gemm-autotune), and with the residual stream
-#              in bf16), beside torch's
+#              in f32), beside torch's
 #              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
@@ -276,16 +277,16 @@ do_train() {
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
   fi
-  # The residual stream in bf16 (--bf16-residual): the norms and the
-  # residual epilogue read it in bf16 on both devices.
-  if [ -f "$PLANS/gpt-small-bf16res-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16res-cpu.plan" ]; then
-    run_mega small-bf16res-cuda "$PLANS/gpt-small-bf16res-cuda.plan" cuda "$LOGS/data/small" 20 \
-      "${load[@]}" || rc=1
-    run_mega small-bf16res-cpu "$PLANS/gpt-small-bf16res-cpu.plan" cpu "$LOGS/data/small" 20 \
-      "${load[@]}" || rc=1
-    printf 'bf16 residual: '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16res-cpu.jsonl" "$LOGS/small-bf16res-cuda.jsonl" \
-      --rtol 1e-2 | tee "$LOGS/compare-bf16res.txt" | tail -1 || rc=1
+  # The residual stream in f32 (--fp32-residual-connection): the norms and
+  # the residual epilogue read f32 on both devices.
+  if [ -f "$PLANS/gpt-small-bf16f32res-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16f32res-cpu.plan" ]; then
+    run_mega small-bf16f32res-cuda "$PLANS/gpt-small-bf16f32res-cuda.plan" cuda \
+      "$LOGS/data/small" 20 "${load[@]}" || rc=1
+    run_mega small-bf16f32res-cpu "$PLANS/gpt-small-bf16f32res-cpu.plan" cpu \
+      "$LOGS/data/small" 20 "${load[@]}" || rc=1
+    printf 'f32 residual: '
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16f32res-cpu.jsonl" "$LOGS/small-bf16f32res-cuda.jsonl" \
+      --rtol 1e-2 | tee "$LOGS/compare-bf16f32res.txt" | tail -1 || rc=1
   fi
   return "$rc"
 }
@@ -383,11 +384,11 @@ do_mega_timing() {
       "$LOGS/data/gpt2" 12 || rc=1
     runs+=("bf16-nobgrad=$LOGS/gpt2-bf16-nobgrad.jsonl")
   fi
-  # The residual stream in bf16 (--bf16-residual, Megatron's bf16 default).
-  if [ -f "$PLANS/gpt2-small-bf16-res-cuda.plan" ]; then
-    run_mega gpt2-bf16-res "$PLANS/gpt2-small-bf16-res-cuda.plan" cuda \
+  # The residual stream in f32 (--fp32-residual-connection, as autocast).
+  if [ -f "$PLANS/gpt2-small-bf16-f32res-cuda.plan" ]; then
+    run_mega gpt2-bf16-f32res "$PLANS/gpt2-small-bf16-f32res-cuda.plan" cuda \
       "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-residual=$LOGS/gpt2-bf16-res.jsonl")
+    runs+=("bf16-f32residual=$LOGS/gpt2-bf16-f32res.jsonl")
   fi
   # cuBLASLt's candidates timed at each GEMM's first call (mega-run
   # --gemm-autotune) instead of its heuristic's first.

@@ -7,9 +7,10 @@
 #   gpt-small-{cpu,cuda}.plan   the cpu-small model (layers 4, hidden 256, heads 4,
 #                               vocab 8192, seq 128, micro-batch 8), AdamW, clip 1.0:
 #                               trained on both devices and the losses compared
-#   gpt-small-bf16-{cpu,cuda}.plan  the same in --precision bf16 (the CPU emulates bf16)
-#   gpt-small-bf16res-{cpu,cuda}.plan  the same with --bf16-residual (the residual
-#                               stream stored in bf16)
+#   gpt-small-bf16-{cpu,cuda}.plan  the same in --precision bf16 (the CPU emulates bf16;
+#                               the residual stream bf16, megac's default)
+#   gpt-small-bf16f32res-{cpu,cuda}.plan  the same with --fp32-residual-connection (the
+#                               residual stream f32, as under autocast)
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
@@ -23,8 +24,8 @@
 #   gpt2-small-bf16-nobgrad-cuda.plan  the same with --fuse-bias-grad=false: c_fc's and
 #                               c_attn's bias gradients as ReduceSums instead of cuBLASLt's
 #                               bias-gradient epilogue on the weight gradient: timed, same run
-#   gpt2-small-bf16-res-cuda.plan  the same with --bf16-residual (the residual stream in
-#                               bf16, Megatron's bf16 default): timed, same run
+#   gpt2-small-bf16-f32res-cuda.plan  the same with --fp32-residual-connection (the
+#                               residual stream f32, as under autocast): timed, same run
 #   gpt2-small-bf16-f32bias-cuda.plan  the same with --bf16-bias=false: the f32 biases
 #                               that cuBLASLt's bias epilogues refuse with a bf16 D (the
 #                               plain product and mega's epilogue kernel): timed, same run
@@ -56,8 +57,8 @@ for t in cpu cuda; do
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-$t.plan" "${SMALL[@]}" --target "$t"
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16-$t.plan" "${SMALL[@]}" --target "$t" \
     --precision bf16
-  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16res-$t.plan" "${SMALL[@]}" --target "$t" \
-    --precision bf16 --bf16-residual
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16f32res-$t.plan" "${SMALL[@]}" \
+    --target "$t" --precision bf16 --fp32-residual-connection
 done
 # Several MPI ranks sharing the GPU (the collectives go through host memory):
 # data parallelism with overlapped buckets, 1F1B, both, and interleaved, each
@@ -87,8 +88,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --max-logits-mib 0
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-nobgrad-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --fuse-bias-grad=false
-"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-res-cuda.plan" "${GPT2[@]}" \
-  --target cuda --precision bf16 --bf16-residual
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32res-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --fp32-residual-connection
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32bias-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --bf16-bias=false
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \

@@ -162,9 +162,14 @@ cl::opt<bool> bf16Products(
 cl::opt<bool> bf16Residual(
     "bf16-residual",
     cl::desc("bf16: the residual stream (what the layer norms read) is "
-             "stored in bf16, as Megatron's bf16 training without "
-             "--fp32-residual-connection (mega-mixed-precision"
-             "{round-residual}; default off: f32, as under autocast)"),
+             "stored in bf16, as in Megatron's bf16 training "
+             "(mega-mixed-precision{round-residual}; default on; =false is "
+             "--fp32-residual-connection)"),
+    cl::init(true), cl::cat(megacCat));
+cl::opt<bool> fp32Residual(
+    "fp32-residual-connection",
+    cl::desc("bf16: keep the residual stream in f32, as Megatron's flag of "
+             "this name and as PyTorch's autocast do"),
     cl::init(false), cl::cat(megacCat));
 cl::opt<bool> foldCasts(
     "fold-casts",
@@ -333,9 +338,12 @@ CompileOptions checkFlags() {
     fail("--target " + target + ": expected cpu or cuda");
   if (precision != "fp32" && precision != "bf16")
     fail("--precision " + precision + ": expected fp32 or bf16");
-  if (bf16Residual && precision != "bf16")
+  if (bf16Residual.getNumOccurrences() && bf16Residual && precision != "bf16")
     fail("--bf16-residual needs --precision bf16 (in fp32 the residual "
          "stream is f32 like everything else)");
+  if (bf16Residual.getNumOccurrences() && bf16Residual && fp32Residual)
+    fail("--bf16-residual and --fp32-residual-connection contradict each "
+         "other");
 
   // Batch.
   o.microBatch =
@@ -518,7 +526,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.precision = precision;
   mixed.reduceBf16 = bf16Reductions;
   mixed.roundProducts = bf16Products;
-  mixed.roundResidual = bf16Residual;
+  mixed.roundResidual = precision == "bf16" && bf16Residual && !fp32Residual;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
