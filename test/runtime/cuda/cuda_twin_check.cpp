@@ -910,44 +910,42 @@ int main(int argc, char **argv) {
              std::string("threw: ") + e.what());
     }
   }
-  if (viaCudnn && wanted("attention")) {
-    std::printf("attention again on mega's kernels (--attention-backend "
-                "local)\n");
+  // Groups run again on a CUDA backend made with other options (the
+  // twins' CPU side unchanged); `what` names the rerun.
+  auto again = [&](const char *what, const rt::CudaOptions &options,
+                   const std::function<void()> &groups) {
+    std::printf("%s\n", what);
     try {
-      rt::CudaOptions local;
-      local.attention = rt::AttentionBackend::Local;
-      std::unique_ptr<Backend> own = rt::createCudaBackend(0, local);
+      std::unique_ptr<Backend> own = rt::createCudaBackend(0, options);
       gCuda = own.get();
-      gCudnnAttention = false;
-      attention(rng);
-      gCuda = cuda.get();
+      groups();
     } catch (const std::exception &e) {
-      gCuda = cuda.get();
-      report(false, "group attention (local)",
-             std::string("threw: ") + e.what());
+      report(false, what, std::string("threw: ") + e.what());
     }
+    gCuda = cuda.get();
+  };
+  if (viaCudnn && wanted("attention")) {
+    rt::CudaOptions local;
+    local.attention = rt::AttentionBackend::Local;
+    again("attention again on mega's kernels (--attention-backend local)",
+          local, [&] {
+            gCudnnAttention = false;
+            attention(rng);
+          });
   }
   // The bf16 products again with each GEMM's algorithm the fastest of
   // cuBLASLt's candidates, timed on the call itself (mega-run
   // --gemm-autotune): every candidate tried must leave the same result.
   if (!casesOnCpu &&
       (wanted("matmul epilogue") || wanted("cast/bf16 matmul"))) {
-    std::printf("bf16 products again with --gemm-autotune\n");
-    try {
-      rt::CudaOptions tuned;
-      tuned.gemmAutotune = true;
-      std::unique_ptr<Backend> own = rt::createCudaBackend(0, tuned);
-      gCuda = own.get();
+    rt::CudaOptions tuned;
+    tuned.gemmAutotune = true;
+    again("bf16 products again with --gemm-autotune", tuned, [&] {
       if (wanted("cast/bf16 matmul"))
         castAndBf16MatMul(rng);
       if (wanted("matmul epilogue"))
         matmulEpilogue(rng);
-      gCuda = cuda.get();
-    } catch (const std::exception &e) {
-      gCuda = cuda.get();
-      report(false, "bf16 products (--gemm-autotune)",
-             std::string("threw: ") + e.what());
-    }
+    });
   }
   std::printf("cuda_twin_check: %d passed, %d failed\n", totals.pass,
               totals.fail);
