@@ -602,6 +602,12 @@ def case_eval_trace():
     check(all(e["pid"] == 0 for e in ev), "pid = rank 0")
     check({e["tid"] for e in ev if e.get("ph") == "X"} >= {0, 1}, "program and kernel lanes")
     check(all(e["dur"] >= 0 for e in ev if e.get("ph") == "X"), "durations")
+    # Kernel events carry the instruction's integer attributes (a MatMul's
+    # shape first: check_tools.py breakdown groups by them).
+    mm = [e for e in ev if e.get("cat") == "kernel" and e["name"] == "MatMul"]
+    check(mm and all(len(e.get("args", {}).get("i", [])) >= 12 and
+                     all(isinstance(x, int) for x in e["args"]["i"]) for e in mm),
+          f"MatMul events carry i: {mm[:1]}")
 
 
 def case_skipped():
