@@ -2,7 +2,8 @@
 //
 // GradNorm: every gradient is cut into fixed blocks of kNormBlock elements;
 // each block's sum of squares (in double) lands in its own slot, and one
-// block then adds the slots in a fixed order. The descriptors of up to
+// block then adds the slots in a fixed order (16-byte aligned gradients
+// are read four elements a thread at a time). The descriptors of up to
 // kNormTensors gradients travel in each launch's parameters (no upload).
 //
 // AdamW and Sgd follow the CPU's (torch.optim's) operation order: scalars
@@ -15,7 +16,8 @@
 // tensor is cut into chunks of kAdamChunk elements; a table of (pointers,
 // size, weight decay, first chunk) per tensor lives in device memory,
 // uploaded at the instruction's first launch (TableCache), and the blocks
-// walk the chunks of all tensors. A tensor with a bf16 copy (the copy flags
+// walk the chunks of all tensors, four elements a thread at a time where
+// the tensor's arrays are aligned for it. A tensor with a bf16 copy (the copy flags
 // of mega-bf16-weight-copies) gets it written from the updated value in the
 // same pass, rounded as Cast rounds (__float2bfloat16_rn).
 //
@@ -55,7 +57,22 @@ __global__ void __launch_bounds__(kNormThreads)
         begin + kNormBlock < b.n[k] ? begin + kNormBlock : b.n[k];
     const float *p = b.ptr[k];
     double acc = 0.0;
-    for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x)
+    // Four elements a thread at a time from a 16-byte aligned gradient
+    // (blocks start at multiples of kNormBlock): four loads in flight, not
+    // one. The order is fixed either way: the same bits every run.
+    int64_t e0 = begin;
+    if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+      const int64_t nv = (end - begin) / 4;
+      for (int64_t q = threadIdx.x; q < nv; q += blockDim.x) {
+        const float4 x = *reinterpret_cast<const float4 *>(p + begin + 4 * q);
+        acc += double(x.x) * double(x.x);
+        acc += double(x.y) * double(x.y);
+        acc += double(x.z) * double(x.z);
+        acc += double(x.w) * double(x.w);
+      }
+      e0 = begin + 4 * nv;
+    }
+    for (int64_t e = e0 + threadIdx.x; e < end; e += blockDim.x)
       acc += double(p[e]) * double(p[e]);
     acc = blockSum(acc, sh);
     if (threadIdx.x == 0)
@@ -110,22 +127,33 @@ __device__ inline AdamScalars adamScalars(float coef, double lr, double t,
   return s;
 }
 
-/// Element k of one AdamW update, in torch's operation order, with the
-/// tensor's float decay `dc`: pin[k] -> pout[k] (the same array in place,
-/// or the distributed optimizer's block of the parameter -> its output).
+/// One AdamW update in torch's operation order, on values in registers:
+/// p, m and v updated in place from the gradient g, with the tensor's
+/// float decay `dc`.
+__device__ inline void adamElementIn(float &p, float g, float &m, float &v,
+                                     const AdamScalars &s, float dc,
+                                     float eps) {
+  g = g * s.coef;
+  const float pk = p * dc;
+  m = m * s.b1 + s.a1 * g;
+  v = v * s.b2 + s.a2 * (g * g);
+  const float denom = sqrtf(v) / s.bc2Sqrt + eps;
+  p = pk + s.negStep * (m / denom);
+}
+
+/// Element k of one AdamW update: pin[k] -> pout[k] (the same array in
+/// place, or the distributed optimizer's block of the parameter -> its
+/// output).
 __device__ inline void adamElement(const float *pin, float *pout,
                                    const float *__restrict__ grad,
                                    float *__restrict__ m, float *__restrict__ v,
                                    int64_t k, const AdamScalars &s, float dc,
                                    float eps) {
-  const float g = grad[k] * s.coef;
-  const float pk = pin[k] * dc;
-  const float mk = m[k] * s.b1 + s.a1 * g;
-  const float vk = v[k] * s.b2 + s.a2 * (g * g);
-  const float denom = sqrtf(vk) / s.bc2Sqrt + eps;
+  float pk = pin[k], mk = m[k], vk = v[k];
+  adamElementIn(pk, grad[k], mk, vk, s, dc, eps);
   m[k] = mk;
   v[k] = vk;
-  pout[k] = pk + s.negStep * (mk / denom);
+  pout[k] = pk;
 }
 
 __global__ void adamWKernel(float *__restrict__ p,
@@ -181,6 +209,7 @@ struct AdamTensor {
   int64_t n;
   int64_t firstChunk; ///< chunks of tensor k: [first[k], first[k+1])
   double wd;
+  int vec; ///< p, g, m, v 16-byte aligned and the copy 8: float4 access
 };
 
 __global__ void __launch_bounds__(kAdamThreads)
@@ -219,7 +248,39 @@ __global__ void __launch_bounds__(kAdamThreads)
     __nv_bfloat16 *__restrict__ copy = t.copy;
     // As the single AdamW: the decay of this tensor, rounded to float.
     const float dc = float(1.0 - lrShared * t.wd);
-    for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
+    // Four elements a thread at a time where every array of the tensor is
+    // 16-byte aligned (8 for the copy; chunks start at multiples of
+    // kAdamChunk elements): four loads of each array in flight, not one;
+    // each element's arithmetic is adamElement's. The rest (a misaligned
+    // tensor, a tail short of four) one element at a time.
+    int64_t k0 = begin;
+    if (t.vec) {
+      const int64_t nv = (end - begin) / 4;
+      for (int64_t q = threadIdx.x; q < nv; q += blockDim.x) {
+        const int64_t k = begin + 4 * q;
+        float4 *p4 = reinterpret_cast<float4 *>(p + k);
+        float4 *g4 = reinterpret_cast<float4 *>(g + k);
+        float4 *m4 = reinterpret_cast<float4 *>(m + k);
+        float4 *v4 = reinterpret_cast<float4 *>(v + k);
+        float4 pv = *p4;
+        if (update) {
+          float4 gv = *g4, mv = *m4, vv = *v4;
+          adamElementIn(pv.x, gv.x, mv.x, vv.x, sc, dc, eps);
+          adamElementIn(pv.y, gv.y, mv.y, vv.y, sc, dc, eps);
+          adamElementIn(pv.z, gv.z, mv.z, vv.z, sc, dc, eps);
+          adamElementIn(pv.w, gv.w, mv.w, vv.w, sc, dc, eps);
+          *m4 = mv;
+          *v4 = vv;
+          *p4 = pv;
+        }
+        if (copy)
+          put4(reinterpret_cast<Bf16x4 *>(copy + k), pv);
+        if (zeroGrads)
+          *g4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+      k0 = begin + 4 * nv;
+    }
+    for (int64_t k = k0 + threadIdx.x; k < end; k += blockDim.x) {
       if (update)
         adamElement(p, p, g, m, v, k, sc, dc, eps);
       // From the new value (the old one when skipped): the Cast the next
@@ -406,6 +467,8 @@ void runAdamWMulti(const Ctx &ctx, const Instr &in, const Refs &ins,
     t.n = q[0].numel();
     t.firstChunk = chunks;
     t.wd = double(in.f[size_t(3 + k)]);
+    t.vec = aligned(t.p, 16) && aligned(t.g, 16) && aligned(t.m, 16) &&
+            aligned(t.v, 16) && (!t.copy || aligned(t.copy, 8));
     chunks += (t.n + kAdamChunk - 1) / kAdamChunk;
   }
   if (chunks == 0)
