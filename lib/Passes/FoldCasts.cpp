@@ -5,7 +5,8 @@
 // to bf16 with its own Cast kernel: a full read of the f32 value and a write
 // of the copy. Where its producer can round on store (the bf16-output forms
 // of docs/plan-format.md, listed in kProducers; a MatMul with an epilogue,
-// or a bf16 product with beta 0), it writes the bf16 copy itself. Rounding
+// or a bf16 product with beta 0; a LayerNormGrad's dx), it writes the bf16
+// copy itself. Rounding
 // commutes with moving elements, so a Transpose of the value into bf16 may read
 // the bf16 copy instead (bf16 -> bf16, same bits).
 //
@@ -75,9 +76,10 @@ const llvm::StringMap<Producer> kProducers = {
     {"Elementwise", {-1, false, true}},
     {"Transpose", {0, false, false}},
     {"CrossEntropyGrad", {0, false, false}},
-    {"LayerNorm", {0, true, false}}, // y; mean and rstd stay f32
-    {"Attention", {0, true, false}}, // o; lse stays f32
-    {"MatMul", {-1, false, false}},  // D (roundsOnStore), GELU's aux
+    {"LayerNorm", {0, true, false}},      // y; mean and rstd stay f32
+    {"Attention", {0, true, false}},      // o; lse stays f32
+    {"MatMul", {-1, false, false}},       // D (roundsOnStore), GELU's aux
+    {"LayerNormGrad", {0, false, false}}, // dx; dw and db stay f32
 };
 
 /// Kernels that may write all their destinations (mega.dests) as bf16

@@ -57,6 +57,13 @@
 //     too: L's remaining results go to new mega.empty buffers before L, read
 //     in their place). R goes: the copy is no longer read again just to sum
 //     its columns.
+//  6. (the residual gradient in bf16, megac --bf16-residual-grad) L's dx
+//     may be bf16 (mega-fold-casts let the norm round it), and in 1 r may
+//     be bf16 when E stores the sum in bf16 alone: then L' accumulates into
+//     r's bf16 bytes (the old value widened, the f32 sum rounded, E's
+//     bits) and has no copy (4th) output, dx being its own copy; in 5 the
+//     ReduceSum of a bf16 dx (L's first destination or result) becomes the
+//     4th output, with the same attributes.
 // The kernel computes the values these kernels computed, in their order
 // (the CPU's bits are the unfused plan's: `megac --fuse-norm-grad=false`).
 //
@@ -214,12 +221,18 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
     auto dattr = l->getAttrOfType<IntegerAttr>(kDestsAttr);
     const int64_t nd = dattr ? dattr.getInt() : 0;
     const int64_t nres = l->getNumResults();
-    if (nd < 0 || nres < 1 || nd + nres != 4 ||
+    if (nd < 0 || nd + nres < 3 || nd + nres > 4 ||
         int64_t(l->getNumOperands()) != 5 + nd ||
         (li.size() != 3 && li.size() != 4))
       return;
     const int64_t rows = li[0], cols = li[1];
-    Value copy = l->getResult(nres - 1);
+    // The copy: the 4th output, or a bf16 dx itself (its first output: a
+    // destination or a result).
+    Value dx = nd > 0 ? l->getOperand(5) : l->getResult(0);
+    const bool dxBf16 = isBf16(dx, rows * cols);
+    if (dxBf16 != (nd + nres == 3))
+      return;
+    Value copy = dxBf16 ? dx : l->getResult(nres - 1);
     if (!isBf16(copy, rows * cols))
       return;
     bool into = false;
@@ -252,7 +265,7 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
     for (NamedAttribute a : l->getDiscardableAttrs())
       fused->setAttr(a.getName(), a.getValue());
     if (into)
-      fused->setAttr(kDestsAttr, b.getI64IntegerAttr(5));
+      fused->setAttr(kDestsAttr, b.getI64IntegerAttr(nd + nres + 1));
     else
       for (int64_t k = 0; k < nres; ++k)
         now[k] = fused->getResult(k);
@@ -289,11 +302,13 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
         !isOneAdd(e.getI(), n, e->getNumResults()))
       return {};
     Value r = e->getOperand(0) == dx ? e->getOperand(1) : e->getOperand(0);
-    if (r == dx || !isF32(r, n))
+    if (r == dx || !isF32(dx, n) || !(isF32(r, n) || isBf16(r, n)))
       return {};
-    // E's outputs: the f32 sum, and maybe its bf16 copy.
+    // E's outputs: the f32 sum, and maybe its bf16 copy; or, with a bf16 r
+    // (the residual gradient kept in bf16), the sum in bf16 alone.
     const unsigned nout = e->getNumResults();
-    if (nout == 1
+    if (isBf16(r, n) ? nout != 1 || !isBf16(e->getResult(0), n)
+        : nout == 1
             ? !isF32(e->getResult(0), n)
             : nout != 2 ||
                   !((isF32(e->getResult(0), n) && isBf16(e->getResult(1), n)) ||
@@ -307,7 +322,8 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
       return {};
     // No output port over r or the sum (through views): their bytes would
     // be the port's.
-    Value sum = isF32(e->getResult(0), n) ? e->getResult(0) : e->getResult(1);
+    Value sum = nout == 1 || isF32(e->getResult(0), n) ? e->getResult(0)
+                                                       : e->getResult(1);
     if (place.rootOf(sum).first != sum)
       return {};
     for (auto out : l->getBlock()->getOps<OutputOp>()) {
@@ -334,6 +350,8 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
   /// Step 2: the Cast of dx to bf16, or null.
   KernelOp castOfDx(KernelOp l, int64_t n) {
     Value dx = l->getResult(0);
+    if (!isF32(dx, n))
+      return {};
     for (Operation *user : dx.getUsers()) {
       auto c = dyn_cast<KernelOp>(user);
       if (!c || !isKernelOp(c, "Cast") || c->hasAttr(kDestsAttr) ||
@@ -386,8 +404,8 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
         l->getNumResults() != 3 || li.size() != 3 || li[2] != 0)
       return;
     const int64_t rows = li[0], cols = li[1], n = rows * cols;
-    if (!isF32(l->getResult(0), n) || !isF32(l->getResult(1), cols) ||
-        !isF32(l->getResult(2), cols))
+    if (!(isF32(l->getResult(0), n) || isBf16(l->getResult(0), n)) ||
+        !isF32(l->getResult(1), cols) || !isF32(l->getResult(2), cols))
       return;
     Placement place;
     if (place.build(*l->getBlock()))
@@ -407,11 +425,12 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
     Location loc = l.getLoc();
     Value copy; // E's or the Cast's bf16 result
     Value sum;  // E's f32 result
-    if (e) {
+    if (e && e->getNumResults() == 1) {
+      sum = e->getResult(0); // f32, or bf16 with a bf16 r
+    } else if (e) {
       const bool f32First = isF32(e->getResult(0), n);
       sum = e->getResult(f32First ? 0 : 1);
-      if (e->getNumResults() == 2)
-        copy = e->getResult(f32First ? 1 : 0);
+      copy = e->getResult(f32First ? 1 : 0);
     } else if (cast) {
       copy = cast->getResult(0);
     }

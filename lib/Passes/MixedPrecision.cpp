@@ -53,6 +53,17 @@
 //     After mega-autodiff, so the gradients stay f32. mega-fold-casts then
 //     lets the producer (the MatMul whose epilogue adds the residual) write
 //     bf16 and the readers widen it on load.
+//  7. With round-residual-grad: the residual stream's gradient, every f32
+//     dx of a mega.layer_norm_grad and every mega.add that sums it (and
+//     those sums) into the chain, is rounded to bf16 where something other
+//     than the chain's next add reads it: a cast to bf16 (step 2's copy for
+//     the products, when there is one) and one back right after its
+//     definition, every other reader taking the widened value, as
+//     Megatron's bf16 backward keeps that gradient in bf16. A norm's dx
+//     read by its add alone stays f32 (the add rounds the sum). After
+//     step 2. mega-fold-casts then lets each norm write its dx in bf16 and
+//     the adds store bf16; mega-fuse-norm-grad folds the adds back into
+//     the norms (accumulating into the bf16 gradient).
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -95,6 +106,8 @@ struct MegaMixedPrecision
         roundProductsOf(func);
       if (roundResidual)
         roundResidualOf(func);
+      if (roundResidualGrad)
+        roundResidualGradOf(func);
     }
   }
 
@@ -214,6 +227,50 @@ struct MegaMixedPrecision
           x);
       auto widened = b.create<CastOp>(x.getLoc(), type, rounded);
       x.replaceAllUsesExcept(widened, rounded);
+    }
+  }
+
+  /// Step 7.
+  void roundResidualGradOf(func::FuncOp func) {
+    // The residual gradient: the norms' dx and the adds that sum them.
+    llvm::SetVector<Value> grads;
+    func.walk([&](LayerNormGradOp g) {
+      Value dx = g->getResult(0);
+      if (cast<RankedTensorType>(dx.getType()).getElementType().isF32())
+        grads.insert(dx);
+    });
+    for (size_t k = 0; k < grads.size(); ++k)
+      for (Operation *u : grads[k].getUsers())
+        if (auto add = dyn_cast<AddOp>(u))
+          if (add.getType() == grads[k].getType())
+            grads.insert(add.getResult());
+    // Rounded where something other than the next add of the chain reads
+    // it: the value the products, the bias gradient and the embeddings'
+    // gradient read.
+    for (Value v : grads) {
+      bool outside = llvm::any_of(v.getUsers(), [&](Operation *u) {
+        return !(isa<AddOp>(u) && grads.contains(u->getResult(0)));
+      });
+      if (!outside)
+        continue;
+      auto type = cast<RankedTensorType>(v.getType());
+      OpBuilder b(func.getContext());
+      b.setInsertionPointAfterValue(v);
+      // Step 2's bf16 copy, when there is one, is the rounded value.
+      CastOp rounded;
+      for (Operation *u : v.getUsers())
+        if (auto c = dyn_cast<CastOp>(u))
+          if (cast<RankedTensorType>(c.getType()).getElementType().isBF16())
+            rounded = c;
+      if (rounded)
+        rounded->moveAfter(v.getDefiningOp());
+      else
+        rounded = b.create<CastOp>(
+            v.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
+            v);
+      b.setInsertionPointAfter(rounded);
+      auto widened = b.create<CastOp>(v.getLoc(), type, rounded);
+      v.replaceAllUsesExcept(widened, rounded);
     }
   }
 

@@ -339,3 +339,26 @@ func.func @residual_stream(%a: tensor<8x16xbf16>, %b: tensor<16x16xbf16>, %bias:
   mega.output "dx", %g#0 : tensor<8x16xf32>
   return
 }
+
+// -----
+
+// A LayerNormGrad's dx read only by its Cast (megac --bf16-residual-grad's
+// rounding): the norm writes dx in bf16; dw and db stay f32. One that an
+// f32 reader keeps does not fold.
+// CHECK-LABEL: func.func @norm_grad_dx
+// CHECK: %[[D:.*]]:3 = mega.kernel "LayerNormGrad"({{.*}}) i [4, 8, 0] f [] : ({{.*}}) -> (tensor<4x8xbf16>, tensor<8xf32>, tensor<8xf32>)
+// CHECK-NOT: "Cast"
+// CHECK: mega.output "dxb", %[[D]]#0 : tensor<4x8xbf16>
+// CHECK: %[[K:.*]]:3 = mega.kernel "LayerNormGrad"({{.*}}) i [4, 8, 0] f [] : ({{.*}}) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+// CHECK: mega.kernel "Cast"(%[[K]]#0)
+func.func @norm_grad_dx(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %b = mega.kernel "Cast"(%d#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "dxb", %b : tensor<4x8xbf16>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  %k:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %kb = mega.kernel "Cast"(%k#0) i [32] f [] : (tensor<4x8xf32>) -> tensor<4x8xbf16>
+  mega.output "kb", %kb : tensor<4x8xbf16>
+  mega.output "k", %k#0 : tensor<4x8xf32>
+  return
+}

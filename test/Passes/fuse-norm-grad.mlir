@@ -63,6 +63,46 @@ func.func @final_norm(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf3
 
 // -----
 
+// The residual gradient in bf16 (megac --bf16-residual-grad): the top
+// norm writes a bf16 dx, the next adds its f32 dx into it with a bf16
+// Elementwise (one bf16 output). The top norm's dx goes to a bf16
+// mega.empty, which is its own copy: its column sums (the ReduceSum) are
+// its 4th output. The next norm accumulates into that bf16 buffer (the sum
+// replaced by it) and sums its columns too.
+// CHECK-LABEL: func.func @bf16_residual_grad
+// CHECK: %[[E:.*]] = mega.empty : tensor<4x8xbf16>
+// CHECK: %[[GS:.*]] = mega.state "b" {role = "grad"}
+// CHECK: mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[E]], %{{.*}}, %{{.*}}, %[[GS]]) i [4, 8, 0, 1, 1] f [] {mega.dests = 4 : i64} : ({{.*}}, tensor<4x8xbf16>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+// CHECK: %[[GS2:.*]] = mega.state "b2" {role = "grad"}
+// CHECK: mega.kernel "LayerNormGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %[[E]], %{{.*}}, %{{.*}}, %[[GS2]]) i [4, 8, 1, 1, 1] f [] {mega.dests = 4 : i64} : ({{.*}}, tensor<4x8xbf16>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+// CHECK-NOT: "Elementwise"
+// CHECK-NOT: "ReduceSum"
+// CHECK: mega.kernel "Cast"(%[[E]])
+// OFF-LABEL: func.func @bf16_residual_grad
+// OFF: "LayerNormGrad"({{.*}}) i [4, 8, 0] f []
+func.func @bf16_residual_grad(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>) {
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xbf16>, tensor<8xf32>, tensor<8xf32>)
+  %gb = mega.state "ln_f.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gb, %d#2, %gb) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gw = mega.state "ln_f.weight" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gw, %d#1, %gw) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gs = mega.state "b" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%d#0, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  %d2:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%d#0, %d2#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %gb2 = mega.state "ln.bias" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gb2, %d2#2, %gb2) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gw2 = mega.state "ln.weight" {role = "grad"} : tensor<8xf32>
+  mega.kernel "Elementwise"(%gw2, %d2#1, %gw2) i [8, 2, 1, 8, 8, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> ()
+  %gs2 = mega.state "b2" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%e, %gs2) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  %wide = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xbf16>) -> tensor<4x8xf32>
+  mega.output "dx", %wide : tensor<4x8xf32>
+  return
+}
+
+// -----
+
 // fp32: the residual add has no bf16 copy, and dw, db are read elsewhere:
 // only dx accumulates (one destination; dw and db stay results).
 // CHECK-LABEL: func.func @fp32_residual

@@ -3,6 +3,7 @@
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=reduce-bf16=false | FileCheck %s --check-prefix=F32SUM
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=round-products=false | FileCheck %s --check-prefix=F32PROD
 // RUN: mega-opt %s -split-input-file -mega-mixed-precision=round-residual=true | FileCheck %s --check-prefix=RESID
+// RUN: mega-opt %s -split-input-file -mega-mixed-precision=round-residual-grad=true | FileCheck %s --check-prefix=RGRAD
 
 // Both operands of a matmul are read in bf16; the product stays f32. One cast
 // per value: the weight's copy serves the forward and the backward product.
@@ -237,5 +238,41 @@ func.func @residual(%x: tensor<16x8xf32>, %p: tensor<16x8xf32>, %dy: tensor<16x8
   %dx, %dw, %db = mega.layer_norm_grad %dy, %s, %g, %mean, %rstd : tensor<16x8xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32>
   mega.output "z", %z : tensor<16x8xf32>
   mega.output "dx", %dx : tensor<16x8xf32>
+  return
+}
+
+// -----
+
+// round-residual-grad (off by default): the residual gradient, the norms'
+// dx and the adds that sum them, is rounded to bf16 where something other
+// than the next add of that chain reads it: the top norm's dx (read by a
+// product and by the add) and each sum (read by a product, the next add or
+// the output); the lower norm's dx, read by its add alone, stays f32. A
+// product's bf16 copy of such a value is the rounded value itself.
+// RGRAD-LABEL: func.func @residual_grad
+// RGRAD: %[[DX1:.*]], %{{.*}}, %{{.*}} = mega.layer_norm_grad %arg0,
+// RGRAD-NEXT: %[[DX1B:.*]] = mega.cast %[[DX1]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RGRAD-NEXT: %[[DX1W:.*]] = mega.cast %[[DX1B]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RGRAD: mega.matmul %[[DX1B]],
+// RGRAD: %[[DX2:.*]], %{{.*}}, %{{.*}} = mega.layer_norm_grad %arg1,
+// RGRAD-NOT: mega.cast %[[DX2]]
+// RGRAD: %[[S:.*]] = mega.add %[[DX1W]], %[[DX2]]
+// RGRAD-NEXT: %[[SB:.*]] = mega.cast %[[S]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RGRAD-NEXT: %[[SW:.*]] = mega.cast %[[SB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RGRAD: mega.output "dx", %[[SW]]
+// RESID-LABEL: func.func @residual_grad
+// CHECK-LABEL: func.func @residual_grad
+// CHECK: %[[DX1:.*]], %{{.*}}, %{{.*}} = mega.layer_norm_grad
+// CHECK: mega.add %[[DX1]],
+func.func @residual_grad(%dy1: tensor<16x8xf32>, %dy2: tensor<16x8xf32>, %x: tensor<16x8xf32>, %w: tensor<8x4xf32>) {
+  %g = mega.param "g" [8] init ones : tensor<8xf32>
+  %y, %mean, %rstd = mega.layer_norm %x, %g, %g {eps = 1.0e-05 : f64} : tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<16x8xf32>, tensor<16xf32>, tensor<16xf32>
+  %dx1, %dw1, %db1 = mega.layer_norm_grad %dy1, %x, %g, %mean, %rstd : tensor<16x8xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32>
+  %p = mega.matmul %dx1, %w : tensor<16x8xf32>, tensor<8x4xf32> -> tensor<16x4xf32>
+  %dx2, %dw2, %db2 = mega.layer_norm_grad %dy2, %x, %g, %mean, %rstd : tensor<16x8xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32>
+  %s = mega.add %dx1, %dx2 : tensor<16x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+  mega.output "p", %p : tensor<16x4xf32>
+  mega.output "dx", %s : tensor<16x8xf32>
+  mega.output "y", %y : tensor<16x8xf32>
   return
 }

@@ -166,6 +166,13 @@ cl::opt<bool> bf16Residual(
              "(mega-mixed-precision{round-residual}; default on; =false is "
              "--fp32-residual-connection)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> bf16ResidualGrad(
+    "bf16-residual-grad",
+    cl::desc("bf16: the residual stream's gradient (the layer norms' dx "
+             "and their sums) is rounded to bf16 where it is read, as in "
+             "Megatron's bf16 backward (mega-mixed-precision"
+             "{round-residual-grad}; off by default)"),
+    cl::init(false), cl::cat(megacCat));
 cl::opt<bool> fp32Residual(
     "fp32-residual-connection",
     cl::desc("bf16: keep the residual stream in f32, as Megatron's flag of "
@@ -344,6 +351,11 @@ CompileOptions checkFlags() {
   if (bf16Residual.getNumOccurrences() && bf16Residual && fp32Residual)
     fail("--bf16-residual and --fp32-residual-connection contradict each "
          "other");
+  if (bf16ResidualGrad && precision != "bf16")
+    fail("--bf16-residual-grad needs --precision bf16");
+  if (bf16ResidualGrad && (fp32Residual || !bf16Residual))
+    fail("--bf16-residual-grad needs the residual stream in bf16 (it "
+         "contradicts --fp32-residual-connection and --bf16-residual=false)");
 
   // Batch.
   o.microBatch =
@@ -527,6 +539,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.reduceBf16 = bf16Reductions;
   mixed.roundProducts = bf16Products;
   mixed.roundResidual = precision == "bf16" && bf16Residual && !fp32Residual;
+  mixed.roundResidualGrad = mixed.roundResidual && bf16ResidualGrad;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

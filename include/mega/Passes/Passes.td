@@ -184,7 +184,10 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
     keeps the residual stream in f32) every value a layer_norm normalises
     (a pre-norm model's residual stream) is rounded to bf16 right after its
     definition, for all its readers, as in Megatron's bf16 training without
-    `--fp32-residual-connection`; the gradients stay f32. `precision=fp32`
+    `--fp32-residual-connection`; the gradients stay f32. With
+    `round-residual-grad` (off by default) the residual stream's gradient
+    (the layer norms' dx and the adds that sum them) is rounded to bf16
+    where it is read, as in Megatron's bf16 backward. `precision=fp32`
     changes nothing. Run after
     mega-autodiff and mega-optimizer.
 
@@ -211,6 +214,11 @@ def MegaMixedPrecision : Pass<"mega-mixed-precision", "mlir::ModuleOp"> {
            "The residual stream (every value a layer_norm normalises) is "
            "stored in bf16: Megatron's bf16 default, where "
            "--fp32-residual-connection keeps it f32">,
+    Option<"roundResidualGrad", "round-residual-grad", "bool",
+           /*default=*/"false",
+           "The residual gradient (the layer norms' dx and the adds that "
+           "sum them) is rounded to bf16 where it is read: Megatron's bf16 "
+           "backward">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }

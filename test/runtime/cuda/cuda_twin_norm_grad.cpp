@@ -40,6 +40,7 @@ struct F {
   int dsum = 0;          ///< the copy's column sums: 1 fresh, 2 accumulating
   bool zeroW = false;    ///< w = 0: dx is r (or 0) exactly on both backends
   bool xBf16 = false;    ///< x in bf16 (the residual stream stored in bf16)
+  bool dxBf16 = false;   ///< dx in bf16 (its own copy: `copy` false)
 };
 
 /// The case of `f`; `copyOnly`: compare the bf16 copy alone (else every
@@ -63,7 +64,7 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
                 : f.dsum == 2 ? " dsum acc"
                               : "") +
                (f.zeroW ? " w=0" : "") + (f.xBf16 ? " bf16 x" : "") +
-               (copyOnly ? " [copy]" : ""),
+               (f.dxBf16 ? " bf16 dx" : "") + (copyOnly ? " [copy]" : ""),
            Op::LayerNormGrad, i);
   // mean/rstd consistent with x, as the forward leaves them.
   std::vector<float> x = rng.vec(n, -2, 2), mean, rstd;
@@ -78,7 +79,14 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
   } else {
     dy = f.dyBf16 ? c.bf16({rows, cols}, rng.vec(n))
                   : c.f32({rows, cols}, rng.vec(n));
-    dx = f.acc ? c.inout({rows, cols}, rng.vec(n)) : c.out({rows, cols});
+    if (f.dxBf16) { // the residual gradient in bf16 (values it holds)
+      dx = f.acc ? c.bf16({rows, cols}, rng.vec(n))
+                 : c.out({rows, cols}, DType::BF16);
+      if (f.acc)
+        c.compare.push_back(dx);
+    } else {
+      dx = f.acc ? c.inout({rows, cols}, rng.vec(n)) : c.out({rows, cols});
+    }
   }
   c.ins = {dy, f.xBf16 ? c.bf16({rows, cols}, x) : c.f32({rows, cols}, x),
            c.f32({cols}, f.zeroW ? std::vector<float>(size_t(cols), 0.0f)
@@ -108,6 +116,20 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
         keep.push_back(t);
     c.compare = keep;
   }
+  if (f.dxBf16) {
+    // A bf16 dx is its own copy: dsum, a 4th output, sums it. Compared as
+    // the copy is: dx (and dsum, unless exact) alone, or dw and db.
+    const int ds = !f.dsum       ? -1
+                   : f.dsum == 2 ? c.inout({cols}, rng.vec(cols))
+                                 : c.out({cols});
+    if (f.dsum)
+      c.outs.push_back(ds);
+    std::vector<int> keep;
+    for (int t : c.compare)
+      if ((t == dx || (t == ds && !f.zeroW)) == copyOnly)
+        keep.push_back(t);
+    c.compare = keep;
+  }
   if (copyOnly)
     c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
   return c;
@@ -118,7 +140,7 @@ void run(const F &f, Rng &rng, bool determinism = false) {
   twin(c);
   if (determinism)
     deterministic(c);
-  if (f.copy)
+  if (f.copy || f.dxBf16)
     twin(fusedCase(f, rng, true));
 }
 
@@ -129,7 +151,7 @@ void run(const F &f, Rng &rng, bool determinism = false) {
 /// a fused add that rounds otherwise (dw added in double, an add contracted
 /// into an FMA) shows where the CPU twin's tolerance would hide it.
 void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
-                       Rng &rng) {
+                       Rng &rng, bool dxBf16 = false) {
   const int64_t n = rows * cols;
   if (gQuick && n > (int64_t(1) << 18))
     return;
@@ -157,7 +179,7 @@ void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
   const std::string label =
       "LayerNormGrad fused = unfused on cuda " +
       dims({{"rows", rows}, {"cols", cols}, {"acc", acc}}) +
-      (dyBf16 ? " bf16 dy" : "");
+      (dyBf16 ? " bf16 dy" : "") + (dxBf16 ? " bf16 dx" : "");
   auto inputs = [&](Case &c) {
     c.ins = {dyBf16 ? c.bf16({rows, cols}, dy) : c.f32({rows, cols}, dy),
              c.f32({rows, cols}, x), c.f32({cols}, w), c.f32({rows}, mean),
@@ -170,7 +192,25 @@ void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
     const Result plain = runOn(*gCuda, p);
     // dx's final value and its bf16 copy: r + dx (Elementwise) or a Cast.
     Result last;
-    if (acc) {
+    if (dxBf16) {
+      // dx in bf16: r + dx rounded (Elementwise, r bf16, one bf16 output),
+      // or dx's Cast; the bf16 value is also the "copy" the sums read.
+      if (acc) {
+        Case a = make(label, Op::Elementwise, {n, 2, 1, n, n, 0, 0, 0, 0, 0, 1,
+                                               1, 0, 3, 0, 0, 1, 1, 0, 0, 0});
+        a.ins = {a.bf16({rows, cols}, r0),
+                 a.add(DType::F32, {rows, cols}, plain[0])};
+        a.outs = {a.out({rows, cols}, DType::BF16)};
+        const std::vector<uint32_t> sum = runOn(*gCuda, a)[0];
+        last = {sum, sum};
+      } else {
+        Case k = make(label, Op::Cast, {n});
+        k.ins = {k.add(DType::F32, {rows, cols}, plain[0])};
+        k.outs = {k.out({rows, cols}, DType::BF16)};
+        const std::vector<uint32_t> cast = runOn(*gCuda, k)[0];
+        last = {cast, cast};
+      }
+    } else if (acc) {
       Case a =
           make(label, Op::Elementwise, {n, 2, 2, n, n, 0, 0, 0, 0, 0, 1, 1, 0,
                                         3, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 0});
@@ -215,15 +255,27 @@ void sameBitsAsUnfused(int64_t rows, int64_t cols, bool dyBf16, bool acc,
         fi.push_back(acc);
       Case f = make(label, Op::LayerNormGrad, fi);
       inputs(f);
-      f.outs = {acc ? f.inout({rows, cols}, r0) : f.out({rows, cols}),
-                f.inout({cols}, gw0), f.inout({cols}, gb0),
-                f.out({rows, cols}, DType::BF16)};
+      if (dxBf16) {
+        const int d =
+            acc ? f.bf16({rows, cols}, r0) : f.out({rows, cols}, DType::BF16);
+        if (acc)
+          f.compare.push_back(d);
+        f.outs = {d, f.inout({cols}, gw0), f.inout({cols}, gb0)};
+      } else {
+        f.outs = {acc ? f.inout({rows, cols}, r0) : f.out({rows, cols}),
+                  f.inout({cols}, gw0), f.inout({cols}, gb0),
+                  f.out({rows, cols}, DType::BF16)};
+      }
       if (withSum)
         f.outs.push_back(acc ? f.inout({cols}, s0) : f.out({cols}));
       const Result fused = runOn(*gCuda, f);
-      const char *names[] = {"dx", "dw", "db", "dx_bf16", "dsum"};
-      const std::vector<uint32_t> *want[] = {&last[0], &gw, &gb, &last[1],
-                                             &sum};
+      const char *f32Names[] = {"dx", "dw", "db", "dx_bf16", "dsum"};
+      const char *bf16Names[] = {"dx", "dw", "db", "dsum"};
+      const char *const *names = dxBf16 ? bf16Names : f32Names;
+      const std::vector<uint32_t> *f32Want[] = {&last[0], &gw, &gb, &last[1],
+                                                &sum};
+      const std::vector<uint32_t> *bf16Want[] = {&last[0], &gw, &gb, &sum};
+      const std::vector<uint32_t> *const *want = dxBf16 ? bf16Want : f32Want;
       for (size_t t = 0; t < fused.size(); ++t)
         if (fused[t] != *want[t])
           differ += std::string(differ.empty() ? "" : ", ") + names[t] +
@@ -334,6 +386,35 @@ void normGradFused(Rng &rng) {
     for (int dyBf16 : {0, 1})
       for (int acc : {0, 1})
         sameBitsAsUnfused(s[0], s[1], bool(dyBf16), bool(acc), rng);
+  // dx in bf16 (megac --bf16-residual-grad): every form at every shape
+  // class, GPT-2 small's ln_1/ln_2 (dx added into the bf16 residual
+  // gradient, its columns summed into the c_proj bias gradient) twice and
+  // ln_f, the exact dsum cases (w = 0), and the kernel against the CUDA
+  // sequence it replaces (the plain norm, the bf16 Elementwise add or Cast,
+  // the gradient adds, the ReduceSum of the bf16 result), bit for bit.
+  for (const auto &s : shapes)
+    for (int acc : {0, 1})
+      for (int dsum : {0, 1, 2}) {
+        F f{s[0], s[1], true, bool(acc), dsum != 0, false};
+        f.dxBf16 = true;
+        f.xBf16 = true;
+        f.dsum = dsum;
+        run(f, rng);
+        if (acc && dsum) {
+          f.zeroW = true;
+          run(f, rng);
+        }
+      }
+  for (int acc : {1, 0}) {
+    F f{16384, 768, true, bool(acc), true, false};
+    f.dxBf16 = true;
+    f.xBf16 = true;
+    f.dsum = 2;
+    run(f, rng, acc == 1);
+  }
+  for (const auto &s : exact)
+    for (int acc : {0, 1})
+      sameBitsAsUnfused(s[0], s[1], true, bool(acc), rng, true);
 }
 
 } // namespace twincheck

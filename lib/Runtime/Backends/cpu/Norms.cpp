@@ -117,20 +117,29 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
 //===----------------------------------------------------------------------===//
 
 void checkLayerNormGrad(const Checker &c) {
-  // A 4th output (dx's bf16 copy), a 5th (the copy's column sums) and the
-  // attributes accumulate_wb (i[3]) and dsum accumulate (i[4]) are
-  // optional: plans without them keep their meaning.
-  if (c.ins.size() != 5 || c.outs.size() < 3 || c.outs.size() > 5)
-    c.fail("expects 5 inputs and 3, 4 or 5 outputs, got " +
-           std::to_string(c.ins.size()) + " and " +
+  // dx is f32, or bf16 (the residual gradient stored in bf16: rounded on
+  // store, its old value widened when accumulating). With an f32 dx a 4th
+  // output (dx's bf16 copy) and a 5th (the copy's column sums) are
+  // optional; with a bf16 dx, dx is that copy and a 4th output is its
+  // column sums. The attributes accumulate_wb (i[3]) and dsum accumulate
+  // (i[4]) are optional: plans without them keep their meaning.
+  const bool dxBf16 = c.outs.size() >= 1 && c.outs[0]->dtype == DType::BF16;
+  const size_t most = dxBf16 ? 4 : 5;
+  if (c.ins.size() != 5 || c.outs.size() < 3 || c.outs.size() > most)
+    c.fail("expects 5 inputs and " +
+           std::string(dxBf16 ? "3 or 4 outputs (a bf16 dx)"
+                              : "3, 4 or 5 outputs") +
+           ", got " + std::to_string(c.ins.size()) + " and " +
            std::to_string(c.outs.size()));
   const size_t na = c.instr.i.size();
   c.attrs(na == 4 || na == 5 ? int(na) : 3, 0);
-  if ((c.outs.size() == 5) != (na == 5))
+  const bool hasDsum = c.outs.size() == most;
+  if (hasDsum != (na == 5))
     c.fail("has " + std::to_string(c.outs.size()) + " outputs and " +
-           std::to_string(na) +
-           " integer attributes: the 5th output (dsum) comes with the 5th "
-           "attribute (its accumulate) and only with it");
+           std::to_string(na) + " integer attributes: the " +
+           std::string(dxBf16 ? "4th output (dsum, with a bf16 dx)"
+                              : "5th output (dsum)") +
+           " comes with the 5th attribute (its accumulate) and only with it");
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t cols = c.attr(1, 1, kBig, "cols");
   c.flag(2, "accumulate");
@@ -148,18 +157,20 @@ void checkLayerNormGrad(const Checker &c) {
   c.tensor(c.ins[2], DType::F32, cols, "w");
   c.tensor(c.ins[3], DType::F32, rows, "mean");
   c.tensor(c.ins[4], DType::F32, rows, "rstd");
-  c.tensor(c.outs[0], DType::F32, n, "dx");
+  c.tensor(c.outs[0], dxBf16 ? DType::BF16 : DType::F32, n, "dx");
   c.tensor(c.outs[1], DType::F32, cols, "dw");
   c.tensor(c.outs[2], DType::F32, cols, "db");
-  if (c.outs.size() >= 4)
+  if (!dxBf16 && c.outs.size() >= 4)
     c.tensor(c.outs[3], DType::BF16, n, "dx_bf16");
-  if (c.outs.size() == 5)
-    c.tensor(c.outs[4], DType::F32, cols, "dsum");
+  if (hasDsum)
+    c.tensor(c.outs[most - 1], DType::F32, cols, "dsum");
   const char *in[] = {"dy", "x", "w", "mean", "rstd"};
-  const char *out[] = {"dx", "dw", "db", "dx_bf16", "dsum"};
+  const char *f32Out[] = {"dx", "dw", "db", "dx_bf16", "dsum"};
+  const char *bf16Out[] = {"dx", "dw", "db", "dsum"};
+  const char *const *out = dxBf16 ? bf16Out : f32Out;
   for (size_t o = 0; o < c.outs.size(); ++o) {
     for (int k = 0; k < 5; ++k) {
-      if (o == 0 && k == 0 && !dyBf16)
+      if (o == 0 && k == 0 && !dyBf16 && !dxBf16)
         c.sameOrDisjoint(c.outs[0], c.ins[0], "dx", "dy"); // in place is fine
       else
         c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
@@ -225,11 +236,18 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   // A bf16 x is widened row by row (exact).
   const float *x = ins[1].value->dtype == DType::BF16 ? nullptr : ins[1].f32();
   const uint16_t *xh = x ? nullptr : ins[1].bf16();
-  float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
-  uint16_t *dxh = outs.size() > 3 ? outs[3].bf16() : nullptr;
+  // A bf16 dx is its own bf16 copy: each row is computed in f32 (from its
+  // old value widened, when accumulating) and rounded into dx.
+  const bool dxBf16 = outs[0].value->dtype == DType::BF16;
+  float *dx = dxBf16 ? nullptr : outs[0].f32();
+  float *dw = outs[1].f32(), *db = outs[2].f32();
+  uint16_t *dxh = dxBf16            ? outs[0].bf16()
+                  : outs.size() > 3 ? outs[3].bf16()
+                                    : nullptr;
   // dsum: the copy's column sums, ReduceSum's bits (its kSumRowBlock-row
   // blocks, Common.h), summed from each row of the copy as it is written.
-  float *dsum = outs.size() > 4 ? outs[4].f32() : nullptr;
+  const size_t dsumAt = dxBf16 ? 3 : 4;
+  float *dsum = outs.size() > dsumAt ? outs[dsumAt].f32() : nullptr;
   const bool dsumAcc = in.i.size() > 4 && in.i[4] != 0;
   // A bf16 dy is widened whole first (exact): the f32 path then runs on it.
   std::vector<float> wide;
@@ -250,10 +268,12 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
   const int64_t groupGrain =
       std::max<int64_t>(1, rowGrain(cols) / (kLnRowBlock * groupBlocks));
   parallelFor(ctx, ngroups, groupGrain, [&](int64_t g0, int64_t g1) {
-    std::vector<float> scratch(static_cast<size_t>((xh ? 6 : 5) * cols));
+    std::vector<float> scratch(
+        static_cast<size_t>((5 + (xh ? 1 : 0) + (dxBf16 ? 1 : 0)) * cols));
     std::vector<double> ds(dsum ? size_t(cols) : 0);
     float *xhat = scratch.data(), *g = xhat + cols, *fw = g + cols, *fb = fw + cols;
     float *v = fb + cols, *xw = v + cols;
+    float *dxw = xw + (xh ? cols : 0); // a bf16 dx's row in f32
     for (int64_t grp = g0; grp < g1; ++grp) {
       std::fill(ds.begin(), ds.end(), 0.0);
       const int64_t blkEnd = std::min(nblocks, (grp + 1) * groupBlocks);
@@ -270,8 +290,11 @@ void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
           // (dx may be dy).
           const float c1 = float(sumD(g, cols) / double(cols));
           const float c2 = float(dotD(g, xhat, cols) / double(cols));
-          float *dxr = dx + r * cols;
           uint16_t *hr = dxh ? dxh + r * cols : nullptr;
+          float *dxr = dxBf16 ? dxw : dx + r * cols;
+          if (dxBf16 && acc)
+            for (int64_t j = 0; j < cols; ++j)
+              dxw[j] = bf16ToFloat(hr[j]);
           if (!acc) {
             lnGradRowDx(dxr, xhat, g, rstd[r], c1, c2, cols);
             lnGradRowFinish(dxr, nullptr, hr, false, cols);

@@ -32,6 +32,8 @@
 
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 namespace mega::rt::gpu {
 
 namespace {
@@ -214,18 +216,18 @@ __global__ void layerNormParamPartials(const DY *__restrict__ dy,
   part[(2 * c + 1) * cols + j] = pb;
 }
 
-template <typename DY, typename X>
+template <typename DY, typename X, typename DX>
 __global__ void layerNormDxKernel(const DY *dy, const X *__restrict__ x,
                                   const float *__restrict__ w,
                                   const float *__restrict__ mean,
-                                  const float *__restrict__ rstd, float *dx,
+                                  const float *__restrict__ rstd, DX *dx,
                                   __nv_bfloat16 *__restrict__ dxh,
                                   int64_t rows, int64_t cols, bool acc) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const DY *dyr = dy + r * cols;
     const X *xr = x + r * cols;
-    float *dxr = dx + r * cols;
+    DX *dxr = dx + r * cols;
     const float m = mean[r], s = rstd[r];
     double sg = 0.0, sgx = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
@@ -243,8 +245,8 @@ __global__ void layerNormDxKernel(const DY *dy, const X *__restrict__ x,
       const float g = load1(dyr + j) * w[j];
       float v = s * (g - c1 - xhat * c2);
       if (acc)
-        v = __fadd_rn(dxr[j], v);
-      dxr[j] = v;
+        v = __fadd_rn(load1(dxr + j), v);
+      put(dxr + j, v);
       if (dxh)
         dxh[r * cols + j] = __float2bfloat16_rn(v);
     }
@@ -306,14 +308,16 @@ size_t gradWarpSharedBytes(int64_t nvec, bool dsum) {
 /// dpart[c][cols].
 // Two blocks per multiprocessor where that takes no spill (NV <= 6: 128
 // registers, the GPT-2 width).
-template <int NV, typename DY, typename X>
+template <int NV, typename DY, typename X, typename DX>
 __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
     layerNormGradWarpKernel(const DY *dy, const X *__restrict__ x,
                             const float4 *__restrict__ w,
                             const float *__restrict__ mean,
-                            const float *__restrict__ rstd, float4 *dx,
-                            Bf16x4 *dxh, int64_t rows, int64_t nvec, bool acc,
-                            int64_t subBlocks, float4 *__restrict__ part,
+                            const float *__restrict__ rstd,
+                            typename Stored4<DX>::type *dx, Bf16x4 *dxh,
+                            const __nv_bfloat16 *copy, int64_t rows,
+                            int64_t nvec, bool acc, int64_t subBlocks,
+                            float4 *__restrict__ part,
                             double *__restrict__ dpart) {
   static_assert(kRsCols * kRsLanes == kRowWarps * 32, "one thread each");
   extern __shared__ float4 dyn[]; // gradWarpSharedBytes
@@ -321,7 +325,6 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
   const int tx = threadIdx.x % kRsCols, ty = threadIdx.x / kRsCols;
   float4 *sums = dyn + int64_t(warp) * 2 * nvec; // dw at [j], db at [nvec + j]
   double *lanes = reinterpret_cast<double *>(dyn + int64_t(kRowWarps) * 2 * nvec);
-  const __nv_bfloat16 *copy = reinterpret_cast<const __nv_bfloat16 *>(dxh);
   const int64_t cols = 4 * nvec;
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   for (int64_t sb = 0; sb < subBlocks; ++sb) {
@@ -342,10 +345,10 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
         break;
       const DY *dyr = dy + 4 * r * nvec;
       const X *xr = x + 4 * r * nvec;
-      float4 *dxr = dx + r * nvec;
+      typename Stored4<DX>::type *dxr = dx + r * nvec;
       typename Stored4<DY>::type d[NV];
       typename Stored4<X>::type xs[NV];
-      float4 o[NV];
+      typename Stored4<DX>::type o[NV];
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int64_t j = lane + 32 * i;
@@ -399,10 +402,12 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
                                  s * (dv.y * ww.y - c1 - xh.y * c2),
                                  s * (dv.z * ww.z - c1 - xh.z * c2),
                                  s * (dv.w * ww.w - c1 - xh.w * c2));
-          if (acc)
-            v = make_float4(__fadd_rn(o[i].x, v.x), __fadd_rn(o[i].y, v.y),
-                            __fadd_rn(o[i].z, v.z), __fadd_rn(o[i].w, v.w));
-          dxr[j] = v;
+          if (acc) {
+            const float4 ov = widen4(o[i]);
+            v = make_float4(__fadd_rn(ov.x, v.x), __fadd_rn(ov.y, v.y),
+                            __fadd_rn(ov.z, v.z), __fadd_rn(ov.w, v.w));
+          }
+          put4(dxr + j, v);
           if (dxh)
             put4(dxh + r * nvec + j, v);
         }
@@ -454,12 +459,13 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
 }
 
 /// What one launch of layerNormGradWarpKernel is given.
-template <typename DY, typename X> struct GradWarpArgs {
+template <typename DY, typename X, typename DX> struct GradWarpArgs {
   const DY *dy;
   const X *x;
   const float *w, *mean, *rstd;
-  float *dx;
-  Bf16x4 *dxh;
+  DX *dx;
+  Bf16x4 *dxh;             ///< an f32 dx's bf16 copy, or null
+  const __nv_bfloat16 *copy; ///< what dpart sums: dxh, or a bf16 dx
   int64_t rows, cols;
   bool acc;
   int64_t subBlocks; ///< 32-row blocks per CUDA block
@@ -467,30 +473,30 @@ template <typename DY, typename X> struct GradWarpArgs {
   double *dpart; ///< null: no column sums of the copy
 };
 
-template <int NV, typename DY, typename X>
+template <int NV, typename DY, typename X, typename DX>
 void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks,
-                             const GradWarpArgs<DY, X> &a) {
+                             const GradWarpArgs<DY, X, DX> &a) {
   // The warps' sums and the lane sums: up to 96 KiB (nvec <= 256), over the
   // default 48 KiB, so each instantiation opts in once.
   const size_t bytes = gradWarpSharedBytes(a.cols / 4, a.dpart != nullptr);
   static const bool optIn = [] {
-    checkCuda(cudaFuncSetAttribute(layerNormGradWarpKernel<NV, DY, X>,
+    checkCuda(cudaFuncSetAttribute(layerNormGradWarpKernel<NV, DY, X, DX>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    int(gradWarpSharedBytes(8 * 32, true))),
               "cudaFuncSetAttribute (LayerNormGrad)");
     return true;
   }();
   (void)optIn;
-  layerNormGradWarpKernel<NV, DY, X><<<blocks, kRowWarps * 32, bytes,
-                                       ctx.stream>>>(
-      a.dy, a.x, reinterpret_cast<const float4 *>(a.w), a.mean, a.rstd,
-      reinterpret_cast<float4 *>(a.dx), a.dxh, a.rows, a.cols / 4, a.acc,
-      a.subBlocks, a.part, a.dpart);
+  layerNormGradWarpKernel<NV, DY, X, DX>
+      <<<blocks, kRowWarps * 32, bytes, ctx.stream>>>(
+          a.dy, a.x, reinterpret_cast<const float4 *>(a.w), a.mean, a.rstd,
+          reinterpret_cast<typename Stored4<DX>::type *>(a.dx), a.dxh, a.copy,
+          a.rows, a.cols / 4, a.acc, a.subBlocks, a.part, a.dpart);
 }
 
-template <typename DY, typename X>
+template <typename DY, typename X, typename DX>
 void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
-                       const GradWarpArgs<DY, X> &a) {
+                       const GradWarpArgs<DY, X, DX> &a) {
   switch (nv) {
   case 2:
     return launchLayerNormGradWarp<2>(ctx, blocks, a);
@@ -613,8 +619,10 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
 namespace {
 
 /// LayerNormGrad with dy of type DY and x of type X (each f32, or bf16
-/// widened on load).
-template <typename DY, typename X>
+/// widened on load) and dx of type DX (f32, or bf16: the residual gradient
+/// stored in bf16, its old value widened when accumulating, and then its
+/// own bf16 copy: the column sums, a 4th output, are dx's).
+template <typename DY, typename X, typename DX>
 void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
                    const Refs &ins, const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
@@ -623,16 +631,21 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
                                                        : SumInto::Overwrite;
   const float *w = ins[2].f32();
   const float *mean = ins[3].f32(), *rstd = ins[4].f32();
-  float *dx = outs[0].f32(), *dw = outs[1].f32(), *db = outs[2].f32();
-  void *dxh = outs.size() > 3 ? outs[3].data : nullptr;
+  constexpr bool dxBf16 = std::is_same_v<DX, __nv_bfloat16>;
+  DX *dx = static_cast<DX *>(outs[0].data);
+  float *dw = outs[1].f32(), *db = outs[2].f32();
+  void *dxh = !dxBf16 && outs.size() > 3 ? outs[3].data : nullptr;
+  const void *copy = dxBf16 ? static_cast<const void *>(dx) : dxh;
   // dsum: the copy's column sums, ReduceSum's bits (its chunks, its order).
-  float *dsum = outs.size() > 4 ? outs[4].f32() : nullptr;
+  const size_t dsumAt = dxBf16 ? 3 : 4;
+  float *dsum = outs.size() > dsumAt ? outs[dsumAt].f32() : nullptr;
   const SumInto dsumInto =
       in.i.size() > 4 && in.i[4] != 0 ? SumInto::AddWide : SumInto::Overwrite;
   const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
   if (rows > 0 && nv && aligned(dy, 4 * sizeof(DY)) &&
       aligned(x, 4 * sizeof(X)) &&
-      aligned(w, 16) && aligned(dx, 16) && (!dxh || aligned(dxh, 8))) {
+      aligned(w, 16) && aligned(dx, 4 * sizeof(DX)) &&
+      (!dxh || aligned(dxh, 8))) {
     // One pass: dx and each block's dw/db partials, then the blocks in order.
     const int64_t blocks = (rows + kGradRows - 1) / kGradRows;
     // With dsum a CUDA block takes one of ReduceSum's chunks (a whole
@@ -650,10 +663,12 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
     char *ws = static_cast<char *>(ctx.ws->get(carve.total()));
     float4 *part = reinterpret_cast<float4 *>(ws + partAt);
     double *dpart = dsum ? reinterpret_cast<double *>(ws + dpartAt) : nullptr;
-    layerNormGradWarp(ctx, nv, unsigned(grid),
-                      GradWarpArgs<DY, X>{dy, x, w, mean, rstd, dx,
-                                       static_cast<Bf16x4 *>(dxh), rows, cols,
-                                       acc, subBlocks, part, dpart});
+    layerNormGradWarp(
+        ctx, nv, unsigned(grid),
+        GradWarpArgs<DY, X, DX>{dy, x, w, mean, rstd, dx,
+                                static_cast<Bf16x4 *>(dxh),
+                                static_cast<const __nv_bfloat16 *>(copy), rows,
+                                cols, acc, subBlocks, part, dpart});
     checkLaunch("LayerNormGrad");
     sumChunks(ctx, reinterpret_cast<const float *>(part), blocks, 2 * cols,
               cols, dw, db, into);
@@ -688,30 +703,40 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
   // This form sums the copy after writing it, with ReduceSum's own kernels
   // (the forms and bits a ReduceSum of the copy would pick).
   if (dsum)
-    reduceSumBf16(ctx, dxh, rows, cols, dsumInto == SumInto::AddWide, dsum);
+    reduceSumBf16(ctx, copy, rows, cols, dsumInto == SumInto::AddWide, dsum);
 }
 
 } // namespace
 
 namespace {
-template <typename DY>
+template <typename DY, typename DX>
 void layerNormGradX(const Ctx &ctx, const Instr &in, const DY *dy,
                     const Refs &ins, const Refs &outs) {
   if (ins[1].value->dtype == DType::BF16)
-    layerNormGrad(ctx, in, dy, static_cast<const __nv_bfloat16 *>(ins[1].data),
-                  ins, outs);
+    layerNormGrad<DY, __nv_bfloat16, DX>(
+        ctx, in, dy, static_cast<const __nv_bfloat16 *>(ins[1].data), ins,
+        outs);
   else
-    layerNormGrad(ctx, in, dy, ins[1].f32(), ins, outs);
+    layerNormGrad<DY, float, DX>(ctx, in, dy, ins[1].f32(), ins, outs);
+}
+
+template <typename DY>
+void layerNormGradDx(const Ctx &ctx, const Instr &in, const DY *dy,
+                     const Refs &ins, const Refs &outs) {
+  if (outs[0].value->dtype == DType::BF16)
+    layerNormGradX<DY, __nv_bfloat16>(ctx, in, dy, ins, outs);
+  else
+    layerNormGradX<DY, float>(ctx, in, dy, ins, outs);
 }
 } // namespace
 
 void runLayerNormGrad(const Ctx &ctx, const Instr &in, const Refs &ins,
                       const Refs &outs) {
   if (ins[0].value->dtype == DType::BF16)
-    layerNormGradX(ctx, in, static_cast<const __nv_bfloat16 *>(ins[0].data),
-                   ins, outs);
+    layerNormGradDx(ctx, in, static_cast<const __nv_bfloat16 *>(ins[0].data),
+                    ins, outs);
   else
-    layerNormGradX(ctx, in, ins[0].f32(), ins, outs);
+    layerNormGradDx(ctx, in, ins[0].f32(), ins, outs);
 }
 
 void runSoftmax(const Ctx &ctx, const Instr &in, const Refs &ins,
