@@ -35,12 +35,13 @@ def reread(op, ins, outs, iattr, fattr, values):
     if op in ("EmbeddingGrad", "VocabEmbeddingGrad") and len(i) > 3 and i[3] and outs:
         return size(outs[0])
     if op == "LayerNormGrad":
-        # dx (accumulate), dw and db (accumulate_wb), dsum (its accumulate).
+        # dx (accumulate), dw and db (accumulate_wb), dsum (its accumulate:
+        # the last output, the 5th, or the 4th with a bf16 dx).
         extra = size(outs[0]) if len(i) > 2 and i[2] and outs else 0
         if len(i) > 3 and i[3] and len(outs) > 2:
             extra += size(outs[1]) + size(outs[2])
-        if len(i) > 4 and i[4] and len(outs) > 4:
-            extra += size(outs[4])
+        if len(i) > 4 and i[4] and len(outs) > 3:
+            extra += size(outs[-1])
         return extra
     if op == "AdamWMulti" and len(i) > 1:
         # lr, step, coef, then (param, grad, m, v) per tensor, in place:

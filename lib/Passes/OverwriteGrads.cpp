@@ -21,7 +21,7 @@
 //     bias-gradient epilogue's g (i[13] 1 -> 0), a ReduceSum's out (i[2]),
 //     an EmbeddingGrad's table (i[3]: zeroed first, then the scatter-add),
 //     a LayerNormGrad's dw and db together (accumulate_wb i[3], both first
-//     uses) and its dsum (i[4]). Any other first use (a read, a view, a
+//     uses) and its dsum (i[4], its last output). Any other first use (a read, a view, a
 //     kernel without such a form) leaves that gradient as it is.
 //  3. In @optimizer: a Fill 0 of an overwritten gradient goes; an
 //     AdamWMulti's zero_grads (i[1]) becomes 0 when every gradient among
@@ -144,8 +144,9 @@ struct MegaOverwriteGrads
         k.setIAttr(DenseI64ArrayAttr::get(k.getContext(), i));
         return;
       }
-    } else if (kernel == "LayerNormGrad" && dest == 4 && i.size() == 5 &&
-               i[1] == n) {
+    } else if (kernel == "LayerNormGrad" && i.size() == 5 && dest >= 3 &&
+               int64_t(dest) == nd - 1 && i[1] == n) {
+      // dsum: the last output (the 5th, or the 4th with a bf16 dx).
       i[4] = 0;
       ok = true;
     }
