@@ -23,8 +23,8 @@
 #              on cuDNN's fused attention and on mega's (--attention-backend local;
 #              also with --no-cuda-graph: bitwise the same losses),
 #              gpt-small-bf16f32res-{cpu,cuda}.plan (--fp32-residual-connection,
-#              rel 1e-2) and gpt-small-bf16rgrad-{cpu,cuda}.plan (--bf16-residual-grad,
-#              rel 1e-2);
+#              rel 1e-2) and gpt-small-bf16f32grad-{cpu,cuda}.plan
+#              (--bf16-residual-grad=false, rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
@@ -289,16 +289,16 @@ do_train() {
     "$PY" "$TOOLS" compare "$LOGS/small-bf16f32res-cpu.jsonl" "$LOGS/small-bf16f32res-cuda.jsonl" \
       --rtol 1e-2 | tee "$LOGS/compare-bf16f32res.txt" | tail -1 || rc=1
   fi
-  # The residual stream's gradient in bf16 (--bf16-residual-grad): the
-  # norms' bf16-dx form on both devices.
-  if [ -f "$PLANS/gpt-small-bf16rgrad-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16rgrad-cpu.plan" ]; then
-    run_mega small-bf16rgrad-cuda "$PLANS/gpt-small-bf16rgrad-cuda.plan" cuda \
+  # The residual stream's gradient in f32 (--bf16-residual-grad=false):
+  # the norms' f32-dx forms with the bf16 copy on both devices.
+  if [ -f "$PLANS/gpt-small-bf16f32grad-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16f32grad-cpu.plan" ]; then
+    run_mega small-bf16f32grad-cuda "$PLANS/gpt-small-bf16f32grad-cuda.plan" cuda \
       "$LOGS/data/small" 20 "${load[@]}" || rc=1
-    run_mega small-bf16rgrad-cpu "$PLANS/gpt-small-bf16rgrad-cpu.plan" cpu \
+    run_mega small-bf16f32grad-cpu "$PLANS/gpt-small-bf16f32grad-cpu.plan" cpu \
       "$LOGS/data/small" 20 "${load[@]}" || rc=1
-    printf 'bf16 residual gradient: '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16rgrad-cpu.jsonl" "$LOGS/small-bf16rgrad-cuda.jsonl" \
-      --rtol 1e-2 | tee "$LOGS/compare-bf16rgrad.txt" | tail -1 || rc=1
+    printf 'f32 residual gradient: '
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16f32grad-cpu.jsonl" "$LOGS/small-bf16f32grad-cuda.jsonl" \
+      --rtol 1e-2 | tee "$LOGS/compare-bf16f32grad.txt" | tail -1 || rc=1
   fi
   return "$rc"
 }
@@ -397,11 +397,11 @@ do_mega_timing() {
     runs+=("bf16-nobgrad=$LOGS/gpt2-bf16-nobgrad.jsonl")
   fi
   # The residual stream in f32 (--fp32-residual-connection, as autocast).
-  # The residual stream's gradient in bf16 too (--bf16-residual-grad).
-  if [ -f "$PLANS/gpt2-small-bf16-rgrad-cuda.plan" ]; then
-    run_mega gpt2-bf16-rgrad "$PLANS/gpt2-small-bf16-rgrad-cuda.plan" cuda \
+  # The residual stream's gradient in f32 (--bf16-residual-grad=false).
+  if [ -f "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" ]; then
+    run_mega gpt2-bf16-f32grad "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" cuda \
       "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-rgrad=$LOGS/gpt2-bf16-rgrad.jsonl")
+    runs+=("bf16-f32grad=$LOGS/gpt2-bf16-f32grad.jsonl")
   fi
   if [ -f "$PLANS/gpt2-small-bf16-f32res-cuda.plan" ]; then
     run_mega gpt2-bf16-f32res "$PLANS/gpt2-small-bf16-f32res-cuda.plan" cuda \
@@ -440,11 +440,11 @@ do_mega_timing() {
   run_mega gpt2-bf16-trace "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 2 \
     --trace "$LOGS/gpt2-bf16-trace.json" || rc=1
   "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-trace.json" || rc=1
-  if [ -f "$PLANS/gpt2-small-bf16-rgrad-cuda.plan" ]; then
-    echo "the same with --bf16-residual-grad (kernels only):"
-    run_mega gpt2-bf16-rgrad-trace "$PLANS/gpt2-small-bf16-rgrad-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-rgrad-trace.json" || rc=1
-    "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-rgrad-trace.json" | sed '/^MatMul by shape/,$d' || rc=1
+  if [ -f "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" ]; then
+    echo "the same with --bf16-residual-grad=false (kernels only):"
+    run_mega gpt2-bf16-f32grad-trace "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-f32grad-trace.json" || rc=1
+    "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-f32grad-trace.json" | sed '/^MatMul by shape/,$d' || rc=1
   fi
   return "$rc"
 }

@@ -8,9 +8,9 @@
 #                               vocab 8192, seq 128, micro-batch 8), AdamW, clip 1.0:
 #                               trained on both devices and the losses compared
 #   gpt-small-bf16-{cpu,cuda}.plan  the same in --precision bf16 (the CPU emulates bf16;
-#                               the residual stream bf16, megac's default)
-#   gpt-small-bf16rgrad-{cpu,cuda}.plan  the same with --bf16-residual-grad (the
-#                               residual stream's gradient in bf16 too)
+#                               the residual stream and its gradient bf16, megac's default)
+#   gpt-small-bf16f32grad-{cpu,cuda}.plan  the same with --bf16-residual-grad=false
+#                               (the residual stream's gradient f32; bf16 by default)
 #   gpt-small-bf16f32res-{cpu,cuda}.plan  the same with --fp32-residual-connection (the
 #                               residual stream f32, as under autocast)
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
@@ -26,9 +26,10 @@
 #   gpt2-small-bf16-nobgrad-cuda.plan  the same with --fuse-bias-grad=false: c_fc's and
 #                               c_attn's bias gradients as ReduceSums instead of cuBLASLt's
 #                               bias-gradient epilogue on the weight gradient: timed, same run
-#   gpt2-small-bf16-rgrad-cuda.plan  the same with --bf16-residual-grad (the residual
-#                               stream's gradient in bf16: the norms' gradients read
-#                               and write it in bf16): timed, same run
+#   gpt2-small-bf16-f32grad-cuda.plan  the same with --bf16-residual-grad=false (the
+#                               residual stream's gradient f32: the norms' gradients
+#                               read and write it in f32 and write a bf16 copy): timed,
+#                               same run
 #   gpt2-small-bf16-f32res-cuda.plan  the same with --fp32-residual-connection (the
 #                               residual stream f32, as under autocast): timed, same run
 #   gpt2-small-bf16-f32bias-cuda.plan  the same with --bf16-bias=false: the f32 biases
@@ -64,8 +65,8 @@ for t in cpu cuda; do
     --precision bf16
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16f32res-$t.plan" "${SMALL[@]}" \
     --target "$t" --precision bf16 --fp32-residual-connection
-  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16rgrad-$t.plan" "${SMALL[@]}" \
-    --target "$t" --precision bf16 --bf16-residual-grad
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16f32grad-$t.plan" "${SMALL[@]}" \
+    --target "$t" --precision bf16 --bf16-residual-grad=false
 done
 # Several MPI ranks sharing the GPU (the collectives go through host memory):
 # data parallelism with overlapped buckets, 1F1B, both, and interleaved, each
@@ -99,8 +100,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --fp32-residual-connection
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32bias-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --bf16-bias=false
-"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-rgrad-cuda.plan" "${GPT2[@]}" \
-  --target cuda --precision bf16 --bf16-residual-grad
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32grad-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --bf16-residual-grad=false
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """`megac --bf16-residual-grad` (the residual stream's gradient stored in
-bf16, as in Megatron's bf16 backward): mega-fold-casts lets each
+bf16, as in Megatron's bf16 backward; the bf16 default): mega-fold-casts lets each
 LayerNormGrad write its dx in bf16, and mega-fuse-norm-grad then has every
 norm but the last one add its dx into that bf16 residual gradient in place
 (the old value widened, the sum rounded) and sum its columns for the
 Linear's bias gradient, as the Elementwise adds, Casts and ReduceSums of
 --fuse-norm-grad=false do. The two plans must train to the same bits on the
 CPU; the fused one must have every norm write a bf16 dx and no Cast left but
-the one the embeddings' gradients read. (reference.gpt.bf16-residual-grad
-holds the flag against PyTorch.)
+the one the embeddings' gradients read. (reference.gpt.bf16 holds it
+against PyTorch, reference.gpt.bf16-f32-residual-grad the f32 gradient.)
 
   check_bf16_residual_grad.py --megac M --mega-run R --model gpt.mlir --workdir DIR
 """

@@ -171,8 +171,10 @@ cl::opt<bool> bf16ResidualGrad(
     cl::desc("bf16: the residual stream's gradient (the layer norms' dx "
              "and their sums) is rounded to bf16 where it is read, as in "
              "Megatron's bf16 backward (mega-mixed-precision"
-             "{round-residual-grad}; off by default)"),
-    cl::init(false), cl::cat(megacCat));
+             "{round-residual-grad}; default on with the bf16 residual "
+             "stream and no pipeline parallelism; =false keeps the "
+             "gradient f32)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> fp32Residual(
     "fp32-residual-connection",
     cl::desc("bf16: keep the residual stream in f32, as Megatron's flag of "
@@ -351,9 +353,14 @@ CompileOptions checkFlags() {
   if (bf16Residual.getNumOccurrences() && bf16Residual && fp32Residual)
     fail("--bf16-residual and --fp32-residual-connection contradict each "
          "other");
-  if (bf16ResidualGrad && precision != "bf16")
+  if (bf16ResidualGrad.getNumOccurrences() && bf16ResidualGrad &&
+      precision != "bf16")
     fail("--bf16-residual-grad needs --precision bf16");
-  if (bf16ResidualGrad && (fp32Residual || !bf16Residual))
+  if (bf16ResidualGrad.getNumOccurrences() && bf16ResidualGrad && o.pp > 1)
+    fail("--bf16-residual-grad is not available with pipeline parallelism "
+         "yet (the gradient crosses the stages in f32); leave it off");
+  if (bf16ResidualGrad.getNumOccurrences() && bf16ResidualGrad &&
+      (fp32Residual || !bf16Residual))
     fail("--bf16-residual-grad needs the residual stream in bf16 (it "
          "contradicts --fp32-residual-connection and --bf16-residual=false)");
 
@@ -539,7 +546,12 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.reduceBf16 = bf16Reductions;
   mixed.roundProducts = bf16Products;
   mixed.roundResidual = precision == "bf16" && bf16Residual && !fp32Residual;
-  mixed.roundResidualGrad = mixed.roundResidual && bf16ResidualGrad;
+  // Not across pipeline stages yet: there the gradient crosses the stage
+  // boundary through an f32 port, and the small GPT's grad norm at pp 2
+  // came 1.3e-2 from one process's (parallel.res_pp), past the 1e-3 its
+  // other bf16 layouts hold.
+  mixed.roundResidualGrad =
+      mixed.roundResidual && bf16ResidualGrad && o.pp == 1;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
