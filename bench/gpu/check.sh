@@ -209,6 +209,21 @@ run_mega() {
   return "$rc"
 }
 
+# A bf16 variant of the small model, gpt-small-<tag>-{cuda,cpu}.plan when
+# make_plans.sh made them: 20 steps on each device, losses within 1e-2.
+bf16_variant() {
+  local tag=$1 label=$2 rc=0
+  [ -f "$PLANS/gpt-small-$tag-cuda.plan" ] && [ -f "$PLANS/gpt-small-$tag-cpu.plan" ] || return 0
+  for d in cuda cpu; do
+    run_mega "small-$tag-$d" "$PLANS/gpt-small-$tag-$d.plan" "$d" "$LOGS/data/small" 20 \
+      "${load[@]}" || rc=1
+  done
+  printf '%s: ' "$label"
+  "$PY" "$TOOLS" compare "$LOGS/small-$tag-cpu.jsonl" "$LOGS/small-$tag-cuda.jsonl" \
+    --rtol 1e-2 | tee "$LOGS/compare-$tag.txt" | tail -1 || rc=1
+  return "$rc"
+}
+
 do_train() {
   MEGA_RUN=$(locate mega-run tools/mega-run)
   if [ ! -f "$PLANS/gpt-small-cuda.plan" ] || [ ! -f "$PLANS/gpt-small-cpu.plan" ]; then
@@ -279,27 +294,11 @@ do_train() {
     done
   fi
   # The residual stream in f32 (--fp32-residual-connection): the norms and
-  # the residual epilogue read f32 on both devices.
-  if [ -f "$PLANS/gpt-small-bf16f32res-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16f32res-cpu.plan" ]; then
-    run_mega small-bf16f32res-cuda "$PLANS/gpt-small-bf16f32res-cuda.plan" cuda \
-      "$LOGS/data/small" 20 "${load[@]}" || rc=1
-    run_mega small-bf16f32res-cpu "$PLANS/gpt-small-bf16f32res-cpu.plan" cpu \
-      "$LOGS/data/small" 20 "${load[@]}" || rc=1
-    printf 'f32 residual: '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16f32res-cpu.jsonl" "$LOGS/small-bf16f32res-cuda.jsonl" \
-      --rtol 1e-2 | tee "$LOGS/compare-bf16f32res.txt" | tail -1 || rc=1
-  fi
-  # The residual stream's gradient in f32 (--bf16-residual-grad=false):
-  # the norms' f32-dx forms with the bf16 copy on both devices.
-  if [ -f "$PLANS/gpt-small-bf16f32grad-cuda.plan" ] && [ -f "$PLANS/gpt-small-bf16f32grad-cpu.plan" ]; then
-    run_mega small-bf16f32grad-cuda "$PLANS/gpt-small-bf16f32grad-cuda.plan" cuda \
-      "$LOGS/data/small" 20 "${load[@]}" || rc=1
-    run_mega small-bf16f32grad-cpu "$PLANS/gpt-small-bf16f32grad-cpu.plan" cpu \
-      "$LOGS/data/small" 20 "${load[@]}" || rc=1
-    printf 'f32 residual gradient: '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16f32grad-cpu.jsonl" "$LOGS/small-bf16f32grad-cuda.jsonl" \
-      --rtol 1e-2 | tee "$LOGS/compare-bf16f32grad.txt" | tail -1 || rc=1
-  fi
+  # the residual epilogue read f32 on both devices. The residual stream's
+  # gradient in f32 (--bf16-residual-grad=false): the norms' f32-dx forms
+  # with the bf16 copy on both devices.
+  bf16_variant bf16f32res 'f32 residual' || rc=1
+  bf16_variant bf16f32grad 'f32 residual gradient' || rc=1
   return "$rc"
 }
 

@@ -97,36 +97,26 @@ Case fusedCase(const F &f, Rng &rng, bool copyOnly) {
   const int dw = f.accWb ? c.inout({cols}, rng.vec(cols)) : c.out({cols});
   const int db = f.accWb ? c.inout({cols}, rng.vec(cols)) : c.out({cols});
   c.outs = {dx, dw, db};
+  // The bf16 value the column sums read: the copy, or a bf16 dx itself.
+  int summed = f.dxBf16 ? dx : -1;
   if (f.copy) {
     const int64_t late = f.copyLate ? 1 : 0;
-    const int whole = c.out({n + late}, DType::BF16);
-    const int copy = c.view(whole, {rows, cols});
+    summed = c.out({n + late}, DType::BF16);
+    const int copy = c.view(summed, {rows, cols});
     c.ts[size_t(copy)].v.offset = 2 * late;
     c.outs.push_back(copy);
-    // dsum goes with the copy it sums, unless the copy is exact (w = 0).
-    const int ds = !f.dsum       ? -1
-                   : f.dsum == 2 ? c.inout({cols}, rng.vec(cols))
-                                 : c.out({cols});
-    if (f.dsum)
-      c.outs.push_back(ds);
-    // Compared: the copy alone, or every output but the copy.
-    std::vector<int> keep;
-    for (int t : c.compare)
-      if ((t == whole || (t == ds && !f.zeroW)) == copyOnly)
-        keep.push_back(t);
-    c.compare = keep;
   }
-  if (f.dxBf16) {
-    // A bf16 dx is its own copy: dsum, a 4th output, sums it. Compared as
-    // the copy is: dx (and dsum, unless exact) alone, or dw and db.
+  if (summed >= 0) {
+    // dsum goes with the value it sums, unless that is exact (w = 0).
     const int ds = !f.dsum       ? -1
                    : f.dsum == 2 ? c.inout({cols}, rng.vec(cols))
                                  : c.out({cols});
     if (f.dsum)
       c.outs.push_back(ds);
+    // Compared: the bf16 value alone, or every other output.
     std::vector<int> keep;
     for (int t : c.compare)
-      if ((t == dx || (t == ds && !f.zeroW)) == copyOnly)
+      if ((t == summed || (t == ds && !f.zeroW)) == copyOnly)
         keep.push_back(t);
     c.compare = keep;
   }
