@@ -62,8 +62,9 @@
 //     be bf16 when E stores the sum in bf16 alone: then L' accumulates into
 //     r's bf16 bytes (the old value widened, the f32 sum rounded, E's
 //     bits) and has no copy (4th) output, dx being its own copy; in 5 the
-//     ReduceSum of a bf16 dx (L's first destination or result) becomes the
-//     4th output, with the same attributes.
+//     ReduceSum of a bf16 dx (L's first destination or result) after L
+//     becomes the 4th output, with the same attributes (one before L reads
+//     the destination's old value and stays).
 // The kernel computes the values these kernels computed, in their order
 // (the CPU's bits are the unfused plan's: `megac --fuse-norm-grad=false`).
 //
@@ -189,8 +190,11 @@ struct MegaFuseNormGrad : mega::impl::MegaFuseNormGradBase<MegaFuseNormGrad> {
                    bool &into) {
     for (Operation *user : copy.getUsers()) {
       auto rs = dyn_cast<KernelOp>(user);
+      // After L: a bf16 dx is L's destination, whose old value a ReduceSum
+      // before L reads (the copy of an f32 dx is L's result: after it).
       if (!rs || !isKernelOp(rs, "ReduceSum") ||
-          rs->getBlock() != l->getBlock() || rs->getOperand(0) != copy)
+          rs->getBlock() != l->getBlock() || rs->getOperand(0) != copy ||
+          !l->isBeforeInBlock(rs))
         continue;
       ArrayRef<int64_t> ri = rs.getI();
       if (ri.size() != 3 || ri[0] != rows || ri[1] != cols ||

@@ -103,6 +103,28 @@ func.func @bf16_residual_grad(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: ten
 
 // -----
 
+// A bf16 residual gradient a ReduceSum reads before the norm that
+// accumulates into it: the sum is of the old value, so it stays a
+// ReduceSum (the norm's column sums would be of the new one). The norm
+// still accumulates.
+// CHECK-LABEL: func.func @sum_before_norm
+// CHECK: mega.kernel "ReduceSum"(%[[R:.*]], %{{.*}}) i [4, 8, 1]
+// CHECK: mega.kernel "LayerNormGrad"({{.*}}, %[[R]]) i [4, 8, 1] f [] {mega.dests = 1 : i64}
+func.func @sum_before_norm(%dy: tensor<4x8xf32>, %x: tensor<4x8xf32>, %w: tensor<8xf32>, %m: tensor<4xf32>, %s: tensor<4xf32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>) {
+  %r = mega.kernel "Elementwise"(%a, %b) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %gs = mega.state "b" {role = "grad"} : tensor<8xf32>
+  mega.kernel "ReduceSum"(%r, %gs) i [4, 8, 1] f [] {mega.dests = 1 : i64} : (tensor<4x8xbf16>, tensor<8xf32>) -> ()
+  %d:3 = mega.kernel "LayerNormGrad"(%dy, %x, %w, %m, %s) i [4, 8, 0] f [] : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>)
+  %e = mega.kernel "Elementwise"(%r, %d#0) i [32, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1, 1, 0, 3, 0, 0, 1, 1, 0, 0, 0] f [] : (tensor<4x8xbf16>, tensor<4x8xf32>) -> tensor<4x8xbf16>
+  %wide = mega.kernel "Cast"(%e) i [32] f [] : (tensor<4x8xbf16>) -> tensor<4x8xf32>
+  mega.output "dx", %wide : tensor<4x8xf32>
+  mega.output "dw", %d#1 : tensor<8xf32>
+  mega.output "db", %d#2 : tensor<8xf32>
+  return
+}
+
+// -----
+
 // fp32: the residual add has no bf16 copy, and dw, db are read elsewhere:
 // only dx accumulates (one destination; dw and db stay results).
 // CHECK-LABEL: func.func @fp32_residual

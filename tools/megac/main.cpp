@@ -172,8 +172,7 @@ cl::opt<bool> bf16ResidualGrad(
              "and their sums) is rounded to bf16 where it is read, as in "
              "Megatron's bf16 backward (mega-mixed-precision"
              "{round-residual-grad}; default on with the bf16 residual "
-             "stream and no pipeline parallelism; =false keeps the "
-             "gradient f32)"),
+             "stream; =false keeps the gradient f32)"),
     cl::init(true), cl::cat(megacCat));
 cl::opt<bool> fp32Residual(
     "fp32-residual-connection",
@@ -356,9 +355,6 @@ CompileOptions checkFlags() {
   if (bf16ResidualGrad.getNumOccurrences() && bf16ResidualGrad &&
       precision != "bf16")
     fail("--bf16-residual-grad needs --precision bf16");
-  if (bf16ResidualGrad.getNumOccurrences() && bf16ResidualGrad && o.pp > 1)
-    fail("--bf16-residual-grad is not available with pipeline parallelism "
-         "yet (the gradient crosses the stages in f32); leave it off");
   if (bf16ResidualGrad.getNumOccurrences() && bf16ResidualGrad &&
       (fp32Residual || !bf16Residual))
     fail("--bf16-residual-grad needs the residual stream in bf16 (it "
@@ -551,7 +547,7 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   // came 1.3e-2 from one process's (parallel.res_pp), past the 1e-3 its
   // other bf16 layouts hold.
   mixed.roundResidualGrad =
-      mixed.roundResidual && bf16ResidualGrad && o.pp == 1;
+      mixed.roundResidual && bf16ResidualGrad;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
