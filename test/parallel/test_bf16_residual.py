@@ -18,6 +18,10 @@ res_pp      pp=2 (1F1B): the stream crosses the stage boundary in f32 and is
             port (ports are f32), so there a Cast widens it and that norm
             reads the f32 copy: only some norms read bf16
 res_dp      dp=2
+res_ports   pp=2 with --narrow-ports (the default) and =false: the ports that
+            carry a widened bf16 value, or one every reader rounds, in bf16;
+            the same losses and grad norms bit for bit, fewer port bytes and
+            Cast kernels
 """
 import os
 import re
@@ -62,14 +66,46 @@ def layout(tag, tpsize, dpsize, flags, ranks, staged=False):
     print(f"{tag}: losses {l1} (one process {l0})")
 
 
-CASES = ["res_tp_sp", "res_pp", "res_dp"]
+def port_bytes(text):
+    """Bytes of the pipeline ports the programs write (output pipe.N)."""
+    total = 0
+    for shape, dtype in re.findall(r'^\s*output \d+ "pipe\.\d+" (\S+)x(\w+)$', text, re.M):
+        n = 1
+        for d in shape.split("x"):
+            n *= int(d)
+        total += n * (2 if dtype == "bf16" else 4)
+    return total
+
+
+def ports():
+    """--narrow-ports on and off at pp 2: the same bits, fewer bytes."""
+    d = wc.data()
+    plans, texts = {}, {}
+    for v in ("true", "false"):
+        flags = FLAGS + ["--pp", "2", f"--narrow-ports={v}"]
+        plans[v] = tp.compile_plan(dp.scratch(f"ports-{v}.plan"), wc.VOCAB, 1, 1, 2, 4, flags)
+        texts[v] = tp.plan_text(wc.sets(["--pp", "2", f"--narrow-ports={v}"]))
+    on, off = port_bytes(texts["true"]), port_bytes(texts["false"])
+    casts = [len(re.findall(r"= Cast\(", texts[v])) for v in ("true", "false")]
+    print(f"ports: {on} bytes narrowed, {off} with --narrow-ports=false; "
+          f"Cast kernels {casts[0]} vs {casts[1]}")
+    dp.check(0 < on < off and casts[0] < casts[1], "no port was narrowed")
+    l0, n0 = wc.train(plans["false"], d, "ports-off", 2)
+    l1, n1 = wc.train(plans["true"], d, "ports-on", 2)
+    dp.check(len(l1) == wc.STEPS and l0 == l1 and n0 == n1,
+             f"narrowed ports changed the bits: losses {l1} vs {l0}, "
+             f"grad norms {n1} vs {n0}")
+
+
+CASES = ["res_tp_sp", "res_pp", "res_dp", "res_ports"]
 
 
 def main():
     args = dp.setup_gpt_script(CASES)
     {"res_tp_sp": lambda: layout("tp2sp", 2, 1, ["--sequence-parallel"], 2),
      "res_pp": lambda: layout("pp2", 1, 1, ["--pp", "2"], 2, staged=True),
-     "res_dp": lambda: layout("dp2", 1, 2, [], 2)}[args.case]()
+     "res_dp": lambda: layout("dp2", 1, 2, [], 2),
+     "res_ports": ports}[args.case]()
     print("PASS " + args.case)
 
 

@@ -174,6 +174,14 @@ cl::opt<bool> bf16ResidualGrad(
              "{round-residual-grad}; default on with the bf16 residual "
              "stream; =false keeps the gradient f32)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> narrowPorts(
+    "narrow-ports",
+    cl::desc("bf16 pipelines: a port between programs carries bf16 where "
+             "its value is exactly that (a widened bf16 value, or one every "
+             "reader rounds to bf16), half the bytes in memory and between "
+             "ranks (mega-narrow-ports; default on; the same bits, =false "
+             "keeps every port f32 to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> fp32Residual(
     "fp32-residual-connection",
     cl::desc("bf16: keep the residual stream in f32, as Megatron's flag of "
@@ -549,6 +557,8 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.roundResidualGrad =
       mixed.roundResidual && bf16ResidualGrad;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
+  if (precision == "bf16" && o.pp > 1 && narrowPorts)
+    pm.addPass(mega::createMegaNarrowPorts());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Kernel level: fusion, plan instructions, memory.

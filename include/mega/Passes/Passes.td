@@ -833,6 +833,39 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaNarrowPorts : Pass<"mega-narrow-ports", "mlir::ModuleOp"> {
+  let summary = "Pipeline ports carry bf16 where the value is exactly that";
+  let description = [{
+    At op level, after mega-mixed-precision. A pipeline port (`pipe.N`, an
+    output of one program and an input of others, made f32 by
+    mega-pipeline-split before mixed precision) carries bf16 when its
+    producer only widens a bf16 value (the residual stream, a rounded
+    activation) or when every reader only rounds it to bf16 (a saved
+    activation the backward's products read): the readers take the bf16
+    input, widened by a cast where they need f32. The same values; half the
+    port's bytes, in memory and between pipeline ranks.
+
+    Before:
+    ```mlir
+    %b = mega.cast %x : tensor<4x8xf32> -> tensor<4x8xbf16>
+    %w = mega.cast %b : tensor<4x8xbf16> -> tensor<4x8xf32>
+    mega.output "pipe.0", %w : tensor<4x8xf32>
+    // in another program:
+    %in = mega.input "pipe.0" [4, 8] : tensor<4x8xf32>
+    %y, %m, %r = mega.layer_norm %in, ...
+    ```
+    After:
+    ```mlir
+    mega.output "pipe.0", %b : tensor<4x8xbf16>
+    // in another program:
+    %in = mega.input "pipe.0" [4, 8] : tensor<4x8xbf16>
+    %wide = mega.cast %in : tensor<4x8xbf16> -> tensor<4x8xf32>
+    %y, %m, %r = mega.layer_norm %wide, ...
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaBf16Bias : Pass<"mega-bf16-bias", "mlir::ModuleOp"> {
   let summary = "A MatMul that stores its bias sum in bf16 reads the bias in bf16";
   let description = [{
