@@ -359,6 +359,18 @@ do_torch() {
   return "${PIPESTATUS[0]}"
 }
 
+# One timed GPT-2 small run of bench/gpu/plans/PLAN on the GPU when
+# make_plans.sh made it: STEPS steps logged to LOGS/NAME.{log,jsonl}, added
+# to the caller's runs as LABEL (in the report beside torch's).
+time_plan() {
+  local label=$1 name=$2 plan=$PLANS/$3 steps=$4 rc=0
+  shift 4
+  [ -f "$plan" ] || return 0
+  run_mega "$name" "$plan" cuda "$LOGS/data/gpt2" "$steps" "$@" || rc=1
+  runs+=("$label=$LOGS/$name.jsonl")
+  return "$rc"
+}
+
 do_mega_timing() {
   MEGA_RUN=$(locate mega-run tools/mega-run)
   if [ ! -f "$PLANS/gpt2-small-bf16-cuda.plan" ]; then
@@ -368,67 +380,34 @@ do_mega_timing() {
   [ -x "$MEGA_RUN" ] || { echo "no $MEGA_RUN (build failed?)"; return 1; }
   "$PY" "$TOOLS" data "$LOGS/data/gpt2" --vocab "$GPT2_VOCAB" --tokens "$GPT2_TOKENS" || return 1
   local rc=0 runs=()
-  run_mega gpt2-bf16 "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 || rc=1
+  time_plan bf16 gpt2-bf16 gpt2-small-bf16-cuda.plan 12 || rc=1
   grep -h "replayed as a CUDA graph\|runs kernel by kernel\|mega-run: attention:" \
     "$LOGS/gpt2-bf16.log"
   # What fell back from cuBLASLt's epilogues or cuDNN in the timed step.
   grep -h "^cuda: cu" "$LOGS/gpt2-bf16.log" | sort | uniq -c
-  runs+=("bf16=$LOGS/gpt2-bf16.jsonl")
   # mega's own attention kernels instead of cuDNN's.
-  run_mega gpt2-bf16-local "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
+  time_plan bf16-localattn gpt2-bf16-local gpt2-small-bf16-cuda.plan 12 \
     --attention-backend local || rc=1
-  runs+=("bf16-localattn=$LOGS/gpt2-bf16-local.jsonl")
   # The same without CUDA graphs: what the launches cost.
-  run_mega gpt2-bf16-nograph "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
-    --no-cuda-graph || rc=1
-  runs+=("bf16-nograph=$LOGS/gpt2-bf16-nograph.jsonl")
+  time_plan bf16-nograph gpt2-bf16-nograph gpt2-small-bf16-cuda.plan 12 --no-cuda-graph || rc=1
   # The backward's bias sums, dX product and GELU aux kept in f32.
-  if [ -f "$PLANS/gpt2-small-bf16-f32bwd-cuda.plan" ]; then
-    run_mega gpt2-bf16-f32bwd "$PLANS/gpt2-small-bf16-f32bwd-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-f32bwd=$LOGS/gpt2-bf16-f32bwd.jsonl")
-  fi
-  # The output layer on all rows at once (no row blocks: 1.24 GB more arena).
+  time_plan bf16-f32bwd gpt2-bf16-f32bwd gpt2-small-bf16-f32bwd-cuda.plan 12 || rc=1
   # The bias gradients as ReduceSums (no cuBLASLt bias-gradient epilogue).
-  if [ -f "$PLANS/gpt2-small-bf16-nobgrad-cuda.plan" ]; then
-    run_mega gpt2-bf16-nobgrad "$PLANS/gpt2-small-bf16-nobgrad-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-nobgrad=$LOGS/gpt2-bf16-nobgrad.jsonl")
-  fi
-  # The residual stream in f32 (--fp32-residual-connection, as autocast).
+  time_plan bf16-nobgrad gpt2-bf16-nobgrad gpt2-small-bf16-nobgrad-cuda.plan 12 || rc=1
   # The residual stream's gradient in f32 (--bf16-residual-grad=false).
-  if [ -f "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" ]; then
-    run_mega gpt2-bf16-f32grad "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-f32grad=$LOGS/gpt2-bf16-f32grad.jsonl")
-  fi
-  if [ -f "$PLANS/gpt2-small-bf16-f32res-cuda.plan" ]; then
-    run_mega gpt2-bf16-f32res "$PLANS/gpt2-small-bf16-f32res-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-f32residual=$LOGS/gpt2-bf16-f32res.jsonl")
-  fi
+  time_plan bf16-f32grad gpt2-bf16-f32grad gpt2-small-bf16-f32grad-cuda.plan 12 || rc=1
+  # The residual stream in f32 (--fp32-residual-connection, as autocast).
+  time_plan bf16-f32residual gpt2-bf16-f32res gpt2-small-bf16-f32res-cuda.plan 12 || rc=1
   # cuBLASLt's candidates timed at each GEMM's first call (mega-run
   # --gemm-autotune) instead of its heuristic's first.
-  run_mega gpt2-bf16-tuned "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 \
-    --gemm-autotune || rc=1
+  time_plan bf16-autotune gpt2-bf16-tuned gpt2-small-bf16-cuda.plan 12 --gemm-autotune || rc=1
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"
-  runs+=("bf16-autotune=$LOGS/gpt2-bf16-tuned.jsonl")
   # The biases in f32 (--bf16-bias=false): c_attn's and c_fc's products
   # without cuBLASLt's bias epilogues (the plain product + mega's kernel).
-  if [ -f "$PLANS/gpt2-small-bf16-f32bias-cuda.plan" ]; then
-    run_mega gpt2-bf16-f32bias "$PLANS/gpt2-small-bf16-f32bias-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-f32bias=$LOGS/gpt2-bf16-f32bias.jsonl")
-  fi
-  if [ -f "$PLANS/gpt2-small-bf16-whole-cuda.plan" ]; then
-    run_mega gpt2-bf16-whole "$PLANS/gpt2-small-bf16-whole-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 12 || rc=1
-    runs+=("bf16-whole=$LOGS/gpt2-bf16-whole.jsonl")
-  fi
-  if [ -f "$PLANS/gpt2-small-cuda.plan" ]; then
-    run_mega gpt2-fp32 "$PLANS/gpt2-small-cuda.plan" cuda "$LOGS/data/gpt2" 8 || rc=1
-    runs+=("fp32=$LOGS/gpt2-fp32.jsonl")
-  fi
+  time_plan bf16-f32bias gpt2-bf16-f32bias gpt2-small-bf16-f32bias-cuda.plan 12 || rc=1
+  # The output layer on all rows at once (no row blocks: 1.24 GB more arena).
+  time_plan bf16-whole gpt2-bf16-whole gpt2-small-bf16-whole-cuda.plan 12 || rc=1
+  time_plan fp32 gpt2-fp32 gpt2-small-cuda.plan 8 || rc=1
   for r in "${runs[@]}"; do
     printf 'mega gpt2-small %-5s ' "${r%%=*}"
     "$PY" "$TOOLS" timing "${r#*=}" --warmup 2

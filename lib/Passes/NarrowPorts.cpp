@@ -138,9 +138,6 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
     auto attention = [](Operation *op) {
       return op && isa<FlashAttentionOp, FlashAttentionGradOp>(op);
     };
-    for (Value x : SmallVector<Value>(vals))
-      if (auto c = x.getDefiningOp<CastOp>())
-        vals.push_back(c.getX());
     return llvm::any_of(vals, [&](Value x) {
       return attention(x.getDefiningOp()) ||
              llvm::any_of(x.getUsers(), attention);
