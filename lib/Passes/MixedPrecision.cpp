@@ -178,13 +178,7 @@ struct MegaMixedPrecision
           }) ||
           feedsGradient(r))
         continue;
-      OpBuilder b(m->getContext());
-      b.setInsertionPointAfter(m);
-      auto rounded = b.create<CastOp>(
-          m.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
-          r);
-      auto widened = b.create<CastOp>(m.getLoc(), type, rounded);
-      r.replaceAllUsesExcept(widened, rounded);
+      roundTrip(r);
     }
     // The pre-activations the GELU gradients read, one round trip each,
     // right before the first gradient (after the forward GELU, which
@@ -215,19 +209,8 @@ struct MegaMixedPrecision
       if (cast<RankedTensorType>(x.getType()).getElementType().isF32())
         stream.insert(x);
     });
-    for (Value x : stream) {
-      auto type = cast<RankedTensorType>(x.getType());
-      OpBuilder b(func.getContext());
-      if (Operation *def = x.getDefiningOp())
-        b.setInsertionPointAfter(def);
-      else
-        b.setInsertionPointToStart(cast<BlockArgument>(x).getOwner());
-      auto rounded = b.create<CastOp>(
-          x.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
-          x);
-      auto widened = b.create<CastOp>(x.getLoc(), type, rounded);
-      x.replaceAllUsesExcept(widened, rounded);
-    }
+    for (Value x : stream)
+      roundTrip(x);
   }
 
   /// Step 7.
@@ -253,25 +236,36 @@ struct MegaMixedPrecision
       });
       if (!outside)
         continue;
-      auto type = cast<RankedTensorType>(v.getType());
-      OpBuilder b(func.getContext());
-      b.setInsertionPointAfterValue(v);
       // Step 2's bf16 copy, when there is one, is the rounded value.
-      CastOp rounded;
+      CastOp copy;
       for (Operation *u : v.getUsers())
         if (auto c = dyn_cast<CastOp>(u))
-          if (cast<RankedTensorType>(c.getType()).getElementType().isBF16())
-            rounded = c;
-      if (rounded)
-        rounded->moveAfter(v.getDefiningOp());
-      else
-        rounded = b.create<CastOp>(
-            v.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
-            v);
-      b.setInsertionPointAfter(rounded);
-      auto widened = b.create<CastOp>(v.getLoc(), type, rounded);
-      v.replaceAllUsesExcept(widened, rounded);
+          if (isBf16(c.getResult()))
+            copy = c;
+      roundTrip(v, copy);
     }
+  }
+
+  /// `v` rounded to bf16 and widened back right after its definition (at
+  /// the block's start for an argument), every reader but the rounding
+  /// cast taking the widened value; `rounded`, when given, is an existing
+  /// cast of `v` to bf16, moved there and used as the rounding.
+  static void roundTrip(Value v, CastOp rounded = {}) {
+    auto type = cast<RankedTensorType>(v.getType());
+    OpBuilder b(v.getContext());
+    if (Operation *def = v.getDefiningOp())
+      b.setInsertionPointAfter(def);
+    else
+      b.setInsertionPointToStart(cast<BlockArgument>(v).getOwner());
+    if (rounded)
+      rounded->moveBefore(b.getInsertionBlock(), b.getInsertionPoint());
+    else
+      rounded = b.create<CastOp>(
+          v.getLoc(), RankedTensorType::get(type.getShape(), b.getBF16Type()),
+          v);
+    b.setInsertionPointAfter(rounded);
+    auto widened = b.create<CastOp>(v.getLoc(), type, rounded);
+    v.replaceAllUsesExcept(widened, rounded);
   }
 
   /// `v` reaches a mega.accumulate_grad through elementwise ops.
