@@ -103,6 +103,29 @@ void layerNorm(Rng &rng) {
     c.tol = 1e-2; // one bf16 rounding of values that may differ in the ulp
     twin(c);
   }
+  // Rows of y padded to ldy columns, a 1 in column cols and zeros after
+  // (mega-ones-column): the warp kernel (768 -> 776, GPT-2's; 256 -> 264
+  // f32), the block kernel (251 -> 256; 768 -> 770, ldy not a multiple of
+  // 4). The poisoned output shows a pad element left unwritten.
+  const int64_t padShapes[][4] = {{4096, 768, 776, 1},
+                                  {1024, 256, 264, 0},
+                                  {33, 251, 256, 1},
+                                  {65, 768, 770, 1},
+                                  {65, 768, 776, 0}};
+  for (const auto &p : padShapes) {
+    const int64_t rows = p[0], cols = p[1], ldy = p[2], n = rows * cols;
+    const DType yt = p[3] ? DType::BF16 : DType::F32;
+    Case c = make("LayerNorm y=" + std::string(name(yt)) + " " +
+                      dims({{"rows", rows}, {"cols", cols}, {"ldy", ldy}}),
+                  Op::LayerNorm, {rows, cols, ldy}, {1e-5f});
+    c.ins = {c.f32({rows, cols}, rng.vec(n, 2.0, 4.0)),
+             c.f32({cols}, rng.vec(cols, 0.5, 1.5)),
+             c.f32({cols}, rng.vec(cols))};
+    c.outs = {c.out({rows, ldy}, yt), c.out({rows}), c.out({rows})};
+    if (p[3])
+      c.tol = 1e-2;
+    twin(c);
+  }
   // x in bf16 (the residual stream stored in bf16, widened on load), y f32
   // or bf16, at every shape class (the warp kernel's 8-byte loads: 96, 516,
   // 768, 1024; the block kernel: 17, 251, 1028); in place (y = x, both

@@ -190,8 +190,18 @@ void rowOps(Harness &h) {
            {&y, &m, &s}, "w has 6");
   h.reject("layernorm eps NaN", make(Op::LayerNorm, {R, C}, {kNaN}), {&x, &w, &b},
            {&y, &m, &s}, "eps");
-  h.reject("layernorm attrs", make(Op::LayerNorm, {R, C, 0}, {1e-5f}), {&x, &w, &b},
-           {&y, &m, &s}, "integer attributes");
+  h.reject("layernorm attrs", make(Op::LayerNorm, {R, C, 8, 0}, {1e-5f}),
+           {&x, &w, &b}, {&y, &m, &s}, "integer attributes");
+  // Padded rows (mega-ones-column): ldy > cols, y of rows x ldy.
+  Tensor &y8 = h.f32({R, 8});
+  h.run(make(Op::LayerNorm, {R, C, 8}, {1e-5f}), {&x, &w, &b}, {&y8, &m, &s});
+  h.reject("layernorm ldy = cols", make(Op::LayerNorm, {R, C, C}, {1e-5f}),
+           {&x, &w, &b}, {&y, &m, &s}, "ldy");
+  h.reject("layernorm padded y size", make(Op::LayerNorm, {R, C, 8}, {1e-5f}),
+           {&x, &w, &b}, {&y, &m, &s}, "y has 20 elements");
+  Tensor &xa = h.arena(0, {R, C}), &ya8 = h.arena(0, {R, 8});
+  h.reject("layernorm padded in place", make(Op::LayerNorm, {R, C, 8}, {1e-5f}),
+           {&xa, &w, &b}, {&ya8, &m, &s}, "overlaps");
   Tensor &ya = h.arena(0, {R, C}), &ma = h.arena(40, {R});
   h.reject("layernorm mean inside y", make(Op::LayerNorm, {R, C}, {1e-5f}), {&x, &w, &b},
            {&ya, &ma, &s}, "mean overlaps y");

@@ -50,6 +50,38 @@ void testLayerNorm(Harness &h, Rng &rng, int64_t rows, int64_t cols, bool inPlac
   closeTo((label + " rstd").c_str(), ts.f(), r.rstd, 1e-6);
 }
 
+/// Rows of y padded to ldy columns (mega-ones-column): the first cols of
+/// each row are the unpadded LayerNorm's bits, then a 1 and zeros.
+void testLayerNormPadded(Harness &h, Rng &rng, int64_t rows, int64_t cols,
+                         int64_t ldy) {
+  std::vector<float> x = rng.vec(rows * cols, -2, 4),
+                     w = rng.vec(cols, 0.5, 1.5), b = rng.vec(cols);
+  Tensor &tx = h.f32({rows, cols}, x), &tw = h.f32({cols}, w),
+         &tb = h.f32({cols}, b);
+  Tensor &y = h.f32({rows, cols}),
+         &yp = h.f32({rows, ldy}, rng.vec(rows * ldy));
+  Tensor &m = h.f32({rows}), &s = h.f32({rows}), &mp = h.f32({rows}),
+         &sp = h.f32({rows});
+  if (!h.run(make(Op::LayerNorm, {rows, cols}, {1e-5f}), {&tx, &tw, &tb},
+             {&y, &m, &s}) ||
+      !h.run(make(Op::LayerNorm, {rows, cols, ldy}, {1e-5f}), {&tx, &tw, &tb},
+             {&yp, &mp, &sp}))
+    return;
+  const float *a = y.f(), *p = yp.f();
+  int64_t bad = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < ldy; ++k) {
+      const float want = k < cols ? a[r * cols + k] : k == cols ? 1.0f : 0.0f;
+      bad += std::memcmp(&p[r * ldy + k], &want, 4) != 0;
+    }
+  CHECK(bad == 0,
+        "layernorm padded %lldx%lld ldy %lld: %lld elements differ from "
+        "the unpadded rows, the 1 and the zeros",
+        (long long)rows, (long long)cols, (long long)ldy, (long long)bad);
+  sameBits("layernorm padded mean", mp.f(), m.f(), size_t(rows));
+  sameBits("layernorm padded rstd", sp.f(), s.f(), size_t(rows));
+}
+
 /// Loss L = sum(dy * LN(x; w, b)) in double, for finite differences.
 double lossLN(const std::vector<double> &x, const std::vector<double> &w,
               const std::vector<double> &b, const std::vector<double> &dy,
@@ -208,6 +240,8 @@ int main() {
   testLayerNorm(h, rng, 33, 7, false);
   testLayerNorm(h, rng, 1024, 256, false);
   testLayerNorm(h, rng, 7, 1001, true);
+  testLayerNormPadded(h, rng, 33, 96, 104);
+  testLayerNormPadded(h, rng, 5, 7, 16);
   testLayerNormGrad(h, rng, 7, 17, false, false, true);
   testLayerNormGrad(h, rng, 5, 33, true, false, true);
   testLayerNormGrad(h, rng, 97, 96, false, false, false);

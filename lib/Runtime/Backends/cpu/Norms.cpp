@@ -27,9 +27,13 @@ constexpr int64_t kBig = int64_t(1) << 48;
 
 void checkLayerNorm(const Checker &c) {
   c.operands(3, 3);
-  c.attrs(2, 1);
+  // {rows, cols} or {rows, cols, ldy}: rows of y padded to ldy > cols
+  // columns, a 1 in column cols and zeros after (mega-ones-column).
+  c.attrs(c.instr.i.size() == 3 ? 3 : 2, 1);
   int64_t rows = c.attr(0, 0, kBig, "rows");
   int64_t cols = c.attr(1, 1, kBig, "cols");
+  const int64_t ldy =
+      c.instr.i.size() == 3 ? c.attr(2, cols + 1, kBig, "ldy") : cols;
   c.finite(0, "eps");
   // x may be bf16 (the residual stream stored in bf16: widened on load).
   const DType xt = c.ins[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
@@ -39,13 +43,13 @@ void checkLayerNorm(const Checker &c) {
   // y may be bf16 (a cast folded into the norm: rounded on store); mean
   // and rstd stay f32 for the gradient.
   const DType yt = c.outs[0]->dtype == DType::BF16 ? DType::BF16 : DType::F32;
-  c.tensor(c.outs[0], yt, i128(rows) * cols, "y");
+  c.tensor(c.outs[0], yt, i128(rows) * ldy, "y");
   c.tensor(c.outs[1], DType::F32, rows, "mean");
   c.tensor(c.outs[2], DType::F32, rows, "rstd");
   const char *in[] = {"x", "w", "b"}, *out[] = {"y", "mean", "rstd"};
   for (int o = 0; o < 3; ++o) {
     for (int k = 0; k < 3; ++k) {
-      if (o == 0 && k == 0 && yt == xt)
+      if (o == 0 && k == 0 && yt == xt && ldy == cols)
         c.sameOrDisjoint(c.outs[0], c.ins[0], "y", "x"); // in place is fine
       else
         c.disjoint(c.outs[o], c.ins[k], out[o], in[k]);
@@ -71,6 +75,7 @@ namespace {
 void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
                   const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
+  const int64_t ldy = in.i.size() == 3 ? in.i[2] : cols;
   const double eps = in.f[0];
   const float *w = ins[1].f32(), *b = ins[2].f32();
   // A bf16 x is widened row by row (exact): the f32 path runs on the row.
@@ -101,13 +106,18 @@ void runLayerNorm(const Ctx &ctx, const Instr &in, const Refs &ins,
       mean[r] = m;
       rstd[r] = s;
       if (!bf16) {
-        lnRow(xr, w, b, m, s, y + r * cols, cols);
+        float *yr = y + r * ldy;
+        lnRow(xr, w, b, m, s, yr, cols);
+        for (int64_t k = cols; k < ldy; ++k)
+          yr[k] = k == cols ? 1.0f : 0.0f;
         continue;
       }
       lnRow(xr, w, b, m, s, row.data(), cols);
-      uint16_t *hr = yh + r * cols;
+      uint16_t *hr = yh + r * ldy;
       for (int64_t k = 0; k < cols; ++k)
         hr[k] = floatToBf16(row[size_t(k)]);
+      for (int64_t k = cols; k < ldy; ++k)
+        hr[k] = floatToBf16(k == cols ? 1.0f : 0.0f);
     }
   });
 }

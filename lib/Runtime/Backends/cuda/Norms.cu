@@ -56,17 +56,18 @@ __device__ inline void put(__nv_bfloat16 *y, float v) {
 /// The block-per-row form; X = float or __nv_bfloat16 (the residual stream
 /// stored in bf16, widened on load); Y = float or __nv_bfloat16 (a cast
 /// folded into the norm: the f32 value rounded on store, in place only
-/// when X is Y).
+/// when X is Y). Rows of y are ldy >= cols apart; columns [cols, ldy) get
+/// a 1 and then zeros (mega-ones-column).
 template <typename X, typename Y>
 __global__ void layerNormKernel(const X *x, const float *__restrict__ w,
                                 const float *__restrict__ b, Y *y,
                                 float *__restrict__ mean,
                                 float *__restrict__ rstd, int64_t rows,
-                                int64_t cols, double eps) {
+                                int64_t cols, int64_t ldy, double eps) {
   __shared__ double sh[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const X *xr = x + r * cols;
-    Y *yr = y + r * cols;
+    Y *yr = y + r * ldy;
     double s = 0.0, q = 0.0;
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
       const double v = double(load1(xr + k));
@@ -85,6 +86,8 @@ __global__ void layerNormKernel(const X *x, const float *__restrict__ w,
     }
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x)
       put(yr + k, (load1(xr + k) - m) * sc * w[k] + b[k]);
+    for (int64_t k = cols + threadIdx.x; k < ldy; k += blockDim.x)
+      put(yr + k, k == cols ? 1.0f : 0.0f);
   }
 }
 
@@ -93,13 +96,15 @@ constexpr int kRowWarps = 8;
 
 /// The warp-per-row form: nvec = cols / 4 float4s per row, lane l holding
 /// vectors l, l + 32, ..., (at most NV of them). X = float or
-/// __nv_bfloat16 (widened on load), Y4 = float4 or Bf16x4.
+/// __nv_bfloat16 (widened on load), Y4 = float4 or Bf16x4. Rows of y are
+/// nvecY >= nvec vectors apart, the padding a 1 and then zeros.
 template <int NV, typename X, typename Y4>
 __global__ void __launch_bounds__(kRowWarps * 32)
     layerNormWarpKernel(const X *x, const float4 *__restrict__ w,
                         const float4 *__restrict__ b, Y4 *y,
                         float *__restrict__ mean, float *__restrict__ rstd,
-                        int64_t rows, int64_t nvec, double eps) {
+                        int64_t rows, int64_t nvec, int64_t nvecY,
+                        double eps) {
   const int lane = threadIdx.x & 31;
   const int64_t cols = 4 * nvec;
   for (int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
@@ -127,7 +132,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
       mean[r] = m;
       rstd[r] = sc;
     }
-    Y4 *yr = y + r * nvec;
+    Y4 *yr = y + r * nvecY;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
@@ -139,6 +144,8 @@ __global__ void __launch_bounds__(kRowWarps * 32)
                                  (v[i].w - m) * sc * ww.w + bw.w));
       }
     }
+    for (int64_t k = nvec + lane; k < nvecY; k += 32)
+      put4(yr + k, make_float4(k == nvec ? 1.0f : 0.0f, 0.0f, 0.0f, 0.0f));
   }
 }
 
@@ -161,27 +168,31 @@ unsigned warpRowGrid(int64_t rows) {
 template <int NV, typename X, typename Y4>
 void launchLayerNormWarp(const Ctx &ctx, const X *x, const float *w,
                          const float *b, Y4 *y, float *mean, float *rstd,
-                         int64_t rows, int64_t cols, double eps) {
+                         int64_t rows, int64_t cols, int64_t ldy, double eps) {
   layerNormWarpKernel<NV, X, Y4>
       <<<warpRowGrid(rows), kRowWarps * 32, 0, ctx.stream>>>(
           x, reinterpret_cast<const float4 *>(w),
           reinterpret_cast<const float4 *>(b), y, mean, rstd, rows, cols / 4,
-          eps);
+          ldy / 4, eps);
 }
 
 template <typename X, typename Y4>
 void layerNormWarp(const Ctx &ctx, int nv, const X *x, const float *w,
                    const float *b, Y4 *y, float *mean, float *rstd,
-                   int64_t rows, int64_t cols, double eps) {
+                   int64_t rows, int64_t cols, int64_t ldy, double eps) {
   switch (nv) {
   case 2:
-    return launchLayerNormWarp<2>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+    return launchLayerNormWarp<2>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
   case 4:
-    return launchLayerNormWarp<4>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+    return launchLayerNormWarp<4>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
   case 6:
-    return launchLayerNormWarp<6>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+    return launchLayerNormWarp<6>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
   default:
-    return launchLayerNormWarp<8>(ctx, x, w, b, y, mean, rstd, rows, cols, eps);
+    return launchLayerNormWarp<8>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
   }
 }
 
@@ -578,26 +589,28 @@ template <typename X>
 void layerNorm(const Ctx &ctx, const Instr &in, const X *x, const Refs &ins,
                const Refs &outs) {
   const int64_t rows = in.i[0], cols = in.i[1];
+  const int64_t ldy = in.i.size() == 3 ? in.i[2] : cols;
   const float *w = ins[1].f32(), *b = ins[2].f32();
   float *mean = outs[1].f32(), *rstd = outs[2].f32();
   const double eps = double(in.f[0]);
   const bool bf16 = outs[0].value->dtype == DType::BF16;
   void *y = outs[0].data;
-  const int nv = cols % 4 == 0 ? warpVectors(cols / 4) : 0;
+  const int nv = cols % 4 == 0 && ldy % 4 == 0 ? warpVectors(cols / 4) : 0;
   if (nv && aligned(x, 4 * sizeof(X)) && aligned(w, 16) && aligned(b, 16) &&
       aligned(y, bf16 ? 8 : 16)) {
     if (bf16)
       layerNormWarp(ctx, nv, x, w, b, static_cast<Bf16x4 *>(y), mean, rstd,
-                    rows, cols, eps);
+                    rows, cols, ldy, eps);
     else
       layerNormWarp(ctx, nv, x, w, b, static_cast<float4 *>(y), mean, rstd,
-                    rows, cols, eps);
+                    rows, cols, ldy, eps);
   } else if (bf16) {
     layerNormKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
-        x, w, b, static_cast<__nv_bfloat16 *>(y), mean, rstd, rows, cols, eps);
+        x, w, b, static_cast<__nv_bfloat16 *>(y), mean, rstd, rows, cols, ldy,
+        eps);
   } else {
     layerNormKernel<<<rowGrid(rows), rowThreads(cols), 0, ctx.stream>>>(
-        x, w, b, static_cast<float *>(y), mean, rstd, rows, cols, eps);
+        x, w, b, static_cast<float *>(y), mean, rstd, rows, cols, ldy, eps);
   }
   checkLaunch("LayerNorm");
 }
