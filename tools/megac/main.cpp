@@ -226,6 +226,12 @@ cl::opt<bool> overwriteGrads(
              "the gradients (mega-overwrite-grads; default on; the same "
              "bits, =false keeps the clearing)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> onesColumnBiasGrad(
+    "ones-column-bias-grad",
+    cl::desc("A Linear fed by a LayerNorm gets its bias gradient as one more "
+             "row of its weight gradient's product: the norm writes a column "
+             "of ones beside its output (mega-ones-column; default off)"),
+    cl::init(false), cl::cat(megacCat));
 cl::opt<bool> bf16Bias(
     "bf16-bias",
     cl::desc("bf16: a Linear whose output (or GELU pre-activation) is stored "
@@ -604,6 +610,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
     overwrite.microbatches = o.microbatches;
     pm.addPass(mega::createMegaOverwriteGrads(overwrite));
   }
+  // The bias gradients that remain in a weight gradient's epilogue: one
+  // more row of the product instead, from a column of ones.
+  if (onesColumnBiasGrad)
+    pm.addPass(mega::createMegaOnesColumn());
   pm.addPass(mega::createMegaAssignBuffers());
 }
 

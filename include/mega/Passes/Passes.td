@@ -732,6 +732,40 @@ def MegaOverwriteGrads : Pass<"mega-overwrite-grads", "mlir::ModuleOp"> {
   ];
 }
 
+def MegaOnesColumn : Pass<"mega-ones-column", "mlir::ModuleOp"> {
+  let summary = "A Linear's bias gradient as one more row of its weight gradient";
+  let description = [{
+    At kernel level, after mega-overwrite-grads, before mega-assign-buffers
+    (megac --ones-column-bias-grad): a MatMul with the bias-gradient
+    epilogue (5) whose A is the output y of a LayerNorm, read elsewhere only
+    by the Linear's forward product, gets the bias gradient from a column of
+    ones beside y instead. The norm writes rows of y padded to ld = H + 1
+    rounded up to 8 columns (a 1 in column H, zeros after: LayerNorm's 3rd
+    attribute), the forward product reads y with lda = ld, and the weight
+    gradient is a plain product of ld rows into scratch: its first H rows go
+    into the weight gradient and row H into the bias gradient (a Copy, or an
+    Elementwise add when the MatMul accumulated). On the GPU the product
+    takes the time of the one without the epilogue; the bias gradient's bits
+    are the product's f32 sum instead of ReduceSum's.
+
+    Before:
+    ```mlir
+    %y:3 = mega.kernel "LayerNorm"(%x, %w, %b) i [16, 4] f [1.0e-05] : ... -> (tensor<16x4xbf16>, ...)
+    mega.kernel "MatMul"(%y#0, %dy, %gw, %gb) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0, 5, 0] f [1.0, 0.0] {mega.dests = 2 : i64} : ...
+    ```
+    After:
+    ```mlir
+    %y:3 = mega.kernel "LayerNorm"(%x, %w, %b) i [16, 4, 8] f [1.0e-05] : ... -> (tensor<16x8xbf16>, ...)
+    %s = mega.empty : tensor<8x8xf32>
+    mega.kernel "MatMul"(%y#0, %dy, %s) i [1, 8, 8, 16, 1, 0, 8, 8, 8, 0, 0, 0] f [1.0, 0.0] {mega.dests = 1 : i64} : ...
+    %sw = mega.view %s offset 0 : tensor<8x8xf32> -> tensor<4x8xf32>
+    mega.kernel "Copy"(%sw, %gw) i [] f [] {mega.dests = 1 : i64} : ...
+    %sb = mega.view %s offset 128 : tensor<8x8xf32> -> tensor<8xf32>
+    mega.kernel "Copy"(%sb, %gb) i [] f [] {mega.dests = 1 : i64} : ...
+    ```
+  }];
+}
+
 def MegaFuseEpilogues : Pass<"mega-fuse-epilogues", "mlir::ModuleOp"> {
   let summary = "Bias, residual and GELU of a Linear into the MatMul's epilogue";
   let description = [{
