@@ -23,8 +23,9 @@
 #              on cuDNN's fused attention and on mega's (--attention-backend local;
 #              also with --no-cuda-graph: bitwise the same losses),
 #              gpt-small-bf16f32res-{cpu,cuda}.plan (--fp32-residual-connection,
-#              rel 1e-2) and gpt-small-bf16f32grad-{cpu,cuda}.plan
-#              (--bf16-residual-grad=false, rel 1e-2);
+#              rel 1e-2), gpt-small-bf16f32grad-{cpu,cuda}.plan
+#              (--bf16-residual-grad=false, rel 1e-2) and
+#              gpt-small-bf16ones-{cpu,cuda}.plan (--ones-column-bias-grad, rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
@@ -42,8 +43,9 @@
 #              mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules
 #              off, with the biases in f32, with cuBLASLt's candidates
-#              timed (--gemm-autotune), and with the residual stream
-#              in f32), beside torch's
+#              timed (--gemm-autotune), with the residual stream
+#              in f32, and with the bias gradients from a column of ones,
+#              also autotuned), beside torch's
 #              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
@@ -299,6 +301,9 @@ do_train() {
   # with the bf16 copy on both devices.
   bf16_variant bf16f32res 'f32 residual' || rc=1
   bf16_variant bf16f32grad 'f32 residual gradient' || rc=1
+  # c_attn's and c_fc's bias gradients from the norms' column of ones
+  # (--ones-column-bias-grad): padded norms, lda 776, a plain product.
+  bf16_variant bf16ones 'ones column' || rc=1
   return "$rc"
 }
 
@@ -402,6 +407,11 @@ do_mega_timing() {
   # --gemm-autotune) instead of its heuristic's first.
   time_plan bf16-autotune gpt2-bf16-tuned gpt2-small-bf16-cuda.plan 12 --gemm-autotune || rc=1
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"
+  # The bias gradients of c_attn and c_fc from a column of ones
+  # (--ones-column-bias-grad), heuristic's and autotuned algorithms.
+  time_plan bf16-ones gpt2-bf16-ones gpt2-small-bf16-ones-cuda.plan 12 || rc=1
+  time_plan bf16-ones-autotune gpt2-bf16-ones-tuned gpt2-small-bf16-ones-cuda.plan 12 \
+    --gemm-autotune || rc=1
   # The biases in f32 (--bf16-bias=false): c_attn's and c_fc's products
   # without cuBLASLt's bias epilogues (the plain product + mega's kernel).
   time_plan bf16-f32bias gpt2-bf16-f32bias gpt2-small-bf16-f32bias-cuda.plan 12 || rc=1
@@ -423,6 +433,12 @@ do_mega_timing() {
     run_mega gpt2-bf16-f32grad-trace "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" cuda \
       "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-f32grad-trace.json" || rc=1
     "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-f32grad-trace.json" | sed '/^MatMul by shape/,$d' || rc=1
+  fi
+  if [ -f "$PLANS/gpt2-small-bf16-ones-cuda.plan" ]; then
+    echo "the same with --ones-column-bias-grad:"
+    run_mega gpt2-bf16-ones-trace "$PLANS/gpt2-small-bf16-ones-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-ones-trace.json" || rc=1
+    "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-ones-trace.json" || rc=1
   fi
   return "$rc"
 }

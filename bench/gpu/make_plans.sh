@@ -13,6 +13,8 @@
 #                               (the residual stream's gradient f32; bf16 by default)
 #   gpt-small-bf16f32res-{cpu,cuda}.plan  the same with --fp32-residual-connection (the
 #                               residual stream f32, as under autocast)
+#   gpt-small-bf16ones-{cpu,cuda}.plan  the same with --ones-column-bias-grad (c_attn's
+#                               and c_fc's bias gradients from a column of ones)
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
@@ -26,6 +28,11 @@
 #   gpt2-small-bf16-nobgrad-cuda.plan  the same with --fuse-bias-grad=false: c_fc's and
 #                               c_attn's bias gradients as ReduceSums instead of cuBLASLt's
 #                               bias-gradient epilogue on the weight gradient: timed, same run
+#   gpt2-small-bf16-ones-cuda.plan  the same with --ones-column-bias-grad: c_attn's and
+#                               c_fc's bias gradients as one more row of their weight
+#                               gradients' products (the norms write a column of ones)
+#                               instead of cuBLASLt's bias-gradient epilogue: timed,
+#                               same run
 #   gpt2-small-bf16-f32grad-cuda.plan  the same with --bf16-residual-grad=false (the
 #                               residual stream's gradient f32: the norms' gradients
 #                               read and write it in f32 and write a bf16 copy): timed,
@@ -67,6 +74,8 @@ for t in cpu cuda; do
     --target "$t" --precision bf16 --fp32-residual-connection
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16f32grad-$t.plan" "${SMALL[@]}" \
     --target "$t" --precision bf16 --bf16-residual-grad=false
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16ones-$t.plan" "${SMALL[@]}" \
+    --target "$t" --precision bf16 --ones-column-bias-grad
 done
 # Several MPI ranks sharing the GPU (the collectives go through host memory):
 # data parallelism with overlapped buckets, 1F1B, both, and interleaved, each
@@ -102,6 +111,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --bf16-bias=false
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32grad-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --bf16-residual-grad=false
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-ones-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --ones-column-bias-grad
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"

@@ -41,34 +41,37 @@ struct E {
   bool auxLate = false;   ///< aux starts one element late in its buffer
   DType res = DType::F32; ///< the residual (epilogue 2)
   DType bias = DType::F32; ///< the bias (widened on load when bf16)
+  int64_t aPad = 0; ///< A's rows this many elements longer than its columns
 };
 
 void epilogueCase(const E &e, Rng &rng) {
   const int64_t aRows = e.ta ? e.K : e.M, aCols = e.ta ? e.M : e.K;
   const int64_t bRows = e.tb ? e.N : e.K, bCols = e.tb ? e.K : e.N;
   const int64_t mn = e.M * e.N;
-  Case c = make(std::string("MatMul ") + epiName(e.epi) + " ab=" + name(e.ab) +
-                    " D=" + name(e.d) + " " +
-                    dims({{"M", e.M},
-                          {"N", e.N},
-                          {"K", e.K},
-                          {"tA", e.ta},
-                          {"tB", e.tb}}) +
-                    (e.epi == 2 ? std::string(" R=") + name(e.res) : "") +
-                    (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : "") +
-                    (e.dLate ? " D+1" : "") +
-                    (e.epi == 3 ? std::string(" aux=") + name(e.aux) : "") +
-                    (e.auxLate ? " aux+1" : "") +
-                    (e.bias == DType::BF16 ? " bias=bf16" : ""),
-                Op::MatMul,
-                {1, e.M, e.N, e.K, e.ta, e.tb, std::max<int64_t>(1, aCols),
-                 std::max<int64_t>(1, bCols), e.N, 0, 0, 0, e.epi},
-                {1.0f, 0.0f});
+  Case c =
+      make(std::string("MatMul ") + epiName(e.epi) + " ab=" + name(e.ab) +
+               " D=" + name(e.d) + " " +
+               dims({{"M", e.M},
+                     {"N", e.N},
+                     {"K", e.K},
+                     {"tA", e.ta},
+                     {"tB", e.tb}}) +
+               (e.epi == 2 ? std::string(" R=") + name(e.res) : "") +
+               (e.inPlace ? " D=R" : "") + (e.biasOff ? " bias+1" : "") +
+               (e.dLate ? " D+1" : "") +
+               (e.epi == 3 ? std::string(" aux=") + name(e.aux) : "") +
+               (e.auxLate ? " aux+1" : "") +
+               (e.bias == DType::BF16 ? " bias=bf16" : "") +
+               (e.aPad ? " lda+" + std::to_string(e.aPad) : ""),
+           Op::MatMul,
+           {1, e.M, e.N, e.K, e.ta, e.tb, std::max<int64_t>(1, aCols + e.aPad),
+            std::max<int64_t>(1, bCols), e.N, 0, 0, 0, e.epi},
+           {1.0f, 0.0f});
   auto in = [&](int64_t n) {
     std::vector<float> x = rng.vec(n);
     return e.ab == DType::BF16 ? c.bf16({n}, x) : c.f32({n}, x);
   };
-  const int a = in(aRows * aCols), b = in(bRows * bCols);
+  const int a = in(aRows * (aCols + e.aPad)), b = in(bRows * bCols);
   const bool biasH = e.bias == DType::BF16;
   const int biasBuf = biasH
                           ? c.bf16({e.N + e.biasOff}, rng.vec(e.N + e.biasOff))
@@ -358,6 +361,12 @@ void matmulEpilogue(Rng &rng) {
     p.bias = H;
     epilogueCase(p, rng);
   }
+  // c_attn and c_fc reading the norm's rows padded with the ones column
+  // (mega-ones-column: lda 776).
+  qkv.aPad = fcH.aPad = 8;
+  qkv.twice = fcH.twice = false;
+  epilogueCase(qkv, rng);
+  epilogueCase(fcH, rng);
   // The bias gradient (epilogue 5): both operand types, A transposed or
   // not, beta 0 and 1, fresh and accumulated sums at odd sizes; g off
   // alignment; K = 0 (no rows to sum) and M = 0 (sums without a product);
