@@ -44,9 +44,6 @@ using namespace mega;
 
 namespace {
 
-bool isF32(Type t) {
-  return cast<RankedTensorType>(t).getElementType().isF32();
-}
 bool isBf16(Type t) {
   return cast<RankedTensorType>(t).getElementType().isBF16();
 }
