@@ -23,6 +23,7 @@
 #include "../PlacedComm.h"
 
 #include "mega/Data/IndexedDataset.h"
+#include "mega/Runtime/GemmChoices.h"
 
 #include <algorithm>
 #include <cmath>
@@ -105,6 +106,66 @@ void testJson() {
       "json unterminated", [] { json::parse("{\"a\": \"x"); }, "unterminated");
   expectError(
       "json depth", [] { json::parse(std::string(200, '[')); }, "deep");
+}
+
+/// mega-run --gemm-autotune-file: a round trip, a missing file, and one
+/// line naming the line for each malformed one.
+void testGemmChoices() {
+  const std::string p = path("choices.txt");
+  std::remove(p.c_str());
+  CHECK(readGemmChoices(p).byKey.empty()); // no file yet: nothing chosen
+  GemmChoices c;
+  c.device = "NVIDIA H100 80GB HBM3";
+  c.cublasLt = 130100;
+  GemmKey k{};
+  for (size_t i = 0; i < k.size(); ++i)
+    k[i] = int64_t(i) * 1000 - 3;
+  GemmChoice g;
+  g.algo = {0, 1, 0xffffffffffffffffull, 0x123456789abcdefull, 7, 8, 9, 10};
+  g.us = 96.375;
+  c.byKey[k] = g;
+  k[16] = 1;
+  c.byKey[k] = GemmChoice{};
+  writeGemmChoices(p, c);
+  GemmChoices r = readGemmChoices(p);
+  CHECK(r.device == c.device && r.cublasLt == c.cublasLt);
+  CHECK(r.byKey.size() == 2);
+  for (const auto &[key, want] : c.byKey) {
+    auto it = r.byKey.find(key);
+    CHECK(it != r.byKey.end() && it->second.algo == want.algo &&
+          it->second.us == want.us);
+  }
+  const std::string head = "device X\ncublaslt 1\n";
+  const std::string key = " 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17";
+  const std::string algo = " algo 0 1 2 3 4 5 6 7";
+  const struct {
+    const char *what;
+    std::string text, want;
+  } bads[] = {
+      {"word", "devise X\n", ":1: expected 'device', 'cublaslt' or 'gemm'"},
+      {"gemm first", "gemm" + key + algo + " us 1\n", ":1: 'gemm' before"},
+      {"short key", head + "gemm 1 2 3 algo\n", ":3: 'gemm' needs 17"},
+      {"no algo", head + "gemm" + key + " us 1\n",
+       ":3: 'gemm' needs 17 integers, then 'algo'"},
+      {"bad hex", head + "gemm" + key + " algo 0 1 2 3 4 5 6 0x7 us 1\n",
+       ":3: 'algo' needs 8 hexadecimal"},
+      {"no time", head + "gemm" + key + algo + "\n",
+       ":3: 'gemm' ends with 'us'"},
+      {"negative time", head + "gemm" + key + algo + " us -1\n",
+       ":3: 'gemm' ends with 'us'"},
+      {"twice",
+       head + "gemm" + key + algo + " us 1\ngemm" + key + algo + " us 2\n",
+       ":4: a second choice"},
+      {"two devices", "device X\ndevice Y\n", ":2: a second 'device'"},
+      {"version", "device X\ncublaslt v13\n",
+       ":2: 'cublaslt' needs one version"},
+      {"no version", "device X\n", "choices.txt: no 'cublaslt' line"},
+  };
+  for (const auto &b : bads) {
+    writeBytes(p, b.text);
+    expectError(
+        b.what, [&] { readGemmChoices(p); }, b.want);
+  }
 }
 
 void testRng() {
@@ -792,6 +853,7 @@ int main(int argc, char **argv) {
     const char *name;
     void (*fn)();
   } tests[] = {{"json", testJson},
+               {"gemm choices", testGemmChoices},
                {"rng", testRng},
                {"safetensors", testSafetensors},
                {"schedule", testSchedule},
