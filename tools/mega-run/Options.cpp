@@ -60,6 +60,10 @@ both:
                                keep the fastest (default: the heuristic's
                                first; tuned runs may differ in the last bits
                                from run to run)
+  --gemm-autotune-file FILE  cuda: --gemm-autotune, keeping the choices in
+                               FILE: a run uses those it finds (untimed)
+                               and adds the rest, so runs of one plan on
+                               one GPU and cuBLASLt pick the same algorithms
 parallel plans (tp*pp*dp ranks): mpirun -np N mega-run PLAN ...
 )";
 }
@@ -203,6 +207,13 @@ Options parseOptions(int argc, char **argv) {
        B,
        false,
        [&](auto &, auto &) { o.gemmAutotune = true; }},
+      {{"--gemm-autotune-file"},
+       B,
+       true,
+       [&](const std::string &, const std::string &v) {
+         o.gemmAutotune = true;
+         o.gemmAutotuneFile = v;
+       }},
       {{"--comm-timeout"},
        B,
        true,

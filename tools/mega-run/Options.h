@@ -27,6 +27,7 @@ struct Options {
   rt::CommPath comm = rt::CommPath::Auto; ///< --comm
   rt::AttentionBackend attention = rt::AttentionBackend::Auto; ///< cuda
   bool gemmAutotune = false;              ///< --gemm-autotune (cuda)
+  std::string gemmAutotuneFile;           ///< --gemm-autotune-file (cuda)
   double commTimeout = 300;               ///< --comm-timeout, seconds
   rt::TrainOptions train;
   // --generate

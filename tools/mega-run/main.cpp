@@ -17,6 +17,7 @@
 #include "Trainer.h"
 
 #include "mega/Plan/Plan.h"
+#include "mega/Runtime/GemmChoices.h"
 
 #include <cstdio>
 #include <exception>
@@ -106,6 +107,15 @@ int realMain(int argc, char **argv) {
   rt::CudaOptions cudaOptions;
   cudaOptions.attention = o.attention;
   cudaOptions.gemmAutotune = o.gemmAutotune;
+  if (!o.gemmAutotuneFile.empty()) {
+    // Read before the backend exists: a malformed file ends the run here.
+    cudaOptions.gemmChoices = std::make_shared<rt::GemmChoices>(
+        rt::readGemmChoices(o.gemmAutotuneFile));
+    cudaOptions.saveGemmChoices =
+        [path = o.gemmAutotuneFile](const rt::GemmChoices &c) {
+          rt::writeGemmChoices(path, c);
+        };
+  }
   cudaOptions.localRank = launch.localRank;
   std::unique_ptr<rt::Backend> backend =
       rt::createBackend(device, o.threads, cudaOptions);

@@ -10,6 +10,7 @@
 #define MEGA_RUNTIME_BACKEND_H
 
 #include "mega/Plan/Plan.h"
+#include "mega/Runtime/GemmChoices.h"
 
 #include <cstddef>
 #include <functional>
@@ -468,6 +469,12 @@ struct CudaOptions {
   /// is the fastest of the heuristic's candidates, timed at its first call
   /// outside a graph capture, instead of the heuristic's first.
   bool gemmAutotune = false;
+  /// mega-run --gemm-autotune-file: the choices kept from earlier runs
+  /// (used where they still apply; the GEMMs they lack are timed and
+  /// added) and what writes them back after each addition. A set timed on
+  /// another GPU or cuBLASLt is dropped (said on stderr) and timed again.
+  std::shared_ptr<GemmChoices> gemmChoices;
+  std::function<void(const GemmChoices &)> saveGemmChoices;
   /// The process's rank on its node (the launcher's LOCAL_RANK), or -1:
   /// with one, the backend takes GPU localRank mod the visible count instead
   /// of the device asked for, so that the ranks of a node spread over its

@@ -281,6 +281,15 @@ def case_cli_errors():
     p = run(base + ["--gemm-autotune"], expect_rc=0)
     check("autotune" not in p.stdout + p.stderr,
           f"the cpu run spoke of autotuning: {p.stdout!r} {p.stderr!r}")
+    # Its kept choices: read before any backend exists (a malformed file is
+    # one line naming the line), never written by a backend that times none.
+    choices = scratch("choices.txt")
+    p = run(base + ["--gemm-autotune-file", choices], expect_rc=0)
+    check(not os.path.exists(choices), "the cpu run wrote GEMM choices")
+    with open(choices, "w") as f:
+        f.write("device X\ncublaslt 130100\ngemm 1 2 3\n")
+    expect_error(base + ["--gemm-autotune-file", choices],
+                 "choices.txt:3: 'gemm' needs 17 integers")
     # --comm host is always possible; one rank says nothing about it.
     p = run(base + ["--comm", "host", "--comm-timeout", "5"], expect_rc=0)
     check("collectives:" not in p.stdout, f"one rank logged its collectives: {p.stdout!r}")

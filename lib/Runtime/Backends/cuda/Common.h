@@ -134,7 +134,7 @@ private:
 /// leading dims and batch strides of B, A and C, the batch count, the
 /// alignment classes of B, A and C (and D), the epilogue with the type of C
 /// and D, and the alignment class of its bias (Precision.cu, ltGemm).
-using LtGemmKey = std::array<int64_t, 17>;
+using LtGemmKey = GemmKey;
 
 /// One distinct GEMM's cuBLASLt descriptors and the algorithm the heuristic
 /// chose for them (found false: none fits; the caller falls back).
@@ -202,6 +202,10 @@ struct Ctx {
   bool cudnnRequired = false;
   /// Time cuBLASLt's candidates at a GEMM's first call (CudaOptions).
   bool gemmAutotune = false;
+  /// The kept choices and what saves them (CudaOptions::gemmChoices), or
+  /// null.
+  GemmChoices *gemmChoices = nullptr;
+  const std::function<void(const GemmChoices &)> *saveGemmChoices = nullptr;
 };
 
 /// Blocks for a grid-stride loop over n items with `threads` per block.

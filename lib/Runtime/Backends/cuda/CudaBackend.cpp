@@ -229,6 +229,35 @@ public:
     ctx_.ewJit = ewJit_.get();
     chooseAttention(options.attention);
     ctx_.gemmAutotune = options.gemmAutotune;
+    keepGemmChoices(device, options);
+  }
+
+  /// CudaOptions::gemmChoices: kept only for this GPU's name and this
+  /// cuBLASLt (cuBLASLt's algorithm structure holds for those alone).
+  void keepGemmChoices(int device, const CudaOptions &options) {
+    gemmChoices_ = options.gemmChoices;
+    saveGemmChoices_ = options.saveGemmChoices;
+    if (!gemmChoices_)
+      return;
+    cudaDeviceProp prop{};
+    checkCuda(cudaGetDeviceProperties(&prop, device),
+              "cudaGetDeviceProperties");
+    const std::string name = prop.name;
+    const int64_t lt = int64_t(cublasLtGetVersion());
+    GemmChoices &c = *gemmChoices_;
+    if (!c.byKey.empty() && (c.device != name || c.cublasLt != lt)) {
+      std::fprintf(stderr,
+                   "cuda: autotune: the kept GEMM algorithms were timed on %s "
+                   "with cuBLASLt %lld, this is %s with cuBLASLt %lld: timing "
+                   "them again\n",
+                   c.device.c_str(), (long long)c.cublasLt, name.c_str(),
+                   (long long)lt);
+      c.byKey.clear();
+    }
+    c.device = name;
+    c.cublasLt = lt;
+    ctx_.gemmChoices = gemmChoices_.get();
+    ctx_.saveGemmChoices = &saveGemmChoices_;
   }
 
   ~CudaBackend() override {
@@ -652,6 +681,8 @@ private:
   std::unique_ptr<EwJit> ewJit_;
   std::unique_ptr<CudnnAttention> cudnn_; ///< null: mega's attention kernels
   std::string attentionLine_;
+  std::shared_ptr<GemmChoices> gemmChoices_;
+  std::function<void(const GemmChoices &)> saveGemmChoices_;
   std::unordered_map<void *, size_t> sizes_; ///< allocate()'s blocks
   size_t allocated_ = 0;
 #ifdef MEGA_HAVE_NCCL

@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdio>
+#include <cstring>
 
 namespace mega::rt::gpu {
 
@@ -249,8 +250,9 @@ void refusedEpilogue(const LtEpilogue &epi, int64_t N, int64_t M, int64_t K,
 /// D's layout (ltGemm); every output is write-only then (the plan's check
 /// keeps D off A, B, the bias and aux). A candidate the call refuses is
 /// skipped. Tells the choice on stderr when it is not the heuristic's
-/// first.
-void tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
+/// first. Returns the chosen algorithm's time in microseconds, or -1 when
+/// no candidate ran.
+double tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
                 const void *B, const void *A, const float *beta,
                 const void *C, void *D, int64_t N, int64_t M, int64_t K,
                 const LtEpilogue &epi) {
@@ -294,7 +296,7 @@ void tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
     }
   }
   if (!any)
-    return;
+    return -1.0;
   e.algo = e.candidates[bestAt];
   if (bestAt != 0)
     std::fprintf(stderr,
@@ -306,6 +308,30 @@ void tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
                                                        : epilogueName(epi.mode),
                  bestAt + 1, e.candidates.size(), 1e3 * best,
                  first < 0 ? -1.0 : 1e3 * first);
+  return 1e3 * double(best);
+}
+
+/// A kept choice (mega-run --gemm-autotune-file) as `e`'s algorithm when
+/// cuBLASLt still takes it for these descriptors within the workspace;
+/// false (said on stderr) when it does not.
+bool applyChoice(const Ctx &ctx, LtGemmPlan &e, const GemmChoice &choice,
+                 int64_t N, int64_t M, int64_t K) {
+  static_assert(sizeof(cublasLtMatmulAlgo_t) == sizeof(choice.algo),
+                "cublasLtMatmulAlgo_t is 8 words");
+  cublasLtMatmulAlgo_t algo;
+  std::memcpy(&algo, choice.algo.data(), sizeof algo);
+  cublasLtMatmulHeuristicResult_t result{};
+  if (cublasLtMatmulAlgoCheck(ctx.lt, e.desc, e.a, e.b, e.c, e.c, &algo,
+                              &result) == CUBLAS_STATUS_SUCCESS &&
+      result.workspaceSize <= ctx.ltWorkspaceBytes) {
+    e.algo = algo;
+    return true;
+  }
+  std::fprintf(stderr,
+               "cuda: autotune: the kept algorithm of the %lld x %lld x %lld "
+               "product no longer applies: timing it again\n",
+               (long long)M, (long long)N, (long long)K);
+  return false;
 }
 
 /// One cuBLASLt call of up to 65535 batch items; false when no algorithm
@@ -351,13 +377,25 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
     checkCuda(cudaStreamIsCapturing(ctx.stream, &capturing),
               "cudaStreamIsCapturing");
     const bool readsD = *beta != 0.0f && C == D;
+    // A choice kept from an earlier run is used untimed.
+    const GemmChoice *kept = nullptr;
+    if (ctx.gemmChoices) {
+      auto it = ctx.gemmChoices->byKey.find(key);
+      kept = it == ctx.gemmChoices->byKey.end() ? nullptr : &it->second;
+    }
     const bool tune = ctx.gemmAutotune &&
                       capturing == cudaStreamCaptureStatusNone &&
                       !(readsD && epi.mode == CUBLASLT_EPILOGUE_BGRADA);
     planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
-               count, alB, alA, alC, epi, tune ? kTuneCandidates : 1);
+               count, alB, alA, alC, epi, tune && !kept ? kTuneCandidates : 1);
     if (!fresh->found && withEpi)
       refusedEpilogue(epi, N, M, K, "has no algorithm for");
+    if (fresh->found && kept && !applyChoice(ctx, *fresh, *kept, N, M, K) &&
+        tune) {
+      fresh = std::make_unique<LtGemmPlan>(); // asked again for candidates
+      planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
+                 count, alB, alA, alC, epi, kTuneCandidates);
+    }
     if (fresh->found && tune && fresh->candidates.size() > 1) {
       if (withEpi)
         setEpiloguePointers(fresh->desc, epi);
@@ -367,7 +405,15 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
                              size_t(M - 1) * size_t(ldc) + size_t(N);
         tuneD = ctx.ws->get(elems * (epi.cd == CUDA_R_16BF ? 2 : 4));
       }
-      tuneLtGemm(ctx, *fresh, alpha, B, A, beta, C, tuneD, N, M, K, epi);
+      const double us =
+          tuneLtGemm(ctx, *fresh, alpha, B, A, beta, C, tuneD, N, M, K, epi);
+      if (us >= 0 && ctx.gemmChoices) {
+        GemmChoice &g = ctx.gemmChoices->byKey[key];
+        std::memcpy(g.algo.data(), &fresh->algo, sizeof g.algo);
+        g.us = us;
+        if (ctx.saveGemmChoices && *ctx.saveGemmChoices)
+          (*ctx.saveGemmChoices)(*ctx.gemmChoices);
+      }
     }
     e = &ctx.ltPlans->add(key, std::move(fresh));
   }
