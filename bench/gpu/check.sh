@@ -27,7 +27,9 @@
 #              (--bf16-residual-grad=false, rel 1e-2) and
 #              gpt-small-bf16ones-{cpu,cuda}.plan (--ones-column-bias-grad, rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
-#              third fp32 run with --no-cuda-graph must give bitwise the same losses
+#              third fp32 run with --no-cuda-graph must give bitwise the same losses;
+#              two bf16 runs with --gemm-autotune-file: the second reads what the
+#              first timed, times nothing, leaves the file and has its bits
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
 #              every collective against the host-staged path (bitwise), the
 #              gradient buckets' stream, an invalid argument and a receive that
@@ -304,6 +306,30 @@ do_train() {
   # c_attn's and c_fc's bias gradients from the norms' column of ones
   # (--ones-column-bias-grad): padded norms, lda 776, a plain product.
   bf16_variant bf16ones 'ones column' || rc=1
+  # Kept autotune choices (--gemm-autotune-file): the first run times
+  # cuBLASLt's candidates and writes them, the second reads them, times
+  # nothing, leaves the file as it was and gives the same bits (mega's
+  # attention: cuDNN's backward is not deterministic).
+  if [ -f "$PLANS/gpt-small-bf16-cuda.plan" ]; then
+    local kept=$LOGS/small-choices.txt
+    rm -f "$kept"
+    for k in 1 2; do
+      run_mega "small-bf16-kept$k" "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" \
+        20 "${load[@]}" --attention-backend local --gemm-autotune-file "$kept" || rc=1
+      [ "$k" = 1 ] && cp "$kept" "$kept.first" 2>/dev/null
+    done
+    printf 'kept autotune choices: %s GEMMs; ' "$(grep -c '^gemm' "$kept" 2>/dev/null)"
+    if [ ! -s "$kept" ] || ! cmp -s "$kept" "$kept.first"; then
+      echo "the second run changed or lost $kept"
+      rc=1
+    elif grep -q "candidate\|timing it again" "$LOGS/small-bf16-kept2.log"; then
+      echo "the second run timed GEMMs again:"
+      grep -h "autotune" "$LOGS/small-bf16-kept2.log"
+      rc=1
+    fi
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16-kept1.jsonl" "$LOGS/small-bf16-kept2.jsonl" \
+      --rtol 0 | tail -1 || rc=1
+  fi
   return "$rc"
 }
 
@@ -411,7 +437,10 @@ do_mega_timing() {
   # (--ones-column-bias-grad), heuristic's and autotuned algorithms.
   time_plan bf16-ones gpt2-bf16-ones gpt2-small-bf16-ones-cuda.plan 12 || rc=1
   time_plan bf16-ones-autotune gpt2-bf16-ones-tuned gpt2-small-bf16-ones-cuda.plan 12 \
-    --gemm-autotune || rc=1
+    --gemm-autotune-file "$LOGS/gpt2-ones-choices.txt" || rc=1
+  # The same choices read back (no GEMM timed): what a user's second run gets.
+  time_plan bf16-ones-kept gpt2-bf16-ones-kept gpt2-small-bf16-ones-cuda.plan 12 \
+    --gemm-autotune-file "$LOGS/gpt2-ones-choices.txt" || rc=1
   # The biases in f32 (--bf16-bias=false): c_attn's and c_fc's products
   # without cuBLASLt's bias epilogues (the plain product + mega's kernel).
   time_plan bf16-f32bias gpt2-bf16-f32bias gpt2-small-bf16-f32bias-cuda.plan 12 || rc=1
