@@ -15,8 +15,11 @@ namespace {
 std::string traceArgs(const plan::Instr &in) {
   constexpr size_t kMaxAttrs = 16;
   std::string out = "{\"i\":[";
-  for (size_t k = 0; k < in.i.size() && k < kMaxAttrs; ++k)
-    out += (k ? "," : "") + std::to_string(in.i[k]);
+  for (size_t k = 0; k < in.i.size() && k < kMaxAttrs; ++k) {
+    if (k)
+      out += ',';
+    out += std::to_string(in.i[k]);
+  }
   return out + "]}";
 }
 
