@@ -41,20 +41,22 @@
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
-#              small ms/step in fp32 and bf16 (also without CUDA graphs, with
-#              mega's attention kernels instead of cuDNN's, with the bias
-#              gradients as ReduceSums, with the backward's bf16 rules
-#              off, with the biases in f32, with cuBLASLt's candidates
-#              timed (--gemm-autotune), with the residual stream
-#              in f32, and with the bias gradients from a column of ones,
-#              also autotuned), beside torch's
+#              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
+#              timed and kept in a file, then read back; with the bias
+#              gradients from a column of ones, likewise; with the residual
+#              gradient in f32; and with MEGA_TIMING=all without CUDA graphs,
+#              with mega's attention kernels instead of cuDNN's, with the bias
+#              gradients as ReduceSums, with the backward's bf16 rules off,
+#              with the biases in f32, with the residual stream in f32 and
+#              with the output layer unblocked), beside torch's
 #              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
 # an H100 (most of it the build and torch.compile).
 # Environment: MEGA_CMAKE_ARGS adds configure arguments; PYTHON picks python3;
-# MEGA_CHECK_SKIP="twin torch" skips steps by name.
+# MEGA_CHECK_SKIP="twin torch" skips steps by name; MEGA_TIMING=all times
+# every GPT-2 variant (step 5).
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -416,36 +418,44 @@ do_mega_timing() {
     "$LOGS/gpt2-bf16.log"
   # What fell back from cuBLASLt's epilogues or cuDNN in the timed step.
   grep -h "^cuda: cu" "$LOGS/gpt2-bf16.log" | sort | uniq -c
-  # mega's own attention kernels instead of cuDNN's.
-  time_plan bf16-localattn gpt2-bf16-local gpt2-small-bf16-cuda.plan 12 \
-    --attention-backend local || rc=1
-  # The same without CUDA graphs: what the launches cost.
-  time_plan bf16-nograph gpt2-bf16-nograph gpt2-small-bf16-cuda.plan 12 --no-cuda-graph || rc=1
-  # The backward's bias sums, dX product and GELU aux kept in f32.
-  time_plan bf16-f32bwd gpt2-bf16-f32bwd gpt2-small-bf16-f32bwd-cuda.plan 12 || rc=1
-  # The bias gradients as ReduceSums (no cuBLASLt bias-gradient epilogue).
-  time_plan bf16-nobgrad gpt2-bf16-nobgrad gpt2-small-bf16-nobgrad-cuda.plan 12 || rc=1
-  # The residual stream's gradient in f32 (--bf16-residual-grad=false).
-  time_plan bf16-f32grad gpt2-bf16-f32grad gpt2-small-bf16-f32grad-cuda.plan 12 || rc=1
-  # The residual stream in f32 (--fp32-residual-connection, as autocast).
-  time_plan bf16-f32residual gpt2-bf16-f32res gpt2-small-bf16-f32res-cuda.plan 12 || rc=1
-  # cuBLASLt's candidates timed at each GEMM's first call (mega-run
-  # --gemm-autotune) instead of its heuristic's first.
-  time_plan bf16-autotune gpt2-bf16-tuned gpt2-small-bf16-cuda.plan 12 --gemm-autotune || rc=1
+  # cuBLASLt's candidates timed at each GEMM's first call instead of its
+  # heuristic's first, kept in a file (--gemm-autotune-file), then the
+  # same choices read back untimed: what a user's second run gets.
+  time_plan bf16-autotune gpt2-bf16-tuned gpt2-small-bf16-cuda.plan 12 \
+    --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"
+  time_plan bf16-kept gpt2-bf16-kept gpt2-small-bf16-cuda.plan 12 \
+    --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
   # The bias gradients of c_attn and c_fc from a column of ones
-  # (--ones-column-bias-grad), heuristic's and autotuned algorithms.
+  # (--ones-column-bias-grad): the heuristic's algorithms, then tuned and
+  # kept as above.
   time_plan bf16-ones gpt2-bf16-ones gpt2-small-bf16-ones-cuda.plan 12 || rc=1
   time_plan bf16-ones-autotune gpt2-bf16-ones-tuned gpt2-small-bf16-ones-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-ones-choices.txt" || rc=1
-  # The same choices read back (no GEMM timed): what a user's second run gets.
   time_plan bf16-ones-kept gpt2-bf16-ones-kept gpt2-small-bf16-ones-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-ones-choices.txt" || rc=1
-  # The biases in f32 (--bf16-bias=false): c_attn's and c_fc's products
-  # without cuBLASLt's bias epilogues (the plain product + mega's kernel).
-  time_plan bf16-f32bias gpt2-bf16-f32bias gpt2-small-bf16-f32bias-cuda.plan 12 || rc=1
-  # The output layer on all rows at once (no row blocks: 1.24 GB more arena).
-  time_plan bf16-whole gpt2-bf16-whole gpt2-small-bf16-whole-cuda.plan 12 || rc=1
+  # The residual stream's gradient in f32 (--bf16-residual-grad=false).
+  time_plan bf16-f32grad gpt2-bf16-f32grad gpt2-small-bf16-f32grad-cuda.plan 12 || rc=1
+  # MEGA_TIMING=all: the variants whose cost earlier runs measured (the
+  # default keeps the timing segment within its time).
+  if [ "${MEGA_TIMING:-}" = all ]; then
+    # mega's own attention kernels instead of cuDNN's.
+    time_plan bf16-localattn gpt2-bf16-local gpt2-small-bf16-cuda.plan 12 \
+      --attention-backend local || rc=1
+    # The same without CUDA graphs: what the launches cost.
+    time_plan bf16-nograph gpt2-bf16-nograph gpt2-small-bf16-cuda.plan 12 --no-cuda-graph || rc=1
+    # The backward's bias sums, dX product and GELU aux kept in f32.
+    time_plan bf16-f32bwd gpt2-bf16-f32bwd gpt2-small-bf16-f32bwd-cuda.plan 12 || rc=1
+    # The bias gradients as ReduceSums (no cuBLASLt bias-gradient epilogue).
+    time_plan bf16-nobgrad gpt2-bf16-nobgrad gpt2-small-bf16-nobgrad-cuda.plan 12 || rc=1
+    # The residual stream in f32 (--fp32-residual-connection, as autocast).
+    time_plan bf16-f32residual gpt2-bf16-f32res gpt2-small-bf16-f32res-cuda.plan 12 || rc=1
+    # The biases in f32 (--bf16-bias=false): c_attn's and c_fc's products
+    # without cuBLASLt's bias epilogues (the plain product + mega's kernel).
+    time_plan bf16-f32bias gpt2-bf16-f32bias gpt2-small-bf16-f32bias-cuda.plan 12 || rc=1
+    # The output layer on all rows at once (no row blocks: 1.24 GB more arena).
+    time_plan bf16-whole gpt2-bf16-whole gpt2-small-bf16-whole-cuda.plan 12 || rc=1
+  fi
   time_plan fp32 gpt2-fp32 gpt2-small-cuda.plan 8 || rc=1
   for r in "${runs[@]}"; do
     printf 'mega gpt2-small %-5s ' "${r%%=*}"
@@ -457,7 +467,7 @@ do_mega_timing() {
   run_mega gpt2-bf16-trace "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 2 \
     --trace "$LOGS/gpt2-bf16-trace.json" || rc=1
   "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-trace.json" || rc=1
-  if [ -f "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" ]; then
+  if [ "${MEGA_TIMING:-}" = all ] && [ -f "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" ]; then
     echo "the same with --bf16-residual-grad=false (kernels only):"
     run_mega gpt2-bf16-f32grad-trace "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" cuda \
       "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-f32grad-trace.json" || rc=1
