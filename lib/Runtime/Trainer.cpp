@@ -272,7 +272,14 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
     return runPipelineIteration(iteration, dumpGrads, lr, gradNorm);
   ProgramRunner &train = engine_.program("train");
   ProgramRunner &opt = engine_.program("optimizer");
+  // The optimizer's scalars go up first, and the last micro-batch's loss
+  // is read after the optimizer is launched: no wait on the device between
+  // the last train run and the optimizer.
+  opt.setScalar("lr", float(lr));
+  if (opt.inputPort("step"))
+    opt.setScalar("step", float(iteration));
   double lossSum = 0;
+  const bool readLossLater = !dumpGrads;
   for (int64_t m = 0; m < shape_.microbatches; ++m) {
     {
       // Megatron's sampler: micro-batch m of the iteration is the B*D
@@ -291,16 +298,17 @@ double Trainer::runIteration(int64_t iteration, bool dumpGrads, double lr,
     engine_.buckets().setStarting(m + 1 == shape_.microbatches && !dumpGrads);
     train.run(tracer_.get());
     engine_.buckets().setStarting(false);
-    lossSum += double(train.getScalar("loss"));
+    if (m + 1 < shape_.microbatches || !readLossLater)
+      lossSum += double(train.getScalar("loss"));
   }
   if (dumpGrads) {
     TraceScope t(tracer_.get(), "dump-grads", "host", Tracer::Host);
     dumpGradients(iteration);
   }
-  opt.setScalar("lr", float(lr));
-  if (opt.inputPort("step"))
-    opt.setScalar("step", float(iteration));
   opt.run(tracer_.get());
+  // (The optimizer writes none of train's output ports.)
+  if (readLossLater)
+    lossSum += double(train.getScalar("loss"));
   gradNorm =
       opt.outputPort("grad_norm") ? double(opt.getScalar("grad_norm")) : 0.0;
   consumed_ += shape_.global;
