@@ -313,9 +313,9 @@ double tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
 
 /// A kept choice (mega-run --gemm-autotune-file) as `e`'s algorithm when
 /// cuBLASLt still takes it for these descriptors within the workspace;
-/// false (said on stderr) when it does not.
+/// false (said on stderr: timed again when `retune`) when it does not.
 bool applyChoice(const Ctx &ctx, LtGemmPlan &e, const GemmChoice &choice,
-                 int64_t N, int64_t M, int64_t K) {
+                 int64_t N, int64_t M, int64_t K, bool retune) {
   static_assert(sizeof(cublasLtMatmulAlgo_t) == sizeof(choice.algo),
                 "cublasLtMatmulAlgo_t is 8 words");
   cublasLtMatmulAlgo_t algo;
@@ -329,8 +329,9 @@ bool applyChoice(const Ctx &ctx, LtGemmPlan &e, const GemmChoice &choice,
   }
   std::fprintf(stderr,
                "cuda: autotune: the kept algorithm of the %lld x %lld x %lld "
-               "product no longer applies: timing it again\n",
-               (long long)M, (long long)N, (long long)K);
+               "product no longer applies: %s\n",
+               (long long)M, (long long)N, (long long)K,
+               retune ? "timing it again" : "the heuristic's first");
   return false;
 }
 
@@ -390,8 +391,8 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
                count, alB, alA, alC, epi, tune && !kept ? kTuneCandidates : 1);
     if (!fresh->found && withEpi)
       refusedEpilogue(epi, N, M, K, "has no algorithm for");
-    if (fresh->found && kept && !applyChoice(ctx, *fresh, *kept, N, M, K) &&
-        tune) {
+    if (fresh->found && kept &&
+        !applyChoice(ctx, *fresh, *kept, N, M, K, tune) && tune) {
       fresh = std::make_unique<LtGemmPlan>(); // asked again for candidates
       planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
                  count, alB, alA, alC, epi, kTuneCandidates);
