@@ -230,6 +230,21 @@ int main(int argc, char **argv) {
                          {t(y, {R, H}), t(F, {R}), t(F, {R})},
                          double(R * H) * (4.0 + double(plan::dtypeSize(y)))});
     }
+    // What a bf16 plan runs by default: x the bf16 residual stream; and
+    // with megac --ones-column-bias-grad, rows of y padded to 776 columns.
+    for (int64_t ldy : {H, H + 8}) {
+      const std::string name = "LayerNorm [16384,768] bf16 x, y bf16" +
+                               (ldy != H ? " ldy " + std::to_string(ldy) : "");
+      if (!wanted(name))
+        continue;
+      std::vector<int64_t> i = {R, H};
+      if (ldy != H)
+        i.push_back(ldy);
+      cases.push_back({name, instr(Op::LayerNorm, i, {1e-5f}),
+                       {t(BF, {R, H}), t(F, {H}), t(F, {H})},
+                       {t(BF, {R, ldy}), t(F, {R}), t(F, {R})},
+                       2.0 * double(R * H) + 2.0 * double(R * ldy)});
+    }
     if (wanted("LayerNormGrad"))
       cases.push_back({"LayerNormGrad [16384,768]",
                        instr(Op::LayerNormGrad, {R, H, 0}),
@@ -277,6 +292,14 @@ int main(int argc, char **argv) {
                        {dyB, x, w, mean, rstd},
                        {resid, dw, db, copy, bias},
                        16.0 * double(R * H)});
+      // The default bf16 plan's form (the residual gradient in bf16, x the
+      // bf16 stream): dx read and written in bf16, its column sums.
+      Tensor *xB = t(BF, {R, H}), *dxB = t(BF, {R, H});
+      cases.push_back({"LayerNormGrad bf16 dx + dsum (acc, acc_wb)",
+                       instr(Op::LayerNormGrad, {R, H, 1, 1, 1}),
+                       {dyB, xB, w, mean, rstd},
+                       {dxB, dw, db, bias},
+                       8.0 * double(R * H)});
     }
     // The loss over GPT-2's padded vocabulary.
     if (wanted("CrossEntropy")) {
