@@ -4,8 +4,8 @@
 # long costs only its segment and the others still report:
 #
 #   twin     the CUDA kernels against their CPU twins           (limit 200 s)
-#   train    kernels, train, nccl, ranks                         (limit 160 s)
-#   timing   torch, mega-timing                                  (limit 330 s)
+#   train    kernels, train, nccl, ranks                         (limit 190 s)
+#   timing   torch, mega-timing                                  (limit 300 s)
 #
 #   OUT=DIR bench/gpu/check_segments.sh [SEGMENT...]    (default: all three)
 #
@@ -26,8 +26,8 @@ status=0
 for seg in "${segments[@]}"; do
   case "$seg" in
     twin) keep="twin" limit=200 ;;
-    train) keep="kernels train nccl ranks" limit=160 ;;
-    timing) keep="torch mega-timing" limit=330 ;;
+    train) keep="kernels train nccl ranks" limit=190 ;;
+    timing) keep="torch mega-timing" limit=300 ;;
     *) echo "check_segments: unknown segment '$seg' (twin, train or timing)" >&2; exit 2 ;;
   esac
   skip=""
