@@ -58,13 +58,7 @@ using namespace mega;
 
 namespace {
 
-// MatMul integer attributes (docs/plan-format.md, opcode 2).
-enum MM { kBatch, kM, kN, kK, kTransA, kTransB, kLda, kLdb, kLdc, kEpilogue = 12 };
-
-RankedTensorType tensorOf(Value v) {
-  return cast<RankedTensorType>(v.getType());
-}
-int64_t elemBytes(Value v) { return tensorOf(v).getElementTypeBitWidth() / 8; }
+using namespace mega::mm;
 
 bool isMatMul(Operation *op) {
   auto k = dyn_cast_or_null<KernelOp>(op);

@@ -76,12 +76,6 @@ bool isAttention(Operation *op) {
          (k.getKernel() == "Attention" || k.getKernel() == "AttentionGrad");
 }
 
-RankedTensorType tensorOf(Value v) {
-  return cast<RankedTensorType>(v.getType());
-}
-
-int64_t elemBytes(Value v) { return tensorOf(v).getElementTypeBitWidth() / 8; }
-
 /// An attention kernel's heads and per-group strides, read from and written
 /// back to its integer attributes. A group never set stays contiguous.
 struct Layout {

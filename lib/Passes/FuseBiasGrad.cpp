@@ -45,11 +45,6 @@ using namespace mega;
 
 namespace {
 
-int64_t dests(Operation *op) {
-  auto a = op->getAttrOfType<IntegerAttr>(kDestsAttr);
-  return a ? a.getInt() : 0;
-}
-
 Type elementOf(Value v) {
   return cast<RankedTensorType>(v.getType()).getElementType();
 }
@@ -95,7 +90,7 @@ struct MegaFuseBiasGrad : mega::impl::MegaFuseBiasGradBase<MegaFuseBiasGrad> {
     auto [root, offset] = rootOf(x);
     for (Operation &op : *r->getBlock()) {
       auto m = dyn_cast<KernelOp>(&op);
-      if (!m || !isKernelOp(m, "MatMul") || dests(m) != 1 ||
+      if (!m || !isKernelOp(m, "MatMul") || destCount(m) != 1 ||
           m->getNumOperands() != 3 || m->getNumResults() != 0)
         continue;
       ArrayRef<int64_t> i = m.getI();
@@ -138,7 +133,7 @@ struct MegaFuseBiasGrad : mega::impl::MegaFuseBiasGradBase<MegaFuseBiasGrad> {
 
   void tryFuse(KernelOp r) {
     ArrayRef<int64_t> ri = r.getI();
-    if (ri.size() != 3 || ri[2] != 1 || dests(r) != 1 ||
+    if (ri.size() != 3 || ri[2] != 1 || destCount(r) != 1 ||
         r->getNumOperands() != 2 || r->getNumResults() != 0)
       return;
     const int64_t K = ri[0], N = ri[1];

@@ -70,6 +70,11 @@ bool sameMemory(Value a, Value b) {
 
 } // namespace
 
+int64_t destCount(Operation *op) {
+  auto a = op->getAttrOfType<IntegerAttr>(kDestsAttr);
+  return a ? a.getInt() : 0;
+}
+
 bool writesInto(Operation *op, Operation *reader) {
   auto d = op->getAttrOfType<IntegerAttr>(kDestsAttr);
   if (!d)

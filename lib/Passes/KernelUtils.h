@@ -9,6 +9,7 @@
 #ifndef MEGA_LIB_PASSES_KERNELUTILS_H
 #define MEGA_LIB_PASSES_KERNELUTILS_H
 
+#include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Operation.h"
 #include "mlir/IR/Value.h"
 #include "llvm/ADT/ArrayRef.h"
@@ -23,6 +24,26 @@ namespace mega {
 /// The attribute that marks a kernel's last N operands as outputs written
 /// in place.
 inline constexpr llvm::StringLiteral kDestsAttr = "mega.dests";
+
+/// How many of kernel `op`'s last operands it writes in place (mega.dests);
+/// 0 without the attribute.
+int64_t destCount(mlir::Operation *op);
+
+/// `v`'s type: every kernel-level value is a ranked tensor.
+inline mlir::RankedTensorType tensorOf(mlir::Value v) {
+  return llvm::cast<mlir::RankedTensorType>(v.getType());
+}
+
+/// Bytes of one element of `v`.
+inline int64_t elemBytes(mlir::Value v) {
+  return tensorOf(v).getElementTypeBitWidth() / 8;
+}
+
+/// MatMul's integer attributes by position (docs/plan-format.md, opcode 2).
+namespace mm {
+enum : unsigned { kBatch, kM, kN, kK, kTransA, kTransB, kLda, kLdb, kLdc };
+inline constexpr unsigned kEpilogue = 12;
+} // namespace mm
 
 /// True when `op` is the kernel (mega.kernel) `name`.
 bool isKernelOp(mlir::Operation *op, llvm::StringRef name);

@@ -48,32 +48,13 @@ using namespace mega;
 
 namespace {
 
-// MatMul attributes (docs/plan-format.md, opcode 2).
-enum { kBatch, kM, kN, kK, kTransA, kTransB, kLda, kLdb, kLdc };
-
-int64_t dests(Operation *op) {
-  auto a = op->getAttrOfType<IntegerAttr>(kDestsAttr);
-  return a ? a.getInt() : 0;
-}
-
-RankedTensorType tensorOf(Value v) {
-  return cast<RankedTensorType>(v.getType());
-}
+using namespace mega::mm;
 
 /// `t` with its last dimension `last`.
 RankedTensorType withLast(RankedTensorType t, int64_t last) {
   SmallVector<int64_t> shape(t.getShape());
   shape.back() = last;
   return RankedTensorType::get(shape, t.getElementType());
-}
-
-/// The kernel's i with entry `k` set to `v`.
-DenseI64ArrayAttr setI(OpBuilder &b, KernelOp k,
-                       ArrayRef<std::pair<int, int64_t>> sets) {
-  SmallVector<int64_t> i(k.getI());
-  for (auto [at, v] : sets)
-    i[size_t(at)] = v;
-  return b.getDenseI64ArrayAttr(i);
 }
 
 /// Everything that reads y: the views of it (at offset 0, last dimension
@@ -90,7 +71,8 @@ struct MegaOnesColumn : mega::impl::MegaOnesColumnBase<MegaOnesColumn> {
   void runOnOperation() override {
     SmallVector<KernelOp> products;
     getOperation().walk([&](KernelOp k) {
-      if (isKernelOp(k, "MatMul") && k.getI().size() == 14 && k.getI()[12] == 5)
+      if (isKernelOp(k, "MatMul") && k.getI().size() == 14 &&
+          k.getI()[kEpilogue] == 5)
         products.push_back(k);
     });
     for (KernelOp w : products)
@@ -151,9 +133,10 @@ struct MegaOnesColumn : mega::impl::MegaOnesColumnBase<MegaOnesColumn> {
     ArrayRef<int64_t> wi = w.getI();
     ArrayRef<float> wf = w.getF();
     const int64_t H = wi[kM], N = wi[kN], K = wi[kK];
-    if (dests(w) != 2 || w->getNumOperands() != 4 || w->getNumResults() != 0 ||
-        wi[kBatch] != 1 || wi[kTransA] != 1 || wi[kLda] != H || wi[kLdc] != N ||
-        wf.size() != 2 || wf[0] != 1.0f || H <= 0 || N <= 0)
+    if (destCount(w) != 2 || w->getNumOperands() != 4 ||
+        w->getNumResults() != 0 || wi[kBatch] != 1 || wi[kTransA] != 1 ||
+        wi[kLda] != H || wi[kLdc] != N || wf.size() != 2 || wf[0] != 1.0f ||
+        H <= 0 || N <= 0)
       return;
     Value gw = w->getOperand(2), gb = w->getOperand(3);
     if (!tensorOf(gw).getElementType().isF32() || numElements(gw) != H * N ||
@@ -173,8 +156,11 @@ struct MegaOnesColumn : mega::impl::MegaOnesColumnBase<MegaOnesColumn> {
     l->getResult(0).setType(withLast(tensorOf(l->getResult(0)), ld));
     for (ViewOp view : uses.views)
       view.getResult().setType(withLast(tensorOf(view.getResult()), ld));
-    for (KernelOp f : uses.forward)
-      f.setIAttr(setI(b, f, {{kLda, ld}}));
+    for (KernelOp f : uses.forward) {
+      SmallVector<int64_t> i(f.getI());
+      i[kLda] = ld;
+      f.setIAttr(b.getDenseI64ArrayAttr(i));
+    }
 
     // Step 4.
     Location loc = w.getLoc();

@@ -59,11 +59,6 @@ int64_t numel(Value v) {
   return cast<RankedTensorType>(v.getType()).getNumElements();
 }
 
-int64_t destCount(Operation *op) {
-  auto a = op->getAttrOfType<IntegerAttr>(kDestsAttr);
-  return a ? a.getInt() : 0;
-}
-
 struct MegaOverwriteGrads
     : mega::impl::MegaOverwriteGradsBase<MegaOverwriteGrads> {
   using MegaOverwriteGradsBase::MegaOverwriteGradsBase;
