@@ -50,6 +50,12 @@
 //     right after its definition, and every reader (the norm, its gradient,
 //     the next residual add, a pipeline send) takes the rounded value, as
 //     Megatron keeps the stream in bf16 unless --fp32-residual-connection.
+//     Across pipeline programs (mega-pipeline-split), a port `pipe.N` that
+//     a norm normalises where it arrives is the stream too: its producer's
+//     value and its input in every program that reads it (the backward's
+//     norm gradient as well as the next stage's norm) are rounded, so all
+//     of them see the value one program would (and mega-narrow-ports can
+//     send it as bf16).
 //     After mega-autodiff, so the gradients stay f32. mega-fold-casts then
 //     lets the producer (the MatMul whose epilogue adds the residual) write
 //     bf16 and the readers widen it on load.
@@ -73,6 +79,7 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SetVector.h"
+#include "llvm/ADT/StringSet.h"
 
 #include <functional>
 
@@ -100,12 +107,15 @@ struct MegaMixedPrecision
           << precision << "'";
       return signalPassFailure();
     }
+    llvm::StringSet<> streamPorts;
+    if (roundResidual)
+      streamPorts = streamPortsOf();
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       castFunction(func);
       if (roundProducts)
         roundProductsOf(func);
       if (roundResidual)
-        roundResidualOf(func);
+        roundResidualOf(func, streamPorts);
       if (roundResidualGrad)
         roundResidualGradOf(func);
     }
@@ -201,13 +211,35 @@ struct MegaMixedPrecision
     });
   }
 
+  /// Step 6: the pipeline ports (`pipe.N`, mega-pipeline-split) some
+  /// program's mega.layer_norm normalises as they arrive.
+  llvm::StringSet<> streamPortsOf() {
+    llvm::StringSet<> names;
+    getOperation().walk([&](LayerNormOp n) {
+      if (auto in = n.getX().getDefiningOp<InputOp>())
+        if (in.getName().starts_with("pipe."))
+          names.insert(in.getName());
+    });
+    return names;
+  }
+
   /// Step 6.
-  void roundResidualOf(func::FuncOp func) {
+  void roundResidualOf(func::FuncOp func,
+                       const llvm::StringSet<> &streamPorts) {
     llvm::SetVector<Value> stream;
-    func.walk([&](LayerNormOp n) {
-      Value x = n.getX();
+    auto add = [&](Value x) {
       if (cast<RankedTensorType>(x.getType()).getElementType().isF32())
         stream.insert(x);
+    };
+    func.walk([&](Operation *op) {
+      if (auto n = dyn_cast<LayerNormOp>(op))
+        add(n.getX());
+      else if (auto in = dyn_cast<InputOp>(op);
+               in && streamPorts.contains(in.getName()))
+        add(in.getResult());
+      else if (auto out = dyn_cast<OutputOp>(op);
+               out && streamPorts.contains(out.getName()))
+        add(out.getValue());
     });
     for (Value x : stream)
       roundTrip(x);

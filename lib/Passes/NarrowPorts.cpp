@@ -11,8 +11,11 @@
 // ranks) are twice what the bf16 value needs. This pass makes such a port
 // bf16; the values every program computes are the same bits.
 //
-// Algorithm, per port name `pipe.*` with one mega.output (the producer) and
-// its mega.inputs (the readers), all f32 tensors of one shape:
+// Algorithm. First, side-effect-free ops nothing reads are erased (mixed
+// precision leaves the f32 reshapes its bf16 copies replaced; such a dead
+// reader would look like one that needs f32). Then, per port name `pipe.*`
+// with one mega.output (the producer) and its mega.inputs (the readers),
+// all f32 tensors of one shape:
 //  1. (widened) The output is a mega.cast of a bf16 value w: the port
 //     carries w. Each reader's input becomes bf16; its readers that cast
 //     it to bf16 read the input itself, the others one widening cast
@@ -32,6 +35,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/MapVector.h"
 
 namespace mega {
@@ -65,6 +69,9 @@ struct Port {
 
 struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
   void runOnOperation() override {
+    // Readers left dead by mixed precision (an f32 reshape nothing reads
+    // any more) would count as readers that need f32.
+    eraseDeadOps();
     llvm::MapVector<StringRef, Port> ports;
     getOperation().walk([&](Operation *op) {
       if (auto o = dyn_cast<OutputOp>(op)) {
@@ -149,6 +156,17 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
       v = c.getX();
     Operation *def = v.getDefiningOp();
     return def && isa<ReshapeOp, TransposeOp, SplitOp, ConcatOp>(def);
+  }
+
+  /// Erases side-effect-free ops whose results nothing reads, users first.
+  void eraseDeadOps() {
+    getOperation().walk([](func::FuncOp f) {
+      SmallVector<Operation *> ops;
+      f.walk([&](Operation *op) { ops.push_back(op); });
+      for (Operation *op : llvm::reverse(ops))
+        if (op != f && isOpTriviallyDead(op))
+          op->erase();
+    });
   }
 
   /// `v` is already a program output.

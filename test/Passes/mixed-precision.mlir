@@ -243,6 +243,57 @@ func.func @residual(%x: tensor<16x8xf32>, %p: tensor<16x8xf32>, %dy: tensor<16x8
 
 // -----
 
+// round-residual across pipeline programs: a port a norm normalises where it
+// arrives ("pipe.0") is the stream. The producer rounds its value before the
+// send, and every program reading it rounds its input, the backward's norm
+// gradient included, so all see what one program would. A port no norm
+// reads ("pipe.1") is left alone.
+// RESID-LABEL: func.func @stage0
+// RESID: %[[S:.*]] = mega.add %arg0, %arg1
+// RESID-NEXT: %[[SB:.*]] = mega.cast %[[S]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RESID-NEXT: %[[SW:.*]] = mega.cast %[[SB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RESID-NEXT: mega.output "pipe.0", %[[SW]]
+// RESID-NEXT: mega.output "pipe.1", %arg1
+// RESID-LABEL: func.func @stage1_forward
+// RESID: %[[IN:.*]] = mega.input "pipe.0"
+// RESID-NEXT: %[[INB:.*]] = mega.cast %[[IN]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RESID-NEXT: %[[INW:.*]] = mega.cast %[[INB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RESID: mega.layer_norm %[[INW]],
+// RESID-LABEL: func.func @stage1_backward
+// RESID: %[[IN:.*]] = mega.input "pipe.0"
+// RESID-NEXT: %[[INB:.*]] = mega.cast %[[IN]] : tensor<16x8xf32> -> tensor<16x8xbf16>
+// RESID-NEXT: %[[INW:.*]] = mega.cast %[[INB]] : tensor<16x8xbf16> -> tensor<16x8xf32>
+// RESID: mega.layer_norm_grad %arg0, %[[INW]],
+// RESID: %[[P:.*]] = mega.input "pipe.1"
+// RESID-NOT: mega.cast
+// RESID: mega.output "r", %[[P]]
+func.func @stage0(%x: tensor<16x8xf32>, %p: tensor<16x8xf32>) {
+  %s = mega.add %x, %p : tensor<16x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+  mega.output "pipe.0", %s : tensor<16x8xf32>
+  mega.output "pipe.1", %p : tensor<16x8xf32>
+  return
+}
+func.func @stage1_forward() {
+  %g = mega.param "g" [8] init ones : tensor<8xf32>
+  %in = mega.input "pipe.0" [16, 8] : tensor<16x8xf32>
+  %y, %mean, %rstd = mega.layer_norm %in, %g, %g {eps = 1.0e-05 : f64} : tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<16x8xf32>, tensor<16xf32>, tensor<16xf32>
+  mega.output "y", %y : tensor<16x8xf32>
+  mega.output "mean", %mean : tensor<16xf32>
+  mega.output "rstd", %rstd : tensor<16xf32>
+  return
+}
+func.func @stage1_backward(%dy: tensor<16x8xf32>, %mean: tensor<16xf32>, %rstd: tensor<16xf32>) {
+  %g = mega.param "g" [8] init ones : tensor<8xf32>
+  %in = mega.input "pipe.0" [16, 8] : tensor<16x8xf32>
+  %dx, %dw, %db = mega.layer_norm_grad %dy, %in, %g, %mean, %rstd : tensor<16x8xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<16xf32>, tensor<16xf32> -> tensor<16x8xf32>, tensor<8xf32>, tensor<8xf32>
+  %r = mega.input "pipe.1" [16, 8] : tensor<16x8xf32>
+  mega.output "dx", %dx : tensor<16x8xf32>
+  mega.output "r", %r : tensor<16x8xf32>
+  return
+}
+
+// -----
+
 // round-residual-grad (off by default): the residual gradient, the norms'
 // dx and the adds that sum them, is rounded to bf16 where something other
 // than the next add of that chain reads it: the top norm's dx (read by a

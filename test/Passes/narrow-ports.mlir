@@ -88,3 +88,26 @@ func.func @kept_reader() {
   mega.output "c", %c : tensor<4x8xf32>
   return
 }
+
+// -----
+
+// A reader left dead by mixed precision (an f32 reshape nothing reads) does
+// not keep a port f32: it is erased first, and the port carries bf16.
+// CHECK-LABEL: func.func @dead
+// CHECK: mega.output "pipe.6", %{{.*}} : tensor<4x8xbf16>
+// CHECK-LABEL: func.func @dead_reader
+// CHECK: %[[IN:.*]] = mega.input "pipe.6" [4, 8] : tensor<4x8xbf16>
+// CHECK-NOT: mega.reshape
+// CHECK: mega.output "a", %[[IN]] : tensor<4x8xbf16>
+func.func @dead(%x: tensor<4x8xbf16>, %m: tensor<8x8xbf16>) {
+  %y = mega.matmul %x, %m : tensor<4x8xbf16>, tensor<8x8xbf16> -> tensor<4x8xf32>
+  mega.output "pipe.6", %y : tensor<4x8xf32>
+  return
+}
+func.func @dead_reader() {
+  %a = mega.input "pipe.6" [4, 8] : tensor<4x8xf32>
+  %ab = mega.cast %a : tensor<4x8xf32> -> tensor<4x8xbf16>
+  %r = mega.reshape %a : tensor<4x8xf32> -> tensor<32xf32>
+  mega.output "a", %ab : tensor<4x8xbf16>
+  return
+}

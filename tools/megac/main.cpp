@@ -556,10 +556,6 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mixed.reduceBf16 = bf16Reductions;
   mixed.roundProducts = bf16Products;
   mixed.roundResidual = precision == "bf16" && bf16Residual && !fp32Residual;
-  // Not across pipeline stages yet: there the gradient crosses the stage
-  // boundary through an f32 port, and the small GPT's grad norm at pp 2
-  // came 1.3e-2 from one process's (parallel.res_pp), past the 1e-3 its
-  // other bf16 layouts hold.
   mixed.roundResidualGrad =
       mixed.roundResidual && bf16ResidualGrad;
   pm.addPass(mega::createMegaMixedPrecision(mixed));
