@@ -9,7 +9,9 @@
 // widening of a bf16 one, or that every reader only rounds to bf16: the
 // port's bytes (its buffer, and the pipeline's send and receive between
 // ranks) are twice what the bf16 value needs. This pass makes such a port
-// bf16; the values every program computes are the same bits.
+// bf16; the values every program computes are the same bits (at op level:
+// a product that now stores bf16 itself may then get a bf16 bias from
+// mega-bf16-bias, as it does in a one-program plan).
 //
 // Algorithm. First, side-effect-free ops nothing reads are erased (mixed
 // precision leaves the f32 reshapes its bf16 copies replaced; such a dead
@@ -21,22 +23,27 @@
 //     it to bf16 read the input itself, the others one widening cast
 //     placed after it (bf16 -> f32 is exact, so they see the same values).
 //  2. (rounded) Otherwise, when every reader's input is read only by casts
-//     to bf16: the port carries the output value's bf16 cast (an existing
-//     one in the producer, else a new one right after the value's
-//     definition), and those casts read the bf16 input instead.
-// Anything else keeps its f32 port, and so does a port whose bf16 value
-// another port already carries (a value is one output at most), or that is
-// a reshape, transpose, split or concat, or that fused attention reads or
-// writes (mega-fold-attention-layout makes those views of other buffers).
+//     to bf16, directly or after layout ops (reshape, transpose, split:
+//     attention's q, k and v, which mega-port-sources has the readers cut
+//     out of the fused projection's port) whose results are only rounded
+//     in turn: the port carries the output
+//     value's bf16 cast (an existing one in the producer, else a new one
+//     right before the output); those casts read the bf16 input instead,
+//     and the layout ops move its bf16 elements.
+// In step 1 too, a reader's layout ops whose results are only rounded move
+// bf16 elements rather than widened ones. Anything else keeps its f32 port,
+// and so does a port whose bf16 value another port already carries (a value
+// is one output at most).
 //
 //===----------------------------------------------------------------------===//
+#include "Ports.h"
+
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
-#include "llvm/ADT/MapVector.h"
 
 namespace mega {
 #define GEN_PASS_DEF_MEGANARROWPORTS
@@ -61,37 +68,18 @@ CastOp bf16CastOf(Value v) {
   return {};
 }
 
-struct Port {
-  OutputOp out;
-  SmallVector<InputOp> ins;
-  bool ok = true;
-};
-
 struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
   void runOnOperation() override {
     // Readers left dead by mixed precision (an f32 reshape nothing reads
     // any more) would count as readers that need f32.
     eraseDeadOps();
-    llvm::MapVector<StringRef, Port> ports;
-    getOperation().walk([&](Operation *op) {
-      if (auto o = dyn_cast<OutputOp>(op)) {
-        if (!o.getName().starts_with("pipe."))
-          return;
-        Port &p = ports[o.getName()];
-        p.ok = p.ok && !p.out;
-        p.out = o;
-      } else if (auto i = dyn_cast<InputOp>(op)) {
-        if (i.getName().starts_with("pipe."))
-          ports[i.getName()].ins.push_back(i);
-      }
-    });
+    llvm::MapVector<StringRef, Port> ports = collectPorts(getOperation());
     for (auto &[name, p] : ports) {
       if (!p.ok || !p.out || p.ins.empty())
         continue;
       Value v = p.out.getValue();
       auto type = dyn_cast<RankedTensorType>(v.getType());
-      if (!type || !type.getElementType().isF32() || nearAttention(v) ||
-          fromLayout(v) ||
+      if (!type || !type.getElementType().isF32() || fromLayout(v) ||
           llvm::any_of(p.ins, [&](InputOp i) { return i.getType() != type; }))
         continue;
       // Step 1: the producer widens a bf16 value (not one another port
@@ -104,21 +92,25 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
           retypeInput(in, /*widenOthers=*/true);
         continue;
       }
-      // Step 2: every reader only rounds it.
-      bool onlyRounded = llvm::all_of(p.ins, [](InputOp in) {
-        return llvm::all_of(in->getUsers(), [](Operation *u) {
-          auto c = dyn_cast<CastOp>(u);
-          return c && isBf16(c.getType());
-        });
-      });
+      // Step 2: every reader only rounds it (after moving its elements).
+      bool onlyRounded = llvm::all_of(
+          p.ins, [](InputOp in) { return onlyRoundedValue(in.getResult()); });
       if (!onlyRounded)
         continue;
       CastOp rounded = bf16CastOf(v);
       if (rounded && exported(rounded.getResult()))
         continue;
+      // An existing cast may come after the output: it reads only v, which
+      // the output reads too, so it can go right before the output.
+      if (rounded && rounded->getBlock() == p.out->getBlock() &&
+          p.out->isBeforeInBlock(rounded))
+        rounded->moveBefore(p.out);
       if (!rounded) {
+        // Right before the output: a cast right after v would stand
+        // between v and its other readers, and mega-fuse-elementwise only
+        // fuses v's producer with them when all of v's other users follow
+        // (c_fc's bias add with its GELU, for the MatMul's GELU epilogue).
         OpBuilder b(p.out);
-        b.setInsertionPointAfterValue(v);
         rounded = b.create<CastOp>(
             v.getLoc(),
             RankedTensorType::get(type.getShape(), b.getBF16Type()), v);
@@ -129,28 +121,10 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
     }
   }
 
-  /// `v`, or the value it casts, is an operand or a result of fused
-  /// attention: mega-fold-attention-layout makes those bf16 values views of
-  /// the projections' buffers, which a port cannot be (a program output is
-  /// a kernel's own result).
-  static bool nearAttention(Value v) {
-    SmallVector<Value> vals = {v};
-    if (auto c = v.getDefiningOp<CastOp>())
-      vals.push_back(c.getX());
-    if (CastOp c = bf16CastOf(v))
-      vals.push_back(c.getResult());
-    auto attention = [](Operation *op) {
-      return op && isa<FlashAttentionOp, FlashAttentionGradOp>(op);
-    };
-    return llvm::any_of(vals, [&](Value x) {
-      return attention(x.getDefiningOp()) ||
-             llvm::any_of(x.getUsers(), attention);
-    });
-  }
-
   /// `v` (looking through casts) is a reshape, transpose, split or concat:
-  /// at kernel level those may become views of another buffer (attention's
-  /// q, k, v in the projection's layout), which a port cannot be.
+  /// at kernel level those may become views of another buffer, which a
+  /// port cannot be. mega-port-sources leaves only a concat, or a layout
+  /// op under a cast, here.
   static bool fromLayout(Value v) {
     while (auto c = v.getDefiningOp<CastOp>())
       v = c.getX();
@@ -175,23 +149,20 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
                         [](Operation *u) { return isa<OutputOp>(u); });
   }
 
-  /// `in` read as bf16: its casts to bf16 read the new input; any other
-  /// reader (only with `widenOthers`) a widening cast of it.
+  /// `in` read as bf16: its casts to bf16 read the new input, and layout
+  /// ops whose results are only rounded (onlyRoundedValue) move the bf16
+  /// elements instead; any other reader (only with `widenOthers`) reads a
+  /// widening cast of it.
   static void retypeInput(InputOp in, bool widenOthers) {
     OpBuilder b(in);
     auto type = cast<RankedTensorType>(in.getType());
-    auto bf16Type = RankedTensorType::get(type.getShape(), b.getBF16Type());
-    auto narrow = b.create<InputOp>(in.getLoc(), bf16Type, in.getNameAttr(),
-                                    in.getDims(),
-                                    TypeAttr::get(b.getBF16Type()));
+    auto narrow =
+        b.create<InputOp>(in.getLoc(), bf16Like(type), in.getNameAttr(),
+                          in.getDims(), TypeAttr::get(b.getBF16Type()));
     Value wide;
     for (OpOperand &use : llvm::make_early_inc_range(in->getUses())) {
-      auto c = dyn_cast<CastOp>(use.getOwner());
-      if (c && isBf16(c.getType())) {
-        c.getResult().replaceAllUsesWith(narrow.getResult());
-        c->erase();
+      if (narrowUse(use, narrow.getResult()))
         continue;
-      }
       assert(widenOthers && "step 2 takes only inputs that are just rounded");
       (void)widenOthers;
       if (!wide) {
@@ -201,6 +172,56 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
       use.set(wide);
     }
     in->erase();
+  }
+
+  static RankedTensorType bf16Like(Type t) {
+    auto type = cast<RankedTensorType>(t);
+    return RankedTensorType::get(type.getShape(),
+                                 BFloat16Type::get(t.getContext()));
+  }
+
+  static bool isLayout(Operation *op) {
+    return isa<ReshapeOp, TransposeOp, SplitOp>(op);
+  }
+
+  /// Every reader of the f32 `v` is a cast to bf16, or a layout op whose
+  /// results are only rounded in turn.
+  static bool onlyRoundedValue(Value v) {
+    return llvm::all_of(v.getUsers(), [](Operation *u) {
+      if (auto c = dyn_cast<CastOp>(u))
+        return isBf16(c.getType());
+      return isLayout(u) && llvm::all_of(u->getResults(), onlyRoundedValue);
+    });
+  }
+
+  /// `use` of an f32 value whose bf16 rounding is `narrow`: a cast to bf16
+  /// is replaced by `narrow`; a layout op whose results are only rounded is
+  /// rebuilt on `narrow` (bf16 results, the same elements moved), and so
+  /// are its readers. False, changing nothing, for any other reader.
+  static bool narrowUse(OpOperand &use, Value narrow) {
+    Operation *u = use.getOwner();
+    if (auto c = dyn_cast<CastOp>(u); c && isBf16(c.getType())) {
+      c.getResult().replaceAllUsesWith(narrow);
+      c->erase();
+      return true;
+    }
+    if (!isLayout(u) || !llvm::all_of(u->getResults(), onlyRoundedValue))
+      return false;
+    OpBuilder b(u);
+    OperationState st(u->getLoc(), u->getName());
+    st.addOperands(narrow);
+    st.addAttributes(u->getAttrs());
+    for (Type t : u->getResultTypes())
+      st.addTypes(bf16Like(t));
+    Operation *n = b.create(st);
+    for (auto [old, nv] : llvm::zip(u->getResults(), n->getResults()))
+      for (OpOperand &r : llvm::make_early_inc_range(old.getUses())) {
+        bool done = narrowUse(r, nv);
+        assert(done && "onlyRoundedValue checked every reader");
+        (void)done;
+      }
+    u->erase();
+    return true;
   }
 };
 

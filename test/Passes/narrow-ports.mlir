@@ -62,30 +62,66 @@ func.func @rounded_reader(%n: tensor<2x3xbf16>) {
 
 // -----
 
-// Ports left f32: a reshape (it may become a view of another buffer at
-// kernel level), and a bf16 value another port already carries.
-// CHECK-LABEL: func.func @kept
-// CHECK: mega.output "pipe.3", %{{.*}} : tensor<32xf32>
-// CHECK: mega.output "pipe.4", %[[B:.*]] : tensor<4x8xbf16>
-// CHECK: mega.output "pipe.5", %{{.*}} : tensor<4x8xf32>
-func.func @kept(%x: tensor<4x8xf32>) {
-  %r = mega.reshape %x : tensor<4x8xf32> -> tensor<32xf32>
-  mega.output "pipe.3", %r : tensor<32xf32>
-  %b = mega.cast %x : tensor<4x8xf32> -> tensor<4x8xbf16>
-  %w = mega.cast %b : tensor<4x8xbf16> -> tensor<4x8xf32>
-  mega.output "pipe.4", %w : tensor<4x8xf32>
-  %w2 = mega.cast %b : tensor<4x8xbf16> -> tensor<4x8xf32>
-  mega.output "pipe.5", %w2 : tensor<4x8xf32>
+// Layout ops on a reader's input (mega-port-sources has the readers cut
+// attention's q, k and v out of the fused projection's port): every reader
+// only rounds the parts, so the port carries the value's bf16 cast (right
+// before the output, after the value's other readers) and the layout ops
+// move bf16 elements. A bf16 value another port already carries ("pipe.5"
+// would carry the same cast) keeps its port f32.
+// CHECK-LABEL: func.func @layout
+// CHECK: mega.gelu %arg0
+// CHECK: %[[B:.*]] = mega.cast %arg0 : tensor<4x6xf32> -> tensor<4x6xbf16>
+// CHECK-NEXT: mega.output "pipe.3", %[[B]] : tensor<4x6xbf16>
+// CHECK: mega.output "pipe.5", %{{.*}} : tensor<4x6xf32>
+// CHECK-LABEL: func.func @layout_reader
+// CHECK: %[[IN:.*]] = mega.input "pipe.3" [4, 6] : tensor<4x6xbf16>
+// CHECK-NEXT: %[[R:.*]] = mega.reshape %[[IN]] : tensor<4x6xbf16> -> tensor<4x2x3xbf16>
+// CHECK-NEXT: %[[T:.*]] = mega.transpose %[[R]] perm [1, 0, 2] : tensor<4x2x3xbf16> -> tensor<2x4x3xbf16>
+// CHECK-NEXT: %[[S:.*]]:2 = mega.split %[[T]] {dim = 0 : i64, parts = 2 : i64} : tensor<2x4x3xbf16> -> tensor<1x4x3xbf16>, tensor<1x4x3xbf16>
+// CHECK: mega.output "q", %[[S]]#0 : tensor<1x4x3xbf16>
+// CHECK: mega.output "k", %[[S]]#1 : tensor<1x4x3xbf16>
+func.func @layout(%x: tensor<4x6xf32>) {
+  %g = mega.gelu %x : tensor<4x6xf32> -> tensor<4x6xf32>
+  mega.output "g", %g : tensor<4x6xf32>
+  mega.output "pipe.3", %x : tensor<4x6xf32>
+  %b = mega.cast %x : tensor<4x6xf32> -> tensor<4x6xbf16>
+  %w = mega.cast %b : tensor<4x6xbf16> -> tensor<4x6xf32>
+  mega.output "pipe.5", %w : tensor<4x6xf32>
   return
 }
-func.func @kept_reader() {
-  %a = mega.input "pipe.3" [32] : tensor<32xf32>
-  %ab = mega.cast %a : tensor<32xf32> -> tensor<32xbf16>
-  %b = mega.input "pipe.4" [4, 8] : tensor<4x8xf32>
-  %c = mega.input "pipe.5" [4, 8] : tensor<4x8xf32>
-  mega.output "a", %ab : tensor<32xbf16>
-  mega.output "b", %b : tensor<4x8xf32>
-  mega.output "c", %c : tensor<4x8xf32>
+func.func @layout_reader() {
+  %x = mega.input "pipe.3" [4, 6] : tensor<4x6xf32>
+  %r = mega.reshape %x : tensor<4x6xf32> -> tensor<4x2x3xf32>
+  %t = mega.transpose %r perm [1, 0, 2] : tensor<4x2x3xf32> -> tensor<2x4x3xf32>
+  %q, %k = mega.split %t {dim = 0 : i64, parts = 2 : i64} : tensor<2x4x3xf32> -> tensor<1x4x3xf32>, tensor<1x4x3xf32>
+  %qb = mega.cast %q : tensor<1x4x3xf32> -> tensor<1x4x3xbf16>
+  %kb = mega.cast %k : tensor<1x4x3xf32> -> tensor<1x4x3xbf16>
+  %c = mega.input "pipe.5" [4, 6] : tensor<4x6xf32>
+  mega.output "q", %qb : tensor<1x4x3xbf16>
+  mega.output "k", %kb : tensor<1x4x3xbf16>
+  mega.output "c", %c : tensor<4x6xf32>
+  return
+}
+
+// -----
+
+// A port whose reader moves its elements and then needs them in f32 (an
+// add) stays f32.
+// CHECK-LABEL: func.func @layout_f32
+// CHECK: mega.output "pipe.7", %arg0 : tensor<4x6xf32>
+// CHECK-LABEL: func.func @layout_f32_reader
+// CHECK: mega.input "pipe.7" [4, 6] : tensor<4x6xf32>
+func.func @layout_f32(%x: tensor<4x6xf32>) {
+  mega.output "pipe.7", %x : tensor<4x6xf32>
+  return
+}
+func.func @layout_f32_reader() {
+  %x = mega.input "pipe.7" [4, 6] : tensor<4x6xf32>
+  %t = mega.transpose %x perm [1, 0] : tensor<4x6xf32> -> tensor<6x4xf32>
+  %tb = mega.cast %t : tensor<6x4xf32> -> tensor<6x4xbf16>
+  %s = mega.add %t, %t : tensor<6x4xf32>, tensor<6x4xf32> -> tensor<6x4xf32>
+  mega.output "s", %s : tensor<6x4xf32>
+  mega.output "tb", %tb : tensor<6x4xbf16>
   return
 }
 

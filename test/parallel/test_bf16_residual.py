@@ -20,10 +20,15 @@ res_pp      pp=2 (1F1B): the stream crosses the stage boundary, and goes from
             a norm gradient that read the stream unrounded where it arrived
             from the other stage was 3.3e-3 off
 res_dp      dp=2
-res_ports   pp=2 with --narrow-ports (the default) and =false: the ports that
-            carry a widened bf16 value, or one every reader rounds, in bf16;
-            the same losses and grad norms bit for bit, fewer port bytes and
-            Cast kernels
+res_ports   pp=2 with --port-sources and --narrow-ports (the defaults), with
+            --narrow-ports=false, and with both false: attention's q, k and v
+            sent as the projection (no Copy kernels), and the ports that
+            carry a widened bf16 value, or one every reader rounds (after
+            moving its elements: q, k, v and o), in bf16; the same losses
+            and grad norms bit for bit, fewer port bytes and Cast kernels.
+            All with --bf16-bias=false: narrowed, the fused projection
+            stores bf16 itself, and mega-bf16-bias would round its bias as
+            one process does, a different (not a wrong) result
 """
 import os
 import re
@@ -99,23 +104,30 @@ def port_bytes(text):
 
 
 def ports():
-    """--narrow-ports on and off at pp 2: the same bits, fewer bytes."""
+    """--port-sources and --narrow-ports on, narrow off, and both off at pp 2:
+    the same bits, fewer bytes and kernels."""
     d = wc.data()
+    variants = {"on": [], "wide": ["--narrow-ports=false"],
+                "off": ["--narrow-ports=false", "--port-sources=false"]}
     plans, texts = {}, {}
-    for v in ("true", "false"):
-        flags = FLAGS + ["--pp", "2", f"--narrow-ports={v}"]
-        plans[v] = tp.compile_plan(dp.scratch(f"ports-{v}.plan"), wc.VOCAB, 1, 1, 2, 4, flags)
-        texts[v] = tp.plan_text(wc.sets(["--pp", "2", f"--narrow-ports={v}"]))
-    on, off = port_bytes(texts["true"]), port_bytes(texts["false"])
-    casts = [len(re.findall(r"= Cast\(", texts[v])) for v in ("true", "false")]
-    print(f"ports: {on} bytes narrowed, {off} with --narrow-ports=false; "
-          f"Cast kernels {casts[0]} vs {casts[1]}")
-    dp.check(0 < on < off and casts[0] < casts[1], "no port was narrowed")
-    l0, n0 = wc.train(plans["false"], d, "ports-off", 2)
-    l1, n1 = wc.train(plans["true"], d, "ports-on", 2)
-    dp.check(len(l1) == wc.STEPS and l0 == l1 and n0 == n1,
-             f"narrowed ports changed the bits: losses {l1} vs {l0}, "
-             f"grad norms {n1} vs {n0}")
+    for v, extra in variants.items():
+        flags = ["--pp", "2", "--bf16-bias=false"] + extra
+        plans[v] = tp.compile_plan(dp.scratch(f"ports-{v}.plan"), wc.VOCAB, 1, 1, 2, 4,
+                                   FLAGS + flags)
+        texts[v] = tp.plan_text(wc.sets(flags))
+    nbytes = {v: port_bytes(t) for v, t in texts.items()}
+    casts = {v: len(re.findall(r"= Cast\(", t)) for v, t in texts.items()}
+    copies = {v: len(re.findall(r"= Copy\(", t)) for v, t in texts.items()}
+    print(f"ports: bytes {nbytes}, Cast kernels {casts}, Copy kernels {copies}")
+    dp.check(0 < nbytes["on"] < nbytes["wide"] < nbytes["off"] and casts["on"] < casts["wide"],
+             "no port was narrowed, or none sends its layout's source")
+    dp.check(copies["on"] == copies["wide"] == 0 < copies["off"],
+             "q, k and v are still copied out of the projection for their ports")
+    ref = wc.train(plans["off"], d, "ports-off", 2)
+    for v in ("wide", "on"):
+        got = wc.train(plans[v], d, f"ports-{v}", 2)
+        dp.check(len(got[0]) == wc.STEPS and got == ref,
+                 f"{v}: the ports changed the bits: losses and grad norms {got} vs {ref}")
 
 
 CASES = ["res_tp_sp", "res_pp", "res_dp", "res_ports"]

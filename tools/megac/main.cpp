@@ -182,6 +182,14 @@ cl::opt<bool> narrowPorts(
              "ranks (mega-narrow-ports; default on; the same bits, =false "
              "keeps every port f32 to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> portSources(
+    "port-sources",
+    cl::desc("pipelines: a port whose value its producer only reshapes, "
+             "transposes or splits out of another value (attention's q, k, "
+             "v and o) sends that value once, and the readers redo the "
+             "layout ops (mega-port-sources; default on; the same values, "
+             "=false to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> fp32Residual(
     "fp32-residual-connection",
     cl::desc("bf16: keep the residual stream in f32, as Megatron's flag of "
@@ -550,6 +558,8 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   }
   if (bucketsPerRank)
     pm.addPass(mega::createMegaDataParallel(dataParallel));
+  if (o.pp > 1 && portSources)
+    pm.addPass(mega::createMegaPortSources());
   // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.
   mega::MegaMixedPrecisionOptions mixed;
   mixed.precision = precision;

@@ -867,6 +867,36 @@ def MegaFoldCasts : Pass<"mega-fold-casts", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaPortSources : Pass<"mega-port-sources", "mlir::ModuleOp"> {
+  let summary = "A pipeline port sends the value its layout ops start from";
+  let description = [{
+    At op level, right after mega-pipeline-split. A port (`pipe.N`) whose
+    value the producer only reshapes, transposes or splits out of another
+    value r (attention's q, k and v out of the fused projection, its o
+    moved back to rows) carries r instead, once per r: through a port
+    already carrying r, else through this one. Each reader redoes the
+    layout ops on its input. The same values; at kernel level no copy of a
+    split's parts, and the reader's attention reads the projection's layout
+    in place (mega-fold-attention-layout).
+
+    Before:
+    ```mlir
+    %t = mega.transpose %x perm [1, 0] : tensor<4x6xf32> -> tensor<6x4xf32>
+    mega.output "pipe.0", %t : tensor<6x4xf32>
+    // in another program:
+    %in = mega.input "pipe.0" [6, 4] : tensor<6x4xf32>
+    ```
+    After:
+    ```mlir
+    mega.output "pipe.0", %x : tensor<4x6xf32>
+    // in another program:
+    %in = mega.input "pipe.0" [4, 6] : tensor<4x6xf32>
+    %t = mega.transpose %in perm [1, 0] : tensor<4x6xf32> -> tensor<6x4xf32>
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaNarrowPorts : Pass<"mega-narrow-ports", "mlir::ModuleOp"> {
   let summary = "Pipeline ports carry bf16 where the value is exactly that";
   let description = [{

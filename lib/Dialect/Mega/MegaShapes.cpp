@@ -277,7 +277,7 @@ LogicalResult TransposeOp::inferReturnTypes(MLIRContext *ctx,
       return failure();
     shape.push_back(x.getDimSize(p));
   }
-  types.push_back(tensorOf(shape, f32(ctx)));
+  types.push_back(tensorOf(shape, x.getElementType()));
   return success();
 }
 
@@ -292,7 +292,7 @@ LogicalResult SplitOp::inferReturnTypes(MLIRContext *ctx,
   SmallVector<int64_t> shape(x.getShape());
   if (!ShapedType::isDynamic(shape[dim]))
     shape[dim] /= parts;
-  types.append(parts, tensorOf(shape, f32(ctx)));
+  types.append(parts, tensorOf(shape, x.getElementType()));
   return success();
 }
 

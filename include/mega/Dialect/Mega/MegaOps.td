@@ -489,15 +489,16 @@ def Mega_ReshapeOp : Mega_Op<"reshape", [Pure, Differentiable]> {
 def Mega_TransposeOp : Mega_Op<"transpose", [Pure, Shaped, Differentiable]> {
   let summary = "permutation of dimensions";
   let description = [{
-    Result dimension `j` is input dimension `perm[j]`.
+    Result dimension `j` is input dimension `perm[j]`. The result has the
+    input's element type (f32, or bf16 after mixed precision).
 
     ```mlir
     %t = mega.transpose %r perm [2, 0, 3, 1, 4]
         : tensor<4x32x3x4x16xf32> -> tensor<3x4x4x32x16xf32>
     ```
   }];
-  let arguments = (ins Mega_F32Tensor:$x, DenseI64ArrayAttr:$perm);
-  let results = (outs Mega_F32Tensor:$result);
+  let arguments = (ins Mega_FloatTensor:$x, DenseI64ArrayAttr:$perm);
+  let results = (outs Mega_FloatTensor:$result);
   let assemblyFormat = [{
     $x `perm` $perm attr-dict `:` type($x) `->` type($result)
   }];
@@ -508,7 +509,8 @@ def Mega_SplitOp : Mega_Op<"split", [Pure, Shaped, Differentiable]> {
   let summary = "equal parts along a dimension";
   let description = [{
     Cuts `x` into `parts` equal pieces along `dim` (which `parts` divides).
-    Splitting along dimension 0 (or after dims of size 1) is a view.
+    Splitting along dimension 0 (or after dims of size 1) is a view. The
+    parts have the input's element type (f32, or bf16 after mixed precision).
     `mega.concat` is its inverse and its adjoint.
 
     ```mlir
@@ -516,8 +518,8 @@ def Mega_SplitOp : Mega_Op<"split", [Pure, Shaped, Differentiable]> {
         : tensor<3x4x4x32x16xf32> -> tensor<1x4x4x32x16xf32>, tensor<1x4x4x32x16xf32>, tensor<1x4x4x32x16xf32>
     ```
   }];
-  let arguments = (ins Mega_F32Tensor:$x, Mega_I64Attr:$dim, Mega_I64Attr:$parts);
-  let results = (outs Variadic<Mega_F32Tensor>:$results);
+  let arguments = (ins Mega_FloatTensor:$x, Mega_I64Attr:$dim, Mega_I64Attr:$parts);
+  let results = (outs Variadic<Mega_FloatTensor>:$results);
   let assemblyFormat = "$x attr-dict `:` type($x) `->` type($results)";
   let hasVerifier = 1;
 }
