@@ -26,9 +26,12 @@
 //     (strides (S*H*hd, hd, H*hd)), the Transpose's users read o (or a Cast
 //     of it when the Transpose rounded), and those AttentionGrads read their
 //     o with the same strides.
-//  3. dout. An AttentionGrad whose dout is (through views) a Transpose
-//     [B, S, H, hd] -> [B, H, S, hd] used nowhere else reads the
-//     Transpose's input (or a Cast of it) with strides (S*H*hd, hd, H*hd).
+//  3. dout, and o read back. An AttentionGrad whose dout is (through
+//     views) a Transpose [B, S, H, hd] -> [B, H, S, hd] used nowhere else
+//     reads the Transpose's input (or a Cast of it) with strides (S*H*hd,
+//     hd, H*hd). So does one whose o is such a Transpose (a pipeline's
+//     backward, handed o in rows for the output projection: mega-port-
+//     sources).
 //  4. dq|dk|dv. An AttentionGrad whose dq, dk, dv (through views) are only
 //     the parts, in that order, of a mega.concat [3, B, H, S, hd] that only
 //     a Transpose to [B, S, 3, H, hd] reads (the q|k|v gradient's join for
@@ -271,7 +274,8 @@ struct MegaFoldAttentionLayout
         if (a.getKernel() == "Attention") {
           foldO(a);
         } else {
-          foldDout(a);
+          foldRowsRead(a, /*operand=*/5, kDout);
+          foldRowsRead(a, /*operand=*/3, kO);
           foldGrads(a);
         }
     }
@@ -426,11 +430,11 @@ struct MegaFoldAttentionLayout
     eraseDead(views);
   }
 
-  /// Step 3.
-  void foldDout(KernelOp g) {
+  /// Step 3: AttentionGrad `g`'s `operand` (dout or o), of `group`.
+  void foldRowsRead(KernelOp g, unsigned operand, Group group) {
     Layout l(g);
-    Value dout = g->getOperand(5);
-    auto [root, at] = rootOf(dout, /*casts=*/true);
+    Value x = g->getOperand(operand);
+    auto [root, at] = rootOf(x, /*casts=*/true);
     auto t = root.getDefiningOp<KernelOp>();
     if (!t || t.getKernel() != "Transpose" || !at || *at != 0)
       return;
@@ -454,10 +458,10 @@ struct MegaFoldAttentionLayout
         return;
     if (!l.setHeads(H))
       return;
-    l.groups[kDout] = Strides{S * H * D, D, H * D};
+    l.groups[group] = Strides{S * H * D, D, H * D};
     OpBuilder b(t);
-    Value src = castTo(b, t.getLoc(), t->getOperand(0), tensorOf(dout));
-    g->setOperand(5, src);
+    Value src = castTo(b, t.getLoc(), t->getOperand(0), tensorOf(x));
+    g->setOperand(operand, src);
     l.write(g);
     eraseDead(views);
     if (root.use_empty())

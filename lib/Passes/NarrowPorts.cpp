@@ -121,15 +121,16 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
     }
   }
 
-  /// `v` (looking through casts) is a reshape, transpose, split or concat:
-  /// at kernel level those may become views of another buffer, which a
-  /// port cannot be. mega-port-sources leaves only a concat, or a layout
-  /// op under a cast, here.
+  /// `v` (looking through casts) is a part of a split or a concat: at
+  /// kernel level those are views into another buffer, which a port cannot
+  /// be (mega-port-sources sends a split's source instead). A reshape is a
+  /// view of a whole buffer, a transpose a kernel's result: attention's o
+  /// in rows crosses as one.
   static bool fromLayout(Value v) {
     while (auto c = v.getDefiningOp<CastOp>())
       v = c.getX();
     Operation *def = v.getDefiningOp();
-    return def && isa<ReshapeOp, TransposeOp, SplitOp, ConcatOp>(def);
+    return def && isa<SplitOp, ConcatOp>(def);
   }
 
   /// Erases side-effect-free ops whose results nothing reads, users first.

@@ -16,14 +16,21 @@
 //  1. A port already carrying r (an output of r named `pipe.*`) carries it
 //     for this one too: each reader program gets that port's input (one
 //     already there is moved before this port's input, a missing one is
-//     created there), and this port's output and inputs go.
+//     created there), and this port's output and inputs go. Except when
+//     the chain only reshapes and transposes and only attention gradients
+//     read that port (attention's o; this port, o moved back to rows for
+//     the output projection): then this port stays and the other goes, its
+//     readers redoing the inverse chain on this port's input. Attention
+//     reads o in either layout (mega-fold-attention-layout), a product only
+//     in rows; so the forward's attention writes o in rows, as in one
+//     program, and neither program moves it.
 //  2. Otherwise this port carries r: its output takes r, and each reader's
 //     input becomes one of r's type.
 //  3. In each reader, the chain is cloned on that input, in order, where
 //     this port's input was, and its readers read the clone of v.
 // Ports are visited in the order their names are first seen, so the first
-// of q, k, v carries the projection, and o, sent as itself, carries o for
-// the rows. A port whose name has two outputs is left alone. The values
+// of q, k, v carries the projection. A port whose name has two outputs is
+// left alone. The values
 // every program computes are unchanged (layout ops only move elements);
 // the canonicalizer drops the producer's chain when nothing else reads it.
 //
@@ -104,6 +111,8 @@ struct MegaPortSources : mega::impl::MegaPortSourcesBase<MegaPortSources> {
         if (it != ports.end() && it->second.ok)
           carrier = o;
       }
+    if (carrier && sendRows(p, ports[carrier.getName()], chain))
+      return;
     auto type = cast<RankedTensorType>(r.getType());
     // Step 3, with each reader's input from step 1 or 2.
     for (InputOp in : p.ins) {
@@ -125,6 +134,49 @@ struct MegaPortSources : mega::impl::MegaPortSourcesBase<MegaPortSources> {
     } else {
       p.out->setOperand(0, r); // step 2
     }
+  }
+
+  /// Step 1's exception: `c` sends r, which only attention gradients read
+  /// (attention's o), and `p` sends v, r reshaped and transposed (o moved
+  /// back to rows for the output projection, whose weight gradient reads
+  /// it). `p` keeps sending v, `c` goes, and its readers redo the inverse
+  /// of `chain` on `p`'s input. An attention kernel reads o in either
+  /// layout (mega-fold-attention-layout), a product only in rows, so the
+  /// forward writes o in rows once and no program moves it.
+  static bool sendRows(Port &p, Port &c, ArrayRef<Operation *> chain) {
+    if (!llvm::all_of(chain, [](Operation *op) {
+          return isa<ReshapeOp, TransposeOp>(op);
+        }))
+      return false;
+    for (InputOp in : c.ins)
+      for (Operation *u : in->getUsers())
+        if (!isa<FlashAttentionGradOp>(u))
+          return false;
+    Value v = p.out.getValue();
+    auto vType = cast<RankedTensorType>(v.getType());
+    for (InputOp in : c.ins) {
+      Value x = inputOf(p.out.getName(), vType, in);
+      OpBuilder b(in);
+      for (Operation *op : llvm::reverse(chain)) {
+        Type back = op->getOperand(0).getType();
+        if (auto t = dyn_cast<TransposeOp>(op)) {
+          ArrayRef<int64_t> perm = t.getPerm();
+          SmallVector<int64_t> inverse(perm.size());
+          for (auto [j, d] : llvm::enumerate(perm))
+            inverse[d] = int64_t(j);
+          x = b.create<TransposeOp>(op->getLoc(), back, x, inverse);
+        } else {
+          x = b.create<ReshapeOp>(op->getLoc(), back, x);
+        }
+      }
+      in.getResult().replaceAllUsesWith(x);
+      in->erase();
+    }
+    c.ins.clear();
+    c.out->erase();
+    c.out = {};
+    c.ok = false;
+    return true;
   }
 };
 

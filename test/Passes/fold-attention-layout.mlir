@@ -257,3 +257,26 @@ func.func @grads_concat_read(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>,
   mega.output "joined", %c : tensor<3x2x2x8x4xf32>
   return
 }
+
+// -----
+
+// A pipeline's backward handed o in rows (mega-port-sources): AttentionGrad
+// reads o, a Transpose [B, S, H, hd] -> [B, H, S, hd] of the rows that only
+// it reads, from the rows with strides (64, 4, 8), like dout; the
+// Transpose goes. The product that reads the rows too is untouched.
+// CHECK-LABEL: func.func @o_from_rows
+// CHECK-NOT: "Transpose"
+// CHECK: mega.kernel "AttentionGrad"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5) i [4, 8, 4, 1, 2, 64, 32, 4, 64, 4, 8, 64, 32, 4, 64, 32, 4] f [5.000000e-01]
+// CHECK: mega.kernel "MatMul"(%arg3,
+// OFF-LABEL: func.func @o_from_rows
+// OFF: "Transpose"
+func.func @o_from_rows(%q: tensor<2x2x8x4xbf16>, %k: tensor<2x2x8x4xbf16>, %v: tensor<2x2x8x4xbf16>, %rows: tensor<2x8x2x4xbf16>, %lse: tensor<2x2x8xf32>, %d: tensor<2x2x8x4xbf16>, %w: tensor<8x8xbf16>) {
+  %o = mega.kernel "Transpose"(%rows) i [4, 2, 8, 2, 4, 0, 2, 1, 3] f [] : (tensor<2x8x2x4xbf16>) -> tensor<2x2x8x4xbf16>
+  %dq, %dk, %dv = mega.kernel "AttentionGrad"(%q, %k, %v, %o, %lse, %d) i [4, 8, 4, 1] f [0.5] : (tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8x4xbf16>, tensor<2x2x8xf32>, tensor<2x2x8x4xbf16>) -> (tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>, tensor<2x2x8x4xf32>)
+  %p = mega.kernel "MatMul"(%rows, %w) i [1, 16, 8, 8, 0, 0, 8, 8, 8, 0, 0, 0] f [1.0, 0.0] : (tensor<2x8x2x4xbf16>, tensor<8x8xbf16>) -> tensor<16x8xf32>
+  mega.output "dq", %dq : tensor<2x2x8x4xf32>
+  mega.output "dk", %dk : tensor<2x2x8x4xf32>
+  mega.output "dv", %dv : tensor<2x2x8x4xf32>
+  mega.output "p", %p : tensor<16x8xf32>
+  return
+}

@@ -75,3 +75,37 @@ func.func @rows_reader() {
   mega.output "r", %r : tensor<3x8xf32>
   return
 }
+
+// -----
+
+// Attention's o sent as itself, which only attention gradients read, and
+// moved back to rows for the output projection: the rows keep their port,
+// o's port goes, and its readers move the rows back to o (the inverse
+// reshape and transpose), which the attention gradient reads in place at
+// kernel level. o in rows is what the forward's attention writes.
+// CHECK-LABEL: func.func @o_rows
+// CHECK-NOT: "pipe.8"
+// CHECK: mega.output "pipe.9", %{{.*}} : tensor<1x8x8xf32>
+// CHECK-NOT: "pipe.8"
+// CHECK-LABEL: func.func @o_rows_reader
+// CHECK: %[[IN:.*]] = mega.input "pipe.9" [1, 8, 8] : tensor<1x8x8xf32>
+// CHECK-NEXT: %[[R:.*]] = mega.reshape %[[IN]] : tensor<1x8x8xf32> -> tensor<1x8x2x4xf32>
+// CHECK-NEXT: %[[O:.*]] = mega.transpose %[[R]] perm [0, 2, 1, 3] : tensor<1x8x2x4xf32> -> tensor<1x2x8x4xf32>
+// CHECK: mega.flash_attention_grad %arg0, %arg0, %arg0, %[[O]],
+// CHECK: mega.matmul %[[IN]],
+func.func @o_rows(%o: tensor<1x2x8x4xf32>) {
+  mega.output "pipe.8", %o : tensor<1x2x8x4xf32>
+  %t = mega.transpose %o perm [0, 2, 1, 3] : tensor<1x2x8x4xf32> -> tensor<1x8x2x4xf32>
+  %r = mega.reshape %t : tensor<1x8x2x4xf32> -> tensor<1x8x8xf32>
+  mega.output "pipe.9", %r : tensor<1x8x8xf32>
+  return
+}
+func.func @o_rows_reader(%q: tensor<1x2x8x4xf32>, %lse: tensor<1x2x8xf32>, %d: tensor<1x2x8x4xf32>, %w: tensor<8x8xf32>) {
+  %o = mega.input "pipe.8" [1, 2, 8, 4] : tensor<1x2x8x4xf32>
+  %dq, %dk, %dv = mega.flash_attention_grad %q, %q, %q, %o, %lse, %d {causal, scale = 5.000000e-01 : f64} : tensor<1x2x8x4xf32>, tensor<1x2x8x4xf32>, tensor<1x2x8x4xf32>, tensor<1x2x8x4xf32>, tensor<1x2x8xf32>, tensor<1x2x8x4xf32> -> tensor<1x2x8x4xf32>, tensor<1x2x8x4xf32>, tensor<1x2x8x4xf32>
+  %rows = mega.input "pipe.9" [1, 8, 8] : tensor<1x8x8xf32>
+  %p = mega.matmul %rows, %w : tensor<1x8x8xf32>, tensor<8x8xf32> -> tensor<1x8x8xf32>
+  mega.output "dq", %dq : tensor<1x2x8x4xf32>
+  mega.output "p", %p : tensor<1x8x8xf32>
+  return
+}

@@ -872,12 +872,13 @@ def MegaPortSources : Pass<"mega-port-sources", "mlir::ModuleOp"> {
   let description = [{
     At op level, right after mega-pipeline-split. A port (`pipe.N`) whose
     value the producer only reshapes, transposes or splits out of another
-    value r (attention's q, k and v out of the fused projection, its o
-    moved back to rows) carries r instead, once per r: through a port
-    already carrying r, else through this one. Each reader redoes the
-    layout ops on its input. The same values; at kernel level no copy of a
-    split's parts, and the reader's attention reads the projection's layout
-    in place (mega-fold-attention-layout).
+    value r (attention's q, k and v out of the fused projection) carries r
+    instead, once per r: through a port already carrying r, else through
+    this one. Each reader redoes the layout ops on its input. Attention's o,
+    sent both as itself and moved back to rows, crosses once, in rows; the
+    attention gradient's readers move it back. The same values; at kernel
+    level no copy of a split's parts, and attention reads the projection's
+    layout and o's rows in place (mega-fold-attention-layout).
 
     Before:
     ```mlir
