@@ -70,6 +70,12 @@
 //     step 2. mega-fold-casts then lets each norm write its dx in bf16 and
 //     the adds store bf16; mega-fuse-norm-grad folds the adds back into
 //     the norms (accumulating into the bf16 gradient).
+//  8. A mega.all_gather (sequence parallelism's gather of a norm's output,
+//     or of the residual gradient, for the products) whose every reader
+//     casts it to bf16 gathers the bf16 value instead: the operand's bf16
+//     cast, or the bf16 value the operand only widens. Rounding commutes
+//     with moving elements, so the readers see the same bits; the gather
+//     moves half the bytes and the cast runs on the rank's block only.
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -77,6 +83,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/StringSet.h"
@@ -118,6 +125,47 @@ struct MegaMixedPrecision
         roundResidualOf(func, streamPorts);
       if (roundResidualGrad)
         roundResidualGradOf(func);
+      gatherRoundedOf(func);
+    }
+  }
+
+  /// Step 8.
+  static void gatherRoundedOf(func::FuncOp func) {
+    SmallVector<AllGatherOp> gathers;
+    func.walk([&](AllGatherOp g) {
+      if (!isBf16(g.getResult()))
+        gathers.push_back(g);
+    });
+    for (AllGatherOp g : gathers) {
+      // Readers left dead by step 1 (an f32 reshape its bf16 copy replaced)
+      // do not count.
+      for (Operation *u : llvm::make_early_inc_range(g->getUsers()))
+        if (isOpTriviallyDead(u))
+          u->erase();
+      if (g->use_empty() || !llvm::all_of(g->getUsers(), [](Operation *u) {
+            auto c = dyn_cast<CastOp>(u);
+            return c && isBf16(c.getResult());
+          }))
+        continue;
+      OpBuilder b(g);
+      Value x = g.getX();
+      auto xType = cast<RankedTensorType>(x.getType());
+      auto bf16 = [&](RankedTensorType t) {
+        return RankedTensorType::get(t.getShape(), b.getBF16Type());
+      };
+      Value rounded;
+      if (auto w = x.getDefiningOp<CastOp>(); w && isBf16(w.getX()))
+        rounded = w.getX();
+      else
+        rounded = b.create<CastOp>(g.getLoc(), bf16(xType), x);
+      auto gathered =
+          b.create<AllGatherOp>(g.getLoc(), bf16(g.getType()), rounded,
+                                g.getAxesAttr(), g.getDimAttr());
+      for (Operation *u : llvm::make_early_inc_range(g->getUsers())) {
+        u->getResult(0).replaceAllUsesWith(gathered.getResult());
+        u->erase();
+      }
+      g->erase();
     }
   }
 

@@ -317,9 +317,9 @@ void validateMatMul(const Program &p, size_t k, const Instr &in) {
                    std::to_string(in.outputs.size()));
 }
 
-/// Collectives: group and attributes in range, f32 operands whose element
-/// counts agree (the group's size is a run-time fact; the runtime checks
-/// AllGather/ReduceScatter against it).
+/// Collectives: group and attributes in range, f32 operands (an AllGather's
+/// may be bf16) whose element counts agree (the group's size is a run-time
+/// fact; the runtime checks AllGather/ReduceScatter against it).
 void validateCollective(const Program &p, size_t k, const Instr &in) {
   const char *name = opName(in.op);
   bool bucket = in.op == Op::AllReduceStart || in.op == Op::AllReduceWait;
@@ -349,12 +349,25 @@ void validateCollective(const Program &p, size_t k, const Instr &in) {
         fail(p, k, "AllReduceWait input and output " + std::to_string(j) +
                        " differ in element count");
   }
-  for (int32_t v : in.inputs)
-    if (p.values[size_t(v)].dtype != DType::F32)
-      fail(p, k, std::string(name) + " operands must be f32");
-  for (int32_t v : in.outputs)
-    if (p.values[size_t(v)].dtype != DType::F32)
-      fail(p, k, std::string(name) + " operands must be f32");
+  // AllGather only moves elements: bf16 too (mixed precision gathers the
+  // rounded value), as whole 4-byte words, so its input's count is even.
+  if (in.op == Op::AllGather && !in.inputs.empty() && !in.outputs.empty() &&
+      p.values[size_t(in.inputs[0])].dtype == DType::BF16) {
+    const Value &x = p.values[size_t(in.inputs[0])];
+    if (p.values[size_t(in.outputs[0])].dtype != DType::BF16)
+      fail(p, k, "AllGather of a bf16 input needs a bf16 output");
+    if (x.numel() % 2 != 0)
+      fail(p, k,
+           "AllGather of bf16 moves 4-byte words: its input's " +
+               std::to_string(x.numel()) + " elements are not even");
+  } else {
+    for (int32_t v : in.inputs)
+      if (p.values[size_t(v)].dtype != DType::F32)
+        fail(p, k, std::string(name) + " operands must be f32");
+    for (int32_t v : in.outputs)
+      if (p.values[size_t(v)].dtype != DType::F32)
+        fail(p, k, std::string(name) + " operands must be f32");
+  }
   if (in.op == Op::AllReduce &&
       p.values[size_t(in.inputs[0])].numel() !=
           p.values[size_t(in.outputs[0])].numel())

@@ -5,7 +5,8 @@
 // collective over each group, and checks the result against the closed
 // form (sums of small integers: exact in f32). Also checks the rank layout
 // (tensor fastest, then data, then pipeline), runs the collectives as
-// plan instructions through Backend::collective and a grouped exchange
+// plan instructions through Backend::collective (an AllGather of bf16 too)
+// and a grouped exchange
 // (Backend::exchange) around each group's ring. Prints "ok" on rank 0.
 //
 //===----------------------------------------------------------------------===//
@@ -13,8 +14,10 @@
 #include "Devices.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -144,6 +147,34 @@ void checkGroup(Communicator &comm, plan::ParallelGroup kind, int w,
       want += valueOf(m, k);
     expect(buf[k] == want, name + " AllReduce instruction", w);
   }
+  // AllGather of bf16 (6 elements a rank: whole 4-byte words), rank order,
+  // every element where it belongs. The values are small integers, exact
+  // in bf16: the upper halves of their f32 bits.
+  const size_t m = 6;
+  plan::Value bx, by;
+  bx.shape = {int64_t(m)};
+  bx.dtype = plan::DType::BF16;
+  by.shape = {int64_t(m) * g.size};
+  by.dtype = plan::DType::BF16;
+  auto bf16Of = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return uint16_t(u >> 16);
+  };
+  std::vector<uint16_t> mine(m), all(m * size_t(g.size), 0xFFFF);
+  for (size_t k = 0; k < m; ++k)
+    mine[k] = bf16Of(valueOf(w, k));
+  plan::Instr gather;
+  gather.op = plan::Op::AllGather;
+  gather.i = {int64_t(kind)};
+  checkCollective(gather, {&bx}, {&by}, comm);
+  backend.collective(gather, {TensorRef{mine.data(), &bx}},
+                     {TensorRef{all.data(), &by}}, comm);
+  for (int r = 0; r < g.size; ++r)
+    for (size_t k = 0; k < m; ++k)
+      expect(all[size_t(r) * m + k] ==
+                 bf16Of(valueOf(g.worldRanks[size_t(r)], k)),
+             name + " AllGather instruction (bf16)", w);
 }
 
 } // namespace

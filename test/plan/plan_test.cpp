@@ -346,6 +346,10 @@ int main() {
     prog.values.push_back({Space::Arena, 0, 0, DType::F32, {6}});  // %4
     prog.values.push_back({Space::Arena, 0, 0, DType::F32, {3}});  // %5
     prog.values.push_back({Space::Input, 0, 0, DType::I32, {6}});  // %6
+    prog.values.push_back({Space::Arena, 0, 0, DType::BF16, {2}}); // %7
+    prog.values.push_back({Space::Arena, 0, 0, DType::BF16, {4}}); // %8
+    prog.values.push_back({Space::Arena, 0, 0, DType::BF16, {3}}); // %9
+    prog.values.push_back({Space::Arena, 0, 0, DType::BF16, {6}}); // %10
     auto add = [&](Op op, std::vector<int32_t> in, std::vector<int32_t> out,
                    std::vector<int64_t> i) {
       Instr x;
@@ -361,6 +365,8 @@ int main() {
     add(Op::AllGather, {5}, {4}, {1});
     add(Op::Send, {5}, {}, {2, 1, 7});
     add(Op::Recv, {}, {5}, {2, -1, 7});
+    add(Op::AllGather, {7}, {8}, {0}); // bf16: whole 4-byte words
+    validate(c);
     std::vector<uint8_t> cb = serialize(c);
     Plan d = deserialize(cb.data(), cb.size());
     std::ostringstream x, y;
@@ -374,7 +380,7 @@ int main() {
     CHECK(x.str().find("%5 = Recv() i=[2,-1,7]") != std::string::npos);
     CHECK(isCollective(Op::AllReduce) && isCollective(Op::Recv) &&
           !isCollective(Op::Sgd));
-    size_t first = prog.instrs.size() - 6;
+    size_t first = prog.instrs.size() - 7;
     auto broken = [&](size_t k, auto edit) {
       Plan e = c;
       edit(e.programs[0].instrs[first + k]);
@@ -401,6 +407,28 @@ int main() {
     expectError("collective arity", [&] {
       broken(5, [](Instr &in) { in.inputs = {4}; });
     }, "wrong operand count");
+    expectError(
+        "bf16 AllGather odd",
+        [&] {
+          broken(6, [](Instr &in) {
+            in.inputs = {9};
+            in.outputs = {10};
+          });
+        },
+        "its input's 3 elements are not even");
+    expectError(
+        "bf16 AllGather into f32",
+        [&] { broken(6, [](Instr &in) { in.outputs = {4}; }); },
+        "needs a bf16 output");
+    expectError(
+        "bf16 ReduceScatter",
+        [&] {
+          broken(2, [](Instr &in) {
+            in.inputs = {8};
+            in.outputs = {7};
+          });
+        },
+        "must be f32");
   }
 
   // Pipeline schedule (version 3): round trip, printing, validation.

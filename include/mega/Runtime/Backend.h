@@ -367,8 +367,14 @@ protected:
     std::vector<float> inBuf, outBuf;
     const float *in = nullptr;
     float *out = nullptr;
-    size_t inN = inputs.empty() ? 0 : size_t(inputs[0].numel());
-    size_t outN = outputs.empty() ? 0 : size_t(outputs[0].numel());
+    // 4-byte words: an f32 operand's elements, a bf16 AllGather's pairs
+    // (plan::validate: its input's count is even; gathering the words
+    // gathers the elements).
+    auto words = [](const TensorRef &t) {
+      return size_t(t.value->bytes()) / 4;
+    };
+    size_t inN = inputs.empty() ? 0 : words(inputs[0]);
+    size_t outN = outputs.empty() ? 0 : words(outputs[0]);
     if (!inputs.empty()) {
       in = inputs[0].f32();
       if (!host) {

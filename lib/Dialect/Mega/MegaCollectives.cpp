@@ -93,6 +93,9 @@ LogicalResult AllGatherOp::verify() {
   FailureOr<int64_t> devices = verifyAxes(*this, getAxes());
   if (failed(devices))
     return failure();
+  // all_gather_c1
+  if (getX().getType().getElementType() != getType().getElementType())
+    return emitOpError("operand and result element types differ");
   return verifyBlocks(*this, getDim(), getX().getType(), getType(), *devices);
 }
 

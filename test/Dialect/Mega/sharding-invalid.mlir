@@ -102,6 +102,15 @@ func.func @collective_c3_dim(%x: tensor<4x8xf32>) {
 
 // -----
 
+// all_gather_c1
+func.func @all_gather_c1(%x: tensor<4x8xbf16>) {
+  // expected-error @+1 {{'mega.all_gather' op operand and result element types differ}}
+  %0 = mega.all_gather %x axes [0] {dim = 0 : i64} : tensor<4x8xbf16> -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
 // mesh_c1
 // expected-error @+1 {{mega.mesh must be a non-empty array<i64> of positive axis sizes}}
 module attributes {mega.mesh = array<i64: 2, 0>} {

@@ -625,9 +625,14 @@ def Mega_AllGatherOp : Mega_CollectiveOp<"all_gather"> {
     ```mlir
     %y = mega.all_gather %x axes [0] {dim = 1 : i64} : tensor<4x16x64xf32> -> tensor<4x32x64xf32>
     ```
+
+    It only moves elements, so after mixed precision it may gather bf16
+    (the rounded value its readers would otherwise each round); operand and
+    result have one element type.
   }];
-  let arguments = (ins Mega_F32Tensor:$x, DenseI64ArrayAttr:$axes,
+  let arguments = (ins Mega_FloatTensor:$x, DenseI64ArrayAttr:$axes,
                    Mega_I64Attr:$dim);
+  let results = (outs Mega_FloatTensor:$result);
 }
 
 def Mega_ReduceScatterOp : Mega_CollectiveOp<"reduce_scatter"> {

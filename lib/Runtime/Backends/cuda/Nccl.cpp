@@ -361,17 +361,21 @@ void NcclCollectives::run(const plan::Instr &instr,
                           const ProcessGroup &g) {
   using plan::Op;
   const char *name = plan::opName(instr.op);
-  // The plan's collectives move float32 (plan::validate); the host-staged
-  // path assumes it too.
+  // The plan's collectives move float32, or for AllGather bf16 as whole
+  // 4-byte words (plan::validate: an even count); the host-staged path
+  // does the same. Counts below are in words.
+  const bool words = instr.op == Op::AllGather;
   for (const TensorRef &t : ins)
-    if (t.value->dtype != plan::DType::F32)
+    if (t.value->dtype != plan::DType::F32 &&
+        !(words && t.value->dtype == plan::DType::BF16))
       throw Error(std::string(name) + ": nccl moves float32 operands only");
   for (const TensorRef &t : outs)
-    if (t.value->dtype != plan::DType::F32)
+    if (t.value->dtype != plan::DType::F32 &&
+        !(words && t.value->dtype == plan::DType::BF16))
       throw Error(std::string(name) + ": nccl moves float32 operands only");
   const std::vector<int64_t> &i = instr.i;
-  size_t inN = ins.empty() ? 0 : size_t(ins[0].numel());
-  size_t outN = outs.empty() ? 0 : size_t(outs[0].numel());
+  size_t inN = ins.empty() ? 0 : size_t(ins[0].value->bytes()) / 4;
+  size_t outN = outs.empty() ? 0 : size_t(outs[0].value->bytes()) / 4;
   // Send/Recv: i[1] is the peer's offset in the group, as the staged path.
   auto peer = [&] {
     return int((g.rank + i.at(1) % g.size + g.size) % g.size);
