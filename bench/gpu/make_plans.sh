@@ -96,13 +96,17 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2pp2-cuda.plan" "${RANKS[@]}" --tp 2 --pp 2
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-dp2do-cuda.plan" "${RANKS[@]}" --dp 2 \
   --use-distributed-optimizer
-# bf16 pipelines: the stream crossing stages in bf16, attention's projection
-# and o stashed once in bf16 (mega-port-sources, mega-narrow-ports).
+# bf16 layouts: pipelines with the stream crossing stages in bf16 and
+# attention's projection and o stashed once in bf16 (mega-port-sources,
+# mega-narrow-ports), and sequence parallelism.
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-ref-cuda.plan" "${RANKS[@]}" --precision bf16
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-pp2-cuda.plan" "${RANKS[@]}" --precision bf16 \
   --pp 2
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-tp2pp2-cuda.plan" "${RANKS[@]}" --precision bf16 \
   --tp 2 --pp 2
+# Sequence parallelism in bf16: the norms' rows all-gathered in bf16.
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-tp2sp-cuda.plan" "${RANKS[@]}" --precision bf16 \
+  --tp 2 --sequence-parallel
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-cuda.plan" "${GPT2[@]}" --target cuda
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-cuda.plan" "${GPT2[@]}" --target cuda \
   --precision bf16

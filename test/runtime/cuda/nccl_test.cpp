@@ -5,7 +5,7 @@
 // process, bootstrapped through the single-process communicator), every
 // plan collective through Backend::collective against the host-staged path
 // of a second backend (outputs poisoned first, bits compared; an output
-// overlapping its input), the gradient buckets on their own stream
+// overlapping its input; an AllGather of bf16), the gradient buckets on their own stream
 // (contiguous and scattered), the pipeline's exchange with itself (two
 // sends and two receives in one group, through both backends), and the two
 // ways a collective ends badly: an invalid argument and a receive that
@@ -146,6 +146,56 @@ void checkCollectives(rt::Backend &nccl, rt::Backend &host,
         fail(what + ": " + e.what());
       }
     }
+}
+
+/// A bf16 AllGather (sequence parallelism in bf16 plans), moved as 4-byte
+/// words: NCCL against the host-staged path and, in a one-rank group,
+/// against its input, bit for bit.
+void checkBf16Gather(rt::Backend &nccl, rt::Backend &host,
+                     rt::Communicator &comm) {
+  Instr instr;
+  instr.op = Op::AllGather;
+  instr.i = {int64_t(plan::ParallelGroup::Tensor)};
+  const size_t sizes[] = {50304 * 2, 4098, 2}; // bf16 elements, even
+  uint64_t seed = 101;
+  for (size_t n : sizes) {
+    std::string what = "AllGather bf16 n=" + std::to_string(n);
+    // n bf16 elements are n / 2 words of random bits.
+    std::vector<float> in = randomVec(n / 2, seed++);
+    auto once = [&](rt::Backend &b) {
+      Value v;
+      v.dtype = DType::BF16;
+      v.shape = {int64_t(n)};
+      void *x = b.allocate(n * 2), *y = b.allocate(n * 2);
+      std::vector<float> out(n / 2);
+      try {
+        b.copyToDevice(x, in.data(), n * 2);
+        std::vector<float> poison(n / 2, std::nanf(""));
+        b.copyToDevice(y, poison.data(), n * 2);
+        b.collective(instr, {rt::TensorRef{x, &v}}, {rt::TensorRef{y, &v}},
+                     comm);
+        b.copyToHost(out.data(), y, n * 2);
+      } catch (...) {
+        b.release(x);
+        b.release(y);
+        throw;
+      }
+      b.release(x);
+      b.release(y);
+      return out;
+    };
+    try {
+      std::vector<float> got = once(nccl), want = once(host);
+      if (!sameBits(got, want))
+        fail(what + ": nccl and host-staged results differ");
+      else if (!sameBits(got, in))
+        fail(what + ": a one-rank gather changed its input");
+      else
+        std::printf("ok   %s\n", what.c_str());
+    } catch (const std::exception &e) {
+      fail(what + ": " + e.what());
+    }
+  }
 }
 
 /// An AllReduce whose output starts one element into its input: not
@@ -380,6 +430,7 @@ int main() {
     }
     checkCollectives(*nccl, *host, *comm);
     checkOverlap(*nccl, *host, *comm);
+    checkBf16Gather(*nccl, *host, *comm);
     checkBuckets(*nccl, *comm);
     checkExchangeWithSelf(*nccl, *host, *comm);
     checkErrors(*comm);
