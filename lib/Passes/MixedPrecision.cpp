@@ -75,7 +75,9 @@
 //     casts it to bf16 gathers the bf16 value instead: the operand's bf16
 //     cast, or the bf16 value the operand only widens. Rounding commutes
 //     with moving elements, so the readers see the same bits; the gather
-//     moves half the bytes and the cast runs on the rank's block only.
+//     moves half the bytes and the cast runs on the rank's block only. A
+//     block of an odd element count stays f32 (the runtimes move bf16 as
+//     4-byte words).
 //
 //===----------------------------------------------------------------------===//
 #include "mega/Dialect/Mega/MegaOps.h"
@@ -132,8 +134,11 @@ struct MegaMixedPrecision
   /// Step 8.
   static void gatherRoundedOf(func::FuncOp func) {
     SmallVector<AllGatherOp> gathers;
+    // The runtimes gather bf16 as 4-byte words: a block of an odd count
+    // stays f32.
     func.walk([&](AllGatherOp g) {
-      if (!isBf16(g.getResult()))
+      if (!isBf16(g.getResult()) &&
+          cast<RankedTensorType>(g.getX().getType()).getNumElements() % 2 == 0)
         gathers.push_back(g);
     });
     for (AllGatherOp g : gathers) {

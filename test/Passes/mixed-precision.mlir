@@ -333,7 +333,8 @@ func.func @residual_grad(%dy1: tensor<16x8xf32>, %dy2: tensor<16x8xf32>, %x: ten
 // Sequence parallelism's all_gather (step 8): one the products read only in
 // bf16 gathers the rounded rows, the cast running on this device's block;
 // one that gathers a widened bf16 value gathers that value; one an f32 op
-// reads stays f32.
+// reads stays f32, and so does a block of an odd element count (the
+// runtimes move bf16 as 4-byte words).
 // CHECK-LABEL: func.func @gather
 // CHECK: %[[XB:.*]] = mega.cast %arg0 : tensor<2x4xf32> -> tensor<2x4xbf16>
 // CHECK-NEXT: %[[G:.*]] = mega.all_gather %[[XB]] axes [0] {dim = 0 : i64} : tensor<2x4xbf16> -> tensor<4x4xbf16>
@@ -342,9 +343,11 @@ func.func @residual_grad(%dy1: tensor<16x8xf32>, %dy2: tensor<16x8xf32>, %x: ten
 // CHECK: mega.matmul %[[G2]], %{{.*}} : tensor<4x4xbf16>, tensor<4x3xbf16>
 // CHECK: %[[G3:.*]] = mega.all_gather %arg0 axes [0] {dim = 0 : i64} : tensor<2x4xf32> -> tensor<4x4xf32>
 // CHECK: mega.add %[[G3]], %[[G3]]
+// CHECK: %[[G4:.*]] = mega.all_gather %arg3 axes [0] {dim = 0 : i64} : tensor<1x3xf32> -> tensor<2x3xf32>
+// CHECK: mega.cast %[[G4]] : tensor<2x3xf32> -> tensor<2x3xbf16>
 // FP32-LABEL: func.func @gather
 // FP32-NOT: -> tensor<4x4xbf16>
-func.func @gather(%x: tensor<2x4xf32>, %b: tensor<2x4xbf16>, %w: tensor<4x3xf32>) {
+func.func @gather(%x: tensor<2x4xf32>, %b: tensor<2x4xbf16>, %w: tensor<4x3xf32>, %odd: tensor<1x3xf32>, %w3: tensor<3x3xf32>) {
   %g = mega.all_gather %x axes [0] {dim = 0 : i64} : tensor<2x4xf32> -> tensor<4x4xf32>
   %p = mega.matmul %g, %w : tensor<4x4xf32>, tensor<4x3xf32> -> tensor<4x3xf32>
   %wide = mega.cast %b : tensor<2x4xbf16> -> tensor<2x4xf32>
@@ -352,8 +355,11 @@ func.func @gather(%x: tensor<2x4xf32>, %b: tensor<2x4xbf16>, %w: tensor<4x3xf32>
   %p2 = mega.matmul %g2, %w : tensor<4x4xf32>, tensor<4x3xf32> -> tensor<4x3xf32>
   %g3 = mega.all_gather %x axes [0] {dim = 0 : i64} : tensor<2x4xf32> -> tensor<4x4xf32>
   %s = mega.add %g3, %g3 : tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x4xf32>
+  %g4 = mega.all_gather %odd axes [0] {dim = 0 : i64} : tensor<1x3xf32> -> tensor<2x3xf32>
+  %p4 = mega.matmul %g4, %w3 : tensor<2x3xf32>, tensor<3x3xf32> -> tensor<2x3xf32>
   mega.output "p", %p : tensor<4x3xf32>
   mega.output "p2", %p2 : tensor<4x3xf32>
   mega.output "s", %s : tensor<4x4xf32>
+  mega.output "p4", %p4 : tensor<2x3xf32>
   return
 }
