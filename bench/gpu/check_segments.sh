@@ -4,7 +4,7 @@
 # long costs only its segment and the others still report:
 #
 #   twin     the CUDA kernels against their CPU twins           (limit 200 s)
-#   train    kernels, train, nccl, ranks                         (limit 220 s)
+#   train    kernels, train, nccl, ranks                         (limit 240 s)
 #   timing   torch, mega-timing                                  (limit 300 s)
 #
 #   OUT=DIR bench/gpu/check_segments.sh [SEGMENT...]    (default: all three)
@@ -26,7 +26,7 @@ status=0
 for seg in "${segments[@]}"; do
   case "$seg" in
     twin) keep="twin" limit=200 ;;
-    train) keep="kernels train nccl ranks" limit=220 ;;
+    train) keep="kernels train nccl ranks" limit=240 ;;
     timing) keep="torch mega-timing" limit=300 ;;
     *) echo "check_segments: unknown segment '$seg' (twin, train or timing)" >&2; exit 2 ;;
   esac
