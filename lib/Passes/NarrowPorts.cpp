@@ -181,10 +181,6 @@ struct MegaNarrowPorts : mega::impl::MegaNarrowPortsBase<MegaNarrowPorts> {
                                  BFloat16Type::get(t.getContext()));
   }
 
-  static bool isLayout(Operation *op) {
-    return isa<ReshapeOp, TransposeOp, SplitOp>(op);
-  }
-
   /// Every reader of the f32 `v` is a cast to bf16, or a layout op whose
   /// results are only rounded in turn.
   static bool onlyRoundedValue(Value v) {

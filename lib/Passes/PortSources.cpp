@@ -54,10 +54,6 @@ using namespace mega;
 
 namespace {
 
-bool isLayout(Operation *op) {
-  return isa<ReshapeOp, TransposeOp, SplitOp>(op);
-}
-
 /// A new input of port `name` carrying `type`, before `at`.
 Value newInput(StringRef name, RankedTensorType type, Operation *at) {
   OpBuilder b(at);

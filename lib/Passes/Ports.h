@@ -22,6 +22,13 @@ struct Port {
   bool ok = true;                 ///< false: more than one output
 };
 
+/// An op that only moves a value's elements (reshape, transpose, split):
+/// what mega-port-sources lets a reader redo and mega-narrow-ports looks
+/// through to the casts that round the result.
+inline bool isLayout(mlir::Operation *op) {
+  return llvm::isa<ReshapeOp, TransposeOp, SplitOp>(op);
+}
+
 /// The ports of `module` by name, in the order first seen.
 inline llvm::MapVector<llvm::StringRef, Port>
 collectPorts(mlir::ModuleOp module) {
