@@ -66,6 +66,8 @@
 //     data-parallel shards (shard_dim 0, group 1).
 //
 //===----------------------------------------------------------------------===//
+#include "Buckets.h"
+
 #include "mega/Dialect/Mega/MegaOps.h"
 #include "mega/Passes/Passes.h"
 
@@ -73,7 +75,6 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/StringMap.h"
 
 namespace mega {
@@ -346,50 +347,16 @@ struct MegaDataParallel
 
     OpBuilder b(module.getContext());
     // Steps 3 and 4.
-    Type f32 = b.getF32Type();
     for (SmallVector<StateOp> &bucket : buckets) {
       Operation *last = bucket.front();
-      for (StateOp g : bucket)
+      SmallVector<Value> values;
+      for (StateOp g : bucket) {
         if (last->isBeforeInBlock(g))
           last = g;
+        values.push_back(g.getResult());
+      }
       b.setInsertionPointAfter(last);
-      Location loc = bucket.front().getLoc();
-      SmallVector<Value> flat;
-      llvm::SmallPtrSet<Operation *, 8> packing;
-      int64_t total = 0;
-      for (StateOp g : bucket) {
-        auto type = cast<RankedTensorType>(g.getType());
-        int64_t n = type.getNumElements();
-        total += n;
-        if (type.getRank() == 1) {
-          flat.push_back(g);
-          continue;
-        }
-        auto r = b.create<ReshapeOp>(loc, RankedTensorType::get({n}, f32),
-                                     g.getResult());
-        packing.insert(r);
-        flat.push_back(r);
-      }
-      Value packed = flat.front();
-      if (flat.size() > 1) {
-        auto c = b.create<ConcatOp>(loc, RankedTensorType::get({total}, f32),
-                                    flat, b.getI64IntegerAttr(0));
-        packing.insert(c);
-        packed = c;
-      }
-      auto reduced = b.create<AllReduceOp>(
-          loc, packed.getType(), packed, b.getDenseI64ArrayAttr({kDataAxis}),
-          b.getStringAttr("sum"));
-      packing.insert(reduced);
-      int64_t offset = 0;
-      for (StateOp g : bucket) {
-        Value v = b.create<ViewOp>(loc, g.getType(), reduced.getResult(),
-                                   b.getI64IntegerAttr(offset * 4));
-        offset += cast<RankedTensorType>(g.getType()).getNumElements();
-        g.getResult().replaceUsesWithIf(v, [&](OpOperand &use) {
-          return !packing.contains(use.getOwner());
-        });
-      }
+      allReduceBucket(b, bucket.front().getLoc(), values, kDataAxis);
     }
   }
 };
