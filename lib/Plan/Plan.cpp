@@ -466,6 +466,19 @@ void validate(const Plan &plan) {
       throw PlanError("invalid plan: unsharded '" + t.name +
                       "' has a different full shape");
     }
+    // A partial gradient: a term per rank of a group, of a parameter that
+    // is whole over that group (a split one's gradient is its own part).
+    if (t.partialGroup != -1) {
+      const Persistent &p = plan.persistents[t.param];
+      if (t.role != Role::Grad || t.partialGroup < 0 || t.partialGroup > 2 ||
+          t.shardDim >= 0 ||
+          (p.shardDim >= 0 && p.shardGroup == t.partialGroup))
+        throw PlanError("invalid plan: '" + t.name +
+                        "' is partial over group " +
+                        std::to_string(t.partialGroup) +
+                        ", which only the gradient of a parameter whole over "
+                        "that group (0 tensor, 1 data, 2 pipeline) can be");
+    }
     // (Distributed optimizer: AdamW moments are data-parallel blocks of
     // their parameter's local shape: shard_dim 0 over group 1; the
     // parameter may itself be a tensor-parallel shard.)
@@ -620,7 +633,7 @@ private:
 };
 
 uint64_t fnv1a64(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = 0xcbf29ce484222325ull; // FNV-1a-64 offset basis
   for (size_t i = 0; i < n; ++i) {
     h ^= p[i];
     h *= 1099511628211ull;
@@ -670,6 +683,7 @@ std::vector<uint8_t> serialize(const Plan &plan) {
     w.pod<int32_t>(t.shardGroups);
     w.pod<int32_t>(t.shardGroup);
     w.vec(t.fullShape);
+    w.pod<int32_t>(t.partialGroup);
   }
   w.pod<uint32_t>(uint32_t(plan.programs.size()));
   for (const Program &p : plan.programs) {
@@ -771,6 +785,7 @@ Plan deserialize(const uint8_t *data, size_t size) {
     t.shardGroups = r.pod<int32_t>();
     t.shardGroup = r.pod<int32_t>();
     t.fullShape = r.vec<int64_t>();
+    t.partialGroup = r.pod<int32_t>();
     plan.persistents.push_back(std::move(t));
   }
   for (uint32_t n = r.count(16), k = 0; k < n; ++k) {
@@ -932,6 +947,8 @@ void printPlan(const Plan &plan, std::ostream &os) {
       }
     } else {
       os << " of %p" << t.param;
+      if (t.partialGroup >= 0)
+        os << " partial(group=" << t.partialGroup << ")";
       // A state sharded unlike its parameter (the distributed optimizer's
       // moments: a block of rows per data rank).
       if (t.shardDim >= 0 && t.param >= 0 &&

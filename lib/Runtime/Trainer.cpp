@@ -375,30 +375,37 @@ void Trainer::dumpGradientsOverData(int64_t iteration) {
   Memory &mem = engine_.memory();
   Communicator &comm = engine_.comm();
   const ProcessGroup &data = comm.group(plan::ParallelGroup::Data);
-  if (data.size == 1) {
-    // Every rank takes part (shards are gathered); world rank 0 writes.
-    saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta, writer_);
-    return;
-  }
-  // The accumulators hold this rank's share (the loss seed is
-  // 1/(microbatches*dp)); the full gradient is their sum over the data
-  // group, which the optimizer program's all-reduce computes too. Sum on the
-  // host, let data rank 0 write it, and put the local share back.
-  // (Under a pipeline only rank 0's ranks hold every gradient; the data
+  // The accumulators hold this rank's share: over the data group (the loss
+  // seed is 1/(microbatches*dp)), and, for a partial gradient, over its
+  // group (a replicated parameter's term from this rank's sequence block).
+  // The full gradient is their sum, which the optimizer program computes
+  // too. Sum on the host, save (every rank takes part: shards are
+  // gathered; world rank 0 writes), and put the local share back. (Under a
+  // pipeline only rank 0's ranks hold every gradient; the data and tensor
   // ranks of one pipeline rank hold the same ones.)
   std::vector<size_t> grads;
   for (size_t k : mem.withRole(plan::Role::Grad))
-    if (mem.available(k))
+    if (mem.available(k) &&
+        (data.size > 1 ||
+         (mem.info(k).partialGroup >= 0 &&
+          comm.group(plan::ParallelGroup(mem.info(k).partialGroup)).size > 1)))
       grads.push_back(k);
   std::vector<std::vector<float>> local(grads.size());
   for (size_t k = 0; k < grads.size(); ++k) {
     if (mem.info(grads[k]).dtype != plan::DType::F32)
-      throw Error("--dump-grads with dp > 1 needs f32 gradients");
+      throw Error("--dump-grads with dp > 1 or partial gradients needs f32 "
+                  "gradients");
     local[k].resize(mem.bytes(grads[k]) / 4);
     mem.toHost(grads[k], local[k].data());
-    std::vector<float> sum(local[k].size());
-    comm.allReduce(data, local[k].data(), sum.data(), sum.size(),
-                   plan::ReduceOp::Sum);
+    std::vector<float> sum = local[k];
+    auto sumOver = [&](const ProcessGroup &g) {
+      if (g.size > 1)
+        comm.allReduce(g, sum.data(), sum.data(), sum.size(),
+                       plan::ReduceOp::Sum);
+    };
+    if (int32_t p = mem.info(grads[k]).partialGroup; p >= 0)
+      sumOver(comm.group(plan::ParallelGroup(p)));
+    sumOver(data);
     mem.fromHost(grads[k], sum.data());
   }
   saveTensorsByParam(opts_.dumpGrads, mem, plan::Role::Grad, meta, writer_);

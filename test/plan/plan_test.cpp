@@ -271,6 +271,41 @@ int main() {
       }, "param_copy of 'w' differs in shape or dtype");
   }
 
+  // A partial gradient (version 4): a term per rank of the tensor group;
+  // it round-trips and prints. Only a gradient can be partial, over a group
+  // its parameter is whole over.
+  {
+    Plan c = samplePlan();
+    c.persistents[1].partialGroup = 0;
+    validate(c);
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    CHECK(d.persistents[1].partialGroup == 0 &&
+          d.persistents[0].partialGroup == -1);
+    std::ostringstream x;
+    printPlan(d, x);
+    CHECK(x.str().find("%p1 grad \"w\" 4x3xf32 of %p0 partial(group=0)\n") !=
+          std::string::npos);
+    for (int bad = 0; bad < 3; ++bad)
+      expectError(
+          "partial",
+          [&] {
+            Plan e = c;
+            if (bad == 0) { // a parameter
+              e.persistents[1].partialGroup = -1;
+              e.persistents[0].partialGroup = 0;
+            } else if (bad == 1) { // no such group
+              e.persistents[1].partialGroup = 3;
+            } else { // the parameter is split over that group
+              e.persistents[0].shape = e.persistents[1].shape = {2, 3};
+              e.persistents[0].shardDim = 0;
+              e.persistents[0].fullShape = {4, 3};
+            }
+            validate(e);
+          },
+          "is partial over group");
+  }
+
   // LayerNormGrad: dx, dw, db, optionally dx's bf16 copy (4 outputs) and
   // its column sums (5).
   {

@@ -37,8 +37,9 @@ namespace mega::plan {
 inline constexpr char kMagic[8] = {'M', 'E', 'G', 'A', 'P', 'L', 'A', 'N'};
 /// The only format version this code reads and writes.
 /// Version 2 added tensor-parallel shards of persistents and the
-/// vocabulary-parallel opcodes; version 3 the pipeline schedule.
-inline constexpr uint32_t kVersion = 3;
+/// vocabulary-parallel opcodes; version 3 the pipeline schedule; version 4
+/// the partial gradients (Persistent::partialGroup).
+inline constexpr uint32_t kVersion = 4;
 
 /// Thrown for every malformed, truncated or inconsistent plan.
 struct PlanError : std::runtime_error {
@@ -89,6 +90,12 @@ struct Persistent {
   int32_t shardGroups = 1;
   int32_t shardGroup = 0; ///< ParallelGroup the shard is taken over
   std::vector<int64_t> fullShape;
+  /// A gradient kept as partial sums (version 4): -1, or the ParallelGroup
+  /// whose ranks each hold a term of it between the training programs and
+  /// the optimizer, whose program sums them (mega-tensor-grad-bucket: the
+  /// replicated parameters of sequence-parallel work). --dump-grads sums
+  /// them first. Grad only.
+  int32_t partialGroup = -1;
   /// Elements and bytes of this rank's tensor (`shape`).
   int64_t numel() const;
   int64_t bytes() const { return numel() * int64_t(dtypeSize(dtype)); }
