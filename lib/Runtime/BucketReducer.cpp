@@ -1,4 +1,4 @@
-//===- BucketReducer.cpp - Data-parallel gradient buckets reduced in flight ===//
+//===- BucketReducer.cpp - Gradient buckets reduced in place or in flight -===//
 //
 // The engine asks Memory to place each bucket's gradients back to back (a
 // gradient buffer per bucket, as Megatron's), so in host memory a bucket is
@@ -24,7 +24,7 @@ void BucketReducer::declare(const plan::Instr &instr,
   const char *name = plan::opName(instr.op);
   if (grads.empty())
     throw Error(std::string(name) + " has no gradients");
-  auto [it, fresh] = buckets_.try_emplace(grads.front().data);
+  auto [it, fresh] = buckets_.try_emplace(key(instr, grads));
   Bucket &b = it->second;
   std::vector<void *> parts;
   std::vector<size_t> counts;
@@ -37,7 +37,7 @@ void BucketReducer::declare(const plan::Instr &instr,
   if (!fresh && (parts != b.parts || counts != b.counts))
     throw Error(std::string(name) +
                 ": its gradients are not those of the bucket's other "
-                "instruction with the same first gradient");
+                "instruction with the same first gradient and group");
   if (fresh) {
     b.parts = std::move(parts);
     b.counts = std::move(counts);
@@ -89,9 +89,11 @@ void BucketReducer::checkPairs() const {
                   " elements) that no AllReduceWait completes");
 }
 
-BucketReducer::Bucket &BucketReducer::find(const std::vector<TensorRef> &grads,
-                                           const char *what) {
-  auto it = buckets_.find(grads.front().data);
+BucketReducer::Bucket &
+BucketReducer::find(const plan::Instr &instr,
+                    const std::vector<TensorRef> &grads) {
+  const char *what = plan::opName(instr.op);
+  auto it = buckets_.find(key(instr, grads));
   if (it == buckets_.end())
     throw Error(std::string(what) + ": a bucket that was not declared");
   return it->second;
@@ -122,7 +124,7 @@ void BucketReducer::start(const plan::Instr &instr,
                           const std::vector<TensorRef> &grads) {
   if (!starting_)
     return;
-  Bucket &b = find(grads, "AllReduceStart");
+  Bucket &b = find(instr, grads);
   if (b.inFlight)
     throw Error("AllReduceStart: the bucket's previous all-reduce was never "
                 "waited for");
@@ -142,7 +144,7 @@ void BucketReducer::start(const plan::Instr &instr,
 
 void BucketReducer::wait(const plan::Instr &instr,
                          const std::vector<TensorRef> &grads) {
-  Bucket &b = find(grads, "AllReduceWait");
+  Bucket &b = find(instr, grads);
   if (b.inFlight) {
     if (b.device)
       backend_.waitBuckets(b.handle);
@@ -173,7 +175,7 @@ size_t BucketReducer::overlapped() const {
 size_t BucketReducer::stagingBytes() const {
   size_t n = 0;
   for (const auto &[key, b] : buckets_)
-    n += b.staging.size() * sizeof(float);
+    n += b.started ? b.staging.size() * sizeof(float) : 0;
   return n;
 }
 

@@ -1,8 +1,10 @@
-//===- BucketReducer.h - Data-parallel gradient buckets reduced in flight -===//
+//===- BucketReducer.h - Gradient buckets reduced in place or in flight --===//
 //
 // The plan's AllReduceStart / AllReduceWait pairs (mega-data-parallel's
 // overlapped gradient reduction): the start sits in the train program right
 // after a bucket's last gradient accumulation, the wait in the optimizer.
+// A wait may also stand alone (mega-tensor-grad-bucket's sum over the tensor
+// group of the replicated parameters' gradient terms): it reduces in place.
 // One reducer per engine holds what lives between the two programs: each
 // bucket's host staging buffer (allocated once, at load) and the request in
 // flight.
@@ -19,6 +21,7 @@
 #include "mega/Runtime/Backend.h"
 
 #include <map>
+#include <utility>
 #include <vector>
 
 namespace mega::rt {
@@ -29,8 +32,8 @@ public:
       : backend_(backend), comm_(comm) {}
 
   /// At load, for every AllReduceStart and AllReduceWait: the bucket of
-  /// `grads` (keyed by its first gradient's bytes). Throws Error when two
-  /// instructions disagree on a bucket.
+  /// `grads` (keyed by its first gradient's bytes and its group). Throws Error
+  /// when two instructions disagree on a bucket.
   void declare(const plan::Instr &instr, const std::vector<TensorRef> &grads);
   /// After every program is loaded: each started bucket has a wait.
   void checkPairs() const;
@@ -47,7 +50,7 @@ public:
   /// Buckets, and those whose start the plan has (overlapped).
   size_t count() const { return buckets_.size(); }
   size_t overlapped() const;
-  /// Host bytes of the staging buffers.
+  /// Host bytes of the staging buffers of the buckets that start.
   size_t stagingBytes() const;
 
 private:
@@ -64,13 +67,21 @@ private:
     int handle = -1;
     bool inFlight = false;
   };
-  Bucket &find(const std::vector<TensorRef> &grads, const char *what);
+  /// A bucket is its first gradient's bytes and its group: the tensor-group
+  /// bucket of some gradients (mega-tensor-grad-bucket) may begin with the
+  /// first gradient of a data-parallel one.
+  using Key = std::pair<void *, int64_t>;
+  static Key key(const plan::Instr &instr,
+                 const std::vector<TensorRef> &grads) {
+    return {grads.front().data, instr.i.at(0)};
+  }
+  Bucket &find(const plan::Instr &instr, const std::vector<TensorRef> &grads);
   float *pack(Bucket &b);
   void unpack(Bucket &b);
 
   Backend &backend_;
   Communicator &comm_;
-  std::map<void *, Bucket> buckets_;
+  std::map<Key, Bucket> buckets_;
   bool starting_ = false;
   size_t inFlight_ = 0;
 };

@@ -20,12 +20,17 @@ tp4           vocab 256 at tp=4 (4 ranks: one head, 16 columns of c_attn's
               q, k and v, 64 vocabulary rows per rank)
 tp_sp         vocab 256 at tp=2 with --sequence-parallel: layer norms and
               residual adds on blocks of rows, reduce-scatter / all-gather
-              instead of all-reduce, layer-norm gradients all-reduced; the
-              plan must hold ReduceScatter and AllGather over the tensor
-              group
+              instead of all-reduce, the replicated parameters' gradients
+              summed over the tensor group once a step (one in-place bucket;
+              also per micro-batch, --tensor-grad-bucket=false); the plan
+              must hold ReduceScatter and AllGather over the tensor group
 tp_sp_b1      the same at --micro-batch-size 1: blocks of positions
 tp_sp_pp      vocab 251 (padded) at tp=2, pp=2 (4 ranks, 1F1B) with
               --sequence-parallel
+tp_sp_dp      vocab 256 at tp=2, dp=2 (4 ranks) with --sequence-parallel: the
+              tensor-group sum of the replicated parameters' gradients after
+              overlapped data-parallel buckets, buckets in the optimizer and
+              the distributed optimizer
 dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
               gradients reduce-scattered, each rank updates its half of every
               parameter with its half of the AdamW moments, parameters
@@ -233,10 +238,43 @@ def sequence_parallel():
         dp.check(sp.count(kind) > plain.count(kind),
                  f"{kind}: {plain.count(kind)} without and {sp.count(kind)} with "
                  "--sequence-parallel")
+    # The replicated parameters' gradient terms (4 norms' weights and
+    # biases, 2 row-parallel biases per layer, ln_f's 2, wpe: 15) are summed
+    # over the tensor ranks once a step: one in-place AllReduceWait (group
+    # 0) in the optimizer, none of the 15 all-reduces per micro-batch in
+    # train (mega-tensor-grad-bucket).
+    per_step = plan_text(sets + ["--sequence-parallel", "--tensor-grad-bucket=false"])
+    partial = [l.split()[2] for l in sp.splitlines() if "partial(group=0)" in l]
+    dp.check(len(partial) == 15 and '"wpe.weight"' in partial and '"ln_f.bias"' in partial,
+             f"partial gradients {partial}")
+    dp.check("partial(" not in per_step, "--tensor-grad-bucket=false: partial gradients")
+    train = lambda text: text.split('program "train"')[1].split("\n}")[0]
+    opt = lambda text: text.split('program "optimizer"')[1].split("\n}")[0]
+    dp.check(train(per_step).count("AllReduce(") == train(sp).count("AllReduce(") + 15,
+             f"train AllReduces: {train(per_step).count('AllReduce(')} per parameter, "
+             f"{train(sp).count('AllReduce(')} with the bucket")
+    waits = [l for l in opt(sp).splitlines() if "AllReduceWait(" in l]
+    dp.check(len(waits) == 1 and waits[0].endswith("i=[0,0]") and
+             waits[0].split(" = ")[0].count("%") == 15,
+             f"optimizer: {waits}")
+    dp.check("AllReduce" not in opt(per_step), "--tensor-grad-bucket=false: the "
+             "optimizer sums gradients")
     equivalence(256, 2, 1, ["--sequence-parallel"])
+    equivalence(256, 2, 1, ["--sequence-parallel", "--tensor-grad-bucket=false"])
 
 
-CASES = ["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp", "tp_sp_b1", "tp_sp_pp", "dp_distopt", "tp_dp_distopt", "pp_dp_distopt"]
+def sequence_parallel_data():
+    # The tensor-group bucket after each form of the data-parallel sum:
+    # overlapped buckets (their waits' results are summed in place again),
+    # buckets in the optimizer (their views are packed) and the distributed
+    # optimizer (the reduce-scattered blocks are packed).
+    equivalence(256, 2, 2, ["--sequence-parallel"])
+    equivalence(256, 2, 2, ["--sequence-parallel", "--overlap-grad-reduce=false"])
+    equivalence(256, 2, 2, ["--sequence-parallel", "--use-distributed-optimizer"])
+
+
+CASES = ["tp_vocab", "tp_odd_vocab", "tp_dp", "tp4", "tp_sp", "tp_sp_b1", "tp_sp_pp", "tp_sp_dp",
+         "dp_distopt", "tp_dp_distopt", "pp_dp_distopt"]
 
 
 def main():
@@ -253,6 +291,7 @@ def main():
      "tp_sp_b1": lambda: equivalence(256, 2, 1, ["--sequence-parallel"], micro=1,
                                      global_batch=2),
      "tp_sp_pp": lambda: equivalence(251, 2, 1, ["--sequence-parallel", "--pp", "2"], pp=2),
+     "tp_sp_dp": sequence_parallel_data,
      "dp_distopt": distributed_optimizer,
      "tp_dp_distopt": tp_distributed_optimizer,
      "pp_dp_distopt": pp_distributed_optimizer}[args.case]()

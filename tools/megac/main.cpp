@@ -182,6 +182,14 @@ cl::opt<bool> narrowPorts(
              "ranks (mega-narrow-ports; default on; the same bits, =false "
              "keeps every port f32 to compare)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<bool> tensorGradBucket(
+    "tensor-grad-bucket",
+    cl::desc("sequence parallelism: the layer norms', biases' and wpe's "
+             "gradient terms are summed over the tensor ranks once a step, "
+             "in one all-reduce at the start of the optimizer, instead of "
+             "one per parameter and micro-batch in the backward "
+             "(mega-tensor-grad-bucket; default on; =false to compare)"),
+    cl::init(true), cl::cat(megacCat));
 cl::opt<bool> portSources(
     "port-sources",
     cl::desc("pipelines: a port whose value its producer only reshapes, "
@@ -558,6 +566,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   }
   if (bucketsPerRank)
     pm.addPass(mega::createMegaDataParallel(dataParallel));
+  // Sequence parallelism: the replicated parameters' gradient terms summed
+  // over the tensor ranks once a step, together.
+  if (o.tp > 1 && tensorGradBucket)
+    pm.addPass(mega::createMegaTensorGradBucket());
   if (o.pp > 1 && portSources)
     pm.addPass(mega::createMegaPortSources());
   // Mixed precision: bf16 operands of the tensor-core ops, fp32 elsewhere.

@@ -132,6 +132,51 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
   let dependentDialects = ["mega::MegaDialect"];
 }
 
+def MegaTensorGradBucket : Pass<"mega-tensor-grad-bucket", "mlir::ModuleOp"> {
+  let summary = "Sum the replicated parameters' tensor-parallel gradient terms once a step, in one bucket";
+  let description = [{
+    With sequence parallelism each tensor-parallel rank computes the
+    gradient of a replicated parameter (layer norms, the biases added to
+    row blocks, wpe) from its own block of rows: a term of the gradient.
+    mega-tensor-parallel sums it over the tensor ranks in the backward, one
+    `mega.all_reduce ... axes [0]` per parameter and micro-batch. This pass
+    lets the accumulators add the terms instead and sums them once per step,
+    at the start of the optimizer, all in one bucket (Megatron all-reduces
+    these gradients together after the backward). A parameter qualifies
+    when every `mega.accumulate_grad` of it adds such an all-reduce that
+    nothing else reads. In each optimizer program (@optimizer, or each
+    rank's @optimizer_r after mega-pipeline-split) the qualifying gradients,
+    as the update reads them (after mega-data-parallel: a bucket's view, a
+    `mega.grad_bucket_wait` result or a reduce-scattered block; tensor and
+    data sums commute), are flattened, concatenated, summed by one
+    `mega.all_reduce ... axes [0]` and read back through `mega.view`s. The
+    module gets `mega.partial_grads = {name = 0 : i64, ...}`: the plan marks
+    those gradients partial over the tensor group. A mesh without a tensor
+    axis larger than 1 leaves the module unchanged. Run after mega-optimizer,
+    mega-data-parallel and mega-pipeline-split.
+
+    Before (mesh [2]):
+    ```mlir
+    // @train
+    %r = mega.all_reduce %db axes [0] : tensor<8xf32> -> tensor<8xf32>
+    mega.accumulate_grad "ln.bias", %r : tensor<8xf32>
+    // @optimizer
+    %g = mega.state "ln.bias" {role = "grad"} : tensor<8xf32>
+    %n, %c = mega.grad_norm %g ...
+    ```
+    After:
+    ```mlir
+    mega.accumulate_grad "ln.bias", %db : tensor<8xf32>
+    // @optimizer
+    %g = mega.state "ln.bias" {role = "grad"} : tensor<8xf32>
+    %s = mega.all_reduce %g axes [0] : tensor<8xf32> -> tensor<8xf32>
+    %v = mega.view %s offset 0 : tensor<8xf32> -> tensor<8xf32>
+    %n, %c = mega.grad_norm %v ...
+    ```
+  }];
+  let dependentDialects = ["mega::MegaDialect"];
+}
+
 def MegaPipelineStages : Pass<"mega-pipeline-stages", "mlir::ModuleOp"> {
   let summary = "Cut @train's forward program into balanced pipeline stages";
   let description = [{

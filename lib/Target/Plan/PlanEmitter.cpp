@@ -184,6 +184,13 @@ private:
       }
     };
     addRole(plan::Role::Grad, "grad");
+    // Gradients kept as a term per rank of a group until the optimizer sums
+    // them (mega-tensor-grad-bucket).
+    if (auto partial =
+            module->getAttrOfType<DictionaryAttr>("mega.partial_grads"))
+      for (size_t k = numParams; k < result.persistents.size(); ++k)
+        if (auto g = partial.getAs<IntegerAttr>(result.persistents[k].name))
+          result.persistents[k].partialGroup = int32_t(g.getInt());
     if (options.optimizer == "adam") {
       size_t first = result.persistents.size();
       addRole(plan::Role::AdamM, "adam_m");

@@ -1,7 +1,8 @@
 //===- MegaBucketOps.td - Overlapped data-parallel gradient buckets -*- tablegen -*-===//
 //
 // Ops of the data-parallel gradient reduction that overlaps the backward pass
-// (included from MegaOps.td), inserted by mega-data-parallel:
+// (included from MegaOps.td), inserted by mega-data-parallel (and a wait alone
+// by mega-tensor-grad-bucket):
 //  * mega.grad_bucket_start - in @train, right after a bucket's last gradient
 //                             accumulation: start its all-reduce
 //  * mega.grad_bucket_wait  - in @optimizer: the bucket's reduced gradients
@@ -42,7 +43,9 @@ def Mega_GradBucketWaitOp : Mega_Op<"grad_bucket_wait",
     gradient accumulators, `mega.state {role = "grad"}`, in the bucket order
     of the matching `mega.grad_bucket_start`), written back into the
     accumulators: completes the all-reduce the start began, or runs it now
-    when none was started.
+    when none was started. mega-tensor-grad-bucket puts one with no start
+    (`axes [0]`) in the optimizer: the tensor-group sum of the replicated
+    parameters' gradient terms.
 
     ```mlir
     %b, %w = mega.grad_bucket_wait %gb, %gw axes [1]
