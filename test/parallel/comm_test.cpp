@@ -7,9 +7,11 @@
 // (tensor fastest, then data, then pipeline), runs the collectives as
 // plan instructions through Backend::collective (an AllGather of bf16 too)
 // and a grouped exchange
-// (Backend::exchange) around each group's ring. Prints "ok" on rank 0.
+// (Backend::exchange) around each group's ring, and the gradient buckets'
+// in-place waits (BucketReducer). Prints "ok" on rank 0.
 //
 //===----------------------------------------------------------------------===//
+#include "BucketReducer.h"
 #include "Comm.h"
 #include "Devices.h"
 
@@ -175,6 +177,59 @@ void checkGroup(Communicator &comm, plan::ParallelGroup kind, int w,
       expect(all[size_t(r) * m + k] ==
                  bf16Of(valueOf(g.worldRanks[size_t(r)], k)),
              name + " AllGather instruction (bf16)", w);
+  // Gradient buckets (BucketReducer): a bucket is its first gradient and its
+  // group, so a wait over this group may begin with the first gradient of a
+  // data-group bucket (mega-tensor-grad-bucket after mega-data-parallel);
+  // waits that were never started reduce on the spot, in place. The sums
+  // must be those of the communicator's own all-reduces (checked above).
+  plan::Value va, vb;
+  va.shape = {4};
+  vb.shape = {3};
+  std::vector<float> a(4), b(3);
+  for (size_t k = 0; k < a.size(); ++k)
+    a[k] = valueOf(w, k);
+  for (size_t k = 0; k < b.size(); ++k)
+    b[k] = valueOf(w, 10 + k);
+  TensorRef ra{a.data(), &va}, rb{b.data(), &vb};
+  plan::Instr groupWait;
+  groupWait.op = plan::Op::AllReduceWait;
+  groupWait.i = {int64_t(kind), 0};
+  if (kind != plan::ParallelGroup::Data) {
+    BucketReducer reducer(backend, comm);
+    std::vector<float> wantA = a, wantB = b;
+    const ProcessGroup &data = comm.group(plan::ParallelGroup::Data);
+    comm.allReduce(data, wantA.data(), wantA.data(), wantA.size(),
+                   plan::ReduceOp::Sum);
+    comm.allReduce(data, wantB.data(), wantB.data(), wantB.size(),
+                   plan::ReduceOp::Sum);
+    comm.allReduce(g, wantA.data(), wantA.data(), wantA.size(),
+                   plan::ReduceOp::Sum);
+    plan::Instr dataWait = groupWait;
+    dataWait.i = {int64_t(plan::ParallelGroup::Data), 0};
+    std::string why;
+    try {
+      reducer.declare(dataWait, {ra, rb});
+      reducer.declare(groupWait, {ra});
+      reducer.wait(dataWait, {ra, rb});
+      reducer.wait(groupWait, {ra});
+    } catch (const Error &e) {
+      why = e.what();
+    }
+    expect(why.empty() && a == wantA && b == wantB,
+           name + " gradient buckets sharing a first gradient " + why, w);
+  }
+  // The same group and first gradient with other gradients: refused.
+  BucketReducer reducer(backend, comm);
+  std::string why;
+  try {
+    reducer.declare(groupWait, {ra, rb});
+    reducer.declare(groupWait, {ra});
+  } catch (const Error &e) {
+    why = e.what();
+  }
+  expect(why.find("not those of the bucket's other instruction with the "
+                  "same first gradient and group") != std::string::npos,
+         name + " a bucket declared twice differently: '" + why + "'", w);
 }
 
 } // namespace
