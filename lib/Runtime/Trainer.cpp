@@ -257,6 +257,14 @@ void Trainer::prepare() {
                            : std::string("in place")) +
                   ")");
   }
+  // Sequence parallelism's replicated gradients (mega-tensor-grad-bucket).
+  size_t partial = 0;
+  for (const plan::Persistent &t : plan.persistents)
+    partial += t.partialGroup == int32_t(plan::ParallelGroup::Tensor) ? 1 : 0;
+  if (partial)
+    logger_->info("mega-run: " + std::to_string(partial) +
+                  " gradients accumulated as tensor-parallel terms, summed "
+                  "over the tensor group once a step");
   if (pipeline_)
     logger_->info("mega-run: pipeline " + plan.get("schedule", "1f1b") +
                   " over " + plan.get("pp", "?") + " ranks x " +
