@@ -43,8 +43,9 @@
 #                               that cuBLASLt's bias epilogues refuse with a bf16 D (the
 #                               plain product and mega's epilogue kernel): timed, same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
-#                               interleaved, tp 2, tp 2 x pp 2 and dp 2 with the
-#                               distributed optimizer, and its one-process reference:
+#                               interleaved, tp 2, tp 2 x pp 2, dp 2 with the
+#                               distributed optimizer and tp 2 x dp 2 with sequence
+#                               parallelism, and its one-process reference:
 #                               run on MPI ranks sharing the GPU, losses compared
 #   plans.env                   the vocab sizes check.sh draws its random tokens from
 # It also readies build-deps/ for the GPU machine's build (carry it too): the cuDNN
@@ -96,6 +97,10 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2pp2-cuda.plan" "${RANKS[@]}" --tp 2 --pp 2
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-dp2do-cuda.plan" "${RANKS[@]}" --dp 2 \
   --use-distributed-optimizer
+# Sequence parallelism with data parallelism: the norms' and biases' gradient
+# terms summed over the tensor group once a step, after the data buckets.
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2spdp2-cuda.plan" "${RANKS[@]}" --tp 2 \
+  --sequence-parallel --dp 2 --ddp-bucket-size 300000
 # bf16 layouts: pipelines with the stream crossing stages in bf16 and
 # attention's projection and o stashed once in bf16 (mega-port-sources,
 # mega-narrow-ports), and sequence parallelism.
