@@ -1,46 +1,120 @@
 #!/usr/bin/env bash
-# bench/gpu/check.sh in three segments, one after the other on the same
-# machine, each under its own time limit, so that a step that hangs or runs
-# long costs only its segment and the others still report:
+# bench/gpu/check.sh in segments, each under its own time limit, so that a
+# step that hangs or runs long costs only its segment and the others still
+# report:
 #
 #   twin     the CUDA kernels against their CPU twins           (limit 200 s)
-#   train    kernels, train, nccl, ranks                         (limit 240 s)
+#   train    train, nccl, ranks                                  (limit 240 s)
+#   kernels  the attention and memory-bound kernels timed alone  (limit 150 s)
 #   timing   torch, mega-timing                                  (limit 300 s)
 #
-#   OUT=DIR bench/gpu/check_segments.sh [SEGMENT...]    (default: all three)
+#   OUT=DIR bench/gpu/check_segments.sh [GROUP...]
+#
+# A GROUP is a segment, or segments joined by '+' that run at the same time
+# (twin+train: both only check results, so they may share the GPU; never join
+# a segment that times something). Groups run one after the other; the
+# default is "timing twin+train kernels": the timed steps first, on a GPU that
+# nothing else uses. The build (or the copy of bench/gpu/prebuilt) runs once
+# before them all. MEGA_SEGMENTS_DEADLINE=S (seconds from the start) shortens
+# a group's limit to what is left of S, less 20 s for packing the logs, and
+# skips a group when under 30 s would be left.
 #
 # Each segment's whole output goes to DIR/check-SEGMENT.txt, with its steps'
 # summary lines printed here; the step logs (LOGS below) are packed into
-# DIR/logs.tgz at the end. Exits non-zero when a segment failed or ran out
-# of time. Uses check.sh's prebuilt executables when they match the tree
-# (bench/gpu/prebuild.sh), as check.sh does.
+# DIR/logs.tgz at the end. Exits non-zero when a segment failed, ran out of
+# time or was skipped for the deadline.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 OUTDIR=${OUT:-build-gpu/check-segments}
 LOGS=${MEGA_SEGMENT_LOGS:-/tmp/mega-check-logs}
+DEADLINE=${MEGA_SEGMENTS_DEADLINE:-0}
 mkdir -p "$OUTDIR" "$LOGS"
-ALL="twin kernels train nccl ranks torch mega-timing"
-segments=("$@")
-[ ${#segments[@]} -eq 0 ] && segments=(twin train timing)
+ALL="build twin kernels train nccl ranks torch mega-timing"
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=(timing twin+train kernels)
+SECONDS=0
 status=0
-for seg in "${segments[@]}"; do
-  case "$seg" in
-    twin) keep="twin" limit=200 ;;
-    train) keep="kernels train nccl ranks" limit=240 ;;
-    timing) keep="torch mega-timing" limit=300 ;;
-    *) echo "check_segments: unknown segment '$seg' (twin, train or timing)" >&2; exit 2 ;;
+
+steps_of() {
+  case "$1" in
+    build) echo "build 300" ;;
+    twin) echo "twin 200" ;;
+    train) echo "train nccl ranks 240" ;;
+    kernels) echo "kernels 150" ;;
+    timing) echo "torch mega-timing 300" ;;
+    *) return 1 ;;
   esac
-  skip=""
+}
+
+for g in "${groups[@]}"; do
+  for seg in ${g//+/ }; do
+    steps_of "$seg" >/dev/null || {
+      echo "check_segments: unknown segment '$seg' (twin, train, kernels or timing)" >&2
+      exit 2
+    }
+  done
+done
+
+# run_segment SEG LIMIT: check.sh with only SEG's steps, output to
+# OUTDIR/check-SEG.txt.
+run_segment() {
+  local seg=$1 limit=$2 keep skip="" s
+  keep=$(steps_of "$seg")
+  keep=${keep% *}
   for s in $ALL; do
     case " $keep " in *" $s "*) ;; *) skip="$skip $s" ;; esac
   done
   OUT=$LOGS MEGA_CHECK_SKIP="$skip" timeout "$limit" bash bench/gpu/check.sh \
     >"$OUTDIR/check-$seg.txt" 2>&1
-  rc=$?
+}
+
+report() {
+  local seg=$1 rc=$2 limit=$3
   [ "$rc" -eq 124 ] && echo "== $seg: ran past its $limit s" || echo "== $seg: status $rc"
-  [ "$rc" -ne 0 ] && status=1
   grep -E "^\[check|passed|failed|FAIL|worst|ratio torch bf16|^mega gpt2-small" \
-    "$OUTDIR/check-$seg.txt" | grep -v "^PASS" | tail -40
+    "$OUTDIR/check-$seg.txt" | grep -v "^PASS\|skipped (MEGA_CHECK_SKIP)" | tail -40
+}
+
+# The limit a segment gets: its own, or what the deadline leaves.
+limit_of() {
+  local limit=$1 left
+  if [ "$DEADLINE" -gt 0 ]; then
+    left=$((DEADLINE - SECONDS - 20))
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
+  echo "$limit"
+}
+
+# One build for every segment after it (concurrent segments must not copy
+# the prebuilt executables over each other).
+run_segment build "$(limit_of 300)"
+rc=$?
+report build "$rc" 300
+if [ "$rc" -ne 0 ]; then
+  tar czf "$OUTDIR/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
+  exit 1
+fi
+for g in "${groups[@]}"; do
+  IFS=+ read -r -a segs <<<"$g"
+  pids=() limits=()
+  for seg in "${segs[@]}"; do
+    own=$(steps_of "$seg")
+    limit=$(limit_of "${own##* }")
+    if [ "$limit" -lt 30 ]; then
+      echo "== $seg: skipped, $((DEADLINE - SECONDS)) s left before the deadline"
+      status=1
+      continue
+    fi
+    run_segment "$seg" "$limit" &
+    pids+=($!) limits+=("$seg:$limit")
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"
+    rc=$?
+    [ "$rc" -ne 0 ] && status=1
+    report "${limits[$i]%%:*}" "$rc" "${limits[$i]##*:}"
+  done
+  echo "== after $g: ${SECONDS} s"
 done
 tar czf "$OUTDIR/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
 exit "$status"
