@@ -11,6 +11,9 @@
 
 #include <cuda_bf16.h>
 
+#include <cstdlib>
+#include <string>
+
 namespace mega::rt::gpu {
 
 //===----------------------------------------------------------------------===//
@@ -89,8 +92,12 @@ __global__ void __launch_bounds__(kRsCols *kRsLanes)
 /// Column j < width of part[chunks][width], summed over the chunks in a
 /// fixed tree: 8 warps each take chunks w, w + 8, ... in order, then the
 /// warps in order. Columns [0, split) go to out0, [split, width) to out1
-/// (LayerNorm's dw and db), stored as `into` says.
-template <typename P>
+/// (LayerNorm's dw and db), stored as `into` says. The grid is narrow (one
+/// block per 32 columns: 48 for GPT-2 small's dw|db) and every load is a
+/// partial just written, so a warp loads `Prefetch` chunks before it adds
+/// them, in the same order (the same bits), instead of each load waiting
+/// on the add before it.
+template <typename P, int Prefetch>
 __global__ void __launch_bounds__(256)
     chunkSumKernel(const P *__restrict__ part, int64_t chunks, int64_t width,
                    int64_t split, float *out0, float *out1, SumInto into) {
@@ -98,9 +105,20 @@ __global__ void __launch_bounds__(256)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t j = int64_t(blockIdx.x) * 32 + lane;
   double s = 0.0;
-  if (j < width)
-    for (int64_t c = warp; c < chunks; c += 8)
+  if (j < width) {
+    int64_t c = warp;
+    for (; c + 8 * (Prefetch - 1) < chunks; c += 8 * Prefetch) {
+      P v[Prefetch];
+#pragma unroll
+      for (int u = 0; u < Prefetch; ++u)
+        v[u] = part[(c + 8 * u) * width + j];
+#pragma unroll
+      for (int u = 0; u < Prefetch; ++u)
+        s += double(v[u]);
+    }
+    for (; c < chunks; c += 8)
       s += double(part[c * width + j]);
+  }
   sh[warp][lane] = s;
   __syncthreads();
   if (warp != 0 || j >= width)
@@ -125,8 +143,17 @@ void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
   if (blocks > INT32_MAX)
     throw Error("cuda: a column sum over " + std::to_string(width) +
                 " columns is too wide for the kernel");
-  chunkSumKernel<P><<<unsigned(blocks), 256, 0, ctx.stream>>>(
-      part, chunks, width, split, out0, out1, into);
+  // MEGA_CUDA_CHUNK_PREFETCH=0: one load at a time, to time against.
+  static const bool prefetch = [] {
+    const char *env = std::getenv("MEGA_CUDA_CHUNK_PREFETCH");
+    return !(env && std::string(env) == "0");
+  }();
+  if (prefetch)
+    chunkSumKernel<P, 16><<<unsigned(blocks), 256, 0, ctx.stream>>>(
+        part, chunks, width, split, out0, out1, into);
+  else
+    chunkSumKernel<P, 1><<<unsigned(blocks), 256, 0, ctx.stream>>>(
+        part, chunks, width, split, out0, out1, into);
   checkLaunch("column sums of the chunks");
 }
 
