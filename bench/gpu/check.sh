@@ -14,7 +14,8 @@
 #              rel 1e-5; Cast, bf16 MatMul and bf16 Attention rel 1e-2), outputs
 #              poisoned first, random non-zero inputs
 #   2a. kernels cuda_attention_bench (mega's attention kernels and cuDNN's at GPT-2
-#              small's layer) and cuda_memory_bench (the memory-bound kernels)
+#              small's layer) and cuda_memory_bench (the memory-bound kernels;
+#              LayerNormGrad and ReduceSum again with MEGA_CUDA_CHUNK_PREFETCH=0)
 #   3. train   if bench/gpu/plans/gpt-small-{cpu,cuda}.plan exist (make_plans.sh):
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
@@ -25,7 +26,8 @@
 #              gpt-small-bf16f32res-{cpu,cuda}.plan (--fp32-residual-connection,
 #              rel 1e-2), gpt-small-bf16f32grad-{cpu,cuda}.plan
 #              (--bf16-residual-grad=false, rel 1e-2) and
-#              gpt-small-bf16ones-{cpu,cuda}.plan (--ones-column-bias-grad, rel 1e-2);
+#              gpt-small-bf16bgrad-{cpu,cuda}.plan (--ones-column-bias-grad=false,
+#              rel 1e-2);
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses;
 #              two bf16 runs with --gemm-autotune-file: the second reads what the
@@ -46,7 +48,8 @@
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
 #              timed and kept in a file, then read back; with the bias
-#              gradients from a column of ones, likewise; and with
+#              gradients in cuBLASLt's epilogue instead of the column of ones;
+#              with the chunk sums one load at a time; and with
 #              MEGA_TIMING=all with the residual gradient in f32, without CUDA
 #              graphs, with mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules off,
@@ -198,6 +201,13 @@ do_kernels() {
   [ -x "$a" ] && [ -x "$m" ] || { echo "no $a or $m (build failed?)"; return 1; }
   timeout 120 "$a" 2>&1 | tee "$LOGS/attention-bench.log" || rc=1
   timeout 180 "$m" 2>&1 | tee "$LOGS/memory-bench.log" || rc=1
+  # The kernels that sum chunks' column partials, loading one chunk at a
+  # time (MEGA_CUDA_CHUNK_PREFETCH=0), to time against the lines above.
+  echo "the same, one chunk at a time (MEGA_CUDA_CHUNK_PREFETCH=0):"
+  MEGA_CUDA_CHUNK_PREFETCH=0 timeout 120 "$m" "LayerNormGrad" 2>&1 \
+    | tee "$LOGS/memory-bench-noprefetch.log" || rc=1
+  MEGA_CUDA_CHUNK_PREFETCH=0 timeout 60 "$m" "ReduceSum" 2>&1 \
+    | tee -a "$LOGS/memory-bench-noprefetch.log" || rc=1
   return "$rc"
 }
 
@@ -298,6 +308,13 @@ do_train() {
     printf 'bf16 graph vs --no-cuda-graph (exact): '
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-nograph.jsonl" \
       "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
+    # The chunk sums one load at a time: the same bits.
+    MEGA_CUDA_CHUNK_PREFETCH=0 run_mega small-bf16-cuda-local-serial \
+      "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" \
+      --attention-backend local || rc=1
+    printf 'bf16 without the chunk prefetch (exact): '
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-serial.jsonl" \
+      "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
@@ -308,9 +325,10 @@ do_train() {
   # with the bf16 copy on both devices.
   bf16_variant bf16f32res 'f32 residual' || rc=1
   bf16_variant bf16f32grad 'f32 residual gradient' || rc=1
-  # c_attn's and c_fc's bias gradients from the norms' column of ones
-  # (--ones-column-bias-grad): padded norms, lda 776, a plain product.
-  bf16_variant bf16ones 'ones column' || rc=1
+  # c_attn's and c_fc's bias gradients in cuBLASLt's bias-gradient
+  # epilogue (--ones-column-bias-grad=false; the bf16 pairs above have the
+  # column of ones, cuda's default).
+  bf16_variant bf16bgrad 'bias-gradient epilogue' || rc=1
   # Kept autotune choices (--gemm-autotune-file): the first run times
   # cuBLASLt's candidates and writes them, the second reads them, times
   # nothing, leaves the file as it was and gives the same bits (mega's
@@ -440,14 +458,13 @@ do_mega_timing() {
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"
   time_plan bf16-kept gpt2-bf16-kept gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
-  # The bias gradients of c_attn and c_fc from a column of ones
-  # (--ones-column-bias-grad): the heuristic's algorithms, then tuned and
-  # kept as above.
-  time_plan bf16-ones gpt2-bf16-ones gpt2-small-bf16-ones-cuda.plan 12 || rc=1
-  time_plan bf16-ones-autotune gpt2-bf16-ones-tuned gpt2-small-bf16-ones-cuda.plan 12 \
-    --gemm-autotune-file "$LOGS/gpt2-ones-choices.txt" || rc=1
-  time_plan bf16-ones-kept gpt2-bf16-ones-kept gpt2-small-bf16-ones-cuda.plan 12 \
-    --gemm-autotune-file "$LOGS/gpt2-ones-choices.txt" || rc=1
+  # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
+  # epilogue (--ones-column-bias-grad=false) instead of the column of ones.
+  time_plan bf16-bgrad gpt2-bf16-bgrad gpt2-small-bf16-bgrad-cuda.plan 12 || rc=1
+  # The column sums of LayerNormGrad's and ReduceSum's chunks one load at a
+  # time (MEGA_CUDA_CHUNK_PREFETCH=0; the same bits).
+  MEGA_CUDA_CHUNK_PREFETCH=0 time_plan bf16-noprefetch gpt2-bf16-noprefetch \
+    gpt2-small-bf16-cuda.plan 12 || rc=1
   # MEGA_TIMING=all: the variants whose cost earlier runs measured (the
   # default keeps the timing segment within its time).
   if [ "${MEGA_TIMING:-}" = all ]; then
@@ -487,11 +504,11 @@ do_mega_timing() {
       "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-f32grad-trace.json" || rc=1
     "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-f32grad-trace.json" | sed '/^MatMul by shape/,$d' || rc=1
   fi
-  if [ -f "$PLANS/gpt2-small-bf16-ones-cuda.plan" ]; then
-    echo "the same with --ones-column-bias-grad:"
-    run_mega gpt2-bf16-ones-trace "$PLANS/gpt2-small-bf16-ones-cuda.plan" cuda \
-      "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-ones-trace.json" || rc=1
-    "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-ones-trace.json" || rc=1
+  if [ "${MEGA_TIMING:-}" = all ] && [ -f "$PLANS/gpt2-small-bf16-bgrad-cuda.plan" ]; then
+    echo "the same with --ones-column-bias-grad=false:"
+    run_mega gpt2-bf16-bgrad-trace "$PLANS/gpt2-small-bf16-bgrad-cuda.plan" cuda \
+      "$LOGS/data/gpt2" 2 --trace "$LOGS/gpt2-bf16-bgrad-trace.json" || rc=1
+    "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-bgrad-trace.json" || rc=1
   fi
   return "$rc"
 }

@@ -8,16 +8,21 @@
 #                               vocab 8192, seq 128, micro-batch 8), AdamW, clip 1.0:
 #                               trained on both devices and the losses compared
 #   gpt-small-bf16-{cpu,cuda}.plan  the same in --precision bf16 (the CPU emulates bf16;
-#                               the residual stream and its gradient bf16, megac's default)
+#                               the residual stream and its gradient bf16, megac's default;
+#                               every bf16 pair is given --ones-column-bias-grad, cuda's
+#                               default, so that the CPU plan is the GPU's)
 #   gpt-small-bf16f32grad-{cpu,cuda}.plan  the same with --bf16-residual-grad=false
 #                               (the residual stream's gradient f32; bf16 by default)
 #   gpt-small-bf16f32res-{cpu,cuda}.plan  the same with --fp32-residual-connection (the
 #                               residual stream f32, as under autocast)
-#   gpt-small-bf16ones-{cpu,cuda}.plan  the same with --ones-column-bias-grad (c_attn's
-#                               and c_fc's bias gradients from a column of ones)
+#   gpt-small-bf16bgrad-{cpu,cuda}.plan  the same with --ones-column-bias-grad=false
+#                               (c_attn's and c_fc's bias gradients in cuBLASLt's
+#                               bias-gradient epilogue, as before the column of ones)
 #   gpt2-small-cuda.plan        GPT-2 small fp32 (12 x 768, 12 heads, vocab 50304,
 #                               seq 1024, micro-batch 16): timed against PyTorch
 #   gpt2-small-bf16-cuda.plan   GPT-2 small --precision bf16: timed against PyTorch bf16
+#                               (c_attn's and c_fc's bias gradients from a column of
+#                               ones: megac's default for cuda bf16)
 #   gpt2-small-bf16-f32bwd-cuda.plan  the same with --bf16-reductions=false
 #                               --bf16-products=false (the backward's bias sums, the
 #                               MLP's dX product and GELU's aux in f32): what those
@@ -28,11 +33,10 @@
 #   gpt2-small-bf16-nobgrad-cuda.plan  the same with --fuse-bias-grad=false: c_fc's and
 #                               c_attn's bias gradients as ReduceSums instead of cuBLASLt's
 #                               bias-gradient epilogue on the weight gradient: timed, same run
-#   gpt2-small-bf16-ones-cuda.plan  the same with --ones-column-bias-grad: c_attn's and
-#                               c_fc's bias gradients as one more row of their weight
-#                               gradients' products (the norms write a column of ones)
-#                               instead of cuBLASLt's bias-gradient epilogue: timed,
-#                               same run
+#   gpt2-small-bf16-bgrad-cuda.plan  the same with --ones-column-bias-grad=false: c_attn's
+#                               and c_fc's bias gradients in cuBLASLt's bias-gradient
+#                               epilogue instead of one more row of their weight
+#                               gradients' products: timed, same run
 #   gpt2-small-bf16-f32grad-cuda.plan  the same with --bf16-residual-grad=false (the
 #                               residual stream's gradient f32: the norms' gradients
 #                               read and write it in f32 and write a bf16 copy): timed,
@@ -67,16 +71,17 @@ SMALL=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
 GPT2=(--set layers=12 --set hidden=768 --set heads=12 --set vocab=50304 --set seq=1024
       --micro-batch-size 16 --global-batch-size 16 --optimizer adam --weight-decay 0.1
       --clip-grad 1.0 --lr 6e-4)
+BF16=(--precision bf16 --ones-column-bias-grad)
 for t in cpu cuda; do
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-$t.plan" "${SMALL[@]}" --target "$t"
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16-$t.plan" "${SMALL[@]}" --target "$t" \
-    --precision bf16
+    "${BF16[@]}"
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16f32res-$t.plan" "${SMALL[@]}" \
-    --target "$t" --precision bf16 --fp32-residual-connection
+    --target "$t" "${BF16[@]}" --fp32-residual-connection
   "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16f32grad-$t.plan" "${SMALL[@]}" \
-    --target "$t" --precision bf16 --bf16-residual-grad=false
-  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16ones-$t.plan" "${SMALL[@]}" \
-    --target "$t" --precision bf16 --ones-column-bias-grad
+    --target "$t" "${BF16[@]}" --bf16-residual-grad=false
+  "$MEGAC" models/gpt.mlir -o "$OUT/gpt-small-bf16bgrad-$t.plan" "${SMALL[@]}" \
+    --target "$t" --precision bf16 --ones-column-bias-grad=false
 done
 # Several MPI ranks sharing the GPU (the collectives go through host memory):
 # data parallelism with overlapped buckets, 1F1B, both, and interleaved, each
@@ -127,8 +132,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --bf16-bias=false
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-f32grad-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --bf16-residual-grad=false
-"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-ones-cuda.plan" "${GPT2[@]}" \
-  --target cuda --precision bf16 --ones-column-bias-grad
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-bgrad-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --ones-column-bias-grad=false
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"

@@ -242,12 +242,14 @@ cl::opt<bool> overwriteGrads(
              "the gradients (mega-overwrite-grads; default on; the same "
              "bits, =false keeps the clearing)"),
     cl::init(true), cl::cat(megacCat));
-cl::opt<bool> onesColumnBiasGrad(
+cl::opt<cl::boolOrDefault> onesColumnBiasGrad(
     "ones-column-bias-grad",
     cl::desc("A Linear fed by a LayerNorm gets its bias gradient as one more "
              "row of its weight gradient's product: the norm writes a column "
-             "of ones beside its output (mega-ones-column; default off)"),
-    cl::init(false), cl::cat(megacCat));
+             "of ones beside its output (mega-ones-column; default on for "
+             "--target cuda --precision bf16, where cuBLASLt's bias-gradient "
+             "epilogue costs more than the row; off elsewhere)"),
+    cl::cat(megacCat));
 cl::opt<bool> bf16Bias(
     "bf16-bias",
     cl::desc("bf16: a Linear whose output (or GELU pre-activation) is stored "
@@ -630,7 +632,10 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   }
   // The bias gradients that remain in a weight gradient's epilogue: one
   // more row of the product instead, from a column of ones.
-  if (onesColumnBiasGrad)
+  const bool onesColumn = onesColumnBiasGrad == cl::BOU_UNSET
+                              ? target == "cuda" && precision == "bf16"
+                              : onesColumnBiasGrad == cl::BOU_TRUE;
+  if (onesColumn)
     pm.addPass(mega::createMegaOnesColumn());
   pm.addPass(mega::createMegaAssignBuffers());
 }
