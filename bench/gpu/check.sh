@@ -58,6 +58,9 @@
 #              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
+#   6. profile bench/gpu/profile.sh: Nsight Compute over LayerNormGrad, LayerNorm
+#              and CrossEntropyWithGrad at GPT-2 small's shapes (skipped
+#              without ncu)
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
 # an H100 (most of it the build and torch.compile).
 # Environment: MEGA_CMAKE_ARGS adds configure arguments; PYTHON picks python3;
@@ -417,6 +420,14 @@ do_ranks() {
   return "$rc"
 }
 
+# Nsight Compute over the memory-bound kernels that cost the step most
+# (bench/gpu/profile.sh; skipped without ncu).
+do_profile() {
+  local m
+  m=$(locate cuda_memory_bench test/runtime/cuda)
+  OUT=$LOGS/profile bash "$ROOT/bench/gpu/profile.sh" "$m"
+}
+
 do_torch() {
   [ -f "$ROOT/bench/gpu/torch_baseline.py" ] || { echo "no torch_baseline.py: skipped"; return 0; }
   PYTHONUNBUFFERED=1 timeout 420 "$PY" "$ROOT/bench/gpu/torch_baseline.py" --config gpt2-small \
@@ -527,6 +538,7 @@ step nccl do_nccl
 step ranks do_ranks
 step torch do_torch
 step mega-timing do_mega_timing
+step profile do_profile
 if [ ${#FAILED[@]} -eq 0 ]; then
   note "ALL STEPS PASSED"
   exit 0

@@ -7,13 +7,14 @@
 #   train    train, nccl, ranks                                  (limit 240 s)
 #   kernels  the attention and memory-bound kernels timed alone  (limit 150 s)
 #   timing   torch, mega-timing                                  (limit 300 s)
+#   profile  Nsight Compute over the costliest memory-bound kernels (limit 150 s)
 #
 #   OUT=DIR bench/gpu/check_segments.sh [GROUP...]
 #
 # A GROUP is a segment, or segments joined by '+' that run at the same time
 # (twin+train: both only check results, so they may share the GPU; never join
 # a segment that times something). Groups run one after the other; the
-# default is "timing twin+train kernels": the timed steps first, on a GPU that
+# default is "timing twin+train kernels profile": the timed steps first, on a GPU that
 # nothing else uses. The build (or the copy of bench/gpu/prebuilt) runs once
 # before them all. MEGA_SEGMENTS_DEADLINE=S (seconds from the start) shortens
 # a group's limit to what is left of S, less 20 s for packing the logs, and
@@ -29,9 +30,9 @@ OUTDIR=${OUT:-build-gpu/check-segments}
 LOGS=${MEGA_SEGMENT_LOGS:-/tmp/mega-check-logs}
 DEADLINE=${MEGA_SEGMENTS_DEADLINE:-0}
 mkdir -p "$OUTDIR" "$LOGS"
-ALL="build twin kernels train nccl ranks torch mega-timing"
+ALL="build twin kernels train nccl ranks torch mega-timing profile"
 groups=("$@")
-[ ${#groups[@]} -eq 0 ] && groups=(timing twin+train kernels)
+[ ${#groups[@]} -eq 0 ] && groups=(timing twin+train kernels profile)
 SECONDS=0
 status=0
 
@@ -42,6 +43,7 @@ steps_of() {
     train) echo "train nccl ranks 240" ;;
     kernels) echo "kernels 150" ;;
     timing) echo "torch mega-timing 300" ;;
+    profile) echo "profile 150" ;;
     *) return 1 ;;
   esac
 }
@@ -49,7 +51,7 @@ steps_of() {
 for g in "${groups[@]}"; do
   for seg in ${g//+/ }; do
     steps_of "$seg" >/dev/null || {
-      echo "check_segments: unknown segment '$seg' (twin, train, kernels or timing)" >&2
+      echo "check_segments: unknown segment '$seg' (twin, train, kernels, timing or profile)" >&2
       exit 2
     }
   done
