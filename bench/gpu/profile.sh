@@ -3,7 +3,9 @@
 # bf16 step the most past its GEMMs and attention, each timed alone by
 # cuda_memory_bench at the step's shapes:
 #
-#   LayerNormGrad bf16 dx + dsum   ln_1/ln_2's gradient (25 a step, ~65 us)
+#   LayerNormGrad bf16 dx + dsum   ln_1/ln_2's gradient (25 a step, ~65 us):
+#                                  the row kernel, then its column sums over
+#                                  the chunks (chunkSumKernel)
 #   LayerNorm bf16 x, ldy 776      ln_1/ln_2 with the column of ones
 #   CrossEntropyWithGrad           the loss and its gradient (4 row blocks)
 #
@@ -39,25 +41,36 @@ mkdir -p "$DIR"
 SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats
           --section WarpStateStats --section MemoryWorkloadAnalysis)
 rc=0
-# case label | cuda_memory_bench filter | kernels (ncu regex)
-while IFS='|' read -r label filter kernels; do
+# case label | cuda_memory_bench filter | launches | kernels (ncu regex over
+# the demangled names, whose integer template arguments read "(int)6").
+# The bench's filters name its groups (LayerNormGrad, CrossEntropy) or one
+# case; the regex picks the launches of the step's form.
+while IFS='|' read -r label filter count kernels; do
   [ -n "$label" ] || continue
   out=$DIR/ncu-$label.txt
   echo "== $label ($filter): kernels /$kernels/"
   if ! timeout 180 "$NCU" --clock-control none --target-processes all \
-      -k "regex:$kernels" -c 6 "${SECTIONS[@]}" "$BENCH" "$filter" >"$out" 2>&1; then
+      --kernel-name-base demangled -k "regex:$kernels" -c "$count" "${SECTIONS[@]}" \
+      "$BENCH" "$filter" >"$out" 2>&1; then
     echo "profile: ncu failed on $label:"
     tail -5 "$out"
     rc=1
     continue
   fi
+  if grep -q "No kernels were profiled" "$out"; then
+    echo "profile: no launch of /$kernels/ in $label"
+    rc=1
+    continue
+  fi
   # Each kernel's header line, then the figures that tell bandwidth from
   # latency or issue limits.
-  grep -E "^  [A-Za-z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Dynamic Shared Memory Per Block|Block Limit|Warp Cycles Per Issued Instruction|Issued Warp Per Scheduler|stall" \
-    "$out" | sed -E 's/ +/ /g' | head -80
-done <<'EOF'
-lngrad|LayerNormGrad bf16 dx + dsum|layerNormGradWarpKernel|chunkSumKernel
-lnorm|LayerNorm [16384,768] bf16 x, y bf16 ldy|layerNormWarpKernel
-xent|CrossEntropyWithGrad|crossEntropyWithGrad
-EOF
+  grep -E "^  [A-Za-z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Dynamic Shared Memory Per Block|Block Limit (Registers|Shared Mem)|Warp Cycles Per Issued Instruction|Issued Warp Per Scheduler|No Eligible|stalled|represents about" \
+    "$out" | sed -E 's/ +/ /g' | cut -c1-160 | head -40
+done <<'EOF2'
+lngrad|LayerNormGrad|2|layerNormGradWarpKernel.*__nv_bfloat16, __nv_bfloat16, __nv_bfloat16
+chunks|LayerNormGrad|1|chunkSumKernel<float
+dsum|LayerNormGrad|1|chunkSumKernel<double
+lnorm|LayerNorm [16384,768] bf16 x, y bf16 ldy|2|layerNormWarpKernel
+xent|CrossEntropy|1|crossEntropyWithGradRowsStaged
+EOF2
 exit "$rc"
