@@ -12,10 +12,12 @@
 #              libraries resolve here
 #   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared (fp32
 #              rel 1e-5; Cast, bf16 MatMul and bf16 Attention rel 1e-2), outputs
-#              poisoned first, random non-zero inputs
+#              poisoned first, random non-zero inputs; the groups that sum
+#              chunks' partials again with MEGA_CUDA_CHUNK_STAGE=1
 #   2a. kernels cuda_attention_bench (mega's attention kernels and cuDNN's at GPT-2
 #              small's layer) and cuda_memory_bench (the memory-bound kernels;
-#              LayerNormGrad and ReduceSum again with MEGA_CUDA_CHUNK_PREFETCH=0)
+#              LayerNormGrad and ReduceSum again with MEGA_CUDA_CHUNK_STAGE=1 and
+#              with MEGA_CUDA_CHUNK_PREFETCH=0)
 #   3. train   if bench/gpu/plans/gpt-small-{cpu,cuda}.plan exist (make_plans.sh):
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
@@ -49,7 +51,7 @@
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
 #              timed and kept in a file, then read back; with the bias
 #              gradients in cuBLASLt's epilogue instead of the column of ones;
-#              with the chunk sums one load at a time; and with
+#              with the chunk sums staged, and one load at a time; and with
 #              MEGA_TIMING=all with the residual gradient in f32, without CUDA
 #              graphs, with mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules off,
@@ -188,6 +190,14 @@ do_twin() {
   timeout 400 "$TWIN" 2>&1 | tee "$LOGS/twin.log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 77 ] && echo "the twin check found no GPU: counted as a failure here"
+  # The groups whose kernels sum chunks' partials again with the staged
+  # chunk sums (MEGA_CUDA_CHUNK_STAGE=1, opt-in until timed).
+  if [ "$rc" -ne 77 ]; then
+    echo "the chunk sums staged (MEGA_CUDA_CHUNK_STAGE=1):"
+    MEGA_CUDA_CHUNK_STAGE=1 timeout 200 "$TWIN" --only "reduce,layernorm,layernorm grad fused" \
+      >"$LOGS/twin-chunkstage.log" 2>&1 || rc=1
+    tail -1 "$LOGS/twin-chunkstage.log"
+  fi
   # The fused paths that fell back (the twins pass either way).
   echo "fallbacks told: $(grep -c "^cuda: cu" "$LOGS/twin.log")"
   grep "^cuda: cu" "$LOGS/twin.log" | sort | uniq -c | sort -rn | head -20
@@ -206,6 +216,11 @@ do_kernels() {
   timeout 180 "$m" 2>&1 | tee "$LOGS/memory-bench.log" || rc=1
   # The kernels that sum chunks' column partials, loading one chunk at a
   # time (MEGA_CUDA_CHUNK_PREFETCH=0), to time against the lines above.
+  echo "the same, the chunk sums staged (MEGA_CUDA_CHUNK_STAGE=1):"
+  MEGA_CUDA_CHUNK_STAGE=1 timeout 120 "$m" "LayerNormGrad" 2>&1 \
+    | tee "$LOGS/memory-bench-chunkstage.log" || rc=1
+  MEGA_CUDA_CHUNK_STAGE=1 timeout 60 "$m" "ReduceSum" 2>&1 \
+    | tee -a "$LOGS/memory-bench-chunkstage.log" || rc=1
   echo "the same, one chunk at a time (MEGA_CUDA_CHUNK_PREFETCH=0):"
   MEGA_CUDA_CHUNK_PREFETCH=0 timeout 120 "$m" "LayerNormGrad" 2>&1 \
     | tee "$LOGS/memory-bench-noprefetch.log" || rc=1
@@ -317,6 +332,12 @@ do_train() {
       --attention-backend local || rc=1
     printf 'bf16 without the chunk prefetch (exact): '
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-serial.jsonl" \
+      "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
+    MEGA_CUDA_CHUNK_STAGE=1 run_mega small-bf16-cuda-local-staged \
+      "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" \
+      --attention-backend local || rc=1
+    printf 'bf16 with the chunk sums staged (exact): '
+    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-staged.jsonl" \
       "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
@@ -475,6 +496,10 @@ do_mega_timing() {
   # The column sums of LayerNormGrad's and ReduceSum's chunks one load at a
   # time (MEGA_CUDA_CHUNK_PREFETCH=0; the same bits).
   MEGA_CUDA_CHUNK_PREFETCH=0 time_plan bf16-noprefetch gpt2-bf16-noprefetch \
+    gpt2-small-bf16-cuda.plan 12 || rc=1
+  # The chunk sums staged through shared memory by 32 warps a block
+  # (MEGA_CUDA_CHUNK_STAGE=1; the same bits).
+  MEGA_CUDA_CHUNK_STAGE=1 time_plan bf16-chunkstage gpt2-bf16-chunkstage \
     gpt2-small-bf16-cuda.plan 12 || rc=1
   # MEGA_TIMING=all: the variants whose cost earlier runs measured (the
   # default keeps the timing segment within its time).
