@@ -42,8 +42,9 @@
 #              pp 2, pp 2 x dp 2, interleaved pp 2, tp 2, tp 2 x pp 2, dp 2 with
 #              the distributed optimizer and tp 2 x dp 2 with sequence
 #              parallelism on MPI ranks sharing the GPU, 10 steps,
-#              losses against one process (rel 1e-5); bf16 pp 2, tp 2 x pp 2 and
-#              tp 2 with sequence parallelism (bf16 all-gathers) against the bf16
+#              losses against one process (rel 1e-5); bf16 pp 2, tp 2 x pp 2, tp 2
+#              (the column of ones on each rank's columns) and tp 2 with
+#              sequence parallelism (bf16 all-gathers) against the bf16
 #              one-process run (rel 1e-3)
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
@@ -416,7 +417,7 @@ do_ranks() {
   fi
   local rc=0 c name np ref rtol
   for c in dp2:2 pp2:2 pp2dp2:4 pp2vpp2:2 tp2:2 tp2pp2:4 dp2do:2 tp2spdp2:4 bf16-pp2:2 \
-    bf16-tp2pp2:4 bf16-tp2sp:2; do
+    bf16-tp2pp2:4 bf16-tp2:2 bf16-tp2sp:2; do
     name=${c%%:*} np=${c##*:} ref=ranks-ref rtol=1e-5
     case $name in bf16-*) ref=ranks-bf16-ref rtol=1e-3 ;; esac
     [ -f "$PLANS/ranks-$name-cuda.plan" ] || { echo "no ranks-$name-cuda.plan: skipped"; continue; }

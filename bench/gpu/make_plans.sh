@@ -114,6 +114,10 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --pp 2
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-tp2pp2-cuda.plan" "${RANKS[@]}" --precision bf16 \
   --tp 2 --pp 2
+# Tensor parallelism in bf16: c_attn's and c_fc's bias gradients from the
+# column of ones (cuda bf16's default) on each rank's columns.
+"$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-tp2-cuda.plan" "${RANKS[@]}" --precision bf16 \
+  --tp 2
 # Sequence parallelism in bf16: the norms' rows all-gathered in bf16.
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-bf16-tp2sp-cuda.plan" "${RANKS[@]}" --precision bf16 \
   --tp 2 --sequence-parallel
