@@ -432,7 +432,15 @@ void validate(const Plan &plan) {
   std::vector<int64_t> persistentBytes;
   for (size_t k = 0; k < plan.persistents.size(); ++k) {
     const Persistent &t = plan.persistents[k];
-    persistentBytes.push_back(numelOf(t.shape) * int64_t(dtypeSize(t.dtype)));
+    // Values may run into the tail (below: Grad only).
+    persistentBytes.push_back(numelOf(t.shape) * int64_t(dtypeSize(t.dtype)) +
+                              t.tailBytes);
+    if (t.tailBytes != 0 &&
+        (t.role != Role::Grad || t.tailBytes < 0 || t.tailBytes % 4 != 0))
+      throw PlanError("invalid plan: '" + t.name + "' has a tail of " +
+                      std::to_string(t.tailBytes) +
+                      " bytes, which only a gradient can have (a positive "
+                      "multiple of 4)");
     if (t.role != Role::Param &&
         (t.param < 0 || size_t(t.param) >= plan.persistents.size() ||
          plan.persistents[t.param].role != Role::Param))
@@ -681,6 +689,7 @@ std::vector<uint8_t> serialize(const Plan &plan) {
     w.pod<int32_t>(t.shardGroup);
     w.vec(t.fullShape);
     w.pod<int32_t>(t.partialGroup);
+    w.pod<int64_t>(t.tailBytes);
   }
   w.pod<uint32_t>(uint32_t(plan.programs.size()));
   for (const Program &p : plan.programs) {
@@ -783,6 +792,7 @@ Plan deserialize(const uint8_t *data, size_t size) {
     t.shardGroup = r.pod<int32_t>();
     t.fullShape = r.vec<int64_t>();
     t.partialGroup = r.pod<int32_t>();
+    t.tailBytes = r.pod<int64_t>();
     plan.persistents.push_back(std::move(t));
   }
   for (uint32_t n = r.count(16), k = 0; k < n; ++k) {

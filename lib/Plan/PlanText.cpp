@@ -84,6 +84,8 @@ void printPlan(const Plan &plan, std::ostream &os) {
       os << " of %p" << t.param;
       if (t.partialGroup >= 0)
         os << " partial(group=" << t.partialGroup << ")";
+      if (t.tailBytes > 0)
+        os << " tail(" << t.tailBytes << " bytes)";
       // A state sharded unlike its parameter (the distributed optimizer's
       // moments: a block of rows per data rank).
       if (t.shardDim >= 0 && t.param >= 0 &&

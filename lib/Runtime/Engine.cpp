@@ -54,9 +54,9 @@ std::vector<bool> residentPersistents(const plan::Plan &plan,
 
 /// The data-parallel gradient buckets of the programs of `device`: the
 /// persistents each AllReduceWait reduces, in its order, when they are whole
-/// f32 persistents (a view or a persistent in two buckets leaves its bucket
-/// out: the reducer then packs it). Memory places each bucket's gradients
-/// back to back, so the bucket is all-reduced in place.
+/// f32 persistents (a view, a persistent in two buckets or one with a tail
+/// leaves its bucket out: the reducer then packs it). Memory places each
+/// bucket's gradients back to back, so the bucket is all-reduced in place.
 std::vector<std::vector<size_t>> bucketGroups(const plan::Plan &plan,
                                               const std::string &device,
                                               const std::vector<bool> &mine) {
@@ -75,9 +75,9 @@ std::vector<std::vector<size_t>> bucketGroups(const plan::Plan &plan,
         size_t k = size_t(val.index);
         whole = whole && val.space == plan::Space::Persistent &&
                 val.offset == 0 && val.dtype == plan::DType::F32 &&
-                k < taken.size() && !taken[k] &&
-                (mine.empty() || mine[k]) &&
+                k < taken.size() && !taken[k] && (mine.empty() || mine[k]) &&
                 plan.persistents[k].dtype == plan::DType::F32 &&
+                plan.persistents[k].tailBytes == 0 &&
                 val.numel() == plan.persistents[k].numel();
         if (whole && std::find(group.begin(), group.end(), k) != group.end())
           whole = false;

@@ -140,19 +140,20 @@ Memory::Memory(const plan::Plan &plan, Backend &backend, Communicator *comm,
                     std::to_string(k) +
                     " twice, out of range or not resident");
       placed[k] = true;
-      total += padded(bytes_[k]);
+      total += padded(bytes_[k] + tail(k));
     }
     // Zero-filled: the gaps between the tensors stay zero.
     buffers_.emplace_back(backend, total);
     char *at = static_cast<char *>(buffers_.back().data());
     for (size_t k : group) {
       ptrs_[k] = at;
-      at += padded(bytes_[k]);
+      at += padded(bytes_[k] + tail(k));
     }
   }
   for (size_t k = 0; k < plan.persistents.size(); ++k)
     if (!placed[k] && isResident(k)) {
-      buffers_.emplace_back(backend, bytes_[k]);
+      // (Zero-filled: a tail starts as zeros.)
+      buffers_.emplace_back(backend, bytes_[k] + tail(k));
       ptrs_[k] = buffers_.back().data();
     }
 }

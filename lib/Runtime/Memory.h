@@ -64,6 +64,9 @@ public:
   void *data(size_t k) const { return ptrs_[k]; }
   /// This rank's (local, shard) bytes of persistent k, resident or not.
   size_t bytes(size_t k) const { return bytes_[k]; }
+  /// Bytes its buffer holds past them (plan::Persistent::tailBytes): zeros
+  /// at allocation, never saved, loaded or dumped.
+  size_t tail(size_t k) const { return size_t(info(k).tailBytes); }
   /// Whether persistent k has a device buffer on this rank.
   bool resident(size_t k) const { return ptrs_[k] != nullptr; }
   /// Whether toHost(k) has values: resident, or a host copy was given.

@@ -306,6 +306,54 @@ int main() {
           "is partial over group");
   }
 
+  // A gradient's tail (version 5): bytes its buffer holds past it, which
+  // values may reach; it round-trips and prints. Only a gradient has one,
+  // a positive multiple of 4, and a value still stops at its end.
+  {
+    Plan c = samplePlan();
+    c.persistents[1].tailBytes = 16;
+    Value past{Space::Persistent, 1, 40, DType::F32, {4}}; // [40, 56) of 64
+    c.programs[0].values.push_back(past);
+    validate(c);
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    CHECK(d.persistents[1].tailBytes == 16 && d.persistents[0].tailBytes == 0);
+    std::ostringstream x;
+    printPlan(d, x);
+    CHECK(x.str().find("%p1 grad \"w\" 4x3xf32 of %p0 tail(16 bytes)\n") !=
+          std::string::npos);
+    expectError(
+        "value past the tail",
+        [&] {
+          Plan e = c;
+          e.programs[0].values.back().offset = 52; // [52, 68)
+          validate(e);
+        },
+        "lies outside its buffer");
+    expectError(
+        "value past a tensor without one",
+        [&] {
+          Plan e = c;
+          e.persistents[1].tailBytes = 0;
+          validate(e);
+        },
+        "lies outside its buffer");
+    for (int bad = 0; bad < 3; ++bad)
+      expectError(
+          "tail",
+          [&] {
+            Plan e = c;
+            if (bad == 0) // a parameter
+              e.persistents[0].tailBytes = 16;
+            else if (bad == 1) // not whole words
+              e.persistents[1].tailBytes = 18;
+            else
+              e.persistents[1].tailBytes = -4;
+            validate(e);
+          },
+          "which only a gradient can have");
+  }
+
   // LayerNormGrad: dx, dw, db, optionally dx's bf16 copy (4 outputs) and
   // its column sums (5).
   {

@@ -38,8 +38,9 @@ inline constexpr char kMagic[8] = {'M', 'E', 'G', 'A', 'P', 'L', 'A', 'N'};
 /// The only format version this code reads and writes.
 /// Version 2 added tensor-parallel shards of persistents and the
 /// vocabulary-parallel opcodes; version 3 the pipeline schedule; version 4
-/// the partial gradients (Persistent::partialGroup).
-inline constexpr uint32_t kVersion = 4;
+/// the partial gradients (Persistent::partialGroup); version 5 the bytes
+/// a gradient's buffer holds past it (Persistent::tailBytes).
+inline constexpr uint32_t kVersion = 5;
 
 /// Thrown for every malformed, truncated or inconsistent plan.
 struct PlanError : std::runtime_error {
@@ -96,6 +97,13 @@ struct Persistent {
   /// replicated parameters of sequence-parallel work). --dump-grads sums
   /// them first. Grad only.
   int32_t partialGroup = -1;
+  /// Bytes the tensor's buffer holds past its own (version 5; Grad only,
+  /// a multiple of 4): zeros at the start, and instructions may use them
+  /// through views of the tensor that run past its end. mega-ones-column
+  /// has a weight gradient's product write its bias row and padding rows
+  /// there instead of a scratch buffer it would then copy from. Never
+  /// saved, loaded or dumped.
+  int64_t tailBytes = 0;
   /// Elements and bytes of this rank's tensor (`shape`).
   int64_t numel() const;
   int64_t bytes() const { return numel() * int64_t(dtypeSize(dtype)); }
