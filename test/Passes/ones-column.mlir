@@ -3,18 +3,20 @@
 // A Linear fed by a LayerNorm, one micro-batch (the gradients overwritten):
 // the norm writes rows of 8 (a 1 in column 4, zeros after), the forward
 // product reads them with lda 8, and the weight gradient is a plain product
-// of 8 rows into scratch, whose rows 0-3 are copied into the weight
-// gradient and row 4 into the bias gradient.
+// of 8 rows straight into the weight gradient's buffer, which gets a tail
+// of 4 rows (128 bytes): row 4, in the tail, is copied into the bias
+// gradient.
 // CHECK-LABEL: func.func @overwrite
 // CHECK: %[[Y:.*]]:3 = mega.kernel "LayerNorm"(%arg0, %arg1, %arg2) i [16, 4, 8] f [1.000000e-05] : (tensor<2x8x4xbf16>, tensor<4xf32>, tensor<4xf32>) -> (tensor<2x8x8xbf16>, tensor<16xf32>, tensor<16xf32>)
 // CHECK: %[[V:.*]] = mega.view %[[Y]]#0 offset 0 : tensor<2x8x8xbf16> -> tensor<16x8xbf16>
 // CHECK: mega.kernel "MatMul"(%[[V]], %arg3, %arg4) i [1, 16, 8, 4, 0, 0, 8, 8, 8, 0, 0, 0, 1]
-// CHECK: %[[S:.*]] = mega.empty : tensor<8x8xf32>
+// CHECK: %[[GB:.*]] = mega.state "fc.bias" {role = "grad"} : tensor<8xf32>
+// CHECK: %[[GW:.*]] = mega.state "fc.weight" {mega.tail_bytes = 128 : i64, role = "grad"} : tensor<4x8xf32>
+// CHECK: %[[S:.*]] = mega.view %[[GW]] offset 0 : tensor<4x8xf32> -> tensor<8x8xf32>
 // CHECK: mega.kernel "MatMul"(%[[V]], %arg5, %[[S]]) i [1, 8, 8, 16, 1, 0, 8, 8, 8, 0, 0, 0] f [1.000000e+00, 0.000000e+00] {mega.dests = 1 : i64} : (tensor<16x8xbf16>, tensor<16x8xbf16>, tensor<8x8xf32>) -> ()
-// CHECK: %[[SW:.*]] = mega.view %[[S]] offset 0 : tensor<8x8xf32> -> tensor<4x8xf32>
-// CHECK: mega.kernel "Copy"(%[[SW]], %[[GW:.*]]) i [] f [] {mega.dests = 1 : i64} : (tensor<4x8xf32>, tensor<4x8xf32>) -> ()
-// CHECK: %[[SB:.*]] = mega.view %[[S]] offset 128 : tensor<8x8xf32> -> tensor<8xf32>
-// CHECK: mega.kernel "Copy"(%[[SB]], %[[GB:.*]]) i [] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>) -> ()
+// CHECK-NEXT: %[[SB:.*]] = mega.view %[[S]] offset 128 : tensor<8x8xf32> -> tensor<8xf32>
+// CHECK-NEXT: mega.kernel "Copy"(%[[SB]], %[[GB]]) i [] f [] {mega.dests = 1 : i64} : (tensor<8xf32>, tensor<8xf32>) -> ()
+// CHECK-NOT: "Copy"
 // CHECK-NOT: i [{{.*}}, 5, 0]
 func.func @overwrite(%x: tensor<2x8x4xbf16>, %w: tensor<4xf32>, %b: tensor<4xf32>,
                      %wf: tensor<4x8xbf16>, %bf: tensor<8xbf16>, %dy: tensor<16x8xbf16>) {
@@ -75,4 +77,24 @@ func.func @not_a_norm(%x: tensor<16x4xbf16>, %dy: tensor<16x8xbf16>) {
   %gw = mega.state "fc.weight" {role = "grad"} : tensor<4x8xf32>
   mega.kernel "MatMul"(%x, %dy, %gw, %gb) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0, 5, 0] f [1.0, 0.0] {mega.dests = 2 : i64} : (tensor<16x4xbf16>, tensor<16x8xbf16>, tensor<4x8xf32>, tensor<8xf32>) -> ()
   return
+}
+
+// -----
+
+// Data parallelism (mesh axis 1 of 2): the buckets place the gradients back
+// to back, so no tail: the product goes to scratch and both rows are copied.
+// CHECK-LABEL: func.func @data_parallel
+// CHECK-NOT: mega.tail_bytes
+// CHECK: %[[S:.*]] = mega.empty : tensor<8x8xf32>
+// CHECK: mega.kernel "MatMul"({{.*}}, %[[S]]) i [1, 8, 8, 16, 1, 0, 8, 8, 8, 0, 0, 0]
+// CHECK: mega.kernel "Copy"
+// CHECK: mega.kernel "Copy"
+module attributes {mega.mesh = array<i64: 1, 2>} {
+func.func @data_parallel(%x: tensor<16x4xf32>, %w: tensor<4xf32>, %b: tensor<4xf32>, %dy: tensor<16x8xf32>) {
+  %y:3 = mega.kernel "LayerNorm"(%x, %w, %b) i [16, 4] f [1.0e-05] : (tensor<16x4xf32>, tensor<4xf32>, tensor<4xf32>) -> (tensor<16x4xf32>, tensor<16xf32>, tensor<16xf32>)
+  %gb = mega.state "fc.bias" {role = "grad"} : tensor<8xf32>
+  %gw = mega.state "fc.weight" {role = "grad"} : tensor<4x8xf32>
+  mega.kernel "MatMul"(%y#0, %dy, %gw, %gb) i [1, 4, 8, 16, 1, 0, 4, 8, 8, 0, 0, 0, 5, 0] f [1.0, 0.0] {mega.dests = 2 : i64} : (tensor<16x4xf32>, tensor<16x8xf32>, tensor<4x8xf32>, tensor<8xf32>) -> ()
+  return
+}
 }

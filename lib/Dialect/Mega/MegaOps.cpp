@@ -523,6 +523,14 @@ LogicalResult StateOp::verify() {
     return emitOpError() << "role '" << role << "' needs element type "
                          << (role == "param_copy" ? "bf16" : "f32")
                          << ", not " << el;
+  // state_c4: a gradient's buffer may hold bytes past it (mega-ones-column).
+  if (Attribute a = (*this)->getAttr(kTailBytesAttr)) {
+    auto tail = dyn_cast<IntegerAttr>(a);
+    if (role != "grad" || !tail || tail.getInt() < 0 || tail.getInt() % 4 != 0)
+      return emitOpError() << kTailBytesAttr
+                           << " must be a non-negative multiple of 4 on a "
+                              "grad";
+  }
   return success();
 }
 
@@ -678,10 +686,13 @@ LogicalResult ViewOp::verify() {
   // view_c1
   if (getOffset() < 0)
     return emitOpError() << "offset " << getOffset() << " is negative";
-  // view_c2
+  // view_c2 (a gradient's tail counts: state_c4)
   if (src.hasStaticShape() && r.hasStaticShape()) {
     int64_t srcBytes =
         src.getNumElements() * (src.getElementTypeBitWidth() / 8);
+    if (auto st = getSource().getDefiningOp<StateOp>())
+      if (auto tail = st->getAttrOfType<IntegerAttr>(kTailBytesAttr))
+        srcBytes += tail.getInt();
     int64_t bytes = r.getNumElements() * (r.getElementTypeBitWidth() / 8);
     if (getOffset() + bytes > srcBytes)
       return emitOpError() << "bytes [" << getOffset() << ", "

@@ -184,6 +184,16 @@ private:
       }
     };
     addRole(plan::Role::Grad, "grad");
+    // A gradient buffer's bytes past the tensor (mega-ones-column): the
+    // largest any of its mega.states asks for.
+    module.walk([&](StateOp st) {
+      auto tail = st->getAttrOfType<IntegerAttr>(kTailBytesAttr);
+      auto found = stateIndex.find(("grad:" + st.getName()).str());
+      if (tail && st.getRole() == "grad" && found != stateIndex.end()) {
+        int64_t &t = result.persistents[found->second].tailBytes;
+        t = std::max(t, tail.getInt());
+      }
+    });
     // Gradients kept as a term per rank of a group until the optimizer sums
     // them (mega-tensor-grad-bucket).
     if (auto partial =

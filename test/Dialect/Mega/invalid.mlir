@@ -753,6 +753,24 @@ func.func @state_c2() {
 
 // -----
 
+// state_c4
+func.func @state_c4_role() {
+  // expected-error @+1 {{'mega.state' op mega.tail_bytes must be a non-negative multiple of 4 on a grad}}
+  %0 = mega.state "w" {role = "adam_m", mega.tail_bytes = 16 : i64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+// state_c4
+func.func @state_c4_odd() {
+  // expected-error @+1 {{'mega.state' op mega.tail_bytes must be a non-negative multiple of 4 on a grad}}
+  %0 = mega.state "w" {role = "grad", mega.tail_bytes = 6 : i64} : tensor<4xf32>
+  return
+}
+
+// -----
+
 // state_c3
 func.func @state_c3_copy() {
   // expected-error @+1 {{'mega.state' op role 'param_copy' needs element type bf16, not 'f32'}}
@@ -914,6 +932,17 @@ func.func @view_c1_negative(%x: tensor<4xf32>) {
 func.func @view_c2_outside(%x: tensor<4xf32>) {
   // expected-error @+1 {{'mega.view' op bytes [8, 24) are outside the source's 16}}
   %0 = mega.view %x offset 8 : tensor<4xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+// view_c2: a gradient's tail counts, and only as far as it goes.
+func.func @view_c2_past_tail() {
+  %g = mega.state "w" {role = "grad", mega.tail_bytes = 16 : i64} : tensor<4xf32>
+  %0 = mega.view %g offset 16 : tensor<4xf32> -> tensor<4xf32>
+  // expected-error @+1 {{'mega.view' op bytes [0, 48) are outside the source's 32}}
+  %1 = mega.view %g offset 0 : tensor<4xf32> -> tensor<12xf32>
   return
 }
 

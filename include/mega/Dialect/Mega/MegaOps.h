@@ -15,4 +15,11 @@
 #define GET_OP_CLASSES
 #include "mega/Dialect/Mega/MegaOps.h.inc"
 
+namespace mega {
+/// On a `mega.state` of role grad: bytes its buffer holds past the tensor,
+/// which views of it may reach (state_c4, view_c2; the plan's
+/// Persistent::tailBytes).
+inline constexpr llvm::StringLiteral kTailBytesAttr = "mega.tail_bytes";
+} // namespace mega
+
 #endif // MEGA_DIALECT_MEGA_MEGAOPS_H
