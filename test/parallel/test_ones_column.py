@@ -18,7 +18,10 @@ bias-gradient epilogues left.
 
 ones_tp       tp=2: c_attn and c_fc are column-parallel, so each rank's
               product is of its own columns: [72, N/2], whose row 64 is its
-              shard of the bias gradient
+              shard of the bias gradient (two micro-batches: added in)
+ones_tp_tail  the same with one micro-batch a step: each product writes its
+              weight gradient's buffer, rows 64-71 in its tail (plan
+              tail_bytes), and only the bias row is copied
 ones_dp       dp=2, one micro-batch a rank: the rows are copied into the
               gradients (Copy), which the overlapped buckets then all-reduce
 ones_distopt  dp=2 with --use-distributed-optimizer: the copied gradients
@@ -42,17 +45,20 @@ GRAD_TOL = 1e-6
 FLAGS = ["--precision", "bf16", "--ones-column-bias-grad"]
 
 
-def check_plan(tag, text):
+def check_plan(tag, text, tails):
     """The norms before c_attn and c_fc padded to 72 columns, their weight
-    gradients plain products of 72 rows, no bias-gradient epilogue left."""
+    gradients plain products of 72 rows, no bias-gradient epilogue left, and
+    `tails` weight gradients whose buffers hold the products' last rows."""
     padded = len(re.findall(r"= LayerNorm\([^)]*\) i=\[\d+,64,72\]", text))
     products = len(re.findall(r"= MatMul\([^)]*\) i=\[1,72,", text))
     epilogues = len(re.findall(r"= MatMul\([^)]*\) i=\[[^\]]*,5,[01]\]", text))
+    got = len(re.findall(r" tail\(\d+ bytes\)", text))
     print(f"{tag}: {padded} padded norms, {products} products of 72 rows, "
-          f"{epilogues} bias-gradient epilogues")
-    dp.check(padded == 4 and products == 4 and epilogues == 0,
-             f"{tag}: {padded} padded norms, {products} products of 72 rows and "
-             f"{epilogues} bias-gradient epilogues (want 4, 4 and 0)")
+          f"{epilogues} bias-gradient epilogues, {got} gradients with a tail")
+    dp.check(padded == 4 and products == 4 and epilogues == 0 and got == tails,
+             f"{tag}: {padded} padded norms, {products} products of 72 rows, "
+             f"{epilogues} bias-gradient epilogues and {got} tails (want 4, 4, 0 "
+             f"and {tails})")
 
 
 def dumped(plan, d, tag, ranks):
@@ -63,16 +69,21 @@ def dumped(plan, d, tag, ranks):
     return dp.load_safetensors(path)
 
 
-def layout(tag, tpsize, dpsize, flags, ranks):
+def layout(tag, tpsize, dpsize, flags, ranks, batch=4):
+    """`batch` 2: one micro-batch a step, so without data parallelism the
+    products write the weight gradients' buffers (their tails)."""
     d = wc.data()
-    ref = tp.compile_plan(dp.scratch("ref.plan"), wc.VOCAB, 1, 1, 2, 4, FLAGS)
+    ref = tp.compile_plan(dp.scratch(f"ref{batch}.plan"), wc.VOCAB, 1, 1, 2, batch, FLAGS)
     plan = tp.compile_plan(dp.scratch(f"{tag}.plan"), wc.VOCAB, tpsize, dpsize, 2,
-                           4, FLAGS + list(flags))
+                           batch, FLAGS + list(flags))
     off = tp.compile_plan(dp.scratch(f"{tag}-off.plan"), wc.VOCAB, tpsize, dpsize, 2,
-                          4, FLAGS[:2] + list(flags))
-    check_plan("one process", tp.plan_text(wc.sets(FLAGS[2:])))
-    check_plan(tag, tp.plan_text(wc.sets(FLAGS[2:] + ["--tp", str(tpsize), "--dp",
-                                                      str(dpsize)] + list(flags))))
+                          batch, FLAGS[:2] + list(flags))
+    sets = wc.sets(FLAGS[2:])
+    sets[sets.index("--global-batch-size") + 1] = str(batch)
+    check_plan("one process", tp.plan_text(sets), 4 if batch == 2 else 0)
+    check_plan(tag, tp.plan_text(sets + ["--tp", str(tpsize), "--dp", str(dpsize)]
+                                 + list(flags)),
+               4 if batch == 2 and dpsize == 1 else 0)
     l0, n0 = wc.train(ref, d, "ref", 0)
     l1, n1 = wc.train(plan, d, tag, ranks)
     l2, n2 = wc.train(off, d, f"{tag}-off", ranks)
@@ -94,12 +105,13 @@ def layout(tag, tpsize, dpsize, flags, ranks):
     print(f"{tag}: first step's gradients within {worst:.3g} of the epilogue's")
 
 
-CASES = ["ones_tp", "ones_dp", "ones_distopt"]
+CASES = ["ones_tp", "ones_tp_tail", "ones_dp", "ones_distopt"]
 
 
 def main():
     args = dp.setup_gpt_script(CASES)
     {"ones_tp": lambda: layout("tp2", 2, 1, [], 2),
+     "ones_tp_tail": lambda: layout("tp2tail", 2, 1, [], 2, batch=2),
      "ones_dp": lambda: layout("dp2", 1, 2, [], 2),
      "ones_distopt": lambda: layout("dp2do", 1, 2, ["--use-distributed-optimizer"], 2)
      }[args.case]()
