@@ -262,6 +262,19 @@ bf16_variant() {
   return "$rc"
 }
 
+# same_bits NAME LABEL [mega-run args]: the small bf16 plan 20 steps on
+# mega's attention (deterministic; cuDNN's backward is not), whose losses
+# must equal small-bf16-cuda-local's bit for bit (do_train's `load`).
+same_bits() {
+  local name=$1 label=$2
+  shift 2
+  run_mega "$name" "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 \
+    "${load[@]}" --attention-backend local "$@" || return 1
+  printf '%s (exact): ' "$label"
+  "$PY" "$TOOLS" compare "$LOGS/$name.jsonl" "$LOGS/small-bf16-cuda-local.jsonl" \
+    --rtol 0 | tail -1
+}
+
 do_train() {
   MEGA_RUN=$(locate mega-run tools/mega-run)
   if [ ! -f "$PLANS/gpt-small-cuda.plan" ] || [ ! -f "$PLANS/gpt-small-cpu.plan" ]; then
@@ -320,26 +333,14 @@ do_train() {
       --rtol 1e-2 | tail -1 || rc=1
     # The bf16 step's fused kernels (the bias-gradient epilogue, the fused
     # norm gradients, the loss's row blocks) replayed as a graph against
-    # launched one by one: the same bits (mega's attention, which is
-    # deterministic; cuDNN's backward is not).
-    run_mega small-bf16-cuda-local-nograph "$PLANS/gpt-small-bf16-cuda.plan" cuda \
-      "$LOGS/data/small" 20 "${load[@]}" --attention-backend local --no-cuda-graph || rc=1
-    printf 'bf16 graph vs --no-cuda-graph (exact): '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-nograph.jsonl" \
-      "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
-    # The chunk sums one load at a time: the same bits.
-    MEGA_CUDA_CHUNK_PREFETCH=0 run_mega small-bf16-cuda-local-serial \
-      "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" \
-      --attention-backend local || rc=1
-    printf 'bf16 without the chunk prefetch (exact): '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-serial.jsonl" \
-      "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
-    MEGA_CUDA_CHUNK_STAGE=1 run_mega small-bf16-cuda-local-staged \
-      "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 "${load[@]}" \
-      --attention-backend local || rc=1
-    printf 'bf16 with the chunk sums staged (exact): '
-    "$PY" "$TOOLS" compare "$LOGS/small-bf16-cuda-local-staged.jsonl" \
-      "$LOGS/small-bf16-cuda-local.jsonl" --rtol 0 | tail -1 || rc=1
+    # launched one by one, and the chunk sums one load at a time or staged:
+    # the same bits.
+    same_bits small-bf16-cuda-local-nograph 'bf16 graph vs --no-cuda-graph' \
+      --no-cuda-graph || rc=1
+    MEGA_CUDA_CHUNK_PREFETCH=0 same_bits small-bf16-cuda-local-serial \
+      'bf16 without the chunk prefetch' || rc=1
+    MEGA_CUDA_CHUNK_STAGE=1 same_bits small-bf16-cuda-local-staged \
+      'bf16 with the chunk sums staged' || rc=1
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
