@@ -104,14 +104,14 @@ void layerNorm(Rng &rng) {
     twin(c);
   }
   // Rows of y padded to ldy columns, a 1 in column cols and zeros after
-  // (mega-ones-column): the warp kernel (768 -> 776, GPT-2's; 256 -> 264
-  // f32), the block kernel (251 -> 256; 768 -> 770, ldy not a multiple of
-  // 4). The poisoned output shows a pad element left unwritten.
-  const int64_t padShapes[][4] = {{4096, 768, 776, 1},
-                                  {1024, 256, 264, 0},
-                                  {33, 251, 256, 1},
-                                  {65, 768, 770, 1},
-                                  {65, 768, 776, 0}};
+  // (mega-ones-column): the warp kernel (768 -> 776, GPT-2's, also at its
+  // 16384 rows: more than the GPU holds warps, so each warp takes several
+  // rows; 256 -> 264 f32), the block kernel (251 -> 256; 768 -> 770, ldy
+  // not a multiple of 4). The poisoned output shows a pad element left
+  // unwritten.
+  const int64_t padShapes[][4] = {{4096, 768, 776, 1}, {16384, 768, 776, 1},
+                                  {1024, 256, 264, 0}, {33, 251, 256, 1},
+                                  {65, 768, 770, 1},   {65, 768, 776, 0}};
   for (const auto &p : padShapes) {
     const int64_t rows = p[0], cols = p[1], ldy = p[2], n = rows * cols;
     const DType yt = p[3] ? DType::BF16 : DType::F32;
