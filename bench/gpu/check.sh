@@ -12,13 +12,10 @@
 #              libraries resolve here
 #   2. twin    cuda_twin_check: every opcode on the CPU and the GPU, compared (fp32
 #              rel 1e-5; Cast, bf16 MatMul and bf16 Attention rel 1e-2), outputs
-#              poisoned first, random non-zero inputs; the groups whose
-#              kernels have opt-in forms again with them all (OPT_IN below)
+#              poisoned first, random non-zero inputs
 #   2a. kernels cuda_attention_bench (mega's attention kernels and cuDNN's at GPT-2
 #              small's layer) and cuda_memory_bench (the memory-bound kernels;
-#              LayerNormGrad and ReduceSum again with MEGA_CUDA_CHUNK_STAGE=1 and
-#              with MEGA_CUDA_CHUNK_PREFETCH=0, LayerNormGrad with
-#              MEGA_CUDA_LNGRAD_STAGE=1, LayerNorm with MEGA_CUDA_LN_AHEAD=1)
+#              LayerNormGrad and ReduceSum again with MEGA_CUDA_CHUNK_PREFETCH=0)
 #   3. train   if bench/gpu/plans/gpt-small-{cpu,cuda}.plan exist (make_plans.sh):
 #              20 steps on --device cuda and on --device cpu, same seed (or
 #              --load bench/gpu/plans/gpt-small.safetensors when present), same
@@ -53,9 +50,7 @@
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
 #              timed and kept in a file, then read back; with the bias
 #              gradients in cuBLASLt's epilogue instead of the column of ones;
-#              with the chunk sums staged, and one load at a time; with
-#              LayerNormGrad's rows staged, LayerNorm's loaded ahead, every
-#              opt-in form at once, and those with the kept choices; and with
+#              with the chunk sums one load at a time; and with
 #              MEGA_TIMING=all with the residual gradient in f32, without CUDA
 #              graphs, with mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules off,
@@ -65,8 +60,8 @@
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
 #              per-kernel time of a step
 #   6. profile bench/gpu/profile.sh: Nsight Compute over LayerNormGrad, LayerNorm
-#              and CrossEntropyWithGrad at GPT-2 small's shapes, with the
-#              opt-in forms and then without (skipped without ncu)
+#              and CrossEntropyWithGrad at GPT-2 small's shapes (skipped
+#              without ncu)
 # Logs go to $OUT when it is set, else build-gpu/check-logs/. About 6 minutes on
 # an H100 (most of it the build and torch.compile).
 # Environment: MEGA_CMAKE_ARGS adds configure arguments; PYTHON picks python3;
@@ -92,9 +87,6 @@ locate() {
 MEGA_RUN=$BUILD/bin/mega-run
 TWIN=$BUILD/bin/cuda_twin_check
 TOOLS=$ROOT/bench/gpu/check_tools.py
-# The kernel forms that are opt-in until timed on a GPU, all at once.
-OPT_IN="MEGA_CUDA_CHUNK_STAGE=1 MEGA_CUDA_LNGRAD_STAGE=1 MEGA_CUDA_LN_AHEAD=1"
-opt_in() { MEGA_CUDA_CHUNK_STAGE=1 MEGA_CUDA_LNGRAD_STAGE=1 MEGA_CUDA_LN_AHEAD=1 "$@"; }
 mkdir -p "$LOGS" "$LOGS/data"
 SMALL_VOCAB=8192 SMALL_TOKENS=$((8 * 128 * 24 + 129))
 GPT2_VOCAB=50304 GPT2_TOKENS=$((16 * 1024 * 14 + 1025))
@@ -197,15 +189,6 @@ do_twin() {
   timeout 400 "$TWIN" 2>&1 | tee "$LOGS/twin.log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 77 ] && echo "the twin check found no GPU: counted as a failure here"
-  # The groups whose kernels change with the opt-in forms, again with them
-  # all (OPT_IN: the staged chunk sums, LayerNormGrad's staged rows,
-  # LayerNorm's rows loaded ahead; opt-in until timed).
-  if [ "$rc" -ne 77 ]; then
-    echo "the opt-in forms ($OPT_IN):"
-    opt_in timeout 200 "$TWIN" --only "reduce,layernorm,layernorm grad fused" \
-      >"$LOGS/twin-optin.log" 2>&1 || rc=1
-    tail -1 "$LOGS/twin-optin.log"
-  fi
   # The fused paths that fell back (the twins pass either way).
   echo "fallbacks told: $(grep -c "^cuda: cu" "$LOGS/twin.log")"
   grep "^cuda: cu" "$LOGS/twin.log" | sort | uniq -c | sort -rn | head -20
@@ -224,17 +207,6 @@ do_kernels() {
   timeout 180 "$m" 2>&1 | tee "$LOGS/memory-bench.log" || rc=1
   # The kernels that sum chunks' column partials, loading one chunk at a
   # time (MEGA_CUDA_CHUNK_PREFETCH=0), to time against the lines above.
-  echo "the same, the chunk sums staged (MEGA_CUDA_CHUNK_STAGE=1):"
-  MEGA_CUDA_CHUNK_STAGE=1 timeout 120 "$m" "LayerNormGrad" 2>&1 \
-    | tee "$LOGS/memory-bench-chunkstage.log" || rc=1
-  MEGA_CUDA_CHUNK_STAGE=1 timeout 60 "$m" "ReduceSum" 2>&1 \
-    | tee -a "$LOGS/memory-bench-chunkstage.log" || rc=1
-  echo "the same, LayerNormGrad's rows staged (MEGA_CUDA_LNGRAD_STAGE=1):"
-  MEGA_CUDA_LNGRAD_STAGE=1 timeout 120 "$m" "LayerNormGrad" 2>&1 \
-    | tee "$LOGS/memory-bench-lngradstage.log" || rc=1
-  echo "the same, LayerNorm's rows loaded ahead (MEGA_CUDA_LN_AHEAD=1):"
-  MEGA_CUDA_LN_AHEAD=1 timeout 60 "$m" "LayerNorm [" 2>&1 \
-    | tee "$LOGS/memory-bench-lnahead.log" || rc=1
   echo "the same, one chunk at a time (MEGA_CUDA_CHUNK_PREFETCH=0):"
   MEGA_CUDA_CHUNK_PREFETCH=0 timeout 120 "$m" "LayerNormGrad" 2>&1 \
     | tee "$LOGS/memory-bench-noprefetch.log" || rc=1
@@ -346,18 +318,12 @@ do_train() {
       --rtol 1e-2 | tail -1 || rc=1
     # The bf16 step's fused kernels (the bias-gradient epilogue, the fused
     # norm gradients, the loss's row blocks) replayed as a graph against
-    # launched one by one, and the chunk sums one load at a time or staged:
-    # the same bits.
+    # launched one by one, and the chunk sums one load at a time: the same
+    # bits.
     same_bits small-bf16-cuda-local-nograph 'bf16 graph vs --no-cuda-graph' \
       --no-cuda-graph || rc=1
     MEGA_CUDA_CHUNK_PREFETCH=0 same_bits small-bf16-cuda-local-serial \
       'bf16 without the chunk prefetch' || rc=1
-    MEGA_CUDA_CHUNK_STAGE=1 same_bits small-bf16-cuda-local-staged \
-      'bf16 with the chunk sums staged' || rc=1
-    MEGA_CUDA_LNGRAD_STAGE=1 same_bits small-bf16-cuda-local-lngradstage \
-      "bf16 with LayerNormGrad's rows staged" || rc=1
-    MEGA_CUDA_LN_AHEAD=1 same_bits small-bf16-cuda-local-lnahead \
-      "bf16 with LayerNorm's rows loaded ahead" || rc=1
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
@@ -463,13 +429,9 @@ do_ranks() {
 # Nsight Compute over the memory-bound kernels that cost the step most
 # (bench/gpu/profile.sh; skipped without ncu).
 do_profile() {
-  local m rc=0
+  local m
   m=$(locate cuda_memory_bench test/runtime/cuda)
-  echo "with the opt-in forms ($OPT_IN):"
-  opt_in env OUT="$LOGS/profile-optin" bash "$ROOT/bench/gpu/profile.sh" "$m" || rc=1
-  echo "the default forms:"
-  OUT=$LOGS/profile bash "$ROOT/bench/gpu/profile.sh" "$m" || rc=1
-  return "$rc"
+  OUT=$LOGS/profile bash "$ROOT/bench/gpu/profile.sh" "$m"
 }
 
 do_torch() {
@@ -520,20 +482,6 @@ do_mega_timing() {
   # time (MEGA_CUDA_CHUNK_PREFETCH=0; the same bits).
   MEGA_CUDA_CHUNK_PREFETCH=0 time_plan bf16-noprefetch gpt2-bf16-noprefetch \
     gpt2-small-bf16-cuda.plan 12 || rc=1
-  # The chunk sums staged through shared memory by 32 warps a block
-  # (MEGA_CUDA_CHUNK_STAGE=1; the same bits).
-  MEGA_CUDA_CHUNK_STAGE=1 time_plan bf16-chunkstage gpt2-bf16-chunkstage \
-    gpt2-small-bf16-cuda.plan 12 || rc=1
-  # LayerNormGrad's rows staged through shared memory a row ahead
-  # (MEGA_CUDA_LNGRAD_STAGE=1), LayerNorm's loaded a row ahead
-  # (MEGA_CUDA_LN_AHEAD=1), and every opt-in form at once (the same bits).
-  MEGA_CUDA_LNGRAD_STAGE=1 time_plan bf16-lngradstage gpt2-bf16-lngradstage \
-    gpt2-small-bf16-cuda.plan 12 || rc=1
-  MEGA_CUDA_LN_AHEAD=1 time_plan bf16-lnahead gpt2-bf16-lnahead \
-    gpt2-small-bf16-cuda.plan 12 || rc=1
-  opt_in time_plan bf16-optin gpt2-bf16-optin gpt2-small-bf16-cuda.plan 12 || rc=1
-  opt_in time_plan bf16-optin-kept gpt2-bf16-optin-kept gpt2-small-bf16-cuda.plan 12 \
-    --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
   # MEGA_TIMING=all: the variants whose cost earlier runs measured (the
   # default keeps the timing segment within its time).
   if [ "${MEGA_TIMING:-}" = all ]; then

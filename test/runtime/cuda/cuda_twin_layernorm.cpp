@@ -105,9 +105,8 @@ void layerNorm(Rng &rng) {
   }
   // Rows of y padded to ldy columns, a 1 in column cols and zeros after
   // (mega-ones-column): the warp kernel (768 -> 776, GPT-2's, also at its
-  // 16384 rows: more than the GPU holds warps, so each warp takes several
-  // rows; 256 -> 264 f32), the block kernel (251 -> 256; 768 -> 770, ldy
-  // not a multiple of 4). The poisoned output shows a pad element left
+  // 16384 rows; 256 -> 264 f32), the block kernel (251 -> 256; 768 -> 770,
+  // ldy not a multiple of 4). The poisoned output shows a pad element left
   // unwritten.
   const int64_t padShapes[][4] = {{4096, 768, 776, 1}, {16384, 768, 776, 1},
                                   {1024, 256, 264, 0}, {33, 251, 256, 1},

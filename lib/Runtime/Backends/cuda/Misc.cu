@@ -145,61 +145,7 @@ __global__ void __launch_bounds__(256)
   storeChunkSum(s, sh, lane, j, split, out0, out1, into);
 }
 
-/// Chunks chunkSumStagedKernel holds in shared memory at a time: 32 KB of
-/// partials of its 32 columns (256 float chunks, 128 double).
-template <typename P>
-constexpr int kStagedChunks = 32768 / (32 * int(sizeof(P)));
-constexpr int kStageWarps = 32;
-
-/// chunkSumKernel's sums, the same adds in the same order (the same bits),
-/// with 32 warps a block loading: each tile of kStagedChunks<P> chunks
-/// of the block's 32 columns is loaded by all of them at once (every load
-/// issued before any is waited on) into shared memory, then warps 0-7 add
-/// it, warp w the chunks w, w + 8, ... of the tile (tiles start at
-/// multiples of 8, so these are the chunks = w mod 8, in order, as
-/// chunkSumKernel's warp w adds them across the tiles).
-template <typename P>
-__global__ void __launch_bounds__(kStageWarps * 32)
-    chunkSumStagedKernel(const P *__restrict__ part, int64_t chunks,
-                         int64_t width, int64_t split, float *out0,
-                         float *out1, SumInto into) {
-  constexpr int kTile = kStagedChunks<P>;
-  constexpr int kPer = kTile / kStageWarps; // loads a thread per tile
-  static_assert(kTile % 8 == 0 && kPer * kStageWarps == kTile, "tile");
-  __shared__ P tile[kTile][32];
-  __shared__ double sh[8][32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t j = int64_t(blockIdx.x) * 32 + lane;
-  const bool column = j < width;
-  double s = 0.0;
-  for (int64_t c0 = 0; c0 < chunks; c0 += kTile) {
-    const int64_t n = imin(int64_t(kTile), chunks - c0);
-    P v[kPer];
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int64_t r = warp + kStageWarps * u;
-      v[u] = column && r < n ? part[(c0 + r) * width + j] : P(0);
-    }
-#pragma unroll
-    for (int u = 0; u < kPer; ++u)
-      tile[warp + kStageWarps * u][lane] = v[u];
-    __syncthreads();
-    if (warp < 8 && column)
-      for (int64_t r = warp; r < n; r += 8)
-        s += double(tile[r][lane]);
-    __syncthreads(); // the tile is read before the next one lands
-  }
-  if (warp < 8)
-    sh[warp][lane] = s;
-  __syncthreads();
-  if (warp != 0 || !column)
-    return;
-  storeChunkSum(s, sh, lane, j, split, out0, out1, into);
-}
-
-/// Launches the chunk sums over `width` columns (one block per 32):
-/// chunkSumKernel, or chunkSumStagedKernel with MEGA_CUDA_CHUNK_STAGE=1
-/// (not yet timed against it on a GPU).
+/// Launches the chunk sums over `width` columns (one block per 32).
 template <typename P>
 void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
                     int64_t width, int64_t split, float *out0, float *out1,
@@ -214,12 +160,7 @@ void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
   };
   // MEGA_CUDA_CHUNK_PREFETCH=0: one load at a time, to time against.
   static const bool prefetch = !env("MEGA_CUDA_CHUNK_PREFETCH", "0");
-  static const bool staged = env("MEGA_CUDA_CHUNK_STAGE", "1");
-  if (staged)
-    chunkSumStagedKernel<P><<<unsigned(blocks), kStageWarps * 32, 0,
-                              ctx.stream>>>(part, chunks, width, split, out0,
-                                            out1, into);
-  else if (prefetch)
+  if (prefetch)
     chunkSumKernel<P, 16><<<unsigned(blocks), 256, 0, ctx.stream>>>(
         part, chunks, width, split, out0, out1, into);
   else

@@ -31,10 +31,7 @@
 #include "DeviceUtil.cuh"
 
 #include <cuda_bf16.h>
-#include <cuda_pipeline.h>
 
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
 namespace mega::rt::gpu {
@@ -116,99 +113,62 @@ __device__ inline float4 widen4(Bf16x4 v) {
   return make_float4(a.x, a.y, b.x, b.y);
 }
 
-/// layerNormWarpKernel's work on row r, held by the warp's lanes in v.
-template <int NV, typename SX, typename Y4>
-__device__ inline void layerNormRowOut(const SX (&v)[NV], int64_t r,
-                                       const float4 *__restrict__ w,
-                                       const float4 *__restrict__ b, Y4 *y,
-                                       float *__restrict__ mean,
-                                       float *__restrict__ rstd,
-                                       int64_t nvec, int64_t nvecY,
-                                       double eps) {
-  const int lane = threadIdx.x & 31;
-  const int64_t cols = 4 * nvec;
-  double s = 0.0, q = 0.0;
-#pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    const int64_t k = lane + 32 * i;
-    if (k < nvec) {
-      const float4 f = widen4(v[i]);
-      const double a = f.x, bb = f.y, c = f.z, d = f.w;
-      s += (a + bb) + (c + d);
-      q += (a * a + bb * bb) + (c * c + d * d);
-    }
-  }
-  s = warpSum(s);
-  q = warpSum(q);
-  const double mu = s / double(cols);
-  const double var = fmax(0.0, q / double(cols) - mu * mu);
-  const double rs = 1.0 / sqrt(var + eps);
-  const float m = float(mu), sc = float(rs);
-  if (lane == 0) {
-    mean[r] = m;
-    rstd[r] = sc;
-  }
-  Y4 *yr = y + r * nvecY;
-#pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    const int64_t k = lane + 32 * i;
-    if (k < nvec) {
-      const float4 f = widen4(v[i]), ww = w[k], bw = b[k];
-      put4(yr + k, make_float4((f.x - m) * sc * ww.x + bw.x,
-                               (f.y - m) * sc * ww.y + bw.y,
-                               (f.z - m) * sc * ww.z + bw.z,
-                               (f.w - m) * sc * ww.w + bw.w));
-    }
-  }
-  for (int64_t k = nvec + lane; k < nvecY; k += 32)
-    put4(yr + k, make_float4(k == nvec ? 1.0f : 0.0f, 0.0f, 0.0f, 0.0f));
-}
-
 /// The warp-per-row form: nvec = cols / 4 float4s per row, lane l holding
-/// vectors l, l + 32, ..., (at most NV of them) as stored. X = float or
-/// __nv_bfloat16 (widened where used), Y4 = float4 or Bf16x4. Rows of y are
-/// nvecY >= nvec vectors apart, the padding a 1 and then zeros. Ahead: a
-/// warp loads its next row (gridDim.x * kRowWarps rows on) before it works
-/// on the current one, so that the loads wait on memory while it computes
-/// (the grid then holds as many blocks as the GPU runs at once); the same
-/// arithmetic either way.
-template <int NV, bool Ahead, typename X, typename Y4>
+/// vectors l, l + 32, ..., (at most NV of them) as stored: X = float or
+/// __nv_bfloat16, widened where used (a bf16 row takes half the registers:
+/// 48 a thread at GPT-2's width, where widening on load took 64 and
+/// spilled; measured on an H100 at 19.5 us against 21.5). Y4 = float4 or
+/// Bf16x4. Rows of y are nvecY >= nvec vectors apart, the padding a 1 and
+/// then zeros.
+template <int NV, typename X, typename Y4>
 __global__ void __launch_bounds__(kRowWarps * 32)
     layerNormWarpKernel(const X *x, const float4 *__restrict__ w,
                         const float4 *__restrict__ b, Y4 *y,
                         float *__restrict__ mean, float *__restrict__ rstd,
                         int64_t rows, int64_t nvec, int64_t nvecY,
                         double eps) {
-  using SX = typename Stored4<X>::type;
   const int lane = threadIdx.x & 31;
   const int64_t cols = 4 * nvec;
-  const int64_t stride = int64_t(gridDim.x) * kRowWarps;
-  SX v[NV];
-  auto loadRow = [&](int64_t r, SX(&to)[NV]) {
+  for (int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+       r < rows; r += int64_t(gridDim.x) * kRowWarps) {
     const X *xr = x + r * cols;
+    typename Stored4<X>::type v[NV];
+    double s = 0.0, q = 0.0;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
-      if (k < nvec)
-        to[i] = loadStored4(xr + 4 * k);
+      if (k < nvec) {
+        v[i] = loadStored4(xr + 4 * k);
+        const float4 f = widen4(v[i]);
+        const double a = f.x, bb = f.y, c = f.z, d = f.w;
+        s += (a + bb) + (c + d);
+        q += (a * a + bb * bb) + (c * c + d * d);
+      }
     }
-  };
-  int64_t r = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
-  if (Ahead && r < rows)
-    loadRow(r, v);
-  for (; r < rows; r += stride) {
-    if constexpr (Ahead) {
-      SX next[NV];
-      if (r + stride < rows)
-        loadRow(r + stride, next);
-      layerNormRowOut<NV>(v, r, w, b, y, mean, rstd, nvec, nvecY, eps);
+    s = warpSum(s);
+    q = warpSum(q);
+    const double mu = s / double(cols);
+    const double var = fmax(0.0, q / double(cols) - mu * mu);
+    const double rs = 1.0 / sqrt(var + eps);
+    const float m = float(mu), sc = float(rs);
+    if (lane == 0) {
+      mean[r] = m;
+      rstd[r] = sc;
+    }
+    Y4 *yr = y + r * nvecY;
 #pragma unroll
-      for (int i = 0; i < NV; ++i)
-        v[i] = next[i];
-    } else {
-      loadRow(r, v);
-      layerNormRowOut<NV>(v, r, w, b, y, mean, rstd, nvec, nvecY, eps);
+    for (int i = 0; i < NV; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k < nvec) {
+        const float4 f = widen4(v[i]), ww = w[k], bw = b[k];
+        put4(yr + k, make_float4((f.x - m) * sc * ww.x + bw.x,
+                                 (f.y - m) * sc * ww.y + bw.y,
+                                 (f.z - m) * sc * ww.z + bw.z,
+                                 (f.w - m) * sc * ww.w + bw.w));
+      }
     }
+    for (int64_t k = nvec + lane; k < nvecY; k += 32)
+      put4(yr + k, make_float4(k == nvec ? 1.0f : 0.0f, 0.0f, 0.0f, 0.0f));
   }
 }
 
@@ -228,73 +188,35 @@ unsigned warpRowGrid(int64_t rows) {
   return unsigned(want < 1 ? 1 : (want > cap ? cap : want));
 }
 
-/// Whether LayerNorm's warp form loads each warp's next row ahead
-/// (MEGA_CUDA_LN_AHEAD=1, opt-in until timed on a GPU).
-bool layerNormAhead() {
-  static const bool on = [] {
-    const char *e = std::getenv("MEGA_CUDA_LN_AHEAD");
-    return e && std::string(e) == "1";
-  }();
-  return on;
-}
-
-template <int NV, bool Ahead, typename X, typename Y4>
+template <int NV, typename X, typename Y4>
 void launchLayerNormWarp(const Ctx &ctx, const X *x, const float *w,
                          const float *b, Y4 *y, float *mean, float *rstd,
                          int64_t rows, int64_t cols, int64_t ldy, double eps) {
-  auto *kernel = layerNormWarpKernel<NV, Ahead, X, Y4>;
-  unsigned grid = warpRowGrid(rows);
-  if (Ahead) {
-    // As many blocks as run at once: each warp then takes several rows.
-    static const unsigned resident = [kernel] {
-      int device = 0, sms = 0, perSm = 0;
-      checkCuda(cudaGetDevice(&device), "cudaGetDevice");
-      checkCuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
-                                       device),
-                "cudaDeviceGetAttribute");
-      checkCuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &perSm, kernel, kRowWarps * 32, 0),
-                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-      return unsigned(std::max(1, sms * perSm));
-    }();
-    grid = std::min(grid, resident);
-  }
-  kernel<<<grid, kRowWarps * 32, 0, ctx.stream>>>(
-      x, reinterpret_cast<const float4 *>(w),
-      reinterpret_cast<const float4 *>(b), y, mean, rstd, rows, cols / 4,
-      ldy / 4, eps);
-}
-
-template <bool Ahead, typename X, typename Y4>
-void layerNormWarpNv(const Ctx &ctx, int nv, const X *x, const float *w,
-                     const float *b, Y4 *y, float *mean, float *rstd,
-                     int64_t rows, int64_t cols, int64_t ldy, double eps) {
-  switch (nv) {
-  case 2:
-    return launchLayerNormWarp<2, Ahead>(ctx, x, w, b, y, mean, rstd, rows,
-                                         cols, ldy, eps);
-  case 4:
-    return launchLayerNormWarp<4, Ahead>(ctx, x, w, b, y, mean, rstd, rows,
-                                         cols, ldy, eps);
-  case 6:
-    return launchLayerNormWarp<6, Ahead>(ctx, x, w, b, y, mean, rstd, rows,
-                                         cols, ldy, eps);
-  default:
-    return launchLayerNormWarp<8, Ahead>(ctx, x, w, b, y, mean, rstd, rows,
-                                         cols, ldy, eps);
-  }
+  layerNormWarpKernel<NV, X, Y4>
+      <<<warpRowGrid(rows), kRowWarps * 32, 0, ctx.stream>>>(
+          x, reinterpret_cast<const float4 *>(w),
+          reinterpret_cast<const float4 *>(b), y, mean, rstd, rows, cols / 4,
+          ldy / 4, eps);
 }
 
 template <typename X, typename Y4>
 void layerNormWarp(const Ctx &ctx, int nv, const X *x, const float *w,
                    const float *b, Y4 *y, float *mean, float *rstd,
                    int64_t rows, int64_t cols, int64_t ldy, double eps) {
-  if (layerNormAhead())
-    layerNormWarpNv<true>(ctx, nv, x, w, b, y, mean, rstd, rows, cols, ldy,
-                          eps);
-  else
-    layerNormWarpNv<false>(ctx, nv, x, w, b, y, mean, rstd, rows, cols, ldy,
-                           eps);
+  switch (nv) {
+  case 2:
+    return launchLayerNormWarp<2>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
+  case 4:
+    return launchLayerNormWarp<4>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
+  case 6:
+    return launchLayerNormWarp<6>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
+  default:
+    return launchLayerNormWarp<8>(ctx, x, w, b, y, mean, rstd, rows, cols, ldy,
+                                  eps);
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -370,33 +292,12 @@ __global__ void layerNormDxKernel(const DY *dy, const X *__restrict__ x,
 constexpr int kGradRows = 32;
 constexpr int kGradRowsPerWarp = kGradRows / kRowWarps;
 
-/// Bytes of one row's stage in layerNormGradWarpKernel's Stage form: the
-/// row's dy, x and, when accumulating, dx's old value, as stored.
-template <typename DY, typename X, typename DX>
-size_t gradStageBytes(int64_t nvec, bool acc) {
-  return size_t(nvec) * (sizeof(typename Stored4<DY>::type) +
-                         sizeof(typename Stored4<X>::type) +
-                         (acc ? sizeof(typename Stored4<DX>::type) : 0));
-}
-
 /// Dynamic shared memory of layerNormGradWarpKernel: the warps' dw/db sums
 /// (kRowWarps x 2 x nvec float4s), then with dpart ReduceSum's lane sums
-/// (kRsLanes x nvec x 4 doubles), then in the Stage form each warp's row
-/// stage (`stage` bytes: gradStageBytes).
-__host__ __device__ inline size_t gradWarpSharedBytes(int64_t nvec, bool dsum,
-                                                       size_t stage = 0) {
+/// (kRsLanes x nvec x 4 doubles).
+size_t gradWarpSharedBytes(int64_t nvec, bool dsum) {
   return size_t(kRowWarps) * 2 * size_t(nvec) * sizeof(float4) +
-         (dsum ? size_t(kRsLanes) * size_t(nvec) * 4 * sizeof(double) : 0) +
-         size_t(kRowWarps) * stage;
-}
-
-/// Copies `bytes` (a multiple of 16; both ends 16-byte aligned) from src to
-/// dst in shared memory asynchronously, 16 bytes a lane at a time.
-__device__ inline void rowAsync(char *dst, const void *src, int64_t bytes,
-                                int lane) {
-  const char *s = static_cast<const char *>(src);
-  for (int64_t o = 16 * int64_t(lane); o < bytes; o += 16 * 32)
-    __pipeline_memcpy_async(dst + o, s + o, 16);
+         (dsum ? size_t(kRsLanes) * size_t(nvec) * 4 * sizeof(double) : 0);
 }
 
 /// The one-pass LayerNormGrad (warp per row, as layerNormWarpKernel): dx
@@ -420,16 +321,9 @@ __device__ inline void rowAsync(char *dst, const void *src, int64_t bytes,
 /// in row order, as colLaneSum continues them), and at the end leaves
 /// ReduceSum's chunk partials (lane 0 + lane 1 + lane 2 + lane 3) at
 /// dpart[c][cols].
-///
-/// Stage: each warp copies its next row (dy, x and, when accumulating,
-/// dx's old value) into its stage in shared memory (cp.async) while it
-/// works on the row before, so its loads wait on memory while it computes,
-/// not after; the row is read from the stage into the same registers, and
-/// every sum is taken as without the stage (the same bits). Rows of 16-byte
-/// multiples at 16-byte aligned addresses only.
 // Two blocks per multiprocessor where that takes no spill (NV <= 6: 128
 // registers, the GPT-2 width).
-template <int NV, bool Stage, typename DY, typename X, typename DX>
+template <int NV, typename DY, typename X, typename DX>
 __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
     layerNormGradWarpKernel(const DY *dy, const X *__restrict__ x,
                             const float4 *__restrict__ w,
@@ -448,36 +342,6 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
   double *lanes = reinterpret_cast<double *>(dyn + int64_t(kRowWarps) * 2 * nvec);
   const int64_t cols = 4 * nvec;
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  using SDY = typename Stored4<DY>::type;
-  using SX = typename Stored4<X>::type;
-  using SDX = typename Stored4<DX>::type;
-  // The warp's stage: dy's row, then x's, then dx's old one.
-  const int64_t dyBytes = nvec * int64_t(sizeof(SDY));
-  const int64_t xBytes = nvec * int64_t(sizeof(SX));
-  const int64_t oBytes = acc ? nvec * int64_t(sizeof(SDX)) : 0;
-  char *stage =
-      reinterpret_cast<char *>(dyn) +
-      gradWarpSharedBytes(nvec, dpart != nullptr) +
-      int64_t(warp) * (dyBytes + xBytes + oBytes);
-  // Row k of this warp in 32-row block sb of this CUDA block, or -1.
-  auto rowOf = [&](int64_t sb, int k) -> int64_t {
-    if (sb >= subBlocks)
-      return -1;
-    const int64_t r = (int64_t(blockIdx.x) * subBlocks + sb) * kGradRows +
-                      warp * kGradRowsPerWarp + k;
-    return r < rows ? r : -1;
-  };
-  auto stageRow = [&](int64_t r) {
-    if (r < 0)
-      return;
-    rowAsync(stage, dy + 4 * r * nvec, dyBytes, lane);
-    rowAsync(stage + dyBytes, x + 4 * r * nvec, xBytes, lane);
-    if (acc)
-      rowAsync(stage + dyBytes + xBytes, dx + r * nvec, oBytes, lane);
-    __pipeline_commit();
-  };
-  if constexpr (Stage)
-    stageRow(rowOf(0, 0));
   for (int64_t sb = 0; sb < subBlocks; ++sb) {
     // The same for every thread of the block: the barriers below are safe.
     const int64_t blk = int64_t(blockIdx.x) * subBlocks + sb;
@@ -497,39 +361,17 @@ __global__ void __launch_bounds__(kRowWarps * 32, NV <= 6 ? 2 : 1)
       const DY *dyr = dy + 4 * r * nvec;
       const X *xr = x + 4 * r * nvec;
       typename Stored4<DX>::type *dxr = dx + r * nvec;
-      SDY d[NV];
-      SX xs[NV];
-      SDX o[NV];
-      if constexpr (Stage) {
-        // This row's copies, from every lane, have landed; read, then let
-        // the next row's copies overwrite the stage.
-        __pipeline_wait_prior(0);
-        __syncwarp();
-        const SDY *sd = reinterpret_cast<const SDY *>(stage);
-        const SX *sx = reinterpret_cast<const SX *>(stage + dyBytes);
-        const SDX *so = reinterpret_cast<const SDX *>(stage + dyBytes + xBytes);
+      typename Stored4<DY>::type d[NV];
+      typename Stored4<X>::type xs[NV];
+      typename Stored4<DX>::type o[NV];
 #pragma unroll
-        for (int i = 0; i < NV; ++i) {
-          const int64_t j = lane + 32 * i;
-          if (j < nvec) {
-            d[i] = sd[j];
-            xs[i] = sx[j];
-            if (acc)
-              o[i] = so[j];
-          }
-        }
-        __syncwarp();
-        stageRow(k + 1 < kGradRowsPerWarp ? rowOf(sb, k + 1) : rowOf(sb + 1, 0));
-      } else {
-#pragma unroll
-        for (int i = 0; i < NV; ++i) {
-          const int64_t j = lane + 32 * i;
-          if (j < nvec) {
-            d[i] = loadStored4(dyr + 4 * j);
-            xs[i] = loadStored4(xr + 4 * j);
-            if (acc)
-              o[i] = dxr[j];
-          }
+      for (int i = 0; i < NV; ++i) {
+        const int64_t j = lane + 32 * i;
+        if (j < nvec) {
+          d[i] = loadStored4(dyr + 4 * j);
+          xs[i] = loadStored4(xr + 4 * j);
+          if (acc)
+            o[i] = dxr[j];
         }
       }
       const float m = mean[r], s = rstd[r];
@@ -644,83 +486,42 @@ template <typename DY, typename X, typename DX> struct GradWarpArgs {
   int64_t subBlocks; ///< 32-row blocks per CUDA block
   float4 *part;
   double *dpart; ///< null: no column sums of the copy
-  bool stage;    ///< the Stage form
 };
 
-template <int NV, bool Stage, typename DY, typename X, typename DX>
+template <int NV, typename DY, typename X, typename DX>
 void launchLayerNormGradWarp(const Ctx &ctx, unsigned blocks,
                              const GradWarpArgs<DY, X, DX> &a) {
-  const int64_t nvec = a.cols / 4;
-  const size_t bytes = gradWarpSharedBytes(
-      nvec, a.dpart != nullptr,
-      Stage ? gradStageBytes<DY, X, DX>(nvec, a.acc) : 0);
-  // The warps' sums, the lane sums and the stages: up to 96 KiB (nvec <=
-  // 256), 192 KiB staged, over the default 48 KiB, so each instantiation
-  // opts in once.
+  // The warps' sums and the lane sums: up to 96 KiB (nvec <= 256), over the
+  // default 48 KiB, so each instantiation opts in once.
+  const size_t bytes = gradWarpSharedBytes(a.cols / 4, a.dpart != nullptr);
   static const bool optIn = [] {
-    auto *kernel = layerNormGradWarpKernel<NV, Stage, DY, X, DX>;
-    checkCuda(cudaFuncSetAttribute(
-                  kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                  int(gradWarpSharedBytes(
-                      8 * 32, true,
-                      Stage ? gradStageBytes<DY, X, DX>(8 * 32, true) : 0))),
+    checkCuda(cudaFuncSetAttribute(layerNormGradWarpKernel<NV, DY, X, DX>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(gradWarpSharedBytes(8 * 32, true))),
               "cudaFuncSetAttribute (LayerNormGrad)");
     return true;
   }();
   (void)optIn;
-  layerNormGradWarpKernel<NV, Stage, DY, X, DX>
+  layerNormGradWarpKernel<NV, DY, X, DX>
       <<<blocks, kRowWarps * 32, bytes, ctx.stream>>>(
           a.dy, a.x, reinterpret_cast<const float4 *>(a.w), a.mean, a.rstd,
           reinterpret_cast<typename Stored4<DX>::type *>(a.dx), a.dxh, a.copy,
-          a.rows, nvec, a.acc, a.subBlocks, a.part, a.dpart);
-}
-
-template <bool Stage, typename DY, typename X, typename DX>
-void layerNormGradWarpNv(const Ctx &ctx, int nv, unsigned blocks,
-                         const GradWarpArgs<DY, X, DX> &a) {
-  switch (nv) {
-  case 2:
-    return launchLayerNormGradWarp<2, Stage>(ctx, blocks, a);
-  case 4:
-    return launchLayerNormGradWarp<4, Stage>(ctx, blocks, a);
-  case 6:
-    return launchLayerNormGradWarp<6, Stage>(ctx, blocks, a);
-  default:
-    return launchLayerNormGradWarp<8, Stage>(ctx, blocks, a);
-  }
+          a.rows, a.cols / 4, a.acc, a.subBlocks, a.part, a.dpart);
 }
 
 template <typename DY, typename X, typename DX>
 void layerNormGradWarp(const Ctx &ctx, int nv, unsigned blocks,
                        const GradWarpArgs<DY, X, DX> &a) {
-  if (a.stage)
-    layerNormGradWarpNv<true>(ctx, nv, blocks, a);
-  else
-    layerNormGradWarpNv<false>(ctx, nv, blocks, a);
-}
-
-/// Whether LayerNormGrad's warp form stages its rows (MEGA_CUDA_LNGRAD_STAGE=1,
-/// opt-in until timed on a GPU): every staged row 16-byte aligned, and the
-/// stages leave the blocks a multiprocessor holds as they were (two within
-/// 113 KiB each, the GPT-2 width's NV = 6).
-template <typename DY, typename X, typename DX>
-bool stageRows(const void *dy, const void *x, const void *dx, int64_t cols,
-               bool acc, bool dsum) {
-  static const bool wanted = [] {
-    const char *e = std::getenv("MEGA_CUDA_LNGRAD_STAGE");
-    return e && std::string(e) == "1";
-  }();
-  if (!wanted)
-    return false;
-  auto rowsAligned = [&](const void *p, size_t elem) {
-    return aligned(p, 16) && (size_t(cols) * elem) % 16 == 0;
-  };
-  const int64_t nvec = cols / 4;
-  const size_t staged = gradWarpSharedBytes(
-      nvec, dsum, gradStageBytes<DY, X, DX>(nvec, acc));
-  return rowsAligned(dy, sizeof(DY)) && rowsAligned(x, sizeof(X)) &&
-         (!acc || rowsAligned(dx, sizeof(DX))) &&
-         (warpVectors(nvec) > 6 || staged <= size_t(113) * 1024);
+  switch (nv) {
+  case 2:
+    return launchLayerNormGradWarp<2>(ctx, blocks, a);
+  case 4:
+    return launchLayerNormGradWarp<4>(ctx, blocks, a);
+  case 6:
+    return launchLayerNormGradWarp<6>(ctx, blocks, a);
+  default:
+    return launchLayerNormGradWarp<8>(ctx, blocks, a);
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -881,11 +682,10 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
     double *dpart = dsum ? reinterpret_cast<double *>(ws + dpartAt) : nullptr;
     layerNormGradWarp(
         ctx, nv, unsigned(grid),
-        GradWarpArgs<DY, X, DX>{
-            dy, x, w, mean, rstd, dx, static_cast<Bf16x4 *>(dxh),
-            static_cast<const __nv_bfloat16 *>(copy), rows, cols, acc,
-            subBlocks, part, dpart,
-            stageRows<DY, X, DX>(dy, x, dx, cols, acc, dsum != nullptr)});
+        GradWarpArgs<DY, X, DX>{dy, x, w, mean, rstd, dx,
+                                static_cast<Bf16x4 *>(dxh),
+                                static_cast<const __nv_bfloat16 *>(copy), rows,
+                                cols, acc, subBlocks, part, dpart});
     checkLaunch("LayerNormGrad");
     sumChunks(ctx, reinterpret_cast<const float *>(part), blocks, 2 * cols,
               cols, dw, db, into);
