@@ -250,6 +250,16 @@ void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
 void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
                SumInto into);
+/// One sumChunks call's arguments.
+template <typename P> struct ChunkSumJob {
+  const P *part;
+  int64_t chunks, width, split;
+  float *out0, *out1;
+  SumInto into;
+};
+/// sumChunks(a) and sumChunks(b) in one launch: the same bits.
+void sumChunks(const Ctx &ctx, const ChunkSumJob<float> &a,
+               const ChunkSumJob<double> &b);
 
 /// ReduceSum's chunk of rows (Misc.cu): at least 64 and a multiple of 32,
 /// so that LayerNormGrad's 32-row blocks tile it (its column sums of its

@@ -117,12 +117,13 @@ __device__ inline void storeChunkSum(double s, double (*sh)[32],
 /// chunks of 1536): 7 us, 12% of the warps an SM could hold, the warps
 /// waiting on their loads 69% of the time.
 template <typename P, int Prefetch>
-__global__ void __launch_bounds__(256)
-    chunkSumKernel(const P *__restrict__ part, int64_t chunks, int64_t width,
-                   int64_t split, float *out0, float *out1, SumInto into) {
+__device__ inline void chunkSumBlock(const P *__restrict__ part, int64_t chunks,
+                                     int64_t width, int64_t split,
+                                     float *out0, float *out1, SumInto into,
+                                     int64_t block) {
   __shared__ double sh[8][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t j = int64_t(blockIdx.x) * 32 + lane;
+  const int64_t j = block * 32 + lane;
   double s = 0.0;
   if (j < width) {
     int64_t c = warp;
@@ -143,6 +144,31 @@ __global__ void __launch_bounds__(256)
   if (warp != 0 || j >= width)
     return;
   storeChunkSum(s, sh, lane, j, split, out0, out1, into);
+}
+
+template <typename P, int Prefetch>
+__global__ void __launch_bounds__(256)
+    chunkSumKernel(const P *__restrict__ part, int64_t chunks, int64_t width,
+                   int64_t split, float *out0, float *out1, SumInto into) {
+  chunkSumBlock<P, Prefetch>(part, chunks, width, split, out0, out1, into,
+                             blockIdx.x);
+}
+
+/// Two chunk sums in one launch (LayerNormGrad's dw|db and its copy's
+/// column sums): blocks [0, blocksA) are a's chunkSumKernel blocks, the
+/// rest b's; each the same code, so the same bits as two launches, without
+/// the second launch's gap and ramp on a GPU the first leaves nearly idle.
+template <int Prefetch>
+__global__ void __launch_bounds__(256)
+    chunkSumPairKernel(ChunkSumJob<float> a, ChunkSumJob<double> b,
+                       int64_t blocksA) {
+  if (blockIdx.x < blocksA)
+    chunkSumBlock<float, Prefetch>(a.part, a.chunks, a.width, a.split, a.out0,
+                                   a.out1, a.into, blockIdx.x);
+  else
+    chunkSumBlock<double, Prefetch>(b.part, b.chunks, b.width, b.split,
+                                    b.out0, b.out1, b.into,
+                                    int64_t(blockIdx.x) - blocksA);
 }
 
 /// Launches the chunk sums over `width` columns (one block per 32).
@@ -175,6 +201,22 @@ void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,
                SumInto into) {
   launchChunkSum(ctx, part, chunks, width, split, out0, out1, into);
+}
+void sumChunks(const Ctx &ctx, const ChunkSumJob<float> &a,
+               const ChunkSumJob<double> &b) {
+  static const bool prefetch = [] {
+    const char *e = std::getenv("MEGA_CUDA_CHUNK_PREFETCH");
+    return !(e && std::string(e) == "0");
+  }();
+  const int64_t blocksA = (a.width + 31) / 32, blocksB = (b.width + 31) / 32;
+  if (!prefetch || blocksA + blocksB > INT32_MAX) {
+    sumChunks(ctx, a.part, a.chunks, a.width, a.split, a.out0, a.out1, a.into);
+    sumChunks(ctx, b.part, b.chunks, b.width, b.split, b.out0, b.out1, b.into);
+    return;
+  }
+  chunkSumPairKernel<16><<<unsigned(blocksA + blocksB), 256, 0, ctx.stream>>>(
+      a, b, blocksA);
+  checkLaunch("column sums of the chunks");
 }
 void sumChunks(const Ctx &ctx, const float *part, int64_t chunks,
                int64_t width, int64_t split, float *out0, float *out1,

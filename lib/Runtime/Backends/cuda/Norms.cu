@@ -687,11 +687,15 @@ void layerNormGrad(const Ctx &ctx, const Instr &in, const DY *dy, const X *x,
                                 static_cast<const __nv_bfloat16 *>(copy), rows,
                                 cols, acc, subBlocks, part, dpart});
     checkLaunch("LayerNormGrad");
-    sumChunks(ctx, reinterpret_cast<const float *>(part), blocks, 2 * cols,
-              cols, dw, db, into);
+    const ChunkSumJob<float> wb{reinterpret_cast<const float *>(part),
+                                blocks, 2 * cols, cols, dw, db, into};
     if (dsum)
-      sumChunks(ctx, static_cast<const double *>(dpart), grid, cols, cols, dsum,
-                dsum, dsumInto);
+      sumChunks(ctx, wb,
+                ChunkSumJob<double>{dpart, grid, cols, cols, dsum, dsum,
+                                    dsumInto});
+    else
+      sumChunks(ctx, wb.part, wb.chunks, wb.width, wb.split, wb.out0,
+                wb.out1, wb.into);
     return;
   }
   const int64_t chunk = chunkRows(rows);
