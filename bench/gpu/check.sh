@@ -50,7 +50,8 @@
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
 #              timed and kept in a file, then read back; with the bias
 #              gradients in cuBLASLt's epilogue instead of the column of ones;
-#              with the chunk sums one load at a time; and with
+#              with the chunk sums one load at a time; with the heuristic's
+#              first algorithm for every GEMM (--no-gemm-autotune); and with
 #              MEGA_TIMING=all with the residual gradient in f32, without CUDA
 #              graphs, with mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules off,
@@ -248,13 +249,17 @@ bf16_variant() {
 }
 
 # same_bits NAME LABEL [mega-run args]: the small bf16 plan 20 steps on
-# mega's attention (deterministic; cuDNN's backward is not), whose losses
-# must equal small-bf16-cuda-local's bit for bit (do_train's `load`).
+# mega's attention (deterministic; cuDNN's backward is not) and the GEMM
+# algorithms small-bf16-cuda-local timed (LOCAL_CHOICES: two timings may
+# pick differently), whose losses must equal small-bf16-cuda-local's bit
+# for bit (do_train's `load`).
+LOCAL_CHOICES=$LOGS/small-bf16-local-choices.txt
 same_bits() {
   local name=$1 label=$2
   shift 2
   run_mega "$name" "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 \
-    "${load[@]}" --attention-backend local "$@" || return 1
+    "${load[@]}" --attention-backend local --gemm-autotune-file "$LOCAL_CHOICES" "$@" \
+    || return 1
   printf '%s (exact): ' "$label"
   "$PY" "$TOOLS" compare "$LOGS/$name.jsonl" "$LOGS/small-bf16-cuda-local.jsonl" \
     --rtol 0 | tail -1
@@ -312,14 +317,15 @@ do_train() {
     grep -h "mega-run: attention:" "$LOGS/small-bf16-cuda.log"
     # mega's own attention kernels on the same plan (the run above used
     # cuDNN's where it could).
+    rm -f "$LOCAL_CHOICES"
     run_mega small-bf16-cuda-local "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 \
-      "${load[@]}" --attention-backend local || rc=1
+      "${load[@]}" --attention-backend local --gemm-autotune-file "$LOCAL_CHOICES" || rc=1
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-cuda-local.jsonl" \
       --rtol 1e-2 | tail -1 || rc=1
     # The bf16 step's fused kernels (the bias-gradient epilogue, the fused
     # norm gradients, the loss's row blocks) replayed as a graph against
     # launched one by one, and the chunk sums one load at a time: the same
-    # bits.
+    # bits (every run with the GEMM algorithms the first one timed).
     same_bits small-bf16-cuda-local-nograph 'bf16 graph vs --no-cuda-graph' \
       --no-cuda-graph || rc=1
     MEGA_CUDA_CHUNK_PREFETCH=0 same_bits small-bf16-cuda-local-serial \
@@ -467,9 +473,13 @@ do_mega_timing() {
     "$LOGS/gpt2-bf16.log"
   # What fell back from cuBLASLt's epilogues or cuDNN in the timed step.
   grep -h "^cuda: cu" "$LOGS/gpt2-bf16.log" | sort | uniq -c
-  # cuBLASLt's candidates timed at each GEMM's first call instead of its
-  # heuristic's first, kept in a file (--gemm-autotune-file), then the
-  # same choices read back untimed: what a user's second run gets.
+  # The run above timed cuBLASLt's candidates at each GEMM's first call
+  # (mega-run's default); the heuristic's first instead
+  # (--no-gemm-autotune); the timed choices kept in a file
+  # (--gemm-autotune-file), then read back untimed: what a user's second
+  # run gets.
+  time_plan bf16-heuristic gpt2-bf16-heuristic gpt2-small-bf16-cuda.plan 12 \
+    --no-gemm-autotune || rc=1
   time_plan bf16-autotune gpt2-bf16-tuned gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"

@@ -55,15 +55,16 @@ both:
                                local = mega's kernels (deterministic run to
                                run); auto (default): fused where cuDNN is
                                loaded and accepts the problem, else local
-  --gemm-autotune            cuda: time cuBLASLt's candidate algorithms for
-                               each distinct bf16 GEMM at its first call and
-                               keep the fastest (default: the heuristic's
-                               first; tuned runs may differ in the last bits
-                               from run to run)
-  --gemm-autotune-file FILE  cuda: --gemm-autotune, keeping the choices in
-                               FILE: a run uses those it finds (untimed)
-                               and adds the rest, so runs of one plan on
-                               one GPU and cuBLASLt pick the same algorithms
+  --no-gemm-autotune         cuda: take cuBLASLt's heuristic's first
+                               algorithm for each bf16 GEMM (by default a
+                               run times its candidates at the GEMM's first
+                               call and keeps the fastest, so two runs may
+                               differ in the last bits; --gemm-autotune says
+                               so explicitly)
+  --gemm-autotune-file FILE  cuda: keep the timed choices in FILE: a run
+                               uses those it finds (untimed) and adds the
+                               rest, so runs of one plan on one GPU and
+                               cuBLASLt pick the same algorithms
 parallel plans (tp*pp*dp ranks): mpirun -np N mega-run PLAN ...
 )";
 }
@@ -118,7 +119,7 @@ double parseFloat(const std::string &flag, const std::string &v) {
 Options parseOptions(int argc, char **argv) {
   Options o;
   rt::TrainOptions &t = o.train;
-  bool haveSaveInterval = false, haveEvalIters = false;
+  bool haveSaveInterval = false, haveEvalIters = false, haveAutotune = false;
   const Mode T = Mode::Train, G = Mode::Generate, B = Mode::Both;
   auto str = [](std::string &dst) {
     return [&dst](const std::string &, const std::string &v) { dst = v; };
@@ -206,12 +207,15 @@ Options parseOptions(int argc, char **argv) {
       {{"--gemm-autotune"},
        B,
        false,
-       [&](auto &, auto &) { o.gemmAutotune = true; }},
+       [&](auto &, auto &) { haveAutotune = true; }},
+      {{"--no-gemm-autotune"},
+       B,
+       false,
+       [&](auto &, auto &) { o.gemmAutotune = false; }},
       {{"--gemm-autotune-file"},
        B,
        true,
        [&](const std::string &, const std::string &v) {
-         o.gemmAutotune = true;
          o.gemmAutotuneFile = v;
        }},
       {{"--comm-timeout"},
@@ -288,6 +292,9 @@ Options parseOptions(int argc, char **argv) {
   if (o.plan.empty())
     throw Error("no plan given (usage: mega-run PLAN --data PREFIX --steps N "
                 "...; see --help)");
+  if (!o.gemmAutotune && (haveAutotune || !o.gemmAutotuneFile.empty()))
+    throw Error(std::string("--no-gemm-autotune cannot go with ") +
+                (haveAutotune ? "--gemm-autotune" : "--gemm-autotune-file"));
   if (o.generate) {
     if (!seen[int(Mode::Train)].empty())
       throw Error("option " + seen[int(Mode::Train)].front() +

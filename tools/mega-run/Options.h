@@ -26,7 +26,7 @@ struct Options {
   bool cudaGraph = true; ///< --no-cuda-graph turns it off
   rt::CommPath comm = rt::CommPath::Auto; ///< --comm
   rt::AttentionBackend attention = rt::AttentionBackend::Auto; ///< cuda
-  bool gemmAutotune = false;              ///< --gemm-autotune (cuda)
+  bool gemmAutotune = true; ///< cuda; --no-gemm-autotune turns it off
   std::string gemmAutotuneFile;           ///< --gemm-autotune-file (cuda)
   double commTimeout = 300;               ///< --comm-timeout, seconds
   rt::TrainOptions train;

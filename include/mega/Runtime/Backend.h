@@ -471,9 +471,11 @@ enum class AttentionBackend { Auto, Fused, Local };
 
 struct CudaOptions {
   AttentionBackend attention = AttentionBackend::Auto;
-  /// mega-run --gemm-autotune: each distinct bf16 GEMM's cuBLASLt algorithm
-  /// is the fastest of the heuristic's candidates, timed at its first call
-  /// outside a graph capture, instead of the heuristic's first.
+  /// Each distinct bf16 GEMM's cuBLASLt algorithm is the fastest of the
+  /// heuristic's candidates, timed at its first call outside a graph
+  /// capture, instead of the heuristic's first. mega-run's default
+  /// (--no-gemm-autotune: off); off here, so that a backend made without
+  /// options repeats its bits run to run.
   bool gemmAutotune = false;
   /// mega-run --gemm-autotune-file: the choices kept from earlier runs
   /// (used where they still apply; the GEMMs they lack are timed and

@@ -277,10 +277,16 @@ def case_cli_errors():
     check("attention:" not in p.stdout, f"the cpu run spoke of attention: {p.stdout!r}")
     expect_error(base + ["--comm", "nccl", "--device", "cpu"],
                  "--comm nccl needs the cuda backend (this run uses cpu)")
-    # Another cuda option the CPU backend has nothing to do with.
-    p = run(base + ["--gemm-autotune"], expect_rc=0)
-    check("autotune" not in p.stdout + p.stderr,
-          f"the cpu run spoke of autotuning: {p.stdout!r} {p.stderr!r}")
+    # Another cuda option the CPU backend has nothing to do with (on by
+    # default there: --gemm-autotune says so, --no-gemm-autotune turns it off).
+    for flag in ("--gemm-autotune", "--no-gemm-autotune"):
+        p = run(base + [flag], expect_rc=0)
+        check("autotune" not in p.stdout + p.stderr,
+              f"the cpu run with {flag} spoke of autotuning: {p.stdout!r} {p.stderr!r}")
+    expect_error(base + ["--no-gemm-autotune", "--gemm-autotune"],
+                 "--no-gemm-autotune cannot go with --gemm-autotune")
+    expect_error(base + ["--gemm-autotune-file", scratch("x.txt"), "--no-gemm-autotune"],
+                 "--no-gemm-autotune cannot go with --gemm-autotune-file")
     # Its kept choices: read before any backend exists (a malformed file is
     # one line naming the line), never written by a backend that times none.
     choices = scratch("choices.txt")
