@@ -67,7 +67,8 @@
 # an H100 (most of it the build and torch.compile).
 # Environment: MEGA_CMAKE_ARGS adds configure arguments; PYTHON picks python3;
 # MEGA_CHECK_SKIP="twin torch" skips steps by name; MEGA_TIMING=all times
-# every GPT-2 variant (step 5).
+# every GPT-2 variant (step 5); MEGA_TORCH_MODES=bf16,bf16-compile times
+# only those of torch's modes (step 4).
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -443,7 +444,8 @@ do_profile() {
 do_torch() {
   [ -f "$ROOT/bench/gpu/torch_baseline.py" ] || { echo "no torch_baseline.py: skipped"; return 0; }
   PYTHONUNBUFFERED=1 timeout 420 "$PY" "$ROOT/bench/gpu/torch_baseline.py" --config gpt2-small \
-    --modes fp32,bf16,bf16-compile --json "$LOGS/torch.json" 2>&1 | tee "$LOGS/torch.log"
+    --modes "${MEGA_TORCH_MODES:-fp32,bf16,bf16-compile}" --json "$LOGS/torch.json" 2>&1 \
+    | tee "$LOGS/torch.log"
   return "${PIPESTATUS[0]}"
 }
 
