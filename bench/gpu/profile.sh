@@ -5,7 +5,8 @@
 #
 #   LayerNormGrad bf16 dx + dsum   ln_1/ln_2's gradient (25 a step, ~65 us):
 #                                  the row kernel, then its column sums over
-#                                  the chunks (chunkSumKernel)
+#                                  the chunks (dw|db and dsum in one launch:
+#                                  chunkSumPairKernel)
 #   LayerNorm bf16 x, ldy 776      ln_1/ln_2 with the column of ones
 #   CrossEntropyWithGrad           the loss and its gradient (4 row blocks)
 #
@@ -68,8 +69,7 @@ while IFS='|' read -r label filter count kernels; do
     "$out" | sed -E 's/ +/ /g' | cut -c1-160 | head -40
 done <<'EOF2'
 lngrad|LayerNormGrad|2|layerNormGradWarpKernel.*__nv_bfloat16, __nv_bfloat16, __nv_bfloat16
-chunks|LayerNormGrad|1|chunkSumKernel<float
-dsum|LayerNormGrad|1|chunkSumKernel<double
+chunks|LayerNormGrad|1|chunkSumPairKernel
 lnorm|LayerNorm [16384,768] bf16 x, y bf16 ldy|2|layerNormWarpKernel
 xent|CrossEntropy|1|crossEntropyWithGradRowsStaged
 EOF2
