@@ -311,8 +311,13 @@ size_t gradWarpSharedBytes(int64_t nvec, bool dsum) {
 /// an H100 at GPT-2's [16384, 768] with every fused form: 102 us, against
 /// 120 us with the sums in registers and dx's old value loaded after the
 /// row's statistics; three blocks a multiprocessor (80 registers) spilled
-/// and took 129 us. A CUDA block takes `subBlocks` consecutive 32-row blocks in
-/// turn (the same partials however many it takes). With dpart (the copy's
+/// and took 129 us. Neither two rows per warp (the next one loaded early)
+/// nor the next row copied into shared memory ahead (cp.async) was faster:
+/// the all-bf16 form with dsum issues one instruction per warp every 10
+/// cycles at 2 blocks a multiprocessor, so its instructions and registers,
+/// not memory latency, are what limit it (Nsight Compute, 53 us). A CUDA
+/// block takes `subBlocks` consecutive 32-row blocks in turn (the same
+/// partials however many it takes). With dpart (the copy's
 /// column sums; then subBlocks * 32 is ReduceSum's chunk of rows and CUDA
 /// block c its chunk c), after each 32-row block the block reads those rows
 /// of the copy back (its own stores, past a barrier, still in L2) into
