@@ -171,6 +171,17 @@ __global__ void __launch_bounds__(256)
                                     int64_t(blockIdx.x) - blocksA);
 }
 
+/// Whether the chunk sums load 16 chunks ahead (the default) or one at a
+/// time (MEGA_CUDA_CHUNK_PREFETCH=0, to time against; LayerNormGrad's two
+/// sums then launch apart).
+bool chunkPrefetch() {
+  static const bool on = [] {
+    const char *e = std::getenv("MEGA_CUDA_CHUNK_PREFETCH");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 /// Launches the chunk sums over `width` columns (one block per 32).
 template <typename P>
 void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
@@ -180,13 +191,7 @@ void launchChunkSum(const Ctx &ctx, const P *part, int64_t chunks,
   if (blocks > INT32_MAX)
     throw Error("cuda: a column sum over " + std::to_string(width) +
                 " columns is too wide for the kernel");
-  auto env = [](const char *name, const char *value) {
-    const char *e = std::getenv(name);
-    return e && std::string(e) == value;
-  };
-  // MEGA_CUDA_CHUNK_PREFETCH=0: one load at a time, to time against.
-  static const bool prefetch = !env("MEGA_CUDA_CHUNK_PREFETCH", "0");
-  if (prefetch)
+  if (chunkPrefetch())
     chunkSumKernel<P, 16><<<unsigned(blocks), 256, 0, ctx.stream>>>(
         part, chunks, width, split, out0, out1, into);
   else
@@ -204,12 +209,8 @@ void sumChunks(const Ctx &ctx, const double *part, int64_t chunks,
 }
 void sumChunks(const Ctx &ctx, const ChunkSumJob<float> &a,
                const ChunkSumJob<double> &b) {
-  static const bool prefetch = [] {
-    const char *e = std::getenv("MEGA_CUDA_CHUNK_PREFETCH");
-    return !(e && std::string(e) == "0");
-  }();
   const int64_t blocksA = (a.width + 31) / 32, blocksB = (b.width + 31) / 32;
-  if (!prefetch || blocksA + blocksB > INT32_MAX) {
+  if (!chunkPrefetch() || blocksA + blocksB > INT32_MAX) {
     sumChunks(ctx, a.part, a.chunks, a.width, a.split, a.out0, a.out1, a.into);
     sumChunks(ctx, b.part, b.chunks, b.width, b.split, b.out0, b.out1, b.into);
     return;
