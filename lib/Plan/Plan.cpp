@@ -196,7 +196,10 @@ Arity arityOf(Op op) {
   case Op::AllReduceStart:
     return {-1, 0};
   case Op::AllReduceWait:
+  case Op::ReduceScatterWait:
     return {-1, -1};
+  case Op::ReduceScatterStart:
+    return {-1, 0};
   case Op::VocabEmbedding:
     return {2, 1};
   case Op::VocabEmbeddingGrad:
@@ -320,6 +323,8 @@ void validateMatMul(const Program &p, size_t k, const Instr &in) {
 void validateCollective(const Program &p, size_t k, const Instr &in) {
   const char *name = opName(in.op);
   bool bucket = in.op == Op::AllReduceStart || in.op == Op::AllReduceWait;
+  bool scatter =
+      in.op == Op::ReduceScatterStart || in.op == Op::ReduceScatterWait;
   size_t want = (in.op == Op::Send || in.op == Op::Recv)  ? 3
                 : (in.op == Op::AllReduce || bucket)      ? 2
                                                           : 1;
@@ -335,8 +340,20 @@ void validateCollective(const Program &p, size_t k, const Instr &in) {
   if (bucket && in.i[1] != 0)
     fail(p, k, std::string(name) + " op " + std::to_string(in.i[1]) +
                    " is not 0 (sum)");
-  if (bucket && in.inputs.empty())
+  if ((bucket || scatter) && in.inputs.empty())
     fail(p, k, std::string(name) + " needs at least one input");
+  if (in.op == Op::ReduceScatterWait) {
+    if (in.outputs.size() != in.inputs.size())
+      fail(p, k, "ReduceScatterWait needs one output per input");
+    for (size_t j = 0; j < in.inputs.size(); ++j) {
+      int64_t a = p.values[size_t(in.outputs[j])].numel();
+      int64_t b = p.values[size_t(in.inputs[j])].numel();
+      if (a <= 0 || b % a != 0)
+        fail(p, k,
+             "ReduceScatterWait input " + std::to_string(j) +
+                 " is not a whole multiple of its output");
+    }
+  }
   if (in.op == Op::AllReduceWait) {
     if (in.outputs.size() != in.inputs.size())
       fail(p, k, "AllReduceWait needs one output per input");

@@ -45,6 +45,21 @@ void checkCollective(const plan::Instr &instr,
     return;
   case Op::AllReduceStart:
     return;
+  case Op::ReduceScatterStart:
+    for (const plan::Value *in : inputs)
+      if (n(in) % size != 0)
+        throw Error("ReduceScatterStart input has " + std::to_string(n(in)) +
+                    " elements, not a multiple of group size " +
+                    std::to_string(size));
+    return;
+  case Op::ReduceScatterWait:
+    for (size_t k = 0; k < inputs.size(); ++k)
+      if (n(inputs[k]) != size * n(outputs[k]))
+        throw Error("ReduceScatterWait input " + std::to_string(k) + " has " +
+                    std::to_string(n(inputs[k])) +
+                    " elements, not group size " + std::to_string(size) +
+                    " x output " + std::to_string(n(outputs[k])));
+    return;
   case Op::AllReduceWait:
     for (size_t k = 0; k < inputs.size(); ++k)
       if (n(inputs[k]) != n(outputs[k]))

@@ -15,7 +15,9 @@
 //    schedule whose order or grouping would hang on NCCL hangs here too, in
 //    the CPU tests.
 //    The data-parallel gradient buckets' non-blocking all-reduces
-//    (startAllReduce, MPI_Iallreduce in place) are moved on by progress(),
+//    (startAllReduce, MPI_Iallreduce in place) and the distributed
+//    optimizer's reduce-scatters (startReduceScatter,
+//    MPI_Ireduce_scatter_block) are moved on by progress(),
 //    which the engine calls between the instructions of a program while a
 //    bucket is in flight: MPI_Iallreduce advances only inside MPI calls, and
 //    a thread polling beside the compute (two ranks on two cores) costs the
@@ -200,38 +202,53 @@ public:
                      plan::ReduceOp op) override {
     std::lock_guard<std::mutex> lock(mutex_);
     MPI_Op mop = op == plan::ReduceOp::Max ? MPI_MAX : MPI_SUM;
-    size_t slot = 0;
-    while (slot < reductions_.size() && reductions_[slot] != MPI_REQUEST_NULL)
-      ++slot;
-    if (slot == reductions_.size())
-      reductions_.push_back(MPI_REQUEST_NULL);
+    size_t slot = freeSlot();
     check(MPI_Iallreduce(MPI_IN_PLACE, data, count(n), MPI_FLOAT, mop, comm(g),
                          &reductions_[slot]),
           "MPI_Iallreduce");
     return int(slot);
   }
+  int startReduceScatter(const ProcessGroup &g, const float *in, float *out,
+                         size_t n) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    count(n * size_t(g.size));
+    size_t slot = freeSlot();
+    check(MPI_Ireduce_scatter_block(in, out, count(n), MPI_FLOAT, MPI_SUM,
+                                    comm(g), &reductions_[slot]),
+          "MPI_Ireduce_scatter_block");
+    return int(slot);
+  }
   void progress() override {
     std::lock_guard<std::mutex> lock(mutex_);
     int done = 0;
-    // An error leaves the request for waitAllReduce's MPI_Wait to report.
+    // An error leaves the request for waitStarted's MPI_Wait to report.
     MPI_Testall(int(reductions_.size()), reductions_.data(), &done,
                 MPI_STATUSES_IGNORE);
   }
-  void waitAllReduce(int handle) override {
+  void waitStarted(int handle) override {
     if (handle < 0)
       return;
     std::lock_guard<std::mutex> lock(mutex_);
     if (size_t(handle) >= reductions_.size())
-      throw Error("MPI: wait for an all-reduce that was never started");
+      throw Error("MPI: wait for a collective that was never started");
     // A request progress() saw complete is MPI_REQUEST_NULL, for which
     // MPI_Wait returns at once.
     check(MPI_Wait(&reductions_[size_t(handle)], MPI_STATUS_IGNORE),
-          "MPI_Wait (all-reduce)");
+          "MPI_Wait (gradient bucket)");
   }
 
 private:
   static constexpr int kExchangeTag = 0;
 
+  /// A free slot of reductions_ (grown by one when none is).
+  size_t freeSlot() {
+    size_t slot = 0;
+    while (slot < reductions_.size() && reductions_[slot] != MPI_REQUEST_NULL)
+      ++slot;
+    if (slot == reductions_.size())
+      reductions_.push_back(MPI_REQUEST_NULL);
+    return slot;
+  }
   MPI_Comm comm(const ProcessGroup &g) const { return comm(g, comms_); }
   static MPI_Comm comm(const ProcessGroup &g, const MPI_Comm *set) {
     if (g.handle < 0 || g.handle > 2)
@@ -239,7 +256,8 @@ private:
     return set[g.handle];
   }
   int rank_ = 0, size_ = 1;
-  /// startAllReduce's requests by handle (MPI_REQUEST_NULL: free slot).
+  /// The started collectives' requests by handle (MPI_REQUEST_NULL: free
+  /// slot).
   std::vector<MPI_Request> reductions_;
   std::mutex mutex_; ///< held by every MPI call
   bool ownsInit_ = false;

@@ -148,15 +148,28 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
         checkCollective(instr, ins, outs, comm);
       else
         backend.check(instr, ins, outs);
-      if (instr.op == plan::Op::AllReduceStart ||
-          instr.op == plan::Op::AllReduceWait) {
+      if (plan::isBucketOp(instr.op)) {
         if (!reducer)
           throw Error("needs the engine's gradient bucket reducer");
-        // The wait reduces in place: each output is its input's bytes.
-        for (size_t j = 0; j < step.outputs.size(); ++j)
-          if (step.outputs[j].data != step.inputs[j].data)
+        // An AllReduceWait reduces in place: each output is its input's
+        // bytes. A ReduceScatterWait's blocks share no byte with the
+        // gradients.
+        for (size_t j = 0; j < step.outputs.size(); ++j) {
+          const char *o = static_cast<const char *>(step.outputs[j].data);
+          size_t oBytes = size_t(step.outputs[j].value->bytes());
+          if (instr.op == plan::Op::AllReduceWait &&
+              step.outputs[j].data != step.inputs[j].data)
             throw Error("output " + std::to_string(j) +
                         " is not its input's bytes (the sum is in place)");
+          if (instr.op == plan::Op::ReduceScatterWait)
+            for (const TensorRef &in : step.inputs) {
+              const char *a = static_cast<const char *>(in.data);
+              if (o < a + in.value->bytes() && a < o + oBytes)
+                throw Error("output " + std::to_string(j) +
+                            " shares bytes with a gradient it is "
+                            "reduce-scattered from");
+            }
+        }
         reducer->declare(instr, step.inputs);
       }
     } catch (const std::exception &e) {
@@ -171,8 +184,7 @@ ProgramRunner::ProgramRunner(const plan::Program &program, Memory &memory,
   graphEligible_ = !steps_.empty() && comm.worldSize() == 1;
   for (const Step &s : steps_)
     graphEligible_ = graphEligible_ && !s.collective &&
-                     s.instr->op != plan::Op::AllReduceStart &&
-                     s.instr->op != plan::Op::AllReduceWait &&
+                     !plan::isBucketOp(s.instr->op) &&
                      backend.capturable(*s.instr);
 }
 

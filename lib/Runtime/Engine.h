@@ -92,10 +92,13 @@ private:
     bool collective = false;
   };
   void launch(const Step &s) {
-    if (s.instr->op == plan::Op::AllReduceStart)
+    if (s.instr->op == plan::Op::AllReduceStart ||
+        s.instr->op == plan::Op::ReduceScatterStart)
       reducer_->start(*s.instr, s.inputs);
     else if (s.instr->op == plan::Op::AllReduceWait)
-      reducer_->wait(*s.instr, s.inputs);
+      reducer_->wait(*s.instr, s.inputs, {});
+    else if (s.instr->op == plan::Op::ReduceScatterWait)
+      reducer_->wait(*s.instr, s.inputs, s.outputs);
     else if (s.collective)
       backend_.collective(*s.instr, s.inputs, s.outputs, comm_);
     else

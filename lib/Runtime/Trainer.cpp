@@ -250,9 +250,11 @@ void Trainer::prepare() {
                 std::to_string(planned.ports) + ")");
   if (size_t n = engine_.buckets().overlapped()) {
     size_t staging = engine_.buckets().stagingBytes();
+    bool scattered = engine_.buckets().scattered() == n;
     logger_->info("mega-run: " + std::to_string(n) +
-                  " data-parallel gradient buckets all-reduced during the "
-                  "last micro-batch's backward (" +
+                  " data-parallel gradient buckets " +
+                  (scattered ? "reduce-scattered" : "all-reduced") +
+                  " during the last micro-batch's backward (" +
                   (staging ? std::to_string(staging) + " bytes of host staging"
                            : std::string("in place")) +
                   ")");

@@ -210,8 +210,8 @@ void checkGroup(Communicator &comm, plan::ParallelGroup kind, int w,
     try {
       reducer.declare(dataWait, {ra, rb});
       reducer.declare(groupWait, {ra});
-      reducer.wait(dataWait, {ra, rb});
-      reducer.wait(groupWait, {ra});
+      reducer.wait(dataWait, {ra, rb}, {});
+      reducer.wait(groupWait, {ra}, {});
     } catch (const Error &e) {
       why = e.what();
     }
@@ -230,6 +230,76 @@ void checkGroup(Communicator &comm, plan::ParallelGroup kind, int w,
   expect(why.find("not those of the bucket's other instruction with the "
                   "same first gradient and group") != std::string::npos,
          name + " a bucket declared twice differently: '" + why + "'", w);
+  // The distributed optimizer's buckets (ReduceScatterStart/Wait): each
+  // gradient reduce-scattered on its own, started (in flight between the
+  // start and the wait, as across the train and optimizer programs) and
+  // not (the wait reduces now). The blocks must be the communicator's own
+  // ReduceScatter's, bit for bit; the unstarted wait leaves the gradients
+  // alone.
+  for (bool started : {true, false}) {
+    const size_t n1 = 5, n2 = 2; // block sizes
+    plan::Value g1, g2, b1, b2;
+    g1.shape = {int64_t(n1) * g.size};
+    g2.shape = {int64_t(n2) * g.size, 1};
+    b1.shape = {int64_t(n1)};
+    b2.shape = {int64_t(n2), 1};
+    std::vector<float> x1(n1 * size_t(g.size)), x2(n2 * size_t(g.size));
+    for (size_t k = 0; k < x1.size(); ++k)
+      x1[k] = valueOf(w, 20 + k);
+    for (size_t k = 0; k < x2.size(); ++k)
+      x2[k] = valueOf(w, 40 + k);
+    const std::vector<float> keep1 = x1, keep2 = x2;
+    std::vector<float> want1(n1), want2(n2), got1(n1, -1.0f), got2(n2, -1.0f);
+    comm.reduceScatter(g, x1.data(), want1.data(), n1);
+    comm.reduceScatter(g, x2.data(), want2.data(), n2);
+    plan::Instr sstart, swait;
+    sstart.op = plan::Op::ReduceScatterStart;
+    swait.op = plan::Op::ReduceScatterWait;
+    sstart.i = swait.i = {int64_t(kind)};
+    std::vector<TensorRef> grads = {{x1.data(), &g1}, {x2.data(), &g2}};
+    std::vector<TensorRef> blocks = {{got1.data(), &b1}, {got2.data(), &b2}};
+    BucketReducer sr(backend, comm);
+    std::string err;
+    try {
+      checkCollective(sstart, {&g1, &g2}, {}, comm);
+      checkCollective(swait, {&g1, &g2}, {&b1, &b2}, comm);
+      sr.declare(sstart, grads);
+      sr.declare(swait, grads);
+      sr.checkPairs();
+      sr.setStarting(started);
+      sr.start(sstart, grads);
+      expect(sr.inFlight() == (started ? 1u : 0u),
+             name + " reduce-scatter bucket in flight", w);
+      sr.wait(swait, grads, blocks);
+    } catch (const Error &e) {
+      err = e.what();
+    }
+    std::string what = name + (started ? " started" : " unstarted") +
+                       " reduce-scatter bucket " + err;
+    expect(err.empty() && sr.inFlight() == 0 && got1 == want1 &&
+               got2 == want2 && sr.scattered() == 1,
+           what, w);
+    if (!started)
+      expect(x1 == keep1 && x2 == keep2,
+             name + " an unstarted reduce-scatter wait left its gradients", w);
+  }
+  // An all-reduce and a reduce-scatter of one bucket: refused.
+  BucketReducer mixed(backend, comm);
+  why.clear();
+  try {
+    plan::Instr swait;
+    swait.op = plan::Op::ReduceScatterWait;
+    swait.i = {int64_t(kind)};
+    mixed.declare(groupWait, {ra});
+    mixed.declare(swait, {ra});
+  } catch (const Error &e) {
+    why = e.what();
+  }
+  expect(why.find("the bucket's other instruction with the same first "
+                  "gradient and group is an all-reduce") != std::string::npos,
+         name + " an all-reduce bucket waited as a reduce-scatter: '" + why +
+             "'",
+         w);
 }
 
 } // namespace

@@ -189,8 +189,7 @@ int main() {
     printPlan(d, x);
     CHECK(x.str().find("AdamWMulti(%2, %2, %2, %1, %1, %1, %1) i=[1,1]") !=
           std::string::npos);
-    CHECK(!isCollective(Op::AdamWMulti) &&
-          kLastOp == Op::CrossEntropyWithGrad &&
+    CHECK(!isCollective(Op::AdamWMulti) && kLastOp == Op::ReduceScatterWait &&
           std::string(opName(Op::CrossEntropyWithGrad)) ==
               "CrossEntropyWithGrad");
     auto broken = [&](auto edit) {
@@ -511,6 +510,70 @@ int main() {
             in.outputs = {7};
           });
         },
+        "must be f32");
+  }
+
+  // The distributed optimizer's overlapped reduce-scatters (opcodes 35-36):
+  // a start of the accumulators, a wait from them into their blocks.
+  {
+    Plan c = samplePlan();
+    Program &prog = c.programs[0];
+    prog.values.push_back({Space::Arena, 0, 0, DType::F32, {6}});  // %4
+    prog.values.push_back({Space::Arena, 0, 0, DType::F32, {3}});  // %5
+    prog.values.push_back({Space::Arena, 0, 0, DType::F32, {4}});  // %6
+    prog.values.push_back({Space::Arena, 0, 0, DType::F32, {2}});  // %7
+    prog.values.push_back({Space::Arena, 0, 0, DType::BF16, {3}}); // %8
+    Instr start, wait;
+    start.op = Op::ReduceScatterStart;
+    start.inputs = {4, 6};
+    start.i = {1};
+    wait.op = Op::ReduceScatterWait;
+    wait.inputs = {4, 6};
+    wait.outputs = {5, 7};
+    wait.i = {1};
+    prog.instrs.push_back(start);
+    prog.instrs.push_back(wait);
+    validate(c);
+    std::vector<uint8_t> cb = serialize(c);
+    Plan d = deserialize(cb.data(), cb.size());
+    std::ostringstream x;
+    printPlan(d, x);
+    CHECK(x.str().find("ReduceScatterStart(%4, %6) i=[1]") !=
+          std::string::npos);
+    CHECK(x.str().find("%5, %7 = ReduceScatterWait(%4, %6) i=[1]") !=
+          std::string::npos);
+    CHECK(isCollective(Op::ReduceScatterStart) &&
+          isBucketOp(Op::ReduceScatterWait) && !isBucketOp(Op::ReduceScatter));
+    auto broken = [&](size_t back, auto edit) {
+      Plan e = c;
+      edit(e.programs[0].instrs[e.programs[0].instrs.size() - 1 - back]);
+      validate(e);
+    };
+    expectError(
+        "scatter start attrs",
+        [&] { broken(1, [](Instr &in) {
+                in.i = {1, 0};
+              }); },
+        "ReduceScatterStart takes 1 integer attributes");
+    expectError(
+        "scatter start empty",
+        [&] { broken(1, [](Instr &in) { in.inputs.clear(); }); },
+        "needs at least one input");
+    expectError(
+        "scatter wait outputs",
+        [&] { broken(0, [](Instr &in) { in.outputs.pop_back(); }); },
+        "one output per input");
+    expectError(
+        "scatter wait multiple",
+        [&] { broken(0, [](Instr &in) {
+                in.outputs = {5, 5};
+              }); },
+        "input 1 is not a whole multiple of its output");
+    expectError(
+        "scatter wait dtype",
+        [&] { broken(0, [](Instr &in) {
+                in.outputs = {8, 7};
+              }); },
         "must be f32");
   }
 

@@ -330,10 +330,24 @@ enum class Op : uint16_t {
   /// reading the logits from memory once per row; dlogits may be the
   /// logits' bytes when both have one dtype. i = {rows, V}.
   CrossEntropyWithGrad = 34,
+  // Overlapped reduce-scatter of the distributed optimizer (a split
+  // ReduceScatter per gradient).
+  /// g_1..g_n -> (): starts, for each input g_k [size*n_k...] (a gradient
+  /// accumulator), the sum over the group of which this rank keeps block r
+  /// (as ReduceScatter). The inputs must stay untouched until the
+  /// ReduceScatterWait of the same inputs; run on a step's last micro-batch
+  /// only, and may be skipped (the wait then reduces). i = {group}.
+  ReduceScatterStart = 35,
+  /// g_1..g_n -> b_1..b_n: b_k [n_k...] = block r of the sum over the group
+  /// of g_k: completes the ReduceScatterStart whose first input is g_1, or
+  /// reduce-scatters now when none was started. After a started wait the
+  /// inputs' bytes are unspecified (a runtime may reduce in place); an
+  /// unstarted one leaves them alone. i = {group}.
+  ReduceScatterWait = 36,
 };
 /// The opcodes by family, as X-macro lists, so that the plan library and
 /// every backend's dispatch name the same set: the plain kernels (0-16), the
-/// collectives (17-21 and 31-32, run through Backend::collective), the
+/// collectives (17-21, 31-32 and 35-36, run through Backend::collective), the
 /// vocabulary-parallel kernels (22-27, which need the rank in their group)
 /// and the mixed-precision, fused-attention, fused-optimizer and fused-loss
 /// kernels (28-30, 33 and 34, called like the plain ones).
@@ -343,20 +357,25 @@ enum class Op : uint16_t {
   X(CrossEntropyGrad) X(Embedding) X(EmbeddingGrad) X(Transpose) X(GradNorm)   \
   X(AdamW) X(Sgd)
 #define MEGA_PLAN_COLLECTIVES(X)                                               \
-  X(AllReduce) X(AllGather) X(ReduceScatter) X(Send) X(Recv)                  \
-  X(AllReduceStart) X(AllReduceWait)
+  X(AllReduce)                                                                 \
+  X(AllGather) X(ReduceScatter) X(Send) X(Recv) X(AllReduceStart)              \
+      X(AllReduceWait) X(ReduceScatterStart) X(ReduceScatterWait)
 #define MEGA_PLAN_VOCAB_KERNELS(X)                                             \
   X(VocabEmbedding) X(VocabEmbeddingGrad) X(RowMax) X(VocabCrossEntropyStats)  \
   X(VocabCrossEntropy) X(VocabCrossEntropyGrad)
 #define MEGA_PLAN_FUSED_KERNELS(X)                                             \
   X(Cast) X(Attention) X(AttentionGrad) X(AdamWMulti) X(CrossEntropyWithGrad)
+/// The split collectives of the gradient buckets (BucketReducer runs them).
+inline bool isBucketOp(Op op) {
+  return op == Op::AllReduceStart || op == Op::AllReduceWait ||
+         op == Op::ReduceScatterStart || op == Op::ReduceScatterWait;
+}
 /// The highest opcode this build knows.
-inline constexpr Op kLastOp = Op::CrossEntropyWithGrad;
-/// True for AllReduce, AllGather, ReduceScatter, Send, Recv,
-/// AllReduceStart and AllReduceWait.
+inline constexpr Op kLastOp = Op::ReduceScatterWait;
+/// True for AllReduce, AllGather, ReduceScatter, Send, Recv and the
+/// bucket starts and waits.
 inline bool isCollective(Op op) {
-  return (op >= Op::AllReduce && op <= Op::Recv) || op == Op::AllReduceStart ||
-         op == Op::AllReduceWait;
+  return (op >= Op::AllReduce && op <= Op::Recv) || isBucketOp(op);
 }
 /// Process groups a collective's i[0] names (Megatron's rank order: tensor
 /// fastest, then data, then pipeline).

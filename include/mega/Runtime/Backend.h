@@ -95,17 +95,26 @@ public:
   virtual void exchange(const ProcessGroup &g,
                         const std::vector<PeerTransfer> &transfers) = 0;
   /// Starts data[k] = op over the group of data[k] (in place, n elements)
-  /// and returns a handle for waitAllReduce(); `data` must stay untouched
+  /// and returns a handle for waitStarted(); `data` must stay untouched
   /// until then. The default reduces now and returns -1.
   virtual int startAllReduce(const ProcessGroup &g, float *data, size_t n,
                              plan::ReduceOp op) {
     allReduce(g, data, data, n, op);
     return -1;
   }
-  /// Returns when the all-reduce of `handle` (from startAllReduce) is done;
-  /// -1 returns at once.
-  virtual void waitAllReduce(int handle) { (void)handle; }
-  /// Moves the started all-reduces on (their rounds run inside MPI calls);
+  /// Starts out (n elements) = part `g.rank` of the sum over the group of
+  /// `in` (g.size * n elements, sharing no byte with out) and returns a
+  /// handle for waitStarted(); neither may be touched until then. The
+  /// default reduce-scatters now and returns -1.
+  virtual int startReduceScatter(const ProcessGroup &g, const float *in,
+                                 float *out, size_t n) {
+    reduceScatter(g, in, out, n);
+    return -1;
+  }
+  /// Returns when the collective of `handle` (from startAllReduce or
+  /// startReduceScatter) is done; -1 returns at once.
+  virtual void waitStarted(int handle) { (void)handle; }
+  /// Moves the started collectives on (their rounds run inside MPI calls);
   /// the engine calls it between instructions while any is in flight.
   virtual void progress() {}
 };
@@ -319,13 +328,17 @@ public:
   }
   /// Starts the in-place sum over `g` of parts[k] (counts[k] floats each, on
   /// the device), ordered after the work enqueued so far, while later work
-  /// goes on; returns a handle for waitBuckets().
+  /// goes on; returns a handle for waitBuckets(). With `scatter`, an
+  /// in-place reduce-scatter of each part instead: its block g.rank
+  /// (counts[k] / g.size floats) becomes that block of the sum, and the rest
+  /// of the part is left unspecified.
   virtual int startBuckets(const ProcessGroup &g,
                            const std::vector<void *> &parts,
-                           const std::vector<size_t> &counts) {
+                           const std::vector<size_t> &counts, bool scatter) {
     (void)g;
     (void)parts;
     (void)counts;
+    (void)scatter;
     throw Error(std::string(name()) + " backend has no device buckets");
   }
   /// Work enqueued after this sees the sums of `handle`'s start. Errors and

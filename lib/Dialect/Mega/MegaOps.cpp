@@ -600,16 +600,43 @@ LogicalResult FusedOp::verifyRegions() {
 
 LogicalResult KernelOp::verify() {
   // kernel_c1: the opcodes of include/mega/Plan/Plan.h (enum class Op).
-  static const llvm::StringSet<> kKernels = {
-      "Fill",         "Copy",          "MatMul",       "Elementwise",
-      "ReduceSum",    "LayerNorm",     "LayerNormGrad", "Softmax",
-      "SoftmaxGrad",  "CrossEntropy",  "CrossEntropyGrad", "Embedding",
-      "EmbeddingGrad", "Transpose",    "GradNorm",     "AdamW",
-      "Sgd",          "AllReduce",     "AllGather",    "ReduceScatter",
-      "Send",         "Recv",          "VocabEmbedding", "VocabEmbeddingGrad",
-      "RowMax",       "VocabCrossEntropyStats", "VocabCrossEntropy",
-      "VocabCrossEntropyGrad", "Cast", "Attention", "AttentionGrad",
-      "AllReduceStart", "AllReduceWait", "AdamWMulti", "CrossEntropyWithGrad"};
+  static const llvm::StringSet<> kKernels = {"Fill",
+                                             "Copy",
+                                             "MatMul",
+                                             "Elementwise",
+                                             "ReduceSum",
+                                             "LayerNorm",
+                                             "LayerNormGrad",
+                                             "Softmax",
+                                             "SoftmaxGrad",
+                                             "CrossEntropy",
+                                             "CrossEntropyGrad",
+                                             "Embedding",
+                                             "EmbeddingGrad",
+                                             "Transpose",
+                                             "GradNorm",
+                                             "AdamW",
+                                             "Sgd",
+                                             "AllReduce",
+                                             "AllGather",
+                                             "ReduceScatter",
+                                             "Send",
+                                             "Recv",
+                                             "VocabEmbedding",
+                                             "VocabEmbeddingGrad",
+                                             "RowMax",
+                                             "VocabCrossEntropyStats",
+                                             "VocabCrossEntropy",
+                                             "VocabCrossEntropyGrad",
+                                             "Cast",
+                                             "Attention",
+                                             "AttentionGrad",
+                                             "AllReduceStart",
+                                             "AllReduceWait",
+                                             "AdamWMulti",
+                                             "CrossEntropyWithGrad",
+                                             "ReduceScatterStart",
+                                             "ReduceScatterWait"};
   if (!kKernels.contains(getKernel()))
     return emitOpError() << "unknown kernel '" << getKernel()
                          << "' (see enum class Op in mega/Plan/Plan.h)";

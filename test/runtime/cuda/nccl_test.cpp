@@ -235,34 +235,44 @@ void checkBuckets(rt::Backend &nccl, rt::Communicator &comm) {
     return;
   }
   try {
-    // Two buckets in flight at once: one contiguous span, one of three
-    // scattered parts; their handles are then reused by a second round.
+    // Three buckets in flight at once: one contiguous span, one of three
+    // scattered parts, one reduce-scattered; their handles are then reused
+    // by a second round.
     const size_t n0 = 3 * 1024 * 1024, counts[3] = {1000, 7, 65536};
     Buf span(nccl, n0), p0(nccl, counts[0]), p1(nccl, counts[1]),
-        p2(nccl, counts[2]);
+        p2(nccl, counts[2]), sc(nccl, counts[2]);
     std::vector<float> v0 = randomVec(n0, 11), v1 = randomVec(counts[0], 12),
                        v2 = randomVec(counts[1], 13),
-                       v3 = randomVec(counts[2], 14);
+                       v3 = randomVec(counts[2], 14),
+                       v4 = randomVec(counts[2], 15);
     for (int round = 0; round < 2; ++round) {
       span.put(v0);
       p0.put(v1);
       p1.put(v2);
       p2.put(v3);
-      int h0 = nccl.startBuckets(g, {span.ptr}, {n0});
+      sc.put(v4);
+      int h0 = nccl.startBuckets(g, {span.ptr}, {n0}, false);
       int h1 = nccl.startBuckets(g, {p0.ptr, p1.ptr, p2.ptr},
-                                 {counts[0], counts[1], counts[2]});
-      if (h0 == h1)
-        fail("buckets: two buckets in flight share handle " +
-             std::to_string(h0));
+                                 {counts[0], counts[1], counts[2]}, false);
+      // The distributed optimizer's in-place reduce-scatter of a part.
+      int h2 = nccl.startBuckets(g, {sc.ptr}, {counts[2]}, true);
+      if (h0 == h1 || h1 == h2 || h0 == h2)
+        fail("buckets: three buckets in flight share a handle (" +
+             std::to_string(h0) + ", " + std::to_string(h1) + ", " +
+             std::to_string(h2) + ")");
       nccl.waitBuckets(h1);
+      nccl.waitBuckets(h2);
       nccl.waitBuckets(h0);
-      // One rank: the sum is the value itself, bit for bit.
+      // One rank: the sum (and its one block) is the value itself, bit for
+      // bit.
       if (!sameBits(span.get(), v0) || !sameBits(p0.get(), v1) ||
-          !sameBits(p1.get(), v2) || !sameBits(p2.get(), v3))
+          !sameBits(p1.get(), v2) || !sameBits(p2.get(), v3) ||
+          !sameBits(sc.get(), v4))
         fail("buckets round " + std::to_string(round) +
              ": the sums are not the values");
       else
-        std::printf("ok   buckets round %d (handles %d, %d)\n", round, h0, h1);
+        std::printf("ok   buckets round %d (handles %d, %d, %d)\n", round, h0,
+                    h1, h2);
     }
     bool threw = false;
     try {

@@ -360,10 +360,10 @@ public:
     return nccl_ && nccl_->has(g);
   }
   int startBuckets(const ProcessGroup &g, const std::vector<void *> &parts,
-                   const std::vector<size_t> &counts) override {
+                   const std::vector<size_t> &counts, bool scatter) override {
     if (!deviceBuckets(g))
       throw Error("cuda: gradient buckets of a group without NCCL");
-    return nccl_->startBuckets(g, parts, counts);
+    return nccl_->startBuckets(g, parts, counts, scatter);
   }
   void waitBuckets(int handle) override {
     if (!nccl_)

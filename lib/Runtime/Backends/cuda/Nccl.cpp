@@ -203,21 +203,36 @@ void NcclComms::reduceScatter(const ProcessGroup &g, const float *in,
 
 void NcclComms::allReduceParts(const ProcessGroup &g,
                                const std::vector<void *> &parts,
-                               const std::vector<size_t> &counts,
+                               const std::vector<size_t> &counts, bool scatter,
                                cudaStream_t s) {
-  const char *what = "the gradient bucket's AllReduce";
+  const char *what = scatter ? "the gradient bucket's ReduceScatter"
+                             : "the gradient bucket's AllReduce";
   Entry &e = entry(g, what);
   if (parts.size() != counts.size())
     throw Error(std::string("nccl: ") + what + ": " +
                 std::to_string(parts.size()) + " parts but " +
                 std::to_string(counts.size()) + " counts");
+  size_t size = size_t(g.size), rank = size_t(g.rank);
+  if (scatter)
+    for (size_t n : counts)
+      if (n % size != 0)
+        throw Error(std::string("nccl: ") + what + ": " + std::to_string(n) +
+                    " elements do not split into " + std::to_string(size) +
+                    " blocks");
   // Inside a group the calls only queue (no result but argument errors);
   // ncclGroupEnd launches them all and is the call to settle.
   settle(e, ncclGroupStart(), what);
   ncclResult_t first = ncclSuccess;
   for (size_t k = 0; k < parts.size(); ++k) {
-    ncclResult_t r = ncclAllReduce(parts[k], parts[k], counts[k], ncclFloat32,
-                                   ncclSum, e.comm, s);
+    // In place: NCCL's reduce-scatter may receive into the sender's own
+    // block (recvbuff = sendbuff + rank * recvcount).
+    float *part = static_cast<float *>(parts[k]);
+    size_t block = counts[k] / size;
+    ncclResult_t r = scatter
+                         ? ncclReduceScatter(part, part + rank * block, block,
+                                             ncclFloat32, ncclSum, e.comm, s)
+                         : ncclAllReduce(part, part, counts[k], ncclFloat32,
+                                         ncclSum, e.comm, s);
     if (first == ncclSuccess)
       first = r;
   }
@@ -445,7 +460,8 @@ void NcclCollectives::exchange(const ProcessGroup &g,
 
 int NcclCollectives::startBuckets(const ProcessGroup &g,
                                   const std::vector<void *> &parts,
-                                  const std::vector<size_t> &counts) {
+                                  const std::vector<size_t> &counts,
+                                  bool scatter) {
   size_t h = 0;
   while (h < buckets_.size() && buckets_[h].busy)
     ++h;
@@ -459,7 +475,7 @@ int NcclCollectives::startBuckets(const ProcessGroup &g,
   // communication stream waits for them, the compute stream goes on.
   checkCuda(cudaEventRecord(ready_, compute_), "cudaEventRecord");
   checkCuda(cudaStreamWaitEvent(comm_, ready_, 0), "cudaStreamWaitEvent");
-  comms_.allReduceParts(g, parts, counts, comm_);
+  comms_.allReduceParts(g, parts, counts, scatter, comm_);
   Pending &p = buckets_[h];
   checkCuda(cudaEventRecord(p.done, comm_), "cudaEventRecord");
   p.group = g;
@@ -474,7 +490,7 @@ void NcclCollectives::waitBuckets(int handle) {
                 ", which is not in flight");
   Pending &p = buckets_[size_t(handle)];
   p.busy = false;
-  comms_.wait(p.group, p.done, "the gradient bucket's AllReduce");
+  comms_.wait(p.group, p.done, "the gradient bucket's collective");
   // The optimizer's kernels read the sums. The event has completed already
   // (the host waited, for the deadline's sake); the stream dependency
   // states the order for the device all the same.

@@ -57,9 +57,13 @@ public:
   /// out (n floats) = part g.rank of the sum of `in` (g.size * n floats).
   void reduceScatter(const ProcessGroup &g, const float *in, float *out,
                      size_t n, cudaStream_t s);
-  /// In-place sums of every parts[k] (counts[k] floats), one group call.
+  /// In-place sums of every parts[k] (counts[k] floats), one group call;
+  /// with `scatter`, in-place reduce-scatters instead: this rank's block
+  /// of parts[k] (counts[k] / g.size floats at block g.rank) becomes that
+  /// block of the sum, the rest of parts[k] is left unspecified.
   void allReduceParts(const ProcessGroup &g, const std::vector<void *> &parts,
-                      const std::vector<size_t> &counts, cudaStream_t s);
+                      const std::vector<size_t> &counts, bool scatter,
+                      cudaStream_t s);
   /// The sends and receives of `transfers` (device memory, bytes) in one
   /// group call, named `what` in errors. NCCL matches sends to receives by
   /// order, not by tag.
@@ -123,7 +127,7 @@ public:
   void exchange(const ProcessGroup &g,
                 const std::vector<PeerTransfer> &transfers);
   int startBuckets(const ProcessGroup &g, const std::vector<void *> &parts,
-                   const std::vector<size_t> &counts);
+                   const std::vector<size_t> &counts, bool scatter);
   void waitBuckets(int handle);
 
 private:
