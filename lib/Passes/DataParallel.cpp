@@ -65,6 +65,18 @@
 //     `mega.distributed_optimizer = 1` so that the plan's AdamW moments are
 //     data-parallel shards (shard_dim 0, group 1).
 //
+// With `distributed-optimizer` and `overlap` (megac's default), steps 5-8,
+// then 2'-4' on the reduce-scattered gradients (Megatron's distributed
+// optimizer with --overlap-grad-reduce):
+//  9. Each bucket's `mega.grad_bucket_start` and `mega.grad_bucket_wait` get
+//     `scatter`: the start reduce-scatters every gradient of the bucket
+//     (each on its own, along dim 0), the wait's results are the blocks and
+//     replace the step-6 reduce_scatters, which go. A module that already
+//     has `mega.distributed_optimizer` skips steps 5-8: with --pp megac runs
+//     the pass before mega-pipeline-split without `overlap` (the split keeps
+//     the reduce_scatters and the norm's attributes on each rank) and again
+//     after it with `overlap`, rank by rank.
+//
 //===----------------------------------------------------------------------===//
 #include "Buckets.h"
 
@@ -245,6 +257,23 @@ struct MegaDataParallel
       if (s.getRole() == "grad")
         grads.push_back(s);
     });
+    // Step 9: the distributed optimizer's gradients, each read by one
+    // reduce_scatter over the data axis (step 6).
+    DenseMap<Operation *, ReduceScatterOp> blockOf;
+    if (distributedOptimizer)
+      for (StateOp g : grads) {
+        auto r = g->hasOneUse()
+                     ? dyn_cast<ReduceScatterOp>(*g->getUsers().begin())
+                     : ReduceScatterOp();
+        if (!r || r.getDim() != 0 ||
+            r.getAxes() != ArrayRef<int64_t>{kDataAxis})
+          return g.emitOpError("mega-data-parallel: the distributed "
+                               "optimizer's gradient '")
+                 << g.getName()
+                 << "' is not read by one reduce_scatter over the data axis "
+                    "alone";
+        blockOf[g] = r;
+      }
     // Step 2': where the backward finishes each gradient.
     llvm::StringMap<Operation *> finished;
     DenseMap<Operation *, int64_t> position;
@@ -289,15 +318,31 @@ struct MegaDataParallel
       else
         b.setInsertionPoint(
             func::FuncOp(backward.back()).getBody().front().getTerminator());
-      b.create<GradBucketStartOp>(loc, b.getArrayAttr(names),
-                                  b.getDenseI64ArrayAttr({kDataAxis}));
+      auto start = b.create<GradBucketStartOp>(
+          loc, b.getArrayAttr(names), b.getDenseI64ArrayAttr({kDataAxis}));
       // Step 4'.
       b.setInsertionPointAfter(waitAfter);
-      auto wait = b.create<GradBucketWaitOp>(loc, ValueRange(values),
-                                             ArrayRef<int64_t>{kDataAxis});
+      if (!distributedOptimizer) {
+        auto wait = b.create<GradBucketWaitOp>(loc, ValueRange(values),
+                                               ArrayRef<int64_t>{kDataAxis});
+        waitAfter = wait;
+        for (auto [g, r] : llvm::zip(values, wait.getResults()))
+          g.replaceAllUsesExcept(r, wait);
+        continue;
+      }
+      // Step 9.
+      start.setScatter(true);
+      SmallVector<Type> blocks;
+      for (StateOp g : bucket)
+        blocks.push_back(blockOf[g].getType());
+      auto wait = b.create<GradBucketWaitOp>(
+          loc, ValueRange(values), ArrayRef<int64_t>{kDataAxis}, blocks);
       waitAfter = wait;
-      for (auto [g, r] : llvm::zip(values, wait.getResults()))
-        g.replaceAllUsesExcept(r, wait);
+      for (auto [g, r] : llvm::zip(bucket, wait.getResults())) {
+        ReduceScatterOp old = blockOf[g];
+        old.getResult().replaceAllUsesWith(r);
+        old->erase();
+      }
     }
     return success();
   }
@@ -321,15 +366,19 @@ struct MegaDataParallel
         return signalPassFailure();
       return;
     }
+    // Step 9: distributed already (before mega-pipeline-split), overlap now.
+    bool distributed = module->hasAttr("mega.distributed_optimizer");
     auto opt = module.lookupSymbol<func::FuncOp>("optimizer");
-    if (!opt) {
+    if (!opt && !(distributedOptimizer && distributed)) {
       module.emitError("mega-data-parallel: the module has no func.func "
                        "@optimizer (run mega-optimizer first)");
       return signalPassFailure();
     }
     setMesh(module);
     if (distributedOptimizer) {
-      if (failed(distribute(module, opt)))
+      if (!distributed && failed(distribute(module, opt)))
+        return signalPassFailure();
+      if (overlap && failed(overlapAll(module)))
         return signalPassFailure();
       return;
     }

@@ -401,8 +401,16 @@ private:
         .Case<GradBucketStartOp>(
             [&](GradBucketStartOp g) { return lowerBucketStart(g); })
         .Case<GradBucketWaitOp>([&](GradBucketWaitOp w) {
-          // In place: the accumulators themselves are the sums.
           SmallVector<Value> grads(w.getGrads());
+          if (w.getScatter()) {
+            // The blocks, fresh values of the optimizer.
+            KernelOp k = kernel(w.getLoc(), "ReduceScatterWait", grads,
+                                SmallVector<Type>(w.getResultTypes()),
+                                {w.getAxes()[0]}, {});
+            replace(w, k->getResults());
+            return success();
+          }
+          // In place: the accumulators themselves are the sums.
           kernelInto(w.getLoc(), "AllReduceWait", grads, grads,
                      {w.getAxes()[0], 0}, {});
           replace(w, grads);
@@ -876,7 +884,10 @@ private:
       ParamOp decl = it->second;
       grads.push_back(state(g.getLoc(), name, "grad", decl.getType()));
     }
-    kernel(g.getLoc(), "AllReduceStart", grads, {}, {g.getAxes()[0], 0}, {});
+    if (g.getScatter())
+      kernel(g.getLoc(), "ReduceScatterStart", grads, {}, {g.getAxes()[0]}, {});
+    else
+      kernel(g.getLoc(), "AllReduceStart", grads, {}, {g.getAxes()[0], 0}, {});
     g->erase();
     return success();
   }

@@ -25,8 +25,8 @@
 //       `mega.grad_bucket_wait ... axes [0]` without a start: the
 //       accumulators are summed in place, nothing is copied;
 //     - otherwise (a view of a data-parallel bucket, a reduce-scattered
-//       block of the distributed optimizer) packed, all-reduced and viewed
-//       back (Buckets.h).
+//       block of the distributed optimizer, also a `scatter` wait's)
+//       packed, all-reduced and viewed back (Buckets.h).
 //     The sums replace their uses (grad_norm, the update).
 //  5. The module gets `mega.partial_grads` = {name = 0}: the plan marks those
 //     gradients partial over the tensor group (--dump-grads sums them).
@@ -115,7 +115,8 @@ struct MegaTensorGradBucket
     b.setInsertionPointAfter(last);
     Location loc = grads.front().getLoc();
     auto accumulator = [](Value g) {
-      return isa_and_nonnull<GradBucketWaitOp>(g.getDefiningOp()) ||
+      auto wait = g.getDefiningOp<GradBucketWaitOp>();
+      return (wait && !wait.getScatter()) ||
              (isa_and_nonnull<StateOp>(g.getDefiningOp()) &&
               g.getDefiningOp<StateOp>().getRole() == "grad");
     };

@@ -38,7 +38,10 @@ dp_distopt    vocab 256 at dp=2 with --use-distributed-optimizer (ZeRO-1):
               per rank are half the bytes of the plain dp=2 plan's (printed),
               and a checkpoint (one step at lr 0) holds the full moments,
               equal to the one-device ones; a one-device checkpoint resumes
-              with sharded moments to the same next 3 losses
+              with sharded moments to the same next 3 losses. The
+              reduce-scatters overlap the backward (several buckets started
+              in train, waited for in the optimizer), with bitwise the losses
+              and norms of --overlap-grad-reduce=false
 tp_dp_distopt the same at tp=2, dp=2 (4 ranks): moments are data blocks of
               tensor-parallel shards
 pp_dp_distopt the same at dp=2, pp=2 (4 ranks, 1F1B)
@@ -179,10 +182,51 @@ def distributed_optimizer():
     print(f"AdamW moments per rank at dp=2: {b1} bytes, {b2} with "
           "--use-distributed-optimizer")
     dp.check(b1 > 0 and 2 * b2 == b1, f"moments per rank {b2}, not half of {b1}")
-    dp.check(zero.count("ReduceScatter(") > 0 and "AdamW(" in zero and
-             zero.count("AllGather(") >= zero.count("AdamW("),
-             "the distributed optimizer's plan lacks its reduce-scatters or all-gathers")
-    equivalence(256, 1, 2, ["--use-distributed-optimizer"])
+    # Overlapped (megac's default, Megatron's --overlap-grad-reduce): each
+    # bucket's reduce-scatters start in train right after its gradients are
+    # final, one per gradient, and the optimizer waits for the blocks;
+    # --overlap-grad-reduce=false keeps one ReduceScatter per gradient in
+    # the optimizer step. Small buckets (--ddp-bucket-size) make several.
+    small = ["--ddp-bucket-size", "20000"]
+    over = plan_text(sets + ["--use-distributed-optimizer"] + small)
+    serial = plan_text(sets + ["--use-distributed-optimizer", "--overlap-grad-reduce=false"])
+    adamw = serial.count("AdamW(")
+    dp.check(adamw > 0 and serial.count("ReduceScatter(") == adamw and
+             "ReduceScatterStart(" not in serial and
+             serial.count("AllGather(") >= adamw,
+             f"--overlap-grad-reduce=false: {serial.count('ReduceScatter(')} "
+             f"ReduceScatters for {adamw} AdamW blocks")
+    train_text = over[over.index('program "train"'):over.index('program "optimizer"')]
+    starts = train_text.count("ReduceScatterStart(")
+    waits = [l for l in over.splitlines() if "ReduceScatterWait(" in l]
+    waited = sum(l.split("ReduceScatterWait(")[1].count("%") for l in waits)
+    print(f"distributed optimizer at dp=2: {starts} reduce-scatter buckets started in "
+          f"train, {waited} gradients waited for in the optimizer")
+    dp.check(starts > 1 and starts == len(waits) and waited == adamw and
+             "ReduceScatter(" not in over and over.count("AdamW(") == adamw,
+             f"overlapped: {starts} starts in train, {len(waits)} waits of {waited} "
+             f"gradients for {adamw} AdamW blocks")
+    equivalence(256, 1, 2, ["--use-distributed-optimizer"] + small)
+    # The overlapped reduce-scatters give bitwise the losses and norms of
+    # the ones in the optimizer step (the same sums, started earlier).
+    data = dp.scratch("data-256")
+    runs = []
+    for tag, flags in (("over", small), ("serial", ["--overlap-grad-reduce=false"])):
+        plan = compile_plan(dp.scratch(f"distopt-{tag}.plan"), 256, 1, 2, 2, 4,
+                            ["--use-distributed-optimizer"] + flags)
+        log = dp.scratch(f"distopt-{tag}.jsonl")
+        if os.path.exists(log):
+            os.remove(log)
+        p = dp.run([dp.ARGS.mega_run, plan, "--data", data, "--steps", 6, "--log-interval", 1,
+                    "--log-file", log, "--no-shuffle", "--seed", "5"], np_=2, timeout=180)
+        with open(log) as f:
+            norms = [json.loads(l)["grad_norm"] for l in f if l.strip()]
+        runs.append((dp.losses(log), norms, p.stdout))
+    dp.check(f"{starts} data-parallel gradient buckets reduce-scattered during the last "
+             "micro-batch's backward" in runs[0][2], f"overlapped run's log: {runs[0][2]}")
+    dp.check(len(runs[0][0]) == 6 and runs[0][:2] == runs[1][:2],
+             f"overlapped vs in the optimizer step: losses {runs[0][0]} vs {runs[1][0]}, "
+             f"norms {runs[0][1]} vs {runs[1][1]}")
     equivalence(256, 1, 2, ["--use-distributed-optimizer"], saves=True, steps=1,
                 lr=["--lr", "0"])
     # A one-device checkpoint (full moments after 10 steps) resumed with the

@@ -131,8 +131,9 @@ cl::opt<bool> distributedOptimizer(
     cl::cat(megacCat));
 cl::opt<bool> overlapGradReduce(
     "overlap-grad-reduce",
-    cl::desc("Start each data-parallel gradient bucket's all-reduce in the "
-             "last micro-batch's backward, as soon as its gradients are final "
+    cl::desc("Start each data-parallel gradient bucket's all-reduce (its "
+             "reduce-scatters with --use-distributed-optimizer) in the last "
+             "micro-batch's backward, as soon as its gradients are final "
              "(default on; =false reduces them in the optimizer step)"),
     cl::init(true), cl::cat(megacCat));
 cl::opt<std::string> ddpBucketSize(
@@ -553,13 +554,20 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
   mega::MegaDataParallelOptions dataParallel;
   dataParallel.size = o.dp;
   dataParallel.distributedOptimizer = distributedOptimizer;
-  dataParallel.overlap = overlapGradReduce && !distributedOptimizer;
+  dataParallel.overlap = overlapGradReduce;
   dataParallel.bucketMb = double(o.ddpBucketSize) * 4.0 / (1024.0 * 1024.0);
   // The overlapped buckets of a pipeline are each rank's: they are made
   // after the split, from its optimizer and its stages' backward programs.
+  // The distributed optimizer's reduce-scatters are made before it (the
+  // split shares them and the norm's block attributes out to the ranks).
   bool bucketsPerRank = o.pp > 1 && dataParallel.overlap;
-  if (!bucketsPerRank)
+  if (!bucketsPerRank) {
     pm.addPass(mega::createMegaDataParallel(dataParallel));
+  } else if (distributedOptimizer) {
+    mega::MegaDataParallelOptions distribute = dataParallel;
+    distribute.overlap = false;
+    pm.addPass(mega::createMegaDataParallel(distribute));
+  }
   // Pipeline: forward/backward programs per stage, optimizer per rank.
   if (o.pp > 1) {
     mega::MegaPipelineSplitOptions split;

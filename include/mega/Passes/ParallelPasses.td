@@ -95,6 +95,13 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
     mega-pipeline-split (no @optimizer) it does this for each rank's
     @optimizer_r with the @backward_s of its stages (s mod P = r, highest
     stage first), so a bucket never mixes ranks' gradients.
+    With `distributed-optimizer` each gradient is reduce-scattered instead
+    (`mega.reduce_scatter ... {dim = 0}`, one per gradient) and each rank
+    updates its block; with `overlap` too, the buckets' start and wait get
+    `scatter`: each gradient's reduce-scatter starts in @train and the
+    wait's results are the blocks. A module that already has
+    `mega.distributed_optimizer` is only overlapped (megac with --pp runs
+    the pass before the split without `overlap`, then after it with).
     `size` = 1 leaves the module unchanged. Run after mega-optimizer.
 
     Before (size=2):
@@ -126,8 +133,9 @@ def MegaDataParallel : Pass<"mega-data-parallel", "mlir::ModuleOp"> {
     Option<"bucketMb", "bucket-mb", "double", /*default=*/"25.0",
            "Largest gradient bucket in MiB (one all-reduce per bucket)">,
     Option<"overlap", "overlap", "bool", /*default=*/"false",
-           "Start each bucket's all-reduce in @train as soon as its "
-           "gradients are final (Megatron's --overlap-grad-reduce)">,
+           "Start each bucket's all-reduce (reduce-scatters with "
+           "distributed-optimizer) in @train as soon as its gradients are "
+           "final (Megatron's --overlap-grad-reduce)">,
   ];
   let dependentDialects = ["mega::MegaDialect"];
 }

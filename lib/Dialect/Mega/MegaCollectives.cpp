@@ -317,8 +317,19 @@ LogicalResult GradBucketWaitOp::verify() {
   // grad_bucket_wait_c1
   if (getGrads().empty())
     return emitOpError("needs at least one gradient");
-  // grad_bucket_wait_c2
-  if (getGrads().getTypes() != getResults().getTypes())
-    return emitOpError("results must have the types of the gradients");
+  if (!getScatter()) {
+    // grad_bucket_wait_c2
+    if (getGrads().getTypes() != getResults().getTypes())
+      return emitOpError("results must have the types of the gradients");
+    return success();
+  }
+  // grad_bucket_wait_c3: each result is its gradient's block along dim 0.
+  if (getResults().size() != getGrads().size())
+    return emitOpError("needs one result per gradient");
+  int64_t devices = *verifyAxes(*this, getAxes());
+  for (auto [g, r] : llvm::zip(getGrads(), getResults()))
+    if (failed(verifyBlocks(*this, 0, cast<RankedTensorType>(r.getType()),
+                            cast<RankedTensorType>(g.getType()), devices)))
+      return failure();
   return success();
 }

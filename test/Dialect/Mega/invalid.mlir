@@ -971,6 +971,26 @@ func.func @grad_bucket_wait_types(%g: tensor<4xf32>) {
 
 // -----
 
+// grad_bucket_wait_c3: with `scatter`, each result is its gradient's block
+// along dim 0 over the devices of `axes` (2 here).
+module attributes {mega.mesh = array<i64: 1, 2>} {
+func.func @grad_bucket_wait_scatter_block(%g: tensor<4x5xf32>) {
+  // expected-error @+1 {{dim 0: 4 is not the device count times 1}}
+  %r = mega.grad_bucket_wait %g axes [1] scatter : tensor<4x5xf32> -> tensor<1x5xf32>
+  return
+}
+}
+
+// -----
+
+func.func @grad_bucket_wait_scatter_dims(%g: tensor<4x5xf32>) {
+  // expected-error @+1 {{dim 1: 5 is not equal to 4}}
+  %r = mega.grad_bucket_wait %g axes [1] scatter : tensor<4x5xf32> -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
 func.func @grad_bucket_twice() {
   // expected-error @+1 {{names 'w' twice}}
   mega.grad_bucket_start ["w", "w"] axes [1]

@@ -4,8 +4,10 @@
 // (included from MegaOps.td), inserted by mega-data-parallel (and a wait alone
 // by mega-tensor-grad-bucket):
 //  * mega.grad_bucket_start - in @train, right after a bucket's last gradient
-//                             accumulation: start its all-reduce
+//                             accumulation: start its all-reduce (or, with
+//                             `scatter`, its reduce-scatters)
 //  * mega.grad_bucket_wait  - in @optimizer: the bucket's reduced gradients
+//                             (or their blocks)
 // Constraint ids refer to docs/dialect.md.
 //
 //===----------------------------------------------------------------------===//
@@ -24,13 +26,18 @@ def Mega_GradBucketStartOp : Mega_Op<"grad_bucket_start",
     on the last micro-batch of a step only; the accumulators must not be
     touched until the `mega.grad_bucket_wait` of the same gradients in
     @optimizer. A runtime may also do nothing here: the wait then reduces.
+    With `scatter` (the distributed optimizer) each gradient is
+    reduce-scattered along dim 0 instead: every device keeps its block of
+    the sum.
 
     ```mlir
     mega.grad_bucket_start ["h.1.mlp.c_proj.bias", "h.1.mlp.c_proj.weight"] axes [1]
+    mega.grad_bucket_start ["h.1.mlp.c_proj.bias", "h.1.mlp.c_proj.weight"] axes [1] scatter
     ```
   }];
-  let arguments = (ins StrArrayAttr:$grads, DenseI64ArrayAttr:$axes);
-  let assemblyFormat = "$grads `axes` $axes attr-dict";
+  let arguments = (ins StrArrayAttr:$grads, DenseI64ArrayAttr:$axes,
+                   UnitAttr:$scatter);
+  let assemblyFormat = "$grads `axes` $axes (`scatter` $scatter^)? attr-dict";
   let hasVerifier = 1;
 }
 
@@ -47,22 +54,37 @@ def Mega_GradBucketWaitOp : Mega_Op<"grad_bucket_wait",
     (`axes [0]`) in the optimizer: the tensor-group sum of the replicated
     parameters' gradient terms.
 
+    With `scatter` (the distributed optimizer, after a start with `scatter`)
+    `results[k]` is this device's block along dim 0 of that sum, as
+    `mega.reduce_scatter ... {dim = 0}` gives it; the accumulators' bytes
+    are then unspecified until `mega.zero_grad`.
+
     ```mlir
     %b, %w = mega.grad_bucket_wait %gb, %gw axes [1]
         : tensor<32xf32>, tensor<128x32xf32> -> tensor<32xf32>, tensor<128x32xf32>
+    %bb, %bw = mega.grad_bucket_wait %gb, %gw axes [1] scatter
+        : tensor<32xf32>, tensor<128x32xf32> -> tensor<16xf32>, tensor<64x32xf32>
     ```
   }];
   let arguments = (ins Variadic<Mega_F32Tensor>:$grads,
-                   DenseI64ArrayAttr:$axes);
+                   DenseI64ArrayAttr:$axes, UnitAttr:$scatter);
   let results = (outs Variadic<Mega_F32Tensor>:$results);
   let assemblyFormat = [{
-    $grads `axes` $axes attr-dict `:` type($grads) `->` type($results)
+    $grads `axes` $axes (`scatter` $scatter^)? attr-dict `:` type($grads) `->`
+    type($results)
   }];
   let builders = [OpBuilder<(ins "mlir::ValueRange":$grads,
                                  "llvm::ArrayRef<int64_t>":$axes), [{
     $_state.addOperands(grads);
     $_state.addAttribute("axes", $_builder.getDenseI64ArrayAttr(axes));
     $_state.addTypes(grads.getTypes());
+  }]>, OpBuilder<(ins "mlir::ValueRange":$grads,
+                      "llvm::ArrayRef<int64_t>":$axes,
+                      "mlir::TypeRange":$blocks), [{
+    $_state.addOperands(grads);
+    $_state.addAttribute("axes", $_builder.getDenseI64ArrayAttr(axes));
+    $_state.addAttribute("scatter", $_builder.getUnitAttr());
+    $_state.addTypes(blocks);
   }]>];
   let hasVerifier = 1;
 }
