@@ -15,9 +15,13 @@ rank 0's trace. Per iteration (the first of each run skipped as warm-up):
               (overlapped) or the bucket copies + AllReduce (not)
   start       the AllReduceStart instructions in train (the bucket copies)
 
+With --use-distributed-optimizer both plans reduce-scatter the gradients
+instead (ZeRO-1): exposed is then ReduceScatterWait (overlapped) or the
+ReduceScatters in the optimizer, start the ReduceScatterStarts.
+
   /usr/bin/python3 bench/dp_overlap.py --bin build/bin [--steps 6]
       [--repeats 3] [--micro-batch-size 1] [--global-batch-size 2]
-      [--ddp-bucket-size 1000000]
+      [--ddp-bucket-size 1000000] [--use-distributed-optimizer]
 """
 import argparse
 import json
@@ -57,16 +61,21 @@ def measure(it):
     # Without overlap the optimizer starts with the bucket copies (Copy) and
     # the AllReduce of each bucket; everything up to the last AllReduce is
     # the reduction.
+    # The distributed optimizer reduce-scatters each gradient from its
+    # accumulator (no copies).
     exposed = 0.0
-    waits = [k for k in in_opt if k["name"] == "AllReduceWait"]
+    waits = [k for k in in_opt if k["name"] in ("AllReduceWait", "ReduceScatterWait")]
     if waits:
         exposed = sum(k["dur"] for k in waits)
     else:
-        last = max((k["ts"] + k["dur"] for k in in_opt if k["name"] == "AllReduce"), default=None)
+        reduce = "ReduceScatter" if any(k["name"] == "ReduceScatter" for k in in_opt) \
+            else "AllReduce"
+        last = max((k["ts"] + k["dur"] for k in in_opt if k["name"] == reduce), default=None)
         if last is not None:
             exposed = sum(k["dur"] for k in in_opt
-                          if k["ts"] + k["dur"] <= last and k["name"] in ("Copy", "AllReduce"))
-    start = sum(k["dur"] for k in kernels if k["name"] == "AllReduceStart")
+                          if k["ts"] + k["dur"] <= last and k["name"] in ("Copy", reduce))
+    start = sum(k["dur"] for k in kernels
+                if k["name"] in ("AllReduceStart", "ReduceScatterStart"))
     return {"step": (opt["ts"] + opt["dur"] - first) / 1e3, "optimizer": opt["dur"] / 1e3,
             "exposed": exposed / 1e3, "start": start / 1e3}
 
@@ -83,7 +92,9 @@ def main():
     # 1 M elements (4 MB): 6 buckets here (megac's default of 25 MiB would
     # make the whole model one bucket, started only after the embedding).
     ap.add_argument("--ddp-bucket-size", type=int, default=1000000)
+    ap.add_argument("--use-distributed-optimizer", action="store_true")
     a = ap.parse_args()
+    zero = ["--use-distributed-optimizer"] if a.use_distributed_optimizer else []
     tmp = tempfile.mkdtemp(prefix="mega-dp-overlap-")
     data = write_dataset(os.path.join(tmp, "data"), 200000, 8192)
     plans = {}
@@ -91,7 +102,7 @@ def main():
         plans[name] = os.path.join(tmp, name.replace(" ", "-") + ".plan")
         cmd = [os.path.join(a.bin, "megac"), MODEL, "-o", plans[name], "--dp", 2,
                "--micro-batch-size", a.micro_batch_size, "--global-batch-size",
-               a.global_batch_size, "--ddp-bucket-size", a.ddp_bucket_size] + flags + SETS
+               a.global_batch_size, "--ddp-bucket-size", a.ddp_bucket_size] + flags + zero + SETS
         subprocess.run([str(x) for x in cmd], check=True)
     # The two alternate, --repeats times, so that a slow spell of the
     # machine hits both; the medians are over all their iterations.
@@ -103,7 +114,8 @@ def main():
             out = mpirun([os.path.join(a.bin, "mega-run"), plan, "--data", data, "--steps",
                           a.steps, "--log-interval", 1, "--trace", trace, "--seed", 1], 2)
             losses[name] = re.findall(r"lm loss: ([0-9.E+-]+)", out)
-            b = re.search(r"(\d+) data-parallel gradient buckets all-reduced", out)
+            b = re.search(r"(\d+) data-parallel gradient buckets (all-reduced|reduce-scattered)",
+                          out)
             buckets[name] = b.group(1) if b else "-"
             samples[name] += [measure(it) for it in iterations(trace)[1:]]
     rows = {}
@@ -113,7 +125,8 @@ def main():
         rows[name]["buckets"] = buckets[name]
     m = a.global_batch_size // (2 * a.micro_batch_size)
     print(f"GPT 4x256, vocab 8192, seq 128 (5.3 M parameters), dp 2 on 2 ranks, "
-          f"micro-batch {a.micro_batch_size}, {m} micro-batches per rank; "
+          f"micro-batch {a.micro_batch_size}, {m} micro-batches per rank"
+          f"{', distributed optimizer' if zero else ''}; "
           f"median of {a.repeats} x {a.steps - 1} iterations (ms)")
     print(f"{'reduction':<14}{'buckets':>8}{'step':>10}{'optimizer':>11}{'exposed':>10}{'start':>8}")
     for name, r in rows.items():
