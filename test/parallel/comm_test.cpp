@@ -282,6 +282,36 @@ void checkGroup(Communicator &comm, plan::ParallelGroup kind, int w,
     if (!started)
       expect(x1 == keep1 && x2 == keep2,
              name + " an unstarted reduce-scatter wait left its gradients", w);
+    // A second start before the wait is refused (the first is then
+    // completed, so no request outlives the test).
+    if (started) {
+      err.clear();
+      sr.start(sstart, grads);
+      try {
+        sr.start(sstart, grads);
+      } catch (const Error &e) {
+        err = e.what();
+      }
+      sr.wait(swait, grads, blocks);
+      expect(err.find("ReduceScatterStart: the bucket's previous collective "
+                      "was never waited for") != std::string::npos &&
+                 got1 == want1,
+             name + " a reduce-scatter bucket started twice: '" + err + "'", w);
+    }
+    // A start whose bucket no wait completes: refused at load.
+    BucketReducer lone(backend, comm);
+    err.clear();
+    try {
+      lone.declare(sstart, grads);
+      lone.checkPairs();
+    } catch (const Error &e) {
+      err = e.what();
+    }
+    expect(err.find("starts the reduce-scatter of a gradient bucket (" +
+                    std::to_string(x1.size() + x2.size()) +
+                    " elements) that no ReduceScatterWait completes") !=
+               std::string::npos,
+           name + " a reduce-scatter start without a wait: '" + err + "'", w);
   }
   // An all-reduce and a reduce-scatter of one bucket: refused.
   BucketReducer mixed(backend, comm);
