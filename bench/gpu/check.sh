@@ -425,7 +425,8 @@ do_ranks() {
       fi
       echo "ranks $name failed:"; tail -5 "$LOGS/ranks-$name.log"; rc=1; continue
     fi
-    grep -h "collectives:\|buckets all-reduced\|pipeline .* over" "$LOGS/ranks-$name.log" | head -3
+    grep -h "collectives:\|buckets all-reduced\|buckets reduce-scattered\|pipeline .* over" \
+      "$LOGS/ranks-$name.log" | head -3
     printf '%-8s ' "$name"
     "$PY" "$TOOLS" compare "$LOGS/$ref.jsonl" "$LOGS/ranks-$name.jsonl" --rtol "$rtol" \
       | tail -1 || rc=1

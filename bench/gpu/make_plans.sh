@@ -97,11 +97,12 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --schedule interleaved
 # Tensor parallelism (the vocabulary-parallel embedding and loss kernels), with
 # 1F1B, and the distributed optimizer (AdamW on this rank's block of each
-# parameter between a ReduceScatter and an AllGather).
+# parameter between a reduce-scatter, started in buckets during the backward,
+# and an AllGather).
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2-cuda.plan" "${RANKS[@]}" --tp 2
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2pp2-cuda.plan" "${RANKS[@]}" --tp 2 --pp 2
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-dp2do-cuda.plan" "${RANKS[@]}" --dp 2 \
-  --use-distributed-optimizer
+  --use-distributed-optimizer --ddp-bucket-size 300000
 # Sequence parallelism with data parallelism: the norms' and biases' gradient
 # terms summed over the tensor group once a step, after the data buckets.
 "$MEGAC" models/gpt.mlir -o "$OUT/ranks-tp2spdp2-cuda.plan" "${RANKS[@]}" --tp 2 \
