@@ -19,6 +19,9 @@ to rel 1e-4. Each layout runs on T*P*D MPI ranks.
    1  2  1  2  interleaved                               4 layers, vocab 256
    2  1  1  -  -            --sequence-parallel          4 layers, vocab 256
    1  1  2  -  -            --use-distributed-optimizer  4 layers, vocab 256
+   2  2  2  -  1f1b         --sequence-parallel          4 layers, vocab 256
+                            --use-distributed-optimizer
+                            --ddp-bucket-size 5000
    2  2  1  -  1f1b         (awkward)                    3 layers, vocab 251
 
 The awkward shape: 3 layers on 2 pipeline stages (an uneven cut) and a
@@ -51,6 +54,9 @@ GRID = [
     (1, 2, 1, 2, "interleaved", [], 4, 256),
     (2, 1, 1, 1, None, ["--sequence-parallel"], 4, 256),
     (1, 1, 2, 1, None, ["--use-distributed-optimizer"], 4, 256),
+    # Every axis at once, the reduce-scatters overlapped in small buckets.
+    (2, 2, 2, 1, "1f1b", ["--sequence-parallel", "--use-distributed-optimizer",
+                          "--ddp-bucket-size", "5000"], 4, 256),
     (2, 2, 1, 1, "1f1b", [], 3, 251),
 ]
 
