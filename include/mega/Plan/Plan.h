@@ -347,7 +347,8 @@ enum class Op : uint16_t {
 };
 /// The opcodes by family, as X-macro lists, so that the plan library and
 /// every backend's dispatch name the same set: the plain kernels (0-16), the
-/// collectives (17-21, 31-32 and 35-36, run through Backend::collective), the
+/// collectives (17-21, run through Backend::collective, and the buckets'
+/// 31-32 and 35-36, through the engine's BucketReducer), the
 /// vocabulary-parallel kernels (22-27, which need the rank in their group)
 /// and the mixed-precision, fused-attention, fused-optimizer and fused-loss
 /// kernels (28-30, 33 and 34, called like the plain ones).
