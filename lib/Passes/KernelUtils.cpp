@@ -289,4 +289,34 @@ private:
 
 EwCode generateEwCode(const EwProgram &prog) { return EwCodeGen(prog).run(); }
 
+bool accumulatingEwCode(SmallVectorImpl<int64_t> &i) {
+  int64_t n = i[0], numInputs = i[1], numOutputs = i[2];
+  if (numOutputs != 1)
+    return false;
+  size_t codeStart = 3 + numInputs;
+  int64_t maxReg = 0;
+  for (size_t c = codeStart; c + 3 < i.size(); c += 4) {
+    auto op = EwOp(i[c]);
+    maxReg = std::max(maxReg, i[c + 1]);
+    if (op != EwOp::Load && op != EwOp::Store && op != EwOp::Const)
+      maxReg = std::max({maxReg, i[c + 2], i[c + 3]});
+  }
+  int64_t t = maxReg + 1;
+  if (t >= kEwRegisterCount)
+    return false;
+  SmallVector<int64_t> out = {n, numInputs + 1, 1};
+  out.append(i.begin() + 3, i.begin() + codeStart);
+  out.push_back(n);
+  for (size_t c = codeStart; c + 3 < i.size(); c += 4) {
+    if (EwOp(i[c]) == EwOp::Store) {
+      int64_t r = i[c + 1];
+      out.append(
+          {int64_t(EwOp::Load), t, numInputs, 0, int64_t(EwOp::Add), r, r, t});
+    }
+    out.append(i.begin() + c, i.begin() + c + 4);
+  }
+  i = std::move(out);
+  return true;
+}
+
 } // namespace mega

@@ -84,6 +84,13 @@ EwCode generateEwCode(const EwProgram &prog);
 /// scale, gelu, gelu_grad) on statically shaped f32 tensors.
 bool isEwSupported(mlir::Operation *op);
 
+/// Rewrites the integer attributes `i` of a one-output Elementwise kernel
+/// so that it also loads one more input (its last: the value accumulated
+/// into) and adds it to the result just before the store (mega-lower-to-
+/// kernels folds a gradient accumulation into its producer with it). False,
+/// `i` unchanged, for several outputs or when the code has no free register.
+bool accumulatingEwCode(llvm::SmallVectorImpl<int64_t> &i);
+
 /// The value of `v` when it is produced by `mega.fill`.
 std::optional<double> fillValue(mlir::Value v);
 
