@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
+#include "GemmTuning.h"
 
 #include <cuda_bf16.h>
 
@@ -243,20 +244,18 @@ void refusedEpilogue(const LtEpilogue &epi, int64_t N, int64_t M, int64_t K,
                (long long)M, (long long)N, (long long)K);
 }
 
-/// mega-run --gemm-autotune: times each of `e`'s candidates on this very
-/// call (one launch to warm up, then kTuneReps) and makes the fastest
-/// `e.algo`. Repeating the call must change nothing it reads: `D` is the
-/// call's own D when C is not D or is not read (beta 0), else scratch of
-/// D's layout (ltGemm); every output is write-only then (the plan's check
-/// keeps D off A, B, the bias and aux). A candidate the call refuses is
-/// skipped. Tells the choice on stderr when it is not the heuristic's
-/// first. Returns the chosen algorithm's time in microseconds, or -1 when
-/// no candidate ran.
+/// mega-run --gemm-autotune: times `e`'s candidates on this very call and
+/// makes the one chooseCandidate (GemmTuning.h) picks `e.algo`. Repeating
+/// the call must change nothing it reads: `D` is the call's own D when C is
+/// not D or is not read (beta 0), else scratch of D's layout (ltGemm);
+/// every output is write-only then (the plan's check keeps D off A, B, the
+/// bias and aux). A candidate the call refuses is skipped. Tells the choice
+/// on stderr when it is not the heuristic's first. Returns the chosen
+/// algorithm's time in microseconds, or -1 when no candidate ran.
 double tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
-                const void *B, const void *A, const float *beta,
-                const void *C, void *D, int64_t N, int64_t M, int64_t K,
-                const LtEpilogue &epi) {
-  constexpr int kTuneReps = 3;
+                  const void *B, const void *A, const float *beta,
+                  const void *C, void *D, int64_t N, int64_t M, int64_t K,
+                  const LtEpilogue &epi) {
   cudaEvent_t t0 = nullptr, t1 = nullptr;
   checkCuda(cudaEventCreate(&t0), "cudaEventCreate");
   checkCuda(cudaEventCreate(&t1), "cudaEventCreate");
@@ -267,48 +266,38 @@ double tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
       cudaEventDestroy(b);
     }
   } guard{t0, t1};
-  float best = 0.0f, first = -1.0f;
-  size_t bestAt = 0;
-  bool any = false;
-  for (size_t k = 0; k < e.candidates.size(); ++k) {
-    const cublasLtMatmulAlgo_t &algo = e.candidates[k];
-    auto launch = [&] {
-      return cublasLtMatmul(ctx.lt, e.desc, alpha, B, e.a, A, e.b, beta, C,
-                            e.c, D, e.c, &algo, ctx.ltWorkspace,
-                            ctx.ltWorkspaceBytes, ctx.stream);
-    };
-    if (launch() != CUBLAS_STATUS_SUCCESS)
-      continue;
+  auto launch = [&](size_t k) {
+    return cublasLtMatmul(ctx.lt, e.desc, alpha, B, e.a, A, e.b, beta, C, e.c,
+                          D, e.c, &e.candidates[k], ctx.ltWorkspace,
+                          ctx.ltWorkspaceBytes, ctx.stream);
+  };
+  TuneClock clock;
+  clock.warm = [&](size_t k) { return launch(k) == CUBLAS_STATUS_SUCCESS; };
+  clock.time = [&](size_t k, int reps) {
     checkCuda(cudaEventRecord(t0, ctx.stream), "cudaEventRecord");
-    for (int r = 0; r < kTuneReps; ++r)
-      checkLt(launch(), "cublasLtMatmul (autotune)");
+    for (int r = 0; r < reps; ++r)
+      checkLt(launch(k), "cublasLtMatmul (autotune)");
     checkCuda(cudaEventRecord(t1, ctx.stream), "cudaEventRecord");
     checkCuda(cudaEventSynchronize(t1), "cudaEventSynchronize");
     float ms = 0.0f;
     checkCuda(cudaEventElapsedTime(&ms, t0, t1), "cudaEventElapsedTime");
-    ms /= kTuneReps;
-    if (k == 0)
-      first = ms;
-    if (!any || ms < best) {
-      best = ms;
-      bestAt = k;
-      any = true;
-    }
-  }
-  if (!any)
+    return double(ms) / reps;
+  };
+  const TuneResult r = chooseCandidate(e.candidates.size(), clock);
+  if (r.chosen < 0)
     return -1.0;
-  e.algo = e.candidates[bestAt];
-  if (bestAt != 0)
+  e.algo = e.candidates[size_t(r.chosen)];
+  if (r.chosen != 0)
     std::fprintf(stderr,
                  "cuda: autotune: the %lld x %lld x %lld product (%s) takes "
-                 "candidate %zu of %zu: %.1f us, the heuristic's first "
+                 "candidate %ld of %zu: %.1f us, the heuristic's first "
                  "%.1f us\n",
                  (long long)M, (long long)N, (long long)K,
                  epi.mode == CUBLASLT_EPILOGUE_DEFAULT ? "no epilogue"
                                                        : epilogueName(epi.mode),
-                 bestAt + 1, e.candidates.size(), 1e3 * best,
-                 first < 0 ? -1.0 : 1e3 * first);
-  return 1e3 * double(best);
+                 r.chosen + 1, e.candidates.size(), 1e3 * r.ms,
+                 r.firstMs < 0 ? -1.0 : 1e3 * r.firstMs);
+  return 1e3 * r.ms;
 }
 
 /// A kept choice (mega-run --gemm-autotune-file) as `e`'s algorithm when
