@@ -234,6 +234,9 @@ void ProgramRunner::runGraph() {
     if (graph_->otherNodes())
       what += " and " + std::to_string(graph_->otherNodes()) +
               " copies or fills";
+    const std::string kinds = graph_->otherNodeKinds();
+    if (!kinds.empty())
+      what += " (" + kinds + ")";
     graphNotice_(what);
   }
 }

@@ -223,6 +223,8 @@ public:
   virtual const char *kind() const = 0;
   virtual size_t kernels() const = 0;
   virtual size_t otherNodes() const = 0;
+  /// The other nodes by kind ("132 memset, 24 memcpy"), or "".
+  virtual std::string otherNodeKinds() const { return ""; }
 };
 
 /// How a run's collectives move data (mega-run --comm): Auto picks the

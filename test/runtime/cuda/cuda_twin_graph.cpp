@@ -267,8 +267,11 @@ void allRecorded(const std::vector<Case> &cs) {
     report(bad == 0, label,
            bad ? std::to_string(bad) + " differ from eager, first " + first
                : std::to_string(g->kernels()) + " kernels, " +
-                     std::to_string(g->otherNodes()) +
-                     " other nodes; all bit-identical to eager");
+                     std::to_string(g->otherNodes()) + " other nodes" +
+                     (g->otherNodeKinds().empty()
+                          ? std::string()
+                          : " (" + g->otherNodeKinds() + ")") +
+                     "; all bit-identical to eager");
   } catch (const std::exception &e) {
     report(false, label, std::string("threw: ") + e.what());
   }

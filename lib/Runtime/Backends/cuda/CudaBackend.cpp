@@ -23,8 +23,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 namespace mega::rt::gpu {
 
@@ -139,16 +141,46 @@ namespace {
 // The backend
 //===----------------------------------------------------------------------===//
 
+/// A graph node's kind as the log names it.
+const char *graphNodeKind(cudaGraphNodeType t) {
+  switch (t) {
+  case cudaGraphNodeTypeMemcpy:
+    return "memcpy";
+  case cudaGraphNodeTypeMemset:
+    return "memset";
+  case cudaGraphNodeTypeHost:
+    return "host";
+  case cudaGraphNodeTypeGraph:
+    return "child graph";
+  case cudaGraphNodeTypeEmpty:
+    return "empty";
+  case cudaGraphNodeTypeWaitEvent:
+    return "event wait";
+  case cudaGraphNodeTypeEventRecord:
+    return "event record";
+  case cudaGraphNodeTypeMemAlloc:
+    return "alloc";
+  case cudaGraphNodeTypeMemFree:
+    return "free";
+  case cudaGraphNodeTypeConditional:
+    return "conditional";
+  default:
+    return "other";
+  }
+}
+
 /// One program run's launches as an instantiated CUDA graph. It holds the
 /// addresses of the kernel scratch and tables as they were when recorded,
 /// so it refuses to replay once either has moved.
 class CudaGraph final : public LaunchGraph {
 public:
   CudaGraph(cudaStream_t stream, cudaGraphExec_t exec, size_t kernels,
-            size_t others, const Workspace &ws, const TableCache &tables)
+            size_t others, std::string otherKinds, const Workspace &ws,
+            const TableCache &tables)
       : stream_(stream), exec_(exec), kernels_(kernels), others_(others),
-        ws_(ws), tables_(tables), wsGeneration_(ws.generation()),
-        tablesGeneration_(tables.generation()) {}
+        otherKinds_(std::move(otherKinds)), ws_(ws), tables_(tables),
+        wsGeneration_(ws.generation()), tablesGeneration_(tables.generation()) {
+  }
   ~CudaGraph() override {
     // Nothing here may throw; a replay still queued keeps the exec alive
     // (CUDA defers its release).
@@ -164,11 +196,13 @@ public:
   const char *kind() const override { return "CUDA graph"; }
   size_t kernels() const override { return kernels_; }
   size_t otherNodes() const override { return others_; }
+  std::string otherNodeKinds() const override { return otherKinds_; }
 
 private:
   cudaStream_t stream_;
   cudaGraphExec_t exec_;
   size_t kernels_, others_;
+  std::string otherKinds_;
   const Workspace &ws_;
   const TableCache &tables_;
   uint64_t wsGeneration_, tablesGeneration_;
@@ -547,11 +581,22 @@ public:
     std::vector<cudaGraphNode_t> nodes(n);
     if (e == cudaSuccess && n)
       e = cudaGraphGetNodes(graph, nodes.data(), &n);
+    // The other nodes by kind, for the log: the plan's Copies and Fills,
+    // and whatever the libraries (cuBLASLt, cuDNN) record around their
+    // kernels.
+    std::map<std::string, size_t> others;
     for (size_t k = 0; e == cudaSuccess && k < n; ++k) {
       cudaGraphNodeType t;
       e = cudaGraphNodeGetType(nodes[k], &t);
-      kernels += t == cudaGraphNodeTypeKernel;
+      if (e == cudaSuccess && t == cudaGraphNodeTypeKernel)
+        ++kernels;
+      else if (e == cudaSuccess)
+        ++others[graphNodeKind(t)];
     }
+    std::string otherKinds;
+    for (const auto &[kind, count] : others)
+      otherKinds +=
+          (otherKinds.empty() ? "" : ", ") + std::to_string(count) + " " + kind;
     cudaGraphExec_t exec = nullptr;
     if (e == cudaSuccess)
       e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
@@ -562,7 +607,7 @@ public:
       return nullptr;
     }
     return std::make_unique<CudaGraph>(stream_, exec, kernels, n - kernels,
-                                       *ws_, *tables_);
+                                       std::move(otherKinds), *ws_, *tables_);
   }
 
 private:
