@@ -486,6 +486,21 @@ do_mega_timing() {
   time_plan bf16-autotune gpt2-bf16-tuned gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-tuned.log"
+  # The default run and this one timed the same candidates: did they keep
+  # the same ones? (Only the choices that are not the heuristic's first are
+  # told; the times are left out of the comparison.)
+  local k
+  for k in gpt2-bf16 gpt2-bf16-tuned; do
+    grep -h "cuda: autotune: the" "$LOGS/$k.log" | sed 's/: [0-9.-]* us, .*//' | sort \
+      >"$LOGS/$k.choices"
+  done
+  if cmp -s "$LOGS/gpt2-bf16.choices" "$LOGS/gpt2-bf16-tuned.choices"; then
+    echo "autotune: the two timings kept the same algorithms" \
+      "($(wc -l <"$LOGS/gpt2-bf16.choices") not the heuristic's first)"
+  else
+    echo "autotune: the two timings kept different algorithms:"
+    diff "$LOGS/gpt2-bf16.choices" "$LOGS/gpt2-bf16-tuned.choices" | grep '^[<>]'
+  fi
   time_plan bf16-kept gpt2-bf16-kept gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
   # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
