@@ -20,7 +20,8 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%mega_src", config.mega_src_root))
 config.substitutions.append(("%models", os.path.join(config.mega_src_root, "models")))
 
-# Tests of a tool that is not built yet say `REQUIRES: megac`.
-for tool in ["megac", "mega-opt"]:
+# Tests of a tool that is not built yet say `REQUIRES: megac` (lanes_test:
+# the runtime's, test/runtime/engine).
+for tool in ["megac", "mega-opt", "lanes_test"]:
     if os.path.exists(os.path.join(config.mega_tools_dir, tool)):
         config.available_features.add(tool)

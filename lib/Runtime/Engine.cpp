@@ -192,15 +192,48 @@ void ProgramRunner::useGraph(
     std::function<void(const std::string &)> notice) {
   graphOn_ = graphEligible_;
   graphNotice_ = std::move(notice);
+  lanesOn_ = false;
+  if (!graphOn_ || !backend_.prepareSideStream(steps_.size()))
+    return;
+  // The bytes each launch touches: its inputs read, its outputs read and
+  // written (some add into what they hold).
+  std::vector<std::vector<Access>> touches(steps_.size());
+  std::vector<bool> side(steps_.size());
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const Step &s = steps_[k];
+    std::vector<const plan::Value *> ins;
+    for (const TensorRef &r : s.inputs) {
+      touches[k].push_back(
+          {static_cast<const char *>(r.data), size_t(r.value->bytes()), false});
+      ins.push_back(r.value);
+    }
+    for (const TensorRef &r : s.outputs)
+      touches[k].push_back(
+          {static_cast<const char *>(r.data), size_t(r.value->bytes()), true});
+    side[k] = backend_.sideLaunch(*s.instr, ins);
+  }
+  lanes_ = planLanes(touches, side);
+  const std::string wrong = checkLanes(touches, lanes_);
+  if (!wrong.empty())
+    throw Error("plan program '" + program_.name +
+                "': its launches over two streams: " + wrong);
+  lanesOn_ = lanes_.sideLaunches() > 0;
 }
 
 void ProgramRunner::runSteps() {
-  for (const Step &s : steps_) {
-    launch(s);
+  const bool lanes = lanesOn_ && recording_;
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    if (lanes)
+      backend_.setLane(lanes_.steps[k].lane, lanes_.steps[k].wait);
+    launch(steps_[k]);
+    if (lanes && lanes_.steps[k].record)
+      backend_.markLane(long(k));
     // Started gradient buckets advance between the kernels.
     if (reducer_ && reducer_->inFlight())
       comm_.progress();
   }
+  if (lanes)
+    backend_.setLane(0, lanes_.join);
 }
 
 void ProgramRunner::runGraph() {
@@ -214,7 +247,16 @@ void ProgramRunner::runGraph() {
   // Not recorded yet, or memory it points into has moved: record now.
   graph_.reset();
   std::string why;
-  graph_ = backend_.capture([this] { runSteps(); }, why);
+  graph_ = backend_.capture(
+      [this] {
+        recording_ = true;
+        struct Off {
+          bool &on;
+          ~Off() { on = false; }
+        } off{recording_};
+        runSteps();
+      },
+      why);
   if (!graph_) {
     graphOn_ = false;
     if (graphNotice_)
@@ -237,6 +279,10 @@ void ProgramRunner::runGraph() {
     const std::string kinds = graph_->otherNodeKinds();
     if (!kinds.empty())
       what += " (" + kinds + ")";
+    if (lanesOn_)
+      what += "; " + std::to_string(lanes_.sideLaunches()) + " of " +
+              std::to_string(steps_.size()) + " launches on the side stream, " +
+              std::to_string(lanes_.waits()) + " waits between the two";
     graphNotice_(what);
   }
 }

@@ -11,6 +11,7 @@
 #define MEGA_RUNTIME_ENGINE_H
 
 #include "BucketReducer.h"
+#include "Lanes.h"
 #include "Memory.h"
 
 #include "mega/Plan/Plan.h"
@@ -80,6 +81,8 @@ public:
   /// its size, every table is uploaded), the second records and replays,
   /// later ones replay; a run traced kernel by kernel stays eager. `notice`
   /// gets one line the first time it replays, or why it could not record.
+  /// A backend with a side stream (Backend::prepareSideStream) records
+  /// the program's launches split over its two streams (Lanes.h).
   void useGraph(std::function<void(const std::string &)> notice);
   /// Every instruction is a kernel the backend can record (no collective,
   /// no bucket start or wait, no host round trip) and the run has one rank.
@@ -127,6 +130,11 @@ private:
   bool graphTold_ = false;   ///< the notice was given
   std::unique_ptr<LaunchGraph> graph_;
   std::function<void(const std::string &)> graphNotice_;
+  /// The launches over the backend's two streams, while recording only
+  /// (the eager first run, which times the GEMMs, stays on one).
+  LanePlan lanes_;
+  bool lanesOn_ = false;
+  bool recording_ = false;
 };
 
 /// A plan made runnable on one backend: persistent memory plus a runner for

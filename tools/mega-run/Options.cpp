@@ -39,6 +39,10 @@ training:
   --no-cuda-graph            launch every kernel on its own (by default a
                                one-rank cuda run replays each program made
                                only of plain kernels as a CUDA graph)
+  --wgrad-stream             cuda: record the weight gradients' products
+                               (and their bias rows' copies) on a second
+                               stream, beside the backward they branch off,
+                               ordered by the bytes each launch touches
 generation:
   --prompt TEXT  --max-new-tokens N (64)  --temperature T (1.0; 0 = greedy)
   --top-k K (0 = all)  --tokenizer-model M.model
@@ -175,6 +179,10 @@ Options parseOptions(int argc, char **argv) {
        T,
        false,
        [&](auto &, auto &) { o.cudaGraph = false; }},
+      {{"--wgrad-stream"},
+       T,
+       false,
+       [&](auto &, auto &) { o.wgradStream = true; }},
       {{"--device"}, B, true, str(o.device)},
       {{"--comm"},
        B,
@@ -292,6 +300,9 @@ Options parseOptions(int argc, char **argv) {
   if (o.plan.empty())
     throw Error("no plan given (usage: mega-run PLAN --data PREFIX --steps N "
                 "...; see --help)");
+  if (o.wgradStream && !o.cudaGraph)
+    throw Error("--wgrad-stream splits a program's CUDA graph over two "
+                "streams; it cannot go with --no-cuda-graph");
   if (!o.gemmAutotune && (haveAutotune || !o.gemmAutotuneFile.empty()))
     throw Error(std::string("--no-gemm-autotune cannot go with ") +
                 (haveAutotune ? "--gemm-autotune" : "--gemm-autotune-file"));

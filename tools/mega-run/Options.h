@@ -24,6 +24,7 @@ struct Options {
   std::string device; ///< "" = the plan's target
   int threads = 0;
   bool cudaGraph = true; ///< --no-cuda-graph turns it off
+  bool wgradStream = false; ///< --wgrad-stream (cuda, with graphs)
   rt::CommPath comm = rt::CommPath::Auto; ///< --comm
   rt::AttentionBackend attention = rt::AttentionBackend::Auto; ///< cuda
   bool gemmAutotune = true; ///< cuda; --no-gemm-autotune turns it off

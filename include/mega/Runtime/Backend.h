@@ -208,6 +208,20 @@ inline double gradNormTotal(const plan::Instr &in, size_t n, double replicated,
   return total;
 }
 
+/// A launch whose only scratch is the GEMM library's: a bf16 MatMul without
+/// an epilogue (cuBLASLt, or cuBLAS should it have no algorithm) or a Copy.
+/// What the cuda backend's side stream runs (Backend::sideLaunch), with a
+/// cuBLAS handle and GEMM workspace of its own.
+inline bool gemmLibraryLaunch(const plan::Instr &instr,
+                              const std::vector<const plan::Value *> &inputs) {
+  if (instr.op == plan::Op::Copy)
+    return true;
+  if (instr.op != plan::Op::MatMul || inputs.empty() || !inputs[0])
+    return false;
+  const bool epilogue = instr.i.size() > 12 && instr.i[12] != 0;
+  return !epilogue && inputs[0]->dtype == plan::DType::BF16;
+}
+
 /// A backend's recording of the launches of one program run, replayed as
 /// one unit (a CUDA graph): the same kernels with the same arguments and
 /// pointers, so a replay reads its inputs from the same device buffers.
@@ -367,6 +381,34 @@ public:
     why = std::string(name()) + " backend records no launches";
     return nullptr;
   }
+  /// mega-run --wgrad-stream: readies a second stream, and `marks` marks
+  /// on it and the main one, for recording a program whose launches are
+  /// split over the two (Lanes.h); false when the backend has none (the
+  /// default, and cuda without the option). Called before capture(), never
+  /// while recording.
+  virtual bool prepareSideStream(size_t marks) {
+    (void)marks;
+    return false;
+  }
+  /// True when the side stream may run `instr`: it touches no memory
+  /// beyond its operands but scratch the side stream has its own of.
+  virtual bool
+  sideLaunch(const plan::Instr &instr,
+             const std::vector<const plan::Value *> &inputs) const {
+    (void)instr;
+    (void)inputs;
+    return false;
+  }
+  /// While recording: the launches that follow go on `lane` (0: the main
+  /// stream, 1: the side stream), after the launch marked `wait` (>= 0) on
+  /// the other one has finished.
+  virtual void setLane(int lane, long wait) {
+    (void)lane;
+    (void)wait;
+  }
+  /// While recording: marks the point after the last launch as `mark`, for
+  /// a later setLane to wait for.
+  virtual void markLane(long mark) { (void)mark; }
 
 protected:
   /// The default collective(): host pointers straight through when
@@ -492,6 +534,9 @@ struct CudaOptions {
   /// (--no-gemm-autotune: off); off here, so that a backend made without
   /// options repeats its bits run to run.
   bool gemmAutotune = false;
+  /// mega-run --wgrad-stream: a second stream for the weight gradients'
+  /// products while a program is recorded (Backend::prepareSideStream).
+  bool wgradStream = false;
   /// mega-run --gemm-autotune-file: the choices kept from earlier runs
   /// (used where they still apply; the GEMMs they lack are timed and
   /// added) and what writes them back after each addition. A set timed on

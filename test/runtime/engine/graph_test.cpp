@@ -13,15 +13,24 @@
 //   - a refused recording leaves the program eager for good, with a notice;
 //   - a run traced kernel by kernel launches each kernel itself;
 //   - the plain CPU backend never records, and gives no notice.
+// With a side stream (Backend::prepareSideStream, Lanes.h; here any launch
+// may go there), the recording keeps each launch's lane and wait, and a
+// replay runs the side launches in another order the waits allow: as late
+// as they may (each just before the first main launch that waits for it),
+// then as early (right after the main launch it waits for). A wait the
+// engine left out would let a launch read bytes rewritten after, or before,
+// its time, and the bits would differ from the plain engine's.
 //
 //===----------------------------------------------------------------------===//
 #include "Engine.h"
 #include "TestPlans.h"
 #include "Trace.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +58,8 @@ public:
   struct Launch {
     const plan::Instr *instr;
     std::vector<TensorRef> ins, outs;
+    int lane = 0;
+    long wait = -1; ///< the launch (index into the recording) it waits for
   };
   class Recording final : public LaunchGraph {
   public:
@@ -58,9 +69,58 @@ public:
       if (be_.generation != generation_)
         return false;
       ++be_.replays;
-      for (const Launch &l : launches_)
-        be_.cpu_->launch(*l.instr, l.ins, l.outs);
+      std::vector<size_t> order = be_.replays % 2 ? late() : early();
+      for (size_t k : order)
+        be_.cpu_->launch(*launches_[k].instr, launches_[k].ins,
+                         launches_[k].outs);
       return true;
+    }
+    /// Side launches as late as the waits allow.
+    std::vector<size_t> late() const {
+      std::vector<size_t> order, pending;
+      auto flushTo = [&](long last) {
+        size_t n = 0;
+        while (n < pending.size() && long(pending[n]) <= last)
+          order.push_back(pending[n++]);
+        pending.erase(pending.begin(), pending.begin() + long(n));
+      };
+      for (size_t k = 0; k < launches_.size(); ++k) {
+        if (launches_[k].lane == 1) {
+          pending.push_back(k);
+          continue;
+        }
+        if (launches_[k].wait >= 0)
+          flushTo(launches_[k].wait);
+        order.push_back(k);
+      }
+      flushTo(long(launches_.size()));
+      return order;
+    }
+    /// Side launches as early as the waits allow: right after the main
+    /// launch each waits for (or the one its lane's previous waited for).
+    std::vector<size_t> early() const {
+      std::vector<size_t> order, side;
+      std::vector<long> after; // the main launch each side launch follows
+      long c = -1;
+      for (size_t k = 0; k < launches_.size(); ++k)
+        if (launches_[k].lane == 1) {
+          c = std::max(c, launches_[k].wait);
+          side.push_back(k);
+          after.push_back(c);
+        }
+      size_t s = 0;
+      auto run = [&](long mainDone) {
+        while (s < side.size() && after[s] <= mainDone)
+          order.push_back(side[s++]);
+      };
+      run(-1);
+      for (size_t k = 0; k < launches_.size(); ++k)
+        if (launches_[k].lane == 0) {
+          order.push_back(k);
+          run(long(k));
+        }
+      run(long(launches_.size()));
+      return order;
     }
     const char *kind() const override { return "test recording"; }
     size_t kernels() const override { return launches_.size(); }
@@ -89,9 +149,17 @@ public:
   void launch(const plan::Instr &in, const std::vector<TensorRef> &i,
               const std::vector<TensorRef> &o) override {
     if (recording_) {
-      kept_.push_back({&in, i, o});
+      long wait = -1;
+      if (wait_ >= 0) {
+        CHECK(marks_.count(wait_) == 1); // waits only for what was marked
+        wait = marks_.count(wait_) ? marks_.at(wait_) : -1;
+        CHECK(wait >= 0 && kept_[size_t(wait)].lane != lane_);
+      }
+      kept_.push_back({&in, i, o, lane_, wait});
+      wait_ = -1;
       return;
     }
+    CHECK(lane_ == 0);
     ++eagerLaunches;
     cpu_->launch(in, i, o);
   }
@@ -108,20 +176,56 @@ public:
     ++captures;
     recording_ = true;
     kept_.clear();
+    marks_.clear();
+    joined_ = -1;
     body();
     recording_ = false;
+    // The engine ends on the main lane, having waited for the side lane's
+    // last launch (a CUDA recording must end joined).
+    CHECK(lane_ == 0);
+    wait_ = -1; // the join's: it waits at once, for no launch after it
+    long lastSide = -1;
+    for (size_t k = 0; k < kept_.size(); ++k)
+      if (kept_[k].lane == 1)
+        lastSide = long(k);
+    CHECK(lastSide < 0 || joined_ >= lastSide);
+    for (const Launch &l : kept_)
+      sideLaunches += l.lane == 1;
     return std::make_unique<Recording>(*this, std::move(kept_));
+  }
+  bool prepareSideStream(size_t) override { return twoStreams; }
+  bool sideLaunch(const plan::Instr &,
+                  const std::vector<const plan::Value *> &) const override {
+    return true; // the CPU has no scratch to share: any launch may go
+  }
+  void setLane(int lane, long wait) override {
+    CHECK(recording_ && (lane == 0 || lane == 1));
+    lane_ = lane;
+    wait_ = wait;
+    if (wait >= 0)
+      CHECK(marks_.count(wait) == 1);
+    if (lane == 0 && wait >= 0 && marks_.count(wait))
+      joined_ = std::max(joined_, marks_.at(wait));
+  }
+  void markLane(long mark) override {
+    CHECK(recording_ && !kept_.empty());
+    marks_[mark] = long(kept_.size()) - 1;
   }
 
   int captures = 0, replays = 0;
-  int64_t eagerLaunches = 0;
+  int64_t eagerLaunches = 0, sideLaunches = 0;
   uint64_t generation = 0; ///< bumped by the test: recordings go stale
   bool refuse = false;
+  bool twoStreams = false; ///< prepareSideStream's answer
 
 private:
   std::unique_ptr<Backend> cpu_;
   bool recording_ = false;
   std::vector<Launch> kept_;
+  int lane_ = 0;
+  long wait_ = -1;
+  long joined_ = -1; ///< the last side launch the main lane waited for
+  std::map<long, long> marks_; ///< the engine's mark -> launch in kept_
 };
 
 std::vector<float> params(const Engine &e) {
@@ -247,11 +351,45 @@ void testReplay() {
   CHECK(plainNotices.empty());
 }
 
+/// The same bits with the launches split over two lanes, replayed in the
+/// orders the waits allow.
+void testSideStream() {
+  test::BigramConfig cfg;
+  cfg.clip = 1.0f;
+  const plan::Plan plan = test::makeBigramPlan(cfg);
+  auto cpu = createCpuBackend(1);
+  RecordingBackend rec;
+  rec.twoStreams = true;
+  Engine plain(plan, *cpu, "cpu"), graphed(plan, rec, "cpu");
+  std::vector<std::string> notices;
+  graphed.useGraphs([&](const std::string &l) { notices.push_back(l); });
+  plain.memory().initialize(5);
+  graphed.memory().initialize(5);
+  for (int step = 1; step <= 5; ++step) {
+    std::vector<float> a = iterate(plain, step, cfg),
+                       b = iterate(graphed, step, cfg);
+    const bool ok = sameBits(a, b) && sameBits(params(plain), params(graphed));
+    if (!ok)
+      std::fprintf(stderr, "two lanes, step %d: losses or parameters differ\n",
+                   step);
+    CHECK(ok);
+  }
+  CHECK(rec.replays >= 4 && rec.sideLaunches > 0);
+  const bool told =
+      !notices.empty() &&
+      notices[0].find("launches on the side stream") != std::string::npos;
+  CHECK(told);
+  std::printf("two lanes: %lld side launches recorded, %d replays; %s\n",
+              (long long)rec.sideLaunches, rec.replays,
+              notices.empty() ? "no notice" : notices[0].c_str());
+}
+
 } // namespace
 
 int main() {
   try {
     testReplay();
+    testSideStream();
   } catch (const std::exception &e) {
     std::fprintf(stderr, "unexpected exception: %s\n", e.what());
     ++failures;

@@ -264,6 +264,7 @@ public:
     chooseAttention(options.attention);
     ctx_.gemmAutotune = options.gemmAutotune;
     keepGemmChoices(device, options);
+    wgradStream_ = options.wgradStream;
   }
 
   /// CudaOptions::gemmChoices: kept only for this GPU's name and this
@@ -306,6 +307,16 @@ public:
     cudnn_.reset();
     tables_.reset();
     ltPlans_.reset(); // before the handle its descriptors belong to
+    if (side_)
+      cudaStreamSynchronize(side_);
+    for (cudaEvent_t e : marks_)
+      cudaEventDestroy(e);
+    if (sideBlas_)
+      cublasDestroy(sideBlas_);
+    if (sideLtWorkspace_)
+      cudaFree(sideLtWorkspace_);
+    if (side_)
+      cudaStreamDestroy(side_);
     if (blas_)
       cublasDestroy(blas_);
     if (lt_)
@@ -444,12 +455,13 @@ public:
 
   std::string memoryHeld() const override {
     const size_t scratch = ws_->capacity();
-    return std::to_string(allocated_ + scratch + kLtWorkspaceBytes) +
+    const size_t lt = kLtWorkspaceBytes * (sideLtWorkspace_ ? 2 : 1);
+    return std::to_string(allocated_ + scratch + lt) +
            " bytes of device memory held by the cuda backend (allocated for "
            "the plan " +
            std::to_string(allocated_) + ", kernel scratch " +
            std::to_string(scratch) + ", cuBLASLt workspace " +
-           std::to_string(kLtWorkspaceBytes) + ")";
+           std::to_string(lt) + (sideLtWorkspace_ ? ", two streams" : "") + ")";
   }
 
   void copyToDevice(void *dst, const void *src, size_t bytes) override {
@@ -567,6 +579,7 @@ public:
     } catch (...) {
       why = "an unexpected failure while recording"; // still end the capture
     }
+    lane_ = 0; // a body that failed may have left the side stream chosen
     cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     if (why.empty() && end != cudaSuccess)
       why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
@@ -610,7 +623,64 @@ public:
                                        std::move(otherKinds), *ws_, *tables_);
   }
 
+  bool prepareSideStream(size_t marks) override {
+    if (!wgradStream_)
+      return false;
+    if (!side_) {
+      checkCuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking),
+                "cudaStreamCreateWithFlags (side stream)");
+      // Its own cuBLAS handle and GEMM scratch, set as the main ones are:
+      // two products at once never share a workspace.
+      checkBlas(cublasCreate(&sideBlas_), "cublasCreate");
+      checkBlas(cublasSetStream(sideBlas_, side_), "cublasSetStream");
+      checkBlas(cublasSetMathMode(sideBlas_, CUBLAS_DEFAULT_MATH),
+                "cublasSetMathMode");
+      checkCuda(cudaMalloc(&sideLtWorkspace_, kLtWorkspaceBytes),
+                "cudaMalloc (side stream's GEMM workspace)");
+      checkBlas(
+          cublasSetWorkspace(sideBlas_, sideLtWorkspace_, kLtWorkspaceBytes),
+          "cublasSetWorkspace");
+    }
+    sideCtx_ = ctx_;
+    sideCtx_.stream = side_;
+    sideCtx_.blas = sideBlas_;
+    sideCtx_.ltWorkspace = sideLtWorkspace_;
+    while (marks_.size() < marks) {
+      cudaEvent_t e = nullptr;
+      checkCuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming),
+                "cudaEventCreateWithFlags");
+      marks_.push_back(e);
+    }
+    return true;
+  }
+
+  bool sideLaunch(const plan::Instr &instr,
+                  const std::vector<const Value *> &inputs) const override {
+    return side_ && gemmLibraryLaunch(instr, inputs);
+  }
+
+  void setLane(int lane, long wait) override {
+    if (lane != 0 && (lane != 1 || !side_))
+      throw Error("cuda: no stream for lane " + std::to_string(lane));
+    lane_ = lane;
+    if (wait >= 0)
+      checkCuda(cudaStreamWaitEvent(lane_ ? side_ : stream_, mark(wait), 0),
+                "cudaStreamWaitEvent");
+  }
+
+  void markLane(long m) override {
+    checkCuda(cudaEventRecord(mark(m), lane_ ? side_ : stream_),
+              "cudaEventRecord");
+  }
+
 private:
+  cudaEvent_t mark(long m) const {
+    if (m < 0 || size_t(m) >= marks_.size())
+      throw Error("cuda: no mark " + std::to_string(m) + " (" +
+                  std::to_string(marks_.size()) + " made)");
+    return marks_[size_t(m)];
+  }
+
   /// Loads cuDNN for the bf16 attention unless told not to (Common.h, Ctx).
   void chooseAttention(AttentionBackend want) {
     if (want == AttentionBackend::Local) {
@@ -635,13 +705,19 @@ private:
   /// (groupPlace, Backend.h).
   void run(const plan::Instr &instr, const std::vector<TensorRef> &ins,
            const std::vector<TensorRef> &outs, const GroupPlace &place) {
+    // The side stream runs only what sideLaunch names, whose one scratch,
+    // the GEMM library's, it has its own of.
+    if (lane_ == 1 && instr.op != Op::MatMul && instr.op != Op::Copy)
+      throw Error(std::string("cuda: ") + plan::opName(instr.op) +
+                  " cannot run on the side stream");
+    const Ctx &ctx = lane_ == 1 ? sideCtx_ : ctx_;
     // AdamW with a group (the distributed optimizer): this rank's block.
     if (instr.op == Op::AdamW && !instr.i.empty())
       return runAdamWShard(ctx_, place, instr, ins, outs);
     switch (instr.op) {
 #define MEGA_CASE(NAME)                                                        \
   case Op::NAME:                                                               \
-    return run##NAME(ctx_, instr, ins, outs);
+    return run##NAME(ctx, instr, ins, outs);
       MEGA_PLAN_BASE_KERNELS(MEGA_CASE)
       MEGA_PLAN_FUSED_KERNELS(MEGA_CASE)
       MEGA_CASE(RowMax)
@@ -717,6 +793,16 @@ private:
   cublasLtHandle_t lt_ = nullptr;
   void *ltWorkspace_ = nullptr;
   std::unique_ptr<LtPlans> ltPlans_;
+  /// mega-run --wgrad-stream (prepareSideStream): the side stream, its
+  /// cuBLAS handle and GEMM scratch, the context its launches get, the
+  /// marks between the two streams, and the stream launches go on now.
+  bool wgradStream_ = false;
+  cudaStream_t side_ = nullptr;
+  cublasHandle_t sideBlas_ = nullptr;
+  void *sideLtWorkspace_ = nullptr;
+  Ctx sideCtx_;
+  std::vector<cudaEvent_t> marks_;
+  int lane_ = 0;
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<TableCache> tables_;
   DeviceError *errHost_ = nullptr; ///< pinned host copy
