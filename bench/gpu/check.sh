@@ -22,7 +22,8 @@
 #              data, --no-shuffle; per-step lm loss compared (rel 1e-4), both printed;
 #              then the same for the bf16 plans gpt-small-bf16-{cpu,cuda}.plan (rel 1e-2),
 #              on cuDNN's fused attention and on mega's (--attention-backend local;
-#              also with --no-cuda-graph: bitwise the same losses),
+#              also with --no-cuda-graph and with --wgrad-stream: bitwise the
+#              same losses),
 #              gpt-small-bf16f32res-{cpu,cuda}.plan (--fp32-residual-connection,
 #              rel 1e-2), gpt-small-bf16f32grad-{cpu,cuda}.plan
 #              (--bf16-residual-grad=false, rel 1e-2) and
@@ -48,7 +49,8 @@
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
-#              timed and kept in a file, then read back; with the bias
+#              timed and kept in a file, then read back; the kept choices with
+#              the weight gradients on a second stream (--wgrad-stream); with the bias
 #              gradients in cuBLASLt's epilogue instead of the column of ones;
 #              with the chunk sums one load at a time; with the heuristic's
 #              first algorithm for every GEMM (--no-gemm-autotune); and with
@@ -331,6 +333,12 @@ do_train() {
       --no-cuda-graph || rc=1
     MEGA_CUDA_CHUNK_PREFETCH=0 same_bits small-bf16-cuda-local-serial \
       'bf16 without the chunk prefetch' || rc=1
+    # The weight gradients' products on a second stream (--wgrad-stream):
+    # the same kernels on the same bytes, in an order the waits keep, so
+    # the same bits.
+    same_bits small-bf16-cuda-local-wgrad 'bf16 --wgrad-stream' --wgrad-stream || rc=1
+    grep -h "launches on the side stream" "$LOGS/small-bf16-cuda-local-wgrad.log" \
+      || { echo "small-bf16 --wgrad-stream: no launch went to the side stream"; rc=1; }
     for d in cuda cpu; do
       [ -f "$LOGS/small-bf16-$d.jsonl" ] && printf 'bf16 %-4s ' "$d" && "$PY" "$TOOLS" timing "$LOGS/small-bf16-$d.jsonl"
     done
@@ -503,6 +511,11 @@ do_mega_timing() {
   fi
   time_plan bf16-kept gpt2-bf16-kept gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" || rc=1
+  # The weight gradients' products on a second stream, beside the backward
+  # (--wgrad-stream), on the same kept GEMM choices as bf16-kept.
+  time_plan bf16-wgrad gpt2-bf16-wgrad gpt2-small-bf16-cuda.plan 12 \
+    --gemm-autotune-file "$LOGS/gpt2-choices.txt" --wgrad-stream || rc=1
+  grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/gpt2-bf16-wgrad.log"
   # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
   # epilogue (--ones-column-bias-grad=false) instead of the column of ones.
   time_plan bf16-bgrad gpt2-bf16-bgrad gpt2-small-bf16-bgrad-cuda.plan 12 || rc=1
