@@ -287,6 +287,14 @@ def case_cli_errors():
                  "--no-gemm-autotune cannot go with --gemm-autotune")
     expect_error(base + ["--gemm-autotune-file", scratch("x.txt"), "--no-gemm-autotune"],
                  "--no-gemm-autotune cannot go with --gemm-autotune-file")
+    # --wgrad-stream splits a CUDA graph: nothing to do without graphs, and
+    # the CPU backend records none (it runs and says nothing of streams).
+    expect_error(base + ["--wgrad-stream", "--no-cuda-graph"],
+                 "--wgrad-stream splits a program's CUDA graph over two streams; "
+                 "it cannot go with --no-cuda-graph")
+    p = run(base + ["--wgrad-stream"], expect_rc=0)
+    check("side stream" not in p.stdout + p.stderr,
+          f"the cpu run spoke of a side stream: {p.stdout!r} {p.stderr!r}")
     # Its kept choices: read before any backend exists (a malformed file is
     # one line naming the line), never written by a backend that times none.
     choices = scratch("choices.txt")
