@@ -28,6 +28,12 @@
 //     logits qualify and those of f32 logits do not). The buffer then lives
 //     on to the result's last use; for GPT the logits and their gradient,
 //     the largest tensors of the step, share one buffer.
+//  4c. With `wgrad-slack` N > 0 (megac --wgrad-stream): a weight
+//     gradient's product (a MatMul of bf16 operands, no epilogue, whose
+//     destination is a persistent tensor) keeps the arena buffers it reads
+//     live until the N-th kernel after it, so that none of those kernels
+//     writes into them: mega-run --wgrad-stream can then run the product
+//     on its side stream beside them without waiting (lib/Runtime/Lanes.h).
 //  5. Greedy by size, best fit: buffers by decreasing size (ties: earlier
 //     first) each take the smallest gap between already placed buffers whose
 //     live ranges intersect its own, or the first offset after them all.
@@ -87,7 +93,8 @@ struct ArenaStats {
 
 class Assigner {
 public:
-  explicit Assigner(func::FuncOp func) : func(func) {}
+  Assigner(func::FuncOp func, unsigned wgradSlack)
+      : func(func), wgradSlack(wgradSlack) {}
 
   FailureOr<ArenaStats> run() {
     Block &block = func.getBody().front();
@@ -163,6 +170,27 @@ public:
         to.merged = int(bin->second);
         from.last = std::max(from.last, to.last);
       }
+    // Step 4c.
+    if (wgradSlack > 0) {
+      SmallVector<unsigned> kernels;
+      for (auto k : block.getOps<KernelOp>())
+        kernels.push_back(index[k]);
+      unsigned n = 0;
+      for (auto k : block.getOps<KernelOp>()) {
+        const unsigned at = n++;
+        if (!isWgradProduct(k))
+          continue;
+        const unsigned until =
+            kernels[std::min<size_t>(at + wgradSlack, kernels.size() - 1)];
+        for (Value v : k->getOperands()) {
+          auto it = bufferOf.find(rootOf(v).first);
+          if (it == bufferOf.end())
+            continue;
+          Buffer &buf = buffers[it->second];
+          buf.last = std::max(buf.last, until);
+        }
+      }
+    }
     // Step 5.
     ArenaStats result;
     pack(result);
@@ -178,6 +206,24 @@ public:
   }
 
 private:
+  /// Step 4c's products: into a persistent tensor, bf16 operands, no
+  /// epilogue (what the runtime's side stream runs).
+  bool isWgradProduct(KernelOp k) const {
+    auto d = k->getAttrOfType<IntegerAttr>("mega.dests");
+    if (k.getKernel() != "MatMul" || !d || d.getInt() != 1 ||
+        k->getNumOperands() < 3)
+      return false;
+    ArrayRef<int64_t> i = k.getI();
+    if (i.size() > 12 && i[12] != 0)
+      return false;
+    auto a = dyn_cast<RankedTensorType>(k->getOperand(0).getType());
+    if (!a || !a.getElementType().isBF16())
+      return false;
+    Value dest = rootOf(k->getOperand(k->getNumOperands() - 1)).first;
+    Operation *def = dest.getDefiningOp();
+    return def && isa<ParamOp, StateOp>(def);
+  }
+
   std::pair<Value, int64_t> rootOf(Value v) const {
     return placement.rootOf(v);
   }
@@ -253,6 +299,7 @@ private:
   }
 
   func::FuncOp func;
+  unsigned wgradSlack;
   llvm::DenseMap<Operation *, unsigned> index;
   Placement placement;
   llvm::DenseSet<Value> inPort;
@@ -260,6 +307,7 @@ private:
 };
 
 struct AssignBuffers : mega::impl::MegaAssignBuffersBase<AssignBuffers> {
+  using MegaAssignBuffersBase::MegaAssignBuffersBase;
   void runOnOperation() override {
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (func.getBody().empty())
@@ -269,7 +317,7 @@ struct AssignBuffers : mega::impl::MegaAssignBuffersBase<AssignBuffers> {
                        "(one block)");
         return signalPassFailure();
       }
-      FailureOr<ArenaStats> p = Assigner(func).run();
+      FailureOr<ArenaStats> p = Assigner(func, wgradSlack).run();
       if (failed(p))
         return signalPassFailure();
       arenaBytes += p->arenaBytes;

@@ -243,6 +243,14 @@ cl::opt<bool> overwriteGrads(
              "the gradients (mega-overwrite-grads; default on; the same "
              "bits, =false keeps the clearing)"),
     cl::init(true), cl::cat(megacCat));
+cl::opt<unsigned> wgradSlack(
+    "wgrad-slack",
+    cl::desc("Kernels after each weight gradient's bf16 product that may not "
+             "write into the arena buffers it reads, so that mega-run "
+             "--wgrad-stream can run the product beside them on a second "
+             "stream (mega-assign-buffers{wgrad-slack}; default 0: the arena "
+             "reuses them at once)"),
+    cl::init(0), cl::cat(megacCat));
 cl::opt<cl::boolOrDefault> onesColumnBiasGrad(
     "ones-column-bias-grad",
     cl::desc("A Linear fed by a LayerNorm gets its bias gradient as one more "
@@ -645,7 +653,9 @@ void buildPipeline(PassManager &pm, const CompileOptions &o) {
                               : onesColumnBiasGrad == cl::BOU_TRUE;
   if (onesColumn)
     pm.addPass(mega::createMegaOnesColumn());
-  pm.addPass(mega::createMegaAssignBuffers());
+  mega::MegaAssignBuffersOptions assign;
+  assign.wgradSlack = wgradSlack;
+  pm.addPass(mega::createMegaAssignBuffers(assign));
 }
 
 //===----------------------------------------------------------------------===//

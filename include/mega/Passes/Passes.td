@@ -737,7 +737,17 @@ def MegaAssignBuffers : Pass<"mega-assign-buffers", "mlir::ModuleOp"> {
     func.func @train() attributes {mega.arena_bytes = 1048576 : i64, ...} {
       %c = mega.kernel "MatMul"(%a, %b) i [...] f [...] {mega.offset = array<i64: 0>} : ...
     ```
+
+    With `wgrad-slack=N`, the buffers a weight gradient's product reads
+    (a bf16 MatMul without an epilogue into a persistent tensor) stay live
+    until the N-th kernel after it, so that a second stream can run the
+    product beside those kernels (mega-run --wgrad-stream).
   }];
+  let options = [
+    Option<"wgradSlack", "wgrad-slack", "unsigned", /*default=*/"0",
+           "Kernels after a weight gradient's product that may not write "
+           "into the buffers it reads">,
+  ];
   let dependentDialects = ["mega::MegaDialect"];
 }
 
