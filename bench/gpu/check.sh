@@ -50,7 +50,8 @@
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
 #              timed and kept in a file, then read back; the kept choices with
-#              the weight gradients on a second stream (--wgrad-stream); with the bias
+#              the weight gradients on a second stream (--wgrad-stream, also on
+#              the plan compiled with --wgrad-slack 6); with the bias
 #              gradients in cuBLASLt's epilogue instead of the column of ones;
 #              with the chunk sums one load at a time; with the heuristic's
 #              first algorithm for every GEMM (--no-gemm-autotune); and with
@@ -516,6 +517,11 @@ do_mega_timing() {
   time_plan bf16-wgrad gpt2-bf16-wgrad gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" --wgrad-stream || rc=1
   grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/gpt2-bf16-wgrad.log"
+  # The same on the plan whose arena leaves each product's inputs unwritten
+  # for 6 kernels (megac --wgrad-slack 6): all 52 on the side stream.
+  time_plan bf16-wslack gpt2-bf16-wslack gpt2-small-bf16-wslack-cuda.plan 12 \
+    --gemm-autotune-file "$LOGS/gpt2-choices.txt" --wgrad-stream || rc=1
+  grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/gpt2-bf16-wslack.log"
   # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
   # epilogue (--ones-column-bias-grad=false) instead of the column of ones.
   time_plan bf16-bgrad gpt2-bf16-bgrad gpt2-small-bf16-bgrad-cuda.plan 12 || rc=1

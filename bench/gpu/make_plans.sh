@@ -46,6 +46,11 @@
 #   gpt2-small-bf16-f32bias-cuda.plan  the same with --bf16-bias=false: the f32 biases
 #                               that cuBLASLt's bias epilogues refuse with a bf16 D (the
 #                               plain product and mega's epilogue kernel): timed, same run
+#   gpt2-small-bf16-wslack-cuda.plan  the same with --wgrad-slack 6: the buffers
+#                               each weight gradient's product reads left
+#                               unwritten by the 6 kernels after it, so that
+#                               mega-run --wgrad-stream runs all 52 beside the
+#                               backward (the same arena): timed, same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2, dp 2 with the
 #                               distributed optimizer and tp 2 x dp 2 with sequence
@@ -139,6 +144,8 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --bf16-residual-grad=false
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-bgrad-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --ones-column-bias-grad=false
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-wslack-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --wgrad-slack 6
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
