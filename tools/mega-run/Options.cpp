@@ -42,7 +42,8 @@ training:
   --wgrad-stream             cuda: record the weight gradients' products
                                (and their bias rows' copies) on a second
                                stream, beside the backward they branch off,
-                               ordered by the bytes each launch touches
+                               ordered by the bytes each launch touches (the
+                               programs replayed as CUDA graphs: one rank)
 generation:
   --prompt TEXT  --max-new-tokens N (64)  --temperature T (1.0; 0 = greedy)
   --top-k K (0 = all)  --tokenizer-model M.model
