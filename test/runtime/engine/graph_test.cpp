@@ -31,6 +31,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -271,21 +272,45 @@ std::vector<float> iterate(Engine &e, int step, const test::BigramConfig &cfg,
   return out;
 }
 
-void testReplay() {
+/// The bigram plan on the plain CPU backend and on the recording one,
+/// side by side from the same initial parameters.
+struct Twins {
+  explicit Twins(bool twoStreams)
+      : cfg(clipped()), plan(test::makeBigramPlan(cfg)),
+        cpu(createCpuBackend(1)) {
+    rec.twoStreams = twoStreams;
+    plain = std::make_unique<Engine>(plan, *cpu, "cpu");
+    graphed = std::make_unique<Engine>(plan, rec, "cpu");
+  }
+  void initialize(uint64_t seed) {
+    plain->memory().initialize(seed);
+    graphed->memory().initialize(seed);
+  }
+  static test::BigramConfig clipped() {
+    test::BigramConfig c;
+    c.clip = 1.0f;
+    return c;
+  }
   test::BigramConfig cfg;
-  cfg.clip = 1.0f;
-  const plan::Plan plan = test::makeBigramPlan(cfg);
-  auto cpu = createCpuBackend(1);
+  plan::Plan plan;
+  std::unique_ptr<Backend> cpu;
   RecordingBackend rec;
-  Engine plain(plan, *cpu, "cpu"), graphed(plan, rec, "cpu");
+  std::unique_ptr<Engine> plain, graphed;
+};
+
+void testReplay() {
+  Twins t(false);
+  const test::BigramConfig &cfg = t.cfg;
+  const plan::Plan &plan = t.plan;
+  RecordingBackend &rec = t.rec;
+  Engine &plain = *t.plain, &graphed = *t.graphed;
   std::vector<std::string> notices, plainNotices;
   plain.useGraphs([&](const std::string &l) { plainNotices.push_back(l); });
   graphed.useGraphs([&](const std::string &l) { notices.push_back(l); });
   CHECK(!plain.program("train").graphEligible());
   CHECK(graphed.program("train").graphEligible());
   CHECK(graphed.program("optimizer").graphEligible());
-  plain.memory().initialize(3);
-  graphed.memory().initialize(3);
+  t.initialize(3);
   size_t trainKernels = 0;
   for (const plan::Program &p : plan.programs)
     if (p.name == "train")
@@ -354,17 +379,13 @@ void testReplay() {
 /// The same bits with the launches split over two lanes, replayed in the
 /// orders the waits allow.
 void testSideStream() {
-  test::BigramConfig cfg;
-  cfg.clip = 1.0f;
-  const plan::Plan plan = test::makeBigramPlan(cfg);
-  auto cpu = createCpuBackend(1);
-  RecordingBackend rec;
-  rec.twoStreams = true;
-  Engine plain(plan, *cpu, "cpu"), graphed(plan, rec, "cpu");
+  Twins t(true);
+  const test::BigramConfig &cfg = t.cfg;
+  RecordingBackend &rec = t.rec;
+  Engine &plain = *t.plain, &graphed = *t.graphed;
   std::vector<std::string> notices;
   graphed.useGraphs([&](const std::string &l) { notices.push_back(l); });
-  plain.memory().initialize(5);
-  graphed.memory().initialize(5);
+  t.initialize(5);
   for (int step = 1; step <= 5; ++step) {
     std::vector<float> a = iterate(plain, step, cfg),
                        b = iterate(graphed, step, cfg);
