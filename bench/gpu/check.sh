@@ -522,6 +522,11 @@ do_mega_timing() {
   time_plan bf16-wslack gpt2-bf16-wslack gpt2-small-bf16-wslack-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-choices.txt" --wgrad-stream || rc=1
   grep -h "replayed as a CUDA graph\|runs kernel by kernel" "$LOGS/gpt2-bf16-wslack.log"
+  # The same with both streams at one priority (the default: the main
+  # stream above the side stream).
+  MEGA_CUDA_SIDE_PRIORITY=0 time_plan bf16-wslack-samepri gpt2-bf16-wslack-samepri \
+    gpt2-small-bf16-wslack-cuda.plan 12 --gemm-autotune-file "$LOGS/gpt2-choices.txt" \
+    --wgrad-stream || rc=1
   # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
   # epilogue (--ones-column-bias-grad=false) instead of the column of ones.
   time_plan bf16-bgrad gpt2-bf16-bgrad gpt2-small-bf16-bgrad-cuda.plan 12 || rc=1

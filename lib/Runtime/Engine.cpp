@@ -276,9 +276,9 @@ void ProgramRunner::runGraph() {
     if (graph_->otherNodes())
       what += " and " + std::to_string(graph_->otherNodes()) +
               " copies or fills";
-    const std::string kinds = graph_->otherNodeKinds();
-    if (!kinds.empty())
-      what += " (" + kinds + ")";
+    const std::string details = graph_->details();
+    if (!details.empty())
+      what += " (" + details + ")";
     if (lanesOn_)
       what += "; " + std::to_string(lanes_.sideLaunches()) + " of " +
               std::to_string(steps_.size()) + " launches on the side stream, " +

@@ -237,8 +237,9 @@ public:
   virtual const char *kind() const = 0;
   virtual size_t kernels() const = 0;
   virtual size_t otherNodes() const = 0;
-  /// The other nodes by kind ("132 memset, 24 memcpy"), or "".
-  virtual std::string otherNodeKinds() const { return ""; }
+  /// What else the log says of it, or "": its other nodes by kind ("132
+  /// memset, 24 memcpy"), its kernels by priority.
+  virtual std::string details() const { return ""; }
 };
 
 /// How a run's collectives move data (mega-run --comm): Auto picks the

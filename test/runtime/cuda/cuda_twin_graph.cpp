@@ -268,9 +268,8 @@ void allRecorded(const std::vector<Case> &cs) {
            bad ? std::to_string(bad) + " differ from eager, first " + first
                : std::to_string(g->kernels()) + " kernels, " +
                      std::to_string(g->otherNodes()) + " other nodes" +
-                     (g->otherNodeKinds().empty()
-                          ? std::string()
-                          : " (" + g->otherNodeKinds() + ")") +
+                     (g->details().empty() ? std::string()
+                                           : " (" + g->details() + ")") +
                      "; all bit-identical to eager");
   } catch (const std::exception &e) {
     report(false, label, std::string("threw: ") + e.what());

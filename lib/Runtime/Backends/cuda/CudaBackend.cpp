@@ -22,6 +22,7 @@
 #include "CudnnAttention.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -196,7 +197,7 @@ public:
   const char *kind() const override { return "CUDA graph"; }
   size_t kernels() const override { return kernels_; }
   size_t otherNodes() const override { return others_; }
-  std::string otherNodeKinds() const override { return otherKinds_; }
+  std::string details() const override { return otherKinds_; }
 
 private:
   cudaStream_t stream_;
@@ -213,8 +214,26 @@ public:
   CudaBackend(int device, const CudaOptions &options) {
     checker_ = createCpuBackend(1); // first: it may refuse this CPU
     checkCuda(cudaSetDevice(device), "cudaSetDevice");
-    checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
-              "cudaStreamCreateWithFlags");
+    // --wgrad-stream: the main stream above the side stream, so that the
+    // backward's chain gets the multiprocessors first and the weight
+    // gradients fill what it leaves (and under NCCL's stream, Nccl.cpp,
+    // where there are levels enough). MEGA_CUDA_SIDE_PRIORITY=0 leaves both
+    // at the default, to compare.
+    int mainPriority = 0;
+    if (options.wgradStream) {
+      const char *env = std::getenv("MEGA_CUDA_SIDE_PRIORITY");
+      int least = 0, greatest = 0;
+      checkCuda(cudaDeviceGetStreamPriorityRange(&least, &greatest),
+                "cudaDeviceGetStreamPriorityRange");
+      if (!(env && std::string(env) == "0") && greatest < least) {
+        mainPriority = least - greatest >= 2 ? greatest + 1 : greatest;
+        sidePriority_ = least;
+        priorities_ = true;
+      }
+    }
+    checkCuda(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking,
+                                           mainPriority),
+              "cudaStreamCreateWithPriority");
     ws_ = std::make_unique<Workspace>(stream_);
     tables_ = std::make_unique<TableCache>(stream_);
     checkBlas(cublasCreate(&blas_), "cublasCreate");
@@ -597,22 +616,45 @@ public:
     // The other nodes by kind, for the log: the plan's Copies and Fills,
     // and whatever the libraries (cuBLASLt, cuDNN) record around their
     // kernels.
+    // With two streams of different priorities, the kernels by the priority
+    // the recording copied from their stream (and the graph runs by them).
     std::map<std::string, size_t> others;
+    std::map<int, size_t> byPriority;
     for (size_t k = 0; e == cudaSuccess && k < n; ++k) {
       cudaGraphNodeType t;
       e = cudaGraphNodeGetType(nodes[k], &t);
-      if (e == cudaSuccess && t == cudaGraphNodeTypeKernel)
+      if (e == cudaSuccess && t == cudaGraphNodeTypeKernel) {
         ++kernels;
-      else if (e == cudaSuccess)
+        cudaKernelNodeAttrValue v{};
+        if (priorities_ &&
+            cudaGraphKernelNodeGetAttribute(
+                nodes[k], cudaKernelNodeAttributePriority, &v) == cudaSuccess)
+          ++byPriority[v.priority];
+      } else if (e == cudaSuccess) {
         ++others[graphNodeKind(t)];
+      }
     }
-    std::string otherKinds;
+    cudaGetLastError(); // a refused attribute query is not sticky
+    std::string details;
     for (const auto &[kind, count] : others)
-      otherKinds +=
-          (otherKinds.empty() ? "" : ", ") + std::to_string(count) + " " + kind;
+      details.append(details.empty() ? "" : ", ")
+          .append(std::to_string(count))
+          .append(" ")
+          .append(kind);
+    if (byPriority.size() > 1) {
+      details.append(details.empty() ? "" : "; ")
+          .append("kernels by priority:");
+      for (const auto &[priority, count] : byPriority)
+        details.append(" ")
+            .append(std::to_string(count))
+            .append(" at ")
+            .append(std::to_string(priority));
+    }
     cudaGraphExec_t exec = nullptr;
     if (e == cudaSuccess)
-      e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+      e = cudaGraphInstantiateWithFlags(
+          &exec, graph,
+          priorities_ ? cudaGraphInstantiateFlagUseNodePriority : 0);
     cudaGraphDestroy(graph); // the exec keeps what it needs
     if (e != cudaSuccess) {
       cudaGetLastError();
@@ -620,15 +662,16 @@ public:
       return nullptr;
     }
     return std::make_unique<CudaGraph>(stream_, exec, kernels, n - kernels,
-                                       std::move(otherKinds), *ws_, *tables_);
+                                       std::move(details), *ws_, *tables_);
   }
 
   bool prepareSideStream(size_t marks) override {
     if (!wgradStream_)
       return false;
     if (!side_) {
-      checkCuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking),
-                "cudaStreamCreateWithFlags (side stream)");
+      checkCuda(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking,
+                                             sidePriority_),
+                "cudaStreamCreateWithPriority (side stream)");
       // Its own cuBLAS handle and GEMM scratch, set as the main ones are:
       // two products at once never share a workspace.
       checkBlas(cublasCreate(&sideBlas_), "cublasCreate");
@@ -797,6 +840,8 @@ private:
   /// cuBLAS handle and GEMM scratch, the context its launches get, the
   /// marks between the two streams, and the stream launches go on now.
   bool wgradStream_ = false;
+  bool priorities_ = false; ///< the two streams' priorities differ
+  int sidePriority_ = 0;
   cudaStream_t side_ = nullptr;
   cublasHandle_t sideBlas_ = nullptr;
   void *sideLtWorkspace_ = nullptr;
