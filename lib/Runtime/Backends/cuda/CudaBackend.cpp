@@ -176,10 +176,10 @@ const char *graphNodeKind(cudaGraphNodeType t) {
 class CudaGraph final : public LaunchGraph {
 public:
   CudaGraph(cudaStream_t stream, cudaGraphExec_t exec, size_t kernels,
-            size_t others, std::string otherKinds, const Workspace &ws,
+            size_t others, std::string details, const Workspace &ws,
             const TableCache &tables)
       : stream_(stream), exec_(exec), kernels_(kernels), others_(others),
-        otherKinds_(std::move(otherKinds)), ws_(ws), tables_(tables),
+        details_(std::move(details)), ws_(ws), tables_(tables),
         wsGeneration_(ws.generation()), tablesGeneration_(tables.generation()) {
   }
   ~CudaGraph() override {
@@ -197,13 +197,13 @@ public:
   const char *kind() const override { return "CUDA graph"; }
   size_t kernels() const override { return kernels_; }
   size_t otherNodes() const override { return others_; }
-  std::string details() const override { return otherKinds_; }
+  std::string details() const override { return details_; }
 
 private:
   cudaStream_t stream_;
   cudaGraphExec_t exec_;
   size_t kernels_, others_;
-  std::string otherKinds_;
+  std::string details_;
   const Workspace &ws_;
   const TableCache &tables_;
   uint64_t wsGeneration_, tablesGeneration_;
