@@ -236,22 +236,8 @@ public:
               "cudaStreamCreateWithPriority");
     ws_ = std::make_unique<Workspace>(stream_);
     tables_ = std::make_unique<TableCache>(stream_);
-    checkBlas(cublasCreate(&blas_), "cublasCreate");
-    checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
-    // Plain fp32: no TF32 tensor cores (which round the inputs to 10
-    // mantissa bits), so results agree with the CPU to float rounding.
-    checkBlas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH),
-              "cublasSetMathMode");
-    // bf16 GEMMs: cuBLASLt with a fixed scratch (what its heuristic may
-    // use; 32 MiB covers the large-K split algorithms on Hopper).
     checkBlas(cublasLtCreate(&lt_), "cublasLtCreate");
-    checkCuda(cudaMalloc(&ltWorkspace_, kLtWorkspaceBytes), "cudaMalloc");
-    // cuBLAS gets the same fixed scratch (its calls and cuBLASLt's never
-    // overlap on the one stream): it then allocates nothing of its own, so
-    // it picks the same algorithms whether a run is recorded into a graph
-    // or not. After cublasSetStream, which resets the workspace.
-    checkBlas(cublasSetWorkspace(blas_, ltWorkspace_, kLtWorkspaceBytes),
-              "cublasSetWorkspace");
+    makeGemmScratch(stream_, blas_, ltWorkspace_);
     ltPlans_ = std::make_unique<LtPlans>();
     // The error record lives on the device (kernels claim it with an
     // atomic); each synchronisation copies it into pinned host memory.
@@ -672,17 +658,9 @@ public:
       checkCuda(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking,
                                              sidePriority_),
                 "cudaStreamCreateWithPriority (side stream)");
-      // Its own cuBLAS handle and GEMM scratch, set as the main ones are:
+      // Its own cuBLAS handle and GEMM scratch, made as the main ones are:
       // two products at once never share a workspace.
-      checkBlas(cublasCreate(&sideBlas_), "cublasCreate");
-      checkBlas(cublasSetStream(sideBlas_, side_), "cublasSetStream");
-      checkBlas(cublasSetMathMode(sideBlas_, CUBLAS_DEFAULT_MATH),
-                "cublasSetMathMode");
-      checkCuda(cudaMalloc(&sideLtWorkspace_, kLtWorkspaceBytes),
-                "cudaMalloc (side stream's GEMM workspace)");
-      checkBlas(
-          cublasSetWorkspace(sideBlas_, sideLtWorkspace_, kLtWorkspaceBytes),
-          "cublasSetWorkspace");
+      makeGemmScratch(side_, sideBlas_, sideLtWorkspace_);
     }
     sideCtx_ = ctx_;
     sideCtx_.stream = side_;
@@ -717,6 +695,27 @@ public:
   }
 
 private:
+  /// A stream's cuBLAS handle and GEMM scratch. cuBLAS computes plain fp32
+  /// (no TF32 tensor cores, which round the inputs to 10 mantissa bits), so
+  /// results agree with the CPU to float rounding. cuBLASLt's bf16 GEMMs
+  /// get a fixed scratch (what its heuristic may use; 32 MiB covers the
+  /// large-K split algorithms on Hopper), and cuBLAS the same one (its
+  /// calls and cuBLASLt's never overlap on one stream): it then allocates
+  /// nothing of its own, so it picks the same algorithms whether a run is
+  /// recorded into a graph or not. The workspace is set after
+  /// cublasSetStream, which resets it.
+  static void makeGemmScratch(cudaStream_t stream, cublasHandle_t &blas,
+                              void *&workspace) {
+    checkBlas(cublasCreate(&blas), "cublasCreate");
+    checkBlas(cublasSetStream(blas, stream), "cublasSetStream");
+    checkBlas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH),
+              "cublasSetMathMode");
+    checkCuda(cudaMalloc(&workspace, kLtWorkspaceBytes),
+              "cudaMalloc (GEMM workspace)");
+    checkBlas(cublasSetWorkspace(blas, workspace, kLtWorkspaceBytes),
+              "cublasSetWorkspace");
+  }
+
   cudaEvent_t mark(long m) const {
     if (m < 0 || size_t(m) >= marks_.size())
       throw Error("cuda: no mark " + std::to_string(m) + " (" +
