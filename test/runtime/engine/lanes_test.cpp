@@ -12,7 +12,9 @@
 //                           each value laid out where the plan puts it (the
 //                           arena at its offsets, each persistent and port
 //                           apart), the lanes planned as the engine plans
-//                           them, checked, and counted
+//                           them, checked, and counted (a MatMul into a
+//                           persistent tensor, a weight gradient's product,
+//                           apart from the other MatMuls)
 //
 //===----------------------------------------------------------------------===//
 #include "Lanes.h"
@@ -188,10 +190,22 @@ int planFile(const std::string &path, const std::vector<std::string> &only) {
                 ? (" waits for " + std::to_string(lanes.steps[k].wait)).c_str()
                 : "",
             lanes.steps[k].record ? " (marked)" : "");
+    // Side launches by opcode; a MatMul whose result is a persistent tensor
+    // (a weight gradient's product) apart from the other MatMuls.
     std::map<std::string, int> byOp;
-    for (size_t k = 0; k < lanes.steps.size(); ++k)
-      if (lanes.steps[k].lane == 1)
-        ++byOp[plan::opName(prog.instrs[k].op)];
+    for (size_t k = 0; k < lanes.steps.size(); ++k) {
+      if (lanes.steps[k].lane != 1)
+        continue;
+      const plan::Instr &in = prog.instrs[k];
+      std::string what = plan::opName(in.op);
+      if (in.op == plan::Op::MatMul)
+        what = !in.outputs.empty() &&
+                       prog.values.at(size_t(in.outputs[0])).space ==
+                           plan::Space::Persistent
+                   ? "MatMul into a persistent"
+                   : "other MatMul";
+      ++byOp[what];
+    }
     std::printf("program %s: %zu launches, %zu on the side lane (",
                 prog.name.c_str(), lanes.steps.size(), lanes.sideLaunches());
     bool first = true;
