@@ -49,8 +49,9 @@
 #   gpt2-small-bf16-wslack-cuda.plan  the same with --wgrad-slack 6: the buffers
 #                               each weight gradient's product reads left
 #                               unwritten by the 6 kernels after it, so that
-#                               mega-run --wgrad-stream runs all 52 beside the
-#                               backward (the same arena): timed, same run
+#                               mega-run --wgrad-stream runs 48 of the 52
+#                               beside the backward (the same arena): timed,
+#                               same run
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2, dp 2 with the
 #                               distributed optimizer and tp 2 x dp 2 with sequence
