@@ -749,9 +749,14 @@ private:
            const std::vector<TensorRef> &outs, const GroupPlace &place) {
     // The side stream runs only what sideLaunch names, whose one scratch,
     // the GEMM library's, it has its own of.
-    if (lane_ == 1 && instr.op != Op::MatMul && instr.op != Op::Copy)
-      throw Error(std::string("cuda: ") + plan::opName(instr.op) +
-                  " cannot run on the side stream");
+    if (lane_ == 1) {
+      std::vector<const Value *> values;
+      for (const TensorRef &r : ins)
+        values.push_back(r.value);
+      if (!gemmLibraryLaunch(instr, values))
+        throw Error(std::string("cuda: ") + plan::opName(instr.op) +
+                    " cannot run on the side stream");
+    }
     const Ctx &ctx = lane_ == 1 ? sideCtx_ : ctx_;
     // AdamW with a group (the distributed optimizer): this rank's block.
     if (instr.op == Op::AdamW && !instr.i.empty())
