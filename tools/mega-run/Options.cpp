@@ -66,6 +66,10 @@ both:
                                call and keeps the fastest, so two runs may
                                differ in the last bits; --gemm-autotune says
                                so explicitly)
+  --gemm-autotune-wide       cuda: time more candidates per GEMM: one
+                               configuration of each of cuBLASLt's algorithm
+                               ids and split-K forms of the products that
+                               leave the GPU part idle (a longer first step)
   --gemm-autotune-file FILE  cuda: keep the timed choices in FILE: a run
                                uses those it finds (untimed) and adds the
                                rest, so runs of one plan on one GPU and
@@ -217,6 +221,10 @@ Options parseOptions(int argc, char **argv) {
        B,
        false,
        [&](auto &, auto &) { haveAutotune = true; }},
+      {{"--gemm-autotune-wide"},
+       B,
+       false,
+       [&](auto &, auto &) { o.gemmAutotuneWide = true; }},
       {{"--no-gemm-autotune"},
        B,
        false,
@@ -304,9 +312,12 @@ Options parseOptions(int argc, char **argv) {
   if (o.wgradStream && !o.cudaGraph)
     throw Error("--wgrad-stream splits a program's CUDA graph over two "
                 "streams; it cannot go with --no-cuda-graph");
-  if (!o.gemmAutotune && (haveAutotune || !o.gemmAutotuneFile.empty()))
+  if (!o.gemmAutotune &&
+      (haveAutotune || o.gemmAutotuneWide || !o.gemmAutotuneFile.empty()))
     throw Error(std::string("--no-gemm-autotune cannot go with ") +
-                (haveAutotune ? "--gemm-autotune" : "--gemm-autotune-file"));
+                (haveAutotune         ? "--gemm-autotune"
+                 : o.gemmAutotuneWide ? "--gemm-autotune-wide"
+                                      : "--gemm-autotune-file"));
   if (o.generate) {
     if (!seen[int(Mode::Train)].empty())
       throw Error("option " + seen[int(Mode::Train)].front() +

@@ -28,6 +28,7 @@ struct Options {
   rt::CommPath comm = rt::CommPath::Auto; ///< --comm
   rt::AttentionBackend attention = rt::AttentionBackend::Auto; ///< cuda
   bool gemmAutotune = true; ///< cuda; --no-gemm-autotune turns it off
+  bool gemmAutotuneWide = false;          ///< --gemm-autotune-wide (cuda)
   std::string gemmAutotuneFile;           ///< --gemm-autotune-file (cuda)
   double commTimeout = 300;               ///< --comm-timeout, seconds
   rt::TrainOptions train;

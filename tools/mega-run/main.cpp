@@ -107,6 +107,7 @@ int realMain(int argc, char **argv) {
   rt::CudaOptions cudaOptions;
   cudaOptions.attention = o.attention;
   cudaOptions.gemmAutotune = o.gemmAutotune;
+  cudaOptions.gemmAutotuneWide = o.gemmAutotuneWide;
   cudaOptions.wgradStream = o.wgradStream;
   if (!o.gemmAutotuneFile.empty()) {
     // Read before the backend exists: a malformed file ends the run here.

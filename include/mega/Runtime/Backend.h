@@ -535,6 +535,15 @@ struct CudaOptions {
   /// (--no-gemm-autotune: off); off here, so that a backend made without
   /// options repeats its bits run to run.
   bool gemmAutotune = false;
+  /// mega-run --gemm-autotune-wide: the autotune (implied) also times the
+  /// wide search's candidates: one configuration of each of cuBLASLt's
+  /// algorithm ids and split-K forms of the products that leave the GPU
+  /// part idle (lib/Runtime/Backends/cuda/LtSearch.h).
+  bool gemmAutotuneWide = false;
+  /// Tests (cuda_twin_check): with the autotune on, each GEMM runs its
+  /// candidate `gemmCandidate` untimed (the heuristic's first where it has
+  /// fewer), so that every candidate's result can be checked; -1: timed.
+  int gemmCandidate = -1;
   /// mega-run --wgrad-stream: a second stream for the weight gradients'
   /// products while a program is recorded (Backend::prepareSideStream).
   bool wgradStream = false;

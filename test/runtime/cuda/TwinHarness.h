@@ -478,6 +478,9 @@ inline int misalignedInput(Case &c, Rng &rng, int64_t n, int64_t off,
 void vocabParallel(Rng &rng);
 // The mixed-precision and attention cases (cuda_twin_fused.cpp).
 void castAndBf16MatMul(Rng &rng);
+/// bf16 products whose wide search has split-K forms (one candidate per
+/// backend: CudaOptions::gemmCandidate).
+void bf16ProductCandidates(Rng &rng);
 void attention(Rng &rng);
 // Recorded launches (CUDA graphs) against eager ones (cuda_twin_graph.cpp).
 void graphs(Rng &rng);

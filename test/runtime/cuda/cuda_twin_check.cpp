@@ -32,6 +32,7 @@
 #include "TwinHarness.h"
 
 #include "Jit.h"
+#include "LtSearch.h"
 
 #include <cstdlib>
 
@@ -946,6 +947,31 @@ int main(int argc, char **argv) {
       if (wanted("matmul epilogue"))
         matmulEpilogue(rng);
     });
+    // And with the wide search's candidates (--gemm-autotune-wide): other
+    // algorithm ids and split-K forms, whose sums run in another order.
+    rt::CudaOptions wide;
+    wide.gemmAutotuneWide = true;
+    again("bf16 products again with --gemm-autotune-wide", wide, [&] {
+      if (wanted("cast/bf16 matmul"))
+        castAndBf16MatMul(rng);
+      if (wanted("matmul epilogue"))
+        matmulEpilogue(rng);
+    });
+  }
+  // Every candidate of the wide search, not only the one the timing keeps:
+  // a backend each, whose GEMMs run their candidate k untimed
+  // (CudaOptions::gemmCandidate; the heuristic's first where there are
+  // fewer than k + 1).
+  if (!casesOnCpu && wanted("cast/bf16 matmul")) {
+    for (size_t k = 0; k < rt::gpu::kWideCandidates; ++k) {
+      rt::CudaOptions one;
+      one.gemmAutotuneWide = true;
+      one.gemmCandidate = int(k);
+      one.attention = rt::AttentionBackend::Local; // no cuDNN to load
+      const std::string what =
+          "bf16 products on the wide search's candidate " + std::to_string(k);
+      again(what.c_str(), one, [&] { bf16ProductCandidates(rng); });
+    }
   }
   std::printf("cuda_twin_check: %d passed, %d failed\n", totals.pass,
               totals.fail);

@@ -30,6 +30,49 @@ int input(Case &c, DType t, std::vector<int64_t> shape, Rng &rng,
                           : c.f32(std::move(shape), x);
 }
 
+struct Bf16Product {
+  int64_t batch, M, N, K;
+  int ta, tb;
+  int64_t off; // elements A starts late in its buffer (odd alignment)
+  float beta;
+};
+
+/// A bf16 MatMul's twin: op(A)[M, K] op(B)[K, N] over `batch` items, A
+/// `off` elements into its buffer (odd alignment), C in `cType` (bf16: a
+/// folded cast, beta 0).
+void bf16Product(const Bf16Product &g, DType cType, Rng &rng) {
+  const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
+  const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
+  const int64_t sA = aRows * aCols, sB = bRows * bCols, sC = g.M * g.N;
+  const bool bf16C = cType == DType::BF16;
+  Case c =
+      make(std::string(bf16C ? "MatMul bf16 C " : "MatMul bf16 ") +
+               dims({{"b", g.batch},
+                     {"M", g.M},
+                     {"N", g.N},
+                     {"K", g.K},
+                     {"tA", g.ta},
+                     {"tB", g.tb},
+                     {"offA", g.off}}) +
+               (bf16C ? "" : fmt(" beta=%g", g.beta)),
+           Op::MatMul,
+           {g.batch, g.M, g.N, g.K, g.ta, g.tb, aCols, bCols, g.N,
+            g.batch > 1 ? sA : 0, g.batch > 1 ? sB : 0, g.batch > 1 ? sC : 0},
+           {1.0f, g.beta});
+  // A: a view `off` elements into a larger bf16 buffer.
+  const int64_t nA = sA * g.batch;
+  int whole = c.bf16({nA + g.off}, rng.vec(nA + g.off));
+  int a = c.same(whole);
+  c.ts[size_t(a)].v.shape = {nA};
+  c.ts[size_t(a)].v.offset = g.off * 2;
+  c.ins = {a, c.bf16({sB * g.batch}, rng.vec(sB * g.batch))};
+  c.outs = {bf16C            ? c.out({sC * g.batch}, DType::BF16)
+            : g.beta != 0.0f ? c.inout({sC * g.batch}, rng.vec(sC * g.batch))
+                             : c.out({sC * g.batch})};
+  c.tol = kBf16Tol;
+  twin(c);
+}
+
 } // namespace
 
 void castAndBf16MatMul(Rng &rng) {
@@ -73,13 +116,7 @@ void castAndBf16MatMul(Rng &rng) {
     d.tol = 0.0;
     twin(d);
   }
-  struct G {
-    int64_t batch, M, N, K;
-    int ta, tb;
-    int64_t off; // elements A starts late in its buffer (odd alignment)
-    float beta;
-  };
-  const G gs[] = {
+  const Bf16Product gs[] = {
       {1, 7, 17, 33, 0, 0, 0, 0.0f},
       {1, 17, 7, 33, 1, 0, 1, 0.0f},
       {1, 33, 17, 8, 0, 1, 3, 1.0f},
@@ -92,70 +129,27 @@ void castAndBf16MatMul(Rng &rng) {
       // 776 rows, the last 8 the bias gradient and zeros.
       {1, 776, 3072, 16384, 1, 0, 0, 0.0f},
   };
-  for (const G &g : gs) {
-    const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
-    const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
-    const int64_t sA = aRows * aCols, sB = bRows * bCols, sC = g.M * g.N;
-    Case c = make("MatMul bf16 " + dims({{"b", g.batch},
-                                         {"M", g.M},
-                                         {"N", g.N},
-                                         {"K", g.K},
-                                         {"tA", g.ta},
-                                         {"tB", g.tb},
-                                         {"offA", g.off}}) +
-                      fmt(" beta=%g", g.beta),
-                  Op::MatMul,
-                  {g.batch, g.M, g.N, g.K, g.ta, g.tb, aCols, bCols, g.N,
-                   g.batch > 1 ? sA : 0, g.batch > 1 ? sB : 0,
-                   g.batch > 1 ? sC : 0},
-                  {1.0f, g.beta});
-    // A: a view `off` elements into a larger bf16 buffer.
-    const int64_t nA = sA * g.batch;
-    int whole = c.bf16({nA + g.off}, rng.vec(nA + g.off));
-    int a = c.same(whole);
-    c.ts[size_t(a)].v.shape = {nA};
-    c.ts[size_t(a)].v.offset = g.off * 2;
-    c.ins = {a, c.bf16({sB * g.batch}, rng.vec(sB * g.batch))};
-    c.outs = {g.beta != 0.0f ? c.inout({sC * g.batch}, rng.vec(sC * g.batch))
-                             : c.out({sC * g.batch})};
-    c.tol = kBf16Tol;
-    twin(c);
-  }
+  for (const Bf16Product &g : gs)
+    bf16Product(g, DType::F32, rng);
   // bf16 C (a folded cast: beta 0, contiguous): small, batched with odd
   // sizes, a misaligned A, and the logits' class (x @ wte^T, tB) at
   // GPT-2's vocabulary.
-  const G hs[] = {
+  const Bf16Product hs[] = {
       {1, 7, 17, 33, 0, 0, 0, 0.0f},
       {3, 17, 33, 16, 1, 1, 1, 0.0f},
       {1, 1024, 50304, 64, 0, 1, 0, 0.0f},
       {1, 256, 8192, 768, 0, 1, 0, 0.0f},
   };
-  for (const G &g : hs) {
-    const int64_t aRows = g.ta ? g.K : g.M, aCols = g.ta ? g.M : g.K;
-    const int64_t bRows = g.tb ? g.N : g.K, bCols = g.tb ? g.K : g.N;
-    const int64_t sA = aRows * aCols, sB = bRows * bCols, sC = g.M * g.N;
-    Case c = make("MatMul bf16 C " + dims({{"b", g.batch},
-                                           {"M", g.M},
-                                           {"N", g.N},
-                                           {"K", g.K},
-                                           {"tA", g.ta},
-                                           {"tB", g.tb},
-                                           {"offA", g.off}}),
-                  Op::MatMul,
-                  {g.batch, g.M, g.N, g.K, g.ta, g.tb, aCols, bCols, g.N,
-                   g.batch > 1 ? sA : 0, g.batch > 1 ? sB : 0,
-                   g.batch > 1 ? sC : 0},
-                  {1.0f, 0.0f});
-    const int64_t nA = sA * g.batch;
-    int whole = c.bf16({nA + g.off}, rng.vec(nA + g.off));
-    int a = c.same(whole);
-    c.ts[size_t(a)].v.shape = {nA};
-    c.ts[size_t(a)].v.offset = g.off * 2;
-    c.ins = {a, c.bf16({sB * g.batch}, rng.vec(sB * g.batch))};
-    c.outs = {c.out({sC * g.batch}, DType::BF16)};
-    c.tol = kBf16Tol;
-    twin(c);
-  }
+  for (const Bf16Product &g : hs)
+    bf16Product(g, DType::BF16, rng);
+}
+
+void bf16ProductCandidates(Rng &rng) {
+  // Outputs of a few tiles over a long K (a weight gradient's shape): the
+  // wide search's split-K forms apply; f32 C (beta 0 and 1) and bf16 C.
+  bf16Product({1, 192, 256, 8192, 1, 0, 0, 0.0f}, DType::F32, rng);
+  bf16Product({1, 128, 96, 4096, 1, 0, 0, 1.0f}, DType::F32, rng);
+  bf16Product({1, 128, 256, 8192, 0, 1, 0, 0.0f}, DType::BF16, rng);
 }
 
 /// CrossEntropy and CrossEntropyGrad reading bf16 logits (mixed precision):

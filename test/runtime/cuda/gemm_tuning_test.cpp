@@ -6,7 +6,9 @@
 // unlucky block, a clock that drifts, refusals). The cases check the five
 // steps of GemmTuning.h: refusals dropped, the block sized from the first
 // that runs, the finalists, the median of interleaved rounds, and the
-// margin that keeps the heuristic's order against noise.
+// margin that keeps the heuristic's order against noise. Then the wide
+// search's split-K forms (splitVariants): which bases, which counts, which
+// reduction.
 //
 //===----------------------------------------------------------------------===//
 #include "GemmTuning.h"
@@ -175,6 +177,67 @@ void testOne() {
          "one candidate: its round-one time");
 }
 
+/// "b:s:r b:s:r ..." of a list of split variants.
+std::string describe(const std::vector<SplitVariant> &v) {
+  std::string out;
+  for (const SplitVariant &x : v)
+    out += (out.empty() ? "" : " ") + std::to_string(x.base) + ":" +
+           std::to_string(x.split) + ":" + std::to_string(x.reduction);
+  return out;
+}
+
+void expectVariants(const std::vector<SplitVariant> &got,
+                    const std::string &want, const std::string &what) {
+  const std::string g = describe(got);
+  expect(g == want, what + " (got \"" + g + "\", want \"" + want + "\")");
+}
+
+void testSplitVariants() {
+  const uint32_t all = kReduceInPlace | kReduceCompute | kReduceOutput;
+  SplitBase third{0.3, true, all, 1};
+  // 0.3 waves over K = 16384: 2, 3, 4 and 6 parts stay within 2 waves.
+  expectVariants(splitVariants({third}, 16384), "0:2:2 0:3:2 0:4:2 0:6:2",
+                 "a third of the GPU: counts up to 2 waves, f32 partials");
+  expectVariants(splitVariants({{1.0, true, all, 1}}, 16384), "",
+                 "a base that fills the GPU is not split");
+  expectVariants(splitVariants({{0.3, true, all, 4}}, 16384), "",
+                 "a base already split is not split again");
+  expectVariants(splitVariants({{0.3, false, all, 1}}, 16384), "",
+                 "a base without split-K support is not split");
+  expectVariants(splitVariants({{0.3, true, 0, 1}}, 16384), "",
+                 "a base without a reduction scheme is not split");
+  expectVariants(
+      splitVariants({{0.5, true, kReduceInPlace | kReduceOutput, 1}}, 16384),
+      "0:2:4 0:3:4 0:4:4", "no f32 partials: the output's type");
+  expectVariants(splitVariants({{0.5, true, kReduceInPlace, 1}}, 16384),
+                 "0:2:1 0:3:1 0:4:1", "in place where that is all there is");
+  expectVariants(splitVariants({{0.0, true, all, 1}}, 16384), "0:2:2 0:3:2",
+                 "waves not known: the first two counts only");
+  // K = 1024 keeps 256 per part: at most 4 parts.
+  expectVariants(splitVariants({{0.2, true, all, 1}}, 1024),
+                 "0:2:2 0:3:2 0:4:2", "each part keeps 256 of K");
+  expectVariants(splitVariants({{0.2, true, all, 1}}, 500), "",
+                 "K too short to split");
+  // Bases in order, the ineligible skipped without counting; four varied.
+  std::vector<SplitBase> many = {{1.5, true, all, 1},  {0.9, true, all, 1},
+                                 {0.9, false, all, 1}, {0.9, true, all, 1},
+                                 {0.9, true, all, 1},  {0.9, true, all, 1},
+                                 {0.9, true, all, 1}};
+  expectVariants(splitVariants({{0.5, true, kReduceInPlace | kReduceOutput, 1}},
+                               16384, kReduceCompute),
+                 "", "no allowed reduction: not split");
+  expectVariants(splitVariants({{0.5, true, all, 1}}, 16384, kReduceCompute),
+                 "0:2:2 0:3:2 0:4:2",
+                 "f32 partials where only they are allowed");
+  expectVariants(splitVariants(many, 16384), "1:2:2 3:2:2 4:2:2 5:2:2",
+                 "the first four bases that can split, in order");
+  SplitLimits two;
+  two.bases = 2;
+  two.maxWaves = 1.0;
+  expectVariants(splitVariants({third, third, third}, 16384, all, two),
+                 "0:2:2 0:3:2 1:2:2 1:3:2", "the limits are honoured");
+}
+
 } // namespace
 
 int main() {
@@ -184,6 +247,7 @@ int main() {
   testMargin();
   testOutliers();
   testOne();
+  testSplitVariants();
   if (failures) {
     std::printf("%d failed\n", failures);
     return 1;

@@ -279,7 +279,7 @@ def case_cli_errors():
                  "--comm nccl needs the cuda backend (this run uses cpu)")
     # Another cuda option the CPU backend has nothing to do with (on by
     # default there: --gemm-autotune says so, --no-gemm-autotune turns it off).
-    for flag in ("--gemm-autotune", "--no-gemm-autotune"):
+    for flag in ("--gemm-autotune", "--no-gemm-autotune", "--gemm-autotune-wide"):
         p = run(base + [flag], expect_rc=0)
         check("autotune" not in p.stdout + p.stderr,
               f"the cpu run with {flag} spoke of autotuning: {p.stdout!r} {p.stderr!r}")
@@ -287,6 +287,8 @@ def case_cli_errors():
                  "--no-gemm-autotune cannot go with --gemm-autotune")
     expect_error(base + ["--gemm-autotune-file", scratch("x.txt"), "--no-gemm-autotune"],
                  "--no-gemm-autotune cannot go with --gemm-autotune-file")
+    expect_error(base + ["--gemm-autotune-wide", "--no-gemm-autotune"],
+                 "--no-gemm-autotune cannot go with --gemm-autotune-wide")
     # --wgrad-stream splits a CUDA graph: nothing to do without graphs, and
     # the CPU backend records none (it runs and says nothing of streams).
     expect_error(base + ["--wgrad-stream", "--no-cuda-graph"],

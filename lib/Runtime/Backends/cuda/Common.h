@@ -148,7 +148,8 @@ struct LtGemmPlan {
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
   /// With CudaOptions::gemmAutotune: the heuristic's candidates, best
-  /// first (algo is the first until timed).
+  /// first (algo is the first until timed), then with gemmAutotuneWide the
+  /// wide search's (LtSearch.h).
   std::vector<cublasLtMatmulAlgo_t> candidates;
 };
 
@@ -200,8 +201,11 @@ struct Ctx {
   /// `cudnnRequired`: a problem it refuses is an Error, not a fallback.
   CudnnAttention *cudnn = nullptr;
   bool cudnnRequired = false;
-  /// Time cuBLASLt's candidates at a GEMM's first call (CudaOptions).
+  /// Time cuBLASLt's candidates at a GEMM's first call (CudaOptions);
+  /// with gemmAutotuneWide, those of the wide search too (LtSearch.h).
   bool gemmAutotune = false;
+  bool gemmAutotuneWide = false;
+  int gemmCandidate = -1; ///< CudaOptions::gemmCandidate
   /// The kept choices and what saves them (CudaOptions::gemmChoices), or
   /// null.
   GemmChoices *gemmChoices = nullptr;

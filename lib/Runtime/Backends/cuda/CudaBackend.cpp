@@ -267,7 +267,9 @@ public:
     ewJit_ = std::make_unique<EwJit>(device);
     ctx_.ewJit = ewJit_.get();
     chooseAttention(options.attention);
-    ctx_.gemmAutotune = options.gemmAutotune;
+    ctx_.gemmAutotune = options.gemmAutotune || options.gemmAutotuneWide;
+    ctx_.gemmAutotuneWide = options.gemmAutotuneWide;
+    ctx_.gemmCandidate = options.gemmCandidate;
     keepGemmChoices(device, options);
     wgradStream_ = options.wgradStream;
   }

@@ -84,4 +84,36 @@ TuneResult chooseCandidate(size_t count, const TuneClock &clock,
   return result;
 }
 
+std::vector<SplitVariant> splitVariants(const std::vector<SplitBase> &bases,
+                                        int64_t K, uint32_t allowed,
+                                        const SplitLimits &limits) {
+  std::vector<SplitVariant> out;
+  size_t varied = 0;
+  for (size_t b = 0; b < bases.size() && varied < limits.bases; ++b) {
+    const SplitBase &base = bases[b];
+    const bool idle = base.waves < 1.0; // 0: not known
+    if (!base.splitSupport || base.split > 1 || !idle)
+      continue;
+    uint32_t reduction = 0;
+    for (uint32_t r : {kReduceCompute, kReduceOutput, kReduceInPlace})
+      if (base.reductions & allowed & r) {
+        reduction = r;
+        break;
+      }
+    if (!reduction)
+      continue;
+    ++varied;
+    size_t tried = 0;
+    for (int s : limits.splits) {
+      if (s < 2 || K / s < limits.minPartK)
+        continue;
+      if (base.waves > 0.0 ? base.waves * s > limits.maxWaves : tried >= 2)
+        continue;
+      out.push_back({b, s, reduction});
+      ++tried;
+    }
+  }
+  return out;
+}
+
 } // namespace mega::rt::gpu

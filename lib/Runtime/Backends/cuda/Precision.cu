@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 #include "DeviceUtil.cuh"
 #include "GemmTuning.h"
+#include "LtSearch.h"
 
 #include <cuda_bf16.h>
 
@@ -127,7 +128,9 @@ constexpr int kTuneCandidates = 16;
 
 /// Builds `e` for one GEMM: its descriptors, and the heuristic's first
 /// algorithm for them under the operands' alignment classes (e.found false
-/// when there is none); with `want` > 1 also its first `want` candidates.
+/// when there is none); with `want` > 1 also its first `want` candidates
+/// (with Ctx::gemmAutotuneWide, its first kWideBestFits and the wide
+/// search's, LtSearch.h).
 void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
                 cublasOperation_t opA, int64_t N, int64_t M, int64_t K,
                 int64_t ldb, int64_t sB, int64_t lda, int64_t sA, int64_t ldc,
@@ -194,20 +197,27 @@ void planLtGemm(const Ctx &ctx, LtGemmPlan &e, cublasOperation_t opB,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     checkLt(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alC, sizeof alC),
             "cublasLtMatmulPreferenceSetAttribute");
-  cublasLtMatmulHeuristicResult_t results[kTuneCandidates];
-  want = std::max(1, std::min(want, kTuneCandidates));
+  const bool wide = want > 1 && ctx.gemmAutotuneWide;
+  want = wide ? kWideBestFits : std::max(1, std::min(want, kTuneCandidates));
+  std::vector<cublasLtMatmulHeuristicResult_t> results(
+      static_cast<size_t>(want));
   int found = 0;
   e.found = cublasLtMatmulAlgoGetHeuristic(ctx.lt, e.desc, e.a, e.b, e.c, e.c,
-                                           pref, want, results,
+                                           pref, want, results.data(),
                                            &found) == CUBLAS_STATUS_SUCCESS &&
             found > 0;
   if (!e.found)
     return;
   e.algo = results[0].algo;
+  std::vector<float> waves;
   if (want > 1)
     for (int k = 0; k < found; ++k)
-      if (results[k].state == CUBLAS_STATUS_SUCCESS)
-        e.candidates.push_back(results[k].algo);
+      if (results[size_t(k)].state == CUBLAS_STATUS_SUCCESS) {
+        e.candidates.push_back(results[size_t(k)].algo);
+        waves.push_back(results[size_t(k)].wavesCount);
+      }
+  if (wide)
+    widenCandidates(ctx, e, pref, epi.cd, K, waves);
 }
 
 /// The name of a cuBLASLt epilogue mega asks for.
@@ -291,12 +301,13 @@ double tuneLtGemm(const Ctx &ctx, LtGemmPlan &e, const float *alpha,
     std::fprintf(stderr,
                  "cuda: autotune: the %lld x %lld x %lld product (%s) takes "
                  "candidate %ld of %zu: %.1f us, the heuristic's first "
-                 "%.1f us\n",
+                 "%.1f us (%s)\n",
                  (long long)M, (long long)N, (long long)K,
                  epi.mode == CUBLASLT_EPILOGUE_DEFAULT ? "no epilogue"
                                                        : epilogueName(epi.mode),
                  r.chosen + 1, e.candidates.size(), 1e3 * r.ms,
-                 r.firstMs < 0 ? -1.0 : 1e3 * r.firstMs);
+                 r.firstMs < 0 ? -1.0 : 1e3 * r.firstMs,
+                 describeAlgo(e.algo).c_str());
   return 1e3 * r.ms;
 }
 
@@ -386,7 +397,11 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
       planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
                  count, alB, alA, alC, epi, kTuneCandidates);
     }
-    if (fresh->found && tune && fresh->candidates.size() > 1) {
+    if (fresh->found && tune && ctx.gemmCandidate >= 0) {
+      // A test's pick, untimed and not kept.
+      if (size_t(ctx.gemmCandidate) < fresh->candidates.size())
+        fresh->algo = fresh->candidates[size_t(ctx.gemmCandidate)];
+    } else if (fresh->found && tune && fresh->candidates.size() > 1) {
       if (withEpi)
         setEpiloguePointers(fresh->desc, epi);
       void *tuneD = D;
