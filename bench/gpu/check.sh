@@ -32,7 +32,8 @@
 #              the cuda runs must say that train was replayed as a CUDA graph, and a
 #              third fp32 run with --no-cuda-graph must give bitwise the same losses;
 #              two bf16 runs with --gemm-autotune-file: the second reads what the
-#              first timed, times nothing, leaves the file and has its bits
+#              first timed, times nothing, leaves the file and has its bits; a bf16
+#              run with --gemm-autotune-wide against the CPU (rel 1e-2)
 #   3a. nccl   nccl_test: the NCCL path with one-rank communicators on the one GPU,
 #              every collective against the host-staged path (bitwise), the
 #              gradient buckets' stream, an invalid argument and a receive that
@@ -51,11 +52,13 @@
 #              small ms/step in fp32 and bf16 (also with cuBLASLt's candidates
 #              timed and kept in a file, then read back; the kept choices with
 #              the weight gradients on a second stream (--wgrad-stream, also on
-#              the plan compiled with --wgrad-slack 6); with the bias
-#              gradients in cuBLASLt's epilogue instead of the column of ones;
-#              with the chunk sums one load at a time; with the heuristic's
-#              first algorithm for every GEMM (--no-gemm-autotune); and with
-#              MEGA_TIMING=all with the residual gradient in f32, without CUDA
+#              the plan compiled with --wgrad-slack 6); with the wide search's
+#              candidates (--gemm-autotune-wide) timed and kept in a file, then
+#              read back; with the heuristic's first algorithm for every GEMM
+#              (--no-gemm-autotune); and with MEGA_TIMING=all with the bias
+#              gradients in cuBLASLt's epilogue instead of the column of ones,
+#              with the chunk sums one load at a time, with the residual
+#              gradient in f32, without CUDA
 #              graphs, with mega's attention kernels instead of cuDNN's, with the bias
 #              gradients as ReduceSums, with the backward's bf16 rules off,
 #              with the biases in f32, with the residual stream in f32 and
@@ -377,6 +380,16 @@ do_train() {
     fi
     "$PY" "$TOOLS" compare "$LOGS/small-bf16-kept1.jsonl" "$LOGS/small-bf16-kept2.jsonl" \
       --rtol 0 | tail -1 || rc=1
+    # The wide search's candidates (--gemm-autotune-wide: other algorithm
+    # ids, split-K forms): sums in another order, the CPU's losses to 1e-2.
+    if [ -f "$LOGS/small-bf16-cpu.jsonl" ]; then
+      run_mega small-bf16-wide "$PLANS/gpt-small-bf16-cuda.plan" cuda "$LOGS/data/small" 20 \
+        "${load[@]}" --gemm-autotune-wide || rc=1
+      grep -h "cuda: autotune: the" "$LOGS/small-bf16-wide.log"
+      printf 'bf16 --gemm-autotune-wide: '
+      "$PY" "$TOOLS" compare "$LOGS/small-bf16-cpu.jsonl" "$LOGS/small-bf16-wide.jsonl" \
+        --rtol 1e-2 | tail -1 || rc=1
+    fi
   fi
   return "$rc"
 }
@@ -527,16 +540,25 @@ do_mega_timing() {
   MEGA_CUDA_SIDE_PRIORITY=0 time_plan bf16-wslack-samepri gpt2-bf16-wslack-samepri \
     gpt2-small-bf16-wslack-cuda.plan 12 --gemm-autotune-file "$LOGS/gpt2-choices.txt" \
     --wgrad-stream || rc=1
-  # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
-  # epilogue (--ones-column-bias-grad=false) instead of the column of ones.
-  time_plan bf16-bgrad gpt2-bf16-bgrad gpt2-small-bf16-bgrad-cuda.plan 12 || rc=1
-  # The column sums of LayerNormGrad's and ReduceSum's chunks one load at a
-  # time (MEGA_CUDA_CHUNK_PREFETCH=0; the same bits).
-  MEGA_CUDA_CHUNK_PREFETCH=0 time_plan bf16-noprefetch gpt2-bf16-noprefetch \
-    gpt2-small-bf16-cuda.plan 12 || rc=1
+  # The wide search (--gemm-autotune-wide): more candidates per GEMM
+  # (cuBLASLt's other algorithm ids, split-K forms of the products that
+  # leave the GPU part idle), timed into a file of their own, then read
+  # back untimed as bf16-kept reads the plain search's.
+  time_plan bf16-wide gpt2-bf16-wide gpt2-small-bf16-cuda.plan 12 --gemm-autotune-wide \
+    --gemm-autotune-file "$LOGS/gpt2-wide-choices.txt" || rc=1
+  grep -h "cuda: autotune" "$LOGS/gpt2-bf16-wide.log"
+  time_plan bf16-wide-kept gpt2-bf16-wide-kept gpt2-small-bf16-cuda.plan 12 \
+    --gemm-autotune-file "$LOGS/gpt2-wide-choices.txt" || rc=1
   # MEGA_TIMING=all: the variants whose cost earlier runs measured (the
   # default keeps the timing segment within its time).
   if [ "${MEGA_TIMING:-}" = all ]; then
+    # The bias gradients of c_attn and c_fc in cuBLASLt's bias-gradient
+    # epilogue (--ones-column-bias-grad=false) instead of the column of ones.
+    time_plan bf16-bgrad gpt2-bf16-bgrad gpt2-small-bf16-bgrad-cuda.plan 12 || rc=1
+    # The column sums of LayerNormGrad's and ReduceSum's chunks one load at a
+    # time (MEGA_CUDA_CHUNK_PREFETCH=0; the same bits).
+    MEGA_CUDA_CHUNK_PREFETCH=0 time_plan bf16-noprefetch gpt2-bf16-noprefetch \
+      gpt2-small-bf16-cuda.plan 12 || rc=1
     # The residual stream's gradient in f32 (--bf16-residual-grad=false).
     time_plan bf16-f32grad gpt2-bf16-f32grad gpt2-small-bf16-f32grad-cuda.plan 12 || rc=1
     # mega's own attention kernels instead of cuDNN's.
