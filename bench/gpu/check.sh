@@ -54,7 +54,8 @@
 #              the weight gradients on a second stream (--wgrad-stream, also on
 #              the plan compiled with --wgrad-slack 6); with the wide search's
 #              candidates (--gemm-autotune-wide) timed and kept in a file, then
-#              read back; with the heuristic's first algorithm for every GEMM
+#              read back, also with --wgrad-stream on the --wgrad-slack plan;
+#              with the heuristic's first algorithm for every GEMM
 #              (--no-gemm-autotune); and with MEGA_TIMING=all with the bias
 #              gradients in cuBLASLt's epilogue instead of the column of ones,
 #              with the chunk sums one load at a time, with the residual
@@ -549,6 +550,11 @@ do_mega_timing() {
   grep -h "cuda: autotune" "$LOGS/gpt2-bf16-wide.log"
   time_plan bf16-wide-kept gpt2-bf16-wide-kept gpt2-small-bf16-cuda.plan 12 \
     --gemm-autotune-file "$LOGS/gpt2-wide-choices.txt" || rc=1
+  # Everything not yet the default at once: the wide search's kept choices
+  # and the weight gradients on the side stream of the --wgrad-slack 6 plan.
+  time_plan bf16-wide-wslack gpt2-bf16-wide-wslack gpt2-small-bf16-wslack-cuda.plan 12 \
+    --gemm-autotune-wide --gemm-autotune-file "$LOGS/gpt2-wide-choices.txt" \
+    --wgrad-stream || rc=1
   # MEGA_TIMING=all: the variants whose cost earlier runs measured (the
   # default keeps the timing segment within its time).
   if [ "${MEGA_TIMING:-}" = all ]; then

@@ -936,27 +936,24 @@ int main(int argc, char **argv) {
   }
   // The bf16 products again with each GEMM's algorithm the fastest of
   // cuBLASLt's candidates, timed on the call itself (mega-run
-  // --gemm-autotune): every candidate tried must leave the same result.
+  // --gemm-autotune), and of the wide search's too (--gemm-autotune-wide:
+  // other algorithm ids and split-K forms, whose sums run in another
+  // order): the candidate kept must leave the same result.
   if (!casesOnCpu &&
       (wanted("matmul epilogue") || wanted("cast/bf16 matmul"))) {
-    rt::CudaOptions tuned;
-    tuned.gemmAutotune = true;
-    again("bf16 products again with --gemm-autotune", tuned, [&] {
-      if (wanted("cast/bf16 matmul"))
-        castAndBf16MatMul(rng);
-      if (wanted("matmul epilogue"))
-        matmulEpilogue(rng);
-    });
-    // And with the wide search's candidates (--gemm-autotune-wide): other
-    // algorithm ids and split-K forms, whose sums run in another order.
-    rt::CudaOptions wide;
-    wide.gemmAutotuneWide = true;
-    again("bf16 products again with --gemm-autotune-wide", wide, [&] {
-      if (wanted("cast/bf16 matmul"))
-        castAndBf16MatMul(rng);
-      if (wanted("matmul epilogue"))
-        matmulEpilogue(rng);
-    });
+    for (bool wide : {false, true}) {
+      rt::CudaOptions tuned;
+      tuned.gemmAutotune = true;
+      tuned.gemmAutotuneWide = wide;
+      again(wide ? "bf16 products again with --gemm-autotune-wide"
+                 : "bf16 products again with --gemm-autotune",
+            tuned, [&] {
+              if (wanted("cast/bf16 matmul"))
+                castAndBf16MatMul(rng);
+              if (wanted("matmul epilogue"))
+                matmulEpilogue(rng);
+            });
+    }
   }
   // Every candidate of the wide search, not only the one the timing keeps:
   // a backend each, whose GEMMs run their candidate k untimed
