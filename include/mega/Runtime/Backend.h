@@ -541,8 +541,9 @@ struct CudaOptions {
   /// part idle (lib/Runtime/Backends/cuda/LtSearch.h).
   bool gemmAutotuneWide = false;
   /// Tests (cuda_twin_check): with the autotune on, each GEMM runs its
-  /// candidate `gemmCandidate` untimed (the heuristic's first where it has
-  /// fewer), so that every candidate's result can be checked; -1: timed.
+  /// candidate `gemmCandidate` (the heuristic's first where it has fewer,
+  /// or where the launch refuses it, as the timing would drop it), so that
+  /// every candidate's result can be checked; -1: the fastest, timed.
   int gemmCandidate = -1;
   /// mega-run --wgrad-stream: a second stream for the weight gradients'
   /// products while a program is recorded (Backend::prepareSideStream).

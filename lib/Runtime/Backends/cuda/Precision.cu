@@ -397,11 +397,18 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
       planLtGemm(ctx, *fresh, opB, opA, N, M, K, ldb, sB, lda, sA, ldc, sC,
                  count, alB, alA, alC, epi, kTuneCandidates);
     }
-    if (fresh->found && tune && ctx.gemmCandidate >= 0) {
-      // A test's pick, untimed and not kept.
-      if (size_t(ctx.gemmCandidate) < fresh->candidates.size())
-        fresh->algo = fresh->candidates[size_t(ctx.gemmCandidate)];
-    } else if (fresh->found && tune && fresh->candidates.size() > 1) {
+    // A test's pick (CudaOptions::gemmCandidate): candidate k alone goes
+    // through the timing, which drops it, as it drops any candidate, when
+    // its launch is refused (the heuristic's first then stays); not kept.
+    const bool pick = ctx.gemmCandidate >= 0;
+    if (fresh->found && tune && pick) {
+      const size_t k = size_t(ctx.gemmCandidate);
+      std::vector<cublasLtMatmulAlgo_t> one;
+      if (k < fresh->candidates.size())
+        one.push_back(fresh->candidates[k]);
+      fresh->candidates = std::move(one);
+    }
+    if (fresh->found && tune && fresh->candidates.size() > (pick ? 0 : 1)) {
       if (withEpi)
         setEpiloguePointers(fresh->desc, epi);
       void *tuneD = D;
@@ -412,7 +419,7 @@ bool ltGemm(const Ctx &ctx, cublasOperation_t opB, cublasOperation_t opA,
       }
       const double us =
           tuneLtGemm(ctx, *fresh, alpha, B, A, beta, C, tuneD, N, M, K, epi);
-      if (us >= 0 && ctx.gemmChoices) {
+      if (us >= 0 && ctx.gemmChoices && !pick) {
         GemmChoice &g = ctx.gemmChoices->byKey[key];
         std::memcpy(g.algo.data(), &fresh->algo, sizeof g.algo);
         g.us = us;
