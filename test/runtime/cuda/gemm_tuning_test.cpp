@@ -180,9 +180,15 @@ void testOne() {
 /// "b:s:r b:s:r ..." of a list of split variants.
 std::string describe(const std::vector<SplitVariant> &v) {
   std::string out;
-  for (const SplitVariant &x : v)
-    out += (out.empty() ? "" : " ") + std::to_string(x.base) + ":" +
-           std::to_string(x.split) + ":" + std::to_string(x.reduction);
+  for (const SplitVariant &x : v) {
+    if (!out.empty())
+      out += ' ';
+    out += std::to_string(x.base);
+    out += ':';
+    out += std::to_string(x.split);
+    out += ':';
+    out += std::to_string(x.reduction);
+  }
   return out;
 }
 
