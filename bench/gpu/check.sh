@@ -46,6 +46,13 @@
 #              (the column of ones on each rank's columns) and tp 2 with
 #              sequence parallelism (bf16 all-gathers) against the bf16
 #              one-process run (rel 1e-3)
+#   3c. nccl-ranks  with two GPUs or more (nvidia-smi -L): the ranks step's
+#              2-rank layouts (with four GPUs its 4-rank ones too) on a GPU
+#              each with --comm nccl (a run that cannot use NCCL fails),
+#              losses against one process as in 3b; then GPT-2 small bf16 at
+#              dp 2 (gpt2-small-bf16-dp2-cuda.plan: a micro-batch of 16 on each
+#              GPU) against one GPU: ms/step, tokens/s per GPU, scaling. With
+#              one GPU: skipped
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
@@ -411,6 +418,20 @@ do_nccl() {
 # Several ranks on the one GPU (MPI; the collectives staged through host
 # memory, the data-parallel buckets started during the backward): each layout's
 # losses against the one-process run of the same model (rel 1e-5).
+# run_ranks NAME NP PLAN STEPS DATA [mega-run args]: PLAN on NP MPI ranks
+# (OpenMPI as root), rank 0's log lines in $LOGS/NAME.jsonl, every rank's
+# output in $LOGS/NAME.log.
+run_ranks() {
+  local name=$1 np=$2 plan=$3 steps=$4 data=$5
+  shift 5
+  rm -f "$LOGS/$name.jsonl"
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
+    timeout 300 mpirun -np "$np" --oversubscribe --bind-to none "$MEGA_RUN" \
+    "$plan" --data "$data" --steps "$steps" --no-shuffle \
+    --seed 1 --log-interval 1 --log-file "$LOGS/$name.jsonl" --device cuda "$@" \
+    >"$LOGS/$name.log" 2>&1
+}
+
 do_ranks() {
   MEGA_RUN=$(locate mega-run tools/mega-run)
   if [ ! -f "$PLANS/ranks-ref-cuda.plan" ]; then
@@ -435,12 +456,7 @@ do_ranks() {
     name=${c%%:*} np=${c##*:} ref=ranks-ref rtol=1e-5
     case $name in bf16-*) ref=ranks-bf16-ref rtol=1e-3 ;; esac
     [ -f "$PLANS/ranks-$name-cuda.plan" ] || { echo "no ranks-$name-cuda.plan: skipped"; continue; }
-    rm -f "$LOGS/ranks-$name.jsonl"
-    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
-      timeout 300 mpirun -np "$np" --oversubscribe --bind-to none "$MEGA_RUN" \
-      "$PLANS/ranks-$name-cuda.plan" --data "$LOGS/data/small" --steps 10 --no-shuffle \
-      --seed 1 --log-interval 1 --log-file "$LOGS/ranks-$name.jsonl" --device cuda \
-      >"$LOGS/ranks-$name.log" 2>&1
+    run_ranks "ranks-$name" "$np" "$PLANS/ranks-$name-cuda.plan" 10 "$LOGS/data/small"
     if [ $? -ne 0 ]; then
       if grep -q "built without MPI" "$LOGS/ranks-$name.log"; then
         echo "this mega-run has no MPI (no MPI headers where it was built): skipped"
@@ -454,6 +470,60 @@ do_ranks() {
     "$PY" "$TOOLS" compare "$LOGS/$ref.jsonl" "$LOGS/ranks-$name.jsonl" --rtol "$rtol" \
       | tail -1 || rc=1
   done
+  return "$rc"
+}
+
+# Several GPUs: the ranks on a GPU each, their collectives on NCCL
+# (--comm nccl: a run that cannot use it fails), which one GPU cannot show
+# (NCCL refuses a communicator that has one GPU twice).
+do_nccl_ranks() {
+  local gpus
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+  if [ "${gpus:-0}" -lt 2 ]; then
+    echo "${gpus:-0} GPU: skipped (NCCL between ranks needs a GPU for each)"
+    return 0
+  fi
+  MEGA_RUN=$(locate mega-run tools/mega-run)
+  command -v mpirun >/dev/null || { echo "no mpirun: skipped"; return 0; }
+  [ -x "$MEGA_RUN" ] || { echo "no $MEGA_RUN (build failed?)"; return 1; }
+  [ -f "$PLANS/ranks-ref-cuda.plan" ] || { echo "no ranks plans (make_plans.sh): skipped"; return 0; }
+  "$PY" "$TOOLS" data "$LOGS/data/small" --vocab "$SMALL_VOCAB" --tokens "$SMALL_TOKENS" || return 1
+  local rc=0 c name np ref rtol layouts
+  # The one-process references (as the ranks step makes them).
+  run_mega nccl-ref "$PLANS/ranks-ref-cuda.plan" cuda "$LOGS/data/small" 10 || return 1
+  run_mega nccl-bf16-ref "$PLANS/ranks-bf16-ref-cuda.plan" cuda "$LOGS/data/small" 10 || rc=1
+  layouts="dp2:2 pp2:2 pp2vpp2:2 tp2:2 dp2do:2 bf16-pp2:2 bf16-tp2:2 bf16-tp2sp:2"
+  [ "$gpus" -ge 4 ] && layouts="$layouts pp2dp2:4 tp2pp2:4 tp2spdp2:4 bf16-tp2pp2:4"
+  for c in $layouts; do
+    name=${c%%:*} np=${c##*:} ref=nccl-ref rtol=1e-5
+    case $name in bf16-*) ref=nccl-bf16-ref rtol=1e-3 ;; esac
+    [ -f "$PLANS/ranks-$name-cuda.plan" ] || { echo "no ranks-$name-cuda.plan: skipped"; continue; }
+    if ! run_ranks "nccl-$name" "$np" "$PLANS/ranks-$name-cuda.plan" 10 "$LOGS/data/small" \
+      --comm nccl; then
+      echo "nccl $name failed:"; tail -5 "$LOGS/nccl-$name.log"; rc=1; continue
+    fi
+    if ! grep -q "collectives: NCCL" "$LOGS/nccl-$name.log"; then
+      echo "nccl $name: the collectives did not go through NCCL:"
+      grep -h "collectives:" "$LOGS/nccl-$name.log"
+      rc=1
+    fi
+    grep -h "collectives:\|buckets all-reduced\|buckets reduce-scattered" \
+      "$LOGS/nccl-$name.log" | sort -u | head -3
+    printf '%-8s ' "$name"
+    "$PY" "$TOOLS" compare "$LOGS/$ref.jsonl" "$LOGS/nccl-$name.jsonl" --rtol "$rtol" \
+      | tail -1 || rc=1
+  done
+  # GPT-2 small bf16 at dp 2: a micro-batch of 16 on each GPU, the
+  # gradients all-reduced in buckets during the backward, against one GPU.
+  if [ -f "$PLANS/gpt2-small-bf16-dp2-cuda.plan" ]; then
+    "$PY" "$TOOLS" data "$LOGS/data/gpt2" --vocab "$GPT2_VOCAB" --tokens "$GPT2_TOKENS" || return 1
+    run_mega nccl-gpt2-1gpu "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 12 || rc=1
+    run_ranks nccl-gpt2-dp2 2 "$PLANS/gpt2-small-bf16-dp2-cuda.plan" 12 "$LOGS/data/gpt2" \
+      --comm nccl || { echo "nccl gpt2 dp 2 failed:"; tail -5 "$LOGS/nccl-gpt2-dp2.log"; rc=1; }
+    grep -h "collectives:\|buckets all-reduced" "$LOGS/nccl-gpt2-dp2.log" | sort -u | head -2
+    "$PY" "$TOOLS" scaling "$LOGS/nccl-gpt2-1gpu.jsonl" "$LOGS/nccl-gpt2-dp2.jsonl" --gpus 2 \
+      --tokens $((16 * 1024)) || rc=1
+  fi
   return "$rc"
 }
 
@@ -622,6 +692,7 @@ step kernels do_kernels
 step train do_train
 step nccl do_nccl
 step ranks do_ranks
+step nccl-ranks do_nccl_ranks
 step torch do_torch
 step mega-timing do_mega_timing
 step profile do_profile

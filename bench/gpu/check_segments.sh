@@ -6,6 +6,8 @@
 #   twin     the CUDA kernels against their CPU twins           (limit 200 s)
 #   train    train, nccl, ranks                                  (limit 240 s)
 #   kernels  the attention and memory-bound kernels timed alone  (limit 150 s)
+#   multi    nccl-ranks: the ranks on a GPU each over NCCL, and GPT-2 small
+#            at dp 2 (skipped at once with one GPU)             (limit 240 s)
 #   timing   torch, mega-timing                                  (limit 300 s)
 #   profile  Nsight Compute over the costliest memory-bound kernels (limit 150 s)
 #
@@ -14,7 +16,7 @@
 # A GROUP is a segment, or segments joined by '+' that run at the same time
 # (twin+train: both only check results, so they may share the GPU; never join
 # a segment that times something). Groups run one after the other; the
-# default is "timing twin+train kernels profile": the timed steps first, on a GPU that
+# default is "timing twin+train kernels multi profile": the timed steps first, on a GPU that
 # nothing else uses. The build (or the copy of bench/gpu/prebuilt) runs once
 # before them all. MEGA_SEGMENTS_DEADLINE=S (seconds from the start) shortens
 # a group's limit to what is left of S, less 20 s for packing the logs, and
@@ -31,9 +33,9 @@ OUTDIR=${OUT:-build-gpu/check-segments}
 LOGS=${MEGA_SEGMENT_LOGS:-/tmp/mega-check-logs}
 DEADLINE=${MEGA_SEGMENTS_DEADLINE:-0}
 mkdir -p "$OUTDIR" "$LOGS"
-ALL="build twin kernels train nccl ranks torch mega-timing profile"
+ALL="build twin kernels train nccl ranks nccl-ranks torch mega-timing profile"
 groups=("$@")
-[ ${#groups[@]} -eq 0 ] && groups=(timing twin+train kernels profile)
+[ ${#groups[@]} -eq 0 ] && groups=(timing twin+train kernels multi profile)
 SECONDS=0
 status=0
 
@@ -43,6 +45,7 @@ steps_of() {
     twin) echo "twin 200" ;;
     train) echo "train nccl ranks 240" ;;
     kernels) echo "kernels 150" ;;
+    multi) echo "nccl-ranks 240" ;;
     timing) echo "torch mega-timing 300" ;;
     profile) echo "profile 150" ;;
     *) return 1 ;;
@@ -52,7 +55,7 @@ steps_of() {
 for g in "${groups[@]}"; do
   for seg in ${g//+/ }; do
     steps_of "$seg" >/dev/null || {
-      echo "check_segments: unknown segment '$seg' (twin, train, kernels, timing or profile)" >&2
+      echo "check_segments: unknown segment '$seg' (twin, train, kernels, multi, timing or profile)" >&2
       exit 2
     }
   done

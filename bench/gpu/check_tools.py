@@ -14,6 +14,9 @@
       from the same run: ms/step, tokens/s, TFLOP/s, MFU (model FLOPs per token as
       torch_baseline.py counts them, over --peak dense bf16 TFLOP/s) and the time ratios
       torch/mega (above 1: mega is faster).
+  check_tools.py scaling ONE.jsonl MANY.jsonl --gpus N --tokens T [--warmup 2]
+      one GPU against N GPUs each doing the one GPU's work (T tokens a step each): ms/step,
+      tokens/s in all and per GPU, and the scaling (N GPUs' tokens/s over N times one's).
   check_tools.py breakdown TRACE.json [--top 25]
       per-kernel time of the last traced step (mega-run --trace: each kernel synchronised, so
       small kernels carry their launch cost), summed by opcode over its train and optimizer
@@ -112,6 +115,30 @@ def cmd_timing(a):
     loss = [float(r["lm_loss"]) for _, r in sorted(recs.items())]
     print(f"median ms/step {statistics.median(ms):.1f} over {len(ms)} steps "
           f"(min {min(ms):.1f}, max {max(ms):.1f}); loss {loss[0]:.4f} -> {loss[-1]:.4f}")
+    return 0
+
+
+def median_ms(path, warmup):
+    """The median ms/step after `warmup` iterations of a run's log, or None."""
+    if not os.path.exists(path):
+        return None
+    ms = [float(r["elapsed_ms"]) for it, r in sorted(read_log(path).items()) if it > warmup]
+    return statistics.median(ms) if ms else None
+
+
+def cmd_scaling(a):
+    """One GPU against `gpus` GPUs doing the same work each (data parallel):
+    ms/step, tokens/s in all and per GPU, and the per-GPU rate's share of
+    the one-GPU rate."""
+    one, many = median_ms(a.one, a.warmup), median_ms(a.many, a.warmup)
+    if one is None or many is None:
+        print(f"scaling: no iterations in {a.one if one is None else a.many}")
+        return 1
+    t1 = a.tokens / (one / 1e3)
+    tn = a.gpus * a.tokens / (many / 1e3)
+    print(f"1 GPU: {one:.1f} ms/step, {t1:,.0f} tokens/s; {a.gpus} GPUs: {many:.1f} ms/step, "
+          f"{tn:,.0f} tokens/s ({tn / a.gpus:,.0f} per GPU); scaling {tn / (a.gpus * t1):.1%} "
+          f"of {a.gpus}x")
     return 0
 
 
@@ -243,12 +270,19 @@ def main():
     r.add_argument("runs", nargs="*", help="NAME=LOG.jsonl")
     r.add_argument("--tokens", type=int, default=16 * 1024)
     r.add_argument("--peak", type=float, default=989.0, help="dense bf16 TFLOP/s (H100 SXM)")
+    sc = sub.add_parser("scaling")
+    sc.add_argument("one", help="the one-GPU run's log")
+    sc.add_argument("many", help="the data-parallel run's log (rank 0)")
+    sc.add_argument("--gpus", type=int, required=True)
+    sc.add_argument("--tokens", type=int, required=True, help="tokens per GPU per step")
+    sc.add_argument("--warmup", type=int, default=2)
     b = sub.add_parser("breakdown")
     b.add_argument("trace")
     b.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
     return {"data": cmd_data, "compare": cmd_compare, "timing": cmd_timing,
-            "report": cmd_report, "breakdown": cmd_breakdown}[a.cmd](a)
+            "report": cmd_report, "breakdown": cmd_breakdown,
+            "scaling": cmd_scaling}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@
 #                               mega-run --wgrad-stream runs 48 of the 52
 #                               beside the backward (the same arena): timed,
 #                               same run
+#   gpt2-small-bf16-dp2-cuda.plan  the same at --dp 2 (global batch 32): check.sh's
+#                               nccl-ranks step, on two GPUs
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2, dp 2 with the
 #                               distributed optimizer and tp 2 x dp 2 with sequence
@@ -147,6 +149,10 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
   --target cuda --precision bf16 --ones-column-bias-grad=false
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-wslack-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --wgrad-slack 6
+# Data parallelism over two GPUs (check.sh's nccl-ranks step, where there are
+# two): a micro-batch of 16 on each, so each GPU does the one-GPU step's work.
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-dp2-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --dp 2 --global-batch-size 32
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
