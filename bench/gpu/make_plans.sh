@@ -150,7 +150,9 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-wslack-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --wgrad-slack 6
 # Data parallelism over two GPUs (check.sh's nccl-ranks step, where there are
-# two): a micro-batch of 16 on each, so each GPU does the one-GPU step's work.
+# two): a micro-batch of 16 on each, so each GPU does the one-GPU step's work
+# (and the column of ones' products go through scratch and 24 more Copies:
+# the data-parallel buckets place the gradients back to back, without tails).
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-dp2-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --dp 2 --global-batch-size 32
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
