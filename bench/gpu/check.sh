@@ -51,8 +51,9 @@
 #              each with --comm nccl (a run that cannot use NCCL fails),
 #              losses against one process as in 3b; then GPT-2 small bf16 at
 #              dp 2 (gpt2-small-bf16-dp2-cuda.plan: a micro-batch of 16 on each
-#              GPU) against one GPU: ms/step, tokens/s per GPU, scaling. With
-#              one GPU: skipped
+#              GPU) and at tp 2 (gpt2-small-bf16-tp2-cuda.plan: the batch of
+#              16 on halves of each layer) against one GPU: ms/step, tokens/s
+#              per GPU, scaling. With one GPU: skipped
 #   4. torch   bench/gpu/torch_baseline.py --config gpt2-small (fp32, bf16,
 #              bf16-compile): ms/step
 #   5. mega    if bench/gpu/plans/gpt2-small-{,bf16-}cuda.plan exist: mega's GPT-2
@@ -523,6 +524,14 @@ do_nccl_ranks() {
     grep -h "collectives:\|buckets all-reduced" "$LOGS/nccl-gpt2-dp2.log" | sort -u | head -2
     "$PY" "$TOOLS" scaling "$LOGS/nccl-gpt2-1gpu.jsonl" "$LOGS/nccl-gpt2-dp2.jsonl" --gpus 2 \
       --tokens $((16 * 1024)) || rc=1
+  fi
+  # The same batch of 16 on tensor-parallel halves of every layer (tp 2:
+  # Megatron's all-reduces after the attention and MLP blocks, on NCCL).
+  if [ -f "$PLANS/gpt2-small-bf16-tp2-cuda.plan" ] && [ -f "$LOGS/nccl-gpt2-1gpu.jsonl" ]; then
+    run_ranks nccl-gpt2-tp2 2 "$PLANS/gpt2-small-bf16-tp2-cuda.plan" 12 "$LOGS/data/gpt2" \
+      --comm nccl || { echo "nccl gpt2 tp 2 failed:"; tail -5 "$LOGS/nccl-gpt2-tp2.log"; rc=1; }
+    "$PY" "$TOOLS" scaling "$LOGS/nccl-gpt2-1gpu.jsonl" "$LOGS/nccl-gpt2-tp2.jsonl" --gpus 2 \
+      --tokens $((16 * 1024)) --strong || rc=1
   fi
   return "$rc"
 }

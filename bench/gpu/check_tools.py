@@ -14,9 +14,10 @@
       from the same run: ms/step, tokens/s, TFLOP/s, MFU (model FLOPs per token as
       torch_baseline.py counts them, over --peak dense bf16 TFLOP/s) and the time ratios
       torch/mega (above 1: mega is faster).
-  check_tools.py scaling ONE.jsonl MANY.jsonl --gpus N --tokens T [--warmup 2]
-      one GPU against N GPUs each doing the one GPU's work (T tokens a step each): ms/step,
-      tokens/s in all and per GPU, and the scaling (N GPUs' tokens/s over N times one's).
+  check_tools.py scaling ONE.jsonl MANY.jsonl --gpus N --tokens T [--strong] [--warmup 2]
+      one GPU against N GPUs each doing the one GPU's work (T tokens a step each; --strong:
+      sharing its T tokens, as tensor parallelism does): ms/step, tokens/s in all and per
+      GPU, and the scaling (N GPUs' tokens/s over N times one's).
   check_tools.py breakdown TRACE.json [--top 25]
       per-kernel time of the last traced step (mega-run --trace: each kernel synchronised, so
       small kernels carry their launch cost), summed by opcode over its train and optimizer
@@ -127,15 +128,16 @@ def median_ms(path, warmup):
 
 
 def cmd_scaling(a):
-    """One GPU against `gpus` GPUs doing the same work each (data parallel):
-    ms/step, tokens/s in all and per GPU, and the per-GPU rate's share of
-    the one-GPU rate."""
+    """One GPU against `gpus` GPUs: each doing the one GPU's work (data
+    parallel), or with --strong sharing it (tensor parallel: the same tokens
+    a step). ms/step, tokens/s in all and per GPU, and the per-GPU rate's
+    share of the one-GPU rate."""
     one, many = median_ms(a.one, a.warmup), median_ms(a.many, a.warmup)
     if one is None or many is None:
         print(f"scaling: no iterations in {a.one if one is None else a.many}")
         return 1
     t1 = a.tokens / (one / 1e3)
-    tn = a.gpus * a.tokens / (many / 1e3)
+    tn = (1 if a.strong else a.gpus) * a.tokens / (many / 1e3)
     print(f"1 GPU: {one:.1f} ms/step, {t1:,.0f} tokens/s; {a.gpus} GPUs: {many:.1f} ms/step, "
           f"{tn:,.0f} tokens/s ({tn / a.gpus:,.0f} per GPU); scaling {tn / (a.gpus * t1):.1%} "
           f"of {a.gpus}x")
@@ -274,7 +276,10 @@ def main():
     sc.add_argument("one", help="the one-GPU run's log")
     sc.add_argument("many", help="the data-parallel run's log (rank 0)")
     sc.add_argument("--gpus", type=int, required=True)
-    sc.add_argument("--tokens", type=int, required=True, help="tokens per GPU per step")
+    sc.add_argument("--tokens", type=int, required=True,
+                    help="tokens a step of the one-GPU run (and of each GPU's share without --strong)")
+    sc.add_argument("--strong", action="store_true",
+                    help="the GPUs share the one-GPU run's tokens (tensor parallel)")
     sc.add_argument("--warmup", type=int, default=2)
     b = sub.add_parser("breakdown")
     b.add_argument("trace")

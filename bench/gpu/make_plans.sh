@@ -52,7 +52,8 @@
 #                               mega-run --wgrad-stream runs 48 of the 52
 #                               beside the backward (the same arena): timed,
 #                               same run
-#   gpt2-small-bf16-dp2-cuda.plan  the same at --dp 2 (global batch 32): check.sh's
+#   gpt2-small-bf16-dp2-cuda.plan  the same at --dp 2 (global batch 32), and
+#   gpt2-small-bf16-tp2-cuda.plan  at --tp 2 (global batch 16): check.sh's
 #                               nccl-ranks step, on two GPUs
 #   ranks-*-cuda.plan           the cpu-small model at dp 2, pp 2, pp 2 x dp 2, pp 2
 #                               interleaved, tp 2, tp 2 x pp 2, dp 2 with the
@@ -155,6 +156,11 @@ RANKS=(--set layers=4 --set hidden=256 --set heads=4 --set vocab=8192 --set seq=
 # the data-parallel buckets place the gradients back to back, without tails).
 "$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-dp2-cuda.plan" "${GPT2[@]}" \
   --target cuda --precision bf16 --dp 2 --global-batch-size 32
+# Tensor parallelism over two GPUs: the same batch of 16, each layer's
+# products split in halves (column- then row-parallel) with an all-reduce
+# after each block.
+"$MEGAC" models/gpt.mlir -o "$OUT/gpt2-small-bf16-tp2-cuda.plan" "${GPT2[@]}" \
+  --target cuda --precision bf16 --tp 2
 printf 'SMALL_VOCAB=8192\nSMALL_TOKENS=%d\nGPT2_VOCAB=50304\nGPT2_TOKENS=%d\n' \
   $((8 * 128 * 24 + 129)) $((16 * 1024 * 14 + 1025)) > "$OUT/plans.env"
 ls -l "$OUT"
