@@ -231,9 +231,12 @@ Timeline simulate(const ScheduleConfig &c,
 namespace {
 
 std::string stepLabel(const ScheduleConfig &c, const Step &s) {
-  std::string label = (s.forward ? "F" : "B") + std::to_string(s.microbatch);
-  if (c.virtualStages > 1)
-    label += "." + std::to_string(s.chunk);
+  std::string label(1, s.forward ? 'F' : 'B');
+  label += std::to_string(s.microbatch);
+  if (c.virtualStages > 1) {
+    label += '.';
+    label += std::to_string(s.chunk);
+  }
   return label;
 }
 
@@ -273,8 +276,8 @@ std::string scheduleSvg(const ScheduleConfig &c, const Timeline &t) {
   int64_t width = left + t.makespan * unit + 20;
   int64_t height = top + c.ranks * rowH + 30;
   // Lighter to darker per chunk.
-  const char *fwd[] = {"#9ecae1", "#4292c6", "#2171b5", "#08519c"};
-  const char *bwd[] = {"#a1d99b", "#41ab5d", "#238b45", "#006d2c"};
+  static const char *const fwd[] = {"#9ecae1", "#4292c6", "#2171b5", "#08519c"};
+  static const char *const bwd[] = {"#a1d99b", "#41ab5d", "#238b45", "#006d2c"};
   std::ostringstream os;
   os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
      << "\" height=\"" << height << "\" font-family=\"sans-serif\">\n";
@@ -292,8 +295,8 @@ std::string scheduleSvg(const ScheduleConfig &c, const Timeline &t) {
        << "\" fill=\"#f0f0f0\"/>\n";
     for (const TimedStep &ts : t.ranks[r]) {
       int64_t x = left + ts.start * unit, w = (ts.end - ts.start) * unit;
-      const char *fill =
-          (ts.step.forward ? fwd : bwd)[std::min<int64_t>(ts.step.chunk, 3)];
+      const char *const *palette = ts.step.forward ? fwd : bwd;
+      const char *fill = palette[std::min<int64_t>(ts.step.chunk, 3)];
       os << "  <rect class=\"" << (ts.step.forward ? "fwd" : "bwd") << "\" x=\""
          << x << "\" y=\"" << y << "\" width=\"" << w << "\" height=\""
          << rowH - 4 << "\" fill=\"" << fill << "\" stroke=\"#333\"/>";
