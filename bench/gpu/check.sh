@@ -74,7 +74,7 @@
 #              with the output layer unblocked), beside torch's
 #              modes of step 4
 #              (tokens/s, TFLOP/s, MFU, ratios), then one traced bf16 run: the
-#              per-kernel time of a step
+#              per-kernel time of a step (again on the wide search's choices)
 #   6. profile bench/gpu/profile.sh: Nsight Compute over LayerNormGrad, LayerNorm
 #              and CrossEntropyWithGrad at GPT-2 small's shapes (skipped
 #              without ncu)
@@ -674,6 +674,15 @@ do_mega_timing() {
   run_mega gpt2-bf16-trace "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 2 \
     --trace "$LOGS/gpt2-bf16-trace.json" || rc=1
   "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-trace.json" || rc=1
+  # The same on the wide search's kept choices: which shapes its algorithms
+  # moved (the MatMuls by shape, beside the table above).
+  if [ -s "$LOGS/gpt2-wide-choices.txt" ]; then
+    echo "the same on the wide search's kept choices (--gemm-autotune-wide):"
+    run_mega gpt2-bf16-wide-trace "$PLANS/gpt2-small-bf16-cuda.plan" cuda "$LOGS/data/gpt2" 2 \
+      --gemm-autotune-file "$LOGS/gpt2-wide-choices.txt" \
+      --trace "$LOGS/gpt2-bf16-wide-trace.json" || rc=1
+    "$PY" "$TOOLS" breakdown "$LOGS/gpt2-bf16-wide-trace.json" || rc=1
+  fi
   if [ "${MEGA_TIMING:-}" = all ] && [ -f "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" ]; then
     echo "the same with --bf16-residual-grad=false (kernels only):"
     run_mega gpt2-bf16-f32grad-trace "$PLANS/gpt2-small-bf16-f32grad-cuda.plan" cuda \
