@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "GemmTuning.h"
+#include "TestExpect.h"
 
 #include <cmath>
 #include <cstdio>
@@ -24,13 +25,7 @@ using namespace mega::rt::gpu;
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string &what) {
-  std::printf("%s  %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok)
-    ++failures;
-}
+using megatest::expect;
 
 /// A scripted GPU: `ms[k]` per launch (negative: k refuses), and `noise`
 /// (the call number, k, reps -> factor on that block's time).
@@ -51,10 +46,8 @@ struct Script {
       return ms[k] >= 0.0;
     };
     c.time = [this](size_t k, int reps) {
-      if (ms[k] < 0.0) {
-        std::printf("FAIL  refused candidate %zu was timed\n", k);
-        ++failures;
-      }
+      if (ms[k] < 0.0)
+        megatest::fail("refused candidate " + std::to_string(k) + " was timed");
       timed.push_back({k, reps});
       return ms[k] * noise(calls++, k, reps);
     };
@@ -254,10 +247,5 @@ int main() {
   testOutliers();
   testOne();
   testSplitVariants();
-  if (failures) {
-    std::printf("%d failed\n", failures);
-    return 1;
-  }
-  std::printf("all passed\n");
-  return 0;
+  return megatest::finish();
 }

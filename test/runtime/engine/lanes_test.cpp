@@ -18,6 +18,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Lanes.h"
+#include "TestExpect.h"
 
 #include "mega/Plan/Plan.h"
 #include "mega/Runtime/Backend.h"
@@ -34,13 +35,7 @@ using namespace mega::rt;
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string &what) {
-  std::printf("%s  %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok)
-    ++failures;
-}
+using megatest::expect;
 
 /// Buffers of a made-up arena: buffer b is bytes [64 b, 64 b + 64).
 char arena[64 * 16];
@@ -216,9 +211,9 @@ int planFile(const std::string &path, const std::vector<std::string> &only) {
     std::printf("), %zu waits: %s\n", lanes.waits(),
                 wrong.empty() ? "checked" : wrong.c_str());
     if (!wrong.empty())
-      ++failures;
+      megatest::fail();
   }
-  return failures ? 1 : 0;
+  return megatest::failures() ? 1 : 0;
 }
 
 } // namespace
@@ -237,10 +232,5 @@ int main(int argc, char **argv) {
   testProductAndCopy();
   testFirstAndOrder();
   testCheckRefuses();
-  if (failures) {
-    std::printf("%d failed\n", failures);
-    return 1;
-  }
-  std::printf("all passed\n");
-  return 0;
+  return megatest::finish();
 }
