@@ -18,6 +18,7 @@
 #include "Tokenizer.h"
 
 #include "mega/Data/IndexedDataset.h"
+#include "mega/Support/ErrorLine.h"
 
 #include <chrono>
 #include <cmath>
@@ -343,13 +344,6 @@ int info(const std::string &prefix) {
   return 0;
 }
 
-std::string oneLine(std::string s) {
-  for (char &c : s)
-    if (c == '\n' || c == '\r')
-      c = ' ';
-  return s;
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
@@ -363,7 +357,8 @@ int main(int argc, char **argv) {
   } catch (const std::bad_alloc &) {
     std::fprintf(stderr, "mega-data: error: out of memory\n");
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "mega-data: error: %s\n", oneLine(e.what()).c_str());
+    std::fprintf(stderr, "mega-data: error: %s\n",
+                 mega::errorLine(e.what()).c_str());
   }
   return 1;
 }

@@ -18,6 +18,7 @@
 
 #include "mega/Plan/Plan.h"
 #include "mega/Runtime/GemmChoices.h"
+#include "mega/Support/ErrorLine.h"
 
 #include <cstdio>
 #include <exception>
@@ -161,14 +162,6 @@ int realMain(int argc, char **argv) {
   return 0;
 }
 
-/// Messages are one line whatever they quote.
-std::string oneLine(std::string s) {
-  for (char &c : s)
-    if (c == '\n' || c == '\r')
-      c = ' ';
-  return s;
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
@@ -177,7 +170,8 @@ int main(int argc, char **argv) {
   } catch (const std::bad_alloc &) {
     std::fputs("mega-run: error: out of memory\n", stderr);
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "mega-run: error: %s\n", oneLine(e.what()).c_str());
+    std::fprintf(stderr, "mega-run: error: %s\n",
+                 mega::errorLine(e.what()).c_str());
   } catch (...) {
     std::fputs("mega-run: error: unexpected internal failure\n", stderr);
   }

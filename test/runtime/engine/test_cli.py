@@ -588,6 +588,18 @@ def case_checkpoint_errors():
     del t["proj.bias"]
     save_safetensors(scratch("missing.safetensors"), t)
     expect_error(base + ["--load", scratch("missing.safetensors")], "no tensor 'proj.bias'")
+    # A name holding a byte that is not UTF-8 and (JSON-escaped) a terminal
+    # escape: the error line quotes them as \xNN (stderr stays ASCII, one
+    # line); a name in valid UTF-8 is quoted as it is.
+    raw = open(scratch("good/iter_0000001/model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    for name, shown in ((b"proj.\xb6\\u001b[31mbias", "'proj.\\xb6\\x1b[31mbias'"),
+                        ("proj.bíàs".encode(), "'proj.bíàs'")):
+        head = raw[8:8 + n].replace(b'"proj.bias"', b'"' + name + b'"')
+        check(head != raw[8:8 + n], "the checkpoint's header names proj.bias")
+        path = scratch("named.safetensors")
+        open(path, "wb").write(struct.pack("<Q", len(head)) + head + raw[8 + n:])
+        expect_error(base + ["--load", path], shown)
     shutil.copytree(scratch("good"), scratch("tracker"))
     open(scratch("tracker/latest_checkpointed_iteration.txt"), "w").write("9\n")
     expect_error(base + ["--load", scratch("tracker")], "iter_0000009")
